@@ -1,0 +1,284 @@
+//! The local-file backend: the embedded default. Reads are memory-mapped, so a split of a file
+//! in the page cache costs no copy; writes go to a hidden temporary beside the target and are
+//! renamed into place, which is atomic on POSIX file systems.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::{DfsError, DfsPath, FileStatus, Piece};
+
+/// Serves plain paths and `file://` URLs.
+#[derive(Clone, Debug, Default)]
+pub struct LocalBackend;
+
+fn is_data_file(name: &str) -> bool {
+    !(name.starts_with('_') || name.starts_with('.'))
+}
+
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => glob_match(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+fn status(path: &Path) -> Result<FileStatus, DfsError> {
+    let meta = fs::metadata(path).map_err(|e| DfsError::io(path, e))?;
+    Ok(FileStatus {
+        path: path.display().to_string(),
+        len: meta.len(),
+    })
+}
+
+impl LocalBackend {
+    pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
+        let path = &p.path;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        if name.contains(['*', '?']) {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            for entry in fs::read_dir(dir).map_err(|e| DfsError::io(dir, e))? {
+                let entry = entry.map_err(|e| DfsError::io(dir, e))?;
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if glob_match(name.as_bytes(), n.as_bytes()) && entry.path().is_file() {
+                    out.push(status(&dir.join(&n))?);
+                }
+            }
+        } else if path.is_dir() {
+            for entry in fs::read_dir(path).map_err(|e| DfsError::io(path, e))? {
+                let entry = entry.map_err(|e| DfsError::io(path, e))?;
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if is_data_file(&n) && entry.path().is_file() {
+                    out.push(status(&path.join(&n))?);
+                }
+            }
+        } else {
+            out.push(status(path)?);
+        }
+        if out.is_empty() {
+            return Err(DfsError::NotFound {
+                path: path.display().to_string(),
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub(crate) fn stat(&self, p: &DfsPath) -> Result<FileStatus, DfsError> {
+        status(&p.path)
+    }
+
+    pub(crate) fn read_range(&self, p: &DfsPath, start: u64, len: u64) -> Result<Bytes, DfsError> {
+        let file = File::open(&p.path).map_err(|e| DfsError::io(&p.path, e))?;
+        let file_len = file.metadata().map_err(|e| DfsError::io(&p.path, e))?.len();
+        if start > file_len {
+            return Err(DfsError::OutOfRange {
+                path: p.path.display().to_string(),
+                start,
+                end: start.saturating_add(len),
+                len: file_len,
+            });
+        }
+        let end = start.saturating_add(len).min(file_len);
+        if end == start {
+            return Ok(Bytes::new());
+        }
+        // SAFETY: the map is read-only; Quern writes files only through atomic renames, so a
+        // mapped file is never truncated underneath a reader by Quern itself.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DfsError::io(&p.path, e))?;
+        Ok(Bytes::from_owner(map).slice(start as usize..end as usize))
+    }
+
+    pub(crate) fn create(&self, p: &DfsPath) -> Result<LocalWriter, DfsError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let target = p.path.clone();
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| DfsError::io(dir, e))?;
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = target.with_file_name(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::create(&tmp).map_err(|e| DfsError::io(&tmp, e))?;
+        // Megabyte buffers: very large write() calls are slow on these VMs, tiny ones cost syscalls.
+        let out = BufWriter::with_capacity(1 << 20, file);
+        Ok(LocalWriter {
+            out: Some(out),
+            tmp,
+            target,
+            written: 0,
+        })
+    }
+
+    pub(crate) fn rename(&self, from: &DfsPath, to: &DfsPath) -> Result<(), DfsError> {
+        if let Some(dir) = to.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| DfsError::io(dir, e))?;
+        }
+        fs::rename(&from.path, &to.path).map_err(|e| DfsError::io(&from.path, e))
+    }
+
+    pub(crate) fn delete(&self, p: &DfsPath) -> Result<(), DfsError> {
+        let res = match fs::symlink_metadata(&p.path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p.path),
+            Ok(_) => fs::remove_file(&p.path),
+            Err(_) => return Ok(()),
+        };
+        match res {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DfsError::io(&p.path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn exists(&self, p: &DfsPath) -> bool {
+        p.path.exists()
+    }
+
+    pub(crate) fn locations(&self, p: &DfsPath) -> Result<Vec<Piece>, DfsError> {
+        let st = status(&p.path)?;
+        Ok(vec![Piece {
+            offset: 0,
+            len: st.len,
+            hosts: vec![crate::local_host()],
+        }])
+    }
+}
+
+/// A file being written; it becomes visible at its path only on [`LocalWriter::commit`], and
+/// is removed if dropped uncommitted.
+#[derive(Debug)]
+pub struct LocalWriter {
+    out: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    target: PathBuf,
+    written: u64,
+}
+
+impl LocalWriter {
+    /// Appends bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), DfsError> {
+        let out = self.out.as_mut().expect("writer used after commit");
+        out.write_all(data)
+            .map_err(|e| DfsError::io(&self.tmp, e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Returns the bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<(), DfsError> {
+        let out = self.out.take().expect("writer committed twice");
+        let file = out
+            .into_inner()
+            .map_err(|e| DfsError::io(&self.tmp, e.into_error()))?;
+        file.sync_data().map_err(|e| DfsError::io(&self.tmp, e))?;
+        fs::rename(&self.tmp, &self.target).map_err(|e| DfsError::io(&self.target, e))
+    }
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LocalWriter::write(self, buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{DfsError, Storage};
+
+    #[test]
+    fn writes_appear_only_on_commit_and_read_back_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::default();
+        let path = dir.path().join("out/part-0").display().to_string();
+        let mut w = s.create(&path).unwrap();
+        w.write(b"hello world").unwrap();
+        assert!(!s.exists(&path).unwrap());
+        w.commit().unwrap();
+        assert_eq!(&s.read_range(&path, 6, 100).unwrap()[..], b"world");
+        assert_eq!(s.stat(&path).unwrap().len, 11);
+        let dropped = dir.path().join("out/part-1").display().to_string();
+        s.create(&dropped).unwrap().write(b"x").unwrap();
+        assert!(!s.exists(&dropped).unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn lists_directories_and_globs_sorted_skipping_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.log", "a.log", "_SUCCESS", ".hidden", "c.txt"] {
+            std::fs::write(dir.path().join(n), n).unwrap();
+        }
+        let s = Storage::default();
+        let d = dir.path().display().to_string();
+        let names = |v: Vec<crate::FileStatus>| {
+            v.into_iter()
+                .map(|f| f.path.rsplit('/').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(s.list(&d).unwrap()), ["a.log", "b.log", "c.txt"]);
+        assert_eq!(
+            names(s.list(&format!("{d}/*.log")).unwrap()),
+            ["a.log", "b.log"]
+        );
+        assert!(matches!(
+            s.list(&format!("{d}/*.csv")),
+            Err(DfsError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn reading_past_the_end_is_an_error_and_missing_files_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::default();
+        let p = dir.path().join("f").display().to_string();
+        s.write_all(&p, b"abc").unwrap();
+        assert!(matches!(
+            s.read_range(&p, 4, 1),
+            Err(DfsError::OutOfRange { .. })
+        ));
+        assert!(s.read_range(&p, 3, 1).unwrap().is_empty());
+        let missing = dir.path().join("nope").display().to_string();
+        assert!(matches!(s.stat(&missing), Err(DfsError::NotFound { .. })));
+        s.delete(&missing).unwrap();
+    }
+}

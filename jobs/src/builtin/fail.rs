@@ -1,0 +1,54 @@
+//! `fail`: a fault-injection job. It counts lines like `wordcount` counts words, and its map
+//! panics on the first record containing the `panic_on` parameter (default: every record), so
+//! tests and operators can watch a failing job be retried and then reported.
+
+use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
+use crate::sdk::{push_u64, Job, MapContext, ReduceContext, Values};
+
+/// The `fail` job.
+pub struct Fail {
+    panic_on: Vec<u8>,
+}
+
+/// Registration of [`Fail`].
+pub const FAIL: JobInfo = JobInfo {
+    name: "fail",
+    about: "fault injection: map panics on records containing panic_on (default: all)",
+    make: |p: &Params| -> Result<Box<dyn DynJob>, JobError> {
+        check_params("fail", p, &["panic_on"])?;
+        let panic_on = p.get("panic_on").cloned().unwrap_or_default().into_bytes();
+        Ok(Box::new(Fail { panic_on }))
+    },
+};
+
+impl Job for Fail {
+    type Key = Vec<u8>;
+    type Value = u64;
+    const COMBINES: bool = true;
+
+    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+        let hit = self.panic_on.is_empty()
+            || record
+                .windows(self.panic_on.len())
+                .any(|w| w == self.panic_on);
+        if hit {
+            panic!(
+                "injected failure on record {:?}",
+                String::from_utf8_lossy(record)
+            );
+        }
+        ctx.emit_encoded(record, 1);
+    }
+
+    fn combine(&self, acc: &mut u64, next: u64) {
+        *acc += next;
+    }
+
+    fn reduce(&self, line: Vec<u8>, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {
+        let buf = out.buffer();
+        buf.extend_from_slice(&line);
+        buf.push(b'\t');
+        push_u64(buf, counts.sum());
+        out.end_line();
+    }
+}

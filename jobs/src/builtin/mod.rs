@@ -1,0 +1,23 @@
+//! The built-in jobs. They use the same SDK as user jobs.
+//!
+//! - `views`, `top-photos`, `endpoint-stats`: web-log analytics ([`weblog`]);
+//! - `wordcount`: the classic ([`wordcount`]);
+//! - `fail`: a fault-injection job for testing retries and failure reporting ([`fail`]).
+
+pub mod fail;
+pub mod histogram;
+pub mod weblog;
+pub mod wordcount;
+
+use crate::registry::JobInfo;
+
+/// Returns the built-in jobs.
+pub fn jobs() -> Vec<JobInfo> {
+    vec![
+        weblog::VIEWS,
+        weblog::TOP_PHOTOS,
+        weblog::ENDPOINT_STATS,
+        wordcount::WORDCOUNT,
+        fail::FAIL,
+    ]
+}

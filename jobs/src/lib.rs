@@ -1,0 +1,60 @@
+//! Quern's job SDK, the task runtime that runs jobs, and the built-in jobs.
+//!
+//! A job is a type implementing [`Job`]: a `map` from input records to typed key/value pairs,
+//! an optional `combine`, and a `reduce` from a key and its values to output lines. The runtime
+//! is generic over the job, so the hot loops are monomorphised (no per-record dynamic dispatch);
+//! [`DynJob`] erases the type once per task for the executor.
+//!
+//! Layout:
+//! - [`sdk`]: the [`Job`] trait, [`Key`]/[`Value`] codecs, map and reduce contexts, counters;
+//! - [`registry`]: job names to constructors ([`Registry::builtin`]);
+//! - [`split`]: splits of line-oriented inputs, where a record belongs to the split it starts in;
+//! - [`partition`]: the stable partitioner (the same on every machine and build);
+//! - [`runtime`]: shuffle file format, map-side sort/combine/spill, merge, reduce;
+//! - [`plan`]: turning inputs into splits;
+//! - [`local`]: `quern run --local`, the sequential oracle;
+//! - [`output`]: committed outputs: part files, manifest, `_SUCCESS`;
+//! - [`builtin`]: web-log analytics, word count, and a fault-injection job;
+//! - [`gen`]: deterministic data generators for the built-in jobs.
+//!
+//! A job in a few lines:
+//!
+//! ```
+//! use jobs::sdk::{Job, MapContext, ReduceContext, Values};
+//!
+//! struct LineLengths;
+//!
+//! impl Job for LineLengths {
+//!     type Key = u64;
+//!     type Value = u64;
+//!     const COMBINES: bool = true;
+//!
+//!     fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+//!         ctx.emit(&(record.len() as u64), 1);
+//!     }
+//!
+//!     fn combine(&self, acc: &mut u64, next: u64) {
+//!         *acc += next;
+//!     }
+//!
+//!     fn reduce(&self, len: u64, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {
+//!         let n: u64 = counts.sum();
+//!         out.write_line(format!("{len}\t{n}").as_bytes());
+//!     }
+//! }
+//! ```
+#![warn(missing_docs)]
+
+pub mod builtin;
+pub mod gen;
+pub mod local;
+pub mod output;
+pub mod partition;
+pub mod plan;
+pub mod registry;
+pub mod runtime;
+pub mod sdk;
+pub mod split;
+
+pub use registry::{DynJob, JobError, Params, Registry};
+pub use sdk::{Counters, Job, Key, MapContext, ReduceContext, Value, Values};

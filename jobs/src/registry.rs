@@ -1,0 +1,191 @@
+//! Job names to job constructors, and the type-erased [`DynJob`] the executor runs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::runtime::map::{run_map, MapConfig};
+use crate::runtime::reduce::{run_reduce, ReduceSummary};
+use crate::runtime::TaskError;
+use crate::sdk::{Counters, Job};
+
+/// Job parameters (`--param k=v`).
+pub type Params = BTreeMap<String, String>;
+
+/// A job name or its parameters are not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No job has this name.
+    #[error("unknown job {name:?}; known jobs: {known}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: String,
+    },
+    /// A parameter the job does not take.
+    #[error("job {job} takes no parameter {param:?} (it takes: {accepted})")]
+    UnknownParam {
+        /// The job.
+        job: String,
+        /// The parameter.
+        param: String,
+        /// The parameters it does take.
+        accepted: String,
+    },
+    /// A parameter with a bad value.
+    #[error("parameter {param}={value:?} of job {job}: {reason}")]
+    BadParam {
+        /// The job.
+        job: String,
+        /// The parameter.
+        param: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A job with its types erased, so one executor can run any registered job. The runners
+/// behind it are monomorphised per job, so erasure costs one virtual call per task.
+pub trait DynJob: Send + Sync {
+    /// Runs the task-level setup.
+    fn setup(&mut self);
+    /// Runs a map task over `input` and writes its output file at `out`.
+    fn run_map(&self, input: &[u8], cfg: &MapConfig, out: &Path) -> Result<Counters, TaskError>;
+    /// Runs a reduce task over `runs` (one per map, in map order) into `out`.
+    fn run_reduce(&self, runs: Vec<Bytes>, out: &mut dyn Write)
+        -> Result<ReduceSummary, TaskError>;
+}
+
+impl<J: Job> DynJob for J {
+    fn setup(&mut self) {
+        Job::setup(self);
+    }
+
+    fn run_map(&self, input: &[u8], cfg: &MapConfig, out: &Path) -> Result<Counters, TaskError> {
+        run_map(self, input, cfg, out)
+    }
+
+    fn run_reduce(
+        &self,
+        runs: Vec<Bytes>,
+        out: &mut dyn Write,
+    ) -> Result<ReduceSummary, TaskError> {
+        run_reduce(self, runs, out)
+    }
+}
+
+/// Builds a job from its parameters.
+pub type JobFactory = fn(&Params) -> Result<Box<dyn DynJob>, JobError>;
+
+/// A registered job.
+#[derive(Clone, Copy)]
+pub struct JobInfo {
+    /// The name users submit.
+    pub name: &'static str,
+    /// One line for `--help` and `quern jobs`.
+    pub about: &'static str,
+    /// The constructor.
+    pub make: JobFactory,
+}
+
+/// The jobs a `quern` binary can run.
+#[derive(Clone, Default)]
+pub struct Registry {
+    jobs: Vec<JobInfo>,
+}
+
+impl Registry {
+    /// Returns the registry of built-in jobs.
+    pub fn builtin() -> Self {
+        let mut r = Registry::default();
+        for info in crate::builtin::jobs() {
+            r.register(info);
+        }
+        r
+    }
+
+    /// Adds a job; a later registration of the same name replaces the earlier one.
+    pub fn register(&mut self, info: JobInfo) {
+        self.jobs.retain(|j| j.name != info.name);
+        self.jobs.push(info);
+    }
+
+    /// Returns the registered jobs.
+    pub fn jobs(&self) -> &[JobInfo] {
+        &self.jobs
+    }
+
+    /// Builds job `name` with `params` and runs its setup.
+    ///
+    /// # Errors
+    /// [`JobError`] for an unknown name or bad parameters.
+    pub fn create(&self, name: &str, params: &Params) -> Result<Box<dyn DynJob>, JobError> {
+        let info = self
+            .jobs
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| JobError::Unknown {
+                name: name.to_string(),
+                known: self
+                    .jobs
+                    .iter()
+                    .map(|j| j.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let mut job = (info.make)(params)?;
+        job.setup();
+        Ok(job)
+    }
+}
+
+/// Checks that `params` holds only `accepted` names.
+///
+/// # Errors
+/// [`JobError::UnknownParam`] naming the first unknown parameter.
+pub fn check_params(job: &str, params: &Params, accepted: &[&str]) -> Result<(), JobError> {
+    match params.keys().find(|k| !accepted.contains(&k.as_str())) {
+        Some(k) => Err(JobError::UnknownParam {
+            job: job.to_string(),
+            param: k.clone(),
+            accepted: if accepted.is_empty() {
+                "none".to_string()
+            } else {
+                accepted.join(", ")
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Parses an integer parameter, or returns `default` when absent.
+///
+/// # Errors
+/// [`JobError::BadParam`] if the value is not an integer in `min..=max`.
+pub fn int_param(
+    job: &str,
+    params: &Params,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, JobError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| JobError::BadParam {
+                job: job.to_string(),
+                param: name.to_string(),
+                value: v.clone(),
+                reason: format!("expected an integer from {min} to {max}"),
+            }),
+    }
+}

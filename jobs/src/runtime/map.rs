@@ -1,0 +1,283 @@
+//! The map side: buffer, combine, sort, spill, merge.
+//!
+//! Emitted pairs go into a [`MapBuffer`] bounded by the task's memory budget. A job that
+//! combines keeps one value per key in a hash table and folds each new value in at once (so
+//! `views` holds one counter per photo, not one record per view); other jobs append the encoded
+//! pair to an arena. When the estimated size reaches the budget, the buffer is sorted by
+//! (partition, key) and written as a spill run; at the end the runs are merged (combining
+//! again across runs) into the task's one output file. A task that never spills writes its
+//! buffer straight to the output.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::format::{FileSummary, ShuffleFile, ShuffleWriter};
+use super::merge::Merger;
+use super::TaskError;
+use crate::partition::FastHash;
+use crate::sdk::{Counters, FastCounters, Job, Key, MapContext, Value};
+
+/// Map-side settings of one task.
+#[derive(Clone, Debug)]
+pub struct MapConfig {
+    /// Number of reduce partitions.
+    pub partitions: u32,
+    /// Memory budget of the sort buffer, in bytes.
+    pub memory_budget: usize,
+    /// Directory for spill files (removed when the task ends).
+    pub spill_dir: PathBuf,
+}
+
+/// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
+const ENTRY_OVERHEAD: usize = 32;
+
+struct Entry {
+    partition: u32,
+    prefix: u64,
+    offset: usize,
+    key_len: u32,
+    value_len: u32,
+}
+
+/// The map-side buffer of one task.
+pub struct MapBuffer<J: Job> {
+    partitions: u32,
+    budget: usize,
+    used: usize,
+    table: HashMap<Box<[u8]>, (u32, J::Value), FastHash>,
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    spill_dir: PathBuf,
+    spills: Vec<PathBuf>,
+    spilled_bytes: u64,
+    spilled_records: u64,
+    emitted: u64,
+    error: Option<TaskError>,
+}
+
+fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl<J: Job> MapBuffer<J> {
+    fn new(cfg: &MapConfig) -> Self {
+        MapBuffer {
+            partitions: cfg.partitions.max(1),
+            budget: cfg.memory_budget.max(4096),
+            used: 0,
+            table: HashMap::with_hasher(FastHash),
+            arena: Vec::new(),
+            entries: Vec::new(),
+            spill_dir: cfg.spill_dir.clone(),
+            spills: Vec::new(),
+            spilled_bytes: 0,
+            spilled_records: 0,
+            emitted: 0,
+            error: None,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, job: &J, key: &[u8], value: J::Value) {
+        if self.error.is_some() {
+            return;
+        }
+        self.emitted += 1;
+        if J::COMBINES {
+            if let Some((_, acc)) = self.table.get_mut(key) {
+                job.combine(acc, value);
+                return;
+            }
+            let partition = job.partition(key, self.partitions);
+            self.table.insert(key.into(), (partition, value));
+            self.used +=
+                key.len() + std::mem::size_of::<(Box<[u8]>, (u32, J::Value))>() + ENTRY_OVERHEAD;
+        } else {
+            let partition = job.partition(key, self.partitions);
+            let offset = self.arena.len();
+            self.arena.extend_from_slice(key);
+            value.encode_value(&mut self.arena);
+            let value_len = self.arena.len() - offset - key.len();
+            self.entries.push(Entry {
+                partition,
+                prefix: prefix(key),
+                offset,
+                key_len: key.len() as u32,
+                value_len: value_len as u32,
+            });
+            self.used += key.len() + value_len + ENTRY_OVERHEAD;
+        }
+        if self.used >= self.budget {
+            if let Err(e) = self.spill() {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Writes the buffer, sorted, to `out`; returns what was written.
+    fn write_sorted<W: std::io::Write>(&mut self, out: W) -> Result<(W, FileSummary), TaskError> {
+        let mut w = ShuffleWriter::new(out, self.partitions);
+        if J::COMBINES {
+            let mut items: Vec<(Box<[u8]>, (u32, J::Value))> = self.table.drain().collect();
+            items.sort_unstable_by(|a, b| (a.1 .0, &a.0).cmp(&(b.1 .0, &b.0)));
+            let mut buf = Vec::new();
+            for (key, (partition, value)) in items {
+                buf.clear();
+                value.encode_value(&mut buf);
+                w.push(partition, &key, &buf)?;
+            }
+        } else {
+            let arena = &self.arena;
+            let key = |e: &Entry| &arena[e.offset..e.offset + e.key_len as usize];
+            // Stable, so equal keys keep emission order.
+            self.entries.sort_by(|a, b| {
+                (a.partition, a.prefix)
+                    .cmp(&(b.partition, b.prefix))
+                    .then_with(|| key(a).cmp(key(b)))
+            });
+            for e in &self.entries {
+                let k = e.offset + e.key_len as usize;
+                w.push(
+                    e.partition,
+                    &arena[e.offset..k],
+                    &arena[k..k + e.value_len as usize],
+                )?;
+            }
+            self.entries.clear();
+            self.arena.clear();
+        }
+        self.used = 0;
+        Ok(w.finish()?)
+    }
+
+    fn spill(&mut self) -> Result<(), TaskError> {
+        std::fs::create_dir_all(&self.spill_dir).map_err(|e| TaskError::io(&self.spill_dir, e))?;
+        let path = self
+            .spill_dir
+            .join(format!("spill-{:05}", self.spills.len()));
+        let file = File::create(&path).map_err(|e| TaskError::io(&path, e))?;
+        let (_, summary) = self.write_sorted(BufWriter::with_capacity(1 << 20, file))?;
+        tracing::debug!(spill = %path.display(), bytes = summary.bytes, "spilled map buffer");
+        self.spilled_bytes += summary.bytes;
+        self.spilled_records += summary.records;
+        self.spills.push(path);
+        Ok(())
+    }
+
+    /// Writes the task's output file: the buffer itself, or the merge of all spill runs.
+    fn finish(mut self, job: &J, out: &Path) -> Result<(FileSummary, Counters), TaskError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let file = File::create(out).map_err(|e| TaskError::io(out, e))?;
+        let writer = BufWriter::with_capacity(1 << 20, file);
+        let summary = if self.spills.is_empty() {
+            self.write_sorted(writer)?.1
+        } else {
+            if self.used > 0 {
+                self.spill()?;
+            }
+            let summary = self.merge_spills(job, writer)?;
+            for s in &self.spills {
+                let _ = std::fs::remove_file(s);
+            }
+            summary
+        };
+        let mut counters = Counters::default();
+        counters.add("map_output_records", self.emitted);
+        counters.add("map_output_bytes", summary.bytes);
+        counters.add("spilled_bytes", self.spilled_bytes);
+        counters.add("spilled_records", self.spilled_records);
+        Ok((summary, counters))
+    }
+
+    fn merge_spills(&self, job: &J, out: BufWriter<File>) -> Result<FileSummary, TaskError> {
+        let mut files = Vec::with_capacity(self.spills.len());
+        for s in &self.spills {
+            files.push(ShuffleFile::open(mmap(s)?)?);
+        }
+        let mut w = ShuffleWriter::new(out, self.partitions);
+        let mut key = Vec::new();
+        let mut buf = Vec::new();
+        for p in 0..self.partitions {
+            let mut m = Merger::new(files.iter().map(|f| f.partition(p)).collect())?;
+            if J::COMBINES {
+                while let Some((k, v)) = m.next_record()? {
+                    key.clear();
+                    key.extend_from_slice(k);
+                    let mut acc = J::Value::decode_value(v)?;
+                    while let Some(v) = m.next_value_for(&key)? {
+                        job.combine(&mut acc, J::Value::decode_value(v)?);
+                    }
+                    buf.clear();
+                    acc.encode_value(&mut buf);
+                    w.push(p, &key, &buf)?;
+                }
+            } else {
+                while let Some((k, v)) = m.next_record()? {
+                    w.push(p, k, v)?;
+                }
+            }
+        }
+        Ok(w.finish()?.1)
+    }
+}
+
+/// Memory-maps a local file read-only.
+pub(crate) fn mmap(path: &Path) -> Result<Bytes, TaskError> {
+    let file = File::open(path).map_err(|e| TaskError::io(path, e))?;
+    if file.metadata().map_err(|e| TaskError::io(path, e))?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: read-only map of a file this task wrote and no one else modifies.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TaskError::io(path, e))?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Runs `job`'s map over the records of `input` and writes the sorted, partitioned output
+/// file at `out`. Returns the task's counters.
+///
+/// # Errors
+/// [`TaskError`] if a spill or the output cannot be written.
+pub fn run_map<J: Job>(
+    job: &J,
+    input: &[u8],
+    cfg: &MapConfig,
+    out: &Path,
+) -> Result<Counters, TaskError> {
+    let mut buffer = MapBuffer::new(cfg);
+    let mut fast = FastCounters::default();
+    let mut records = 0u64;
+    {
+        let mut ctx = MapContext {
+            job,
+            buffer: &mut buffer,
+            counters: &mut fast,
+            scratch: Vec::new(),
+        };
+        for line in crate::split::Lines::new(input) {
+            job.map(line, &mut ctx);
+            records += 1;
+            if ctx.buffer.error.is_some() {
+                break;
+            }
+        }
+    }
+    let (_, mut counters) = buffer.finish(job, out)?;
+    let _ = std::fs::remove_dir(&cfg.spill_dir);
+    counters.add("map_input_records", records);
+    counters.add("map_input_bytes", input.len() as u64);
+    fast.drain_into(&mut counters);
+    Ok(counters)
+}
+
+/// Decodes a key for display in error messages and tests.
+pub fn decode_key<J: Job>(bytes: &[u8]) -> Result<J::Key, TaskError> {
+    Ok(J::Key::decode_key(bytes)?)
+}

@@ -1,0 +1,171 @@
+//! K-way merge of sorted runs.
+//!
+//! A binary min-heap of run indices ordered by (current key, run index). Ties go to the lower
+//! run index, so equal keys come out in run order: a reduce sees the values of one key in map
+//! order, which keeps outputs deterministic however the maps were scheduled. Only one
+//! decompressed block per run is in memory.
+
+use bytes::Bytes;
+
+use super::format::{BlockCursor, FormatError};
+
+/// Merges sorted runs into one sorted stream.
+pub struct Merger {
+    cursors: Vec<BlockCursor>,
+    heap: Vec<usize>,
+    pending: Option<usize>,
+}
+
+impl Merger {
+    /// Starts merging `runs`, each a run of blocks sorted by key.
+    ///
+    /// # Errors
+    /// [`FormatError`] if a run's first block is corrupt.
+    pub fn new(runs: Vec<Bytes>) -> Result<Self, FormatError> {
+        let mut cursors = Vec::with_capacity(runs.len());
+        let mut heap = Vec::with_capacity(runs.len());
+        for run in runs {
+            let mut c = BlockCursor::new(run);
+            if c.advance()? {
+                heap.push(cursors.len());
+            }
+            cursors.push(c);
+        }
+        let mut m = Merger {
+            cursors,
+            heap,
+            pending: None,
+        };
+        for i in (0..m.heap.len() / 2).rev() {
+            m.sift_down(i);
+        }
+        Ok(m)
+    }
+
+    fn less(&self, a: usize, b: usize) -> bool {
+        let (ca, cb) = (&self.cursors[a], &self.cursors[b]);
+        match ca.key().cmp(cb.key()) {
+            std::cmp::Ordering::Equal => a < b,
+            o => o.is_lt(),
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < n && self.less(self.heap[l], self.heap[m]) {
+                m = l;
+            }
+            if r < n && self.less(self.heap[r], self.heap[m]) {
+                m = r;
+            }
+            if m == i {
+                return;
+            }
+            self.heap.swap(i, m);
+            i = m;
+        }
+    }
+
+    /// Advances the run whose record was handed out last.
+    fn settle(&mut self) -> Result<(), FormatError> {
+        if let Some(run) = self.pending.take() {
+            debug_assert_eq!(self.heap.first(), Some(&run));
+            if self.cursors[run].advance()? {
+                self.sift_down(0);
+            } else {
+                let last = self.heap.pop().expect("heap holds the pending run");
+                if !self.heap.is_empty() {
+                    self.heap[0] = last;
+                    self.sift_down(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the smallest key not yet consumed, without consuming it.
+    pub fn next_key(&mut self) -> Result<Option<&[u8]>, FormatError> {
+        self.settle()?;
+        Ok(self.heap.first().map(|&i| self.cursors[i].key()))
+    }
+
+    /// Consumes and returns the next record.
+    pub fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>, FormatError> {
+        self.settle()?;
+        match self.heap.first() {
+            Some(&i) => {
+                self.pending = Some(i);
+                let c = &self.cursors[i];
+                Ok(Some((c.key(), c.value())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Consumes and returns the next value if the next record's key equals `key`.
+    pub fn next_value_for(&mut self, key: &[u8]) -> Result<Option<&[u8]>, FormatError> {
+        self.settle()?;
+        match self.heap.first() {
+            Some(&i) if self.cursors[i].key() == key => {
+                self.pending = Some(i);
+                Ok(Some(self.cursors[i].value()))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::{ShuffleFile, ShuffleWriter};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(keys: &[Vec<u8>], tag: u8) -> Bytes {
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        let mut w = ShuffleWriter::new(Vec::new(), 1);
+        for k in &sorted {
+            w.push(0, k, &[tag]).unwrap();
+        }
+        let (data, _) = w.finish().unwrap();
+        ShuffleFile::open(Bytes::from(data)).unwrap().partition(0)
+    }
+
+    proptest! {
+        #[test]
+        fn merged_output_is_sorted_complete_and_stable(
+            runs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3), 0..40), 0..6)
+        ) {
+            let inputs: Vec<Bytes> = runs.iter().enumerate().map(|(i, r)| run(r, i as u8)).collect();
+            let mut m = Merger::new(inputs).unwrap();
+            let mut out = Vec::new();
+            while let Some((k, v)) = m.next_record().unwrap() {
+                out.push((k.to_vec(), v[0]));
+            }
+            let mut expected: Vec<(Vec<u8>, u8)> = runs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| r.iter().map(move |k| (k.clone(), i as u8)))
+                .collect();
+            expected.sort();
+            prop_assert_eq!(out, expected);
+        }
+    }
+
+    #[test]
+    fn values_of_one_key_stop_at_the_next_key() {
+        let a = run(&[b"a".to_vec(), b"b".to_vec()], 1);
+        let b = run(&[b"a".to_vec(), b"c".to_vec()], 2);
+        let mut m = Merger::new(vec![a, b]).unwrap();
+        assert_eq!(m.next_key().unwrap(), Some(&b"a"[..]));
+        assert_eq!(m.next_value_for(b"a").unwrap(), Some(&[1u8][..]));
+        assert_eq!(m.next_value_for(b"a").unwrap(), Some(&[2u8][..]));
+        assert_eq!(m.next_value_for(b"a").unwrap(), None);
+        assert_eq!(m.next_key().unwrap(), Some(&b"b"[..]));
+    }
+}

@@ -1,0 +1,90 @@
+//! The task runtime: how map output is sorted, spilled, stored and merged, and how a reduce
+//! consumes it.
+//!
+//! Data path of one job:
+//!
+//! ```text
+//! split bytes --map--> MapBuffer (combine in a hash table, or append to an arena)
+//!     --sort by (partition, key)--> spill runs (shuffle files) --merge--> one map output file
+//! map output files --(fetch partition p of each)--> Merger (k-way, ties by map index)
+//!     --group by key--> reduce --> part file
+//! ```
+//!
+//! Layout:
+//! - [`format`]: the shuffle/spill file: compressed, checksummed blocks plus a partition index;
+//! - [`map`]: the map-side buffer and [`map::run_map`];
+//! - [`merge`]: the k-way merge of sorted runs;
+//! - [`reduce`]: [`reduce::run_reduce`].
+
+pub mod format;
+pub mod map;
+pub mod merge;
+pub mod reduce;
+
+use std::path::PathBuf;
+
+use protocol::FailureKind;
+
+pub use format::FormatError;
+
+/// Errors that end a task attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Reading input or writing output failed.
+    #[error(transparent)]
+    Storage(#[from] dfs_client::DfsError),
+    /// Shuffle or spill data is corrupt.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A key or value could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] crate::sdk::CodecError),
+    /// A local file (spill, map output) could not be written or read.
+    #[error("task i/o error on {}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The job's own code panicked.
+    #[error("job code panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The job name or its parameters are not valid.
+    #[error(transparent)]
+    Job(#[from] crate::registry::JobError),
+}
+
+impl TaskError {
+    /// Returns how the coordinator should treat this failure.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            TaskError::Job(_) => FailureKind::Fatal,
+            TaskError::Storage(dfs_client::DfsError::UnsupportedScheme { .. })
+            | TaskError::Storage(dfs_client::DfsError::InvalidPath { .. }) => FailureKind::Fatal,
+            _ => FailureKind::Retryable,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TaskError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Returns the message of a caught panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

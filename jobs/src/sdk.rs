@@ -1,0 +1,331 @@
+//! The job SDK: what a map/reduce job implements, and the contexts it is called with.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::runtime::map::MapBuffer;
+use crate::runtime::merge::Merger;
+
+/// A malformed encoded key or value (corrupt shuffle data or a codec bug).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {what}: {reason}")]
+pub struct CodecError {
+    /// Key or value.
+    pub what: &'static str,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// A shuffle key. Its encoding must preserve order: keys are sorted by their encoded bytes,
+/// so `a < b` must hold exactly when `encode(a) < encode(b)`.
+pub trait Key: Sized + Send + 'static {
+    /// Appends the order-preserving encoding of `self`.
+    fn encode_key(&self, out: &mut Vec<u8>);
+    /// Decodes a whole encoded key.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the bytes are not an encoding of this type.
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError>;
+}
+
+macro_rules! unsigned_key {
+    ($($t:ty),*) => {$(
+        impl Key for $t {
+            fn encode_key(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_be_bytes());
+            }
+            fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
+                let arr = bytes.try_into().map_err(|_| CodecError {
+                    what: "key",
+                    reason: format!("expected {} bytes, got {}", std::mem::size_of::<$t>(), bytes.len()),
+                })?;
+                Ok(<$t>::from_be_bytes(arr))
+            }
+        }
+    )*};
+}
+unsigned_key!(u8, u16, u32, u64);
+
+impl Key for i64 {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        // Flipping the sign bit makes two's complement sort as unsigned big-endian bytes.
+        out.extend_from_slice(&((*self as u64) ^ (1 << 63)).to_be_bytes());
+    }
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
+        u64::decode_key(bytes).map(|u| (u ^ (1 << 63)) as i64)
+    }
+}
+
+impl Key for Vec<u8> {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl Key for String {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| CodecError {
+            what: "key",
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A shuffle value: any serde type, encoded with postcard (a maintained, compact serde codec).
+pub trait Value: Serialize + DeserializeOwned + Send + 'static {
+    /// Appends the encoding of `self`.
+    fn encode_value(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail, and every serde-derived type serialises.
+        postcard::to_io(self, out).expect("postcard encodes into a Vec");
+    }
+    /// Decodes a value.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the bytes are not an encoding of this type.
+    fn decode_value(bytes: &[u8]) -> Result<Self, CodecError> {
+        postcard::from_bytes(bytes).map_err(|e| CodecError {
+            what: "value",
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
+
+/// A map/reduce job.
+///
+/// `map` is called once per input record (a line, without its line terminator). When
+/// `COMBINES` is true, values of equal keys are folded with `combine` on the map side, in
+/// memory and when spilling, which must be associative and commutative. `reduce` is called once
+/// per key, in increasing key order within each partition, with all values of that key.
+pub trait Job: Send + Sync + Sized + 'static {
+    /// The shuffle key.
+    type Key: Key;
+    /// The shuffle value.
+    type Value: Value;
+    /// Whether [`Job::combine`] folds values on the map side.
+    const COMBINES: bool = false;
+
+    /// Called once per task before any record (load a lookup table here).
+    fn setup(&mut self) {}
+
+    /// Maps one input record.
+    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>);
+
+    /// Folds `next` into `acc` (only called when `COMBINES` is true).
+    fn combine(&self, acc: &mut Self::Value, next: Self::Value) {
+        let _ = (acc, next);
+    }
+
+    /// Reduces one key and all its values to output.
+    fn reduce(&self, key: Self::Key, values: Values<'_, Self::Value>, out: &mut ReduceContext<'_>);
+
+    /// Returns the partition of an encoded key; the default is the stable hash.
+    fn partition(&self, key: &[u8], partitions: u32) -> u32 {
+        crate::partition::stable_partition(key, partitions)
+    }
+}
+
+/// Named counters of a task or job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters(pub BTreeMap<String, u64>);
+
+impl Counters {
+    /// Adds `n` to counter `name`.
+    pub fn add(&mut self, name: &str, n: u64) {
+        if n > 0 || !self.0.contains_key(name) {
+            *self.0.entry(name.to_string()).or_default() += n;
+        }
+    }
+
+    /// Returns counter `name` (0 if absent).
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Counters) {
+        for (k, v) in &other.0 {
+            self.add(k, *v);
+        }
+    }
+}
+
+/// Cheap counters for hot loops: `&'static str` names, merged into [`Counters`] at task end.
+#[derive(Debug, Default)]
+pub(crate) struct FastCounters(Vec<(&'static str, u64)>);
+
+impl FastCounters {
+    pub(crate) fn add(&mut self, name: &'static str, n: u64) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v += n,
+            None => self.0.push((name, n)),
+        }
+    }
+
+    pub(crate) fn drain_into(&mut self, out: &mut Counters) {
+        for (k, v) in self.0.drain(..) {
+            out.add(k, v);
+        }
+    }
+}
+
+/// What `map` emits into; also carries job counters and parameters.
+pub struct MapContext<'a, J: Job> {
+    pub(crate) job: &'a J,
+    pub(crate) buffer: &'a mut MapBuffer<J>,
+    pub(crate) counters: &'a mut FastCounters,
+    pub(crate) scratch: Vec<u8>,
+}
+
+impl<J: Job> MapContext<'_, J> {
+    /// Emits one key/value pair.
+    pub fn emit(&mut self, key: &J::Key, value: J::Value) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        key.encode_key(&mut scratch);
+        self.buffer.insert(self.job, &scratch, value);
+        self.scratch = scratch;
+    }
+
+    /// Emits a pair whose key is already encoded (for example a `String` key as its UTF-8
+    /// bytes), saving an allocation per record.
+    pub fn emit_encoded(&mut self, key: &[u8], value: J::Value) {
+        self.buffer.insert(self.job, key, value);
+    }
+
+    /// Adds `n` to a named job counter.
+    pub fn count(&mut self, name: &'static str, n: u64) {
+        self.counters.add(name, n);
+    }
+}
+
+/// Where `reduce` writes its output lines; also carries job counters.
+pub struct ReduceContext<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) records: u64,
+    pub(crate) counters: &'a mut FastCounters,
+}
+
+impl ReduceContext<'_> {
+    /// Writes one output line (a newline is appended).
+    pub fn write_line(&mut self, line: &[u8]) {
+        self.out.extend_from_slice(line);
+        self.out.push(b'\n');
+        self.records += 1;
+    }
+
+    /// Returns the output buffer to format a line into directly; call [`Self::end_line`] after.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
+    /// Ends a line written through [`Self::buffer`].
+    pub fn end_line(&mut self) {
+        self.out.push(b'\n');
+        self.records += 1;
+    }
+
+    /// Adds `n` to a named job counter.
+    pub fn count(&mut self, name: &'static str, n: u64) {
+        self.counters.add(name, n);
+    }
+}
+
+/// The values of one key, decoded lazily from the merged sorted runs.
+pub struct Values<'a, V> {
+    pub(crate) merger: &'a mut Merger,
+    pub(crate) key: &'a [u8],
+    pub(crate) error: &'a mut Option<String>,
+    pub(crate) _v: std::marker::PhantomData<V>,
+}
+
+impl<V: Value> Iterator for Values<'_, V> {
+    type Item = V;
+
+    fn next(&mut self) -> Option<V> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.merger.next_value_for(self.key) {
+            Ok(Some(bytes)) => match V::decode_value(bytes) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    *self.error = Some(e.to_string());
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                *self.error = Some(e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Appends the decimal form of `n` (no allocation).
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_encodings_preserve_order() {
+        let mut prev: Option<Vec<u8>> = None;
+        for k in [-5i64, -1, 0, 1, 300, i64::MAX] {
+            let mut e = Vec::new();
+            k.encode_key(&mut e);
+            assert_eq!(i64::decode_key(&e).unwrap(), k);
+            if let Some(p) = prev {
+                assert!(p < e);
+            }
+            prev = Some(e);
+        }
+        let mut a = Vec::new();
+        9u64.encode_key(&mut a);
+        let mut b = Vec::new();
+        10u64.encode_key(&mut b);
+        assert!(a < b);
+        assert!(u64::decode_key(&a[..3]).is_err());
+    }
+
+    #[test]
+    fn values_round_trip_through_postcard() {
+        let v = vec![(1u64, 2u64), (3, 4)];
+        let mut e = Vec::new();
+        v.encode_value(&mut e);
+        assert_eq!(Vec::<(u64, u64)>::decode_value(&e).unwrap(), v);
+        assert!(Vec::<(u64, u64)>::decode_value(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn push_u64_formats_decimal() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Splits of line-oriented inputs.
+//!
+//! A split is a byte range `[start, end)` of a file. A record (a line) belongs to the split in
+//! which it *starts*: a split whose `start` is not 0 skips the partial line before its first
+//! line start, and every split reads past its `end` to finish its last line. So each line is
+//! read exactly once whatever the split size, including lines longer than a split.
+//! Line terminators (`\n`, or `\r\n`) are not part of a record; a last line without a
+//! terminator is still a record.
+
+use bytes::Bytes;
+use dfs_client::{DfsError, Storage};
+
+/// A byte range of one input file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Split {
+    /// The file.
+    pub path: String,
+    /// First byte of the range.
+    pub start: u64,
+    /// One past the last byte of the range.
+    pub end: u64,
+}
+
+const PROBE: u64 = 64 * 1024;
+
+/// Returns the position just past the first `\n` at or after `from`, or `len` if none.
+fn after_newline(storage: &Storage, path: &str, mut from: u64, len: u64) -> Result<u64, DfsError> {
+    while from < len {
+        let chunk = storage.read_range(path, from, PROBE)?;
+        if let Some(i) = memchr::memchr(b'\n', &chunk) {
+            return Ok(from + i as u64 + 1);
+        }
+        from += chunk.len() as u64;
+    }
+    Ok(len)
+}
+
+/// Returns the bytes of the records that start in `split`: from the first line start at or
+/// after `split.start` to the end of the last line starting before `split.end`.
+///
+/// # Errors
+/// Storage errors reading the file.
+pub fn read_split(storage: &Storage, split: &Split, file_len: u64) -> Result<Bytes, DfsError> {
+    let end = split.end.min(file_len);
+    let begin = if split.start == 0 {
+        0
+    } else {
+        after_newline(storage, &split.path, split.start - 1, file_len)?
+    };
+    if begin >= end {
+        return Ok(Bytes::new());
+    }
+    let stop = after_newline(storage, &split.path, end - 1, file_len)?;
+    storage.read_range(&split.path, begin, stop - begin)
+}
+
+/// Iterates the records (lines without terminators) of a buffer returned by [`read_split`].
+pub struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Lines<'a> {
+    /// Starts iterating `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        Lines { rest: data }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+            Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+            None => (self.rest, &self.rest[self.rest.len()..]),
+        };
+        self.rest = rest;
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn records(content: &[u8], split_size: u64) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in").display().to_string();
+        std::fs::write(&path, content).unwrap();
+        let storage = Storage::default();
+        let len = content.len() as u64;
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < len.max(1) {
+            let split = Split {
+                path: path.clone(),
+                start,
+                end: (start + split_size).min(len),
+            };
+            let data = read_split(&storage, &split, len).unwrap();
+            out.extend(Lines::new(&data).map(<[u8]>::to_vec));
+            start += split_size;
+        }
+        out
+    }
+
+    fn expected(content: &[u8]) -> Vec<Vec<u8>> {
+        Lines::new(content).map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn lines_crossing_every_boundary_are_read_once() {
+        let content = b"alpha\nbeta\r\ngamma delta\n\nepsilon";
+        for size in 1..=content.len() as u64 + 1 {
+            assert_eq!(
+                records(content, size),
+                expected(content),
+                "split size {size}"
+            );
+        }
+        assert_eq!(
+            expected(content),
+            vec![
+                b"alpha".to_vec(),
+                b"beta".to_vec(),
+                b"gamma delta".to_vec(),
+                vec![],
+                b"epsilon".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn trailing_newline_makes_no_extra_record_and_empty_input_has_none() {
+        assert_eq!(records(b"a\nb\n", 1), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(records(b"", 4).is_empty());
+        assert_eq!(records(b"\n", 1), vec![Vec::<u8>::new()]);
+    }
+
+    #[test]
+    fn a_split_inside_one_long_line_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in").display().to_string();
+        std::fs::write(&path, b"0123456789\nab").unwrap();
+        let storage = Storage::default();
+        let split = Split {
+            path,
+            start: 3,
+            end: 6,
+        };
+        assert!(read_split(&storage, &split, 13).unwrap().is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_size_reads_every_record_once(
+            lines in proptest::collection::vec("[a-z\r]{0,12}", 0..30),
+            trailing in any::<bool>(),
+            size in 1u64..40,
+        ) {
+            let mut content = lines.join("\n").into_bytes();
+            if trailing && !content.is_empty() {
+                content.push(b'\n');
+            }
+            prop_assert_eq!(records(&content, size), expected(&content));
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Compiles the protos with protox, a pure-Rust protobuf compiler, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/quern/v1/common.proto",
+        "proto/quern/v1/coordinator.proto",
+        "proto/quern/v1/worker.proto",
+    ];
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! Quern's wire protocol: the gRPC services between coordinator, workers and clients, the id
+//! newtypes that travel on them, and the [`FailureKind`] that tells the coordinator what to do
+//! with a failed attempt.
+//!
+//! Layout:
+//! - [`pb`]: code generated from `proto/quern/v1/*.proto` (one service per process);
+//! - [`ids`]: `JobId`, `WorkerId`, `AttemptId`, `Epoch`;
+//! - [`failure`]: `FailureKind` and its mapping to and from the wire;
+//! - [`spec`]: the [`JobSpec`] a user submits.
+#![warn(missing_docs)]
+
+pub mod failure;
+pub mod ids;
+pub mod pb;
+pub mod spec;
+
+pub use failure::FailureKind;
+pub use ids::{AttemptId, Epoch, JobId, WorkerId};
+pub use spec::JobSpec;
+
+/// Largest gRPC message any Quern service accepts or sends. Bulk data moves in frames far
+/// below this (see [`SHUFFLE_FRAME_BYTES`]).
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Size of one shuffle frame on the wire.
+pub const SHUFFLE_FRAME_BYTES: usize = 1024 * 1024;

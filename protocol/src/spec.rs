@@ -1,0 +1,105 @@
+//! The job spec: what a user submits, in its domain form.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pb;
+
+/// Default split size: 64 MiB.
+pub const DEFAULT_SPLIT_SIZE: u64 = 64 * 1024 * 1024;
+/// Default sort-buffer budget of one task: 64 MiB.
+pub const DEFAULT_TASK_MEMORY: u64 = 64 * 1024 * 1024;
+/// Default attempts per task.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+
+/// A job to run: which job, over what, into where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Registered job name, e.g. `views`.
+    pub job: String,
+    /// Job parameters (`--param k=v`).
+    pub params: BTreeMap<String, String>,
+    /// Input files, directories or globs.
+    pub inputs: Vec<String>,
+    /// Output directory.
+    pub output: String,
+    /// Number of reduce tasks (and part files).
+    pub reducers: u32,
+    /// Bytes per map split.
+    pub split_size: u64,
+    /// Sort-buffer budget per task, in bytes.
+    pub task_memory: u64,
+    /// Attempts per task before the job fails.
+    pub max_attempts: u32,
+}
+
+impl JobSpec {
+    /// Returns a spec with default sizes.
+    pub fn new(job: impl Into<String>, inputs: Vec<String>, output: impl Into<String>) -> Self {
+        JobSpec {
+            job: job.into(),
+            params: BTreeMap::new(),
+            inputs,
+            output: output.into(),
+            reducers: 1,
+            split_size: DEFAULT_SPLIT_SIZE,
+            task_memory: DEFAULT_TASK_MEMORY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Returns the wire form.
+    pub fn to_pb(&self) -> pb::JobSpec {
+        pb::JobSpec {
+            job: self.job.clone(),
+            params: self.params.clone().into_iter().collect(),
+            inputs: self.inputs.clone(),
+            output: self.output.clone(),
+            reducers: self.reducers,
+            split_size: self.split_size,
+            task_memory: self.task_memory,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    /// Reads the wire form, filling defaults for zero sizes.
+    pub fn from_pb(p: pb::JobSpec) -> Self {
+        let or = |v: u64, d: u64| if v == 0 { d } else { v };
+        JobSpec {
+            job: p.job,
+            params: p.params.into_iter().collect(),
+            inputs: p.inputs,
+            output: p.output,
+            reducers: p.reducers.max(1),
+            split_size: or(p.split_size, DEFAULT_SPLIT_SIZE),
+            task_memory: or(p.task_memory, DEFAULT_TASK_MEMORY),
+            max_attempts: if p.max_attempts == 0 {
+                DEFAULT_MAX_ATTEMPTS
+            } else {
+                p.max_attempts
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_and_zero_sizes_get_defaults() {
+        let mut s = JobSpec::new("views", vec!["a".into()], "out");
+        s.params.insert("n".into(), "3".into());
+        s.reducers = 7;
+        assert_eq!(JobSpec::from_pb(s.to_pb()), s);
+        let d = JobSpec::from_pb(pb::JobSpec {
+            job: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            (d.reducers, d.split_size, d.max_attempts),
+            (1, DEFAULT_SPLIT_SIZE, 4)
+        );
+    }
+}
