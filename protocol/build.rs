@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/quern/v1/worker.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Shuffle frames are `Bytes`, so the service can send slices of a mapped file without copying.
+    tonic_prost_build::configure()
+        .bytes(".quern.v1.FetchPartitionResponse.data")
+        .compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

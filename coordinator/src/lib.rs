@@ -1,1 +1,130 @@
-//! placeholder
+//! The Quern coordinator: plans jobs into tasks, hands tasks to workers through their
+//! heartbeats, commits exactly one attempt per task, and publishes each job's output.
+//!
+//! Layout:
+//! - [`state`]: the state machine (jobs, tasks, attempts, workers), pure and clock-injected;
+//! - [`service`]: the gRPC service around it, which performs the storage actions it asks for;
+//! - [`client`]: a typed client for the CLI and tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let config = coordinator::CoordinatorConfig::new(".quern/coordinator");
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! coordinator::serve(listener, config, jobs::Registry::builtin(), shutdown).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod service;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jobs::Registry;
+use protocol::Epoch;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use client::Client;
+pub use service::Coordinator;
+
+/// Settings of the coordinator.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Directory for the coordinator's durable state.
+    pub state_dir: PathBuf,
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is declared dead.
+    pub worker_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Returns defaults with state under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        CoordinatorConfig {
+            state_dir: state_dir.into(),
+            heartbeat_interval: Duration::from_millis(200),
+            worker_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors that stop the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The state directory could not be used.
+    #[error("coordinator state i/o error on {}", .path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("coordinator server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Reads, increments and durably writes the epoch in `state_dir`.
+fn next_epoch(state_dir: &std::path::Path) -> Result<Epoch, CoordinatorError> {
+    let err = |path: PathBuf| move |source| CoordinatorError::State { path, source };
+    std::fs::create_dir_all(state_dir).map_err(err(state_dir.into()))?;
+    let path = state_dir.join("epoch");
+    let prev = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let epoch = prev + 1;
+    let tmp = state_dir.join("epoch.tmp");
+    std::fs::write(&tmp, epoch.to_string()).map_err(err(tmp.clone()))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(err(tmp.clone()))?;
+    std::fs::rename(&tmp, &path).map_err(err(path))?;
+    Ok(Epoch(epoch))
+}
+
+/// Serves the coordinator on `listener` until `shutdown` is cancelled.
+///
+/// # Errors
+/// [`CoordinatorError`] if the state directory is unusable or the server fails.
+pub async fn serve(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let epoch = next_epoch(&config.state_dir)?;
+    let state = state::State::new(
+        epoch,
+        state::Timeouts {
+            worker: config.worker_timeout,
+        },
+    );
+    let coordinator = Coordinator::new(
+        Arc::new(Mutex::new(state)),
+        registry,
+        config.heartbeat_interval,
+    );
+    tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
+    let reaper = tokio::spawn(
+        coordinator
+            .clone()
+            .expire_workers_loop(config.heartbeat_interval, shutdown.clone()),
+    );
+    let result = tonic::transport::Server::builder()
+        .add_service(coordinator.into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
+    shutdown.cancel();
+    let _ = reaper.await;
+    Ok(result?)
+}

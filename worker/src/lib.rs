@@ -1,1 +1,78 @@
-//! placeholder
+//! The Quern worker daemon: registers with the coordinator, pulls tasks through heartbeats,
+//! runs each attempt in an executor child process, and serves map output to reducers.
+//!
+//! Layout:
+//! - [`daemon`]: registration, the heartbeat loop, executor supervision;
+//! - [`executor`]: the executor process (`quern executor`): runs one map or reduce attempt;
+//! - [`shuffle`]: the shuffle service (server) and the fetcher reducers use (client);
+//! - [`task`]: the task description handed to an executor and the result it hands back.
+//!
+//! User code runs only in executors, so a panic or an out-of-memory kill in a map function
+//! ends one attempt and never the daemon.
+
+pub mod daemon;
+pub mod executor;
+pub mod shuffle;
+pub mod task;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use daemon::serve;
+
+/// Settings of one worker daemon.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The coordinator's address, e.g. `http://127.0.0.1:7070`.
+    pub coordinator: String,
+    /// Directory for shuffle files, task files and attempt logs.
+    pub dir: PathBuf,
+    /// Concurrent task slots (default: one per core).
+    pub slots: u32,
+    /// Address the shuffle service listens on (port 0 picks one).
+    pub shuffle_listen: SocketAddr,
+    /// The storage host this worker runs beside, for data-local placement.
+    pub storage_host: String,
+    /// The binary that runs executors (`<exe> executor --task FILE`).
+    pub executable: PathBuf,
+    /// How long to keep retrying the coordinator at start-up.
+    pub connect_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// Returns a config with defaults for a worker of the coordinator at `coordinator`.
+    pub fn new(coordinator: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        WorkerConfig {
+            coordinator: coordinator.into(),
+            dir: dir.into(),
+            slots: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            shuffle_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage_host: dfs_client::local_host(),
+            executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quern")),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors that stop a worker daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A local I/O step failed (binding the shuffle port, creating directories).
+    #[error("worker i/o error: {context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The coordinator could not be reached or refused the worker.
+    #[error("cannot reach coordinator at {addr}: {message}")]
+    Coordinator {
+        /// Its address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+}

@@ -238,6 +238,40 @@ impl ShuffleFile {
     }
 }
 
+/// Checks every block checksum of a run of blocks without decompressing it, so a reducer can
+/// tell which map's output is corrupt as soon as it arrives.
+///
+/// # Errors
+/// [`FormatError`] at the first bad or truncated block.
+pub fn verify_run(src: &[u8]) -> Result<(), FormatError> {
+    let mut at = 0;
+    while at < src.len() {
+        at = block_at(src, at)?.2;
+    }
+    Ok(())
+}
+
+/// Returns the uncompressed length and the checked compressed bytes of the block at `at`,
+/// and the offset of the next block.
+fn block_at(src: &[u8], at: usize) -> Result<(usize, &[u8], usize), FormatError> {
+    let header = src
+        .get(at..at + HEADER)
+        .ok_or_else(|| corrupt("truncated block header"))?;
+    let raw_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+    let comp_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if raw_len > MAX_BLOCK_BYTES || raw_len == 0 {
+        return Err(corrupt(format!("block declares {raw_len} bytes")));
+    }
+    let comp = src
+        .get(at + HEADER..at + HEADER + comp_len)
+        .ok_or_else(|| corrupt("truncated block"))?;
+    if crc32fast::hash(comp) != crc {
+        return Err(FormatError::Checksum { offset: at });
+    }
+    Ok((raw_len, comp, at + HEADER + comp_len))
+}
+
 /// Reads the records of one run of blocks, one block in memory at a time.
 pub struct BlockCursor {
     src: Bytes,
@@ -265,31 +299,14 @@ impl BlockCursor {
         if self.pos >= self.src.len() {
             return Ok(false);
         }
-        let at = self.pos;
-        let header = self
-            .src
-            .get(at..at + HEADER)
-            .ok_or_else(|| corrupt("truncated block header"))?;
-        let raw_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let comp_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if raw_len > MAX_BLOCK_BYTES || raw_len == 0 {
-            return Err(corrupt(format!("block declares {raw_len} bytes")));
-        }
-        let comp = self
-            .src
-            .get(at + HEADER..at + HEADER + comp_len)
-            .ok_or_else(|| corrupt("truncated block"))?;
-        if crc32fast::hash(comp) != crc {
-            return Err(FormatError::Checksum { offset: at });
-        }
+        let (raw_len, comp, next) = block_at(&self.src, self.pos)?;
         self.block.resize(raw_len, 0);
         let n = lz4_flex::block::decompress_into(comp, &mut self.block)
             .map_err(|e| corrupt(format!("block does not decompress: {e}")))?;
         if n != raw_len {
             return Err(corrupt("block shorter than declared"));
         }
-        self.pos = at + HEADER + comp_len;
+        self.pos = next;
         self.bpos = 0;
         Ok(true)
     }
@@ -385,6 +402,18 @@ mod tests {
                 "flip at {at} undetected"
             );
         }
+    }
+
+    #[test]
+    fn verify_run_finds_corruption_without_decoding() {
+        let clean = sample(1, 20_000);
+        let file = ShuffleFile::open(Bytes::from(clean.clone())).unwrap();
+        verify_run(&file.partition(0)).unwrap();
+        let mut bad = clean;
+        bad[100] ^= 1;
+        let file = ShuffleFile::open(Bytes::from(bad)).unwrap();
+        assert!(verify_run(&file.partition(0)).is_err());
+        assert!(verify_run(&file.partition(0)[..30]).is_err());
     }
 
     #[test]

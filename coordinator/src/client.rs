@@ -1,0 +1,199 @@
+//! A typed client of the coordinator, for the CLI and tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use protocol::pb::coordinator_service_client::CoordinatorServiceClient;
+use protocol::pb::{self, GetJobRequest, KillJobRequest, ListJobsRequest, SubmitJobRequest};
+use protocol::{JobId, JobSpec, MAX_MESSAGE_BYTES};
+use tonic::transport::Channel;
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Still running.
+    Running,
+    /// Output committed.
+    Succeeded,
+    /// Failed; see [`JobStatus::error`].
+    Failed,
+    /// Killed.
+    Killed,
+}
+
+impl JobState {
+    /// Returns true once the job can change no more.
+    pub fn is_over(self) -> bool {
+        self != JobState::Running
+    }
+
+    /// Returns the lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Killed => "killed",
+        }
+    }
+}
+
+/// A job's progress and counters.
+#[derive(Clone, Debug)]
+pub struct JobStatus {
+    /// Its id.
+    pub id: JobId,
+    /// The job name.
+    pub job: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Map tasks in all.
+    pub maps_total: u32,
+    /// Map tasks done.
+    pub maps_done: u32,
+    /// Map tasks running.
+    pub maps_running: u32,
+    /// Reduce tasks in all.
+    pub reduces_total: u32,
+    /// Reduce tasks done.
+    pub reduces_done: u32,
+    /// Reduce tasks running.
+    pub reduces_running: u32,
+    /// Input bytes read by finished maps.
+    pub bytes_read: u64,
+    /// Time since submission (to the end, once over).
+    pub elapsed: Duration,
+    /// Counters of the winning attempts.
+    pub counters: BTreeMap<String, u64>,
+    /// Why it failed.
+    pub error: String,
+    /// Its output directory.
+    pub output: String,
+}
+
+impl From<pb::JobStatus> for JobStatus {
+    fn from(s: pb::JobStatus) -> Self {
+        let state = match pb::JobState::try_from(s.state).unwrap_or(pb::JobState::Unspecified) {
+            pb::JobState::Succeeded => JobState::Succeeded,
+            pb::JobState::Failed => JobState::Failed,
+            pb::JobState::Killed => JobState::Killed,
+            _ => JobState::Running,
+        };
+        JobStatus {
+            id: JobId(s.job_id),
+            job: s.job,
+            state,
+            maps_total: s.maps_total,
+            maps_done: s.maps_done,
+            maps_running: s.maps_running,
+            reduces_total: s.reduces_total,
+            reduces_done: s.reduces_done,
+            reduces_running: s.reduces_running,
+            bytes_read: s.bytes_read,
+            elapsed: Duration::from_millis(s.elapsed_ms),
+            counters: s
+                .counters
+                .map(|c| c.values.into_iter().collect())
+                .unwrap_or_default(),
+            error: s.error,
+            output: s.output,
+        }
+    }
+}
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection.
+    #[error("cannot connect to coordinator at {addr}: {source}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The coordinator refused the call.
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+}
+
+/// A connection to a coordinator.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: CoordinatorServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port` or a URL).
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`].
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let inner = CoordinatorServiceClient::connect(url.clone())
+            .await
+            .map_err(|source| ClientError::Connect { addr: url, source })?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Client { inner })
+    }
+
+    /// Submits a job and returns its id.
+    pub async fn submit(&mut self, spec: &JobSpec) -> Result<JobId, ClientError> {
+        let r = self
+            .inner
+            .submit_job(SubmitJobRequest {
+                spec: Some(spec.to_pb()),
+            })
+            .await?;
+        Ok(JobId(r.into_inner().job_id))
+    }
+
+    /// Returns a job's status.
+    pub async fn status(&mut self, id: JobId) -> Result<JobStatus, ClientError> {
+        let r = self
+            .inner
+            .get_job(GetJobRequest { job_id: id.0 })
+            .await?
+            .into_inner();
+        Ok(r.status
+            .ok_or_else(|| tonic::Status::internal("empty status"))?
+            .into())
+    }
+
+    /// Returns every job's status.
+    pub async fn list(&mut self) -> Result<Vec<JobStatus>, ClientError> {
+        let r = self.inner.list_jobs(ListJobsRequest {}).await?.into_inner();
+        Ok(r.jobs.into_iter().map(Into::into).collect())
+    }
+
+    /// Kills a job; returns false if it was not running.
+    pub async fn kill(&mut self, id: JobId) -> Result<bool, ClientError> {
+        Ok(self
+            .inner
+            .kill_job(KillJobRequest { job_id: id.0 })
+            .await?
+            .into_inner()
+            .killed)
+    }
+
+    /// Polls until the job is over, calling `progress` with each status.
+    pub async fn wait(
+        &mut self,
+        id: JobId,
+        mut progress: impl FnMut(&JobStatus),
+    ) -> Result<JobStatus, ClientError> {
+        loop {
+            let s = self.status(id).await?;
+            progress(&s);
+            if s.state.is_over() {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

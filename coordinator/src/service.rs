@@ -1,0 +1,276 @@
+//! The coordinator's gRPC service: checks epochs, drives the [`State`], and performs the
+//! storage actions transitions ask for, outside the state lock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dfs_client::Storage;
+use jobs::output;
+use jobs::plan::plan_splits;
+use jobs::sdk::Counters;
+use jobs::Registry;
+use protocol::pb::coordinator_service_server::{CoordinatorService, CoordinatorServiceServer};
+use protocol::pb::*;
+use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId, MAX_MESSAGE_BYTES};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::state::{Action, State};
+
+/// The coordinator service; cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    // A std Mutex: every critical section is short and synchronous (no I/O, no .await inside).
+    state: Arc<Mutex<State>>,
+    registry: Arc<Registry>,
+    storage: Storage,
+    heartbeat_interval: Duration,
+}
+
+impl Coordinator {
+    /// Wraps a state.
+    pub fn new(state: Arc<Mutex<State>>, registry: Registry, heartbeat_interval: Duration) -> Self {
+        Coordinator {
+            state,
+            registry: Arc::new(registry),
+            storage: Storage::default(),
+            heartbeat_interval,
+        }
+    }
+
+    /// Returns the gRPC server, with explicit message limits.
+    pub fn into_server(self) -> CoordinatorServiceServer<Self> {
+        CoordinatorServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("coordinator state lock poisoned")
+    }
+
+    fn check_worker(&self, worker: u64, epoch: u64) -> Result<(), Status> {
+        if self.state().is_current(WorkerId(worker), Epoch(epoch)) {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(
+                "stale or unknown worker registration; register again",
+            ))
+        }
+    }
+
+    /// Performs actions (and the actions their outcomes lead to) until none are left.
+    async fn run_actions(&self, mut actions: Vec<Action>) {
+        while let Some(action) = actions.pop() {
+            let storage = self.storage.clone();
+            let done = tokio::task::spawn_blocking({
+                let action = action.clone();
+                move || -> Result<(), String> {
+                    match action {
+                        Action::Commit { from, to, .. } => {
+                            storage.rename(&from, &to).map_err(|e| e.to_string())
+                        }
+                        Action::DeleteStaged { path } => {
+                            storage.delete(&path).map_err(|e| e.to_string())
+                        }
+                        Action::Publish {
+                            output, manifest, ..
+                        } => {
+                            output::publish(&storage, &output, &manifest).map_err(|e| e.to_string())
+                        }
+                        Action::Discard { output, reducers } => {
+                            output::discard(&storage, &output, reducers).map_err(|e| e.to_string())
+                        }
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let now = Instant::now();
+            match action {
+                Action::Commit {
+                    job,
+                    index,
+                    attempt,
+                    ..
+                } => {
+                    actions.extend(self.state().commit_done(job, index, attempt, done, now));
+                }
+                Action::Publish { job, .. } => {
+                    actions.extend(self.state().publish_done(job, done, now))
+                }
+                Action::DeleteStaged { path } | Action::Discard { output: path, .. } => {
+                    if let Err(e) = done {
+                        tracing::warn!(%path, error = %e, "cleanup failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Declares silent workers dead, every heartbeat interval, until `shutdown`.
+    pub async fn expire_workers_loop(self, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let actions = self.state().expire_workers(Instant::now());
+            self.run_actions(actions).await;
+        }
+    }
+
+    fn plan(&self, spec: &JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
+        self.registry
+            .create(&spec.job, &spec.params)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if spec.inputs.is_empty() {
+            return Err(Status::invalid_argument("a job needs at least one --input"));
+        }
+        if spec.output.is_empty() {
+            return Err(Status::invalid_argument("a job needs an --output"));
+        }
+        output::check_output_free(&self.storage, &spec.output)
+            .map_err(|e| Status::already_exists(e.to_string()))?;
+        plan_splits(&self.storage, &spec.inputs, spec.split_size)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorService for Coordinator {
+    async fn register_worker(
+        &self,
+        request: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<RegisterWorkerResponse>, Status> {
+        let r = request.into_inner();
+        let mut state = self.state();
+        let id = state.register_worker(
+            r.shuffle_addr.clone(),
+            r.storage_host.clone(),
+            Instant::now(),
+        );
+        tracing::info!(worker = %id, host = %r.host, shuffle = %r.shuffle_addr, slots = r.cpu_slots, "worker registered");
+        Ok(Response::new(RegisterWorkerResponse {
+            worker_id: id.0,
+            epoch: state.epoch.0,
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(r.worker_id, r.epoch)?;
+        Ok(Response::new(self.state().heartbeat(
+            WorkerId(r.worker_id),
+            r.free_slots,
+            Instant::now(),
+        )))
+    }
+
+    async fn report_task(
+        &self,
+        request: Request<ReportTaskRequest>,
+    ) -> Result<Response<ReportTaskResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(r.worker_id, r.epoch)?;
+        let attempt = AttemptId(r.attempt_id);
+        let actions = if r.success {
+            let counters = Counters(
+                r.counters
+                    .map(|c| c.values.into_iter().collect())
+                    .unwrap_or_default(),
+            );
+            self.state()
+                .report_success(attempt, counters, Some((r.output_bytes, r.output_crc32)))
+        } else {
+            let kind = FailureKind::from_pb(r.failure_kind);
+            self.state()
+                .report_failure(attempt, kind, &r.error, Instant::now())
+        };
+        let accepted = actions.iter().any(|a| matches!(a, Action::Commit { .. })) || r.success;
+        self.run_actions(actions).await;
+        Ok(Response::new(ReportTaskResponse { accepted }))
+    }
+
+    async fn report_fetch_failure(
+        &self,
+        request: Request<ReportFetchFailureRequest>,
+    ) -> Result<Response<ReportFetchFailureResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(r.worker_id, r.epoch)?;
+        let reason =
+            FetchFailureReason::try_from(r.reason).unwrap_or(FetchFailureReason::Unspecified);
+        tracing::warn!(reducer = %AttemptId(r.attempt_id), map = r.map_index, ?reason, detail = %r.detail, "fetch failure");
+        self.state().fetch_failure(
+            AttemptId(r.attempt_id),
+            r.map_index,
+            AttemptId(r.map_attempt_id),
+        );
+        Ok(Response::new(ReportFetchFailureResponse {}))
+    }
+
+    async fn submit_job(
+        &self,
+        request: Request<SubmitJobRequest>,
+    ) -> Result<Response<SubmitJobResponse>, Status> {
+        let spec = JobSpec::from_pb(
+            request
+                .into_inner()
+                .spec
+                .ok_or_else(|| Status::invalid_argument("missing spec"))?,
+        );
+        let this = self.clone();
+        let (spec, splits) =
+            tokio::task::spawn_blocking(move || this.plan(&spec).map(|s| (spec, s)))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        let mut state = self.state();
+        if let Some(other) = state.job_writing(&spec.output) {
+            return Err(Status::already_exists(format!(
+                "{other} is already writing {}",
+                spec.output
+            )));
+        }
+        let id = state.submit(spec, splits, Instant::now());
+        Ok(Response::new(SubmitJobResponse { job_id: id.0 }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
+        let id = JobId(request.into_inner().job_id);
+        let status = self
+            .state()
+            .status(id, Instant::now())
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        Ok(Response::new(GetJobResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        Ok(Response::new(ListJobsResponse {
+            jobs: self.state().list(Instant::now()),
+        }))
+    }
+
+    async fn kill_job(
+        &self,
+        request: Request<KillJobRequest>,
+    ) -> Result<Response<KillJobResponse>, Status> {
+        let id = JobId(request.into_inner().job_id);
+        let actions = self.state().kill(id, Instant::now());
+        let killed = actions.is_some();
+        self.run_actions(actions.unwrap_or_default()).await;
+        Ok(Response::new(KillJobResponse { killed }))
+    }
+}

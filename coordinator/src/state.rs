@@ -1,0 +1,866 @@
+//! The coordinator's state machine: jobs, tasks, attempts, workers.
+//!
+//! Everything here is synchronous and does no I/O, so it can be tested without a network.
+//! Methods take `now` instead of reading the clock. Storage work that a transition needs (a
+//! commit rename, publishing `_SUCCESS`, discarding a failed output) is returned as an
+//! [`Action`] for the service to perform outside the lock, after which it calls back
+//! ([`State::commit_done`], [`State::publish_done`]).
+//!
+//! Invariants: an attempt id is never reused; a task has at most one winning attempt, and only
+//! the winner's counters count; a report from an unknown or stale attempt changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use dfs_client::Storage;
+use jobs::output::{part_name, Manifest, PartInfo, TEMPORARY};
+use jobs::plan::PlannedSplit;
+use jobs::sdk::Counters;
+use protocol::pb;
+use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId};
+
+/// Map or reduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    /// A map task.
+    Map,
+    /// A reduce task.
+    Reduce,
+}
+
+impl TaskKind {
+    fn name(self) -> &'static str {
+        match self {
+            TaskKind::Map => "map",
+            TaskKind::Reduce => "reduce",
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Tasks are running or waiting.
+    Running,
+    /// Every reduce committed; publishing the manifest and `_SUCCESS`.
+    Publishing,
+    /// Output committed.
+    Succeeded,
+    /// Failed; output discarded.
+    Failed,
+    /// Killed by a user; output discarded.
+    Killed,
+}
+
+impl JobState {
+    fn is_over(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Killed
+        )
+    }
+
+    fn to_pb(self) -> pb::JobState {
+        match self {
+            JobState::Running | JobState::Publishing => pb::JobState::Running,
+            JobState::Succeeded => pb::JobState::Succeeded,
+            JobState::Failed => pb::JobState::Failed,
+            JobState::Killed => pb::JobState::Killed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TaskState {
+    Pending,
+    Running,
+    /// A reduce attempt's part file is being renamed into place.
+    Committing(AttemptId),
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Winner {
+    attempt: AttemptId,
+    worker: WorkerId,
+    counters: Counters,
+    local: bool,
+    part: Option<PartInfo>,
+}
+
+#[derive(Debug, Clone)]
+struct Task {
+    state: TaskState,
+    failures: u32,
+    running: Vec<AttemptId>,
+    winner: Option<Winner>,
+}
+
+impl Task {
+    fn new() -> Self {
+        Task {
+            state: TaskState::Pending,
+            failures: 0,
+            running: Vec::new(),
+            winner: None,
+        }
+    }
+}
+
+/// One job.
+#[derive(Debug)]
+pub struct Job {
+    id: JobId,
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub state: JobState,
+    splits: Vec<PlannedSplit>,
+    maps: Vec<Task>,
+    reduces: Vec<Task>,
+    error: Option<String>,
+    submitted: Instant,
+    finished: Option<Instant>,
+    shuffle_workers: HashSet<WorkerId>,
+    fetch_failures: u64,
+}
+
+impl Job {
+    fn maps_done(&self) -> bool {
+        self.maps.iter().all(|t| t.state == TaskState::Done)
+    }
+
+    fn tasks_mut(&mut self, kind: TaskKind) -> &mut Vec<Task> {
+        match kind {
+            TaskKind::Map => &mut self.maps,
+            TaskKind::Reduce => &mut self.reduces,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    shuffle_addr: String,
+    storage_host: String,
+    last_seen: Instant,
+    alive: bool,
+    cancels: Vec<AttemptId>,
+    cleanups: Vec<JobId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    job: JobId,
+    kind: TaskKind,
+    index: u32,
+    worker: WorkerId,
+    local: bool,
+}
+
+/// Storage work the service must do outside the state lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Rename a reduce attempt's staged part file into place, then call [`State::commit_done`].
+    Commit {
+        /// The job.
+        job: JobId,
+        /// The reduce task.
+        index: u32,
+        /// The winning attempt.
+        attempt: AttemptId,
+        /// Its staged file.
+        from: String,
+        /// The final part file.
+        to: String,
+    },
+    /// Delete a losing attempt's staged file.
+    DeleteStaged {
+        /// The file.
+        path: String,
+    },
+    /// Write the manifest and `_SUCCESS`, then call [`State::publish_done`].
+    Publish {
+        /// The job.
+        job: JobId,
+        /// Its output directory.
+        output: String,
+        /// The manifest to write.
+        manifest: Manifest,
+    },
+    /// Remove a failed or killed job's partial output.
+    Discard {
+        /// The output directory.
+        output: String,
+        /// Its number of part files.
+        reducers: u32,
+    },
+}
+
+/// Timeouts of the state machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A worker silent this long is dead.
+    pub worker: Duration,
+}
+
+/// The whole coordinator state.
+#[derive(Debug)]
+pub struct State {
+    /// This incarnation's epoch.
+    pub epoch: Epoch,
+    timeouts: Timeouts,
+    next_job: u64,
+    next_worker: u64,
+    next_attempt: u64,
+    jobs: BTreeMap<JobId, Job>,
+    workers: HashMap<WorkerId, Worker>,
+    attempts: HashMap<AttemptId, Attempt>,
+}
+
+/// Returns the staging path of a reduce attempt's part file.
+pub fn staging_path(output: &str, attempt: AttemptId, partition: u32) -> String {
+    Storage::join(
+        &Storage::join(&Storage::join(output, TEMPORARY), &attempt.to_string()),
+        &part_name(partition),
+    )
+}
+
+impl State {
+    /// Returns an empty state for `epoch`.
+    pub fn new(epoch: Epoch, timeouts: Timeouts) -> Self {
+        State {
+            epoch,
+            timeouts,
+            next_job: 1,
+            next_worker: 1,
+            // Attempt ids carry the epoch in their high bits, so they stay unique across restarts.
+            next_attempt: epoch.0 << 32,
+            jobs: BTreeMap::new(),
+            workers: HashMap::new(),
+            attempts: HashMap::new(),
+        }
+    }
+
+    /// Registers a worker and returns its new id.
+    pub fn register_worker(
+        &mut self,
+        shuffle_addr: String,
+        storage_host: String,
+        now: Instant,
+    ) -> WorkerId {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                shuffle_addr,
+                storage_host,
+                last_seen: now,
+                alive: true,
+                cancels: Vec::new(),
+                cleanups: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Returns true if `worker` is registered, alive, and speaks this epoch.
+    pub fn is_current(&self, worker: WorkerId, epoch: Epoch) -> bool {
+        epoch == self.epoch && self.workers.get(&worker).is_some_and(|w| w.alive)
+    }
+
+    /// Returns a running job whose output is `output`, if any.
+    pub fn job_writing(&self, output: &str) -> Option<JobId> {
+        self.jobs
+            .values()
+            .find(|j| !j.state.is_over() && j.spec.output == output)
+            .map(|j| j.id)
+    }
+
+    /// Adds a planned job.
+    pub fn submit(&mut self, spec: JobSpec, splits: Vec<PlannedSplit>, now: Instant) -> JobId {
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        let job = Job {
+            id,
+            maps: splits.iter().map(|_| Task::new()).collect(),
+            reduces: (0..spec.reducers).map(|_| Task::new()).collect(),
+            spec,
+            state: JobState::Running,
+            splits,
+            error: None,
+            submitted: now,
+            finished: None,
+            shuffle_workers: HashSet::new(),
+            fetch_failures: 0,
+        };
+        tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
+        self.jobs.insert(id, job);
+        id
+    }
+
+    /// Handles a heartbeat: returns new assignments (at most `free` of them), attempts to
+    /// cancel, and finished jobs whose shuffle files the worker may delete.
+    pub fn heartbeat(
+        &mut self,
+        worker: WorkerId,
+        free: u32,
+        now: Instant,
+    ) -> pb::HeartbeatResponse {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return pb::HeartbeatResponse::default();
+        };
+        w.last_seen = now;
+        let cancel_attempts = std::mem::take(&mut w.cancels)
+            .into_iter()
+            .map(|a| a.0)
+            .collect();
+        let finished_jobs = std::mem::take(&mut w.cleanups)
+            .into_iter()
+            .map(|j| j.0)
+            .collect();
+        let assignments = self.assign(worker, free);
+        pb::HeartbeatResponse {
+            assignments,
+            cancel_attempts,
+            finished_jobs,
+        }
+    }
+
+    fn assign(&mut self, worker: WorkerId, mut free: u32) -> Vec<pb::TaskAssignment> {
+        let mut out = Vec::new();
+        let host = self.workers[&worker].storage_host.clone();
+        let job_ids: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in job_ids {
+            if free == 0 {
+                break;
+            }
+            let job = &self.jobs[&id];
+            let mut picks: Vec<(TaskKind, u32, bool)> = Vec::new();
+            // Data-local maps first, then any pending map.
+            let pending = |t: &&Task| t.state == TaskState::Pending;
+            let mut local: Vec<u32> = Vec::new();
+            let mut remote: Vec<u32> = Vec::new();
+            for (i, t) in job.maps.iter().enumerate() {
+                if pending(&t) {
+                    if job.splits[i].hosts.contains(&host) {
+                        local.push(i as u32);
+                    } else {
+                        remote.push(i as u32);
+                    }
+                }
+            }
+            picks.extend(local.into_iter().map(|i| (TaskKind::Map, i, true)));
+            picks.extend(remote.into_iter().map(|i| (TaskKind::Map, i, false)));
+            if job.maps_done() {
+                picks.extend(
+                    job.reduces
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| pending(t))
+                        .map(|(i, _)| (TaskKind::Reduce, i as u32, true)),
+                );
+            }
+            for (kind, index, local) in picks.into_iter().take(free as usize) {
+                out.push(self.start_attempt(id, kind, index, worker, local));
+                free -= 1;
+            }
+        }
+        out
+    }
+
+    fn start_attempt(
+        &mut self,
+        job_id: JobId,
+        kind: TaskKind,
+        index: u32,
+        worker: WorkerId,
+        local: bool,
+    ) -> pb::TaskAssignment {
+        self.next_attempt += 1;
+        let attempt = AttemptId(self.next_attempt);
+        self.attempts.insert(
+            attempt,
+            Attempt {
+                job: job_id,
+                kind,
+                index,
+                worker,
+                local,
+            },
+        );
+        let map_outputs = if kind == TaskKind::Reduce {
+            self.map_outputs(job_id)
+        } else {
+            Vec::new()
+        };
+        let job = self.jobs.get_mut(&job_id).expect("assigning a known job");
+        let task = &mut job.tasks_mut(kind)[index as usize];
+        task.state = TaskState::Running;
+        task.running.push(attempt);
+        if kind == TaskKind::Map {
+            job.shuffle_workers.insert(worker);
+        }
+        tracing::debug!(job = %job_id, %attempt, kind = kind.name(), index, %worker, "attempt assigned");
+        let split = (kind == TaskKind::Map).then(|| {
+            let s = &job.splits[index as usize];
+            pb::InputSplit {
+                path: s.split.path.clone(),
+                start: s.split.start,
+                end: s.split.end,
+                file_len: s.file_len,
+            }
+        });
+        pb::TaskAssignment {
+            attempt_id: attempt.0,
+            job_id: job_id.0,
+            kind: match kind {
+                TaskKind::Map => pb::TaskKind::Map,
+                TaskKind::Reduce => pb::TaskKind::Reduce,
+            } as i32,
+            index,
+            spec: Some(job.spec.to_pb()),
+            split,
+            map_count: job.maps.len() as u32,
+            staging_path: if kind == TaskKind::Reduce {
+                staging_path(&job.spec.output, attempt, index)
+            } else {
+                String::new()
+            },
+            map_outputs,
+        }
+    }
+
+    fn map_outputs(&self, job_id: JobId) -> Vec<pb::MapOutputLocation> {
+        let job = &self.jobs[&job_id];
+        job.maps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let w = t.winner.as_ref()?;
+                Some(pb::MapOutputLocation {
+                    map_index: i as u32,
+                    attempt_id: w.attempt.0,
+                    shuffle_addr: self
+                        .workers
+                        .get(&w.worker)
+                        .map(|w| w.shuffle_addr.clone())
+                        .unwrap_or_default(),
+                    worker_id: w.worker.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Handles a successful attempt. A late or duplicate report changes nothing (a losing
+    /// reduce's staged file is deleted).
+    pub fn report_success(
+        &mut self,
+        attempt: AttemptId,
+        counters: Counters,
+        part: Option<(u64, u32)>,
+    ) -> Vec<Action> {
+        let Some(a) = self.attempts.remove(&attempt) else {
+            return Vec::new();
+        };
+        let Some(job) = self.jobs.get_mut(&a.job) else {
+            return Vec::new();
+        };
+        let output = job.spec.output.clone();
+        let job_running = job.state == JobState::Running;
+        let task = &mut job.tasks_mut(a.kind)[a.index as usize];
+        task.running.retain(|x| *x != attempt);
+        let lost = !job_running
+            || task.state == TaskState::Done
+            || matches!(task.state, TaskState::Committing(_));
+        if lost {
+            tracing::debug!(%attempt, "late or duplicate success ignored");
+            return match a.kind {
+                TaskKind::Reduce => vec![Action::DeleteStaged {
+                    path: staging_path(&output, attempt, a.index),
+                }],
+                TaskKind::Map => Vec::new(),
+            };
+        }
+        let part = part.map(|(bytes, crc32)| PartInfo {
+            name: part_name(a.index),
+            bytes,
+            crc32,
+        });
+        task.winner = Some(Winner {
+            attempt,
+            worker: a.worker,
+            counters,
+            local: a.local,
+            part,
+        });
+        match a.kind {
+            TaskKind::Map => {
+                task.state = TaskState::Done;
+                Vec::new()
+            }
+            TaskKind::Reduce => {
+                task.state = TaskState::Committing(attempt);
+                vec![Action::Commit {
+                    job: a.job,
+                    index: a.index,
+                    attempt,
+                    from: staging_path(&output, attempt, a.index),
+                    to: Storage::join(&output, &part_name(a.index)),
+                }]
+            }
+        }
+    }
+
+    /// Records the outcome of a commit rename; when the last reduce commits, returns the
+    /// action publishing the job.
+    pub fn commit_done(
+        &mut self,
+        job_id: JobId,
+        index: u32,
+        attempt: AttemptId,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return Vec::new();
+        };
+        let task = &mut job.reduces[index as usize];
+        if task.state != TaskState::Committing(attempt) {
+            return Vec::new();
+        }
+        match result {
+            Ok(()) => task.state = TaskState::Done,
+            Err(e) => {
+                task.winner = None;
+                task.state = TaskState::Pending;
+                return self.count_failure(
+                    job_id,
+                    TaskKind::Reduce,
+                    index,
+                    (attempt, None),
+                    &format!("commit failed: {e}"),
+                    now,
+                );
+            }
+        }
+        if job.state == JobState::Running && job.reduces.iter().all(|t| t.state == TaskState::Done)
+        {
+            job.state = JobState::Publishing;
+            let parts = job
+                .reduces
+                .iter()
+                .filter_map(|t| t.winner.as_ref()?.part.clone())
+                .collect();
+            return vec![Action::Publish {
+                job: job_id,
+                output: job.spec.output.clone(),
+                manifest: Manifest {
+                    job: job.spec.job.clone(),
+                    parts,
+                },
+            }];
+        }
+        Vec::new()
+    }
+
+    /// Records the outcome of publishing a job's output.
+    pub fn publish_done(
+        &mut self,
+        job_id: JobId,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        match result {
+            Ok(()) => {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.state = JobState::Succeeded;
+                    job.finished = Some(now);
+                    tracing::info!(job = %job_id, "job succeeded");
+                }
+                self.release_shuffle(job_id);
+                Vec::new()
+            }
+            Err(e) => self.end_job(
+                job_id,
+                JobState::Failed,
+                format!("cannot publish output: {e}"),
+                now,
+            ),
+        }
+    }
+
+    /// Handles a failed attempt.
+    pub fn report_failure(
+        &mut self,
+        attempt: AttemptId,
+        kind: FailureKind,
+        error: &str,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(a) = self.attempts.remove(&attempt) else {
+            return Vec::new();
+        };
+        let Some(job) = self.jobs.get_mut(&a.job) else {
+            return Vec::new();
+        };
+        let output = job.spec.output.clone();
+        let job_running = job.state == JobState::Running;
+        let task = &mut job.tasks_mut(a.kind)[a.index as usize];
+        task.running.retain(|x| *x != attempt);
+        let mut actions = Vec::new();
+        if a.kind == TaskKind::Reduce {
+            actions.push(Action::DeleteStaged {
+                path: staging_path(&output, attempt, a.index),
+            });
+        }
+        if !job_running || task.state != TaskState::Running {
+            return actions;
+        }
+        tracing::warn!(job = %a.job, %attempt, kind = ?kind, task = a.kind.name(), index = a.index, %error, "attempt failed");
+        match kind {
+            FailureKind::Cancelled | FailureKind::LostInput => {
+                if task.running.is_empty() {
+                    task.state = TaskState::Pending;
+                }
+            }
+            FailureKind::Fatal => {
+                let msg = format!(
+                    "{} {} {} on {} failed: {}",
+                    a.kind.name(),
+                    a.index,
+                    attempt,
+                    a.worker,
+                    error
+                );
+                actions.extend(self.end_job(a.job, JobState::Failed, msg, now));
+            }
+            FailureKind::Retryable => actions.extend(self.count_failure(
+                a.job,
+                a.kind,
+                a.index,
+                (attempt, Some(a.worker)),
+                error,
+                now,
+            )),
+        }
+        actions
+    }
+
+    fn count_failure(
+        &mut self,
+        job_id: JobId,
+        kind: TaskKind,
+        index: u32,
+        (attempt, worker): (AttemptId, Option<WorkerId>),
+        error: &str,
+        now: Instant,
+    ) -> Vec<Action> {
+        let job = self.jobs.get_mut(&job_id).expect("failure of a known job");
+        let max = job.spec.max_attempts;
+        let task = &mut job.tasks_mut(kind)[index as usize];
+        task.failures += 1;
+        if task.failures >= max {
+            let on = worker.map(|w| format!(" on {w}")).unwrap_or_default();
+            let msg = format!(
+                "{} {index} failed {} attempts; last: {attempt}{on}: {error}",
+                kind.name(),
+                task.failures
+            );
+            return self.end_job(job_id, JobState::Failed, msg, now);
+        }
+        if task.running.is_empty() {
+            task.state = TaskState::Pending;
+        }
+        Vec::new()
+    }
+
+    /// Handles a reducer's report that a map output could not be fetched: the map runs again
+    /// (if the lost output is still the one on record).
+    pub fn fetch_failure(&mut self, reducer: AttemptId, map_index: u32, map_attempt: AttemptId) {
+        let Some(job_id) = self.attempts.get(&reducer).map(|a| a.job) else {
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        job.fetch_failures += 1;
+        let Some(task) = job.maps.get_mut(map_index as usize) else {
+            return;
+        };
+        if task
+            .winner
+            .as_ref()
+            .is_some_and(|w| w.attempt == map_attempt)
+            && job.state == JobState::Running
+        {
+            tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
+            task.winner = None;
+            task.state = TaskState::Pending;
+        }
+    }
+
+    /// Kills a job; returns false if it was already over.
+    pub fn kill(&mut self, job_id: JobId, now: Instant) -> Option<Vec<Action>> {
+        let job = self.jobs.get(&job_id)?;
+        if job.state.is_over() {
+            return None;
+        }
+        Some(self.end_job(job_id, JobState::Killed, "killed by request".into(), now))
+    }
+
+    fn end_job(
+        &mut self,
+        job_id: JobId,
+        state: JobState,
+        error: String,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return Vec::new();
+        };
+        if job.state.is_over() {
+            return Vec::new();
+        }
+        tracing::warn!(job = %job_id, ?state, %error, "job ended");
+        job.state = state;
+        job.error = Some(error);
+        job.finished = Some(now);
+        let running: Vec<AttemptId> = job
+            .maps
+            .iter()
+            .chain(job.reduces.iter())
+            .flat_map(|t| t.running.iter().copied())
+            .collect();
+        let (output, reducers) = (job.spec.output.clone(), job.spec.reducers);
+        for attempt in running {
+            if let Some(a) = self.attempts.get(&attempt) {
+                if let Some(w) = self.workers.get_mut(&a.worker) {
+                    w.cancels.push(attempt);
+                }
+            }
+        }
+        self.release_shuffle(job_id);
+        vec![Action::Discard { output, reducers }]
+    }
+
+    fn release_shuffle(&mut self, job_id: JobId) {
+        if let Some(job) = self.jobs.get(&job_id) {
+            for w in &job.shuffle_workers {
+                if let Some(w) = self.workers.get_mut(w) {
+                    w.cleanups.push(job_id);
+                }
+            }
+        }
+    }
+
+    /// Declares workers silent past the timeout dead: their attempts fail, and map outputs
+    /// on their disks that a running job still needs are produced again.
+    pub fn expire_workers(&mut self, now: Instant) -> Vec<Action> {
+        let dead: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.alive && now.duration_since(w.last_seen) > self.timeouts.worker)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut actions = Vec::new();
+        for id in dead {
+            tracing::warn!(worker = %id, "worker missed its heartbeats; declaring it dead");
+            self.workers.get_mut(&id).expect("known worker").alive = false;
+            let lost: Vec<AttemptId> = self
+                .attempts
+                .iter()
+                .filter(|(_, a)| a.worker == id)
+                .map(|(k, _)| *k)
+                .collect();
+            for attempt in lost {
+                actions.extend(self.report_failure(
+                    attempt,
+                    FailureKind::Retryable,
+                    &format!("worker {id} was lost"),
+                    now,
+                ));
+            }
+            for job in self
+                .jobs
+                .values_mut()
+                .filter(|j| j.state == JobState::Running)
+            {
+                if job.reduces.iter().all(|t| t.state == TaskState::Done) {
+                    continue;
+                }
+                for t in job.maps.iter_mut() {
+                    if t.state == TaskState::Done
+                        && t.winner.as_ref().is_some_and(|w| w.worker == id)
+                    {
+                        t.winner = None;
+                        t.state = TaskState::Pending;
+                    }
+                }
+            }
+        }
+        actions
+    }
+
+    /// Returns the status of one job.
+    pub fn status(&self, job_id: JobId, now: Instant) -> Option<pb::JobStatus> {
+        let job = self.jobs.get(&job_id)?;
+        let count = |ts: &[Task], s: fn(&TaskState) -> bool| {
+            ts.iter().filter(|t| s(&t.state)).count() as u32
+        };
+        let mut counters = Counters::default();
+        let (mut local, mut remote) = (0, 0);
+        for t in job.maps.iter().chain(job.reduces.iter()) {
+            if let Some(w) = &t.winner {
+                counters.merge(&w.counters);
+            }
+        }
+        for t in &job.maps {
+            match &t.winner {
+                Some(w) if w.local => local += 1,
+                Some(_) => remote += 1,
+                None => {}
+            }
+        }
+        counters.add("data_local_maps", local);
+        counters.add("remote_maps", remote);
+        counters.add("fetch_failures", job.fetch_failures);
+        let end = job.finished.unwrap_or(now);
+        Some(pb::JobStatus {
+            job_id: job_id.0,
+            job: job.spec.job.clone(),
+            state: job.state.to_pb() as i32,
+            maps_total: job.maps.len() as u32,
+            maps_done: count(&job.maps, |s| *s == TaskState::Done),
+            reduces_total: job.reduces.len() as u32,
+            reduces_done: count(&job.reduces, |s| *s == TaskState::Done),
+            bytes_read: counters.get("map_input_bytes"),
+            elapsed_ms: end.duration_since(job.submitted).as_millis() as u64,
+            error: job.error.clone().unwrap_or_default(),
+            output: job.spec.output.clone(),
+            maps_running: count(&job.maps, |s| *s == TaskState::Running),
+            reduces_running: count(&job.reduces, |s| {
+                matches!(s, TaskState::Running | TaskState::Committing(_))
+            }),
+            counters: Some(pb::Counters {
+                values: counters.0.into_iter().collect(),
+            }),
+        })
+    }
+
+    /// Returns the status of every job, oldest first.
+    pub fn list(&self, now: Instant) -> Vec<pb::JobStatus> {
+        self.jobs
+            .keys()
+            .filter_map(|id| self.status(*id, now))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+use super::*;
+
+fn spec(maps: usize, reducers: u32) -> (JobSpec, Vec<PlannedSplit>) {
+    let mut s = JobSpec::new("views", vec!["in".into()], "out");
+    s.reducers = reducers;
+    s.max_attempts = 2;
+    let splits = (0..maps)
+        .map(|i| PlannedSplit {
+            split: jobs::split::Split {
+                path: "in".into(),
+                start: i as u64 * 10,
+                end: i as u64 * 10 + 10,
+            },
+            file_len: maps as u64 * 10,
+            hosts: vec![if i % 2 == 0 { "a".into() } else { "b".into() }],
+        })
+        .collect();
+    (s, splits)
+}
+
+fn state() -> State {
+    State::new(
+        Epoch(1),
+        Timeouts {
+            worker: Duration::from_secs(10),
+        },
+    )
+}
+
+fn ids(resp: &pb::HeartbeatResponse) -> Vec<(i32, u32, AttemptId)> {
+    resp.assignments
+        .iter()
+        .map(|a| (a.kind, a.index, AttemptId(a.attempt_id)))
+        .collect()
+}
+
+#[test]
+fn maps_go_to_free_slots_data_local_first_then_reduces_after_all_maps() {
+    let now = Instant::now();
+    let mut s = state();
+    let wb = s.register_worker("b:1".into(), "b".into(), now);
+    let (sp, splits) = spec(4, 2);
+    let job = s.submit(sp, splits, now);
+    let got = ids(&s.heartbeat(wb, 1, now));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, 1, "the first split on host b is picked first");
+    let rest = ids(&s.heartbeat(wb, 10, now));
+    assert_eq!(
+        rest.len(),
+        3,
+        "no reduce before every map is done: {rest:?}"
+    );
+    for (_, _, a) in got.iter().chain(&rest) {
+        assert!(s.report_success(*a, Counters::default(), None).is_empty());
+    }
+    let reduces = s.heartbeat(wb, 10, now);
+    assert_eq!(reduces.assignments.len(), 2);
+    assert_eq!(reduces.assignments[0].map_outputs.len(), 4);
+    let st = s.status(job, now).unwrap();
+    assert_eq!((st.maps_done, st.reduces_done), (4, 0));
+    let c = st.counters.unwrap().values;
+    assert_eq!((c["data_local_maps"], c["remote_maps"]), (2, 2));
+}
+
+#[test]
+fn exactly_one_reduce_attempt_commits_and_late_reports_change_nothing() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, now);
+    let m = ids(&s.heartbeat(w, 1, now))[0].2;
+    s.report_success(m, Counters::default(), None);
+    let r = ids(&s.heartbeat(w, 1, now))[0].2;
+    let actions = s.report_success(r, Counters::default(), Some((5, 9)));
+    assert!(matches!(&actions[..], [Action::Commit { attempt, .. }] if *attempt == r));
+    // A duplicate report of the same attempt is ignored.
+    assert!(s
+        .report_success(r, Counters::default(), Some((5, 9)))
+        .is_empty());
+    let publish = s.commit_done(job, 0, r, Ok(()), now);
+    let [Action::Publish { manifest, .. }] = &publish[..] else {
+        panic!("{publish:?}")
+    };
+    assert_eq!(
+        manifest.parts,
+        vec![PartInfo {
+            name: "part-00000".into(),
+            bytes: 5,
+            crc32: 9
+        }]
+    );
+    s.publish_done(job, Ok(()), now);
+    assert_eq!(
+        s.status(job, now).unwrap().state,
+        pb::JobState::Succeeded as i32
+    );
+}
+
+#[test]
+fn retryable_failures_retry_until_the_cap_then_fail_the_job_naming_the_task() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, now);
+    let a1 = ids(&s.heartbeat(w, 1, now))[0].2;
+    assert!(s
+        .report_failure(a1, FailureKind::Retryable, "boom", now)
+        .is_empty());
+    let a2 = ids(&s.heartbeat(w, 1, now))[0].2;
+    assert_ne!(a1, a2);
+    let actions = s.report_failure(a2, FailureKind::Retryable, "boom again", now);
+    assert!(matches!(&actions[..], [Action::Discard { .. }]));
+    let st = s.status(job, now).unwrap();
+    assert_eq!(st.state, pb::JobState::Failed as i32);
+    assert!(
+        st.error.contains("map 0 failed 2 attempts") && st.error.contains("boom again"),
+        "{}",
+        st.error
+    );
+    assert!(st.error.contains(&w.to_string()), "{}", st.error);
+    assert!(s.heartbeat(w, 1, now).assignments.is_empty());
+}
+
+#[test]
+fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let w1 = s.register_worker("a:1".into(), "a".into(), t0);
+    let (sp, splits) = spec(2, 1);
+    let job = s.submit(sp, splits, t0);
+    let first = ids(&s.heartbeat(w1, 1, t0))[0].2;
+    s.report_success(first, Counters::default(), None);
+    let second = ids(&s.heartbeat(w1, 1, t0))[0].2;
+    let t1 = t0 + Duration::from_secs(11);
+    let w2 = s.register_worker("b:1".into(), "b".into(), t1);
+    s.expire_workers(t1);
+    assert!(!s.is_current(w1, Epoch(1)));
+    // Both maps run again on the live worker; the late report of the lost attempt is ignored.
+    assert!(s
+        .report_success(second, Counters::default(), None)
+        .is_empty());
+    let again = ids(&s.heartbeat(w2, 10, t1));
+    assert_eq!(again.iter().map(|a| a.1).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(s.status(job, t1).unwrap().maps_done, 0);
+}
+
+#[test]
+fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, now);
+    let m = ids(&s.heartbeat(w, 1, now))[0].2;
+    s.report_success(m, Counters::default(), None);
+    let r = ids(&s.heartbeat(w, 1, now))[0].2;
+    s.fetch_failure(r, 0, m);
+    s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", now);
+    let next = ids(&s.heartbeat(w, 2, now));
+    assert_eq!(next.len(), 1, "only the map runs again: {next:?}");
+    assert_eq!(next[0].0, pb::TaskKind::Map as i32);
+    let st = s.status(job, now).unwrap();
+    assert_eq!(st.state, pb::JobState::Running as i32);
+    assert_eq!(st.counters.unwrap().values["fetch_failures"], 1);
+}
+
+#[test]
+fn killing_a_job_cancels_its_running_attempts() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (sp, splits) = spec(2, 1);
+    let job = s.submit(sp, splits, now);
+    let running = ids(&s.heartbeat(w, 2, now));
+    assert!(s.kill(job, now).is_some());
+    assert!(s.kill(job, now).is_none());
+    let resp = s.heartbeat(w, 2, now);
+    let mut cancelled = resp.cancel_attempts.clone();
+    cancelled.sort();
+    assert_eq!(
+        cancelled,
+        running.iter().map(|a| a.2 .0).collect::<Vec<_>>()
+    );
+    assert!(resp.assignments.is_empty());
+    assert_eq!(resp.finished_jobs, vec![job.0]);
+}

@@ -1,0 +1,221 @@
+//! `quern coordinator`, `quern worker` and `quern local`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use coordinator::CoordinatorConfig;
+use jobs::Registry;
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
+use worker::WorkerConfig;
+
+use crate::util::{write_atomic, ADDR_FILE};
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory for the coordinator's state.
+    #[arg(long, default_value = ".quern/coordinator")]
+    state_dir: PathBuf,
+    /// Worker heartbeat interval, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    heartbeat_ms: u64,
+    /// Seconds of silence after which a worker is declared dead.
+    #[arg(long, default_value_t = 10)]
+    worker_timeout_s: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long, env = "QUERN_COORDINATOR")]
+    coordinator: String,
+    /// Directory for shuffle files, task files and attempt logs.
+    #[arg(long, default_value = ".quern/worker")]
+    dir: PathBuf,
+    /// Task slots (default: one per core).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Address the shuffle service listens on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    shuffle_listen: SocketAddr,
+    /// The storage host this worker runs beside (default: this machine's host name).
+    #[arg(long)]
+    storage_host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Number of worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Task slots per worker (default: one per core).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Directory for all of the cluster's state.
+    #[arg(long, default_value = ".quern")]
+    dir: PathBuf,
+    /// Address the coordinator listens on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+}
+
+fn url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
+    let mut config = CoordinatorConfig::new(a.state_dir);
+    config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms.max(10));
+    config.worker_timeout = Duration::from_secs(a.worker_timeout_s.max(1));
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    coordinator::serve(listener, config, registry, shutdown).await?;
+    Ok(0)
+}
+
+pub async fn worker(a: WorkerArgs) -> Result<u8> {
+    let mut config = WorkerConfig::new(url(&a.coordinator), a.dir);
+    if let Some(s) = a.slots {
+        config.slots = s.max(1);
+    }
+    if let Some(h) = a.storage_host {
+        config.storage_host = h;
+    }
+    config.shuffle_listen = a.shuffle_listen;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    worker::serve(config, shutdown).await?;
+    Ok(0)
+}
+
+/// A running embedded cluster: the coordinator in this process, workers as child processes.
+pub struct LocalCluster {
+    pub addr: String,
+    dir: PathBuf,
+    workers: Vec<Child>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), coordinator::CoordinatorError>>,
+}
+
+impl LocalCluster {
+    /// Starts a coordinator on `listen` and `workers` worker processes, all under `dir`.
+    pub async fn start(
+        dir: &Path,
+        listen: SocketAddr,
+        workers: u32,
+        slots: Option<u32>,
+        registry: Registry,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("logs"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr()?.to_string();
+        let shutdown = CancellationToken::new();
+        let config = CoordinatorConfig::new(dir.join("coordinator"));
+        let server = tokio::spawn(coordinator::serve(
+            listener,
+            config,
+            registry,
+            shutdown.clone(),
+        ));
+        let exe = std::env::current_exe().context("locating the quern binary")?;
+        let mut children = Vec::new();
+        for i in 0..workers {
+            let log = std::fs::File::create(dir.join("logs").join(format!("worker-{i}.log")))?;
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.arg("worker")
+                .arg("--coordinator")
+                .arg(url(&addr))
+                .arg("--dir")
+                .arg(dir.join(format!("worker-{i}")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true);
+            if let Some(s) = slots {
+                cmd.arg("--slots").arg(s.to_string());
+            }
+            children.push(cmd.spawn().context("starting a worker process")?);
+        }
+        write_atomic(&dir.join(ADDR_FILE), addr.as_bytes())?;
+        Ok(LocalCluster {
+            addr,
+            dir: dir.to_path_buf(),
+            workers: children,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Stops the workers (SIGTERM, then SIGKILL after 5 s) and the coordinator.
+    pub async fn stop(mut self) -> Result<()> {
+        for w in &self.workers {
+            if let Some(pid) = w.id() {
+                // SAFETY: kill(2) on a child process id we own; no memory is involved.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            }
+        }
+        for w in &mut self.workers {
+            if tokio::time::timeout(Duration::from_secs(5), w.wait())
+                .await
+                .is_err()
+            {
+                let _ = w.kill().await;
+            }
+        }
+        self.shutdown.cancel();
+        let _ = std::fs::remove_file(self.dir.join(ADDR_FILE));
+        self.server.await??;
+        Ok(())
+    }
+}
+
+pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
+    let cluster =
+        LocalCluster::start(&a.dir, a.listen, a.workers.max(1), a.slots, registry).await?;
+    println!(
+        "quern local cluster: coordinator at {} with {} workers; state in {}",
+        cluster.addr,
+        a.workers,
+        a.dir.display()
+    );
+    println!(
+        "submit jobs from this directory with `quern job submit ...`; Ctrl-C stops the cluster"
+    );
+    shutdown_signal().await;
+    eprintln!("stopping cluster");
+    cluster.stop().await?;
+    Ok(0)
+}

@@ -1,0 +1,308 @@
+//! `quern job ...` and `quern run --local`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use coordinator::client::{JobState, JobStatus};
+use coordinator::Client;
+use jobs::Registry;
+use protocol::{JobId, JobSpec};
+
+use crate::util::{find_coordinator, human_bytes, parse_size};
+
+/// What a job runs: shared by `job submit` and `run --local`.
+#[derive(Args, Debug, Clone)]
+pub struct JobSpecArgs {
+    /// The job to run (see `quern jobs`).
+    pub job: String,
+    /// Input files, directories or globs (repeatable).
+    #[arg(long = "input", required = true, num_args = 1..)]
+    pub inputs: Vec<String>,
+    /// Output directory; must not hold an earlier output.
+    #[arg(long)]
+    pub output: String,
+    /// Number of reduce tasks (part files).
+    #[arg(long, default_value_t = 1)]
+    pub reducers: u32,
+    /// Job parameter `key=value` (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Bytes per map split.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    pub split_size: u64,
+    /// Sort-buffer memory per task; maps and reduces spill to disk beyond it.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    pub task_memory: u64,
+    /// Attempts per task before the job fails.
+    #[arg(long, default_value_t = 4)]
+    pub max_attempts: u32,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty parameter name in {s:?}"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+impl JobSpecArgs {
+    pub fn to_spec(&self) -> Result<JobSpec> {
+        if self.reducers == 0 || self.reducers > 100_000 {
+            bail!("--reducers must be from 1 to 100000");
+        }
+        let mut spec = JobSpec::new(self.job.clone(), self.inputs.clone(), self.output.clone());
+        spec.params = self.params.iter().cloned().collect();
+        spec.reducers = self.reducers;
+        spec.split_size = self.split_size.max(1);
+        spec.task_memory = self.task_memory;
+        spec.max_attempts = self.max_attempts.max(1);
+        Ok(spec)
+    }
+}
+
+/// Where to find the cluster.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Coordinator address (default: the `quern local` cluster of --dir).
+    #[arg(long, env = "QUERN_COORDINATOR", global = true)]
+    pub coordinator: Option<String>,
+    /// State directory of a `quern local` cluster.
+    #[arg(long, default_value = ".quern", global = true)]
+    pub dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job, show its progress, and print its counters at the end.
+    Submit {
+        #[command(flatten)]
+        spec: JobSpecArgs,
+        /// Print the job id and return at once.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Show a job's state, progress and counters.
+    Status {
+        /// The job id (`job-N` or `N`).
+        id: JobId,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// List jobs.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Wait for a job to end; exits non-zero unless it succeeded.
+    Wait {
+        /// The job id.
+        id: JobId,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Kill a running job.
+    Kill {
+        /// The job id.
+        id: JobId,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+async fn connect(c: &ClusterArgs) -> Result<Client> {
+    let addr = find_coordinator(c.coordinator.as_deref(), &c.dir)?;
+    Ok(Client::connect(&addr).await?)
+}
+
+pub async fn run(cmd: JobCommand) -> Result<u8> {
+    match cmd {
+        JobCommand::Submit {
+            spec,
+            detach,
+            cluster,
+        } => {
+            let spec = spec.to_spec()?;
+            let mut client = connect(&cluster).await?;
+            let id = client.submit(&spec).await.context("submitting the job")?;
+            if detach {
+                println!("{id}");
+                return Ok(0);
+            }
+            eprintln!("submitted {id} ({})", spec.job);
+            follow(&mut client, id).await
+        }
+        JobCommand::Status { id, cluster } => {
+            let s = connect(&cluster).await?.status(id).await?;
+            print_status(&s);
+            Ok(0)
+        }
+        JobCommand::List { cluster } => {
+            let jobs = connect(&cluster).await?.list().await?;
+            println!(
+                "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>9}",
+                "ID", "JOB", "STATE", "MAPS", "REDUCES", "READ", "ELAPSED"
+            );
+            for s in jobs {
+                println!(
+                    "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>8.1}s",
+                    s.id.to_string(),
+                    s.job,
+                    s.state.name(),
+                    format!("{}/{}", s.maps_done, s.maps_total),
+                    format!("{}/{}", s.reduces_done, s.reduces_total),
+                    human_bytes(s.bytes_read),
+                    s.elapsed.as_secs_f64()
+                );
+            }
+            Ok(0)
+        }
+        JobCommand::Wait { id, cluster } => follow(&mut connect(&cluster).await?, id).await,
+        JobCommand::Kill { id, cluster } => {
+            if connect(&cluster).await?.kill(id).await? {
+                println!("killed {id}");
+                Ok(0)
+            } else {
+                bail!("{id} is not running")
+            }
+        }
+    }
+}
+
+/// Shows live progress until the job ends; prints counters; returns the exit code.
+async fn follow(client: &mut Client, id: JobId) -> Result<u8> {
+    let mut display = Progress::new();
+    let status = client.wait(id, |s| display.show(s)).await?;
+    display.finish();
+    print_status(&status);
+    match status.state {
+        JobState::Succeeded => Ok(0),
+        _ => {
+            eprintln!("{id} {}: {}", status.state.name(), status.error);
+            Ok(1)
+        }
+    }
+}
+
+/// A one-line progress display: redrawn in place on a terminal, a line every few seconds
+/// otherwise (so logs of CI runs stay readable).
+struct Progress {
+    tty: bool,
+    last: Option<Instant>,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, s: &JobStatus) {
+        let secs = s.elapsed.as_secs_f64().max(1e-3);
+        let line = format!(
+            "maps {}/{} ({} running)  reduces {}/{} ({} running)  read {}  {}/s  elapsed {:.1}s",
+            s.maps_done,
+            s.maps_total,
+            s.maps_running,
+            s.reduces_done,
+            s.reduces_total,
+            s.reduces_running,
+            human_bytes(s.bytes_read),
+            human_bytes((s.bytes_read as f64 / secs) as u64),
+            secs
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            self.drawn = true;
+        } else if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            || s.state.is_over()
+        {
+            eprintln!("{line}");
+            self.last = Some(Instant::now());
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+fn print_status(s: &JobStatus) {
+    println!("job:      {} ({})", s.id, s.job);
+    println!("state:    {}", s.state.name());
+    println!(
+        "maps:     {}/{}   reduces: {}/{}",
+        s.maps_done, s.maps_total, s.reduces_done, s.reduces_total
+    );
+    println!("elapsed:  {:.2}s", s.elapsed.as_secs_f64());
+    println!("output:   {}", s.output);
+    if !s.error.is_empty() {
+        println!("error:    {}", s.error);
+    }
+    print_counters(s.counters.iter().map(|(k, v)| (k.as_str(), *v)));
+}
+
+/// Prints counters, bytes in human units.
+pub fn print_counters<'a>(counters: impl Iterator<Item = (&'a str, u64)>) {
+    println!("counters:");
+    for (k, v) in counters {
+        if k.ends_with("_bytes") {
+            println!("  {k:<24} {v:>14}  ({})", human_bytes(v));
+        } else {
+            println!("  {k:<24} {v:>14}");
+        }
+    }
+}
+
+pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBuf>) -> Result<u8> {
+    let spec = args.to_spec()?;
+    let work = work_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("quern-local-{}-{}", std::process::id(), spec.job))
+    });
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |p: jobs::local::LocalProgress| {
+        if tty {
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r\x1b[2Kmaps {}/{}  reduces {}/{}  read {}  {}/s  elapsed {:.1}s",
+                p.maps_done,
+                p.maps_total,
+                p.reduces_done,
+                p.reduces_total,
+                human_bytes(p.bytes_read),
+                human_bytes((p.bytes_read as f64 / secs) as u64),
+                secs
+            );
+        }
+    };
+    let report = jobs::local::run_local(registry, &spec, &work, &mut progress);
+    if tty {
+        eprintln!();
+    }
+    let report = report?;
+    println!(
+        "job:      {} (local, {} maps, {} reducers)",
+        spec.job, report.maps, spec.reducers
+    );
+    println!("state:    succeeded");
+    println!("elapsed:  {:.2}s", start.elapsed().as_secs_f64());
+    println!("output:   {}", spec.output);
+    print_counters(report.counters.0.iter().map(|(k, v)| (k.as_str(), *v)));
+    Ok(0)
+}

@@ -1,0 +1,381 @@
+//! The worker daemon: register, heartbeat, run attempts in executor processes, report.
+//!
+//! Work is pulled: each heartbeat says how many slots are free and gets back assignments,
+//! attempts to cancel, and jobs whose shuffle files can go. Each attempt runs in its own
+//! executor child process; a tokio task waits for it and reports the result at once, without
+//! waiting for the next heartbeat. If the coordinator answers that this registration is
+//! stale (it restarted, or declared this worker dead), the worker registers again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use protocol::pb::coordinator_service_client::CoordinatorServiceClient;
+use protocol::pb::{
+    self, HeartbeatRequest, RegisterWorkerRequest, ReportFetchFailureRequest, ReportTaskRequest,
+};
+use protocol::{AttemptId, Epoch, FailureKind, WorkerId, MAX_MESSAGE_BYTES};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::shuffle::ShuffleService;
+use crate::task::{from_assignment, ExecutorResult, ExecutorTask};
+use crate::{WorkerConfig, WorkerError};
+
+type Client = CoordinatorServiceClient<Channel>;
+
+#[derive(Clone, Copy, Debug)]
+struct Registration {
+    worker: WorkerId,
+    epoch: Epoch,
+    interval: Duration,
+}
+
+/// Attempts running on this worker, each with the token that kills its executor.
+type Running = Arc<Mutex<HashMap<AttemptId, CancellationToken>>>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
+    let context = context.into();
+    move |source| WorkerError::Io { context, source }
+}
+
+/// Runs a worker until `shutdown` is cancelled.
+///
+/// # Errors
+/// [`WorkerError`] if the shuffle port cannot be bound or the coordinator never answers.
+pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    for sub in ["shuffle", "tasks", "work", "logs"] {
+        let d = config.dir.join(sub);
+        tokio::fs::create_dir_all(&d)
+            .await
+            .map_err(io_err(format!("create {}", d.display())))?;
+    }
+    let listener = TcpListener::bind(config.shuffle_listen)
+        .await
+        .map_err(io_err("bind shuffle port"))?;
+    let shuffle_addr = listener
+        .local_addr()
+        .map_err(io_err("read shuffle address"))?;
+    let server = tonic::transport::Server::builder()
+        .add_service(ShuffleService::new(config.dir.clone()).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    let server = tokio::spawn(server);
+    tracing::info!(%shuffle_addr, slots = config.slots, "shuffle service listening");
+
+    let client = connect(&config, &shutdown).await?;
+    let result = heartbeat_loop(&config, client, shuffle_addr.to_string(), &shutdown).await;
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+async fn connect(
+    config: &WorkerConfig,
+    shutdown: &CancellationToken,
+) -> Result<Client, WorkerError> {
+    let deadline = Instant::now() + config.connect_timeout;
+    loop {
+        match CoordinatorServiceClient::connect(config.coordinator.clone()).await {
+            Ok(c) => return Ok(c.max_decoding_message_size(MAX_MESSAGE_BYTES)),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(WorkerError::Coordinator {
+                    addr: config.coordinator.clone(),
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                return Err(WorkerError::Coordinator { addr: config.coordinator.clone(), message: "shut down".into() })
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+async fn register(
+    config: &WorkerConfig,
+    client: &mut Client,
+    shuffle_addr: &str,
+) -> Result<Registration, tonic::Status> {
+    let r = client
+        .register_worker(RegisterWorkerRequest {
+            host: dfs_client::local_host(),
+            shuffle_addr: shuffle_addr.to_string(),
+            cpu_slots: config.slots,
+            storage_host: config.storage_host.clone(),
+        })
+        .await?
+        .into_inner();
+    tracing::info!(worker = %WorkerId(r.worker_id), epoch = r.epoch, "registered with coordinator");
+    Ok(Registration {
+        worker: WorkerId(r.worker_id),
+        epoch: Epoch(r.epoch),
+        interval: Duration::from_millis(r.heartbeat_interval_ms.max(10)),
+    })
+}
+
+async fn heartbeat_loop(
+    config: &WorkerConfig,
+    mut client: Client,
+    shuffle_addr: String,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    let running: Running = Arc::default();
+    let mut reg: Option<Registration> = None;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let Some(r) = reg else {
+            match register(config, &mut client, &shuffle_addr).await {
+                Ok(r) => {
+                    delay = r.interval;
+                    reg = Some(r);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "registration failed; retrying");
+                    delay = Duration::from_millis(500);
+                }
+            }
+            continue;
+        };
+        let (free, attempts) = {
+            let map = running.lock().expect("running map lock");
+            (
+                config.slots.saturating_sub(map.len() as u32),
+                map.keys().map(|a| a.0).collect(),
+            )
+        };
+        let req = HeartbeatRequest {
+            worker_id: r.worker.0,
+            epoch: r.epoch.0,
+            free_slots: free,
+            running_attempts: attempts,
+        };
+        match client.heartbeat(req).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                handle_heartbeat(config, &client, r, &running, resp);
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                tracing::warn!(reason = %s.message(), "coordinator refused registration; registering again");
+                reg = None;
+                delay = Duration::from_millis(10);
+            }
+            Err(s) => tracing::warn!(error = %s.message(), "heartbeat failed"),
+        }
+    }
+    for token in running.lock().expect("running map lock").values() {
+        token.cancel();
+    }
+    Ok(())
+}
+
+fn handle_heartbeat(
+    config: &WorkerConfig,
+    client: &Client,
+    reg: Registration,
+    running: &Running,
+    resp: pb::HeartbeatResponse,
+) {
+    for id in resp.cancel_attempts {
+        if let Some(t) = running
+            .lock()
+            .expect("running map lock")
+            .get(&AttemptId(id))
+        {
+            tracing::info!(attempt = %AttemptId(id), "cancelling attempt");
+            t.cancel();
+        }
+    }
+    for job in resp.finished_jobs {
+        let dir = config
+            .dir
+            .join("shuffle")
+            .join(protocol::JobId(job).to_string());
+        tokio::spawn(async move {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        });
+    }
+    for a in resp.assignments {
+        let Some(task) = from_assignment(a, &config.dir) else {
+            tracing::error!("malformed assignment ignored");
+            continue;
+        };
+        let token = CancellationToken::new();
+        running
+            .lock()
+            .expect("running map lock")
+            .insert(task.attempt, token.clone());
+        let (config, client, running) = (config.clone(), client.clone(), running.clone());
+        tokio::spawn(async move {
+            let attempt = task.attempt;
+            let result = run_attempt(&config, &task, token).await;
+            report(client, reg, &task, result).await;
+            running.lock().expect("running map lock").remove(&attempt);
+        });
+    }
+}
+
+/// Runs one attempt in an executor process and returns its result.
+async fn run_attempt(
+    config: &WorkerConfig,
+    task: &ExecutorTask,
+    cancel: CancellationToken,
+) -> ExecutorResult {
+    let fail = |kind, msg: String| ExecutorResult {
+        error: Some((kind, msg)),
+        ..Default::default()
+    };
+    let task_file = config
+        .dir
+        .join("tasks")
+        .join(format!("{}.json", task.attempt));
+    let log_path = config
+        .dir
+        .join("logs")
+        .join(format!("{}.log", task.attempt));
+    let json = serde_json::to_vec(task).expect("task serialises");
+    if let Err(e) = tokio::fs::write(&task_file, json).await {
+        return fail(
+            FailureKind::Retryable,
+            format!("cannot write task file: {e}"),
+        );
+    }
+    let log = match std::fs::File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                FailureKind::Retryable,
+                format!("cannot create attempt log: {e}"),
+            )
+        }
+    };
+    tracing::debug!(attempt = %task.attempt, kind = ?task.kind, index = task.index, "starting executor");
+    let child = tokio::process::Command::new(&config.executable)
+        .arg("executor")
+        .arg("--task")
+        .arg(&task_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                FailureKind::Retryable,
+                format!("cannot start executor: {e}"),
+            )
+        }
+    };
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = cancel.cancelled() => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            cleanup(task, &task_file).await;
+            return fail(FailureKind::Cancelled, "attempt cancelled".into());
+        }
+    };
+    let result = match tokio::fs::read(&task.result_path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            fail(
+                FailureKind::Retryable,
+                format!("unreadable executor result: {e}"),
+            )
+        }),
+        Err(_) => {
+            let tail = log_tail(&log_path).await;
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            fail(
+                FailureKind::Retryable,
+                format!("executor exited without a result ({status}): {tail}"),
+            )
+        }
+    };
+    cleanup(task, &task_file).await;
+    result
+}
+
+async fn cleanup(task: &ExecutorTask, task_file: &PathBuf) {
+    let _ = tokio::fs::remove_file(task_file).await;
+    let _ = tokio::fs::remove_file(&task.result_path).await;
+    let _ = tokio::fs::remove_dir_all(&task.work_dir).await;
+}
+
+/// Returns the last lines of an attempt log, for an error message.
+async fn log_tail(path: &PathBuf) -> String {
+    let text = tokio::fs::read(path).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+async fn report(
+    mut client: Client,
+    reg: Registration,
+    task: &ExecutorTask,
+    result: ExecutorResult,
+) {
+    for lost in &result.lost_maps {
+        let req = ReportFetchFailureRequest {
+            worker_id: reg.worker.0,
+            epoch: reg.epoch.0,
+            attempt_id: task.attempt.0,
+            map_index: lost.map_index,
+            map_attempt_id: lost.attempt.0,
+            reason: lost.reason.to_pb() as i32,
+            detail: lost.detail.clone(),
+        };
+        if let Err(e) = client.report_fetch_failure(req).await {
+            tracing::warn!(error = %e.message(), "cannot report fetch failure");
+        }
+    }
+    let (kind, error) = result
+        .error
+        .clone()
+        .unwrap_or((FailureKind::Retryable, String::new()));
+    let req = ReportTaskRequest {
+        worker_id: reg.worker.0,
+        epoch: reg.epoch.0,
+        attempt_id: task.attempt.0,
+        success: result.error.is_none(),
+        counters: Some(pb::Counters {
+            values: result.counters.0.into_iter().collect(),
+        }),
+        failure_kind: kind.to_pb() as i32,
+        error,
+        output_bytes: result.output_bytes,
+        output_crc32: result.output_crc32,
+        lost_maps: result.lost_maps.iter().map(|l| l.map_index).collect(),
+    };
+    // A report lost to a transient error would leave the task hanging until the worker is
+    // declared dead, so retry a few times.
+    for i in 0..5u32 {
+        match client.report_task(req.clone()).await {
+            Ok(_) => return,
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                tracing::info!(attempt = %task.attempt, "report refused as stale");
+                return;
+            }
+            Err(s) => {
+                tracing::warn!(error = %s.message(), attempt = %task.attempt, "report failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << i)).await;
+            }
+        }
+    }
+}

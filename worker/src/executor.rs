@@ -1,0 +1,227 @@
+//! The executor process: runs one map or reduce attempt described by a task file and writes
+//! its result file. The worker daemon starts it as `quern executor --task FILE`; a panic in
+//! job code is caught and reported as the attempt's error, and if the process dies some other
+//! way the daemon reports the exit status and the end of its log.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use bytes::Bytes;
+use dfs_client::Storage;
+use jobs::registry::Registry;
+use jobs::runtime::map::MapConfig;
+use jobs::runtime::{panic_message, TaskError};
+use jobs::split::read_split;
+use protocol::FailureKind;
+
+use crate::task::{ExecutorResult, ExecutorTask, TaskKind};
+
+/// Reducers fetch from at most this many map outputs at once: enough to hide latency, few
+/// enough to bound the bytes in flight to a few partitions.
+const PARALLEL_FETCHES: usize = 8;
+
+/// Runs the task in `task_file` and writes its result; returns the process exit code.
+pub fn run(registry: &Registry, task_file: &Path) -> i32 {
+    let task: ExecutorTask = match std::fs::read(task_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, file = %task_file.display(), "cannot read task file");
+            return 2;
+        }
+    };
+    let span =
+        tracing::info_span!("task", attempt = %task.attempt, kind = ?task.kind, index = task.index);
+    let _enter = span.enter();
+    let result = catch_unwind(AssertUnwindSafe(|| execute(registry, &task))).unwrap_or_else(|p| {
+        ExecutorResult {
+            error: Some((
+                FailureKind::Retryable,
+                TaskError::Panicked {
+                    message: panic_message(&*p),
+                }
+                .to_string(),
+            )),
+            ..Default::default()
+        }
+    });
+    let _ = std::fs::remove_dir_all(&task.work_dir);
+    if let Some((kind, e)) = &result.error {
+        tracing::error!(?kind, error = %e, "attempt failed");
+    }
+    let json = serde_json::to_vec(&result).expect("result serialises");
+    let tmp = task.result_path.with_extension("tmp");
+    match std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &task.result_path)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write result file");
+            3
+        }
+    }
+}
+
+fn failed(e: &TaskError) -> ExecutorResult {
+    ExecutorResult {
+        error: Some((e.kind(), e.to_string())),
+        ..Default::default()
+    }
+}
+
+fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
+    let job = match registry.create(&task.spec.job, &task.spec.params) {
+        Ok(j) => j,
+        Err(e) => return failed(&e.into()),
+    };
+    let storage = Storage::default();
+    match task.kind {
+        TaskKind::Map => run_map(&storage, &*job, task).unwrap_or_else(|e| failed(&e)),
+        TaskKind::Reduce => run_reduce(&storage, &*job, task),
+    }
+}
+
+fn run_map(
+    storage: &Storage,
+    job: &dyn jobs::DynJob,
+    task: &ExecutorTask,
+) -> Result<ExecutorResult, TaskError> {
+    let Some((split, file_len)) = &task.split else {
+        return Err(TaskError::Panicked {
+            message: "map task without a split".into(),
+        });
+    };
+    let input = read_split(storage, split, *file_len)?;
+    let out = Path::new(&task.output);
+    let dir = out.parent().expect("map output has a directory");
+    std::fs::create_dir_all(dir).map_err(|e| TaskError::Io {
+        path: dir.into(),
+        source: e,
+    })?;
+    let tmp = out.with_extension("tmp");
+    let cfg = MapConfig {
+        partitions: task.spec.reducers,
+        memory_budget: task.spec.task_memory as usize,
+        spill_dir: task.work_dir.join("spill"),
+    };
+    let counters = job.run_map(&input, &cfg, &tmp)?;
+    std::fs::rename(&tmp, out).map_err(|e| TaskError::Io {
+        path: out.into(),
+        source: e,
+    })?;
+    Ok(ExecutorResult {
+        counters,
+        ..Default::default()
+    })
+}
+
+fn run_reduce(storage: &Storage, job: &dyn jobs::DynJob, task: &ExecutorTask) -> ExecutorResult {
+    let fetched = match fetch_all(task) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let shuffle_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
+    let attempt = || -> Result<ExecutorResult, TaskError> {
+        let mut w = storage.create(&task.output)?;
+        let summary = job.run_reduce(fetched, &mut w)?;
+        w.commit()?;
+        let mut counters = summary.counters;
+        counters.add("shuffle_bytes", shuffle_bytes);
+        Ok(ExecutorResult {
+            counters,
+            output_bytes: summary.output_bytes,
+            output_crc32: summary.output_crc32,
+            ..Default::default()
+        })
+    };
+    attempt().unwrap_or_else(|e| failed(&e))
+}
+
+/// Fetches this reduce's partition of every map output; runs that would push the total past
+/// the task's memory budget are written to the work directory and memory-mapped instead.
+fn fetch_all(task: &ExecutorTask) -> Result<Vec<Bytes>, ExecutorResult> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ExecutorResult {
+            error: Some((
+                FailureKind::Retryable,
+                format!("cannot start fetch runtime: {e}"),
+            )),
+            ..Default::default()
+        })?;
+    let budget = task.spec.task_memory;
+    rt.block_on(async {
+        let mut runs: Vec<Option<Bytes>> = vec![None; task.map_outputs.len()];
+        let mut lost = Vec::new();
+        let mut in_memory = 0u64;
+        let mut set = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while set.len() < PARALLEL_FETCHES && next < task.map_outputs.len() {
+                let m = task.map_outputs[next].clone();
+                let (job, partition) = (task.job_id, task.index);
+                set.spawn(async move { (next, crate::shuffle::fetch(job, partition, &m).await) });
+                next += 1;
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let (i, res) = joined.expect("fetch task does not panic");
+            match res {
+                Ok(data) if in_memory + data.len() as u64 <= budget => {
+                    in_memory += data.len() as u64;
+                    runs[i] = Some(data);
+                }
+                Ok(data) => match spill_run(task, i, &data) {
+                    Ok(mapped) => runs[i] = Some(mapped),
+                    Err(e) => return Err(failed(&e)),
+                },
+                Err(l) => lost.push(l),
+            }
+        }
+        if !lost.is_empty() {
+            lost.sort_by_key(|l| l.map_index);
+            let names: Vec<String> = lost
+                .iter()
+                .map(|l| format!("map {} ({:?}: {})", l.map_index, l.reason, l.detail))
+                .collect();
+            return Err(ExecutorResult {
+                error: Some((
+                    FailureKind::LostInput,
+                    format!("cannot fetch {}", names.join(", ")),
+                )),
+                lost_maps: lost,
+                ..Default::default()
+            });
+        }
+        Ok(runs
+            .into_iter()
+            .map(|r| r.expect("every run fetched"))
+            .collect())
+    })
+}
+
+fn spill_run(task: &ExecutorTask, i: usize, data: &[u8]) -> Result<Bytes, TaskError> {
+    let dir = task.work_dir.join("fetched");
+    std::fs::create_dir_all(&dir).map_err(|e| TaskError::Io {
+        path: dir.clone(),
+        source: e,
+    })?;
+    let path = dir.join(format!("map-{i:05}"));
+    std::fs::write(&path, data).map_err(|e| TaskError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let file = std::fs::File::open(&path).map_err(|e| TaskError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    if data.is_empty() {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: a private file of this attempt, never modified after this point.
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TaskError::Io { path, source: e })?;
+    Ok(Bytes::from_owner(map))
+}

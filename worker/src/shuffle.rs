@@ -1,0 +1,156 @@
+//! The shuffle service and its client.
+//!
+//! The worker daemon (not the executor) serves map output, so output stays fetchable after the
+//! map's executor has exited. A fetch names (job, map, attempt, partition); the service
+//! memory-maps the map's output file, finds the partition through its index, and streams it in
+//! frames of [`SHUFFLE_FRAME_BYTES`], far below any message-size limit. The fetcher checks
+//! every block checksum on arrival, so a corrupt output is blamed on the right map.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use jobs::runtime::format::{verify_run, ShuffleFile};
+use protocol::pb::worker_service_client::WorkerServiceClient;
+use protocol::pb::worker_service_server::WorkerService;
+use protocol::pb::{FetchPartitionRequest, FetchPartitionResponse};
+use protocol::{AttemptId, JobId, MAX_MESSAGE_BYTES, SHUFFLE_FRAME_BYTES};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::task::{map_output_path, FetchFailure, LostMap, MapOutput};
+
+/// Serves the map outputs under one worker directory.
+#[derive(Clone, Debug)]
+pub struct ShuffleService {
+    dir: PathBuf,
+}
+
+impl ShuffleService {
+    /// Serves outputs under `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        ShuffleService { dir }
+    }
+
+    /// Returns the gRPC server for this service, with explicit message limits.
+    pub fn into_server(self) -> protocol::pb::worker_service_server::WorkerServiceServer<Self> {
+        protocol::pb::worker_service_server::WorkerServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<FetchPartitionResponse, Status>> + Send>>;
+
+fn read_partition(path: PathBuf, partition: u32) -> Result<Bytes, Status> {
+    let file = std::fs::File::open(&path).map_err(|_| Status::not_found("no such map output"))?;
+    // SAFETY: map outputs are written once, renamed into place, and only deleted (never
+    // modified) afterwards; a deleted file stays readable through the map.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Status::internal(e.to_string()))?;
+    let file =
+        ShuffleFile::open(Bytes::from_owner(map)).map_err(|e| Status::data_loss(e.to_string()))?;
+    if partition >= file.partitions() {
+        return Err(Status::invalid_argument("partition out of range"));
+    }
+    Ok(file.partition(partition))
+}
+
+#[tonic::async_trait]
+impl WorkerService for ShuffleService {
+    type FetchPartitionStream = FrameStream;
+
+    async fn fetch_partition(
+        &self,
+        request: Request<FetchPartitionRequest>,
+    ) -> Result<Response<Self::FetchPartitionStream>, Status> {
+        let r = request.into_inner();
+        let path = map_output_path(
+            &self.dir,
+            JobId(r.job_id),
+            r.map_index,
+            AttemptId(r.map_attempt_id),
+        );
+        // Reading through an mmap can page-fault, so it stays off the runtime threads.
+        let data = tokio::task::spawn_blocking(move || read_partition(path, r.partition))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let total = data.len() as u64;
+        let mut frames = Vec::with_capacity(data.len() / SHUFFLE_FRAME_BYTES + 1);
+        let mut at = 0;
+        loop {
+            let end = (at + SHUFFLE_FRAME_BYTES).min(data.len());
+            frames.push(Ok(FetchPartitionResponse {
+                total_bytes: total,
+                data: data.slice(at..end),
+            }));
+            at = end;
+            if at >= data.len() {
+                break;
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(frames))))
+    }
+}
+
+/// Fetches partition `partition` of one map output; the result has passed its checksums.
+///
+/// # Errors
+/// A [`LostMap`] saying why the output could not be had.
+pub async fn fetch(job: JobId, partition: u32, m: &MapOutput) -> Result<Bytes, LostMap> {
+    let lost = |reason, detail: String| LostMap {
+        map_index: m.map_index,
+        attempt: m.attempt,
+        reason,
+        detail,
+    };
+    let mut client = WorkerServiceClient::connect(format!("http://{}", m.addr))
+        .await
+        .map_err(|e| lost(FetchFailure::Unreachable, e.to_string()))?
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let req = FetchPartitionRequest {
+        job_id: job.0,
+        map_index: m.map_index,
+        map_attempt_id: m.attempt.0,
+        partition,
+    };
+    let status_reason = |s: &Status| match s.code() {
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => FetchFailure::NotFound,
+        tonic::Code::DataLoss => FetchFailure::Corrupt,
+        _ => FetchFailure::Unreachable,
+    };
+    let mut stream = client
+        .fetch_partition(req)
+        .await
+        .map_err(|s| lost(status_reason(&s), s.message().to_string()))?
+        .into_inner();
+    let mut buf = BytesMut::new();
+    let mut total = None;
+    while let Some(frame) = stream
+        .message()
+        .await
+        .map_err(|s| lost(status_reason(&s), s.message().to_string()))?
+    {
+        let expected = *total.get_or_insert(frame.total_bytes);
+        if buf.is_empty() && expected as usize > buf.capacity() {
+            // The declared size is checked against what arrives; reserve only a frame's worth
+            // up front so a lying peer cannot make us allocate.
+            buf.reserve((expected as usize).min(SHUFFLE_FRAME_BYTES * 4));
+        }
+        buf.extend_from_slice(&frame.data);
+        if buf.len() as u64 > expected {
+            return Err(lost(
+                FetchFailure::Corrupt,
+                "more bytes than declared".into(),
+            ));
+        }
+    }
+    if buf.len() as u64 != total.unwrap_or(0) {
+        return Err(lost(
+            FetchFailure::Corrupt,
+            format!("got {} of {:?} bytes", buf.len(), total),
+        ));
+    }
+    let data = buf.freeze();
+    verify_run(&data).map_err(|e| lost(FetchFailure::Corrupt, e.to_string()))?;
+    Ok(data)
+}
