@@ -142,7 +142,11 @@ fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
         .report_success(second, Counters::default(), None)
         .is_empty());
     let again = ids(&s.heartbeat(w2, 10, t1));
-    assert_eq!(again.iter().map(|a| a.1).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        again.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![1, 0],
+        "the split local to b first"
+    );
     assert_eq!(s.status(job, t1).unwrap().maps_done, 0);
 }
 

@@ -1,0 +1,257 @@
+//! Real clusters (a coordinator and worker processes talking gRPC on loopback) against the
+//! `quern run --local` oracle, byte for byte.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// (job, which input) for every built-in analytics job.
+const JOBS: [(&str, bool); 4] = [
+    ("views", true),
+    ("top-photos", true),
+    ("endpoint-stats", true),
+    ("wordcount", false),
+];
+/// Small enough that lines are cut by split boundaries many times over.
+const SPLIT: &str = "150KiB";
+
+fn spec_args(job: &str, input: &Path, output: &Path, reducers: u32) -> Vec<String> {
+    spec_args_split(job, input, output, reducers, SPLIT)
+}
+
+fn spec_args_split(
+    job: &str,
+    input: &Path,
+    output: &Path,
+    reducers: u32,
+    split: &str,
+) -> Vec<String> {
+    vec![
+        job.to_string(),
+        "--input".into(),
+        input.display().to_string(),
+        "--output".into(),
+        output.display().to_string(),
+        "--reducers".into(),
+        reducers.to_string(),
+        "--split-size".into(),
+        split.into(),
+    ]
+}
+
+fn oracle(inputs: &Inputs, job: &str, log: bool, reducers: u32) -> std::path::PathBuf {
+    let input = if log { &inputs.log } else { &inputs.words };
+    let out = inputs.dir.path().join(format!("oracle-{job}-{reducers}"));
+    if !out.exists() {
+        ok(quern()
+            .args(["run", "--local"])
+            .args(spec_args(job, input, &out, reducers)));
+    }
+    out
+}
+
+fn cluster_matches_oracle(workers: u32) {
+    let inputs = inputs("1MiB");
+    let cluster = Cluster::start(workers);
+    for (job, log) in JOBS {
+        for reducers in [1, 3, 7] {
+            let input = if log { &inputs.log } else { &inputs.words };
+            let out = cluster.dir.path().join(format!("{job}-{reducers}"));
+            let stdout = ok(cluster
+                .job()
+                .arg("submit")
+                .args(spec_args(job, input, &out, reducers)));
+            let expected = read_output(&oracle(&inputs, job, log, reducers));
+            let got = read_output(&out);
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                expected.keys().collect::<Vec<_>>(),
+                "{job} r={reducers}"
+            );
+            for (name, bytes) in &expected {
+                assert!(
+                    got[name] == *bytes,
+                    "{job} with {reducers} reducers on {workers} workers: {name} differs"
+                );
+            }
+            assert_eq!(
+                got.keys().filter(|k| k.starts_with("part-")).count(),
+                reducers as usize
+            );
+            let c = counters(&stdout);
+            assert!(c["map_input_records"] > 1000, "{c:?}");
+            assert_eq!(
+                c["data_local_maps"] + c["remote_maps"],
+                c["data_local_maps"],
+                "local files are local"
+            );
+            assert!(
+                c["data_local_maps"] >= 6,
+                "1 MiB in 150 KiB splits is at least 6 maps: {c:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_worker_matches_the_oracle() {
+    cluster_matches_oracle(1);
+}
+
+#[test]
+fn two_workers_match_the_oracle() {
+    cluster_matches_oracle(2);
+}
+
+#[test]
+fn three_workers_match_the_oracle() {
+    cluster_matches_oracle(3);
+}
+
+#[test]
+fn a_map_that_always_panics_fails_the_job_with_its_message_and_leaves_no_output() {
+    let inputs = inputs("64KiB");
+    let cluster = Cluster::start(2);
+    let out = cluster.dir.path().join("failed");
+    let res = run(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args("fail", &inputs.log, &out, 3))
+        .args(["--param", "panic_on=/photos/", "--max-attempts", "3"]));
+    assert_eq!(res.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("failed 3 attempts"), "{stderr}");
+    assert!(stderr.contains("injected failure on record"), "{stderr}");
+    let left: Vec<String> = match std::fs::read_dir(&out) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        left.iter()
+            .all(|n| !n.starts_with("part-") && n != "_SUCCESS"),
+        "{left:?}"
+    );
+
+    // The same failure in the oracle is a clear error too.
+    let res = run(quern()
+        .args(["run", "--local"])
+        .args(spec_args("fail", &inputs.log, &out, 1))
+        .args(["--param", "panic_on=/photos/"]));
+    assert!(!res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr).contains("injected failure"));
+}
+
+#[test]
+fn a_tiny_memory_budget_forces_spills_and_still_matches_the_oracle() {
+    let inputs = inputs("1MiB");
+    let cluster = Cluster::start(2);
+    for (job, log) in [("top-photos", true), ("wordcount", false)] {
+        let input = if log { &inputs.log } else { &inputs.words };
+        let out = cluster.dir.path().join(job);
+        let stdout = ok(cluster
+            .job()
+            .arg("submit")
+            .args(spec_args(job, input, &out, 3))
+            .args(["--task-memory", "16KiB"]));
+        let c = counters(&stdout);
+        assert!(
+            c["spilled_bytes"] > 0 && c["spilled_records"] > 0,
+            "{job} did not spill: {c:?}"
+        );
+        assert_eq!(
+            read_output(&out),
+            read_output(&oracle(&inputs, job, log, 3)),
+            "{job}"
+        );
+        let local = inputs.dir.path().join(format!("{job}-spilled-local"));
+        let stdout = ok(quern()
+            .args(["run", "--local"])
+            .args(spec_args(job, input, &local, 3))
+            .args(["--task-memory", "16KiB"]));
+        assert!(counters(&stdout)["spilled_bytes"] > 0);
+        assert_eq!(read_output(&local), read_output(&out), "{job}");
+    }
+}
+
+#[test]
+fn job_commands_find_the_local_cluster_and_report_state() {
+    let inputs = inputs("256KiB");
+    let cluster = Cluster::start(1);
+    let out = cluster.dir.path().join("views");
+    // No --coordinator: the CLI finds the cluster through the state directory.
+    let id = ok(quern()
+        .current_dir(cluster.dir.path())
+        .env_remove("QUERN_COORDINATOR")
+        .args(["job", "submit", "--detach"])
+        .args(spec_args("views", &inputs.log, &out, 2)))
+    .trim()
+    .to_string();
+    assert!(id.starts_with("job-"), "{id}");
+    let waited = ok(cluster.job().args(["wait", &id]));
+    assert!(waited.contains("state:    succeeded"), "{waited}");
+    let status = ok(cluster.job().args(["status", &id]));
+    assert!(status.contains("maps:     2/2"), "{status}");
+    assert_eq!(counters(&status), counters(&waited));
+    let list = ok(cluster.job().arg("list"));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains("succeeded")),
+        "{list}"
+    );
+    assert!(
+        !run(cluster.job().args(["kill", &id])).status.success(),
+        "a finished job cannot be killed"
+    );
+
+    // The same output directory again is refused with a clear reason.
+    let again = run(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args("views", &inputs.log, &out, 2)));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{again:?}"
+    );
+    // So is an unknown job, naming the known ones.
+    let unknown = run(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args("nope", &inputs.log, &out, 2)));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("known jobs: views"),
+        "{unknown:?}"
+    );
+    // Without a cluster, the CLI says how to get one.
+    let none = run(quern()
+        .current_dir(inputs.dir.path())
+        .env_remove("QUERN_COORDINATOR")
+        .args(["job", "list"]));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("quern local"),
+        "{none:?}"
+    );
+}
+
+#[test]
+fn a_killed_job_stops_and_leaves_no_output() {
+    let inputs = inputs("8MiB");
+    let cluster = Cluster::start(1);
+    let out = cluster.dir.path().join("killed");
+    let id = ok(cluster
+        .job()
+        .args(["submit", "--detach"])
+        .args(spec_args_split("top-photos", &inputs.log, &out, 2, "64KiB")))
+    .trim()
+    .to_string();
+    let killed = run(cluster.job().args(["kill", &id]));
+    assert!(killed.status.success(), "{killed:?}");
+    let waited = run(cluster.job().args(["wait", &id]));
+    assert_eq!(waited.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("state:    killed"));
+    assert!(!out.join("_SUCCESS").exists() && !out.join("part-00000").exists());
+}
