@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Benchmark: Quern against a plain Rust program doing the same computation.
+#
+# Generates a ~1 GiB access log and ~1 GiB of words once (under $BENCH_DIR, default
+# bench-data/), then times `views`, `top-photos` and `wordcount`:
+#   - plain:   jobs/examples/baseline.rs, 1 and 2 threads (hash maps, no engine);
+#   - local:   `quern run --local` (one process, sequential: the oracle);
+#   - cluster: `quern local --workers 2`, from submit to finished.
+# Prints seconds, MB/s and the ratio to the plain 2-thread program. Not a test: it asserts
+# nothing about time. Figures go to docs/PERFORMANCE.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/quern/target}"
+BENCH_DIR="${BENCH_DIR:-bench-data}"
+SIZE="${SIZE:-1GiB}"
+SLOTS="${SLOTS:-1}"
+REDUCERS="${REDUCERS:-2}"
+
+cargo build --release -p quern --bin quern >&2
+cargo build --release -p quern-jobs --example baseline >&2
+Q="$CARGO_TARGET_DIR/release/quern"
+B="$CARGO_TARGET_DIR/release/examples/baseline"
+mkdir -p "$BENCH_DIR"
+[ -f "$BENCH_DIR/access.log" ] || "$Q" gen weblog --size "$SIZE" --seed 1 --out "$BENCH_DIR/access.log"
+[ -f "$BENCH_DIR/words.txt" ] || "$Q" gen words --size "$SIZE" --seed 1 --out "$BENCH_DIR/words.txt"
+
+now() { date +%s.%N; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+rm -rf "$BENCH_DIR/.quern" "$BENCH_DIR/out"
+"$Q" local --workers 2 --slots "$SLOTS" --dir "$BENCH_DIR/.quern" >/dev/null 2>"$BENCH_DIR/cluster.log" &
+CLUSTER=$!
+trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
+while [ ! -f "$BENCH_DIR/.quern/coordinator.addr" ]; do sleep 0.1; done
+export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern/coordinator.addr")"
+
+printf "machine: %s, %s cores, %s\n" "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+printf "%-11s %-22s %8s %8s %8s\n" job runner seconds MB/s "x plain2"
+for job in views top-photos wordcount; do
+  input="$BENCH_DIR/access.log"; [ "$job" = wordcount ] && input="$BENCH_DIR/words.txt"
+  bytes=$(stat -c %s "$input")
+  cat "$input" >/dev/null  # warm the page cache
+  p1=$("$B" "$job" "$input" 1 "$BENCH_DIR/plain.out")
+  p2=$("$B" "$job" "$input" 2 "$BENCH_DIR/plain.out")
+  t0=$(now); "$Q" run --local "$job" --input "$input" --output "$BENCH_DIR/out/$job-local" --reducers "$REDUCERS" >/dev/null; t1=$(now)
+  tl=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  t0=$(now); "$Q" job submit "$job" --input "$input" --output "$BENCH_DIR/out/$job-cluster" --reducers "$REDUCERS" >/dev/null 2>&1; t1=$(now)
+  tc=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  cmp -s <(cat "$BENCH_DIR/out/$job-local"/part-*) <(cat "$BENCH_DIR/out/$job-cluster"/part-*) || echo "warning: $job cluster output differs from local" >&2
+  for r in "plain, 1 thread:$p1" "plain, 2 threads:$p2" "quern run --local:$tl" "quern local, 2 workers:$tc"; do
+    name="${r%%:*}"; secs="${r##*:}"
+    printf "%-11s %-22s %8.2f %8s %8s\n" "$job" "$name" "$secs" "$(mbps "$bytes" "$secs")" "$(ratio "$secs" "$p2")"
+  done
+done
