@@ -193,7 +193,7 @@ impl Client {
             if s.state.is_over() {
                 return Ok(s);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

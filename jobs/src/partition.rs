@@ -34,17 +34,29 @@ impl BuildHasher for FastHash {
 #[derive(Debug)]
 pub struct FastHasher(u64);
 
+/// Returns the xor of the high and low halves of the 128-bit product: a cheap mixer in which
+/// every input bit affects every output bit.
+#[inline]
+pub fn fold_mul(a: u64, b: u64) -> u64 {
+    let m = u128::from(a) * u128::from(b);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
 impl Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = self.0.rotate_left(5) ^ xxh3_64(bytes);
+        self.write_u64(xxh3_64(bytes));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = fold_mul(self.0 ^ n, 0x9E37_79B9_7F4A_7C15);
     }
 
     fn write_usize(&mut self, n: usize) {
-        self.0 = self.0.rotate_left(5) ^ (n as u64);
+        self.write_u64(n as u64);
     }
 
     fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        fold_mul(self.0, 0xa409_3822_299f_31d0)
     }
 }
 

@@ -129,12 +129,16 @@ async fn heartbeat_loop(
     shutdown: &CancellationToken,
 ) -> Result<(), WorkerError> {
     let running: Running = Arc::default();
+    // A finished attempt frees a slot: heartbeat at once rather than leave it idle until the
+    // next tick.
+    let wake = Arc::new(tokio::sync::Notify::new());
     let mut reg: Option<Registration> = None;
     let mut delay = Duration::from_millis(100);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
+            _ = wake.notified() => {}
         }
         let Some(r) = reg else {
             match register(config, &mut client, &shuffle_addr).await {
@@ -165,7 +169,7 @@ async fn heartbeat_loop(
         match client.heartbeat(req).await {
             Ok(resp) => {
                 let resp = resp.into_inner();
-                handle_heartbeat(config, &client, r, &running, resp);
+                handle_heartbeat(config, &client, r, &running, &wake, resp);
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                 tracing::warn!(reason = %s.message(), "coordinator refused registration; registering again");
@@ -186,6 +190,7 @@ fn handle_heartbeat(
     client: &Client,
     reg: Registration,
     running: &Running,
+    wake: &Arc<tokio::sync::Notify>,
     resp: pb::HeartbeatResponse,
 ) {
     for id in resp.cancel_attempts {
@@ -217,12 +222,18 @@ fn handle_heartbeat(
             .lock()
             .expect("running map lock")
             .insert(task.attempt, token.clone());
-        let (config, client, running) = (config.clone(), client.clone(), running.clone());
+        let (config, client, running, wake) = (
+            config.clone(),
+            client.clone(),
+            running.clone(),
+            wake.clone(),
+        );
         tokio::spawn(async move {
             let attempt = task.attempt;
             let result = run_attempt(&config, &task, token).await;
             report(client, reg, &task, result).await;
             running.lock().expect("running map lock").remove(&attempt);
+            wake.notify_one();
         });
     }
 }

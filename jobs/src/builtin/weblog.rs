@@ -48,7 +48,9 @@ struct Cursor<'a> {
     i: usize,
 }
 
+// Inlined so each literal's length is a constant and the comparison needs no memcmp call.
 impl<'a> Cursor<'a> {
+    #[inline(always)]
     fn lit(&mut self, l: &[u8]) -> Option<()> {
         if self.s[self.i..].starts_with(l) {
             self.i += l.len();
@@ -59,6 +61,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Takes a non-empty run of bytes satisfying `f`.
+    #[inline(always)]
     fn run(&mut self, f: impl Fn(u8) -> bool) -> Option<&'a [u8]> {
         let start = self.i;
         while self.i < self.s.len() && f(self.s[self.i]) {
@@ -68,6 +71,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Takes a possibly empty run of bytes satisfying `f`.
+    #[inline(always)]
     fn run0(&mut self, f: impl Fn(u8) -> bool) -> &'a [u8] {
         self.run(f).unwrap_or(&[])
     }

@@ -8,7 +8,6 @@
 //! again across runs) into the task's one output file. A task that never spills writes its
 //! buffer straight to the output.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -17,8 +16,8 @@ use bytes::Bytes;
 
 use super::format::{FileSummary, ShuffleFile, ShuffleWriter};
 use super::merge::Merger;
+use super::table::{CombineTable, Upsert};
 use super::TaskError;
-use crate::partition::FastHash;
 use crate::sdk::{Counters, FastCounters, Job, Key, MapContext, Value};
 
 /// Map-side settings of one task.
@@ -48,7 +47,7 @@ pub struct MapBuffer<J: Job> {
     partitions: u32,
     budget: usize,
     used: usize,
-    table: HashMap<Box<[u8]>, (u32, J::Value), FastHash>,
+    table: CombineTable<J::Value>,
     arena: Vec<u8>,
     entries: Vec<Entry>,
     spill_dir: PathBuf,
@@ -72,7 +71,7 @@ impl<J: Job> MapBuffer<J> {
             partitions: cfg.partitions.max(1),
             budget: cfg.memory_budget.max(4096),
             used: 0,
-            table: HashMap::with_hasher(FastHash),
+            table: CombineTable::new(),
             arena: Vec::new(),
             entries: Vec::new(),
             spill_dir: cfg.spill_dir.clone(),
@@ -90,14 +89,14 @@ impl<J: Job> MapBuffer<J> {
         }
         self.emitted += 1;
         if J::COMBINES {
-            if let Some((_, acc)) = self.table.get_mut(key) {
-                job.combine(acc, value);
+            let Upsert::Vacant(value) = self.table.upsert(key, value, |acc, v| job.combine(acc, v))
+            else {
                 return;
-            }
+            };
             let partition = job.partition(key, self.partitions);
-            self.table.insert(key.into(), (partition, value));
-            self.used +=
-                key.len() + std::mem::size_of::<(Box<[u8]>, (u32, J::Value))>() + ENTRY_OVERHEAD;
+            self.table.insert(key, partition, value);
+            let heap_key = if key.len() > 16 { key.len() } else { 0 };
+            self.used += heap_key + CombineTable::<J::Value>::slot_bytes() + ENTRY_OVERHEAD;
         } else {
             let partition = job.partition(key, self.partitions);
             let offset = self.arena.len();
@@ -124,10 +123,8 @@ impl<J: Job> MapBuffer<J> {
     fn write_sorted<W: std::io::Write>(&mut self, out: W) -> Result<(W, FileSummary), TaskError> {
         let mut w = ShuffleWriter::new(out, self.partitions);
         if J::COMBINES {
-            let mut items: Vec<(Box<[u8]>, (u32, J::Value))> = self.table.drain().collect();
-            items.sort_unstable_by(|a, b| (a.1 .0, &a.0).cmp(&(b.1 .0, &b.0)));
             let mut buf = Vec::new();
-            for (key, (partition, value)) in items {
+            for (partition, key, value) in self.table.drain_sorted() {
                 buf.clear();
                 value.encode_value(&mut buf);
                 w.push(partition, &key, &buf)?;

@@ -14,12 +14,14 @@
 //! - [`format`]: the shuffle/spill file: compressed, checksummed blocks plus a partition index;
 //! - [`map`]: the map-side buffer and [`map::run_map`];
 //! - [`merge`]: the k-way merge of sorted runs;
-//! - [`reduce`]: [`reduce::run_reduce`].
+//! - [`reduce`]: [`reduce::run_reduce`];
+//! - `table`: the map-side combining hash table.
 
 pub mod format;
 pub mod map;
 pub mod merge;
 pub mod reduce;
+mod table;
 
 use std::path::PathBuf;
 
