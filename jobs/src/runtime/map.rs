@@ -278,3 +278,106 @@ pub fn run_map<J: Job>(
 pub fn decode_key<J: Job>(bytes: &[u8]) -> Result<J::Key, TaskError> {
     Ok(J::Key::decode_key(bytes)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::format::BlockCursor;
+    use crate::sdk::{ReduceContext, Values};
+    use proptest::prelude::*;
+
+    /// Emits the first three bytes of each record as key and its length as value; combines by summing when `C` is true.
+    struct Prefix<const C: bool>;
+
+    impl<const C: bool> Job for Prefix<C> {
+        type Key = Vec<u8>;
+        type Value = u64;
+        const COMBINES: bool = C;
+
+        fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+            ctx.emit_encoded(&record[..record.len().min(3)], record.len() as u64);
+        }
+
+        fn combine(&self, acc: &mut u64, next: u64) {
+            *acc += next;
+        }
+
+        fn reduce(&self, _: Vec<u8>, _: Values<'_, u64>, _: &mut ReduceContext<'_>) {}
+    }
+
+    fn output<J: Job>(
+        job: &J,
+        input: &[u8],
+        budget: usize,
+    ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MapConfig {
+            partitions: 3,
+            memory_budget: budget,
+            spill_dir: dir.path().join("spill"),
+        };
+        let out = dir.path().join("out");
+        let counters = run_map(job, input, &cfg, &out).unwrap();
+        let file = ShuffleFile::open(Bytes::from(std::fs::read(&out).unwrap())).unwrap();
+        let parts = (0..3)
+            .map(|p| {
+                let mut c = BlockCursor::new(file.partition(p));
+                let mut v = Vec::new();
+                while c.advance().unwrap() {
+                    v.push((c.key().to_vec(), c.value().to_vec()));
+                }
+                v
+            })
+            .collect();
+        assert!(
+            !dir.path().join("spill").exists(),
+            "spill files are removed"
+        );
+        (parts, counters)
+    }
+
+    fn check<J: Job>(job: &J, input: &[u8]) -> Result<(), TestCaseError> {
+        let (big, c_big) = output(job, input, 1 << 30);
+        let (small, c_small) = output(job, input, 4096);
+        prop_assert_eq!(c_big.get("spilled_bytes"), 0);
+        prop_assert_eq!(&big, &small);
+        for part in &big {
+            prop_assert!(
+                part.windows(2).all(|w| w[0].0 <= w[1].0),
+                "sorted within a partition"
+            );
+        }
+        let records: usize = big.iter().map(Vec::len).sum();
+        if c_small.get("spilled_records") > 0 {
+            prop_assert!(c_small.get("spilled_bytes") > 0);
+        }
+        if !J::COMBINES {
+            prop_assert_eq!(records as u64, c_big.get("map_output_records"));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn spilling_never_changes_the_map_output(
+            lines in proptest::collection::vec("[a-e]{1,6}", 0..3000)
+        ) {
+            let input = lines.join("\n").into_bytes();
+            check(&Prefix::<true>, &input)?;
+            check(&Prefix::<false>, &input)?;
+        }
+    }
+
+    #[test]
+    fn a_tiny_budget_spills() {
+        let input: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("k{i}\n").into_bytes())
+            .collect();
+        let (_, c) = output(&Prefix::<false>, &input, 4096);
+        assert!(
+            c.get("spilled_bytes") > 0 && c.get("spilled_records") > 0,
+            "{c:?}"
+        );
+    }
+}
