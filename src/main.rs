@@ -4,6 +4,7 @@
 
 mod cluster;
 mod demo;
+mod fs;
 mod gen;
 mod jobcmd;
 mod util;
@@ -45,6 +46,9 @@ enum Command {
     Job(jobcmd::JobCommand),
     /// Run a job sequentially in this process, with no daemons (the debugging mode and oracle).
     Run(RunArgs),
+    /// Use storage: local files, seaweedfs://FILER/path, s3://bucket/key.
+    #[command(subcommand)]
+    Fs(fs::FsCommand),
     /// Generate test data.
     #[command(subcommand)]
     Gen(gen::GenCommand),
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Job(c) => runtime().and_then(|rt| rt.block_on(jobcmd::run(c))),
         Command::Run(a) => jobcmd::run_local(&registry, a.job, a.work_dir),
         Command::Gen(c) => gen::run(c),
+        Command::Fs(c) => fs::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),
         Command::Jobs => {
             for j in registry.jobs() {

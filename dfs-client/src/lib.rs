@@ -6,8 +6,12 @@
 //! which hosts hold each piece of a file so the scheduler can place work beside its data.
 //!
 //! Layout:
+//! - [`path`]: URL parsing and validation (one set of rules for every backend);
 //! - [`local`]: plain paths and `file://` URLs (the embedded default); reads are memory-mapped;
-//! - [`path`]: URL parsing and validation.
+//! - [`seaweedfs`]: `seaweedfs://FILER/path`: chunked, replicated, with chunk locations;
+//! - [`s3`]: `s3://bucket/key` on any S3-compatible store, through `object_store`;
+//! - [`writer`]: files that become visible atomically on commit;
+//! - [`config`]: endpoints, chunk size and replication.
 //!
 //! ```no_run
 //! let storage = dfs_client::Storage::default();
@@ -20,24 +24,27 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod local;
 pub mod path;
+pub mod s3;
+pub mod seaweedfs;
+pub mod writer;
 
 use std::io;
 use std::path::PathBuf;
 
 use bytes::Bytes;
 
-pub use local::LocalWriter;
+pub use config::StorageConfig;
 pub use path::{Backend, DfsPath};
+pub use writer::Writer;
 
 /// Errors from any storage backend.
 #[derive(Debug, thiserror::Error)]
 pub enum DfsError {
     /// The path has a scheme no backend serves.
-    #[error(
-        "unsupported storage scheme in {url:?}: this build serves plain paths and file:// URLs"
-    )]
+    #[error("unsupported storage scheme in {url:?}: use a plain path, file://, seaweedfs://FILER/path or s3://bucket/key")]
     UnsupportedScheme {
         /// The offending URL.
         url: String,
@@ -47,7 +54,7 @@ pub enum DfsError {
     InvalidPath {
         /// The offending URL.
         url: String,
-        /// Why it was refused.
+        /// The rule it breaks.
         reason: &'static str,
     },
     /// Nothing exists at the path.
@@ -68,7 +75,7 @@ pub enum DfsError {
         /// The file's length.
         len: u64,
     },
-    /// An I/O error from the backend.
+    /// A local I/O error.
     #[error("storage i/o error on {}", .path.display())]
     Io {
         /// The file involved.
@@ -76,6 +83,14 @@ pub enum DfsError {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// A remote store failed or answered something unexpected.
+    #[error("storage error at {url}: {message}")]
+    Remote {
+        /// What was being accessed.
+        url: String,
+        /// What went wrong.
+        message: String,
     },
 }
 
@@ -108,21 +123,42 @@ pub struct Piece {
     pub offset: u64,
     /// Length of the piece.
     pub len: u64,
-    /// Storage hosts that hold a replica.
+    /// Storage hosts that hold a replica (empty: no locality, as for object stores).
     pub hosts: Vec<String>,
 }
 
 /// The storage client: routes each call to the backend its URL names.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Storage {
     local: local::LocalBackend,
+    seaweedfs: seaweedfs::SeaweedFs,
+    s3: s3::S3,
+}
+
+impl Default for Storage {
+    /// Returns a client configured from the environment ([`StorageConfig::from_env`]).
+    fn default() -> Self {
+        Storage::new(StorageConfig::from_env())
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $p:ident, $method:ident ( $($arg:expr),* )) => {
+        match &$p.backend {
+            Backend::Local => $self.local.$method(&$p $(, $arg)*),
+            Backend::SeaweedFs { .. } => $self.seaweedfs.$method(&$p $(, $arg)*),
+            Backend::S3 { .. } => $self.s3.$method(&$p $(, $arg)*),
+        }
+    };
 }
 
 impl Storage {
-    fn resolve(&self, url: &str) -> Result<(DfsPath, &local::LocalBackend), DfsError> {
-        let p = DfsPath::parse(url)?;
-        match p.backend {
-            Backend::Local => Ok((p, &self.local)),
+    /// Returns a client with `config`.
+    pub fn new(config: StorageConfig) -> Self {
+        Storage {
+            local: local::LocalBackend,
+            seaweedfs: seaweedfs::SeaweedFs::new(config.clone()),
+            s3: s3::S3::new(config),
         }
     }
 
@@ -133,20 +169,20 @@ impl Storage {
     /// # Errors
     /// [`DfsError::NotFound`] when nothing matches.
     pub fn list(&self, url: &str) -> Result<Vec<FileStatus>, DfsError> {
-        let (p, b) = self.resolve(url)?;
-        b.list(&p)
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, list())
     }
 
     /// Returns the status of one file.
     pub fn stat(&self, url: &str) -> Result<FileStatus, DfsError> {
-        let (p, b) = self.resolve(url)?;
-        b.stat(&p)
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, stat())
     }
 
     /// Returns `len` bytes at `start` (fewer if the file ends first).
     pub fn read_range(&self, url: &str, start: u64, len: u64) -> Result<Bytes, DfsError> {
-        let (p, b) = self.resolve(url)?;
-        b.read_range(&p, start, len)
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, read_range(start, len))
     }
 
     /// Returns the whole file.
@@ -154,10 +190,10 @@ impl Storage {
         self.read_range(url, 0, u64::MAX)
     }
 
-    /// Starts writing a file that appears at `url` only when [`LocalWriter::commit`] is called.
-    pub fn create(&self, url: &str) -> Result<LocalWriter, DfsError> {
-        let (p, b) = self.resolve(url)?;
-        b.create(&p)
+    /// Starts writing a file that appears at `url` only when [`Writer::commit`] is called.
+    pub fn create(&self, url: &str) -> Result<Writer, DfsError> {
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, create())
     }
 
     /// Writes a whole file atomically.
@@ -167,29 +203,43 @@ impl Storage {
         w.commit()
     }
 
-    /// Renames `from` to `to` atomically, replacing `to` if it is a file.
+    /// Renames `from` to `to` atomically, replacing `to` if it is a file. Both must be on the
+    /// same backend.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), DfsError> {
-        let (f, b) = self.resolve(from)?;
-        let (t, _) = self.resolve(to)?;
-        b.rename(&f, &t)
+        let (f, t) = (DfsPath::parse(from)?, DfsPath::parse(to)?);
+        if f.backend != t.backend {
+            return Err(DfsError::InvalidPath {
+                url: to.to_string(),
+                reason: "a rename stays on one backend",
+            });
+        }
+        match &f.backend {
+            Backend::Local => self.local.rename(&f, &t),
+            Backend::SeaweedFs { .. } => self.seaweedfs.rename(&f, &t),
+            Backend::S3 { .. } => self.s3.rename(&f, &t),
+        }
     }
 
     /// Deletes a file or a directory tree; deleting nothing is not an error.
     pub fn delete(&self, url: &str) -> Result<(), DfsError> {
-        let (p, b) = self.resolve(url)?;
-        b.delete(&p)
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, delete())
     }
 
     /// Returns true if something exists at `url`.
     pub fn exists(&self, url: &str) -> Result<bool, DfsError> {
-        let (p, b) = self.resolve(url)?;
-        Ok(b.exists(&p))
+        let p = DfsPath::parse(url)?;
+        match &p.backend {
+            Backend::Local => Ok(self.local.exists(&p)),
+            Backend::SeaweedFs { .. } => self.seaweedfs.exists(&p),
+            Backend::S3 { .. } => self.s3.exists(&p),
+        }
     }
 
     /// Returns the pieces of a file and the hosts that hold each one.
     pub fn locations(&self, url: &str) -> Result<Vec<Piece>, DfsError> {
-        let (p, b) = self.resolve(url)?;
-        b.locations(&p)
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, locations())
     }
 
     /// Joins a child name onto a directory URL.
@@ -198,7 +248,25 @@ impl Storage {
     }
 }
 
-/// Returns the name this machine's storage host goes by, for locality.
+/// Returns the name this machine's storage host goes by, for locality of local files.
 pub fn local_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// Returns true for names listed as data: not hidden (`.`) and not metadata (`_`).
+pub(crate) fn is_data_file(name: &str) -> bool {
+    !(name.starts_with('_') || name.starts_with('.'))
+}
+
+/// Matches a file name against a glob of `*` and `?`.
+pub(crate) fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => glob_match(&pattern[1..], &name[1..]),
+        _ => false,
+    }
 }

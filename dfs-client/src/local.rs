@@ -3,33 +3,17 @@
 //! renamed into place, which is atomic on POSIX file systems.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::{DfsError, DfsPath, FileStatus, Piece};
+use crate::writer::Writer;
+use crate::{glob_match, is_data_file, DfsError, DfsPath, FileStatus, Piece};
 
 /// Serves plain paths and `file://` URLs.
 #[derive(Clone, Debug, Default)]
 pub struct LocalBackend;
-
-fn is_data_file(name: &str) -> bool {
-    !(name.starts_with('_') || name.starts_with('.'))
-}
-
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
-        }
-        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => glob_match(&pattern[1..], &name[1..]),
-        _ => false,
-    }
-}
 
 fn status(path: &Path) -> Result<FileStatus, DfsError> {
     let meta = fs::metadata(path).map_err(|e| DfsError::io(path, e))?;
@@ -41,7 +25,7 @@ fn status(path: &Path) -> Result<FileStatus, DfsError> {
 
 impl LocalBackend {
     pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
-        let path = &p.path;
+        let path = &p.local();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -80,15 +64,16 @@ impl LocalBackend {
     }
 
     pub(crate) fn stat(&self, p: &DfsPath) -> Result<FileStatus, DfsError> {
-        status(&p.path)
+        status(&p.local())
     }
 
     pub(crate) fn read_range(&self, p: &DfsPath, start: u64, len: u64) -> Result<Bytes, DfsError> {
-        let file = File::open(&p.path).map_err(|e| DfsError::io(&p.path, e))?;
-        let file_len = file.metadata().map_err(|e| DfsError::io(&p.path, e))?.len();
+        let path = p.local();
+        let file = File::open(&path).map_err(|e| DfsError::io(&path, e))?;
+        let file_len = file.metadata().map_err(|e| DfsError::io(&path, e))?.len();
         if start > file_len {
             return Err(DfsError::OutOfRange {
-                path: p.path.display().to_string(),
+                path: p.path.clone(),
                 start,
                 end: start.saturating_add(len),
                 len: file_len,
@@ -100,13 +85,13 @@ impl LocalBackend {
         }
         // SAFETY: the map is read-only; Quern writes files only through atomic renames, so a
         // mapped file is never truncated underneath a reader by Quern itself.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DfsError::io(&p.path, e))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DfsError::io(&path, e))?;
         Ok(Bytes::from_owner(map).slice(start as usize..end as usize))
     }
 
-    pub(crate) fn create(&self, p: &DfsPath) -> Result<LocalWriter, DfsError> {
+    pub(crate) fn create(&self, p: &DfsPath) -> Result<Writer, DfsError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let target = p.path.clone();
+        let target = p.local();
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|e| DfsError::io(dir, e))?;
         }
@@ -119,102 +104,45 @@ impl LocalBackend {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = File::create(&tmp).map_err(|e| DfsError::io(&tmp, e))?;
-        // Megabyte buffers: very large write() calls are slow on these VMs, tiny ones cost syscalls.
-        let out = BufWriter::with_capacity(1 << 20, file);
-        Ok(LocalWriter {
-            out: Some(out),
+        // Beside the target, so the commit is a rename within one file system: atomic.
+        Writer::new(
             tmp,
-            target,
-            written: 0,
-        })
+            Box::new(move |tmp| fs::rename(tmp, &target).map_err(|e| DfsError::io(&target, e))),
+        )
     }
 
     pub(crate) fn rename(&self, from: &DfsPath, to: &DfsPath) -> Result<(), DfsError> {
-        if let Some(dir) = to.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let (from, to) = (from.local(), to.local());
+        if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|e| DfsError::io(dir, e))?;
         }
-        fs::rename(&from.path, &to.path).map_err(|e| DfsError::io(&from.path, e))
+        fs::rename(&from, &to).map_err(|e| DfsError::io(&from, e))
     }
 
     pub(crate) fn delete(&self, p: &DfsPath) -> Result<(), DfsError> {
-        let res = match fs::symlink_metadata(&p.path) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&p.path),
-            Ok(_) => fs::remove_file(&p.path),
+        let path = p.local();
+        let res = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
             Err(_) => return Ok(()),
         };
         match res {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DfsError::io(&p.path, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DfsError::io(&path, e)),
             _ => Ok(()),
         }
     }
 
     pub(crate) fn exists(&self, p: &DfsPath) -> bool {
-        p.path.exists()
+        p.local().exists()
     }
 
     pub(crate) fn locations(&self, p: &DfsPath) -> Result<Vec<Piece>, DfsError> {
-        let st = status(&p.path)?;
+        let st = status(&p.local())?;
         Ok(vec![Piece {
             offset: 0,
             len: st.len,
             hosts: vec![crate::local_host()],
         }])
-    }
-}
-
-/// A file being written; it becomes visible at its path only on [`LocalWriter::commit`], and
-/// is removed if dropped uncommitted.
-#[derive(Debug)]
-pub struct LocalWriter {
-    out: Option<BufWriter<File>>,
-    tmp: PathBuf,
-    target: PathBuf,
-    written: u64,
-}
-
-impl LocalWriter {
-    /// Appends bytes.
-    pub fn write(&mut self, data: &[u8]) -> Result<(), DfsError> {
-        let out = self.out.as_mut().expect("writer used after commit");
-        out.write_all(data)
-            .map_err(|e| DfsError::io(&self.tmp, e))?;
-        self.written += data.len() as u64;
-        Ok(())
-    }
-
-    /// Returns the bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Flushes, syncs and renames the file into place.
-    pub fn commit(mut self) -> Result<(), DfsError> {
-        let out = self.out.take().expect("writer committed twice");
-        let file = out
-            .into_inner()
-            .map_err(|e| DfsError::io(&self.tmp, e.into_error()))?;
-        file.sync_data().map_err(|e| DfsError::io(&self.tmp, e))?;
-        fs::rename(&self.tmp, &self.target).map_err(|e| DfsError::io(&self.target, e))
-    }
-}
-
-impl Write for LocalWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LocalWriter::write(self, buf).map_err(std::io::Error::other)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LocalWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
     }
 }
 

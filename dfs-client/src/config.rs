@@ -1,0 +1,63 @@
+//! Storage settings: where SeaweedFS's master is, how files are chunked and replicated, and
+//! how to reach an S3-compatible store.
+
+/// Settings of the storage client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// SeaweedFS master (`host:port`); by default the filer's host on port 9333.
+    pub seaweedfs_master: Option<String>,
+    /// Chunk size of files written to SeaweedFS, in MiB.
+    pub seaweedfs_chunk_mb: u32,
+    /// Replication of files written to SeaweedFS (SeaweedFS notation: `000`, `001`, `010`...).
+    pub seaweedfs_replication: String,
+    /// S3 endpoint URL (for S3-compatible stores); `None` means AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 access key id.
+    pub s3_access_key: Option<String>,
+    /// S3 secret key.
+    pub s3_secret_key: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            seaweedfs_master: None,
+            seaweedfs_chunk_mb: 64,
+            seaweedfs_replication: "000".into(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key: None,
+            s3_secret_key: None,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Reads the settings from the environment: `QUERN_SEAWEEDFS_MASTER`,
+    /// `QUERN_SEAWEEDFS_CHUNK_MB`, `QUERN_SEAWEEDFS_REPLICATION`, `QUERN_S3_ENDPOINT`, and the
+    /// usual `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
+    ///
+    /// Storage is used by every process of a cluster (coordinator, workers, executors, the
+    /// CLI), and executors inherit their worker's environment, so the environment is the one
+    /// place all of them see.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let d = StorageConfig::default();
+        StorageConfig {
+            seaweedfs_master: var("QUERN_SEAWEEDFS_MASTER"),
+            seaweedfs_chunk_mb: var("QUERN_SEAWEEDFS_CHUNK_MB")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.seaweedfs_chunk_mb),
+            seaweedfs_replication: var("QUERN_SEAWEEDFS_REPLICATION")
+                .unwrap_or(d.seaweedfs_replication),
+            s3_endpoint: var("QUERN_S3_ENDPOINT"),
+            s3_region: var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .unwrap_or(d.s3_region),
+            s3_access_key: var("AWS_ACCESS_KEY_ID"),
+            s3_secret_key: var("AWS_SECRET_ACCESS_KEY"),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The S3 backend, over the `object_store` crate (any S3-compatible store; tested against
+//! SeaweedFS's S3 gateway). Object stores have no locality, so [`S3::locations`] names no
+//! hosts. An object appears whole when its (multipart) upload completes, so writes are
+//! atomic; a rename is a copy and a delete.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::config::StorageConfig;
+use crate::path::{Backend, DfsPath};
+use crate::writer::{spool_path, Writer};
+use crate::{glob_match, is_data_file, DfsError, FileStatus, Piece};
+
+/// Upload parts of this size (S3 needs at least 5 MiB per part but the last).
+const PART_BYTES: usize = 16 << 20;
+
+/// Talks to S3-compatible stores.
+#[derive(Clone, Debug)]
+pub struct S3 {
+    config: StorageConfig,
+    stores: Arc<Mutex<HashMap<String, Arc<AmazonS3>>>>,
+}
+
+/// One runtime for every blocking call into the async client; storage calls come from
+/// executor threads and the coordinator's blocking pool, never from inside a runtime.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("quern-s3")
+            .enable_all()
+            .build()
+            .expect("start the S3 client runtime")
+    })
+}
+
+fn bucket(p: &DfsPath) -> &str {
+    match &p.backend {
+        Backend::S3 { bucket } => bucket,
+        _ => unreachable!("s3 backend called with another backend's path"),
+    }
+}
+
+fn err(p: &DfsPath, e: object_store::Error) -> DfsError {
+    match e {
+        object_store::Error::NotFound { .. } => DfsError::NotFound { path: p.url() },
+        e => DfsError::Remote {
+            url: p.url(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl S3 {
+    /// Returns a client with `config`.
+    pub fn new(config: StorageConfig) -> Self {
+        S3 {
+            config,
+            stores: Arc::default(),
+        }
+    }
+
+    fn store(&self, p: &DfsPath) -> Result<Arc<AmazonS3>, DfsError> {
+        let b = bucket(p);
+        let mut stores = self.stores.lock().expect("s3 store cache lock");
+        if let Some(s) = stores.get(b) {
+            return Ok(s.clone());
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(b)
+            .with_region(&self.config.s3_region);
+        if let Some(ep) = &self.config.s3_endpoint {
+            builder = builder
+                .with_endpoint(ep)
+                .with_allow_http(ep.starts_with("http://"));
+        }
+        match (&self.config.s3_access_key, &self.config.s3_secret_key) {
+            (Some(k), Some(s)) => builder = builder.with_access_key_id(k).with_secret_access_key(s),
+            _ => builder = builder.with_skip_signature(true),
+        }
+        let store = Arc::new(builder.build().map_err(|e| err(p, e))?);
+        stores.insert(b.to_string(), store.clone());
+        Ok(store)
+    }
+
+    fn key(p: &DfsPath) -> Key {
+        Key::from(p.path.as_str())
+    }
+
+    fn status(p: &DfsPath, key: &Key, len: u64) -> FileStatus {
+        FileStatus {
+            path: format!("s3://{}/{}", bucket(p), key),
+            len,
+        }
+    }
+
+    /// Returns the objects directly under `prefix` (not in deeper "directories").
+    fn children(&self, p: &DfsPath, prefix: &Key) -> Result<Vec<(Key, u64)>, DfsError> {
+        let store = self.store(p)?;
+        let prefix = prefix.clone();
+        let list = runtime()
+            .block_on(async move { store.list_with_delimiter(Some(&prefix)).await })
+            .map_err(|e| err(p, e))?;
+        Ok(list
+            .objects
+            .into_iter()
+            .map(|o| (o.location, o.size))
+            .collect())
+    }
+
+    pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
+        let (dir, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
+        let mut out = Vec::new();
+        if name.contains(['*', '?']) {
+            for (k, len) in self.children(p, &Key::from(dir))? {
+                if glob_match(name.as_bytes(), k.filename().unwrap_or("").as_bytes()) {
+                    out.push(Self::status(p, &k, len));
+                }
+            }
+        } else {
+            match self.stat(p) {
+                Ok(st) => out.push(st),
+                Err(DfsError::NotFound { .. }) => {
+                    for (k, len) in self.children(p, &Self::key(p))? {
+                        if is_data_file(k.filename().unwrap_or("")) {
+                            out.push(Self::status(p, &k, len));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if out.is_empty() {
+            return Err(DfsError::NotFound { path: p.url() });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub(crate) fn stat(&self, p: &DfsPath) -> Result<FileStatus, DfsError> {
+        if p.path.is_empty() {
+            return Err(DfsError::NotFound { path: p.url() });
+        }
+        let (store, key) = (self.store(p)?, Self::key(p));
+        let meta = runtime()
+            .block_on(async { store.head(&key).await })
+            .map_err(|e| err(p, e))?;
+        Ok(Self::status(p, &key, meta.size))
+    }
+
+    pub(crate) fn exists(&self, p: &DfsPath) -> Result<bool, DfsError> {
+        match self.stat(p) {
+            Ok(_) => Ok(true),
+            Err(DfsError::NotFound { .. }) => Ok(!self.children(p, &Self::key(p))?.is_empty()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn read_range(&self, p: &DfsPath, start: u64, len: u64) -> Result<Bytes, DfsError> {
+        let size = self.stat(p)?.len;
+        if start > size {
+            return Err(DfsError::OutOfRange {
+                path: p.url(),
+                start,
+                end: start.saturating_add(len),
+                len: size,
+            });
+        }
+        let end = start.saturating_add(len).min(size);
+        if end == start {
+            return Ok(Bytes::new());
+        }
+        let (store, key) = (self.store(p)?, Self::key(p));
+        runtime()
+            .block_on(async { store.get_range(&key, start..end).await })
+            .map_err(|e| err(p, e))
+    }
+
+    pub(crate) fn create(&self, p: &DfsPath) -> Result<Writer, DfsError> {
+        let (this, target) = (self.clone(), p.clone());
+        Writer::new(spool_path(), Box::new(move |tmp| this.upload(&target, tmp)))
+    }
+
+    fn upload(&self, p: &DfsPath, file: &std::path::Path) -> Result<(), DfsError> {
+        let (store, key) = (self.store(p)?, Self::key(p));
+        let mut f = std::fs::File::open(file).map_err(|e| DfsError::io(file, e))?;
+        let len = f.metadata().map_err(|e| DfsError::io(file, e))?.len() as usize;
+        let mut read_part = |n: usize| -> Result<Bytes, DfsError> {
+            let mut buf = vec![0; n];
+            f.read_exact(&mut buf).map_err(|e| DfsError::io(file, e))?;
+            Ok(Bytes::from(buf))
+        };
+        if len <= PART_BYTES {
+            let body = read_part(len)?;
+            runtime()
+                .block_on(async { store.put(&key, PutPayload::from(body)).await })
+                .map_err(|e| err(p, e))?;
+            return Ok(());
+        }
+        let mut upload = runtime()
+            .block_on(async { store.put_multipart(&key).await })
+            .map_err(|e| err(p, e))?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(PART_BYTES);
+            let part = match read_part(n) {
+                Ok(part) => part,
+                Err(e) => {
+                    let _ = runtime().block_on(upload.abort());
+                    return Err(e);
+                }
+            };
+            if let Err(e) = runtime().block_on(upload.put_part(PutPayload::from(part))) {
+                let _ = runtime().block_on(upload.abort());
+                return Err(err(p, e));
+            }
+            left -= n;
+        }
+        runtime()
+            .block_on(upload.complete())
+            .map_err(|e| err(p, e))?;
+        Ok(())
+    }
+
+    pub(crate) fn rename(&self, from: &DfsPath, to: &DfsPath) -> Result<(), DfsError> {
+        if bucket(from) != bucket(to) {
+            return Err(DfsError::InvalidPath {
+                url: to.url(),
+                reason: "an S3 rename stays within one bucket",
+            });
+        }
+        let (store, a, b) = (self.store(from)?, Self::key(from), Self::key(to));
+        runtime()
+            .block_on(async { store.rename(&a, &b).await })
+            .map_err(|e| err(from, e))
+    }
+
+    pub(crate) fn delete(&self, p: &DfsPath) -> Result<(), DfsError> {
+        let store = self.store(p)?;
+        let key = Self::key(p);
+        runtime()
+            .block_on(async {
+                match store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                // A "directory": every object under the prefix.
+                let under: Vec<Key> = store
+                    .list(Some(&key))
+                    .map_ok(|m| m.location)
+                    .try_collect()
+                    .await?;
+                for k in under {
+                    match store.delete(&k).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| err(p, e))
+    }
+
+    pub(crate) fn locations(&self, p: &DfsPath) -> Result<Vec<Piece>, DfsError> {
+        let st = self.stat(p)?;
+        Ok(vec![Piece {
+            offset: 0,
+            len: st.len,
+            hosts: Vec::new(),
+        }])
+    }
+}

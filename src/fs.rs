@@ -1,0 +1,105 @@
+//! `quern fs`: the storage client from the command line, for every backend.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use dfs_client::Storage;
+
+use crate::util::human_bytes;
+
+#[derive(Subcommand, Debug)]
+pub enum FsCommand {
+    /// List files (a file, a directory's data files, or a glob).
+    Ls { url: String },
+    /// Show a file's size and its pieces with the hosts holding each replica.
+    Stat { url: String },
+    /// Upload a local file.
+    Put { local: PathBuf, url: String },
+    /// Download a file.
+    Get { url: String, local: PathBuf },
+    /// Print a file.
+    Cat { url: String },
+    /// Delete files or directories.
+    Rm {
+        #[arg(required = true)]
+        urls: Vec<String>,
+    },
+    /// Rename a file (on one backend).
+    Mv { from: String, to: String },
+}
+
+pub fn run(cmd: FsCommand) -> Result<u8> {
+    let storage = Storage::default();
+    match cmd {
+        FsCommand::Ls { url } => {
+            for f in storage.list(&url)? {
+                println!("{:>14}  {}", f.len, f.path);
+            }
+        }
+        FsCommand::Stat { url } => {
+            let st = storage.stat(&url)?;
+            println!("{}  {} bytes ({})", st.path, st.len, human_bytes(st.len));
+            for p in storage.locations(&url)? {
+                let hosts = if p.hosts.is_empty() {
+                    "(no locality)".to_string()
+                } else {
+                    p.hosts.join(", ")
+                };
+                println!("  piece {:>12} +{:<12} {}", p.offset, p.len, hosts);
+            }
+        }
+        FsCommand::Put { local, url } => {
+            let mut f = std::fs::File::open(&local)
+                .with_context(|| format!("opening {}", local.display()))?;
+            let total = f.metadata()?.len();
+            let tty = std::io::stderr().is_terminal();
+            let mut w = storage.create(&url)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let start = std::time::Instant::now();
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                w.write(&buf[..n])?;
+                if tty {
+                    eprint!(
+                        "\r\x1b[2Kspooling {} of {}",
+                        human_bytes(w.written()),
+                        human_bytes(total)
+                    );
+                }
+            }
+            if tty {
+                eprint!("\r\x1b[2Kuploading {}", human_bytes(total));
+            }
+            w.commit()?;
+            if tty {
+                eprintln!();
+            }
+            eprintln!(
+                "put {} to {url} in {:.1?}",
+                human_bytes(total),
+                start.elapsed()
+            );
+        }
+        FsCommand::Get { url, local } => {
+            let data = storage.read_all(&url)?;
+            std::fs::write(&local, &data)
+                .with_context(|| format!("writing {}", local.display()))?;
+        }
+        FsCommand::Cat { url } => {
+            let data = storage.read_all(&url)?;
+            std::io::stdout().write_all(&data)?;
+        }
+        FsCommand::Rm { urls } => {
+            for u in urls {
+                storage.delete(&u)?;
+            }
+        }
+        FsCommand::Mv { from, to } => storage.rename(&from, &to)?,
+    }
+    Ok(0)
+}
