@@ -29,6 +29,9 @@ pub struct CoordinatorArgs {
     /// Seconds of silence after which a worker is declared dead.
     #[arg(long, default_value_t = 10)]
     worker_timeout_s: u64,
+    /// Milliseconds a job waits for a slot beside a map's data before running it elsewhere.
+    #[arg(long, default_value_t = 3000)]
+    locality_wait_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +67,10 @@ pub struct LocalArgs {
     /// Address the coordinator listens on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Storage hosts the workers run beside, comma-separated, given out in turn (for example
+    /// the volume servers of a local SeaweedFS); default: this machine's host name.
+    #[arg(long, value_delimiter = ',')]
+    storage_hosts: Vec<String>,
 }
 
 fn url(addr: &str) -> String {
@@ -89,6 +96,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     let mut config = CoordinatorConfig::new(a.state_dir);
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms.max(10));
     config.worker_timeout = Duration::from_secs(a.worker_timeout_s.max(1));
+    config.locality_wait = Duration::from_millis(a.locality_wait_ms);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -134,6 +142,7 @@ impl LocalCluster {
         listen: SocketAddr,
         workers: u32,
         slots: Option<u32>,
+        storage_hosts: &[String],
         registry: Registry,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("logs"))
@@ -166,6 +175,10 @@ impl LocalCluster {
                 .kill_on_drop(true);
             if let Some(s) = slots {
                 cmd.arg("--slots").arg(s.to_string());
+            }
+            if !storage_hosts.is_empty() {
+                cmd.arg("--storage-host")
+                    .arg(&storage_hosts[i as usize % storage_hosts.len()]);
             }
             children.push(cmd.spawn().context("starting a worker process")?);
         }
@@ -203,8 +216,15 @@ impl LocalCluster {
 }
 
 pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
-    let cluster =
-        LocalCluster::start(&a.dir, a.listen, a.workers.max(1), a.slots, registry).await?;
+    let cluster = LocalCluster::start(
+        &a.dir,
+        a.listen,
+        a.workers.max(1),
+        a.slots,
+        &a.storage_hosts,
+        registry,
+    )
+    .await?;
     println!(
         "quern local cluster: coordinator at {} with {} workers; state in {}",
         cluster.addr,

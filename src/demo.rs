@@ -46,6 +46,7 @@ pub async fn run(a: DemoArgs, registry: Registry) -> Result<u8> {
         SocketAddr::from(([127, 0, 0, 1], 0)),
         a.workers,
         None,
+        &[],
         registry,
     )
     .await?;

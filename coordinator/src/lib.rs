@@ -40,6 +40,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// A worker silent this long is declared dead.
     pub worker_timeout: Duration,
+    /// How long a job waits for a slot beside a map's data before running it elsewhere.
+    pub locality_wait: Duration,
 }
 
 impl CoordinatorConfig {
@@ -49,6 +51,7 @@ impl CoordinatorConfig {
             state_dir: state_dir.into(),
             heartbeat_interval: Duration::from_millis(200),
             worker_timeout: Duration::from_secs(10),
+            locality_wait: Duration::from_secs(3),
         }
     }
 }
@@ -104,6 +107,7 @@ pub async fn serve(
         epoch,
         state::Timeouts {
             worker: config.worker_timeout,
+            locality_wait: config.locality_wait,
         },
     );
     let coordinator = Coordinator::new(

@@ -123,6 +123,8 @@ pub struct Job {
     finished: Option<Instant>,
     shuffle_workers: HashSet<WorkerId>,
     fetch_failures: u64,
+    /// Since when maps that could run data-local elsewhere have been passed over.
+    locality_wait_since: Option<Instant>,
 }
 
 impl Job {
@@ -201,6 +203,9 @@ pub enum Action {
 pub struct Timeouts {
     /// A worker silent this long is dead.
     pub worker: Duration,
+    /// How long a job passes over a free slot for a map that another live worker holds
+    /// locally before running it remotely (delay scheduling).
+    pub locality_wait: Duration,
 }
 
 /// The whole coordinator state.
@@ -293,6 +298,7 @@ impl State {
             finished: None,
             shuffle_workers: HashSet::new(),
             fetch_failures: 0,
+            locality_wait_since: None,
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);
@@ -319,7 +325,7 @@ impl State {
             .into_iter()
             .map(|j| j.0)
             .collect();
-        let assignments = self.assign(worker, free);
+        let assignments = self.assign(worker, free, now);
         pb::HeartbeatResponse {
             assignments,
             cancel_attempts,
@@ -327,9 +333,18 @@ impl State {
         }
     }
 
-    fn assign(&mut self, worker: WorkerId, mut free: u32) -> Vec<pb::TaskAssignment> {
+    /// Picks tasks for `free` slots of `worker`: data-local maps first; maps that no live
+    /// worker holds locally next; maps another worker holds only after the job has waited
+    /// `locality_wait` for it (delay scheduling); reduces once every map is done.
+    fn assign(&mut self, worker: WorkerId, mut free: u32, now: Instant) -> Vec<pb::TaskAssignment> {
         let mut out = Vec::new();
         let host = self.workers[&worker].storage_host.clone();
+        let live_hosts: HashSet<String> = self
+            .workers
+            .values()
+            .filter(|w| w.alive)
+            .map(|w| w.storage_host.clone())
+            .collect();
         let job_ids: Vec<JobId> = self
             .jobs
             .iter()
@@ -340,29 +355,39 @@ impl State {
             if free == 0 {
                 break;
             }
-            let job = &self.jobs[&id];
-            let mut picks: Vec<(TaskKind, u32, bool)> = Vec::new();
-            // Data-local maps first, then any pending map.
-            let pending = |t: &&Task| t.state == TaskState::Pending;
-            let mut local: Vec<u32> = Vec::new();
-            let mut remote: Vec<u32> = Vec::new();
+            let wait = self.timeouts.locality_wait;
+            let job = self.jobs.get_mut(&id).expect("listed job");
+            let (mut local, mut anywhere, mut elsewhere) = (Vec::new(), Vec::new(), Vec::new());
             for (i, t) in job.maps.iter().enumerate() {
-                if pending(&t) {
-                    if job.splits[i].hosts.contains(&host) {
-                        local.push(i as u32);
-                    } else {
-                        remote.push(i as u32);
-                    }
+                if t.state != TaskState::Pending {
+                    continue;
+                }
+                let hosts = &job.splits[i].hosts;
+                if hosts.contains(&host) {
+                    local.push((TaskKind::Map, i as u32, true));
+                } else if hosts.iter().any(|h| live_hosts.contains(h)) {
+                    elsewhere.push((TaskKind::Map, i as u32, false));
+                } else {
+                    anywhere.push((TaskKind::Map, i as u32, false));
                 }
             }
-            picks.extend(local.into_iter().map(|i| (TaskKind::Map, i, true)));
-            picks.extend(remote.into_iter().map(|i| (TaskKind::Map, i, false)));
+            let mut picks = local;
+            if !picks.is_empty() {
+                job.locality_wait_since = None;
+            }
+            picks.append(&mut anywhere);
+            if picks.len() < free as usize && !elsewhere.is_empty() {
+                let since = *job.locality_wait_since.get_or_insert(now);
+                if now.duration_since(since) >= wait {
+                    picks.append(&mut elsewhere);
+                }
+            }
             if job.maps_done() {
                 picks.extend(
                     job.reduces
                         .iter()
                         .enumerate()
-                        .filter(|(_, t)| pending(t))
+                        .filter(|(_, t)| t.state == TaskState::Pending)
                         .map(|(i, _)| (TaskKind::Reduce, i as u32, true)),
                 );
             }

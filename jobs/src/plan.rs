@@ -15,8 +15,10 @@ pub struct PlannedSplit {
     pub hosts: Vec<String>,
 }
 
-/// Returns the splits of `inputs` (files, directories or globs), `split_size` bytes each, in
-/// input order then file order. Empty files have no splits.
+/// Returns the splits of `inputs` (files, directories or globs), in input order then file
+/// order. Splits follow the pieces storage reports (a SeaweedFS chunk, or a whole local file),
+/// so each map task reads data held together on one set of hosts; a piece larger than
+/// `split_size` is cut further. Empty files have no splits.
 ///
 /// # Errors
 /// Storage errors; an input that matches nothing is [`DfsError::NotFound`].
@@ -29,25 +31,39 @@ pub fn plan_splits(
     let mut out = Vec::new();
     for input in inputs {
         for file in storage.list(input)? {
-            let pieces = storage.locations(&file.path)?;
-            let mut start = 0;
-            while start < file.len {
-                let end = (start + split_size).min(file.len);
-                let hosts = pieces
-                    .iter()
-                    .find(|p| p.offset <= start && start < p.offset + p.len)
-                    .map(|p| p.hosts.clone())
-                    .unwrap_or_default();
-                out.push(PlannedSplit {
-                    split: Split {
-                        path: file.path.clone(),
-                        start,
-                        end,
-                    },
-                    file_len: file.len,
-                    hosts,
-                });
-                start = end;
+            if file.len == 0 {
+                continue;
+            }
+            let mut pieces = storage.locations(&file.path)?;
+            pieces.sort_by_key(|p| p.offset);
+            let covers = pieces.first().is_some_and(|p| p.offset == 0)
+                && pieces
+                    .windows(2)
+                    .all(|w| w[0].offset + w[0].len == w[1].offset)
+                && pieces.last().is_some_and(|p| p.offset + p.len == file.len);
+            if !covers {
+                pieces = vec![dfs_client::Piece {
+                    offset: 0,
+                    len: file.len,
+                    hosts: Vec::new(),
+                }];
+            }
+            for piece in pieces {
+                let mut start = piece.offset;
+                let piece_end = piece.offset + piece.len;
+                while start < piece_end {
+                    let end = (start + split_size).min(piece_end);
+                    out.push(PlannedSplit {
+                        split: Split {
+                            path: file.path.clone(),
+                            start,
+                            end,
+                        },
+                        file_len: file.len,
+                        hosts: piece.hosts.clone(),
+                    });
+                    start = end;
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ fn state() -> State {
         Epoch(1),
         Timeouts {
             worker: Duration::from_secs(10),
+            locality_wait: Duration::from_secs(3),
         },
     )
 }
@@ -189,4 +190,30 @@ fn killing_a_job_cancels_its_running_attempts() {
     );
     assert!(resp.assignments.is_empty());
     assert_eq!(resp.finished_jobs, vec![job.0]);
+}
+
+#[test]
+fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let wa = s.register_worker("a:1".into(), "a".into(), t0);
+    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (sp, splits) = spec(4, 1);
+    let job = s.submit(sp, splits, t0);
+    // b takes its own two splits and is not given a's.
+    let b = ids(&s.heartbeat(wb, 4, t0));
+    assert_eq!(b.iter().map(|a| a.1).collect::<Vec<_>>(), vec![1, 3]);
+    assert!(ids(&s.heartbeat(wb, 4, t0 + Duration::from_secs(1))).is_empty());
+    // a arrives in time and runs one of its splits locally.
+    let a = ids(&s.heartbeat(wa, 1, t0 + Duration::from_secs(2)));
+    assert_eq!(a.iter().map(|a| a.1).collect::<Vec<_>>(), vec![0]);
+    // The last split of a waits, then runs on b once the wait is over.
+    assert!(ids(&s.heartbeat(wb, 4, t0 + Duration::from_secs(3))).is_empty());
+    let late = ids(&s.heartbeat(wb, 4, t0 + Duration::from_secs(7)));
+    assert_eq!(late.iter().map(|a| a.1).collect::<Vec<_>>(), vec![2]);
+    for (_, _, attempt) in b.iter().chain(&a).chain(&late) {
+        s.report_success(*attempt, Counters::default(), None);
+    }
+    let c = s.status(job, t0).unwrap().counters.unwrap().values;
+    assert_eq!((c["data_local_maps"], c["remote_maps"]), (3, 1));
 }
