@@ -57,13 +57,16 @@ case "$cmd" in
     done
     for port in "${VOLUMES[@]}"; do wait_http "http://127.0.0.1:$port/status"; done
     "$WEED" filer -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$FILER" -master="127.0.0.1:$MASTER" \
-      -defaultStoreDir="$ABS/filer" -s3 -s3.port="$S3" >"$ABS/logs/filer.log" 2>&1 &
+      -defaultStoreDir="$ABS/filer" -s3 -s3.port="$S3" -s3.port.iceberg=0 -s3.port.lance=0 \
+      >"$ABS/logs/filer.log" 2>&1 &
     echo $! >"$ABS/filer.pid"
     wait_http "http://127.0.0.1:$FILER/"
+    s3_up=""
     for _ in $(seq 1 150); do
-      curl -s -o /dev/null "http://127.0.0.1:$S3/" && break
+      curl -s -o /dev/null "http://127.0.0.1:$S3/" && { s3_up=1; break; }
       sleep 0.2
     done
+    [ -n "$s3_up" ] || { echo "timed out waiting for the S3 gateway on port $S3" >&2; exit 1; }
     print_env
     ;;
   stop)

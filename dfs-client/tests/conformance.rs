@@ -1,0 +1,276 @@
+//! One conformance suite, run against every backend: local files always; SeaweedFS and S3
+//! when `scripts/test.sh` (or `scripts/seaweedfs.sh start`) has started SeaweedFS and
+//! exported its addresses. Under CI (`CI` set) a missing SeaweedFS fails the suite.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use dfs_client::{DfsError, Storage, StorageConfig};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory URL on one backend, and a client for it.
+struct Root {
+    storage: Storage,
+    url: String,
+    kind: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn required(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set: CI must start SeaweedFS (scripts/test.sh does) before this suite")
+        }
+        _ => {
+            eprintln!(
+                "{var} not set; skipping this backend (run scripts/test.sh to start SeaweedFS)"
+            );
+            None
+        }
+    }
+}
+
+fn config() -> StorageConfig {
+    let mut c = StorageConfig::from_env();
+    // Small chunks, so that a few MiB make several chunks and reads cross their boundaries.
+    c.seaweedfs_chunk_mb = 1;
+    c
+}
+
+fn roots() -> Vec<Root> {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![Root {
+        storage: Storage::new(config()),
+        url: dir.path().display().to_string(),
+        kind: "local",
+        _dir: Some(dir),
+    }];
+    if let Some(filer) = required("QUERN_SEAWEEDFS_FILER") {
+        out.push(Root {
+            storage: Storage::new(config()),
+            url: format!("seaweedfs://{filer}/conformance/{}-{n}", std::process::id()),
+            kind: "seaweedfs",
+            _dir: None,
+        });
+    }
+    if required("QUERN_S3_ENDPOINT").is_some() {
+        let bucket = std::env::var("QUERN_S3_TEST_BUCKET").unwrap_or_else(|_| "quern-test".into());
+        out.push(Root {
+            storage: Storage::new(config()),
+            url: format!("s3://{bucket}/conformance/{}-{n}", std::process::id()),
+            kind: "s3",
+            _dir: None,
+        });
+    }
+    out
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn writes_become_visible_only_on_commit() {
+    for r in roots() {
+        let s = &r.storage;
+        let path = format!("{}/out/part-00000", r.url);
+        let mut w = s.create(&path).unwrap();
+        w.write(b"hello ").unwrap();
+        w.write(b"world").unwrap();
+        assert!(
+            !s.exists(&path).unwrap(),
+            "{}: visible before commit",
+            r.kind
+        );
+        w.commit().unwrap();
+        assert_eq!(
+            &s.read_all(&path).unwrap()[..],
+            b"hello world",
+            "{}",
+            r.kind
+        );
+        let dropped = format!("{}/out/part-00001", r.url);
+        let mut w = s.create(&dropped).unwrap();
+        w.write(b"never").unwrap();
+        drop(w);
+        assert!(
+            !s.exists(&dropped).unwrap(),
+            "{}: a dropped writer left a file",
+            r.kind
+        );
+        s.delete(&r.url).unwrap();
+    }
+}
+
+#[test]
+fn byte_ranges_read_exactly_across_chunk_boundaries() {
+    for r in roots() {
+        let s = &r.storage;
+        let path = format!("{}/big.bin", r.url);
+        let content = data(3 * 1024 * 1024 + 123);
+        s.write_all(&path, &content).unwrap();
+        assert_eq!(
+            s.stat(&path).unwrap().len,
+            content.len() as u64,
+            "{}",
+            r.kind
+        );
+        for (start, len) in [
+            (0, 10),
+            (1024 * 1024 - 5, 10),
+            (2 * 1024 * 1024 - 1, 1024 * 1024 + 2),
+            (3 * 1024 * 1024, 1000),
+            (100, 0),
+        ] {
+            let got = s.read_range(&path, start, len).unwrap();
+            let end = (start + len).min(content.len() as u64) as usize;
+            assert_eq!(
+                &got[..],
+                &content[start as usize..end],
+                "{} range {start}+{len}",
+                r.kind
+            );
+        }
+        assert_eq!(s.read_all(&path).unwrap().len(), content.len());
+        assert!(
+            matches!(
+                s.read_range(&path, content.len() as u64 + 1, 1),
+                Err(DfsError::OutOfRange { .. })
+            ),
+            "{}",
+            r.kind
+        );
+        let pieces = s.locations(&path).unwrap();
+        assert_eq!(pieces.first().unwrap().offset, 0);
+        assert!(
+            pieces
+                .windows(2)
+                .all(|w| w[0].offset + w[0].len == w[1].offset),
+            "{}: pieces not contiguous",
+            r.kind
+        );
+        let last = pieces.last().unwrap();
+        assert_eq!(last.offset + last.len, content.len() as u64);
+        match r.kind {
+            "seaweedfs" => {
+                assert_eq!(pieces.len(), 4, "1 MiB chunks");
+                assert!(
+                    pieces.iter().all(|p| !p.hosts.is_empty()),
+                    "every chunk has a volume server"
+                );
+            }
+            "local" => assert_eq!(pieces[0].hosts, vec![dfs_client::local_host()]),
+            _ => assert!(
+                pieces.iter().all(|p| p.hosts.is_empty()),
+                "object stores have no locality"
+            ),
+        }
+        s.delete(&r.url).unwrap();
+    }
+}
+
+#[test]
+fn listing_sorts_skips_metadata_and_matches_globs() {
+    for r in roots() {
+        let s = &r.storage;
+        for name in ["b.log", "a.log", "_SUCCESS", ".hidden", "c.txt"] {
+            s.write_all(&format!("{}/{name}", r.url), name.as_bytes())
+                .unwrap();
+        }
+        s.write_all(&format!("{}/sub/deep.log", r.url), b"x")
+            .unwrap();
+        let names = |v: Vec<dfs_client::FileStatus>| {
+            v.into_iter()
+                .map(|f| f.path.rsplit('/').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(s.list(&r.url).unwrap()),
+            ["a.log", "b.log", "c.txt"],
+            "{}",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/*.log", r.url)).unwrap()),
+            ["a.log", "b.log"],
+            "{}",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/a.log", r.url)).unwrap()),
+            ["a.log"],
+            "{}",
+            r.kind
+        );
+        let listed = s.list(&r.url).unwrap();
+        assert_eq!(listed[0].len, 5);
+        assert_eq!(
+            &s.read_all(&listed[0].path).unwrap()[..],
+            b"a.log",
+            "{}: listed paths are readable URLs",
+            r.kind
+        );
+        assert!(
+            matches!(
+                s.list(&format!("{}/*.csv", r.url)),
+                Err(DfsError::NotFound { .. })
+            ),
+            "{}",
+            r.kind
+        );
+        assert!(
+            matches!(
+                s.stat(&format!("{}/nope", r.url)),
+                Err(DfsError::NotFound { .. })
+            ),
+            "{}",
+            r.kind
+        );
+        s.delete(&r.url).unwrap();
+    }
+}
+
+#[test]
+fn rename_moves_and_replaces_and_delete_removes_trees() {
+    for r in roots() {
+        let s = &r.storage;
+        let (a, b) = (format!("{}/x/a", r.url), format!("{}/y/b", r.url));
+        s.write_all(&a, b"first").unwrap();
+        s.write_all(&b, b"old").unwrap();
+        s.rename(&a, &b).unwrap();
+        assert!(!s.exists(&a).unwrap(), "{}", r.kind);
+        assert_eq!(&s.read_all(&b).unwrap()[..], b"first", "{}", r.kind);
+        s.delete(&format!("{}/y", r.url)).unwrap();
+        assert!(
+            !s.exists(&b).unwrap(),
+            "{}: delete of a directory removes its files",
+            r.kind
+        );
+        s.delete(&format!("{}/never-was", r.url)).unwrap();
+        s.delete(&r.url).unwrap();
+    }
+}
+
+#[test]
+fn bad_paths_are_refused_before_any_io() {
+    // Unroutable hosts: a request would fail differently (or hang), so the error proves
+    // validation came first.
+    let s = Storage::new(StorageConfig::default());
+    for base in ["", "seaweedfs://192.0.2.1:1/", "s3://bucket/"] {
+        for bad in ["../../etc/passwd", "a/../../b", "a//b", "./a/./b", "a\0b"] {
+            let url = format!("{base}{bad}");
+            for res in [
+                s.stat(&url).map(|_| ()),
+                s.delete(&url),
+                s.read_range(&url, 0, 1).map(|_| ()),
+            ] {
+                assert!(
+                    matches!(res, Err(DfsError::InvalidPath { .. })),
+                    "{url:?} -> {res:?}"
+                );
+            }
+        }
+    }
+}
