@@ -53,3 +53,29 @@ for job in views top-photos wordcount; do
     printf "%-11s %-22s %8.2f %8s %8s\n" "$job" "$name" "$secs" "$(mbps "$bytes" "$secs")" "$(ratio "$secs" "$p2")"
   done
 done
+
+# views with the log in SeaweedFS: a local SeaweedFS cluster (3 volume servers), a Quern
+# cluster of 3 workers each beside one volume server. SKIP_SEAWEEDFS=1 skips this part.
+if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
+  kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true
+  SW="$BENCH_DIR/seaweedfs"
+  eval "$(SEAWEEDFS_PORT_BASE="${SEAWEEDFS_PORT_BASE:-19700}" bash scripts/seaweedfs.sh start "$SW")"
+  trap 'bash scripts/seaweedfs.sh stop "$SW"; kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
+  input="seaweedfs://$QUERN_SEAWEEDFS_FILER/bench/access.log"
+  t0=$(now); QUERN_SEAWEEDFS_CHUNK_MB=64 "$Q" fs put "$BENCH_DIR/access.log" "$input" 2>/dev/null; t1=$(now)
+  rm -rf "$BENCH_DIR/.quern-sw"
+  "$Q" local --workers 3 --slots 1 --storage-hosts "$QUERN_VOLUME_SERVERS" --dir "$BENCH_DIR/.quern-sw" \
+    >/dev/null 2>"$BENCH_DIR/cluster-sw.log" &
+  CLUSTER=$!
+  while [ ! -f "$BENCH_DIR/.quern-sw/coordinator.addr" ]; do sleep 0.1; done
+  export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern-sw/coordinator.addr")"
+  bytes=$(stat -c %s "$BENCH_DIR/access.log")
+  t2=$(now); out=$("$Q" job submit views --input "$input" --output "$BENCH_DIR/out/views-seaweedfs" --reducers "$REDUCERS" 2>/dev/null); t3=$(now)
+  cmp -s <(cat "$BENCH_DIR/out/views-local"/part-*) <(cat "$BENCH_DIR/out/views-seaweedfs"/part-*) || echo "warning: seaweedfs output differs from local" >&2
+  local_maps=$(awk '$1 == "data_local_maps" {print $2}' <<<"$out")
+  remote_maps=$(awk '$1 == "remote_maps" {print $2}' <<<"$out")
+  tu=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  ts=$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')
+  printf "%-11s %-22s %8.2f %8s %8s   data-local %s of %s maps\n" views "seaweedfs, 3 workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$local_maps" "$((local_maps + remote_maps))"
+  printf "(upload of the log to SeaweedFS: %.1f s)\n" "$tu"
+fi

@@ -70,11 +70,23 @@ case "$cmd" in
     print_env
     ;;
   stop)
+    pids=()
     for pidfile in "$DIR"/filer.pid "$DIR"/volume*.pid "$DIR"/master.pid; do
       [ -f "$pidfile" ] || continue
-      kill "$(cat "$pidfile")" 2>/dev/null || true
+      pids+=("$(cat "$pidfile")")
       rm -f "$pidfile"
     done
+    [ ${#pids[@]} -gt 0 ] || exit 0
+    kill "${pids[@]}" 2>/dev/null || true
+    # weed's servers can outlive its main thread after SIGTERM (still holding their ports),
+    # so whatever has not exited after a grace period is killed.
+    for _ in $(seq 1 30); do
+      alive=0
+      for p in "${pids[@]}"; do [ -d "/proc/$p/task" ] && [ "$(ls "/proc/$p/task" 2>/dev/null | wc -l)" -gt 0 ] && alive=1; done
+      [ "$alive" = 0 ] && break
+      sleep 0.1
+    done
+    kill -9 "${pids[@]}" 2>/dev/null || true
     ;;
   env)
     print_env
