@@ -16,8 +16,8 @@ SIZE="${SIZE:-1GiB}"
 SLOTS="${SLOTS:-1}"
 REDUCERS="${REDUCERS:-2}"
 
-cargo build --release -p quern --bin quern >&2
-cargo build --release -p quern-jobs --example baseline >&2
+# One build of the whole workspace (the same feature set as the tests: no rebuild between them).
+cargo build --release --workspace --bins --examples >&2
 Q="$CARGO_TARGET_DIR/release/quern"
 B="$CARGO_TARGET_DIR/release/examples/baseline"
 mkdir -p "$BENCH_DIR"

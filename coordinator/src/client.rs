@@ -8,6 +8,9 @@ use protocol::pb::{self, GetJobRequest, KillJobRequest, ListJobsRequest, SubmitJ
 use protocol::{JobId, JobSpec, MAX_MESSAGE_BYTES};
 use tonic::transport::Channel;
 
+/// How long [`Client::wait`] keeps trying an unreachable coordinator.
+pub const RECONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
@@ -181,17 +184,34 @@ impl Client {
             .killed)
     }
 
-    /// Polls until the job is over, calling `progress` with each status.
+    /// Polls until the job is over, calling `progress` with each status. It rides out a
+    /// coordinator restart: while the coordinator is unreachable it keeps trying for up to
+    /// [`RECONNECT_PATIENCE`], and the restarted coordinator knows the job from its journal.
     pub async fn wait(
         &mut self,
         id: JobId,
         mut progress: impl FnMut(&JobStatus),
     ) -> Result<JobStatus, ClientError> {
+        let mut unreachable_since: Option<std::time::Instant> = None;
         loop {
-            let s = self.status(id).await?;
-            progress(&s);
-            if s.state.is_over() {
-                return Ok(s);
+            match self.status(id).await {
+                Ok(s) => {
+                    unreachable_since = None;
+                    progress(&s);
+                    if s.state.is_over() {
+                        return Ok(s);
+                    }
+                }
+                Err(ClientError::Rpc(status)) if status.code() == tonic::Code::Unavailable => {
+                    let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > RECONNECT_PATIENCE {
+                        return Err(ClientError::Rpc(status));
+                    }
+                    tracing::debug!(error = %status.message(), "coordinator unreachable; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`state`]: the state machine (jobs, tasks, attempts, workers), pure and clock-injected;
+//! - [`journal`]: the append-only log that lets a restarted coordinator resume its jobs;
 //! - [`service`]: the gRPC service around it, which performs the storage actions it asks for;
 //! - [`client`]: a typed client for the CLI and tests.
 //!
@@ -16,11 +17,11 @@
 //! ```
 
 pub mod client;
+pub mod journal;
 pub mod service;
 pub mod state;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobs::Registry;
@@ -68,6 +69,9 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(journal::JournalError),
     /// The gRPC server failed.
     #[error("coordinator server failed")]
     Transport(#[from] tonic::transport::Error),
@@ -103,18 +107,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     let epoch = next_epoch(&config.state_dir)?;
-    let state = state::State::new(
-        epoch,
-        state::Timeouts {
-            worker: config.worker_timeout,
-            locality_wait: config.locality_wait,
-        },
-    );
-    let coordinator = Coordinator::new(
-        Arc::new(Mutex::new(state)),
-        registry,
-        config.heartbeat_interval,
-    );
+    let (journal, records) =
+        journal::Journal::open(&config.state_dir).map_err(|e| CoordinatorError::Journal(e))?;
+    let timeouts = state::Timeouts {
+        worker: config.worker_timeout,
+        locality_wait: config.locality_wait,
+    };
+    let (state, unfinished) =
+        state::State::recover(epoch, timeouts, records, std::time::Instant::now());
+    let coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval);
+    coordinator.finish_recovered(unfinished).await;
     tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
     let reaper = tokio::spawn(
         coordinator

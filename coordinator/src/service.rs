@@ -15,13 +15,49 @@ use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId, MAX_MESS
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::journal::Journal;
 use crate::state::{Action, State};
+
+/// The locked state; when dropped, it first writes the journal records of the changes made
+/// through it (still under the lock, so records keep the order of the changes).
+pub(crate) struct StateGuard<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    journal: &'a Mutex<Journal>,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let records = self.state.take_records();
+        if !records.is_empty() {
+            let mut journal = self.journal.lock().expect("journal lock poisoned");
+            if let Err(e) = journal.append(&records) {
+                // Without its journal the coordinator cannot keep its promises after a crash.
+                tracing::error!(error = %e, "cannot write the journal; stopping");
+                std::process::exit(70);
+            }
+        }
+    }
+}
 
 /// The coordinator service; cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
     // A std Mutex: every critical section is short and synchronous (no I/O, no .await inside).
     state: Arc<Mutex<State>>,
+    journal: Arc<Mutex<Journal>>,
     registry: Arc<Registry>,
     storage: Storage,
     heartbeat_interval: Duration,
@@ -29,9 +65,15 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Wraps a state.
-    pub fn new(state: Arc<Mutex<State>>, registry: Registry, heartbeat_interval: Duration) -> Self {
+    pub fn new(
+        state: State,
+        journal: Journal,
+        registry: Registry,
+        heartbeat_interval: Duration,
+    ) -> Self {
         Coordinator {
-            state,
+            state: Arc::new(Mutex::new(state)),
+            journal: Arc::new(Mutex::new(journal)),
             registry: Arc::new(registry),
             storage: Storage::default(),
             heartbeat_interval,
@@ -45,8 +87,11 @@ impl Coordinator {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("coordinator state lock poisoned")
+    pub(crate) fn state(&self) -> StateGuard<'_> {
+        StateGuard {
+            state: self.state.lock().expect("coordinator state lock poisoned"),
+            journal: &self.journal,
+        }
     }
 
     fn check_worker(&self, worker: u64, epoch: u64) -> Result<(), Status> {
@@ -108,6 +153,11 @@ impl Coordinator {
         }
     }
 
+    /// Performs the actions a recovery left unfinished (publishing outputs).
+    pub(crate) async fn finish_recovered(&self, actions: Vec<Action>) {
+        self.run_actions(actions).await;
+    }
+
     /// Declares silent workers dead, every heartbeat interval, until `shutdown`.
     pub async fn expire_workers_loop(self, every: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);
@@ -151,6 +201,12 @@ impl CoordinatorService for Coordinator {
             r.storage_host.clone(),
             Instant::now(),
         );
+        let held: Vec<_> = r
+            .held_outputs
+            .iter()
+            .map(|h| (JobId(h.job_id), h.map_index, AttemptId(h.attempt_id)))
+            .collect();
+        state.claim_outputs(id, &held);
         tracing::info!(worker = %id, host = %r.host, shuffle = %r.shuffle_addr, slots = r.cpu_slots, "worker registered");
         Ok(Response::new(RegisterWorkerResponse {
             worker_id: id.0,

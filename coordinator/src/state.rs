@@ -19,6 +19,8 @@ use jobs::sdk::Counters;
 use protocol::pb;
 use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId};
 
+use crate::journal::Record;
+
 /// Map or reduce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskKind {
@@ -82,7 +84,8 @@ enum TaskState {
 #[derive(Debug, Clone)]
 struct Winner {
     attempt: AttemptId,
-    worker: WorkerId,
+    /// `None` for a map recovered from the journal whose worker has not re-registered yet.
+    worker: Option<WorkerId>,
     counters: Counters,
     local: bool,
     part: Option<PartInfo>,
@@ -125,6 +128,8 @@ pub struct Job {
     fetch_failures: u64,
     /// Since when maps that could run data-local elsewhere have been passed over.
     locality_wait_since: Option<Instant>,
+    /// Maps completed before a coordinator restart, recovered from the journal.
+    recovered_maps: u64,
 }
 
 impl Job {
@@ -220,6 +225,11 @@ pub struct State {
     jobs: BTreeMap<JobId, Job>,
     workers: HashMap<WorkerId, Worker>,
     attempts: HashMap<AttemptId, Attempt>,
+    /// Journal records of changes not yet written (see [`State::take_records`]).
+    outbox: Vec<Record>,
+    /// When this incarnation started: maps recovered from the journal whose worker has not
+    /// come back within the worker timeout of it run again.
+    started: Instant,
 }
 
 /// Returns the staging path of a reduce attempt's part file.
@@ -243,6 +253,8 @@ impl State {
             jobs: BTreeMap::new(),
             workers: HashMap::new(),
             attempts: HashMap::new(),
+            outbox: Vec::new(),
+            started: Instant::now(),
         }
     }
 
@@ -286,6 +298,11 @@ impl State {
     pub fn submit(&mut self, spec: JobSpec, splits: Vec<PlannedSplit>, now: Instant) -> JobId {
         let id = JobId(self.next_job);
         self.next_job += 1;
+        self.outbox.push(Record::Submitted {
+            job: id,
+            spec: spec.clone(),
+            splits: splits.clone(),
+        });
         let job = Job {
             id,
             maps: splits.iter().map(|_| Task::new()).collect(),
@@ -299,6 +316,7 @@ impl State {
             shuffle_workers: HashSet::new(),
             fetch_failures: 0,
             locality_wait_since: None,
+            recovered_maps: 0,
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);
@@ -382,7 +400,13 @@ impl State {
                     picks.append(&mut elsewhere);
                 }
             }
-            if job.maps_done() {
+            // Reduces start when every map is done and its output has a known location.
+            if job.maps_done()
+                && job
+                    .maps
+                    .iter()
+                    .all(|t| t.winner.as_ref().is_some_and(|w| w.worker.is_some()))
+            {
                 picks.extend(
                     job.reduces
                         .iter()
@@ -468,15 +492,16 @@ impl State {
             .enumerate()
             .filter_map(|(i, t)| {
                 let w = t.winner.as_ref()?;
+                let worker = w.worker?;
                 Some(pb::MapOutputLocation {
                     map_index: i as u32,
                     attempt_id: w.attempt.0,
                     shuffle_addr: self
                         .workers
-                        .get(&w.worker)
+                        .get(&worker)
                         .map(|w| w.shuffle_addr.clone())
                         .unwrap_or_default(),
-                    worker_id: w.worker.0,
+                    worker_id: worker.0,
                 })
             })
             .collect()
@@ -517,9 +542,18 @@ impl State {
             bytes,
             crc32,
         });
+        if a.kind == TaskKind::Map {
+            self.outbox.push(Record::MapDone {
+                job: a.job,
+                index: a.index,
+                attempt,
+                counters: counters.clone(),
+                local: a.local,
+            });
+        }
         task.winner = Some(Winner {
             attempt,
-            worker: a.worker,
+            worker: Some(a.worker),
             counters,
             local: a.local,
             part,
@@ -560,7 +594,22 @@ impl State {
             return Vec::new();
         }
         match result {
-            Ok(()) => task.state = TaskState::Done,
+            Ok(()) => {
+                task.state = TaskState::Done;
+                if let Some(w) = &task.winner {
+                    self.outbox.push(Record::ReduceDone {
+                        job: job_id,
+                        index,
+                        attempt,
+                        counters: w.counters.clone(),
+                        part: w.part.clone().unwrap_or_else(|| PartInfo {
+                            name: part_name(index),
+                            bytes: 0,
+                            crc32: 0,
+                        }),
+                    });
+                }
+            }
             Err(e) => {
                 task.winner = None;
                 task.state = TaskState::Pending;
@@ -576,22 +625,27 @@ impl State {
         }
         if job.state == JobState::Running && job.reduces.iter().all(|t| t.state == TaskState::Done)
         {
-            job.state = JobState::Publishing;
-            let parts = job
-                .reduces
-                .iter()
-                .filter_map(|t| t.winner.as_ref()?.part.clone())
-                .collect();
-            return vec![Action::Publish {
-                job: job_id,
-                output: job.spec.output.clone(),
-                manifest: Manifest {
-                    job: job.spec.job.clone(),
-                    parts,
-                },
-            }];
+            return vec![Self::start_publishing(job, &mut self.outbox)];
         }
         Vec::new()
+    }
+
+    fn start_publishing(job: &mut Job, outbox: &mut Vec<Record>) -> Action {
+        job.state = JobState::Publishing;
+        outbox.push(Record::Publishing { job: job.id });
+        let parts = job
+            .reduces
+            .iter()
+            .filter_map(|t| t.winner.as_ref()?.part.clone())
+            .collect();
+        Action::Publish {
+            job: job.id,
+            output: job.spec.output.clone(),
+            manifest: Manifest {
+                job: job.spec.job.clone(),
+                parts,
+            },
+        }
     }
 
     /// Records the outcome of publishing a job's output.
@@ -606,6 +660,11 @@ impl State {
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.state = JobState::Succeeded;
                     job.finished = Some(now);
+                    self.outbox.push(Record::Ended {
+                        job: job_id,
+                        state: "succeeded".into(),
+                        error: None,
+                    });
                     tracing::info!(job = %job_id, "job succeeded");
                 }
                 self.release_shuffle(job_id);
@@ -727,6 +786,10 @@ impl State {
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
             task.winner = None;
             task.state = TaskState::Pending;
+            self.outbox.push(Record::MapLost {
+                job: job_id,
+                index: map_index,
+            });
         }
     }
 
@@ -752,6 +815,16 @@ impl State {
         if job.state.is_over() {
             return Vec::new();
         }
+        let name = if state == JobState::Killed {
+            "killed"
+        } else {
+            "failed"
+        };
+        self.outbox.push(Record::Ended {
+            job: job_id,
+            state: name.into(),
+            error: Some(error.clone()),
+        });
         tracing::warn!(job = %job_id, ?state, %error, "job ended");
         job.state = state;
         job.error = Some(error);
@@ -819,17 +892,182 @@ impl State {
                 if job.reduces.iter().all(|t| t.state == TaskState::Done) {
                     continue;
                 }
-                for t in job.maps.iter_mut() {
+                for (i, t) in job.maps.iter_mut().enumerate() {
                     if t.state == TaskState::Done
-                        && t.winner.as_ref().is_some_and(|w| w.worker == id)
+                        && t.winner.as_ref().is_some_and(|w| w.worker == Some(id))
                     {
                         t.winner = None;
                         t.state = TaskState::Pending;
+                        self.outbox.push(Record::MapLost {
+                            job: job.id,
+                            index: i as u32,
+                        });
                     }
                 }
             }
         }
+        if now.duration_since(self.started) > self.timeouts.worker {
+            self.expire_unclaimed_maps();
+        }
         actions
+    }
+
+    /// Runs again the recovered maps whose worker did not come back in time.
+    fn expire_unclaimed_maps(&mut self) {
+        for job in self
+            .jobs
+            .values_mut()
+            .filter(|j| j.state == JobState::Running)
+        {
+            for (i, t) in job.maps.iter_mut().enumerate() {
+                if t.state == TaskState::Done
+                    && t.winner.as_ref().is_some_and(|w| w.worker.is_none())
+                {
+                    tracing::warn!(job = %job.id, map = i, "recovered map output was not reclaimed; running the map again");
+                    t.winner = None;
+                    t.state = TaskState::Pending;
+                    self.outbox.push(Record::MapLost {
+                        job: job.id,
+                        index: i as u32,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Returns the journal records of the changes made since the last call, to be written
+    /// (in order) before the changes are acknowledged.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Rebuilds the state of a new incarnation from the journal. Returns the state and the
+    /// actions left unfinished at the crash (publishing outputs whose reduces all committed).
+    pub fn recover(
+        epoch: Epoch,
+        timeouts: Timeouts,
+        records: Vec<Record>,
+        now: Instant,
+    ) -> (State, Vec<Action>) {
+        let mut s = State::new(epoch, timeouts);
+        s.started = now;
+        for r in records {
+            match r {
+                Record::Submitted { job, spec, splits } => {
+                    s.next_job = s.next_job.max(job.0);
+                    s.submit(spec, splits, now);
+                }
+                Record::MapDone {
+                    job,
+                    index,
+                    attempt,
+                    counters,
+                    local,
+                } => {
+                    if let Some(t) = s
+                        .jobs
+                        .get_mut(&job)
+                        .and_then(|j| j.maps.get_mut(index as usize))
+                    {
+                        t.state = TaskState::Done;
+                        t.winner = Some(Winner {
+                            attempt,
+                            worker: None,
+                            counters,
+                            local,
+                            part: None,
+                        });
+                    }
+                }
+                Record::MapLost { job, index } => {
+                    if let Some(t) = s
+                        .jobs
+                        .get_mut(&job)
+                        .and_then(|j| j.maps.get_mut(index as usize))
+                    {
+                        t.state = TaskState::Pending;
+                        t.winner = None;
+                    }
+                }
+                Record::ReduceDone {
+                    job,
+                    index,
+                    attempt,
+                    counters,
+                    part,
+                } => {
+                    if let Some(t) = s
+                        .jobs
+                        .get_mut(&job)
+                        .and_then(|j| j.reduces.get_mut(index as usize))
+                    {
+                        t.state = TaskState::Done;
+                        t.winner = Some(Winner {
+                            attempt,
+                            worker: None,
+                            counters,
+                            local: true,
+                            part: Some(part),
+                        });
+                    }
+                }
+                Record::Publishing { .. } => {}
+                Record::Ended { job, state, error } => {
+                    if let Some(j) = s.jobs.get_mut(&job) {
+                        j.state = match state.as_str() {
+                            "succeeded" => JobState::Succeeded,
+                            "killed" => JobState::Killed,
+                            _ => JobState::Failed,
+                        };
+                        j.error = error;
+                        j.finished = Some(now);
+                    }
+                }
+            }
+        }
+        // Records replayed above are already in the journal.
+        s.outbox.clear();
+        let mut actions = Vec::new();
+        for job in s.jobs.values_mut().filter(|j| j.state == JobState::Running) {
+            let (maps, reduces) = (
+                job.maps
+                    .iter()
+                    .filter(|t| t.state == TaskState::Done)
+                    .count(),
+                job.reduces
+                    .iter()
+                    .filter(|t| t.state == TaskState::Done)
+                    .count(),
+            );
+            tracing::info!(job = %job.id, maps_recovered = maps, reduces_recovered = reduces, "job recovered from the journal");
+            job.recovered_maps = maps as u64;
+            if job.reduces.iter().all(|t| t.state == TaskState::Done) {
+                actions.push(Self::start_publishing(job, &mut s.outbox));
+            }
+        }
+        (s, actions)
+    }
+
+    /// Gives the map outputs a (re-)registered worker still holds back to their tasks.
+    pub fn claim_outputs(&mut self, worker: WorkerId, held: &[(JobId, u32, AttemptId)]) {
+        for (job_id, index, attempt) in held {
+            let Some(job) = self.jobs.get_mut(job_id) else {
+                continue;
+            };
+            if job.state != JobState::Running {
+                continue;
+            }
+            if let Some(w) = job
+                .maps
+                .get_mut(*index as usize)
+                .and_then(|t| t.winner.as_mut())
+            {
+                if w.attempt == *attempt && w.worker.is_none() {
+                    w.worker = Some(worker);
+                    job.shuffle_workers.insert(worker);
+                }
+            }
+        }
     }
 
     /// Returns the status of one job.
@@ -855,6 +1093,7 @@ impl State {
         counters.add("data_local_maps", local);
         counters.add("remote_maps", remote);
         counters.add("fetch_failures", job.fetch_failures);
+        counters.add("recovered_maps", job.recovered_maps);
         let end = job.finished.unwrap_or(now);
         Some(pb::JobStatus {
             job_id: job_id.0,

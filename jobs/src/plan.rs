@@ -5,7 +5,7 @@ use dfs_client::{DfsError, Storage};
 use crate::split::Split;
 
 /// One planned map task: its split, the file's length, and the storage hosts holding it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedSplit {
     /// The byte range.
     pub split: Split,

@@ -111,6 +111,7 @@ async fn register(
             shuffle_addr: shuffle_addr.to_string(),
             cpu_slots: config.slots,
             storage_host: config.storage_host.clone(),
+            held_outputs: held_outputs(&config.dir),
         })
         .await?
         .into_inner();
@@ -120,6 +121,38 @@ async fn register(
         epoch: Epoch(r.epoch),
         interval: Duration::from_millis(r.heartbeat_interval_ms.max(10)),
     })
+}
+
+/// Lists the map outputs under a worker directory (`shuffle/job-J/map-M-A.out`).
+fn held_outputs(dir: &std::path::Path) -> Vec<pb::HeldOutput> {
+    let mut out = Vec::new();
+    let Ok(jobs) = std::fs::read_dir(dir.join("shuffle")) else {
+        return out;
+    };
+    for job in jobs.flatten() {
+        let Ok(job_id) = job.file_name().to_string_lossy().parse::<protocol::JobId>() else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(job.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let parsed = name
+                .strip_prefix("map-")
+                .and_then(|n| n.strip_suffix(".out"))
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(m, a)| Some((m.parse().ok()?, a.parse().ok()?)));
+            if let Some((map_index, attempt_id)) = parsed {
+                out.push(pb::HeldOutput {
+                    job_id: job_id.0,
+                    map_index,
+                    attempt_id,
+                });
+            }
+        }
+    }
+    out
 }
 
 async fn heartbeat_loop(

@@ -217,3 +217,88 @@ fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
     let c = s.status(job, t0).unwrap().counters.unwrap().values;
     assert_eq!((c["data_local_maps"], c["remote_maps"]), (3, 1));
 }
+
+#[test]
+fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_maps() {
+    let t0 = Instant::now();
+    let timeouts = Timeouts {
+        worker: Duration::from_secs(10),
+        locality_wait: Duration::from_secs(3),
+    };
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), t0);
+    let (sp, splits) = spec(3, 1);
+    let job = s.submit(sp, splits, t0);
+    let maps = ids(&s.heartbeat(w, 2, t0));
+    for (_, _, a) in &maps {
+        s.report_success(
+            *a,
+            Counters(std::iter::once(("map_input_bytes".to_string(), 10)).collect()),
+            None,
+        );
+    }
+    let mut journal = s.take_records();
+    assert_eq!(journal.len(), 3, "submitted, then two maps: {journal:?}");
+
+    // Crash. The new incarnation knows the job and its two finished maps.
+    let (mut r, unfinished) = State::recover(Epoch(2), timeouts, journal.clone(), t0);
+    assert!(unfinished.is_empty());
+    assert!(
+        r.take_records().is_empty(),
+        "replayed records are not written again"
+    );
+    let st = r.status(job, t0).unwrap();
+    assert_eq!((st.state, st.maps_done), (pb::JobState::Running as i32, 2));
+    // The worker comes back holding only the first map's output.
+    let w2 = r.register_worker("a:2".into(), "a".into(), t0);
+    r.claim_outputs(w2, &[(job, maps[0].1, maps[0].2)]);
+    let next = ids(&r.heartbeat(w2, 10, t0));
+    let never = (0..3).find(|i| maps.iter().all(|m| m.1 != *i)).unwrap();
+    assert_eq!(
+        next.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![never],
+        "only the never-finished map runs"
+    );
+    // The unclaimed output is given up after the worker timeout and its map runs again.
+    r.report_success(next[0].2, Counters::default(), None);
+    assert!(
+        ids(&r.heartbeat(w2, 10, t0)).is_empty(),
+        "no reduce while a map output has no home"
+    );
+    let t1 = t0 + Duration::from_secs(11);
+    r.heartbeat(w2, 0, t1);
+    r.expire_workers(t1);
+    let rerun = ids(&r.heartbeat(w2, 10, t1));
+    assert_eq!(
+        rerun.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![maps[1].1]
+    );
+    r.report_success(rerun[0].2, Counters::default(), None);
+    let reduce = ids(&r.heartbeat(w2, 10, t1));
+    assert_eq!(reduce[0].0, pb::TaskKind::Reduce as i32);
+    r.report_success(reduce[0].2, Counters::default(), Some((1, 2)));
+    let publish = r.commit_done(job, 0, reduce[0].2, Ok(()), t1);
+    assert!(matches!(&publish[..], [Action::Publish { .. }]));
+    assert_eq!(
+        r.status(job, t1).unwrap().counters.unwrap().values["recovered_maps"],
+        2
+    );
+
+    // Crash again mid-publish: the next incarnation publishes again (it is idempotent).
+    journal.extend(r.take_records());
+    let (again, unfinished) = State::recover(Epoch(3), timeouts, journal.clone(), t1);
+    assert!(
+        matches!(&unfinished[..], [Action::Publish { job: j, .. }] if *j == job),
+        "{unfinished:?}"
+    );
+    assert_eq!(again.status(job, t1).unwrap().reduces_done, 1);
+    let mut again = again;
+    again.publish_done(job, Ok(()), t1);
+    journal.extend(again.take_records());
+    let (last, unfinished) = State::recover(Epoch(4), timeouts, journal, t1);
+    assert!(unfinished.is_empty());
+    assert_eq!(
+        last.status(job, t1).unwrap().state,
+        pb::JobState::Succeeded as i32
+    );
+}

@@ -1,0 +1,225 @@
+//! The coordinator's journal: an append-only, checksummed log of job and task state, so that
+//! after a crash (even `kill -9`) a restarted coordinator resumes running jobs without
+//! re-running tasks that completed.
+//!
+//! One record per line: `crc32-hex SPACE json NEWLINE`, synced to disk before the change it
+//! records is acknowledged. Replay reads records until the first line that is torn or fails
+//! its checksum (the tail a crash can leave), and truncates the file there.
+//!
+//! What is journaled: a job's spec and plan when it is accepted; each map's winning attempt
+//! (its output stays on the worker's disk); each reduce's winning attempt once its part file
+//! is renamed into place; the start of a job's publication; and its end. Running attempts are
+//! not: after a restart they are simply run again.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use jobs::output::PartInfo;
+use jobs::plan::PlannedSplit;
+use jobs::sdk::Counters;
+use protocol::{AttemptId, JobId, JobSpec};
+use serde::{Deserialize, Serialize};
+
+/// One journaled fact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A job was accepted with this plan.
+    Submitted {
+        /// The job.
+        job: JobId,
+        /// Its spec.
+        spec: JobSpec,
+        /// Its map splits.
+        splits: Vec<PlannedSplit>,
+    },
+    /// A map's attempt won; its output is on the worker that ran it.
+    MapDone {
+        /// The job.
+        job: JobId,
+        /// The map.
+        index: u32,
+        /// The winning attempt.
+        attempt: AttemptId,
+        /// Its counters.
+        counters: Counters,
+        /// Whether it ran data-local.
+        local: bool,
+    },
+    /// A map's output was lost (its worker died or a fetch failed): it must run again.
+    MapLost {
+        /// The job.
+        job: JobId,
+        /// The map.
+        index: u32,
+    },
+    /// A reduce's part file was committed.
+    ReduceDone {
+        /// The job.
+        job: JobId,
+        /// The reduce.
+        index: u32,
+        /// The winning attempt.
+        attempt: AttemptId,
+        /// Its counters.
+        counters: Counters,
+        /// The committed part file.
+        part: PartInfo,
+    },
+    /// Every reduce committed; the manifest and `_SUCCESS` are being written.
+    Publishing {
+        /// The job.
+        job: JobId,
+    },
+    /// The job ended.
+    Ended {
+        /// The job.
+        job: JobId,
+        /// `succeeded`, `failed` or `killed`.
+        state: String,
+        /// Why it failed or was killed.
+        error: Option<String>,
+    },
+}
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+#[error("journal i/o error on {}", .path.display())]
+pub struct JournalError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// The open journal.
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+fn encode(r: &Record) -> Vec<u8> {
+    let json = serde_json::to_vec(r).expect("journal records serialise");
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    line
+}
+
+fn decode(line: &[u8]) -> Option<Record> {
+    let (crc, json) = (line.get(..8)?, line.get(9..)?);
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    (crc32fast::hash(json) == crc)
+        .then(|| serde_json::from_slice(json).ok())
+        .flatten()
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir` and returns it with the records it holds.
+    ///
+    /// # Errors
+    /// [`JournalError`] if the file cannot be read, truncated or opened.
+    pub fn open(dir: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
+        let path = dir.join("journal.log");
+        let err = |source| JournalError {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let mut records = Vec::new();
+        let mut good_len = 0u64;
+        if let Ok(f) = File::open(&path) {
+            let mut reader = BufReader::new(f);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line).map_err(err)?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                match decode(&line[..line.len() - 1]) {
+                    Some(r) => {
+                        records.push(r);
+                        good_len += n as u64;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        if file.metadata().map_err(err)?.len() > good_len {
+            tracing::warn!(path = %path.display(), kept = records.len(), "journal has a torn tail; truncating it");
+            file.set_len(good_len).map_err(err)?;
+        }
+        Ok((Journal { file, path }, records))
+    }
+
+    /// Appends records and syncs them to disk.
+    ///
+    /// # Errors
+    /// [`JournalError`] if the write or sync fails.
+    pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let buf: Vec<u8> = records.iter().flat_map(encode).collect();
+        let err = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&buf).map_err(err)?;
+        self.file.sync_data().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(n: u64) -> Record {
+        Record::Ended {
+            job: JobId(n),
+            state: "succeeded".into(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_a_torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, r) = Journal::open(dir.path()).unwrap();
+        assert!(r.is_empty());
+        j.append(&[ended(1), ended(2)]).unwrap();
+        drop(j);
+        // A crash mid-append leaves half a line.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal.log"))
+            .unwrap();
+        f.write_all(&encode(&ended(3))[..20]).unwrap();
+        drop(f);
+        let (mut j, r) = Journal::open(dir.path()).unwrap();
+        assert_eq!(r, vec![ended(1), ended(2)]);
+        j.append(&[ended(4)]).unwrap();
+        let (_, r) = Journal::open(dir.path()).unwrap();
+        assert_eq!(r, vec![ended(1), ended(2), ended(4)]);
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&[ended(1), ended(2), ended(3)]).unwrap();
+        let path = dir.path().join("journal.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 12;
+        bytes[second] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let (_, r) = Journal::open(dir.path()).unwrap();
+        assert_eq!(r, vec![ended(1)]);
+    }
+}
