@@ -39,6 +39,9 @@ pub struct JobSpecArgs {
     /// Attempts per task before the job fails.
     #[arg(long, default_value_t = 4)]
     pub max_attempts: u32,
+    /// Backup attempts for straggling tasks (`off` for jobs with side effects).
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    pub speculation: String,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -62,6 +65,7 @@ impl JobSpecArgs {
         spec.split_size = self.split_size.max(1);
         spec.task_memory = self.task_memory;
         spec.max_attempts = self.max_attempts.max(1);
+        spec.speculation = self.speculation == "on";
         Ok(spec)
     }
 }

@@ -43,6 +43,8 @@ pub struct CoordinatorConfig {
     pub worker_timeout: Duration,
     /// How long a job waits for a slot beside a map's data before running it elsewhere.
     pub locality_wait: Duration,
+    /// How long a task runs before it may get a backup attempt.
+    pub speculation_floor: Duration,
 }
 
 impl CoordinatorConfig {
@@ -53,6 +55,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_millis(200),
             worker_timeout: Duration::from_secs(10),
             locality_wait: Duration::from_secs(3),
+            speculation_floor: Duration::from_secs(10),
         }
     }
 }
@@ -112,6 +115,7 @@ pub async fn serve(
     let timeouts = state::Timeouts {
         worker: config.worker_timeout,
         locality_wait: config.locality_wait,
+        speculation_floor: config.speculation_floor,
     };
     let (state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());

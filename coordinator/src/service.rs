@@ -241,8 +241,12 @@ impl CoordinatorService for Coordinator {
                     .map(|c| c.values.into_iter().collect())
                     .unwrap_or_default(),
             );
-            self.state()
-                .report_success(attempt, counters, Some((r.output_bytes, r.output_crc32)))
+            self.state().report_success(
+                attempt,
+                counters,
+                Some((r.output_bytes, r.output_crc32)),
+                Instant::now(),
+            )
         } else {
             let kind = FailureKind::from_pb(r.failure_kind);
             self.state()

@@ -130,7 +130,16 @@ pub struct Job {
     locality_wait_since: Option<Instant>,
     /// Maps completed before a coordinator restart, recovered from the journal.
     recovered_maps: u64,
+    /// Failed attempts per worker; a worker at [`EXCLUDE_AFTER`] gets no more of this job.
+    worker_failures: HashMap<WorkerId, u32>,
+    /// Run times of winning attempts, per phase, to tell stragglers from their peers.
+    durations: HashMap<TaskKind, Vec<Duration>>,
+    /// Backup attempts started for stragglers.
+    backups: u64,
 }
+
+/// A worker that failed this many attempts of a job is given no more of its tasks.
+pub const EXCLUDE_AFTER: u32 = 3;
 
 impl Job {
     fn maps_done(&self) -> bool {
@@ -162,6 +171,7 @@ struct Attempt {
     index: u32,
     worker: WorkerId,
     local: bool,
+    started: Instant,
 }
 
 /// Storage work the service must do outside the state lock.
@@ -211,6 +221,19 @@ pub struct Timeouts {
     /// How long a job passes over a free slot for a map that another live worker holds
     /// locally before running it remotely (delay scheduling).
     pub locality_wait: Duration,
+    /// A task gets a backup attempt only after running this long (and clearly longer than
+    /// its finished peers).
+    pub speculation_floor: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            worker: Duration::from_secs(10),
+            locality_wait: Duration::from_secs(3),
+            speculation_floor: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The whole coordinator state.
@@ -317,6 +340,9 @@ impl State {
             fetch_failures: 0,
             locality_wait_since: None,
             recovered_maps: 0,
+            worker_failures: HashMap::new(),
+            durations: HashMap::new(),
+            backups: 0,
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);
@@ -357,12 +383,6 @@ impl State {
     fn assign(&mut self, worker: WorkerId, mut free: u32, now: Instant) -> Vec<pb::TaskAssignment> {
         let mut out = Vec::new();
         let host = self.workers[&worker].storage_host.clone();
-        let live_hosts: HashSet<String> = self
-            .workers
-            .values()
-            .filter(|w| w.alive)
-            .map(|w| w.storage_host.clone())
-            .collect();
         let job_ids: Vec<JobId> = self
             .jobs
             .iter()
@@ -374,7 +394,26 @@ impl State {
                 break;
             }
             let wait = self.timeouts.locality_wait;
+            let live: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.alive)
+                .map(|(id, _)| *id)
+                .collect();
             let job = self.jobs.get_mut(&id).expect("listed job");
+            let excluded =
+                |w: &WorkerId| job.worker_failures.get(w).copied().unwrap_or(0) >= EXCLUDE_AFTER;
+            // Exclusion stops below the attempt cap; if every live worker is excluded the job
+            // still runs, and fails at the cap with its last error.
+            if excluded(&worker) && !live.iter().all(excluded) {
+                continue;
+            }
+            // Only workers that may run this job's tasks count for delay scheduling.
+            let job_hosts: HashSet<&String> = live
+                .iter()
+                .filter(|w| !excluded(w))
+                .filter_map(|w| self.workers.get(w).map(|w| &w.storage_host))
+                .collect();
             let (mut local, mut anywhere, mut elsewhere) = (Vec::new(), Vec::new(), Vec::new());
             for (i, t) in job.maps.iter().enumerate() {
                 if t.state != TaskState::Pending {
@@ -383,7 +422,7 @@ impl State {
                 let hosts = &job.splits[i].hosts;
                 if hosts.contains(&host) {
                     local.push((TaskKind::Map, i as u32, true));
-                } else if hosts.iter().any(|h| live_hosts.contains(h)) {
+                } else if hosts.iter().any(|h| job_hosts.contains(h)) {
                     elsewhere.push((TaskKind::Map, i as u32, false));
                 } else {
                     anywhere.push((TaskKind::Map, i as u32, false));
@@ -415,9 +454,72 @@ impl State {
                         .map(|(i, _)| (TaskKind::Reduce, i as u32, true)),
                 );
             }
-            for (kind, index, local) in picks.into_iter().take(free as usize) {
-                out.push(self.start_attempt(id, kind, index, worker, local));
+            picks.truncate(free as usize);
+            if picks.len() < free as usize && job.spec.speculation {
+                let backups = self.stragglers(id, worker, now, free as usize - picks.len());
+                self.jobs.get_mut(&id).expect("listed job").backups += backups.len() as u64;
+                picks.extend(backups);
+            }
+            for (kind, index, local) in picks {
+                out.push(self.start_attempt(id, kind, index, worker, local, now));
                 free -= 1;
+            }
+        }
+        out
+    }
+
+    /// Returns up to `room` running tasks of a job that deserve a backup attempt on `worker`:
+    /// their phase has nothing left to start, they have run longer than the floor and more
+    /// than 1.5 times the median of their finished peers, they have no backup yet, and they
+    /// run elsewhere. Backups are capped at a tenth of the phase's running tasks (at least one).
+    fn stragglers(
+        &self,
+        job_id: JobId,
+        worker: WorkerId,
+        now: Instant,
+        room: usize,
+    ) -> Vec<(TaskKind, u32, bool)> {
+        let job = &self.jobs[&job_id];
+        let mut out = Vec::new();
+        for kind in [TaskKind::Map, TaskKind::Reduce] {
+            let tasks = match kind {
+                TaskKind::Map => &job.maps,
+                TaskKind::Reduce => &job.reduces,
+            };
+            if tasks.iter().any(|t| t.state == TaskState::Pending) {
+                continue;
+            }
+            let Some(median) = job.durations.get(&kind).and_then(|d| {
+                let mut d = d.clone();
+                d.sort();
+                d.get(d.len() / 2).copied()
+            }) else {
+                continue;
+            };
+            let running: Vec<(usize, &Task)> = tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.state == TaskState::Running)
+                .collect();
+            let cap = (running.len() / 10).max(1);
+            let mut backups = running.iter().filter(|(_, t)| t.running.len() > 1).count();
+            for (i, t) in running {
+                if out.len() >= room || backups >= cap {
+                    break;
+                }
+                let [only] = t.running[..] else { continue };
+                let Some(a) = self.attempts.get(&only) else {
+                    continue;
+                };
+                let ran = now.duration_since(a.started);
+                if a.worker != worker
+                    && ran >= self.timeouts.speculation_floor
+                    && ran.as_secs_f64() > 1.5 * median.as_secs_f64()
+                {
+                    tracing::info!(job = %job_id, task = kind.name(), index = i, attempt = %only, ran = ?ran, ?median, "starting a backup attempt for a straggler");
+                    out.push((kind, i as u32, false));
+                    backups += 1;
+                }
             }
         }
         out
@@ -430,6 +532,7 @@ impl State {
         index: u32,
         worker: WorkerId,
         local: bool,
+        now: Instant,
     ) -> pb::TaskAssignment {
         self.next_attempt += 1;
         let attempt = AttemptId(self.next_attempt);
@@ -441,6 +544,7 @@ impl State {
                 index,
                 worker,
                 local,
+                started: now,
             },
         );
         let map_outputs = if kind == TaskKind::Reduce {
@@ -514,6 +618,7 @@ impl State {
         attempt: AttemptId,
         counters: Counters,
         part: Option<(u64, u32)>,
+        now: Instant,
     ) -> Vec<Action> {
         let Some(a) = self.attempts.remove(&attempt) else {
             return Vec::new();
@@ -558,13 +663,28 @@ impl State {
             local: a.local,
             part,
         });
-        match a.kind {
-            TaskKind::Map => {
-                task.state = TaskState::Done;
-                Vec::new()
+        // The first to finish wins; a backup or original still running is killed.
+        for other in &task.running {
+            if let Some(w) = self
+                .attempts
+                .get(other)
+                .and_then(|o| self.workers.get_mut(&o.worker))
+            {
+                w.cancels.push(*other);
             }
+        }
+        let state = match a.kind {
+            TaskKind::Map => TaskState::Done,
+            TaskKind::Reduce => TaskState::Committing(attempt),
+        };
+        task.state = state;
+        job.durations
+            .entry(a.kind)
+            .or_default()
+            .push(now.duration_since(a.started));
+        match a.kind {
+            TaskKind::Map => Vec::new(),
             TaskKind::Reduce => {
-                task.state = TaskState::Committing(attempt);
                 vec![Action::Commit {
                     job: a.job,
                     index: a.index,
@@ -747,6 +867,13 @@ impl State {
     ) -> Vec<Action> {
         let job = self.jobs.get_mut(&job_id).expect("failure of a known job");
         let max = job.spec.max_attempts;
+        if let Some(w) = worker {
+            let n = job.worker_failures.entry(w).or_default();
+            *n += 1;
+            if *n == EXCLUDE_AFTER {
+                tracing::warn!(job = %job_id, worker = %w, failures = *n, "worker excluded from the job");
+            }
+        }
         let task = &mut job.tasks_mut(kind)[index as usize];
         task.failures += 1;
         if task.failures >= max {
@@ -1094,6 +1221,7 @@ impl State {
         counters.add("remote_maps", remote);
         counters.add("fetch_failures", job.fetch_failures);
         counters.add("recovered_maps", job.recovered_maps);
+        counters.add("backup_attempts", job.backups);
         let end = job.finished.unwrap_or(now);
         Some(pb::JobStatus {
             job_id: job_id.0,

@@ -374,6 +374,10 @@ impl SeaweedFs {
         self.agent
             .put(&url)
             .header("Content-Length", &len.to_string())
+            // A non-text content type under a name without a known extension: the filer then stores
+            // chunks uncompressed, so a ranged read costs the range, not a whole chunk's
+            // decompression on the volume server.
+            .header("Content-Type", "application/x-quern-data")
             .send(ureq::SendBody::from_reader(
                 &mut std::io::BufReader::with_capacity(1 << 20, f),
             ))

@@ -32,6 +32,8 @@ pub struct JobSpec {
     pub task_memory: u64,
     /// Attempts per task before the job fails.
     pub max_attempts: u32,
+    /// Whether slow tasks may get backup attempts (off for jobs with side effects).
+    pub speculation: bool,
 }
 
 impl JobSpec {
@@ -46,6 +48,7 @@ impl JobSpec {
             split_size: DEFAULT_SPLIT_SIZE,
             task_memory: DEFAULT_TASK_MEMORY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            speculation: true,
         }
     }
 
@@ -60,6 +63,7 @@ impl JobSpec {
             split_size: self.split_size,
             task_memory: self.task_memory,
             max_attempts: self.max_attempts,
+            no_speculation: !self.speculation,
         }
     }
 
@@ -79,6 +83,7 @@ impl JobSpec {
             } else {
                 p.max_attempts
             },
+            speculation: !p.no_speculation,
         }
     }
 }

@@ -19,13 +19,7 @@ fn spec(maps: usize, reducers: u32) -> (JobSpec, Vec<PlannedSplit>) {
 }
 
 fn state() -> State {
-    State::new(
-        Epoch(1),
-        Timeouts {
-            worker: Duration::from_secs(10),
-            locality_wait: Duration::from_secs(3),
-        },
-    )
+    State::new(Epoch(1), Timeouts::default())
 }
 
 fn ids(resp: &pb::HeartbeatResponse) -> Vec<(i32, u32, AttemptId)> {
@@ -52,7 +46,9 @@ fn maps_go_to_free_slots_data_local_first_then_reduces_after_all_maps() {
         "no reduce before every map is done: {rest:?}"
     );
     for (_, _, a) in got.iter().chain(&rest) {
-        assert!(s.report_success(*a, Counters::default(), None).is_empty());
+        assert!(s
+            .report_success(*a, Counters::default(), None, Instant::now())
+            .is_empty());
     }
     let reduces = s.heartbeat(wb, 10, now);
     assert_eq!(reduces.assignments.len(), 2);
@@ -71,13 +67,13 @@ fn exactly_one_reduce_attempt_commits_and_late_reports_change_nothing() {
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, now);
     let m = ids(&s.heartbeat(w, 1, now))[0].2;
-    s.report_success(m, Counters::default(), None);
+    s.report_success(m, Counters::default(), None, Instant::now());
     let r = ids(&s.heartbeat(w, 1, now))[0].2;
-    let actions = s.report_success(r, Counters::default(), Some((5, 9)));
+    let actions = s.report_success(r, Counters::default(), Some((5, 9)), Instant::now());
     assert!(matches!(&actions[..], [Action::Commit { attempt, .. }] if *attempt == r));
     // A duplicate report of the same attempt is ignored.
     assert!(s
-        .report_success(r, Counters::default(), Some((5, 9)))
+        .report_success(r, Counters::default(), Some((5, 9)), Instant::now())
         .is_empty());
     let publish = s.commit_done(job, 0, r, Ok(()), now);
     let [Action::Publish { manifest, .. }] = &publish[..] else {
@@ -132,7 +128,7 @@ fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
     let (sp, splits) = spec(2, 1);
     let job = s.submit(sp, splits, t0);
     let first = ids(&s.heartbeat(w1, 1, t0))[0].2;
-    s.report_success(first, Counters::default(), None);
+    s.report_success(first, Counters::default(), None, Instant::now());
     let second = ids(&s.heartbeat(w1, 1, t0))[0].2;
     let t1 = t0 + Duration::from_secs(11);
     let w2 = s.register_worker("b:1".into(), "b".into(), t1);
@@ -140,7 +136,7 @@ fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
     assert!(!s.is_current(w1, Epoch(1)));
     // Both maps run again on the live worker; the late report of the lost attempt is ignored.
     assert!(s
-        .report_success(second, Counters::default(), None)
+        .report_success(second, Counters::default(), None, Instant::now())
         .is_empty());
     let again = ids(&s.heartbeat(w2, 10, t1));
     assert_eq!(
@@ -159,7 +155,7 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, now);
     let m = ids(&s.heartbeat(w, 1, now))[0].2;
-    s.report_success(m, Counters::default(), None);
+    s.report_success(m, Counters::default(), None, Instant::now());
     let r = ids(&s.heartbeat(w, 1, now))[0].2;
     s.fetch_failure(r, 0, m);
     s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", now);
@@ -212,7 +208,7 @@ fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
     let late = ids(&s.heartbeat(wb, 4, t0 + Duration::from_secs(7)));
     assert_eq!(late.iter().map(|a| a.1).collect::<Vec<_>>(), vec![2]);
     for (_, _, attempt) in b.iter().chain(&a).chain(&late) {
-        s.report_success(*attempt, Counters::default(), None);
+        s.report_success(*attempt, Counters::default(), None, Instant::now());
     }
     let c = s.status(job, t0).unwrap().counters.unwrap().values;
     assert_eq!((c["data_local_maps"], c["remote_maps"]), (3, 1));
@@ -221,10 +217,7 @@ fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
 #[test]
 fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_maps() {
     let t0 = Instant::now();
-    let timeouts = Timeouts {
-        worker: Duration::from_secs(10),
-        locality_wait: Duration::from_secs(3),
-    };
+    let timeouts = Timeouts::default();
     let mut s = state();
     let w = s.register_worker("a:1".into(), "a".into(), t0);
     let (sp, splits) = spec(3, 1);
@@ -235,6 +228,7 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
             *a,
             Counters(std::iter::once(("map_input_bytes".to_string(), 10)).collect()),
             None,
+            Instant::now(),
         );
     }
     let mut journal = s.take_records();
@@ -260,7 +254,7 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
         "only the never-finished map runs"
     );
     // The unclaimed output is given up after the worker timeout and its map runs again.
-    r.report_success(next[0].2, Counters::default(), None);
+    r.report_success(next[0].2, Counters::default(), None, Instant::now());
     assert!(
         ids(&r.heartbeat(w2, 10, t0)).is_empty(),
         "no reduce while a map output has no home"
@@ -273,10 +267,15 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
         rerun.iter().map(|a| a.1).collect::<Vec<_>>(),
         vec![maps[1].1]
     );
-    r.report_success(rerun[0].2, Counters::default(), None);
+    r.report_success(rerun[0].2, Counters::default(), None, Instant::now());
     let reduce = ids(&r.heartbeat(w2, 10, t1));
     assert_eq!(reduce[0].0, pb::TaskKind::Reduce as i32);
-    r.report_success(reduce[0].2, Counters::default(), Some((1, 2)));
+    r.report_success(
+        reduce[0].2,
+        Counters::default(),
+        Some((1, 2)),
+        Instant::now(),
+    );
     let publish = r.commit_done(job, 0, reduce[0].2, Ok(()), t1);
     assert!(matches!(&publish[..], [Action::Publish { .. }]));
     assert_eq!(
@@ -301,4 +300,94 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
         last.status(job, t1).unwrap().state,
         pb::JobState::Succeeded as i32
     );
+}
+
+#[test]
+fn a_worker_that_fails_three_attempts_of_a_job_gets_no_more_of_it() {
+    let now = Instant::now();
+    let mut s = state();
+    let wa = s.register_worker("a:1".into(), "a".into(), now);
+    let wb = s.register_worker("b:1".into(), "b".into(), now);
+    let (mut sp, splits) = spec(2, 1);
+    sp.max_attempts = 10;
+    let job = s.submit(sp, splits, now);
+    for _ in 0..EXCLUDE_AFTER {
+        let a = ids(&s.heartbeat(wa, 1, now));
+        assert_eq!(a.len(), 1);
+        s.report_failure(a[0].2, FailureKind::Retryable, "disk on fire", now);
+    }
+    assert!(
+        s.heartbeat(wa, 4, now).assignments.is_empty(),
+        "a is excluded from the job"
+    );
+    assert_eq!(ids(&s.heartbeat(wb, 4, now)).len(), 2, "b runs both maps");
+    assert_eq!(
+        s.status(job, now).unwrap().state,
+        pb::JobState::Running as i32
+    );
+}
+
+#[test]
+fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let wa = s.register_worker("a:1".into(), "a".into(), t0);
+    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (sp, mut splits) = spec(3, 1);
+    splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
+    let job = s.submit(sp, splits, t0);
+    let on_a = ids(&s.heartbeat(wa, 3, t0));
+    assert_eq!(on_a.len(), 3);
+    // Two maps take 2 s; the third is still running at 15 s.
+    let t2 = t0 + Duration::from_secs(2);
+    s.report_success(on_a[0].2, Counters::default(), None, t2);
+    s.report_success(on_a[1].2, Counters::default(), None, t2);
+    let slow = on_a[2];
+    assert!(
+        ids(&s.heartbeat(wb, 2, t0 + Duration::from_secs(5))).is_empty(),
+        "below the 10 s floor"
+    );
+    let t15 = t0 + Duration::from_secs(15);
+    assert!(
+        ids(&s.heartbeat(wa, 2, t15)).is_empty(),
+        "never a backup on the same worker"
+    );
+    let backup = ids(&s.heartbeat(wb, 2, t15));
+    assert_eq!(backup.iter().map(|a| a.1).collect::<Vec<_>>(), vec![slow.1]);
+    assert!(
+        ids(&s.heartbeat(wb, 2, t15)).is_empty(),
+        "one backup per task"
+    );
+    // The backup wins: the original is cancelled and its late report changes nothing.
+    s.report_success(backup[0].2, Counters::default(), None, t15);
+    assert_eq!(s.heartbeat(wa, 0, t15).cancel_attempts, vec![slow.2 .0]);
+    assert!(s
+        .report_success(slow.2, Counters::default(), None, t15)
+        .is_empty());
+    let st = s.status(job, t15).unwrap();
+    let c = st.counters.unwrap().values;
+    assert_eq!(
+        (st.maps_done, c["backup_attempts"], c["remote_maps"]),
+        (3, 1, 1)
+    );
+}
+
+#[test]
+fn jobs_with_speculation_off_get_no_backups() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let wa = s.register_worker("a:1".into(), "a".into(), t0);
+    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (mut sp, mut splits) = spec(2, 1);
+    splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
+    sp.speculation = false;
+    s.submit(sp, splits, t0);
+    let on_a = ids(&s.heartbeat(wa, 2, t0));
+    s.report_success(
+        on_a[0].2,
+        Counters::default(),
+        None,
+        t0 + Duration::from_secs(1),
+    );
+    assert!(ids(&s.heartbeat(wb, 2, t0 + Duration::from_secs(60))).is_empty());
 }
