@@ -32,6 +32,9 @@ pub struct CoordinatorArgs {
     /// Milliseconds a job waits for a slot beside a map's data before running it elsewhere.
     #[arg(long, default_value_t = 3000)]
     locality_wait_ms: u64,
+    /// Milliseconds a task must run before it may get a backup attempt.
+    #[arg(long, default_value_t = 10_000)]
+    speculation_floor_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +54,9 @@ pub struct WorkerArgs {
     /// The storage host this worker runs beside (default: this machine's host name).
     #[arg(long)]
     storage_host: Option<String>,
+    /// Fault injection for tests: delay the start of every attempt by this many milliseconds.
+    #[arg(long, default_value_t = 0, hide = true)]
+    fault_delay_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +103,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms.max(10));
     config.worker_timeout = Duration::from_secs(a.worker_timeout_s.max(1));
     config.locality_wait = Duration::from_millis(a.locality_wait_ms);
+    config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -116,6 +123,7 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
         config.storage_host = h;
     }
     config.shuffle_listen = a.shuffle_listen;
+    config.fault_delay = Duration::from_millis(a.fault_delay_ms);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -289,6 +289,12 @@ async fn run_attempt(
         .dir
         .join("logs")
         .join(format!("{}.log", task.attempt));
+    if !config.fault_delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(config.fault_delay) => {}
+            _ = cancel.cancelled() => return fail(FailureKind::Cancelled, "attempt cancelled".into()),
+        }
+    }
     let json = serde_json::to_vec(task).expect("task serialises");
     if let Err(e) = tokio::fs::write(&task_file, json).await {
         return fail(

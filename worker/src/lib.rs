@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     pub executable: PathBuf,
     /// How long to keep retrying the coordinator at start-up.
     pub connect_timeout: Duration,
+    /// Fault injection for tests: every attempt waits this long before it starts, as on a
+    /// slow machine.
+    pub fault_delay: Duration,
 }
 
 impl WorkerConfig {
@@ -51,6 +54,7 @@ impl WorkerConfig {
             storage_host: dfs_client::local_host(),
             executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quern")),
             connect_timeout: Duration::from_secs(30),
+            fault_delay: Duration::ZERO,
         }
     }
 }

@@ -1,0 +1,164 @@
+//! Faults on real processes: a straggling worker and a zombie worker.
+
+mod support;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: signalling our own child; a stopped one must be resumed to die cleanly.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A coordinator and workers as separate processes; `delays[i]` slows worker i's attempts.
+fn cluster(dir: &std::path::Path, delays: &[u64], extra: &[&str]) -> (Procs, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut procs = vec![quern()
+        .args([
+            "coordinator",
+            "--listen",
+            &addr,
+            "--heartbeat-ms",
+            "100",
+            "--worker-timeout-s",
+            "2",
+        ])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(dir.join("coordinator"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()];
+    for (i, d) in delays.iter().enumerate() {
+        procs.push(
+            quern()
+                .args([
+                    "worker",
+                    "--coordinator",
+                    &format!("http://{addr}"),
+                    "--slots",
+                    "1",
+                ])
+                .args(["--fault-delay-ms", &d.to_string(), "--dir"])
+                .arg(dir.join(format!("worker-{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    (Procs(procs), addr)
+}
+
+fn submit(addr: &str, args: &[&str], input: &std::path::Path, out: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = run(quern()
+            .args(["job", "submit"])
+            .args(args)
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out)
+            .env("QUERN_COORDINATOR", addr));
+        if res.status.success() || Instant::now() > deadline {
+            return String::from_utf8_lossy(&res.stdout).into_owned()
+                + &String::from_utf8_lossy(&res.stderr);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn oracle(input: &std::path::Path, out: &std::path::Path, args: &[&str]) {
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out));
+}
+
+#[test]
+fn a_straggling_worker_gets_a_backup_attempt_and_the_output_is_unchanged() {
+    let inputs = inputs("2MiB");
+    let dir = tempfile::tempdir().unwrap();
+    // Worker 1 is 30 s behind on every attempt: only backups can finish its tasks in time.
+    let (_procs, addr) = cluster(
+        dir.path(),
+        &[0, 30_000],
+        &["--speculation-floor-ms", "1000", "--locality-wait-ms", "0"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("views");
+    let args = ["views", "--reducers", "2", "--split-size", "256KiB"];
+    let start = Instant::now();
+    let stdout = submit(&addr, &args, &inputs.log, &out);
+    assert!(stdout.contains("state:    succeeded"), "{stdout}");
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "the job waited for the straggler"
+    );
+    let c = counters(&stdout);
+    assert!(c["backup_attempts"] >= 1, "{c:?}");
+    let expected = dir.path().join("oracle");
+    oracle(&inputs.log, &expected, &args);
+    assert_eq!(read_output(&out), read_output(&expected));
+}
+
+#[test]
+fn a_zombie_worker_resumed_after_its_timeout_changes_nothing() {
+    let inputs = inputs("2MiB");
+    let dir = tempfile::tempdir().unwrap();
+    // Worker 1's attempts start late, so it is mid-attempt when it is frozen.
+    let (procs, addr) = cluster(dir.path(), &[0, 1500], &["--locality-wait-ms", "0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("views");
+    let args = ["views", "--reducers", "2", "--split-size", "256KiB"];
+    let submitter = quern()
+        .args(["job", "submit"])
+        .args(args)
+        .arg("--input")
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(&out)
+        .env("QUERN_COORDINATOR", &addr)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let zombie = procs.0[2].id() as i32;
+    // SAFETY: signalling our own child processes.
+    unsafe { libc::kill(zombie, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(4));
+    unsafe { libc::kill(zombie, libc::SIGCONT) };
+    let done = submitter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout}");
+    let expected = dir.path().join("oracle");
+    oracle(&inputs.log, &expected, &args);
+    assert_eq!(read_output(&out), read_output(&expected));
+    // Let the resumed zombie report whatever it had; the committed output must not change.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(read_output(&out), read_output(&expected));
+}
