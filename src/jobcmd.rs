@@ -42,6 +42,10 @@ pub struct JobSpecArgs {
     /// Backup attempts for straggling tasks (`off` for jobs with side effects).
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     pub speculation: String,
+    /// Skip mode: skip up to N records on which the map function panics twice (listed in
+    /// `_skipped/` beside the output); 0 fails the job instead.
+    #[arg(long, default_value_t = 0)]
+    pub max_bad_records: u64,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -66,6 +70,7 @@ impl JobSpecArgs {
         spec.task_memory = self.task_memory;
         spec.max_attempts = self.max_attempts.max(1);
         spec.speculation = self.speculation == "on";
+        spec.max_bad_records = self.max_bad_records;
         Ok(spec)
     }
 }

@@ -255,3 +255,87 @@ fn a_killed_job_stops_and_leaves_no_output() {
     assert!(String::from_utf8_lossy(&waited.stdout).contains("state:    killed"));
     assert!(!out.join("_SUCCESS").exists() && !out.join("part-00000").exists());
 }
+
+#[test]
+fn skip_mode_skips_poison_records_lists_them_and_matches_the_oracle() {
+    let inputs = inputs("1MiB");
+    let data = std::fs::read(&inputs.log).unwrap();
+    // Three well-spread lines become poison: the map panics whenever it is given one.
+    let mut poison = Vec::new();
+    for at in [data.len() / 5, data.len() / 2, data.len() * 4 / 5] {
+        let start = data[..at]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let end = start + data[start..].iter().position(|&b| b == b'\n').unwrap();
+        let line = String::from_utf8_lossy(&data[start..end]).into_owned();
+        assert!(!line.contains('|') && line.len() > 40);
+        poison.push((start as u64, line));
+    }
+    let param = format!(
+        "panic_on={}",
+        poison
+            .iter()
+            .map(|p| p.1.as_str())
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    let cluster = Cluster::start(2);
+    let out = cluster.dir.path().join("skipped");
+    let stdout = ok(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args("fail", &inputs.log, &out, 2))
+        .args(["--param", &param, "--max-bad-records", "5"]));
+    assert_eq!(counters(&stdout)["skipped_records"], 3, "{stdout}");
+    let listed = std::fs::read_to_string(out.join("_skipped/records.tsv")).unwrap();
+    let offsets: Vec<u64> = listed
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(offsets, poison.iter().map(|p| p.0).collect::<Vec<_>>());
+    assert!(listed.contains("injected failure"), "{listed}");
+
+    let local = inputs.dir.path().join("skipped-local");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(spec_args("fail", &inputs.log, &local, 2))
+        .args(["--param", &param, "--max-bad-records", "5"]));
+    for name in [
+        "part-00000",
+        "part-00001",
+        "_MANIFEST.json",
+        "_skipped/records.tsv",
+    ] {
+        let (a, b) = (
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(local.join(name)).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{name} differs:\n{}\n{}",
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b)
+        );
+    }
+
+    // Without skip mode the job fails, naming the offset of a poison record.
+    let failed = run(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args(
+            "fail",
+            &inputs.log,
+            &cluster.dir.path().join("noskip"),
+            2,
+        ))
+        .args(["--param", &param]));
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        poison
+            .iter()
+            .any(|p| stderr.contains(&format!("at input offset {}", p.0))),
+        "{stderr}"
+    );
+}

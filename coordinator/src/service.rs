@@ -119,10 +119,12 @@ impl Coordinator {
                             storage.delete(&path).map_err(|e| e.to_string())
                         }
                         Action::Publish {
-                            output, manifest, ..
-                        } => {
-                            output::publish(&storage, &output, &manifest).map_err(|e| e.to_string())
-                        }
+                            output,
+                            manifest,
+                            skipped,
+                            ..
+                        } => output::publish(&storage, &output, &manifest, &skipped)
+                            .map_err(|e| e.to_string()),
                         Action::Discard { output, reducers } => {
                             output::discard(&storage, &output, reducers).map_err(|e| e.to_string())
                         }
@@ -249,8 +251,13 @@ impl CoordinatorService for Coordinator {
             )
         } else {
             let kind = FailureKind::from_pb(r.failure_kind);
-            self.state()
-                .report_failure(attempt, kind, &r.error, Instant::now())
+            self.state().report_failure(
+                attempt,
+                kind,
+                &r.error,
+                r.bad_record_offset,
+                Instant::now(),
+            )
         };
         let accepted = actions.iter().any(|a| matches!(a, Action::Commit { .. })) || r.success;
         self.run_actions(actions).await;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use dfs_client::Storage;
-use jobs::output::{part_name, Manifest, PartInfo, TEMPORARY};
+use jobs::output::{part_name, Manifest, PartInfo, SkippedRecord, TEMPORARY};
 use jobs::plan::PlannedSplit;
 use jobs::sdk::Counters;
 use protocol::pb;
@@ -97,6 +97,9 @@ struct Task {
     failures: u32,
     running: Vec<AttemptId>,
     winner: Option<Winner>,
+    /// Skip mode: panics per input offset, and the offsets to skip.
+    panics: BTreeMap<u64, u32>,
+    skip: Vec<u64>,
 }
 
 impl Task {
@@ -106,6 +109,8 @@ impl Task {
             failures: 0,
             running: Vec::new(),
             winner: None,
+            panics: BTreeMap::new(),
+            skip: Vec::new(),
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Job {
     durations: HashMap<TaskKind, Vec<Duration>>,
     /// Backup attempts started for stragglers.
     backups: u64,
+    /// Records skipped in skip mode.
+    skipped: Vec<SkippedRecord>,
 }
 
 /// A worker that failed this many attempts of a job is given no more of its tasks.
@@ -203,6 +210,8 @@ pub enum Action {
         output: String,
         /// The manifest to write.
         manifest: Manifest,
+        /// Records skipped in skip mode, listed in `_skipped/`.
+        skipped: Vec<SkippedRecord>,
     },
     /// Remove a failed or killed job's partial output.
     Discard {
@@ -343,6 +352,7 @@ impl State {
             worker_failures: HashMap::new(),
             durations: HashMap::new(),
             backups: 0,
+            skipped: Vec::new(),
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);
@@ -586,6 +596,11 @@ impl State {
                 String::new()
             },
             map_outputs,
+            skip_offsets: if kind == TaskKind::Map {
+                job.maps[index as usize].skip.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -765,6 +780,7 @@ impl State {
                 job: job.spec.job.clone(),
                 parts,
             },
+            skipped: job.skipped.clone(),
         }
     }
 
@@ -805,6 +821,7 @@ impl State {
         attempt: AttemptId,
         kind: FailureKind,
         error: &str,
+        bad_record: Option<u64>,
         now: Instant,
     ) -> Vec<Action> {
         let Some(a) = self.attempts.remove(&attempt) else {
@@ -844,14 +861,32 @@ impl State {
                 );
                 actions.extend(self.end_job(a.job, JobState::Failed, msg, now));
             }
-            FailureKind::Retryable => actions.extend(self.count_failure(
-                a.job,
-                a.kind,
-                a.index,
-                (attempt, Some(a.worker)),
-                error,
-                now,
-            )),
+            FailureKind::Retryable => {
+                if let (TaskKind::Map, Some(offset)) = (a.kind, bad_record) {
+                    // Skip mode: a record the map panicked on twice is skipped from now on.
+                    let map = &mut job.maps[a.index as usize];
+                    let n = map.panics.entry(offset).or_default();
+                    *n += 1;
+                    if *n >= 2 && (job.skipped.len() as u64) < job.spec.max_bad_records {
+                        tracing::warn!(job = %a.job, map = a.index, offset, "skipping a record the map panicked on twice");
+                        map.skip.push(offset);
+                        map.skip.sort_unstable();
+                        job.skipped.push(SkippedRecord {
+                            path: job.splits[a.index as usize].split.path.clone(),
+                            offset,
+                            message: error.to_string(),
+                        });
+                    }
+                }
+                actions.extend(self.count_failure(
+                    a.job,
+                    a.kind,
+                    a.index,
+                    (attempt, Some(a.worker)),
+                    error,
+                    now,
+                ))
+            }
         }
         actions
     }
@@ -1008,6 +1043,7 @@ impl State {
                     attempt,
                     FailureKind::Retryable,
                     &format!("worker {id} was lost"),
+                    None,
                     now,
                 ));
             }

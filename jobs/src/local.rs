@@ -68,6 +68,7 @@ fn guarded<T>(task: &str, f: impl FnOnce() -> Result<T, TaskError>) -> Result<T,
     let res = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
         Err(TaskError::Panicked {
             message: panic_message(&*p),
+            record: None,
         })
     });
     res.map_err(|source| LocalError::Task {
@@ -102,6 +103,53 @@ pub fn run_local(
     result
 }
 
+/// Runs one map task with the cluster's retry rules: up to `max_attempts` attempts; in skip
+/// mode, a record the map panicked on twice is skipped by the next attempt and listed.
+fn run_map_attempts(
+    job: &dyn crate::DynJob,
+    spec: &JobSpec,
+    path: &str,
+    input: &[u8],
+    mut cfg: MapConfig,
+    out: &Path,
+    skipped: &mut Vec<output::SkippedRecord>,
+) -> Result<Counters, TaskError> {
+    let mut panics = std::collections::BTreeMap::<u64, u32>::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = std::cell::Cell::new(cfg.base_offset);
+        let res = catch_unwind(AssertUnwindSafe(|| job.run_map(input, &cfg, out, &current)))
+            .unwrap_or_else(|p| {
+                Err(TaskError::Panicked {
+                    message: panic_message(&*p),
+                    record: Some(current.get()),
+                })
+            });
+        let (message, offset) = match res {
+            // Listed as the cluster lists it: the attempt's error, offset included.
+            Err(
+                e @ TaskError::Panicked {
+                    record: Some(offset),
+                    ..
+                },
+            ) if attempt < spec.max_attempts => (e.to_string(), offset),
+            other => return other,
+        };
+        let n = panics.entry(offset).or_default();
+        *n += 1;
+        if *n >= 2 && (skipped.len() as u64) < spec.max_bad_records {
+            skipped.push(output::SkippedRecord {
+                path: path.to_string(),
+                offset,
+                message,
+            });
+            cfg.skip.push(offset);
+            cfg.skip.sort_unstable();
+        }
+    }
+}
+
 fn run_tasks(
     storage: &Storage,
     job: &dyn crate::DynJob,
@@ -119,17 +167,32 @@ fn run_tasks(
         bytes_read: 0,
     };
     let mut map_files = Vec::with_capacity(splits.len());
+    let mut skipped = Vec::new();
     for (i, planned) in splits.iter().enumerate() {
         let task = format!("map {i}");
         let out = work_dir.join(format!("map-{i:05}"));
+        let (offset, input) = guarded(&task, || {
+            Ok(read_split(storage, &planned.split, planned.file_len)?)
+        })?;
         let cfg = MapConfig {
             partitions: spec.reducers,
             memory_budget: spec.task_memory as usize,
             spill_dir: work_dir.join(format!("spill-{i:05}")),
+            base_offset: offset,
+            skip: Vec::new(),
         };
-        let c = guarded(&task, || {
-            let input = read_split(storage, &planned.split, planned.file_len)?;
-            job.run_map(&input, &cfg, &out)
+        let c = run_map_attempts(
+            job,
+            spec,
+            &planned.split.path,
+            &input,
+            cfg,
+            &out,
+            &mut skipped,
+        )
+        .map_err(|source| LocalError::Task {
+            task: task.clone(),
+            source,
         })?;
         p.bytes_read += c.get("map_input_bytes");
         counters.merge(&c);
@@ -166,6 +229,7 @@ fn run_tasks(
             job: spec.job.clone(),
             parts,
         },
+        &skipped,
     )?;
     Ok(LocalReport {
         counters,

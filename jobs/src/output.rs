@@ -34,6 +34,20 @@ pub struct Manifest {
     pub parts: Vec<PartInfo>,
 }
 
+/// A record skipped in skip mode: the map function panicked on it twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    /// The input file.
+    pub path: String,
+    /// The record's offset in it.
+    pub offset: u64,
+    /// The panic message.
+    pub message: String,
+}
+
+/// Where skipped records are listed, inside the output.
+pub const SKIPPED: &str = "_skipped/records.tsv";
+
 /// Returns the name of partition `r`'s part file.
 pub fn part_name(r: u32) -> String {
     format!("part-{r:05}")
@@ -59,7 +73,28 @@ pub fn check_output_free(storage: &Storage, output: &str) -> Result<(), OutputEr
 ///
 /// # Errors
 /// Storage errors.
-pub fn publish(storage: &Storage, output: &str, manifest: &Manifest) -> Result<(), OutputError> {
+pub fn publish(
+    storage: &Storage,
+    output: &str,
+    manifest: &Manifest,
+    skipped: &[SkippedRecord],
+) -> Result<(), OutputError> {
+    if !skipped.is_empty() {
+        let mut list = skipped.to_vec();
+        list.sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
+        let text: String = list
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}\t{}\t{}\n",
+                    r.path,
+                    r.offset,
+                    r.message.replace(['\t', '\n'], " ")
+                )
+            })
+            .collect();
+        storage.write_all(&Storage::join(output, SKIPPED), text.as_bytes())?;
+    }
     let mut json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
     json.push(b'\n');
     storage.write_all(&Storage::join(output, MANIFEST), &json)?;

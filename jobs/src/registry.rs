@@ -1,5 +1,6 @@
 //! Job names to job constructors, and the type-erased [`DynJob`] the executor runs.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -54,8 +55,15 @@ pub enum JobError {
 pub trait DynJob: Send + Sync {
     /// Runs the task-level setup.
     fn setup(&mut self);
-    /// Runs a map task over `input` and writes its output file at `out`.
-    fn run_map(&self, input: &[u8], cfg: &MapConfig, out: &Path) -> Result<Counters, TaskError>;
+    /// Runs a map task over `input` and writes its output file at `out`; `current` holds the
+    /// input offset of the record being mapped (read it after a panic).
+    fn run_map(
+        &self,
+        input: &[u8],
+        cfg: &MapConfig,
+        out: &Path,
+        current: &Cell<u64>,
+    ) -> Result<Counters, TaskError>;
     /// Runs a reduce task over `runs` (one per map, in map order) into `out`.
     fn run_reduce(&self, runs: Vec<Bytes>, out: &mut dyn Write)
         -> Result<ReduceSummary, TaskError>;
@@ -66,8 +74,14 @@ impl<J: Job> DynJob for J {
         Job::setup(self);
     }
 
-    fn run_map(&self, input: &[u8], cfg: &MapConfig, out: &Path) -> Result<Counters, TaskError> {
-        run_map(self, input, cfg, out)
+    fn run_map(
+        &self,
+        input: &[u8],
+        cfg: &MapConfig,
+        out: &Path,
+        current: &Cell<u64>,
+    ) -> Result<Counters, TaskError> {
+        run_map(self, input, cfg, out, current)
     }
 
     fn run_reduce(

@@ -36,11 +36,16 @@ fn after_newline(storage: &Storage, path: &str, mut from: u64, len: u64) -> Resu
 }
 
 /// Returns the bytes of the records that start in `split`: from the first line start at or
-/// after `split.start` to the end of the last line starting before `split.end`.
+/// after `split.start` to the end of the last line starting before `split.end`, with the
+/// file offset of their first byte.
 ///
 /// # Errors
 /// Storage errors reading the file.
-pub fn read_split(storage: &Storage, split: &Split, file_len: u64) -> Result<Bytes, DfsError> {
+pub fn read_split(
+    storage: &Storage,
+    split: &Split,
+    file_len: u64,
+) -> Result<(u64, Bytes), DfsError> {
     let end = split.end.min(file_len);
     let begin = if split.start == 0 {
         0
@@ -48,10 +53,10 @@ pub fn read_split(storage: &Storage, split: &Split, file_len: u64) -> Result<Byt
         after_newline(storage, &split.path, split.start - 1, file_len)?
     };
     if begin >= end {
-        return Ok(Bytes::new());
+        return Ok((begin, Bytes::new()));
     }
     let stop = after_newline(storage, &split.path, end - 1, file_len)?;
-    storage.read_range(&split.path, begin, stop - begin)
+    Ok((begin, storage.read_range(&split.path, begin, stop - begin)?))
 }
 
 /// Iterates the records (lines without terminators) of a buffer returned by [`read_split`].
@@ -101,7 +106,11 @@ mod tests {
                 start,
                 end: (start + split_size).min(len),
             };
-            let data = read_split(&storage, &split, len).unwrap();
+            let (offset, data) = read_split(&storage, &split, len).unwrap();
+            assert!(
+                offset >= start
+                    && (data.is_empty() || offset == 0 || content[offset as usize - 1] == b'\n')
+            );
             out.extend(Lines::new(&data).map(<[u8]>::to_vec));
             start += split_size;
         }
@@ -152,7 +161,7 @@ mod tests {
             start: 3,
             end: 6,
         };
-        assert!(read_split(&storage, &split, 13).unwrap().is_empty());
+        assert!(read_split(&storage, &split, 13).unwrap().1.is_empty());
     }
 
     proptest! {

@@ -34,6 +34,8 @@ pub struct JobSpec {
     pub max_attempts: u32,
     /// Whether slow tasks may get backup attempts (off for jobs with side effects).
     pub speculation: bool,
+    /// Skip mode: how many records that make the map panic twice may be skipped (0: off).
+    pub max_bad_records: u64,
 }
 
 impl JobSpec {
@@ -49,6 +51,7 @@ impl JobSpec {
             task_memory: DEFAULT_TASK_MEMORY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             speculation: true,
+            max_bad_records: 0,
         }
     }
 
@@ -64,6 +67,7 @@ impl JobSpec {
             task_memory: self.task_memory,
             max_attempts: self.max_attempts,
             no_speculation: !self.speculation,
+            max_bad_records: self.max_bad_records,
         }
     }
 
@@ -84,6 +88,7 @@ impl JobSpec {
                 p.max_attempts
             },
             speculation: !p.no_speculation,
+            max_bad_records: p.max_bad_records,
         }
     }
 }

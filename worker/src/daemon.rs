@@ -412,6 +412,7 @@ async fn report(
         output_bytes: result.output_bytes,
         output_crc32: result.output_crc32,
         lost_maps: result.lost_maps.iter().map(|l| l.map_index).collect(),
+        bad_record_offset: result.bad_record,
     };
     // A report lost to a transient error would leave the task hanging until the worker is
     // declared dead, so retry a few times.

@@ -41,6 +41,7 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
                 FailureKind::Retryable,
                 TaskError::Panicked {
                     message: panic_message(&*p),
+                    record: None,
                 }
                 .to_string(),
             )),
@@ -63,8 +64,13 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
 }
 
 fn failed(e: &TaskError) -> ExecutorResult {
+    let bad_record = match e {
+        TaskError::Panicked { record, .. } => *record,
+        _ => None,
+    };
     ExecutorResult {
         error: Some((e.kind(), e.to_string())),
+        bad_record,
         ..Default::default()
     }
 }
@@ -89,9 +95,10 @@ fn run_map(
     let Some((split, file_len)) = &task.split else {
         return Err(TaskError::Panicked {
             message: "map task without a split".into(),
+            record: None,
         });
     };
-    let input = read_split(storage, split, *file_len)?;
+    let (offset, input) = read_split(storage, split, *file_len)?;
     let out = Path::new(&task.output);
     let dir = out.parent().expect("map output has a directory");
     std::fs::create_dir_all(dir).map_err(|e| TaskError::Io {
@@ -103,8 +110,19 @@ fn run_map(
         partitions: task.spec.reducers,
         memory_budget: task.spec.task_memory as usize,
         spill_dir: task.work_dir.join("spill"),
+        base_offset: offset,
+        skip: task.skip.clone(),
     };
-    let counters = job.run_map(&input, &cfg, &tmp)?;
+    let current = std::cell::Cell::new(offset);
+    let counters = catch_unwind(AssertUnwindSafe(|| {
+        job.run_map(&input, &cfg, &tmp, &current)
+    }))
+    .unwrap_or_else(|p| {
+        Err(TaskError::Panicked {
+            message: panic_message(&*p),
+            record: Some(current.get()),
+        })
+    })?;
     std::fs::rename(&tmp, out).map_err(|e| TaskError::Io {
         path: out.into(),
         source: e,

@@ -51,6 +51,8 @@ pub struct ExecutorTask {
     pub work_dir: PathBuf,
     /// Where to write the [`ExecutorResult`].
     pub result_path: PathBuf,
+    /// Map: input offsets of records to skip (skip mode).
+    pub skip: Vec<u64>,
 }
 
 /// A map output that a reducer could not fetch.
@@ -101,6 +103,8 @@ pub struct ExecutorResult {
     pub output_crc32: u32,
     /// Reduce: map outputs it could not fetch.
     pub lost_maps: Vec<LostMap>,
+    /// Map: the input offset of the record the map function panicked on.
+    pub bad_record: Option<u64>,
 }
 
 /// Returns the path of a map output file inside a worker directory.
@@ -160,5 +164,6 @@ pub fn from_assignment(a: pb::TaskAssignment, dir: &std::path::Path) -> Option<E
         output,
         work_dir: dir.join("work").join(attempt.to_string()),
         result_path: dir.join("tasks").join(format!("{attempt}.result.json")),
+        skip: a.skip_offsets,
     })
 }

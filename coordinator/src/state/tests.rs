@@ -103,11 +103,11 @@ fn retryable_failures_retry_until_the_cap_then_fail_the_job_naming_the_task() {
     let job = s.submit(sp, splits, now);
     let a1 = ids(&s.heartbeat(w, 1, now))[0].2;
     assert!(s
-        .report_failure(a1, FailureKind::Retryable, "boom", now)
+        .report_failure(a1, FailureKind::Retryable, "boom", None, now)
         .is_empty());
     let a2 = ids(&s.heartbeat(w, 1, now))[0].2;
     assert_ne!(a1, a2);
-    let actions = s.report_failure(a2, FailureKind::Retryable, "boom again", now);
+    let actions = s.report_failure(a2, FailureKind::Retryable, "boom again", None, now);
     assert!(matches!(&actions[..], [Action::Discard { .. }]));
     let st = s.status(job, now).unwrap();
     assert_eq!(st.state, pb::JobState::Failed as i32);
@@ -158,7 +158,7 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
     s.report_success(m, Counters::default(), None, Instant::now());
     let r = ids(&s.heartbeat(w, 1, now))[0].2;
     s.fetch_failure(r, 0, m);
-    s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", now);
+    s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, now);
     let next = ids(&s.heartbeat(w, 2, now));
     assert_eq!(next.len(), 1, "only the map runs again: {next:?}");
     assert_eq!(next[0].0, pb::TaskKind::Map as i32);
@@ -314,7 +314,7 @@ fn a_worker_that_fails_three_attempts_of_a_job_gets_no_more_of_it() {
     for _ in 0..EXCLUDE_AFTER {
         let a = ids(&s.heartbeat(wa, 1, now));
         assert_eq!(a.len(), 1);
-        s.report_failure(a[0].2, FailureKind::Retryable, "disk on fire", now);
+        s.report_failure(a[0].2, FailureKind::Retryable, "disk on fire", None, now);
     }
     assert!(
         s.heartbeat(wa, 4, now).assignments.is_empty(),

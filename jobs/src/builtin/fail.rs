@@ -1,13 +1,14 @@
 //! `fail`: a fault-injection job. It counts lines like `wordcount` counts words, and its map
-//! panics on the first record containing the `panic_on` parameter (default: every record), so
-//! tests and operators can watch a failing job be retried and then reported.
+//! panics on every record containing one of the `|`-separated strings of its `panic_on`
+//! parameter (default: every record), so tests and operators can watch a failing job be
+//! retried, reported, or run in skip mode.
 
 use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
 use crate::sdk::{push_u64, Job, MapContext, ReduceContext, Values};
 
 /// The `fail` job.
 pub struct Fail {
-    panic_on: Vec<u8>,
+    panic_on: Vec<Vec<u8>>,
 }
 
 /// Registration of [`Fail`].
@@ -16,7 +17,10 @@ pub const FAIL: JobInfo = JobInfo {
     about: "fault injection: map panics on records containing panic_on (default: all)",
     make: |p: &Params| -> Result<Box<dyn DynJob>, JobError> {
         check_params("fail", p, &["panic_on"])?;
-        let panic_on = p.get("panic_on").cloned().unwrap_or_default().into_bytes();
+        let panic_on = p
+            .get("panic_on")
+            .map(|v| v.split('|').map(|s| s.as_bytes().to_vec()).collect())
+            .unwrap_or_default();
         Ok(Box::new(Fail { panic_on }))
     },
 };
@@ -28,9 +32,10 @@ impl Job for Fail {
 
     fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         let hit = self.panic_on.is_empty()
-            || record
-                .windows(self.panic_on.len())
-                .any(|w| w == self.panic_on);
+            || self
+                .panic_on
+                .iter()
+                .any(|p| p.is_empty() || record.windows(p.len()).any(|w| w == p.as_slice()));
         if hit {
             panic!(
                 "injected failure on record {:?}",

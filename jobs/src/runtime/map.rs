@@ -29,6 +29,10 @@ pub struct MapConfig {
     pub memory_budget: usize,
     /// Directory for spill files (removed when the task ends).
     pub spill_dir: PathBuf,
+    /// Input offset of the first byte of the split's data, so records have absolute offsets.
+    pub base_offset: u64,
+    /// Absolute offsets of records to skip (skip mode), sorted.
+    pub skip: Vec<u64>,
 }
 
 /// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
@@ -247,10 +251,11 @@ pub fn run_map<J: Job>(
     input: &[u8],
     cfg: &MapConfig,
     out: &Path,
+    current: &std::cell::Cell<u64>,
 ) -> Result<Counters, TaskError> {
     let mut buffer = MapBuffer::new(cfg);
     let mut fast = FastCounters::default();
-    let mut records = 0u64;
+    let (mut records, mut skipped) = (0u64, 0u64);
     {
         let mut ctx = MapContext {
             job,
@@ -258,7 +263,17 @@ pub fn run_map<J: Job>(
             counters: &mut fast,
             scratch: Vec::new(),
         };
+        let mut skip = cfg.skip.iter().copied().peekable();
         for line in crate::split::Lines::new(input) {
+            let offset =
+                cfg.base_offset + (line.as_ptr() as usize - input.as_ptr() as usize) as u64;
+            while skip.next_if(|&o| o < offset).is_some() {}
+            if skip.next_if_eq(&offset).is_some() {
+                skipped += 1;
+                continue;
+            }
+            // Read back by the caller if `map` panics: which record did it.
+            current.set(offset);
             job.map(line, &mut ctx);
             records += 1;
             if ctx.buffer.error.is_some() {
@@ -267,6 +282,7 @@ pub fn run_map<J: Job>(
         }
     }
     let (_, mut counters) = buffer.finish(job, out)?;
+    counters.add("skipped_records", skipped);
     let _ = std::fs::remove_dir(&cfg.spill_dir);
     counters.add("map_input_records", records);
     counters.add("map_input_bytes", input.len() as u64);
@@ -315,9 +331,11 @@ mod tests {
             partitions: 3,
             memory_budget: budget,
             spill_dir: dir.path().join("spill"),
+            base_offset: 0,
+            skip: Vec::new(),
         };
         let out = dir.path().join("out");
-        let counters = run_map(job, input, &cfg, &out).unwrap();
+        let counters = run_map(job, input, &cfg, &out, &std::cell::Cell::new(0)).unwrap();
         let file = ShuffleFile::open(Bytes::from(std::fs::read(&out).unwrap())).unwrap();
         let parts = (0..3)
             .map(|p| {
@@ -367,6 +385,34 @@ mod tests {
             check(&Prefix::<true>, &input)?;
             check(&Prefix::<false>, &input)?;
         }
+    }
+
+    #[test]
+    fn skipped_offsets_are_not_mapped_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = b"aaa\nbbb\nccc\nddd";
+        // Offsets 100 (aaa), 104 (bbb), 108 (ccc), 112 (ddd); 50 is before the split.
+        let cfg = MapConfig {
+            partitions: 1,
+            memory_budget: 1 << 20,
+            spill_dir: dir.path().join("spill"),
+            base_offset: 100,
+            skip: vec![50, 104, 112],
+        };
+        let current = std::cell::Cell::new(0);
+        let c = run_map(
+            &Prefix::<false>,
+            input,
+            &cfg,
+            &dir.path().join("out"),
+            &current,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.get("map_input_records"), c.get("skipped_records")),
+            (2, 2)
+        );
+        assert_eq!(current.get(), 108, "the last record mapped");
     }
 
     #[test]

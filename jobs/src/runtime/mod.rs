@@ -51,10 +51,12 @@ pub enum TaskError {
         source: std::io::Error,
     },
     /// The job's own code panicked.
-    #[error("job code panicked: {message}")]
+    #[error("job code panicked{}: {message}", .record.map(|o| format!(" on the record at input offset {o}")).unwrap_or_default())]
     Panicked {
         /// The panic message.
         message: String,
+        /// The input offset of the record the map function was given, if it was a map.
+        record: Option<u64>,
     },
     /// The job name or its parameters are not valid.
     #[error(transparent)]
