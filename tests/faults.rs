@@ -32,6 +32,8 @@ fn free_port() -> u16 {
 fn cluster(dir: &std::path::Path, delays: &[u64], extra: &[&str]) -> (Procs, String) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::File::create(dir.join("coordinator.log")).unwrap();
     let mut procs = vec![quern()
         .args([
             "coordinator",
@@ -46,7 +48,7 @@ fn cluster(dir: &std::path::Path, delays: &[u64], extra: &[&str]) -> (Procs, Str
         .arg("--state-dir")
         .arg(dir.join("coordinator"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap()];
     for (i, d) in delays.iter().enumerate() {
@@ -70,23 +72,25 @@ fn cluster(dir: &std::path::Path, delays: &[u64], extra: &[&str]) -> (Procs, Str
     (Procs(procs), addr)
 }
 
+/// Waits until the coordinator answers, then submits once and returns the CLI's output.
 fn submit(addr: &str, args: &[&str], input: &std::path::Path, out: &std::path::Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let res = run(quern()
-            .args(["job", "submit"])
-            .args(args)
-            .arg("--input")
-            .arg(input)
-            .arg("--output")
-            .arg(out)
-            .env("QUERN_COORDINATOR", addr));
-        if res.status.success() || Instant::now() > deadline {
-            return String::from_utf8_lossy(&res.stdout).into_owned()
-                + &String::from_utf8_lossy(&res.stderr);
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    while !run(quern().args(["job", "list"]).env("QUERN_COORDINATOR", addr))
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the coordinator never answered");
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let res = run(quern()
+        .args(["job", "submit"])
+        .args(args)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .env("QUERN_COORDINATOR", addr));
+    String::from_utf8_lossy(&res.stdout).into_owned() + &String::from_utf8_lossy(&res.stderr)
 }
 
 fn oracle(input: &std::path::Path, out: &std::path::Path, args: &[&str]) {
@@ -161,4 +165,96 @@ fn a_zombie_worker_resumed_after_its_timeout_changes_nothing() {
     // Let the resumed zombie report whatever it had; the committed output must not change.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(read_output(&out), read_output(&expected));
+}
+
+/// A small tmpfs mounted over a worker's directory, so that its disk fills up.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root and must be able to mount a tmpfs"
+            );
+            eprintln!("cannot mount a tmpfs (not root?); skipping");
+            return None;
+        }
+        Some(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_attempts_with_a_clear_reason_and_they_run_elsewhere() {
+    let inputs = inputs("2MiB");
+    let dir = tempfile::tempdir().unwrap();
+    // Declared before the cluster, so the cluster's processes are gone when it is unmounted.
+    let Some(_disk) = SmallDisk::mount(&dir.path().join("worker-1"), "96k") else {
+        return;
+    };
+    let (_procs, addr) = cluster(dir.path(), &[0, 0], &["--locality-wait-ms", "0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("lines");
+    let args = [
+        "fail",
+        "--param",
+        "panic_on=no line holds this",
+        "--reducers",
+        "2",
+        "--split-size",
+        "256KiB",
+    ];
+    let stdout = submit(&addr, &args, &inputs.log, &out);
+    assert!(stdout.contains("state:    succeeded"), "{stdout}");
+    let expected = dir.path().join("oracle");
+    oracle(&inputs.log, &expected, &args);
+    assert_eq!(read_output(&out), read_output(&expected));
+    let log = std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap();
+    assert!(
+        log.contains("no space left on the worker"),
+        "no attempt failed for lack of space"
+    );
+}
+
+#[test]
+fn when_every_disk_is_full_the_job_fails_cleanly() {
+    let inputs = inputs("1MiB");
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_d0) = SmallDisk::mount(&dir.path().join("worker-0"), "96k") else {
+        return;
+    };
+    let Some(_d1) = SmallDisk::mount(&dir.path().join("worker-1"), "96k") else {
+        return;
+    };
+    let (_procs, addr) = cluster(dir.path(), &[0, 0], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("lines");
+    let args = [
+        "fail",
+        "--param",
+        "panic_on=no line holds this",
+        "--split-size",
+        "512KiB",
+        "--max-attempts",
+        "3",
+    ];
+    let stdout = submit(&addr, &args, &inputs.log, &out);
+    assert!(stdout.contains("state:    failed"), "{stdout}");
+    assert!(stdout.contains("no space left on the worker"), "{stdout}");
+    assert!(!out.join("_SUCCESS").exists() && !out.join("part-00000").exists());
 }

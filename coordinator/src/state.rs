@@ -100,6 +100,8 @@ struct Task {
     /// Skip mode: panics per input offset, and the offsets to skip.
     panics: BTreeMap<u64, u32>,
     skip: Vec<u64>,
+    /// Workers on which an attempt of this task failed: a retry goes elsewhere if it can.
+    failed_on: Vec<WorkerId>,
 }
 
 impl Task {
@@ -111,6 +113,7 @@ impl Task {
             winner: None,
             panics: BTreeMap::new(),
             skip: Vec::new(),
+            failed_on: Vec::new(),
         }
     }
 }
@@ -425,8 +428,15 @@ impl State {
                 .filter_map(|w| self.workers.get(w).map(|w| &w.storage_host))
                 .collect();
             let (mut local, mut anywhere, mut elsewhere) = (Vec::new(), Vec::new(), Vec::new());
+            // A task that failed on this worker goes elsewhere while some other worker may run it.
+            let avoid = |t: &Task| {
+                t.failed_on.contains(&worker)
+                    && live
+                        .iter()
+                        .any(|w| !excluded(w) && !t.failed_on.contains(w))
+            };
             for (i, t) in job.maps.iter().enumerate() {
-                if t.state != TaskState::Pending {
+                if t.state != TaskState::Pending || avoid(t) {
                     continue;
                 }
                 let hosts = &job.splits[i].hosts;
@@ -460,7 +470,7 @@ impl State {
                     job.reduces
                         .iter()
                         .enumerate()
-                        .filter(|(_, t)| t.state == TaskState::Pending)
+                        .filter(|(_, t)| t.state == TaskState::Pending && !avoid(t))
                         .map(|(i, _)| (TaskKind::Reduce, i as u32, true)),
                 );
             }
@@ -911,6 +921,7 @@ impl State {
         }
         let task = &mut job.tasks_mut(kind)[index as usize];
         task.failures += 1;
+        task.failed_on.extend(worker);
         if task.failures >= max {
             let on = worker.map(|w| format!(" on {w}")).unwrap_or_default();
             let msg = format!(

@@ -123,6 +123,29 @@ async fn register(
     })
 }
 
+/// Returns true when the file system holding `dir` has less than 64 KiB free.
+fn disk_nearly_full(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs fills the zeroed struct it is given and reads a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 64 * 1024
+}
+
+/// Describes an I/O error, saying plainly when the disk is full.
+fn describe_io(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        format!("no space left on the worker's disk ({e})")
+    } else {
+        e.to_string()
+    }
+}
+
 /// Lists the map outputs under a worker directory (`shuffle/job-J/map-M-A.out`).
 fn held_outputs(dir: &std::path::Path) -> Vec<pb::HeldOutput> {
     let mut out = Vec::new();
@@ -299,7 +322,7 @@ async fn run_attempt(
     if let Err(e) = tokio::fs::write(&task_file, json).await {
         return fail(
             FailureKind::Retryable,
-            format!("cannot write task file: {e}"),
+            format!("cannot write task file: {}", describe_io(&e)),
         );
     }
     let log = match std::fs::File::create(&log_path) {
@@ -307,7 +330,7 @@ async fn run_attempt(
         Err(e) => {
             return fail(
                 FailureKind::Retryable,
-                format!("cannot create attempt log: {e}"),
+                format!("cannot create attempt log: {}", describe_io(&e)),
             )
         }
     };
@@ -351,10 +374,18 @@ async fn run_attempt(
             let status = status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|e| e.to_string());
-            fail(
-                FailureKind::Retryable,
-                format!("executor exited without a result ({status}): {tail}"),
-            )
+            {
+                // An executor that could not write its result may have died of a full disk.
+                let full = if disk_nearly_full(&config.dir) {
+                    "no space left on the worker's disk; "
+                } else {
+                    ""
+                };
+                fail(
+                    FailureKind::Retryable,
+                    format!("{full}executor exited without a result ({status}): {tail}"),
+                )
+            }
         }
     };
     cleanup(task, &task_file).await;

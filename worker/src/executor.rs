@@ -69,7 +69,7 @@ fn failed(e: &TaskError) -> ExecutorResult {
         _ => None,
     };
     ExecutorResult {
-        error: Some((e.kind(), e.to_string())),
+        error: Some((e.kind(), e.report())),
         bad_record,
         ..Default::default()
     }

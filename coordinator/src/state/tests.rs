@@ -308,19 +308,31 @@ fn a_worker_that_fails_three_attempts_of_a_job_gets_no_more_of_it() {
     let mut s = state();
     let wa = s.register_worker("a:1".into(), "a".into(), now);
     let wb = s.register_worker("b:1".into(), "b".into(), now);
-    let (mut sp, splits) = spec(2, 1);
+    let (mut sp, mut splits) = spec(4, 1);
+    splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
     sp.max_attempts = 10;
     let job = s.submit(sp, splits, now);
+    let mut failed = Vec::new();
     for _ in 0..EXCLUDE_AFTER {
         let a = ids(&s.heartbeat(wa, 1, now));
         assert_eq!(a.len(), 1);
+        assert!(
+            !failed.contains(&a[0].1),
+            "a retry goes to another worker while one is free"
+        );
+        failed.push(a[0].1);
         s.report_failure(a[0].2, FailureKind::Retryable, "disk on fire", None, now);
     }
     assert!(
         s.heartbeat(wa, 4, now).assignments.is_empty(),
         "a is excluded from the job"
     );
-    assert_eq!(ids(&s.heartbeat(wb, 4, now)).len(), 2, "b runs both maps");
+    let on_b = ids(&s.heartbeat(wb, 4, now + Duration::from_secs(5)));
+    assert_eq!(
+        on_b.len(),
+        4,
+        "b runs every map, including those that failed on a"
+    );
     assert_eq!(
         s.status(job, now).unwrap().state,
         pb::JobState::Running as i32

@@ -74,12 +74,55 @@ impl TaskError {
         }
     }
 
+    /// Returns true if the error comes from a full disk (ENOSPC anywhere in its causes).
+    pub fn is_no_space(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.raw_os_error() == Some(libc_enospc()) {
+                    return true;
+                }
+            }
+            cause = e.source();
+        }
+        false
+    }
+
+    /// Returns the message a person should see: a full disk says so first.
+    pub fn report(&self) -> String {
+        if self.is_no_space() {
+            format!("no space left on the worker's disk: {}", error_chain(self))
+        } else {
+            error_chain(self)
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TaskError::Io {
             path: path.into(),
             source,
         }
     }
+}
+
+/// ENOSPC on Linux and the BSDs.
+const fn libc_enospc() -> i32 {
+    28
+}
+
+/// Returns an error and its causes, joined with `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Returns the message of a caught panic payload.
