@@ -2,72 +2,25 @@
 
 mod support;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            // SAFETY: signalling our own child; a stopped one must be resumed to die cleanly.
-            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A coordinator and workers as separate processes; `delays[i]` slows worker i's attempts.
 fn cluster(dir: &std::path::Path, delays: &[u64], extra: &[&str]) -> (Procs, String) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    std::fs::create_dir_all(dir).unwrap();
-    let log = std::fs::File::create(dir.join("coordinator.log")).unwrap();
-    let mut procs = vec![quern()
-        .args([
-            "coordinator",
-            "--listen",
-            &addr,
-            "--heartbeat-ms",
-            "100",
-            "--worker-timeout-s",
-            "2",
-        ])
-        .args(extra)
-        .arg("--state-dir")
-        .arg(dir.join("coordinator"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()];
+    let mut args = vec!["--worker-timeout-s", "2"];
+    args.extend_from_slice(extra);
+    let mut procs = vec![spawn_coordinator(port, dir, &args)];
     for (i, d) in delays.iter().enumerate() {
-        procs.push(
-            quern()
-                .args([
-                    "worker",
-                    "--coordinator",
-                    &format!("http://{addr}"),
-                    "--slots",
-                    "1",
-                ])
-                .args(["--fault-delay-ms", &d.to_string(), "--dir"])
-                .arg(dir.join(format!("worker-{i}")))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let delay = d.to_string();
+        procs.push(spawn_worker(
+            &addr,
+            &dir.join(format!("worker-{i}")),
+            &["--fault-delay-ms", &delay],
+        ));
     }
     (Procs(procs), addr)
 }

@@ -4,40 +4,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn coordinator(port: u16, state: &std::path::Path) -> Child {
-    quern()
-        .args([
-            "coordinator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--heartbeat-ms",
-            "100",
-            "--worker-timeout-s",
-            "5",
-        ])
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 fn maps_done(status: &str) -> u32 {
     status
@@ -64,25 +34,17 @@ fn a_coordinator_killed_mid_job_resumes_from_its_journal() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let state = dir.path().join("coordinator");
-    let mut procs = Procs(vec![coordinator(port, &state)]);
+    let mut procs = Procs(vec![spawn_coordinator(
+        port,
+        dir.path(),
+        &["--worker-timeout-s", "5"],
+    )]);
     for i in 0..2 {
-        procs.0.push(
-            quern()
-                .args([
-                    "worker",
-                    "--coordinator",
-                    &format!("http://{addr}"),
-                    "--slots",
-                    "1",
-                    "--dir",
-                ])
-                .arg(dir.path().join(format!("worker-{i}")))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        procs.0.push(spawn_worker(
+            &addr,
+            &dir.path().join(format!("worker-{i}")),
+            &[],
+        ));
     }
     let job = |args: &[&str]| {
         let mut c = quern();
@@ -130,7 +92,7 @@ fn a_coordinator_killed_mid_job_resumes_from_its_journal() {
     procs.0[0].kill().unwrap();
     procs.0[0].wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    procs.0[0] = coordinator(port, &state);
+    procs.0[0] = spawn_coordinator(port, dir.path(), &["--worker-timeout-s", "5"]);
 
     let waited = waiter.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&waited.stdout);

@@ -636,6 +636,17 @@ impl State {
             .collect()
     }
 
+    /// Ends an attempt: forgets it and takes it off its task's running list. Returns it if it
+    /// was known and its job still exists.
+    fn finish_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
+        let a = self.attempts.remove(&attempt)?;
+        let job = self.jobs.get_mut(&a.job)?;
+        job.tasks_mut(a.kind)[a.index as usize]
+            .running
+            .retain(|x| *x != attempt);
+        Some(a)
+    }
+
     /// Handles a successful attempt. A late or duplicate report changes nothing (a losing
     /// reduce's staged file is deleted).
     pub fn report_success(
@@ -645,16 +656,16 @@ impl State {
         part: Option<(u64, u32)>,
         now: Instant,
     ) -> Vec<Action> {
-        let Some(a) = self.attempts.remove(&attempt) else {
+        let Some(a) = self.finish_attempt(attempt) else {
             return Vec::new();
         };
-        let Some(job) = self.jobs.get_mut(&a.job) else {
-            return Vec::new();
-        };
+        let job = self
+            .jobs
+            .get_mut(&a.job)
+            .expect("finish_attempt checked the job");
         let output = job.spec.output.clone();
         let job_running = job.state == JobState::Running;
         let task = &mut job.tasks_mut(a.kind)[a.index as usize];
-        task.running.retain(|x| *x != attempt);
         let lost = !job_running
             || task.state == TaskState::Done
             || matches!(task.state, TaskState::Committing(_));
@@ -834,16 +845,16 @@ impl State {
         bad_record: Option<u64>,
         now: Instant,
     ) -> Vec<Action> {
-        let Some(a) = self.attempts.remove(&attempt) else {
+        let Some(a) = self.finish_attempt(attempt) else {
             return Vec::new();
         };
-        let Some(job) = self.jobs.get_mut(&a.job) else {
-            return Vec::new();
-        };
+        let job = self
+            .jobs
+            .get_mut(&a.job)
+            .expect("finish_attempt checked the job");
         let output = job.spec.output.clone();
         let job_running = job.state == JobState::Running;
         let task = &mut job.tasks_mut(a.kind)[a.index as usize];
-        task.running.retain(|x| *x != attempt);
         let mut actions = Vec::new();
         if a.kind == TaskKind::Reduce {
             actions.push(Action::DeleteStaged {

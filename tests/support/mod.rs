@@ -230,3 +230,70 @@ impl Drop for OwnSeaweedFs {
             .output();
     }
 }
+
+/// Child processes killed (and resumed first, if stopped) when the test ends.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: signalling our own child; a stopped one must be resumed to die cleanly.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `quern coordinator` on `port` with state in `dir/coordinator` and its log in
+/// `dir/coordinator.log` (appended to, so a restart keeps the first life's lines).
+pub fn spawn_coordinator(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("coordinator.log"))
+        .unwrap();
+    quern()
+        .args([
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--heartbeat-ms",
+            "100",
+        ])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(dir.join("coordinator"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `quern worker` (one slot) for the coordinator at `addr`, in `dir`.
+pub fn spawn_worker(addr: &str, dir: &Path, extra: &[&str]) -> Child {
+    quern()
+        .args([
+            "worker",
+            "--coordinator",
+            &format!("http://{addr}"),
+            "--slots",
+            "1",
+        ])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
