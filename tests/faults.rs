@@ -211,3 +211,70 @@ fn when_every_disk_is_full_the_job_fails_cleanly() {
     assert!(stdout.contains("no space left on the worker"), "{stdout}");
     assert!(!out.join("_SUCCESS").exists() && !out.join("part-00000").exists());
 }
+
+fn maps_done(status: &str) -> u32 {
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("maps:")?
+                .split_whitespace()
+                .next()?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
+    let inputs = inputs("4MiB");
+    let dir = tempfile::tempdir().unwrap();
+    // Attempts start 100 ms late, so the job is still mapping when the worker dies.
+    let (mut procs, addr) = cluster(dir.path(), &[100, 100], &["--locality-wait-ms", "0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("lines");
+    // Every input line is a key counted once: a lost record is a missing line, a duplicated
+    // one a count of 2, so the comparison with the oracle catches both.
+    let args = [
+        "fail",
+        "--param",
+        "panic_on=no line holds this",
+        "--reducers",
+        "3",
+        "--split-size",
+        "128KiB",
+    ];
+    let submitter = quern()
+        .args(["job", "submit"])
+        .args(args)
+        .arg("--input")
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(&out)
+        .env("QUERN_COORDINATOR", &addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = run(quern()
+            .args(["job", "status", "job-1"])
+            .env("QUERN_COORDINATOR", &addr));
+        if maps_done(&String::from_utf8_lossy(&status.stdout)) >= 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "maps did not progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Worker 1 dies with finished map outputs on its disk and an attempt in flight.
+    procs.0[2].kill().unwrap();
+    let done = submitter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout}");
+    let expected = dir.path().join("oracle");
+    oracle(&inputs.log, &expected, &args);
+    assert_eq!(read_output(&out), read_output(&expected));
+}
