@@ -160,8 +160,9 @@ fn a_full_disk_fails_attempts_with_a_clear_reason_and_they_run_elsewhere() {
     let Some(_disk) = SmallDisk::mount(&dir.path().join("worker-1"), "96k") else {
         return;
     };
-    let (_procs, addr) = cluster(dir.path(), &[0, 0], &["--locality-wait-ms", "0"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Worker 0 is slowed so that the full worker surely gets tasks, even on a loaded machine.
+    let (_procs, addr) = cluster(dir.path(), &[300, 0], &["--locality-wait-ms", "0"]);
+    std::thread::sleep(Duration::from_millis(1000));
     let out = dir.path().join("lines");
     let args = [
         "fail",
