@@ -259,7 +259,7 @@ impl CoordinatorService for Coordinator {
                 Instant::now(),
             )
         };
-        let accepted = actions.iter().any(|a| matches!(a, Action::Commit { .. })) || r.success;
+        let accepted = r.success && self.state().is_winner(attempt);
         self.run_actions(actions).await;
         Ok(Response::new(ReportTaskResponse { accepted }))
     }

@@ -636,6 +636,14 @@ impl State {
             .collect()
     }
 
+    /// Returns true if `attempt` is the winning attempt of a task of a job still on record.
+    pub fn is_winner(&self, attempt: AttemptId) -> bool {
+        self.jobs
+            .values()
+            .flat_map(|j| j.maps.iter().chain(j.reduces.iter()))
+            .any(|t| t.winner.as_ref().is_some_and(|w| w.attempt == attempt))
+    }
+
     /// Ends an attempt: forgets it and takes it off its task's running list. Returns it if it
     /// was known and its job still exists.
     fn finish_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {

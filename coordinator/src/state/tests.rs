@@ -376,6 +376,7 @@ fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
     assert!(s
         .report_success(slow.2, Counters::default(), None, t15)
         .is_empty());
+    assert!(s.is_winner(backup[0].2) && !s.is_winner(slow.2));
     let st = s.status(job, t15).unwrap();
     let c = st.counters.unwrap().values;
     assert_eq!(
