@@ -48,6 +48,15 @@ pub struct JobSpecArgs {
     pub max_bad_records: u64,
 }
 
+/// Makes a relative local path absolute: workers and executors may run in another directory.
+fn absolute(path: &str) -> Result<String> {
+    if path.contains("://") || path.starts_with('/') {
+        return Ok(path.to_string());
+    }
+    let abs = std::path::absolute(path).with_context(|| format!("resolving {path}"))?;
+    Ok(abs.display().to_string())
+}
+
 fn parse_param(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -63,7 +72,12 @@ impl JobSpecArgs {
         if self.reducers == 0 || self.reducers > 100_000 {
             bail!("--reducers must be from 1 to 100000");
         }
-        let mut spec = JobSpec::new(self.job.clone(), self.inputs.clone(), self.output.clone());
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|i| absolute(i))
+            .collect::<Result<Vec<_>>>()?;
+        let mut spec = JobSpec::new(self.job.clone(), inputs, absolute(&self.output)?);
         spec.params = self.params.iter().cloned().collect();
         spec.reducers = self.reducers;
         spec.split_size = self.split_size.max(1);
