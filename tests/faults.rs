@@ -213,21 +213,6 @@ fn when_every_disk_is_full_the_job_fails_cleanly() {
     assert!(!out.join("_SUCCESS").exists() && !out.join("part-00000").exists());
 }
 
-fn maps_done(status: &str) -> u32 {
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("maps:")?
-                .split_whitespace()
-                .next()?
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
     let inputs = inputs("4MiB");

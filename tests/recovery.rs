@@ -9,30 +9,11 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn maps_done(status: &str) -> u32 {
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("maps:")?
-                .split_whitespace()
-                .next()?
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_coordinator_killed_mid_job_resumes_from_its_journal() {
     let inputs = inputs("16MiB");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut procs = Procs(vec![spawn_coordinator(
         port,

@@ -297,3 +297,19 @@ pub fn spawn_worker(addr: &str, dir: &Path, extra: &[&str]) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// Returns the maps done in `quern job status` output (`maps:     N/M`).
+pub fn maps_done(status: &str) -> u32 {
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("maps:")?
+                .split_whitespace()
+                .next()?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
