@@ -35,6 +35,9 @@ pub struct CoordinatorArgs {
     /// Milliseconds a task must run before it may get a backup attempt.
     #[arg(long, default_value_t = 10_000)]
     speculation_floor_ms: u64,
+    /// Fetch-failure reports against one map output after which the map is re-run.
+    #[arg(long, default_value_t = coordinator::DEFAULT_FETCH_FAILURE_THRESHOLD)]
+    fetch_failure_threshold: u32,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +107,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.worker_timeout = Duration::from_secs(a.worker_timeout_s.max(1));
     config.locality_wait = Duration::from_millis(a.locality_wait_ms);
     config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
+    config.fetch_failure_threshold = a.fetch_failure_threshold.max(1);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

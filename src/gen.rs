@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use jobs::gen::{WeblogGen, WordsGen};
+use jobs::gen::{RecordsGen, WeblogGen, WordsGen};
 
 use crate::util::{human_bytes, parse_size};
 
@@ -15,6 +15,8 @@ pub enum GenCommand {
     Weblog(GenArgs),
     /// Lines of words, for `wordcount`.
     Words(GenArgs),
+    /// `ID<TAB>PAYLOAD` records with unique ids, for `identity`.
+    Records(GenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -34,6 +36,7 @@ pub fn run(cmd: GenCommand) -> Result<u8> {
     let (kind, args) = match &cmd {
         GenCommand::Weblog(a) => ("weblog", a),
         GenCommand::Words(a) => ("words", a),
+        GenCommand::Records(a) => ("records", a),
     };
     generate(
         kind,
@@ -66,6 +69,7 @@ pub fn generate(kind: &str, size: u64, seed: u64, out: &std::path::Path, tty: bo
     };
     let written = match kind {
         "weblog" => WeblogGen::new(seed).write(size, &mut w, &mut progress)?,
+        "records" => RecordsGen::new(seed).write(size, &mut w, &mut progress)?,
         _ => WordsGen::new(seed).write(size, &mut w, &mut progress)?,
     };
     w.flush()?;

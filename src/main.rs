@@ -101,6 +101,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_tracing(cli.log_format, default_level);
+    protocol::failpoint::setup();
     let result = match cli.command {
         Command::Executor { task } => {
             return ExitCode::from(worker::executor::run(&registry, &task) as u8)

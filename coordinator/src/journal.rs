@@ -166,6 +166,7 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
+        protocol::failpoint::hit("journal.append");
         let buf: Vec<u8> = records.iter().flat_map(encode).collect();
         let err = |source| JournalError {
             path: self.path.clone(),

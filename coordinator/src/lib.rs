@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Client;
 pub use service::Coordinator;
+pub use state::DEFAULT_FETCH_FAILURE_THRESHOLD;
 
 /// Settings of the coordinator.
 #[derive(Clone, Debug)]
@@ -45,6 +46,8 @@ pub struct CoordinatorConfig {
     pub locality_wait: Duration,
     /// How long a task runs before it may get a backup attempt.
     pub speculation_floor: Duration,
+    /// Fetch-failure reports after which a map output is declared lost and the map re-run.
+    pub fetch_failure_threshold: u32,
 }
 
 impl CoordinatorConfig {
@@ -56,6 +59,7 @@ impl CoordinatorConfig {
             worker_timeout: Duration::from_secs(10),
             locality_wait: Duration::from_secs(3),
             speculation_floor: Duration::from_secs(10),
+            fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
         }
     }
 }
@@ -116,6 +120,7 @@ pub async fn serve(
         worker: config.worker_timeout,
         locality_wait: config.locality_wait,
         speculation_floor: config.speculation_floor,
+        fetch_failure_threshold: config.fetch_failure_threshold,
     };
     let (state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());

@@ -113,6 +113,7 @@ impl Coordinator {
                 move || -> Result<(), String> {
                     match action {
                         Action::Commit { from, to, .. } => {
+                            protocol::failpoint::hit("commit.rename");
                             storage.rename(&from, &to).map_err(|e| e.to_string())
                         }
                         Action::DeleteStaged { path } => {
@@ -123,8 +124,11 @@ impl Coordinator {
                             manifest,
                             skipped,
                             ..
-                        } => output::publish(&storage, &output, &manifest, &skipped)
-                            .map_err(|e| e.to_string()),
+                        } => {
+                            protocol::failpoint::hit("job.publish");
+                            output::publish(&storage, &output, &manifest, &skipped)
+                                .map_err(|e| e.to_string())
+                        }
                         Action::Discard { output, reducers } => {
                             output::discard(&storage, &output, reducers).map_err(|e| e.to_string())
                         }

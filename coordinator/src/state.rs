@@ -102,6 +102,8 @@ struct Task {
     skip: Vec<u64>,
     /// Workers on which an attempt of this task failed: a retry goes elsewhere if it can.
     failed_on: Vec<WorkerId>,
+    /// Fetch-failure reports against this map's current output.
+    fetch_reports: u32,
 }
 
 impl Task {
@@ -114,6 +116,7 @@ impl Task {
             panics: BTreeMap::new(),
             skip: Vec::new(),
             failed_on: Vec::new(),
+            fetch_reports: 0,
         }
     }
 }
@@ -144,6 +147,9 @@ pub struct Job {
     durations: HashMap<TaskKind, Vec<Duration>>,
     /// Backup attempts started for stragglers.
     backups: u64,
+    /// Attempts started, and attempts that failed (cancelled ones not counted).
+    attempts: u64,
+    failed_attempts: u64,
     /// Records skipped in skip mode.
     skipped: Vec<SkippedRecord>,
 }
@@ -225,7 +231,7 @@ pub enum Action {
     },
 }
 
-/// Timeouts of the state machine.
+/// Timeouts and thresholds of the state machine.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// A worker silent this long is dead.
@@ -236,6 +242,9 @@ pub struct Timeouts {
     /// A task gets a backup attempt only after running this long (and clearly longer than
     /// its finished peers).
     pub speculation_floor: Duration,
+    /// A map output is declared lost (and the map re-run) after this many fetch-failure
+    /// reports against it, from any reducers and their retries.
+    pub fetch_failure_threshold: u32,
 }
 
 impl Default for Timeouts {
@@ -244,9 +253,13 @@ impl Default for Timeouts {
             worker: Duration::from_secs(10),
             locality_wait: Duration::from_secs(3),
             speculation_floor: Duration::from_secs(10),
+            fetch_failure_threshold: DEFAULT_FETCH_FAILURE_THRESHOLD,
         }
     }
 }
+
+/// Fetch-failure reports after which a map output is declared lost, unless configured.
+pub const DEFAULT_FETCH_FAILURE_THRESHOLD: u32 = 3;
 
 /// The whole coordinator state.
 #[derive(Debug)]
@@ -355,6 +368,8 @@ impl State {
             worker_failures: HashMap::new(),
             durations: HashMap::new(),
             backups: 0,
+            attempts: 0,
+            failed_attempts: 0,
             skipped: Vec::new(),
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
@@ -576,6 +591,7 @@ impl State {
         let task = &mut job.tasks_mut(kind)[index as usize];
         task.state = TaskState::Running;
         task.running.push(attempt);
+        job.attempts += 1;
         if kind == TaskKind::Map {
             job.shuffle_workers.insert(worker);
         }
@@ -862,6 +878,9 @@ impl State {
             .expect("finish_attempt checked the job");
         let output = job.spec.output.clone();
         let job_running = job.state == JobState::Running;
+        if job_running && kind != FailureKind::Cancelled {
+            job.failed_attempts += 1;
+        }
         let task = &mut job.tasks_mut(a.kind)[a.index as usize];
         let mut actions = Vec::new();
         if a.kind == TaskKind::Reduce {
@@ -873,6 +892,7 @@ impl State {
             return actions;
         }
         tracing::warn!(job = %a.job, %attempt, kind = ?kind, task = a.kind.name(), index = a.index, %error, "attempt failed");
+
         match kind {
             FailureKind::Cancelled | FailureKind::LostInput => {
                 if task.running.is_empty() {
@@ -969,12 +989,19 @@ impl State {
         let Some(task) = job.maps.get_mut(map_index as usize) else {
             return;
         };
-        if task
+        if !task
             .winner
             .as_ref()
             .is_some_and(|w| w.attempt == map_attempt)
-            && job.state == JobState::Running
+            || job.state != JobState::Running
         {
+            return;
+        }
+        task.fetch_reports += 1;
+        if task.fetch_reports < self.timeouts.fetch_failure_threshold.max(1) {
+            tracing::info!(job = %job_id, map = map_index, attempt = %map_attempt, reports = task.fetch_reports, "map output fetch failure reported");
+        } else {
+            task.fetch_reports = 0;
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
             task.winner = None;
             task.state = TaskState::Pending;
@@ -1288,6 +1315,8 @@ impl State {
         counters.add("fetch_failures", job.fetch_failures);
         counters.add("recovered_maps", job.recovered_maps);
         counters.add("backup_attempts", job.backups);
+        counters.add("attempts", job.attempts);
+        counters.add("failed_attempts", job.failed_attempts);
         let end = job.finished.unwrap_or(now);
         Some(pb::JobStatus {
             job_id: job_id.0,

@@ -388,6 +388,48 @@ impl WordsGen {
     }
 }
 
+/// Generates `ID<TAB>PAYLOAD` records with unique, increasing ids (`r000000000001`, ...)
+/// and random lowercase payloads: the input of the `identity` job.
+pub struct RecordsGen {
+    rng: Rng,
+    next: u64,
+}
+
+impl RecordsGen {
+    /// Starts a generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        RecordsGen {
+            rng: Rng::new(seed ^ 0x1D),
+            next: 1,
+        }
+    }
+
+    fn line(&mut self, out: &mut Vec<u8>) {
+        out.push(b'r');
+        let id = format!("{:012}", self.next);
+        out.extend_from_slice(id.as_bytes());
+        self.next += 1;
+        out.push(b'\t');
+        for _ in 0..16 + self.rng.below(48) {
+            out.push(b'a' + self.rng.below(26) as u8);
+        }
+        out.push(b'\n');
+    }
+
+    /// Writes about `size` bytes of whole lines to `out`.
+    ///
+    /// # Errors
+    /// I/O errors from `out`.
+    pub fn write(
+        &mut self,
+        size: u64,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<u64> {
+        write_lines(size, out, progress, |buf| self.line(buf))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,11 @@
 //! - [`pb`]: code generated from `proto/quern/v1/*.proto` (one service per process);
 //! - [`ids`]: `JobId`, `WorkerId`, `AttemptId`, `Epoch`;
 //! - [`failure`]: `FailureKind` and its mapping to and from the wire;
-//! - [`spec`]: the [`JobSpec`] a user submits.
+//! - [`spec`]: the [`JobSpec`] a user submits;
+//! - [`failpoint`]: named points where fault tests pause, slow or fail a process.
 #![warn(missing_docs)]
 
+pub mod failpoint;
 pub mod failure;
 pub mod ids;
 pub mod pb;

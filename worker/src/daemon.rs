@@ -315,8 +315,14 @@ async fn run_attempt(
     if !config.fault_delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(config.fault_delay) => {}
-            _ = cancel.cancelled() => return fail(FailureKind::Cancelled, "attempt cancelled".into()),
+                        _ = cancel.cancelled() => return fail(FailureKind::Cancelled, "attempt cancelled".into()),
         }
+    }
+    if protocol::failpoint::hit("task.fail") {
+        return fail(
+            FailureKind::Retryable,
+            "failpoint task.fail: this worker fails every attempt".into(),
+        );
     }
     let json = serde_json::to_vec(task).expect("task serialises");
     if let Err(e) = tokio::fs::write(&task_file, json).await {
@@ -335,15 +341,27 @@ async fn run_attempt(
         }
     };
     tracing::debug!(attempt = %task.attempt, kind = ?task.kind, index = task.index, "starting executor");
-    let child = tokio::process::Command::new(&config.executable)
-        .arg("executor")
+    let mut cmd = tokio::process::Command::new(&config.executable);
+    cmd.arg("executor")
         .arg("--task")
         .arg(&task_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    // An executor dies with its worker, even one killed by SIGKILL: an orphan would go on
+    // writing files for an attempt that nobody tracks any more.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -449,7 +467,13 @@ async fn report(
     // declared dead, so retry a few times.
     for i in 0..5u32 {
         match client.report_task(req.clone()).await {
-            Ok(_) => return,
+            Ok(_) => {
+                if protocol::failpoint::hit("report.twice") {
+                    let dup = client.report_task(req.clone()).await;
+                    tracing::info!(attempt = %task.attempt, accepted = dup.is_ok(), "failpoint report.twice: sent a duplicate report");
+                }
+                return;
+            }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                 tracing::info!(attempt = %task.attempt, "report refused as stale");
                 return;

@@ -98,6 +98,7 @@ fn run_map(
             record: None,
         });
     };
+    protocol::failpoint::hit("map.start");
     let (offset, input) = read_split(storage, split, *file_len)?;
     let out = Path::new(&task.output);
     let dir = out.parent().expect("map output has a directory");
@@ -127,6 +128,7 @@ fn run_map(
         path: out.into(),
         source: e,
     })?;
+    protocol::failpoint::hit("map.done");
     Ok(ExecutorResult {
         counters,
         ..Default::default()
@@ -134,6 +136,7 @@ fn run_map(
 }
 
 fn run_reduce(storage: &Storage, job: &dyn jobs::DynJob, task: &ExecutorTask) -> ExecutorResult {
+    protocol::failpoint::hit("reduce.fetch");
     let fetched = match fetch_all(task) {
         Ok(f) => f,
         Err(r) => return r,
@@ -141,7 +144,7 @@ fn run_reduce(storage: &Storage, job: &dyn jobs::DynJob, task: &ExecutorTask) ->
     let shuffle_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
     let attempt = || -> Result<ExecutorResult, TaskError> {
         let mut w = storage.create(&task.output)?;
-        let summary = job.run_reduce(fetched, &mut w)?;
+        let summary = job.run_reduce(fetched, &mut FailAfterFirstWrite(&mut w, false))?;
         w.commit()?;
         let mut counters = summary.counters;
         counters.add("shuffle_bytes", shuffle_bytes);
@@ -242,4 +245,24 @@ fn spill_run(task: &ExecutorTask, i: usize, data: &[u8]) -> Result<Bytes, TaskEr
     let map =
         unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TaskError::Io { path, source: e })?;
     Ok(Bytes::from_owner(map))
+}
+
+/// Passes writes through, evaluating the `reduce.write` failpoint after the first one, so a
+/// fault test can kill a reducer with part of its output written.
+struct FailAfterFirstWrite<'a, W>(&'a mut W, bool);
+
+impl<W: std::io::Write> std::io::Write for FailAfterFirstWrite<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        if !self.1 {
+            self.1 = true;
+            self.0.flush()?;
+            protocol::failpoint::hit("reduce.write");
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

@@ -71,9 +71,12 @@ impl WorkerService for ShuffleService {
             AttemptId(r.map_attempt_id),
         );
         // Reading through an mmap can page-fault, so it stays off the runtime threads.
-        let data = tokio::task::spawn_blocking(move || read_partition(path, r.partition))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let data = tokio::task::spawn_blocking(move || {
+            protocol::failpoint::hit("shuffle.serve");
+            read_partition(path, r.partition)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         let total = data.len() as u64;
         let mut frames = Vec::with_capacity(data.len() / SHUFFLE_FRAME_BYTES + 1);
         let mut at = 0;

@@ -156,6 +156,13 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
     let job = s.submit(sp, splits, now);
     let m = ids(&s.heartbeat(w, 1, now))[0].2;
     s.report_success(m, Counters::default(), None, Instant::now());
+    // Below the threshold a report only requeues the reducer; the map output stands.
+    for _ in 1..DEFAULT_FETCH_FAILURE_THRESHOLD {
+        let r = ids(&s.heartbeat(w, 1, now))[0];
+        assert_eq!(r.0, pb::TaskKind::Reduce as i32);
+        s.fetch_failure(r.2, 0, m);
+        s.report_failure(r.2, FailureKind::LostInput, "cannot fetch map 0", None, now);
+    }
     let r = ids(&s.heartbeat(w, 1, now))[0].2;
     s.fetch_failure(r, 0, m);
     s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, now);
@@ -164,7 +171,14 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
     assert_eq!(next[0].0, pb::TaskKind::Map as i32);
     let st = s.status(job, now).unwrap();
     assert_eq!(st.state, pb::JobState::Running as i32);
-    assert_eq!(st.counters.unwrap().values["fetch_failures"], 1);
+    let c = st.counters.unwrap().values;
+    assert_eq!(
+        c["fetch_failures"],
+        u64::from(DEFAULT_FETCH_FAILURE_THRESHOLD)
+    );
+    // A report against the lost output (the map's old attempt) changes nothing more.
+    s.fetch_failure(r, 0, m);
+    assert_eq!(ids(&s.heartbeat(w, 2, now)).len(), 0);
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //!
 //! - `views`, `top-photos`, `endpoint-stats`: web-log analytics ([`weblog`]);
 //! - `wordcount`: the classic ([`wordcount`]);
-//! - `fail`: a fault-injection job for testing retries and failure reporting ([`fail`]).
+//! - `fail`: a fault-injection job for testing retries and failure reporting ([`fail`]);
+//! - `identity`: every record back once, for counting lost and duplicated records ([`identity`]).
 
 pub mod fail;
 pub mod histogram;
+pub mod identity;
 pub mod weblog;
 pub mod wordcount;
 
@@ -19,5 +21,6 @@ pub fn jobs() -> Vec<JobInfo> {
         weblog::ENDPOINT_STATS,
         wordcount::WORDCOUNT,
         fail::FAIL,
+        identity::IDENTITY,
     ]
 }

@@ -158,6 +158,7 @@ impl<J: Job> MapBuffer<J> {
     }
 
     fn spill(&mut self) -> Result<(), TaskError> {
+        protocol::failpoint::hit("map.spill");
         std::fs::create_dir_all(&self.spill_dir).map_err(|e| TaskError::io(&self.spill_dir, e))?;
         let path = self
             .spill_dir
