@@ -29,5 +29,7 @@ export QUERN_S3_TEST_BUCKET=quern-test
 curl -sf -X POST "http://$QUERN_SEAWEEDFS_FILER/buckets/$QUERN_S3_TEST_BUCKET/" >/dev/null
 
 # Release profile: the integration tests move megabytes through real clusters, and one
-# profile means dependencies are built once.
-cargo test --release --workspace "$@"
+# profile means dependencies are built once. The failpoints feature compiles in the named
+# failpoints the fault suite (tests/fault_suite.rs, fast subset here) drives; they do nothing
+# unless a test sets FAILPOINTS, and `cargo build --release` leaves them out.
+cargo test --release --workspace --features quern/failpoints "$@"

@@ -104,8 +104,18 @@ impl Coordinator {
         }
     }
 
-    /// Performs actions (and the actions their outcomes lead to) until none are left.
-    async fn run_actions(&self, mut actions: Vec<Action>) {
+    /// Performs actions (and the actions their outcomes lead to) until none are left, on a
+    /// task of their own: an RPC whose caller goes away (a reducer killed while its commit is
+    /// under way) must not cancel a commit half-way, with the rename done and never recorded.
+    async fn run_actions(&self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let _ = tokio::spawn(async move { this.perform(actions).await }).await;
+    }
+
+    async fn perform(&self, mut actions: Vec<Action>) {
         while let Some(action) = actions.pop() {
             let storage = self.storage.clone();
             let done = tokio::task::spawn_blocking({

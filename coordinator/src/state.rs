@@ -1271,12 +1271,21 @@ impl State {
     /// Gives the map outputs a (re-)registered worker still holds back to their tasks.
     pub fn claim_outputs(&mut self, worker: WorkerId, held: &[(JobId, u32, AttemptId)]) {
         for (job_id, index, attempt) in held {
-            let Some(job) = self.jobs.get_mut(job_id) else {
+            let Some(job) = self
+                .jobs
+                .get_mut(job_id)
+                .filter(|j| j.state == JobState::Running)
+            else {
+                // Files of a job that is over, or unknown here, are garbage: delete them.
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    if !w.cleanups.contains(job_id) {
+                        w.cleanups.push(*job_id);
+                    }
+                }
                 continue;
             };
-            if job.state != JobState::Running {
-                continue;
-            }
+            // Claimed or stale, the worker holds files of the job: they go when it ends.
+            job.shuffle_workers.insert(worker);
             if let Some(w) = job
                 .maps
                 .get_mut(*index as usize)
@@ -1284,7 +1293,6 @@ impl State {
             {
                 if w.attempt == *attempt && w.worker.is_none() {
                     w.worker = Some(worker);
-                    job.shuffle_workers.insert(worker);
                 }
             }
         }

@@ -418,3 +418,21 @@ fn jobs_with_speculation_off_get_no_backups() {
     );
     assert!(ids(&s.heartbeat(wb, 2, t0 + Duration::from_secs(60))).is_empty());
 }
+
+#[test]
+fn map_outputs_a_worker_brings_back_are_deleted_once_their_job_is_over() {
+    let now = Instant::now();
+    let mut s = state();
+    let (sp, splits) = spec(1, 1);
+    let over = s.submit(sp, splits, now);
+    let (sp, splits) = spec(1, 1);
+    let running = s.submit(sp, splits, now);
+    assert!(s.kill(over, now).is_some());
+    // A worker (a zombie, or one outliving a coordinator restart) registers with outputs of
+    // a job that is over and a stale output of a running one.
+    let w = s.register_worker("b:1".into(), "b".into(), now);
+    s.claim_outputs(w, &[(over, 0, AttemptId(7)), (running, 0, AttemptId(8))]);
+    assert_eq!(s.heartbeat(w, 0, now).finished_jobs, vec![over.0]);
+    assert!(s.kill(running, now).is_some());
+    assert_eq!(s.heartbeat(w, 0, now).finished_jobs, vec![running.0]);
+}
