@@ -210,9 +210,7 @@ fn scenarios() -> Vec<Scenario> {
                 c.wait_maps(1 + seed as u32)?;
                 let pid = c.coordinator.as_ref()?.id();
                 let at = c.fault();
-                kill_pid(pid, libc::SIGSTOP);
-                std::thread::sleep(Duration::from_secs(WORKER_TIMEOUT_S * 2));
-                kill_pid(pid, libc::SIGCONT);
+                c.freeze(pid, Duration::from_secs(WORKER_TIMEOUT_S * 2));
                 Some(at)
             },
         },
@@ -235,12 +233,10 @@ fn scenarios() -> Vec<Scenario> {
             expect: Expect::Success,
             setup: |_, _| Setup::default().all_workers("map.start=sleep(300)"),
             inject: |c, seed| {
-                c.wait_maps(seed as u32)?;
+                c.wait_maps(1 + seed as u32)?;
                 let pid = c.workers[seed as usize % WORKERS].as_ref()?.id();
                 let at = c.fault();
-                kill_pid(pid, libc::SIGSTOP);
-                std::thread::sleep(Duration::from_secs(WORKER_TIMEOUT_S * 2));
-                kill_pid(pid, libc::SIGCONT);
+                c.freeze(pid, Duration::from_secs(WORKER_TIMEOUT_S * 2));
                 Some(at)
             },
         },
@@ -303,8 +299,10 @@ fn scenarios() -> Vec<Scenario> {
             name: "disk full on one worker",
             jobs: BOTH,
             expect: Expect::Success,
-            setup: |_, _| Setup {
-                small_disk: Some("96k"),
+            // Sized so that map outputs (small for `views`, whose combiner folds them) do not
+            // all fit.
+            setup: |job, _| Setup {
+                small_disk: Some(if job == JobKind::Views { "12k" } else { "96k" }),
                 ..Setup::default().all_workers("map.start=sleep(100)")
             },
             inject: |c, _| Some(c.fault()),
@@ -327,14 +325,18 @@ struct Cluster3 {
     acted_before: u64,
     /// When a restarted coordinator first answered.
     restarted: Option<Instant>,
+    /// Threads that will resume frozen processes.
+    thaws: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Counters that grow when the coordinator acts on a fault: an attempt failed or was backed
-/// up, a fetch failure was reported, or a restarted coordinator recovered maps.
+/// up, a finished map's output was lost, a fetch failure was reported, or a restarted
+/// coordinator recovered maps.
 fn acted(status: &str) -> u64 {
     let c = counters(status);
     [
         "failed_attempts",
+        "lost_map_outputs",
         "fetch_failures",
         "backup_attempts",
         "recovered_maps",
@@ -367,6 +369,7 @@ impl Cluster3 {
             worker_args: setup.worker_args.clone(),
             acted_before: 0,
             restarted: None,
+            thaws: Vec::new(),
         };
         c.start_coordinator(true);
         for i in 0..WORKERS {
@@ -412,6 +415,16 @@ impl Cluster3 {
         if !first {
             self.restarted = Some(Instant::now());
         }
+    }
+
+    /// Stops process `pid` now and resumes it after `for_`, without waiting for that, so the
+    /// run is watched while the process is frozen.
+    fn freeze(&mut self, pid: u32, for_: Duration) {
+        kill_pid(pid, libc::SIGSTOP);
+        self.thaws.push(std::thread::spawn(move || {
+            std::thread::sleep(for_);
+            kill_pid(pid, libc::SIGCONT);
+        }));
     }
 
     fn answers(&self) -> bool {
@@ -532,6 +545,9 @@ impl Cluster3 {
 
 impl Drop for Cluster3 {
     fn drop(&mut self) {
+        for t in self.thaws.drain(..) {
+            let _ = t.join();
+        }
         for i in 0..WORKERS {
             self.kill_worker(i);
         }

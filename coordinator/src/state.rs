@@ -149,6 +149,8 @@ pub struct Job {
     backups: u64,
     /// Attempts started, and attempts that failed (cancelled ones not counted).
     attempts: u64,
+    /// Finished map outputs lost (to a dead worker or fetch failures) and produced again.
+    lost_outputs: u64,
     failed_attempts: u64,
     /// Records skipped in skip mode.
     skipped: Vec<SkippedRecord>,
@@ -370,6 +372,7 @@ impl State {
             backups: 0,
             attempts: 0,
             failed_attempts: 0,
+            lost_outputs: 0,
             skipped: Vec::new(),
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
@@ -1005,6 +1008,7 @@ impl State {
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
             task.winner = None;
             task.state = TaskState::Pending;
+            job.lost_outputs += 1;
             self.outbox.push(Record::MapLost {
                 job: job_id,
                 index: map_index,
@@ -1118,6 +1122,7 @@ impl State {
                     {
                         t.winner = None;
                         t.state = TaskState::Pending;
+                        job.lost_outputs += 1;
                         self.outbox.push(Record::MapLost {
                             job: job.id,
                             index: i as u32,
@@ -1146,6 +1151,7 @@ impl State {
                     tracing::warn!(job = %job.id, map = i, "recovered map output was not reclaimed; running the map again");
                     t.winner = None;
                     t.state = TaskState::Pending;
+                    job.lost_outputs += 1;
                     self.outbox.push(Record::MapLost {
                         job: job.id,
                         index: i as u32,
@@ -1325,6 +1331,7 @@ impl State {
         counters.add("backup_attempts", job.backups);
         counters.add("attempts", job.attempts);
         counters.add("failed_attempts", job.failed_attempts);
+        counters.add("lost_map_outputs", job.lost_outputs);
         let end = job.finished.unwrap_or(now);
         Some(pb::JobStatus {
             job_id: job_id.0,
