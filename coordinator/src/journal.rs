@@ -8,8 +8,10 @@
 //!
 //! What is journaled: a job's spec and plan when it is accepted; each map's winning attempt
 //! (its output stays on the worker's disk); each reduce's winning attempt once its part file
-//! is renamed into place; the start of a job's publication; and its end. Running attempts are
-//! not: after a restart they are simply run again.
+//! is renamed into place; the start of a job's publication; and its end; schedules, the
+//! logical times they skipped, and backfills (a job started by a schedule carries its origin
+//! in its `Submitted` record). Running attempts are not: after a restart they are simply run
+//! again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -20,6 +22,9 @@ use jobs::plan::PlannedSplit;
 use jobs::sdk::Counters;
 use protocol::{AttemptId, JobId, JobSpec};
 use serde::{Deserialize, Serialize};
+
+use crate::schedule::ScheduleSpec;
+use crate::state::{Backfill, Origin, Skip};
 
 /// One journaled fact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +37,10 @@ pub enum Record {
         spec: JobSpec,
         /// Its map splits.
         splits: Vec<PlannedSplit>,
+        /// The schedule or backfill that started it (this record is what makes a logical time
+        /// count as run).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
     },
     /// A map's attempt won; its output is on the worker that ran it.
     MapDone {
@@ -79,6 +88,40 @@ pub enum Record {
         state: String,
         /// Why it failed or was killed.
         error: Option<String>,
+    },
+    /// A schedule was added.
+    ScheduleAdded {
+        /// Its definition (with its start filled in).
+        spec: ScheduleSpec,
+    },
+    /// A schedule was removed.
+    ScheduleRemoved {
+        /// Its name.
+        name: String,
+    },
+    /// A schedule was paused or resumed.
+    SchedulePaused {
+        /// Its name.
+        name: String,
+        /// Paused (true) or resumed.
+        paused: bool,
+    },
+    /// Logical times of a schedule that started no job: skipped, or failed to start.
+    ScheduleSkipped {
+        /// The schedule.
+        name: String,
+        /// The times and why.
+        skip: Skip,
+    },
+    /// A backfill started.
+    BackfillStarted {
+        /// It, with the logical times it runs.
+        backfill: Backfill,
+    },
+    /// A backfill was cancelled.
+    BackfillCancelled {
+        /// Its id.
+        id: u64,
     },
 }
 

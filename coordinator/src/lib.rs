@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod journal;
+pub mod schedule;
 pub mod service;
 pub mod state;
 

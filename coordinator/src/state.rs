@@ -55,6 +55,16 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state's name for people: running, succeeded, failed or killed.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running | JobState::Publishing => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Killed => "killed",
+        }
+    }
+
     fn is_over(self) -> bool {
         matches!(
             self,
@@ -154,6 +164,8 @@ pub struct Job {
     failed_attempts: u64,
     /// Records skipped in skip mode.
     skipped: Vec<SkippedRecord>,
+    /// The schedule or backfill that started it.
+    origin: Option<Origin>,
 }
 
 /// A worker that failed this many attempts of a job is given no more of its tasks.
@@ -280,6 +292,9 @@ pub struct State {
     /// When this incarnation started: maps recovered from the journal whose worker has not
     /// come back within the worker timeout of it run again.
     started: Instant,
+    schedules: BTreeMap<String, Schedule>,
+    backfills: BTreeMap<u64, Backfill>,
+    next_backfill: u64,
 }
 
 /// Returns the staging path of a reduce attempt's part file.
@@ -305,6 +320,9 @@ impl State {
             attempts: HashMap::new(),
             outbox: Vec::new(),
             started: Instant::now(),
+            schedules: BTreeMap::new(),
+            backfills: BTreeMap::new(),
+            next_backfill: 0,
         }
     }
 
@@ -346,12 +364,24 @@ impl State {
 
     /// Adds a planned job.
     pub fn submit(&mut self, spec: JobSpec, splits: Vec<PlannedSplit>, now: Instant) -> JobId {
+        self.submit_with(spec, splits, None, now)
+    }
+
+    /// Adds a planned job that a schedule or backfill started.
+    pub fn submit_with(
+        &mut self,
+        spec: JobSpec,
+        splits: Vec<PlannedSplit>,
+        origin: Option<Origin>,
+        now: Instant,
+    ) -> JobId {
         let id = JobId(self.next_job);
         self.next_job += 1;
         self.outbox.push(Record::Submitted {
             job: id,
             spec: spec.clone(),
             splits: splits.clone(),
+            origin: origin.clone(),
         });
         let job = Job {
             id,
@@ -374,6 +404,7 @@ impl State {
             failed_attempts: 0,
             lost_outputs: 0,
             skipped: Vec::new(),
+            origin,
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);
@@ -414,12 +445,15 @@ impl State {
     fn assign(&mut self, worker: WorkerId, mut free: u32, now: Instant) -> Vec<pb::TaskAssignment> {
         let mut out = Vec::new();
         let host = self.workers[&worker].storage_host.clone();
-        let job_ids: Vec<JobId> = self
+        // Higher priority first (backfills last), then oldest first.
+        let mut job_ids: Vec<(i32, JobId)> = self
             .jobs
             .iter()
             .filter(|(_, j)| j.state == JobState::Running)
-            .map(|(id, _)| *id)
+            .map(|(id, j)| (-j.spec.priority, *id))
             .collect();
+        job_ids.sort_unstable();
+        let job_ids: Vec<JobId> = job_ids.into_iter().map(|(_, id)| id).collect();
         for id in job_ids {
             if free == 0 {
                 break;
@@ -1016,13 +1050,18 @@ impl State {
         }
     }
 
-    /// Kills a job; returns false if it was already over.
+    /// Kills a job; returns None if it was already over.
     pub fn kill(&mut self, job_id: JobId, now: Instant) -> Option<Vec<Action>> {
+        self.kill_with(job_id, "killed by request".into(), now)
+    }
+
+    /// Kills a job, saying why; returns None if it was already over.
+    pub fn kill_with(&mut self, job_id: JobId, why: String, now: Instant) -> Option<Vec<Action>> {
         let job = self.jobs.get(&job_id)?;
         if job.state.is_over() {
             return None;
         }
-        Some(self.end_job(job_id, JobState::Killed, "killed by request".into(), now))
+        Some(self.end_job(job_id, JobState::Killed, why, now))
     }
 
     fn end_job(
@@ -1179,9 +1218,14 @@ impl State {
         s.started = now;
         for r in records {
             match r {
-                Record::Submitted { job, spec, splits } => {
+                Record::Submitted {
+                    job,
+                    spec,
+                    splits,
+                    origin,
+                } => {
                     s.next_job = s.next_job.max(job.0);
-                    s.submit(spec, splits, now);
+                    s.submit_with(spec, splits, origin, now);
                 }
                 Record::MapDone {
                     job,
@@ -1238,6 +1282,12 @@ impl State {
                     }
                 }
                 Record::Publishing { .. } => {}
+                r @ (Record::ScheduleAdded { .. }
+                | Record::ScheduleRemoved { .. }
+                | Record::SchedulePaused { .. }
+                | Record::ScheduleSkipped { .. }
+                | Record::BackfillStarted { .. }
+                | Record::BackfillCancelled { .. }) => s.replay_schedule(r),
                 Record::Ended { job, state, error } => {
                     if let Some(j) = s.jobs.get_mut(&job) {
                         j.state = match state.as_str() {
@@ -1251,6 +1301,7 @@ impl State {
                 }
             }
         }
+        s.settle_cursors();
         // Records replayed above are already in the journal.
         s.outbox.clear();
         let mut actions = Vec::new();
@@ -1363,6 +1414,10 @@ impl State {
             .collect()
     }
 }
+
+mod schedules;
+
+pub use schedules::{Backfill, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY};
 
 #[cfg(test)]
 mod tests;

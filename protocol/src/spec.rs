@@ -36,6 +36,10 @@ pub struct JobSpec {
     pub speculation: bool,
     /// Skip mode: how many records that make the map panic twice may be skipped (0: off).
     pub max_bad_records: u64,
+    /// Scheduling priority: tasks of higher-priority jobs are handed out first (backfills
+    /// run below 0, so they never starve scheduled and submitted jobs).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl JobSpec {
@@ -52,6 +56,7 @@ impl JobSpec {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             speculation: true,
             max_bad_records: 0,
+            priority: 0,
         }
     }
 
@@ -68,6 +73,7 @@ impl JobSpec {
             max_attempts: self.max_attempts,
             no_speculation: !self.speculation,
             max_bad_records: self.max_bad_records,
+            priority: self.priority,
         }
     }
 
@@ -89,6 +95,7 @@ impl JobSpec {
             },
             speculation: !p.no_speculation,
             max_bad_records: p.max_bad_records,
+            priority: p.priority,
         }
     }
 }

@@ -1,0 +1,386 @@
+//! Cron schedules and backfills, the pure part: parsing a schedule, the logical times a cron
+//! expression names in a time zone, template expansion, and which times are due.
+//!
+//! **Logical times** are wall-clock times in the schedule's zone (`2026-03-29T02:30`). Each
+//! (schedule, logical time) runs at most once. A logical time runs at its instant: a local time
+//! that occurs twice (autumn fall-back) runs once, at its first occurrence; a local time that a
+//! spring-forward skips runs once, at the same wall-clock time shifted past the gap
+//! (02:30 becomes 03:30).
+//!
+//! **Templates** in inputs, output and parameters: `{{date}}` (`2026-11-27`), `{{hour}}`
+//! (`07`), `{{minute}}` (`30`), `{{ts}}` (`20261127T073000`), each with an optional offset in
+//! seconds, minutes, hours or days: `{{date-1d}}`, `{{hour+2h}}`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{Duration as Span, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use protocol::JobSpec;
+use serde::{Deserialize, Serialize};
+
+/// A logical time: wall-clock time in the schedule's zone.
+pub type Logical = NaiveDateTime;
+
+/// How often the coordinator looks for due times, unless configured.
+pub const DEFAULT_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Under `--catchup none`, a time is on time (and runs) if found within this of its instant.
+pub const ON_TIME_GRACE_S: i64 = 60;
+
+/// What runs after the coordinator was down across several firing times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Catchup {
+    /// Only a time found on time runs; missed ones are recorded as skipped.
+    None,
+    /// The latest missed time runs; older ones are skipped.
+    #[default]
+    Latest,
+    /// Every missed time runs, up to `max_catchup` (the most recent ones).
+    All,
+}
+
+/// What a firing does while the schedule's previous run is still active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Concurrency {
+    /// Both run.
+    Allow,
+    /// The firing is skipped (and recorded).
+    #[default]
+    Forbid,
+    /// The active run is killed and the new one starts.
+    Replace,
+}
+
+/// Which logical times of a range a backfill runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Reprocess {
+    /// Only times that never ran (and whose output has no `_SUCCESS`).
+    #[default]
+    None,
+    /// Also times whose run failed or was killed.
+    Failed,
+    /// Every time, replacing outputs that exist.
+    All,
+}
+
+macro_rules! parse_enum {
+    ($t:ty, $what:literal, $($s:literal => $v:expr),+) => {
+        impl FromStr for $t {
+            type Err = ScheduleError;
+            fn from_str(s: &str) -> Result<Self, ScheduleError> {
+                match s {
+                    $($s => Ok($v),)+
+                    _ => Err(ScheduleError(format!(
+                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
+                        s,
+                        [$($s),+].join(", ")
+                    ))),
+                }
+            }
+        }
+        impl $t {
+            /// The name used on the command line.
+            pub fn name(self) -> &'static str {
+                $(if self == $v { return $s; })+
+                unreachable!()
+            }
+        }
+    };
+}
+
+parse_enum!(Catchup, "catch-up policy", "none" => Catchup::None, "latest" => Catchup::Latest, "all" => Catchup::All);
+parse_enum!(Concurrency, "concurrency policy", "allow" => Concurrency::Allow, "forbid" => Concurrency::Forbid, "replace" => Concurrency::Replace);
+parse_enum!(Reprocess, "reprocess mode", "none" => Reprocess::None, "failed" => Reprocess::Failed, "all" => Reprocess::All);
+
+/// A schedule as the user defined it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    /// Its name: letters, digits, `-`, `_` and `.`.
+    pub name: String,
+    /// A cron expression of 5 fields (or 6, with seconds first).
+    pub cron: String,
+    /// An IANA time zone name, e.g. `Europe/Berlin`.
+    pub tz: String,
+    /// The job to run, with templates in its inputs, output and parameters.
+    pub template: JobSpec,
+    /// Catch-up policy.
+    pub catchup: Catchup,
+    /// Under [`Catchup::All`], at most this many missed times run (0: all).
+    pub max_catchup: u32,
+    /// Overlap policy.
+    pub concurrency: Concurrency,
+    /// No logical time before this runs (default: the time the schedule was added).
+    pub start: Option<Logical>,
+}
+
+/// A schedule that cannot be accepted, or a template that cannot be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScheduleError(pub String);
+
+fn err(msg: impl Into<String>) -> ScheduleError {
+    ScheduleError(msg.into())
+}
+
+/// A checked schedule: its cron expression parsed and its zone known.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The definition.
+    pub spec: ScheduleSpec,
+    cron: Cron,
+    tz: Tz,
+}
+
+/// Checks a name of a schedule (or anything else the user names): 1-64 of `[A-Za-z0-9._-]`,
+/// not starting with `.` or `-`.
+pub fn check_name(what: &str, name: &str) -> Result<(), ScheduleError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "bad {what} name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+impl Compiled {
+    /// Checks `spec`: its name, cron expression, time zone and every template.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] saying what is wrong.
+    pub fn new(spec: ScheduleSpec) -> Result<Compiled, ScheduleError> {
+        check_name("schedule", &spec.name)?;
+        let fields = spec.cron.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(err(format!(
+                "bad cron expression {:?}: expected 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first",
+                spec.cron
+            )));
+        }
+        let cron = Cron::from_str(&spec.cron)
+            .map_err(|e| err(format!("bad cron expression {:?}: {e}", spec.cron)))?;
+        let tz: Tz = spec.tz.parse().map_err(|_| {
+            err(format!(
+                "unknown time zone {:?} (use an IANA name such as UTC or Europe/Berlin)",
+                spec.tz
+            ))
+        })?;
+        let c = Compiled { spec, cron, tz };
+        // Every template must expand; the first firing must exist.
+        let sample = c
+            .next_after(NaiveDateTime::default())
+            .ok_or_else(|| err(format!("cron expression {:?} never fires", c.spec.cron)))?;
+        c.expand(sample)?;
+        Ok(c)
+    }
+
+    /// The first logical time strictly after `t`.
+    pub fn next_after(&self, t: Logical) -> Option<Logical> {
+        // Wall-clock times are found in UTC, which has no daylight saving, then placed in
+        // the zone by [`Compiled::instant`]; so each wall-clock time appears exactly once.
+        self.cron
+            .find_next_occurrence(&Utc.from_utc_datetime(&t), false)
+            .ok()
+            .map(|d| d.naive_utc())
+    }
+
+    /// When logical time `t` runs: its first occurrence in the zone; a time in a gap runs at
+    /// the same wall-clock time read with the offset in force before the gap (02:30 in a
+    /// spring-forward from 02:00 to 03:00 runs at 03:30).
+    pub fn instant(&self, t: Logical) -> chrono::DateTime<Utc> {
+        match self.tz.from_local_datetime(&t) {
+            LocalResult::Single(d) => d.with_timezone(&Utc),
+            LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
+            LocalResult::None => {
+                // Gaps last hours at most: find the offset a day before.
+                let before = self
+                    .tz
+                    .from_local_datetime(&(t - Span::days(1)))
+                    .earliest()
+                    .map_or(0, |d| d.offset().fix().local_minus_utc());
+                Utc.from_utc_datetime(&(t - Span::seconds(i64::from(before))))
+            }
+        }
+    }
+
+    /// The wall-clock time of `instant` in the schedule's zone.
+    pub fn local(&self, instant: chrono::DateTime<Utc>) -> Logical {
+        instant.with_timezone(&self.tz).naive_local()
+    }
+
+    /// The logical times after `after` (exclusive) whose instant is at or before `now`, in
+    /// order, never earlier than the schedule's start.
+    pub fn due(&self, after: Option<Logical>, now: chrono::DateTime<Utc>) -> Vec<Logical> {
+        let mut out = Vec::new();
+        let mut t = match (after, self.spec.start) {
+            (Some(a), Some(s)) => a.max(s - Span::seconds(1)),
+            (Some(a), None) => a,
+            (None, Some(s)) => s - Span::seconds(1),
+            (None, None) => return out,
+        };
+        while let Some(next) = self.next_after(t) {
+            if self.instant(next) > now {
+                break;
+            }
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+
+    /// The logical times in `[from, to]`.
+    pub fn between(&self, from: Logical, to: Logical) -> Vec<Logical> {
+        let mut out = Vec::new();
+        let mut t = from - Span::seconds(1);
+        while let Some(next) = self.next_after(t) {
+            if next > to {
+                break;
+            }
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+
+    /// The job of logical time `t`: every template expanded.
+    ///
+    /// # Errors
+    /// A [`ScheduleError`] naming a bad template.
+    pub fn expand(&self, t: Logical) -> Result<JobSpec, ScheduleError> {
+        let mut spec = self.spec.template.clone();
+        spec.inputs = spec
+            .inputs
+            .iter()
+            .map(|s| expand(s, t))
+            .collect::<Result<_, _>>()?;
+        spec.output = expand(&spec.output, t)?;
+        spec.params = spec
+            .params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), expand(v, t)?)))
+            .collect::<Result<BTreeMap<_, _>, ScheduleError>>()?
+            .into_iter()
+            .collect();
+        Ok(spec)
+    }
+}
+
+/// Splits due times into those that run and those skipped, by catch-up policy.
+pub fn catch_up(
+    due: &[Logical],
+    instant: impl Fn(Logical) -> chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+    catchup: Catchup,
+    max_catchup: u32,
+) -> (Vec<Logical>, Vec<Logical>) {
+    let keep = match catchup {
+        Catchup::None => due
+            .iter()
+            .filter(|t| (now - instant(**t)).num_seconds() <= ON_TIME_GRACE_S)
+            .count()
+            .min(1),
+        Catchup::Latest => due.len().min(1),
+        Catchup::All if max_catchup == 0 => due.len(),
+        Catchup::All => due.len().min(max_catchup as usize),
+    };
+    let split = due.len() - keep;
+    (due[split..].to_vec(), due[..split].to_vec())
+}
+
+/// Expands the templates of one string for logical time `t`.
+///
+/// # Errors
+/// A [`ScheduleError`] naming an unknown variable, a bad offset or an unclosed `{{`.
+pub fn expand(s: &str, t: Logical) -> Result<String, ScheduleError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after
+            .find("}}")
+            .ok_or_else(|| err(format!("unclosed '{{{{' in template {s:?}")))?;
+        out.push_str(&expand_var(after[..j].trim(), t, s)?);
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_var(var: &str, t: Logical, whole: &str) -> Result<String, ScheduleError> {
+    let (name, offset) = match var.find(['+', '-']) {
+        Some(i) => (&var[..i], Some(&var[i..])),
+        None => (var, None),
+    };
+    let mut t = t;
+    if let Some(off) = offset {
+        let bad = || {
+            err(format!(
+                "bad offset {off:?} in template {whole:?} (use e.g. -1d, +2h, -30m, +10s)"
+            ))
+        };
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let body = &off[1..];
+        let unit = body.chars().last().ok_or_else(bad)?;
+        let n: i64 = body[..body.len() - 1].parse().map_err(|_| bad())?;
+        let span = match unit {
+            's' => Span::seconds(n),
+            'm' => Span::minutes(n),
+            'h' => Span::hours(n),
+            'd' => Span::days(n),
+            _ => return Err(bad()),
+        };
+        t = if sign < 0 { t - span } else { t + span };
+    }
+    Ok(match name.trim() {
+        "date" => t.format("%Y-%m-%d").to_string(),
+        "hour" => t.format("%H").to_string(),
+        "minute" => t.format("%M").to_string(),
+        "ts" => t.format("%Y%m%dT%H%M%S").to_string(),
+        other => {
+            return Err(err(format!(
+                "unknown template variable {other:?} in {whole:?} (known: date, hour, minute, ts)"
+            )))
+        }
+    })
+}
+
+/// Parses a date or date-time given on the command line: `2026-11-27`,
+/// `2026-11-27T06:00` or `2026-11-27T06:00:00`.
+///
+/// # Errors
+/// A [`ScheduleError`] showing the accepted forms.
+pub fn parse_logical(s: &str) -> Result<Logical, ScheduleError> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    }
+    for f in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t);
+        }
+    }
+    Err(err(format!(
+        "bad date {s:?} (use 2026-11-27, 2026-11-27T06:00 or 2026-11-27T06:00:00)"
+    )))
+}
+
+/// Formats a logical time for people and the journal.
+pub fn show(t: Logical) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+mod tests;

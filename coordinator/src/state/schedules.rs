@@ -1,0 +1,588 @@
+//! Schedules and backfills in the coordinator state: which logical times fire, the history
+//! of each schedule, and backfills over past ranges. Everything here is journaled, so a
+//! restarted coordinator knows which (schedule, logical time) pairs have run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use protocol::{JobId, JobSpec};
+use serde::{Deserialize, Serialize};
+
+use super::{Action, JobState, State};
+use crate::journal::Record;
+use crate::schedule::{
+    catch_up, show, Compiled, Concurrency, Logical, Reprocess, ScheduleError, ScheduleSpec,
+};
+
+/// Priority of backfill jobs: below every scheduled or submitted job.
+pub const BACKFILL_PRIORITY: i32 = -10;
+
+/// Where a job came from, when a schedule or a backfill started it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The schedule.
+    pub schedule: String,
+    /// The logical time the job runs for.
+    pub logical: Logical,
+    /// The backfill that started it, if one did.
+    pub backfill: Option<u64>,
+}
+
+/// A logical time that did not start a job: skipped by policy, or failed to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    /// The first logical time of the range.
+    pub logical: Logical,
+    /// The last one (the same for a single time).
+    pub through: Logical,
+    /// How many logical times the range holds.
+    pub count: u64,
+    /// Why: "skipped: ..." or "failed to start: ...".
+    pub note: String,
+    /// The backfill this happened in, if any.
+    pub backfill: Option<u64>,
+}
+
+/// A schedule and what it has done.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// The checked definition.
+    pub compiled: Compiled,
+    /// Paused schedules fire nothing; times passing meanwhile are caught up on resume by
+    /// the catch-up policy.
+    pub paused: bool,
+    /// The last logical time decided (run or skipped): nothing at or before it fires again.
+    pub cursor: Option<Logical>,
+    /// Logical times that started no job.
+    pub skips: Vec<Skip>,
+}
+
+/// A backfill: a schedule's template over a list of past logical times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// Its id.
+    pub id: u64,
+    /// The schedule.
+    pub schedule: String,
+    /// The logical times to run, in order.
+    pub times: Vec<Logical>,
+    /// At most this many of its jobs run at once.
+    pub max_active: u32,
+    /// The reprocess mode it was started with.
+    pub reprocess: Reprocess,
+    /// Cancelled as a whole.
+    pub cancelled: bool,
+}
+
+/// A job that a schedule or backfill wants started (planned and submitted outside the lock).
+#[derive(Clone, Debug)]
+pub struct Firing {
+    /// Where it comes from.
+    pub origin: Origin,
+    /// The expanded job, or why the template could not be expanded.
+    pub spec: Result<JobSpec, ScheduleError>,
+    /// Whether an existing output must be removed first (a backfill under `--reprocess all`).
+    pub replace_output: bool,
+}
+
+/// One line of a schedule's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The logical time (the first of a skipped range).
+    pub logical: Logical,
+    /// The last logical time of a skipped range.
+    pub through: Logical,
+    /// How many logical times the line stands for.
+    pub count: u64,
+    /// The job, for a run.
+    pub job: Option<JobId>,
+    /// "running", "succeeded", "failed", "killed", "skipped" or "failed to start".
+    pub state: String,
+    /// Run time so far, or in all.
+    pub duration_ms: u64,
+    /// The output directory, for a run.
+    pub output: String,
+    /// Why it was skipped, or how it failed.
+    pub note: String,
+    /// The backfill it belongs to.
+    pub backfill: Option<u64>,
+}
+
+impl State {
+    /// Adds a schedule; times before `start` (default: `now`, in the schedule's zone) never
+    /// run.
+    ///
+    /// # Errors
+    /// A [`ScheduleError`] for a bad definition or a name in use.
+    pub fn add_schedule(
+        &mut self,
+        mut spec: ScheduleSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(), ScheduleError> {
+        if self.schedules.contains_key(&spec.name) {
+            return Err(ScheduleError(format!(
+                "a schedule named {:?} exists; remove it first",
+                spec.name
+            )));
+        }
+        let compiled = Compiled::new(spec.clone())?;
+        if spec.start.is_none() {
+            spec.start = Some(compiled.local(now));
+        }
+        let compiled = Compiled::new(spec.clone())?;
+        self.outbox
+            .push(Record::ScheduleAdded { spec: spec.clone() });
+        tracing::info!(schedule = %spec.name, cron = %spec.cron, tz = %spec.tz, "schedule added");
+        self.schedules.insert(
+            spec.name.clone(),
+            Schedule {
+                compiled,
+                paused: false,
+                cursor: None,
+                skips: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a schedule (its jobs, running or not, stay); false if there is none.
+    pub fn remove_schedule(&mut self, name: &str) -> bool {
+        let found = self.schedules.remove(name).is_some();
+        if found {
+            self.outbox.push(Record::ScheduleRemoved {
+                name: name.to_string(),
+            });
+            for b in self.backfills.values_mut().filter(|b| b.schedule == name) {
+                b.cancelled = true;
+            }
+        }
+        found
+    }
+
+    /// Pauses or resumes a schedule; false if there is none.
+    pub fn pause_schedule(&mut self, name: &str, paused: bool) -> bool {
+        let Some(s) = self.schedules.get_mut(name) else {
+            return false;
+        };
+        s.paused = paused;
+        self.outbox.push(Record::SchedulePaused {
+            name: name.to_string(),
+            paused,
+        });
+        true
+    }
+
+    /// Returns a schedule.
+    pub fn schedule(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.get(name)
+    }
+
+    /// Returns every schedule, by name.
+    pub fn schedules(&self) -> impl Iterator<Item = &Schedule> {
+        self.schedules.values()
+    }
+
+    /// Jobs started for `schedule` (by it or its backfills), oldest first.
+    fn jobs_of<'a>(&'a self, schedule: &'a str) -> impl Iterator<Item = &'a super::Job> + 'a {
+        self.jobs
+            .values()
+            .filter(move |j| j.origin.as_ref().is_some_and(|o| o.schedule == schedule))
+    }
+
+    /// Decides which logical times of every schedule are due at `now`: returns the jobs to
+    /// start and the actions (killing runs replaced under `--concurrency replace`).
+    pub fn schedule_tick(
+        &mut self,
+        now: DateTime<Utc>,
+        mono: std::time::Instant,
+    ) -> (Vec<Firing>, Vec<Action>) {
+        let mut firings = Vec::new();
+        let mut actions = Vec::new();
+        let names: Vec<String> = self.schedules.keys().cloned().collect();
+        for name in names {
+            let s = &self.schedules[&name];
+            if s.paused {
+                continue;
+            }
+            let due = s.compiled.due(s.cursor, now);
+            let Some(&last) = due.last() else {
+                continue;
+            };
+            let c = s.compiled.clone();
+            let (run, skipped) = catch_up(
+                &due,
+                |t| c.instant(t),
+                now,
+                c.spec.catchup,
+                c.spec.max_catchup,
+            );
+            if let (Some(first), Some(through)) = (skipped.first(), skipped.last()) {
+                let note = format!(
+                    "skipped: missed while the coordinator was down or the schedule paused (--catchup {})",
+                    c.spec.catchup.name()
+                );
+                tracing::warn!(schedule = %name, from = %show(*first), through = %show(*through), count = skipped.len(), "missed logical times skipped");
+                self.record_skip(
+                    &name,
+                    Skip {
+                        logical: *first,
+                        through: *through,
+                        count: skipped.len() as u64,
+                        note,
+                        backfill: None,
+                    },
+                );
+            }
+            for t in run {
+                let active: Vec<JobId> = self
+                    .jobs_of(&name)
+                    .filter(|j| !j.state.is_over())
+                    .map(|j| j.id)
+                    .collect();
+                match (c.spec.concurrency, active.is_empty()) {
+                    (Concurrency::Forbid, false) => {
+                        let ids: Vec<String> = active.iter().map(|j| j.to_string()).collect();
+                        self.record_skip(
+                            &name,
+                            Skip {
+                                logical: t,
+                                through: t,
+                                count: 1,
+                                note: format!(
+                                    "skipped: {} still running (--concurrency forbid)",
+                                    ids.join(", ")
+                                ),
+                                backfill: None,
+                            },
+                        );
+                        continue;
+                    }
+                    (Concurrency::Replace, false) => {
+                        for j in active {
+                            tracing::info!(schedule = %name, job = %j, "replacing the active run");
+                            if let Some(a) = self.kill_with(
+                                j,
+                                format!(
+                                    "replaced by the run for {} (--concurrency replace)",
+                                    show(t)
+                                ),
+                                mono,
+                            ) {
+                                actions.extend(a);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                firings.push(Firing {
+                    origin: Origin {
+                        schedule: name.clone(),
+                        logical: t,
+                        backfill: None,
+                    },
+                    spec: c.expand(t),
+                    replace_output: false,
+                });
+            }
+            if let Some(s) = self.schedules.get_mut(&name) {
+                s.cursor = Some(s.cursor.map_or(last, |c| c.max(last)));
+            }
+        }
+        (firings, actions)
+    }
+
+    fn record_skip(&mut self, name: &str, skip: Skip) {
+        self.outbox.push(Record::ScheduleSkipped {
+            name: name.to_string(),
+            skip: skip.clone(),
+        });
+        if let Some(s) = self.schedules.get_mut(name) {
+            if skip.backfill.is_none() {
+                s.cursor = Some(s.cursor.map_or(skip.through, |c| c.max(skip.through)));
+            }
+            s.skips.push(skip);
+        }
+    }
+
+    /// Records that a firing could not start its job (its template or its input plan failed).
+    pub fn firing_failed(&mut self, origin: &Origin, error: &str) {
+        tracing::warn!(schedule = %origin.schedule, logical = %show(origin.logical), %error, "scheduled run failed to start");
+        self.record_skip(
+            &origin.schedule.clone(),
+            Skip {
+                logical: origin.logical,
+                through: origin.logical,
+                count: 1,
+                note: format!("failed to start: {error}"),
+                backfill: origin.backfill,
+            },
+        );
+    }
+
+    /// Whether a firing may still start: its schedule (and backfill) exist and are live.
+    pub fn firing_wanted(&self, origin: &Origin) -> bool {
+        self.schedules.contains_key(&origin.schedule)
+            && origin
+                .backfill
+                .is_none_or(|b| self.backfills.get(&b).is_some_and(|b| !b.cancelled))
+    }
+
+    /// Starts a backfill of `times`; returns its id.
+    pub fn start_backfill(
+        &mut self,
+        schedule: &str,
+        times: Vec<Logical>,
+        max_active: u32,
+        reprocess: Reprocess,
+    ) -> u64 {
+        self.next_backfill += 1;
+        let b = Backfill {
+            id: self.next_backfill,
+            schedule: schedule.to_string(),
+            times,
+            max_active: max_active.max(1),
+            reprocess,
+            cancelled: false,
+        };
+        tracing::info!(
+            backfill = b.id,
+            schedule,
+            times = b.times.len(),
+            "backfill started"
+        );
+        self.outbox.push(Record::BackfillStarted {
+            backfill: b.clone(),
+        });
+        self.backfills.insert(b.id, b);
+        self.next_backfill
+    }
+
+    /// Cancels a backfill: no more of its times start and its running jobs are killed.
+    /// None if there is no such backfill.
+    pub fn cancel_backfill(&mut self, id: u64, mono: std::time::Instant) -> Option<Vec<Action>> {
+        let b = self.backfills.get_mut(&id)?;
+        b.cancelled = true;
+        self.outbox.push(Record::BackfillCancelled { id });
+        let running: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                !j.state.is_over() && j.origin.as_ref().is_some_and(|o| o.backfill == Some(id))
+            })
+            .map(|j| j.id)
+            .collect();
+        let mut actions = Vec::new();
+        for j in running {
+            actions.extend(
+                self.kill_with(j, format!("backfill {id} cancelled"), mono)
+                    .unwrap_or_default(),
+            );
+        }
+        Some(actions)
+    }
+
+    /// The logical times of a backfill that have started (a job or a failure to start).
+    fn backfill_started(&self, id: u64, schedule: &str) -> BTreeSet<Logical> {
+        let mut done: BTreeSet<Logical> = self
+            .jobs_of(schedule)
+            .filter_map(|j| j.origin.as_ref())
+            .filter(|o| o.backfill == Some(id))
+            .map(|o| o.logical)
+            .collect();
+        if let Some(s) = self.schedules.get(schedule) {
+            done.extend(
+                s.skips
+                    .iter()
+                    .filter(|k| k.backfill == Some(id))
+                    .map(|k| k.logical),
+            );
+        }
+        done
+    }
+
+    /// Progress of a backfill: (started, finished, failed, running, total).
+    pub fn backfill_progress(&self, id: u64) -> Option<(usize, usize, usize, usize, usize)> {
+        let b = self.backfills.get(&id)?;
+        let jobs: Vec<&super::Job> = self
+            .jobs_of(&b.schedule)
+            .filter(|j| j.origin.as_ref().is_some_and(|o| o.backfill == Some(id)))
+            .collect();
+        let failed_to_start = self.schedules.get(&b.schedule).map_or(0, |s| {
+            s.skips.iter().filter(|k| k.backfill == Some(id)).count()
+        });
+        let running = jobs.iter().filter(|j| !j.state.is_over()).count();
+        let succeeded = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Succeeded)
+            .count();
+        let failed = jobs.len() - running - succeeded + failed_to_start;
+        let started = jobs.len() + failed_to_start;
+        Some((started, succeeded + failed, failed, running, b.times.len()))
+    }
+
+    /// Every backfill, by id.
+    pub fn backfills(&self) -> impl Iterator<Item = &Backfill> {
+        self.backfills.values()
+    }
+
+    /// The next logical times of running backfills to start, up to each one's `max_active`.
+    pub fn backfill_tick(&mut self) -> Vec<Firing> {
+        let mut out = Vec::new();
+        for b in self.backfills.values().filter(|b| !b.cancelled) {
+            let Some(s) = self.schedules.get(&b.schedule) else {
+                continue;
+            };
+            let running = self
+                .jobs_of(&b.schedule)
+                .filter(|j| {
+                    !j.state.is_over()
+                        && j.origin.as_ref().is_some_and(|o| o.backfill == Some(b.id))
+                })
+                .count();
+            let started = self.backfill_started(b.id, &b.schedule);
+            let room = (b.max_active as usize).saturating_sub(running);
+            for &t in b.times.iter().filter(|t| !started.contains(t)).take(room) {
+                let spec = s.compiled.expand(t).map(|mut spec| {
+                    spec.priority = BACKFILL_PRIORITY;
+                    spec
+                });
+                out.push(Firing {
+                    origin: Origin {
+                        schedule: b.schedule.clone(),
+                        logical: t,
+                        backfill: Some(b.id),
+                    },
+                    spec,
+                    replace_output: b.reprocess == Reprocess::All,
+                });
+            }
+        }
+        out
+    }
+
+    /// The latest state of each logical time of `schedule` that ran or failed to start:
+    /// true if it succeeded.
+    pub fn outcomes(&self, schedule: &str) -> BTreeMap<Logical, Option<JobState>> {
+        let mut out = BTreeMap::new();
+        if let Some(s) = self.schedules.get(schedule) {
+            for k in s.skips.iter().filter(|k| k.note.starts_with("failed")) {
+                out.insert(k.logical, Some(JobState::Failed));
+            }
+        }
+        for j in self.jobs_of(schedule) {
+            if let Some(o) = &j.origin {
+                out.insert(o.logical, Some(j.state));
+            }
+        }
+        out
+    }
+
+    /// A schedule's history, oldest logical time first.
+    pub fn history(&self, schedule: &str, now: std::time::Instant) -> Vec<HistoryEntry> {
+        let mut out = Vec::new();
+        if let Some(s) = self.schedules.get(schedule) {
+            for k in &s.skips {
+                out.push(HistoryEntry {
+                    logical: k.logical,
+                    through: k.through,
+                    count: k.count,
+                    job: None,
+                    state: if k.note.starts_with("failed") {
+                        "failed to start".into()
+                    } else {
+                        "skipped".into()
+                    },
+                    duration_ms: 0,
+                    output: String::new(),
+                    note: k.note.clone(),
+                    backfill: k.backfill,
+                });
+            }
+        }
+        for j in self.jobs_of(schedule) {
+            let o = j.origin.as_ref().expect("jobs_of has an origin");
+            out.push(HistoryEntry {
+                logical: o.logical,
+                through: o.logical,
+                count: 1,
+                job: Some(j.id),
+                state: j.state.name().to_string(),
+                duration_ms: j
+                    .finished
+                    .unwrap_or(now)
+                    .duration_since(j.submitted)
+                    .as_millis() as u64,
+                output: j.spec.output.clone(),
+                note: j.error.clone().unwrap_or_default(),
+                backfill: o.backfill,
+            });
+        }
+        out.sort_by(|a, b| (a.logical, a.job).cmp(&(b.logical, b.job)));
+        out
+    }
+
+    /// Replays a schedule record of the journal.
+    pub(super) fn replay_schedule(&mut self, r: Record) {
+        match r {
+            Record::ScheduleAdded { spec } => match Compiled::new(spec) {
+                Ok(compiled) => {
+                    self.schedules.insert(
+                        compiled.spec.name.clone(),
+                        Schedule {
+                            compiled,
+                            paused: false,
+                            cursor: None,
+                            skips: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "journaled schedule no longer valid"),
+            },
+            Record::ScheduleRemoved { name } => {
+                self.schedules.remove(&name);
+            }
+            Record::SchedulePaused { name, paused } => {
+                if let Some(s) = self.schedules.get_mut(&name) {
+                    s.paused = paused;
+                }
+            }
+            Record::ScheduleSkipped { name, skip } => {
+                if let Some(s) = self.schedules.get_mut(&name) {
+                    if skip.backfill.is_none() {
+                        s.cursor = Some(s.cursor.map_or(skip.through, |c| c.max(skip.through)));
+                    }
+                    s.skips.push(skip);
+                }
+            }
+            Record::BackfillStarted { backfill } => {
+                self.next_backfill = self.next_backfill.max(backfill.id);
+                self.backfills.insert(backfill.id, backfill);
+            }
+            Record::BackfillCancelled { id } => {
+                if let Some(b) = self.backfills.get_mut(&id) {
+                    b.cancelled = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After replay: a schedule's cursor also covers the times its jobs ran for.
+    pub(super) fn settle_cursors(&mut self) {
+        let ran: Vec<(String, Logical)> = self
+            .jobs
+            .values()
+            .filter_map(|j| j.origin.as_ref())
+            .filter(|o| o.backfill.is_none())
+            .map(|o| (o.schedule.clone(), o.logical))
+            .collect();
+        for (name, t) in ran {
+            if let Some(s) = self.schedules.get_mut(&name) {
+                s.cursor = Some(s.cursor.map_or(t, |c| c.max(t)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
