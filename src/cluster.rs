@@ -38,6 +38,12 @@ pub struct CoordinatorArgs {
     /// Fetch-failure reports against one map output after which the map is re-run.
     #[arg(long, default_value_t = coordinator::DEFAULT_FETCH_FAILURE_THRESHOLD)]
     fetch_failure_threshold: u32,
+    /// For tests: read the time schedules see from this file (RFC 3339) instead of the clock.
+    #[arg(long, hide = true)]
+    clock_file: Option<PathBuf>,
+    /// How often schedules and backfills are looked at, in milliseconds.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    schedule_tick_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +114,10 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.locality_wait = Duration::from_millis(a.locality_wait_ms);
     config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
     config.fetch_failure_threshold = a.fetch_failure_threshold.max(1);
+    if let Some(f) = a.clock_file {
+        config.clock = coordinator::schedule::Clock::File(f);
+    }
+    config.schedule_tick = Duration::from_millis(a.schedule_tick_ms.max(10));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

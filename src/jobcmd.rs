@@ -140,7 +140,7 @@ pub enum JobCommand {
     },
 }
 
-async fn connect(c: &ClusterArgs) -> Result<Client> {
+pub async fn connect(c: &ClusterArgs) -> Result<Client> {
     let addr = find_coordinator(c.coordinator.as_deref(), &c.dir)?;
     Ok(Client::connect(&addr).await?)
 }

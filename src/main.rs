@@ -7,6 +7,7 @@ mod demo;
 mod fs;
 mod gen;
 mod jobcmd;
+mod schedcmd;
 mod util;
 
 use std::path::PathBuf;
@@ -46,6 +47,11 @@ enum Command {
     Job(jobcmd::JobCommand),
     /// Run a job sequentially in this process, with no daemons (the debugging mode and oracle).
     Run(RunArgs),
+    /// Cron schedules: a job template run once per logical time.
+    #[command(subcommand)]
+    Schedule(schedcmd::ScheduleCommand),
+    /// Run a schedule's template over a past range of logical times.
+    Backfill(schedcmd::BackfillArgs),
     /// Use storage: local files, seaweedfs://FILER/path, s3://bucket/key.
     #[command(subcommand)]
     Fs(fs::FsCommand),
@@ -113,6 +119,8 @@ fn main() -> ExitCode {
         Command::Local(a) => runtime().and_then(|rt| rt.block_on(cluster::local(a, registry))),
         Command::Job(c) => runtime().and_then(|rt| rt.block_on(jobcmd::run(c))),
         Command::Run(a) => jobcmd::run_local(&registry, a.job, a.work_dir),
+        Command::Schedule(c) => runtime().and_then(|rt| rt.block_on(schedcmd::schedule(c))),
+        Command::Backfill(a) => runtime().and_then(|rt| rt.block_on(schedcmd::backfill(a))),
         Command::Gen(c) => gen::run(c),
         Command::Fs(c) => fs::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),

@@ -145,6 +145,12 @@ impl Client {
         Ok(Client { inner })
     }
 
+    /// The generated gRPC client, for the calls this type does not wrap (schedules and
+    /// backfills).
+    pub fn rpc(&mut self) -> &mut CoordinatorServiceClient<Channel> {
+        &mut self.inner
+    }
+
     /// Submits a job and returns its id.
     pub async fn submit(&mut self, spec: &JobSpec) -> Result<JobId, ClientError> {
         let r = self

@@ -49,6 +49,10 @@ pub struct CoordinatorConfig {
     pub speculation_floor: Duration,
     /// Fetch-failure reports after which a map output is declared lost and the map re-run.
     pub fetch_failure_threshold: u32,
+    /// Where schedules read the time.
+    pub clock: schedule::Clock,
+    /// How often schedules and backfills are looked at.
+    pub schedule_tick: Duration,
 }
 
 impl CoordinatorConfig {
@@ -61,6 +65,8 @@ impl CoordinatorConfig {
             locality_wait: Duration::from_secs(3),
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
+            clock: schedule::Clock::System,
+            schedule_tick: schedule::DEFAULT_TICK,
         }
     }
 }
@@ -125,13 +131,19 @@ pub async fn serve(
     };
     let (state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());
-    let coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval);
+    let coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval)
+        .with_clock(config.clock.clone());
     coordinator.finish_recovered(unfinished).await;
     tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
     let reaper = tokio::spawn(
         coordinator
             .clone()
             .expire_workers_loop(config.heartbeat_interval, shutdown.clone()),
+    );
+    let scheduler = tokio::spawn(
+        coordinator
+            .clone()
+            .schedule_loop(config.schedule_tick, shutdown.clone()),
     );
     let result = tonic::transport::Server::builder()
         .add_service(coordinator.into_server())
@@ -142,5 +154,6 @@ pub async fn serve(
         .await;
     shutdown.cancel();
     let _ = reaper.await;
+    let _ = scheduler.await;
     Ok(result?)
 }

@@ -384,3 +384,27 @@ pub fn show(t: Logical) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Where the coordinator reads the time for schedules.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// The time written in a file (RFC 3339, e.g. `2026-11-27T06:00:00Z`): tests move the
+    /// clock, forwards or back, without sleeping. An unreadable file reads as the system time.
+    File(std::path::PathBuf),
+}
+
+impl Clock {
+    /// The current time.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
+                .map_or_else(Utc::now, |d| d.with_timezone(&Utc)),
+        }
+    }
+}

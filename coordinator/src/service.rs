@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::journal::Journal;
+use crate::schedule::Clock;
+
+mod schedules;
 use crate::state::{Action, State};
 
 /// The locked state; when dropped, it first writes the journal records of the changes made
@@ -61,6 +64,7 @@ pub struct Coordinator {
     registry: Arc<Registry>,
     storage: Storage,
     heartbeat_interval: Duration,
+    clock: Clock,
 }
 
 impl Coordinator {
@@ -77,7 +81,14 @@ impl Coordinator {
             registry: Arc::new(registry),
             storage: Storage::default(),
             heartbeat_interval,
+            clock: Clock::System,
         }
+    }
+
+    /// Reads schedule time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Returns the gRPC server, with explicit message limits.
@@ -353,5 +364,65 @@ impl CoordinatorService for Coordinator {
         let killed = actions.is_some();
         self.run_actions(actions.unwrap_or_default()).await;
         Ok(Response::new(KillJobResponse { killed }))
+    }
+
+    async fn add_schedule(
+        &self,
+        request: Request<AddScheduleRequest>,
+    ) -> Result<Response<AddScheduleResponse>, Status> {
+        let schedule = self.add_schedule_rpc(request.into_inner())?;
+        Ok(Response::new(AddScheduleResponse {
+            schedule: Some(schedule),
+        }))
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesResponse>, Status> {
+        Ok(Response::new(ListSchedulesResponse {
+            schedules: self.list_schedules_rpc(),
+        }))
+    }
+
+    async fn set_schedule(
+        &self,
+        request: Request<SetScheduleRequest>,
+    ) -> Result<Response<SetScheduleResponse>, Status> {
+        self.set_schedule_rpc(request.into_inner()).await?;
+        Ok(Response::new(SetScheduleResponse {}))
+    }
+
+    async fn schedule_history(
+        &self,
+        request: Request<ScheduleHistoryRequest>,
+    ) -> Result<Response<ScheduleHistoryResponse>, Status> {
+        Ok(Response::new(self.history_rpc(&request.into_inner().name)?))
+    }
+
+    async fn start_backfill(
+        &self,
+        request: Request<StartBackfillRequest>,
+    ) -> Result<Response<StartBackfillResponse>, Status> {
+        Ok(Response::new(
+            self.start_backfill_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_backfills(
+        &self,
+        _request: Request<ListBackfillsRequest>,
+    ) -> Result<Response<ListBackfillsResponse>, Status> {
+        Ok(Response::new(ListBackfillsResponse {
+            backfills: self.list_backfills_rpc(),
+        }))
+    }
+
+    async fn cancel_backfill(
+        &self,
+        request: Request<CancelBackfillRequest>,
+    ) -> Result<Response<CancelBackfillResponse>, Status> {
+        self.cancel_backfill_rpc(request.into_inner().id).await?;
+        Ok(Response::new(CancelBackfillResponse { cancelled: true }))
     }
 }

@@ -460,18 +460,18 @@ impl State {
         out
     }
 
-    /// The latest state of each logical time of `schedule` that ran or failed to start:
-    /// true if it succeeded.
-    pub fn outcomes(&self, schedule: &str) -> BTreeMap<Logical, Option<JobState>> {
+    /// The latest state of each logical time of `schedule` that ran or failed to start (a
+    /// failure to start reads as failed).
+    pub fn outcomes(&self, schedule: &str) -> BTreeMap<Logical, JobState> {
         let mut out = BTreeMap::new();
         if let Some(s) = self.schedules.get(schedule) {
             for k in s.skips.iter().filter(|k| k.note.starts_with("failed")) {
-                out.insert(k.logical, Some(JobState::Failed));
+                out.insert(k.logical, JobState::Failed);
             }
         }
         for j in self.jobs_of(schedule) {
             if let Some(o) = &j.origin {
-                out.insert(o.logical, Some(j.state));
+                out.insert(o.logical, j.state);
             }
         }
         out

@@ -436,3 +436,24 @@ fn map_outputs_a_worker_brings_back_are_deleted_once_their_job_is_over() {
     assert!(s.kill(running, now).is_some());
     assert_eq!(s.heartbeat(w, 0, now).finished_jobs, vec![running.0]);
 }
+
+#[test]
+fn higher_priority_jobs_get_slots_first_so_backfills_never_starve_todays_run() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut backfill, splits) = spec(2, 1);
+    backfill.priority = BACKFILL_PRIORITY;
+    let old = s.submit(backfill, splits, now);
+    let (today, splits) = spec(2, 1);
+    let new = s.submit(today, splits, now);
+    let got: Vec<u64> = s
+        .heartbeat(w, 2, now)
+        .assignments
+        .iter()
+        .map(|a| a.job_id)
+        .collect();
+    assert_eq!(got, vec![new.0, new.0], "the older backfill waits");
+    let got = s.heartbeat(w, 1, now).assignments;
+    assert_eq!(got[0].job_id, old.0, "and gets slots the others leave");
+}

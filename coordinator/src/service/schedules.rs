@@ -1,0 +1,383 @@
+//! The schedule and backfill RPCs, and the loop that starts due runs.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use jobs::output;
+use protocol::pb::*;
+use protocol::JobSpec;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::Coordinator;
+use crate::schedule::{
+    parse_logical, show, Catchup, Compiled, Concurrency, Logical, Reprocess, ScheduleError,
+    ScheduleSpec,
+};
+use crate::state::{Firing, JobState, Schedule};
+
+fn bad(e: ScheduleError) -> Status {
+    Status::invalid_argument(e.0)
+}
+
+/// Reads a schedule definition from the wire, checking every field.
+fn spec_from_pb(d: ScheduleDef) -> Result<ScheduleSpec, ScheduleError> {
+    let template = d
+        .template
+        .map(JobSpec::from_pb)
+        .ok_or_else(|| ScheduleError("a schedule needs a job".into()))?;
+    if template.inputs.is_empty() || template.output.is_empty() {
+        return Err(ScheduleError(
+            "a schedule needs --input and --output templates".into(),
+        ));
+    }
+    let or = |s: String, d: &str| if s.is_empty() { d.to_string() } else { s };
+    Ok(ScheduleSpec {
+        name: d.name,
+        cron: d.cron,
+        tz: or(d.tz, "UTC"),
+        template,
+        catchup: or(d.catchup, "latest").parse::<Catchup>()?,
+        max_catchup: d.max_catchup,
+        concurrency: or(d.concurrency, "forbid").parse::<Concurrency>()?,
+        start: if d.start.is_empty() {
+            None
+        } else {
+            Some(parse_logical(&d.start)?)
+        },
+    })
+}
+
+fn info(s: &Schedule, runs: u32, now: DateTime<Utc>) -> ScheduleInfo {
+    let c = &s.compiled;
+    let spec = &c.spec;
+    // The next time: after the cursor, or from now for a schedule that has not fired yet.
+    let from = s
+        .cursor
+        .unwrap_or_else(|| c.local(now).max(spec.start.unwrap_or_default()));
+    let next = c.next_after(from);
+    ScheduleInfo {
+        def: Some(ScheduleDef {
+            name: spec.name.clone(),
+            cron: spec.cron.clone(),
+            tz: spec.tz.clone(),
+            template: Some(spec.template.to_pb()),
+            catchup: spec.catchup.name().into(),
+            max_catchup: spec.max_catchup,
+            concurrency: spec.concurrency.name().into(),
+            start: spec.start.map(show).unwrap_or_default(),
+        }),
+        paused: s.paused,
+        last: s.cursor.map(show).unwrap_or_default(),
+        next: next.map(show).unwrap_or_default(),
+        next_at_utc: next
+            .map(|t| {
+                c.instant(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            })
+            .unwrap_or_default(),
+        runs,
+    }
+}
+
+impl Coordinator {
+    fn schedule_info(&self, name: &str) -> Option<ScheduleInfo> {
+        let state = self.state();
+        let s = state.schedule(name)?;
+        let runs = state
+            .history(name, Instant::now())
+            .iter()
+            .filter(|e| e.job.is_some())
+            .count() as u32;
+        Some(info(s, runs, self.clock.now()))
+    }
+
+    pub(super) fn add_schedule_rpc(&self, r: AddScheduleRequest) -> Result<ScheduleInfo, Status> {
+        let def = r
+            .def
+            .ok_or_else(|| Status::invalid_argument("missing schedule"))?;
+        let spec = spec_from_pb(def).map_err(bad)?;
+        let compiled = Compiled::new(spec.clone()).map_err(bad)?;
+        // The job must exist and take these parameters (checked on the first expansion).
+        let sample = compiled
+            .expand(compiled.next_after(Logical::default()).unwrap_or_default())
+            .map_err(bad)?;
+        self.registry
+            .create(&sample.job, &sample.params)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = spec.name.clone();
+        self.state()
+            .add_schedule(spec, self.clock.now())
+            .map_err(|e| Status::already_exists(e.0))?;
+        self.schedule_info(&name)
+            .ok_or_else(|| Status::internal("schedule vanished"))
+    }
+
+    pub(super) fn list_schedules_rpc(&self) -> Vec<ScheduleInfo> {
+        let names: Vec<String> = self
+            .state()
+            .schedules()
+            .map(|s| s.compiled.spec.name.clone())
+            .collect();
+        names.iter().filter_map(|n| self.schedule_info(n)).collect()
+    }
+
+    pub(super) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), Status> {
+        let op = ScheduleOp::try_from(r.op).unwrap_or(ScheduleOp::Unspecified);
+        let found = {
+            let mut state = self.state();
+            match op {
+                ScheduleOp::Pause => state.pause_schedule(&r.name, true),
+                ScheduleOp::Resume => state.pause_schedule(&r.name, false),
+                ScheduleOp::Remove => state.remove_schedule(&r.name),
+                ScheduleOp::Unspecified => {
+                    return Err(Status::invalid_argument("no operation given"))
+                }
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("no schedule named {:?}", r.name)))
+        }
+    }
+
+    pub(super) fn history_rpc(&self, name: &str) -> Result<ScheduleHistoryResponse, Status> {
+        let schedule = self
+            .schedule_info(name)
+            .ok_or_else(|| Status::not_found(format!("no schedule named {name:?}")))?;
+        let entries = self
+            .state()
+            .history(name, Instant::now())
+            .into_iter()
+            .map(|e| HistoryEntry {
+                logical: show(e.logical),
+                through: show(e.through),
+                count: e.count,
+                job_id: e.job.map_or(0, |j| j.0),
+                state: e.state,
+                duration_ms: e.duration_ms,
+                output: e.output,
+                note: e.note,
+                backfill_id: e.backfill.unwrap_or(0),
+            })
+            .collect();
+        Ok(ScheduleHistoryResponse {
+            schedule: Some(schedule),
+            entries,
+        })
+    }
+
+    pub(super) async fn start_backfill_rpc(
+        &self,
+        r: StartBackfillRequest,
+    ) -> Result<StartBackfillResponse, Status> {
+        let compiled = self
+            .state()
+            .schedule(&r.schedule)
+            .map(|s| s.compiled.clone())
+            .ok_or_else(|| Status::not_found(format!("no schedule named {:?}", r.schedule)))?;
+        let from = parse_logical(&r.from).map_err(bad)?;
+        let mut to = parse_logical(&r.to).map_err(bad)?;
+        if !r.to.contains(['T', ' ']) {
+            // A date alone ends with its day.
+            to += chrono::Duration::days(1) - chrono::Duration::seconds(1);
+        }
+        if to < from {
+            return Err(Status::invalid_argument(format!(
+                "--to {} is before --from {}",
+                r.to, r.from
+            )));
+        }
+        let reprocess = if r.reprocess.is_empty() {
+            Reprocess::None
+        } else {
+            r.reprocess.parse::<Reprocess>().map_err(bad)?
+        };
+        let times = compiled.between(from, to);
+        const MAX_TIMES: usize = 100_000;
+        if times.len() > MAX_TIMES {
+            return Err(Status::invalid_argument(format!(
+                "the range holds {} logical times; split it (at most {MAX_TIMES} per backfill)",
+                times.len()
+            )));
+        }
+        let outcomes = self.state().outcomes(&r.schedule);
+        let this = self.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            times
+                .into_iter()
+                .map(|t| this.backfill_time(&compiled, t, outcomes.get(&t).copied(), reprocess))
+                .collect::<Result<Vec<_>, Status>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let run: Vec<Logical> = plan
+            .iter()
+            .filter(|(_, b)| b.run)
+            .map(|(t, _)| *t)
+            .collect();
+        let backfill_id = if r.dry_run || run.is_empty() {
+            0
+        } else {
+            self.state()
+                .start_backfill(&r.schedule, run, r.max_active.max(1), reprocess)
+        };
+        Ok(StartBackfillResponse {
+            backfill_id,
+            times: plan.into_iter().map(|(_, b)| b).collect(),
+        })
+    }
+
+    /// Decides whether a backfill runs logical time `t`, and describes it.
+    fn backfill_time(
+        &self,
+        c: &Compiled,
+        t: Logical,
+        before: Option<JobState>,
+        reprocess: Reprocess,
+    ) -> Result<(Logical, BackfillTime), Status> {
+        let spec = c.expand(t).map_err(bad)?;
+        let (input_exists, input_bytes) =
+            match jobs::plan::plan_splits(&self.storage, &spec.inputs, spec.split_size) {
+                Ok(splits) => (
+                    true,
+                    splits.iter().map(|s| s.split.end - s.split.start).sum(),
+                ),
+                Err(_) => (false, 0),
+            };
+        let done = self
+            .storage
+            .exists(&dfs_client::Storage::join(&spec.output, output::SUCCESS))
+            .unwrap_or(false);
+        let (run, reason) = match (reprocess, before, done) {
+            (_, Some(JobState::Running | JobState::Publishing), _) => (false, "running now"),
+            (Reprocess::All, _, true) => (true, "reprocess all: output replaced"),
+            (Reprocess::All, _, false) => (true, "reprocess all"),
+            (_, _, true) => (false, "output has _SUCCESS"),
+            (_, None, false) => (true, "never ran"),
+            (Reprocess::Failed, Some(JobState::Failed | JobState::Killed), false) => {
+                (true, "failed before")
+            }
+            (Reprocess::None, Some(JobState::Failed | JobState::Killed), false) => {
+                (false, "failed before (use --reprocess failed)")
+            }
+            (_, Some(JobState::Succeeded), false) => {
+                (true, "succeeded before, but its output is gone")
+            }
+        };
+        Ok((
+            t,
+            BackfillTime {
+                logical: show(t),
+                inputs: spec.inputs.clone(),
+                output: spec.output.clone(),
+                input_exists,
+                input_bytes,
+                run,
+                reason: reason.into(),
+            },
+        ))
+    }
+
+    pub(super) fn list_backfills_rpc(&self) -> Vec<BackfillStatus> {
+        let state = self.state();
+        state
+            .backfills()
+            .map(|b| {
+                let (started, finished, failed, running, total) =
+                    state.backfill_progress(b.id).unwrap_or_default();
+                BackfillStatus {
+                    id: b.id,
+                    schedule: b.schedule.clone(),
+                    total: total as u32,
+                    started: started as u32,
+                    finished: finished as u32,
+                    failed: failed as u32,
+                    running: running as u32,
+                    cancelled: b.cancelled,
+                    reprocess: b.reprocess.name().into(),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) async fn cancel_backfill_rpc(&self, id: u64) -> Result<(), Status> {
+        let actions = self
+            .state()
+            .cancel_backfill(id, Instant::now())
+            .ok_or_else(|| Status::not_found(format!("no backfill {id}")))?;
+        self.run_actions(actions).await;
+        Ok(())
+    }
+
+    /// Starts due scheduled runs and backfill runs every `tick`, until `shutdown`.
+    pub async fn schedule_loop(self, tick: Duration, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(tick);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let now = self.clock.now();
+            let (mut firings, actions) = {
+                let mut state = self.state();
+                let (f, a) = state.schedule_tick(now, Instant::now());
+                (f, a)
+            };
+            self.run_actions(actions).await;
+            firings.extend(self.state().backfill_tick());
+            for f in firings {
+                self.fire(f).await;
+            }
+        }
+    }
+
+    /// Plans and submits one firing, or records why it could not start.
+    async fn fire(&self, f: Firing) {
+        let spec = match f.spec {
+            Ok(s) => s,
+            Err(e) => return self.state().firing_failed(&f.origin, &e.0),
+        };
+        let this = self.clone();
+        let replace = f.replace_output;
+        let planned = tokio::task::spawn_blocking(move || {
+            if replace {
+                this.clear_output(&spec.output, spec.reducers)?;
+            }
+            this.plan(&spec).map(|splits| (spec, splits))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(e.to_string())));
+        let mut state = self.state();
+        if !state.firing_wanted(&f.origin) {
+            return;
+        }
+        match planned {
+            Ok((spec, splits)) => {
+                if let Some(other) = state.job_writing(&spec.output) {
+                    let e = format!("{other} is already writing {}", spec.output);
+                    return state.firing_failed(&f.origin, &e);
+                }
+                let job = state.submit_with(spec, splits, Some(f.origin.clone()), Instant::now());
+                tracing::info!(schedule = %f.origin.schedule, logical = %show(f.origin.logical), %job, backfill = ?f.origin.backfill, "scheduled run started");
+            }
+            Err(e) => state.firing_failed(&f.origin, e.message()),
+        }
+    }
+
+    /// Removes a committed output so that a backfill under `--reprocess all` can replace it.
+    fn clear_output(&self, out: &str, reducers: u32) -> Result<(), Status> {
+        let join = |name: &str| dfs_client::Storage::join(out, name);
+        let err = |e: String| Status::internal(format!("cannot clear {out}: {e}"));
+        // `_SUCCESS` first: from then on the directory is not an output.
+        self.storage
+            .delete(&join(output::SUCCESS))
+            .map_err(|e| err(e.to_string()))?;
+        output::discard(&self.storage, out, reducers).map_err(|e| err(e.to_string()))?;
+        self.storage
+            .delete(&join("_skipped"))
+            .map_err(|e| err(e.to_string()))
+    }
+}

@@ -1,0 +1,459 @@
+//! `quern schedule ...` and `quern backfill ...`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use protocol::pb::{
+    AddScheduleRequest, CancelBackfillRequest, ListBackfillsRequest, ListSchedulesRequest,
+    ScheduleDef, ScheduleHistoryRequest, ScheduleInfo, ScheduleOp, SetScheduleRequest,
+    StartBackfillRequest,
+};
+
+use crate::jobcmd::{connect, ClusterArgs, JobSpecArgs};
+use crate::util::{human_bytes, parse_size};
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Add a schedule: one run of a job template per logical time of a cron expression.
+    Add(AddArgs),
+    /// List schedules with their next logical time.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Show a schedule's definition and its recent history.
+    Show {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Stop a schedule from firing (times passing meanwhile follow its catch-up policy).
+    Pause {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Let a paused schedule fire again.
+    Resume {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove a schedule (its past and running jobs stay).
+    Rm {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Every logical time of a schedule: run id, state, duration and output, or why skipped.
+    History {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The schedule's name (letters, digits, '.', '_', '-').
+    name: String,
+    /// Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+    /// seconds first, e.g. "0 6 * * *" for 06:00 every day.
+    #[arg(long)]
+    cron: String,
+    /// IANA time zone the expression and templates are read in.
+    #[arg(long, default_value = "UTC")]
+    tz: String,
+    /// The job to run (see `quern jobs`).
+    #[arg(long)]
+    job: String,
+    /// Input template (repeatable): {{date}}, {{hour}}, {{minute}}, {{ts}}, with offsets
+    /// such as {{date-1d}}, expand to the logical time.
+    #[arg(long = "input", required = true, num_args = 1..)]
+    inputs: Vec<String>,
+    /// Output template, e.g. out/views/{{date}}.
+    #[arg(long)]
+    output: String,
+    /// Job parameter `key=value` (repeatable; values may hold templates).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Number of reduce tasks.
+    #[arg(long, default_value_t = 1)]
+    reducers: u32,
+    /// Bytes per map split.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    split_size: u64,
+    /// After downtime: run none of the missed times, only the latest, or all of them.
+    #[arg(long, value_parser = ["none", "latest", "all"], default_value = "latest")]
+    catchup: String,
+    /// With --catchup all: run at most the N most recent missed times (0: no limit); the
+    /// others are recorded as skipped.
+    #[arg(long, default_value_t = 0)]
+    max_catchup: u32,
+    /// While the previous run is active: run both, skip the new one, or kill the old one.
+    #[arg(long, value_parser = ["allow", "forbid", "replace"], default_value = "forbid")]
+    concurrency: String,
+    /// First logical time that may run (default: now), e.g. 2026-11-01.
+    #[arg(long)]
+    start: Option<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    /// The schedule whose template runs over the range.
+    name: Option<String>,
+    /// First logical time (a date, or a date-time like 2026-11-01T06:00).
+    #[arg(long, required_unless_present_any = ["list", "cancel"])]
+    from: Option<String>,
+    /// Last logical time; a date alone includes its whole day.
+    #[arg(long, required_unless_present_any = ["list", "cancel"])]
+    to: Option<String>,
+    /// Which times run: none (only those that never ran), failed (also failed ones), all.
+    #[arg(long, value_parser = ["none", "failed", "all"], default_value = "none")]
+    reprocess: String,
+    /// At most this many of the backfill's jobs at once.
+    #[arg(long, default_value_t = 2)]
+    max_active: u32,
+    /// List the logical times, their input and output paths, whether each input exists and
+    /// its bytes, and what would run; start nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Return once the backfill is started instead of following its progress.
+    #[arg(long)]
+    detach: bool,
+    /// List backfills and their progress.
+    #[arg(long, conflicts_with_all = ["name", "cancel"])]
+    list: bool,
+    /// Cancel a backfill (its running jobs are killed, no more of its times start).
+    #[arg(long, value_name = "ID", conflicts_with = "name")]
+    cancel: Option<u64>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn print_info(s: &ScheduleInfo) {
+    let d = s.def.clone().unwrap_or_default();
+    let t = d.template.clone().unwrap_or_default();
+    println!(
+        "schedule:    {}{}",
+        d.name,
+        if s.paused { " (paused)" } else { "" }
+    );
+    println!("cron:        {}  ({})", d.cron, d.tz);
+    println!(
+        "job:         {} --input {} --output {}",
+        t.job,
+        t.inputs.join(" "),
+        t.output
+    );
+    for (k, v) in &t.params {
+        println!("  param      {k}={v}");
+    }
+    println!(
+        "policies:    catchup {}{}, concurrency {}",
+        d.catchup,
+        if d.max_catchup > 0 {
+            format!(" (max {})", d.max_catchup)
+        } else {
+            String::new()
+        },
+        d.concurrency
+    );
+    println!("start:       {}", d.start);
+    println!(
+        "last:        {}",
+        if s.last.is_empty() { "-" } else { &s.last }
+    );
+    println!("next:        {} (at {})", s.next, s.next_at_utc);
+    println!("runs:        {}", s.runs);
+}
+
+pub async fn schedule(cmd: ScheduleCommand) -> Result<u8> {
+    match cmd {
+        ScheduleCommand::Add(a) => {
+            let template = JobSpecArgs {
+                job: a.job.clone(),
+                inputs: a.inputs.clone(),
+                output: a.output.clone(),
+                reducers: a.reducers,
+                params: a.params.clone(),
+                split_size: a.split_size,
+                task_memory: protocol::spec::DEFAULT_TASK_MEMORY,
+                max_attempts: protocol::spec::DEFAULT_MAX_ATTEMPTS,
+                speculation: "on".into(),
+                max_bad_records: 0,
+            }
+            .to_spec()?;
+            let def = ScheduleDef {
+                name: a.name,
+                cron: a.cron,
+                tz: a.tz,
+                template: Some(template.to_pb()),
+                catchup: a.catchup,
+                max_catchup: a.max_catchup,
+                concurrency: a.concurrency,
+                start: a.start.unwrap_or_default(),
+            };
+            let mut c = connect(&a.cluster).await?;
+            let r = c
+                .rpc()
+                .add_schedule(AddScheduleRequest { def: Some(def) })
+                .await?
+                .into_inner();
+            if let Some(s) = r.schedule {
+                print_info(&s);
+            }
+            Ok(0)
+        }
+        ScheduleCommand::List { cluster } => {
+            let mut c = connect(&cluster).await?;
+            let r = c
+                .rpc()
+                .list_schedules(ListSchedulesRequest {})
+                .await?
+                .into_inner();
+            println!(
+                "{:<20} {:<16} {:<14} {:<8} {:<20} {:>5}",
+                "NAME", "CRON", "TZ", "STATE", "NEXT", "RUNS"
+            );
+            for s in r.schedules {
+                let d = s.def.unwrap_or_default();
+                println!(
+                    "{:<20} {:<16} {:<14} {:<8} {:<20} {:>5}",
+                    d.name,
+                    d.cron,
+                    d.tz,
+                    if s.paused { "paused" } else { "active" },
+                    s.next,
+                    s.runs
+                );
+            }
+            Ok(0)
+        }
+        ScheduleCommand::Show { name, cluster } => {
+            let mut c = connect(&cluster).await?;
+            let r = c
+                .rpc()
+                .schedule_history(ScheduleHistoryRequest { name })
+                .await?
+                .into_inner();
+            if let Some(s) = &r.schedule {
+                print_info(s);
+            }
+            println!("recent:");
+            print_history(&r.entries[r.entries.len().saturating_sub(10)..]);
+            Ok(0)
+        }
+        ScheduleCommand::History { name, cluster } => {
+            let mut c = connect(&cluster).await?;
+            let r = c
+                .rpc()
+                .schedule_history(ScheduleHistoryRequest { name })
+                .await?
+                .into_inner();
+            print_history(&r.entries);
+            Ok(0)
+        }
+        ScheduleCommand::Pause { name, cluster } => set(cluster, name, ScheduleOp::Pause).await,
+        ScheduleCommand::Resume { name, cluster } => set(cluster, name, ScheduleOp::Resume).await,
+        ScheduleCommand::Rm { name, cluster } => set(cluster, name, ScheduleOp::Remove).await,
+    }
+}
+
+async fn set(cluster: ClusterArgs, name: String, op: ScheduleOp) -> Result<u8> {
+    let mut c = connect(&cluster).await?;
+    c.rpc()
+        .set_schedule(SetScheduleRequest {
+            name: name.clone(),
+            op: op as i32,
+        })
+        .await?;
+    let done = match op {
+        ScheduleOp::Pause => "paused",
+        ScheduleOp::Resume => "resumed",
+        _ => "removed",
+    };
+    println!("schedule {name} {done}");
+    Ok(0)
+}
+
+fn print_history(entries: &[protocol::pb::HistoryEntry]) {
+    println!(
+        "{:<20} {:<8} {:<16} {:>9} {:<9} OUTPUT / NOTE",
+        "LOGICAL TIME", "RUN", "STATE", "DURATION", "BACKFILL"
+    );
+    for e in entries {
+        let run = if e.job_id > 0 {
+            format!("job-{}", e.job_id)
+        } else {
+            "-".into()
+        };
+        let logical = if e.count > 1 {
+            format!("{} .. {} ({})", e.logical, e.through, e.count)
+        } else {
+            e.logical.clone()
+        };
+        let what = match (e.output.is_empty(), e.note.is_empty()) {
+            (false, true) => e.output.clone(),
+            (false, false) => format!("{} ({})", e.output, e.note),
+            _ => e.note.clone(),
+        };
+        println!(
+            "{:<20} {:<8} {:<16} {:>8.1}s {:<9} {}",
+            logical,
+            run,
+            e.state,
+            e.duration_ms as f64 / 1000.0,
+            if e.backfill_id > 0 {
+                e.backfill_id.to_string()
+            } else {
+                "-".into()
+            },
+            what
+        );
+    }
+}
+
+pub async fn backfill(a: BackfillArgs) -> Result<u8> {
+    let mut c = connect(&a.cluster).await?;
+    if a.list {
+        let r = c
+            .rpc()
+            .list_backfills(ListBackfillsRequest {})
+            .await?
+            .into_inner();
+        println!(
+            "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
+            "ID", "SCHEDULE", "REPROCESS", "TOTAL", "FINISHED", "FAILED", "RUNNING", "STATE"
+        );
+        for b in r.backfills {
+            let state = if b.cancelled {
+                "cancelled"
+            } else if b.finished == b.total {
+                "done"
+            } else {
+                "running"
+            };
+            println!(
+                "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
+                b.id, b.schedule, b.reprocess, b.total, b.finished, b.failed, b.running, state
+            );
+        }
+        return Ok(0);
+    }
+    if let Some(id) = a.cancel {
+        c.rpc()
+            .cancel_backfill(CancelBackfillRequest { id })
+            .await?;
+        println!("backfill {id} cancelled");
+        return Ok(0);
+    }
+    let Some(name) = a.name else {
+        bail!("name the schedule to backfill (or use --list / --cancel ID)");
+    };
+    let r = c
+        .rpc()
+        .start_backfill(StartBackfillRequest {
+            schedule: name.clone(),
+            from: a.from.unwrap_or_default(),
+            to: a.to.unwrap_or_default(),
+            reprocess: a.reprocess,
+            max_active: a.max_active,
+            dry_run: a.dry_run,
+        })
+        .await?
+        .into_inner();
+    let runs = r.times.iter().filter(|t| t.run).count();
+    if a.dry_run {
+        println!(
+            "{:<20} {:<4} {:<7} {:>10}  {:<44} INPUT -> OUTPUT",
+            "LOGICAL TIME", "RUN", "INPUT", "BYTES", "WHY"
+        );
+        for t in &r.times {
+            println!(
+                "{:<20} {:<4} {:<7} {:>10}  {:<44} {} -> {}",
+                t.logical,
+                if t.run { "yes" } else { "no" },
+                if t.input_exists { "exists" } else { "MISSING" },
+                human_bytes(t.input_bytes),
+                t.reason,
+                t.inputs.join(","),
+                t.output
+            );
+        }
+        let bytes: u64 = r
+            .times
+            .iter()
+            .filter(|t| t.run)
+            .map(|t| t.input_bytes)
+            .sum();
+        println!(
+            "dry run: {runs} of {} logical times would run, reading {}",
+            r.times.len(),
+            human_bytes(bytes)
+        );
+        return Ok(0);
+    }
+    if r.backfill_id == 0 {
+        println!(
+            "nothing to backfill: all {} logical times are done (see --reprocess)",
+            r.times.len()
+        );
+        return Ok(0);
+    }
+    let id = r.backfill_id;
+    println!(
+        "backfill {id}: {runs} of {} logical times to run",
+        r.times.len()
+    );
+    if a.detach {
+        return Ok(0);
+    }
+    let tty = std::io::stderr().is_terminal();
+    loop {
+        let list = c
+            .rpc()
+            .list_backfills(ListBackfillsRequest {})
+            .await?
+            .into_inner();
+        let Some(b) = list.backfills.into_iter().find(|b| b.id == id) else {
+            bail!("backfill {id} vanished");
+        };
+        if tty {
+            eprint!(
+                "\r\x1b[2Kbackfill {id}: {}/{} done, {} running, {} failed",
+                b.finished, b.total, b.running, b.failed
+            );
+        }
+        if b.finished == b.total || (b.cancelled && b.running == 0) {
+            if tty {
+                eprintln!();
+            }
+            println!(
+                "backfill {id} {}: {} of {} done, {} failed",
+                if b.cancelled { "cancelled" } else { "finished" },
+                b.finished,
+                b.total,
+                b.failed
+            );
+            return Ok(if b.failed == 0 && !b.cancelled { 0 } else { 1 });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,332 @@
+//! Schedules and backfills on a real coordinator and worker, with the clock injected through
+//! a file: catch-up, a coordinator killed mid-run, backfill dry runs and reprocess modes, and
+//! definitions refused with a clear message.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Env {
+    dir: tempfile::TempDir,
+    addr: String,
+    clock: PathBuf,
+    procs: Procs,
+    port: u16,
+}
+
+impl Env {
+    fn start(worker_delay_ms: u64) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = dir.path().join("clock");
+        let port = free_port();
+        let mut env = Env {
+            addr: format!("127.0.0.1:{port}"),
+            clock,
+            procs: Procs(Vec::new()),
+            port,
+            dir,
+        };
+        env.set_clock("2026-11-27T05:00:00Z");
+        env.start_coordinator();
+        let delay = worker_delay_ms.to_string();
+        env.procs.0.push(spawn_worker(
+            &env.addr,
+            &env.dir.path().join("worker"),
+            &["--fault-delay-ms", &delay],
+        ));
+        env
+    }
+
+    fn start_coordinator(&mut self) {
+        let clock = self.clock.display().to_string();
+        let c = spawn_coordinator(
+            self.port,
+            self.dir.path(),
+            &["--clock-file", &clock, "--schedule-tick-ms", "100"],
+        );
+        self.procs.0.insert(0, c);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.quern(&["job", "list"]).status.success() {
+            assert!(Instant::now() < deadline, "coordinator did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn set_clock(&self, t: &str) {
+        std::fs::write(&self.clock, t).unwrap();
+    }
+
+    fn quern(&self, args: &[&str]) -> std::process::Output {
+        run(quern().args(args).env("QUERN_COORDINATOR", &self.addr))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.quern(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// History lines (without the header) of schedule `name`.
+    fn history(&self, name: &str) -> Vec<String> {
+        self.ok(&["schedule", "history", name])
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until the history line of `logical` says `state`.
+    fn wait_for(&self, name: &str, logical: &str, state: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let h = self.history(name);
+            if h.iter()
+                .any(|l| l.starts_with(logical) && l.contains(&format!(" {state} ")))
+            {
+                return h;
+            }
+            assert!(Instant::now() < deadline, "{logical} never {state}: {h:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn make_day(data: &Path, day: &str, seed: u64) {
+    let file = data.join("logs").join(day).join("access.log");
+    ok(quern()
+        .args([
+            "gen",
+            "weblog",
+            "--size",
+            "256KiB",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
+        .arg(&file));
+}
+
+fn oracle(input: &Path, out: &Path) {
+    ok(quern()
+        .args(["run", "--local", "views", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(out));
+}
+
+#[test]
+fn a_daily_schedule_catches_up_survives_a_coordinator_crash_and_backfills() {
+    let mut env = Env::start(1500);
+    let data = env.data();
+    for (i, day) in ["2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28"]
+        .iter()
+        .enumerate()
+    {
+        make_day(&data, day, 40 + i as u64);
+    }
+    let input = format!("{}/logs/{{{{date}}}}/", data.display());
+    let output = format!("{}/views/{{{{date}}}}", data.display());
+    // 06:00 in Berlin is 05:00 UTC: at the injected 05:00:00Z the 27th is due, and the 26th
+    // (after --start) was missed; --catchup latest runs the 27th and records the 26th skipped.
+    let add = env.ok(&[
+        "schedule",
+        "add",
+        "daily",
+        "--cron",
+        "0 6 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--job",
+        "views",
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "--start",
+        "2026-11-26",
+    ]);
+    assert!(add.contains("next:"), "{add}");
+    let h = env.wait_for("daily", "2026-11-27T06:00:00", "succeeded");
+    assert!(
+        h[0].starts_with("2026-11-26T06:00:00") && h[0].contains("skipped"),
+        "{h:#?}"
+    );
+    let expected = env.dir.path().join("oracle-27");
+    oracle(&data.join("logs/2026-11-27/"), &expected);
+    assert_eq!(
+        read_output(&data.join("views/2026-11-27")),
+        read_output(&expected)
+    );
+
+    // The 28th fires; the coordinator is killed mid-run and restarted: the same run goes on
+    // and no second run starts for that logical time.
+    env.set_clock("2026-11-28T05:00:01Z");
+    env.wait_for("daily", "2026-11-28T06:00:00", "running");
+    env.procs.0[0].kill().unwrap();
+    env.procs.0[0].wait().unwrap();
+    env.procs.0.remove(0);
+    env.start_coordinator();
+    let h = env.wait_for("daily", "2026-11-28T06:00:00", "succeeded");
+    assert_eq!(
+        h.iter()
+            .filter(|l| l.starts_with("2026-11-28T06:00:00"))
+            .count(),
+        1,
+        "{h:#?}"
+    );
+    // A clock that jumps back runs nothing again.
+    env.set_clock("2026-11-26T05:00:01Z");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.history("daily").len(), h.len());
+
+    // Dry run of a backfill over 24th-28th: what would run and why, with input sizes.
+    let dry = env.ok(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-24",
+        "--to",
+        "2026-11-28",
+        "--dry-run",
+    ]);
+    let line = |day: &str| {
+        dry.lines()
+            .find(|l| l.starts_with(day))
+            .unwrap_or_else(|| panic!("{day} missing from {dry}"))
+            .to_string()
+    };
+    assert!(line("2026-11-24").contains("MISSING"), "{dry}");
+    assert!(line("2026-11-25").contains("yes") && line("2026-11-25").contains("never ran"));
+    assert!(line("2026-11-26").contains("yes"), "{dry}");
+    assert!(line("2026-11-27").contains("output has _SUCCESS"), "{dry}");
+    assert!(dry.contains("3 of 5 logical times would run"), "{dry}");
+    assert!(
+        env.history("daily").len() == h.len(),
+        "a dry run starts nothing"
+    );
+
+    // The backfill itself: the 24th fails to start (no input), the 25th and 26th run.
+    let out = env.quern(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-24",
+        "--to",
+        "2026-11-28",
+        "--max-active",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "one time failed: {stdout}");
+    assert!(stdout.contains("3 of 3 done, 1 failed"), "{stdout}");
+    for day in ["2026-11-25", "2026-11-26"] {
+        let expected = env.dir.path().join(format!("oracle-{day}"));
+        oracle(&data.join(format!("logs/{day}/")), &expected);
+        assert_eq!(
+            read_output(&data.join(format!("views/{day}"))),
+            read_output(&expected)
+        );
+    }
+    let h = env.history("daily");
+    assert!(
+        h.iter()
+            .any(|l| l.starts_with("2026-11-24") && l.contains("failed to start")),
+        "{h:#?}"
+    );
+    // Reprocess modes: `none` finds nothing left; `failed` retries the 24th once its input
+    // exists; `all` reruns the 25th, replacing its output with the same bytes.
+    let none = env.ok(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-24",
+        "--to",
+        "2026-11-28",
+        "--dry-run",
+    ]);
+    assert!(none.contains("0 of 5 logical times would run"), "{none}");
+    make_day(&data, "2026-11-24", 44);
+    env.ok(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-24",
+        "--to",
+        "2026-11-24",
+        "--reprocess",
+        "failed",
+    ]);
+    assert!(data.join("views/2026-11-24/_SUCCESS").exists());
+    let before = read_output(&data.join("views/2026-11-25"));
+    env.ok(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-25",
+        "--to",
+        "2026-11-25",
+        "--reprocess",
+        "all",
+    ]);
+    assert_eq!(read_output(&data.join("views/2026-11-25")), before);
+    let list = env.ok(&["backfill", "--list"]);
+    assert_eq!(list.lines().count(), 4, "{list}");
+}
+
+#[test]
+fn bad_definitions_are_refused_with_a_clear_message() {
+    let env = Env::start(0);
+    let add = |cron: &str, tz: &str, output: &str| {
+        let out = env.quern(&[
+            "schedule",
+            "add",
+            "x",
+            "--cron",
+            cron,
+            "--tz",
+            tz,
+            "--job",
+            "views",
+            "--input",
+            "/logs/{{date}}",
+            "--output",
+            output,
+        ]);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(add("61 * * * *", "UTC", "/o/{{date}}").contains("bad cron expression"));
+    assert!(add("0 6 * *", "UTC", "/o/{{date}}").contains("expected 5 fields"));
+    assert!(add("0 6 * * *", "Moon/Base", "/o/{{date}}").contains("unknown time zone"));
+    assert!(add("0 6 * * *", "UTC", "/o/{{week}}").contains("unknown template variable"));
+    assert!(add("0 6 * * *", "UTC", "/o/{{date").contains("unclosed"));
+    let out = env.quern(&[
+        "schedule",
+        "add",
+        "x",
+        "--cron",
+        "0 6 * * *",
+        "--job",
+        "nosuchjob",
+        "--input",
+        "/i",
+        "--output",
+        "/o/{{date}}",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchjob"));
+    let out = env.quern(&["schedule", "history", "nothere"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no schedule named"));
+    assert!(env.ok(&["schedule", "list"]).lines().count() == 1);
+}
