@@ -266,6 +266,11 @@ impl Coordinator {
                 (true, "succeeded before, but its output is gone")
             }
         };
+        let reason = if run && !input_exists {
+            format!("{reason}; input missing, it will fail")
+        } else {
+            reason.to_string()
+        };
         Ok((
             t,
             BackfillTime {
@@ -275,7 +280,7 @@ impl Coordinator {
                 input_exists,
                 input_bytes,
                 run,
-                reason: reason.into(),
+                reason,
             },
         ))
     }
