@@ -145,15 +145,70 @@ pub async fn connect(c: &ClusterArgs) -> Result<Client> {
     Ok(Client::connect(&addr).await?)
 }
 
-pub async fn run(cmd: JobCommand) -> Result<u8> {
+/// Makes `spec` runnable on the cluster: a job this binary has and the stock `quern` does not
+/// is checked here (name and parameters), and this binary is uploaded (once; it is stored by
+/// its SHA-256) so that workers run its executors.
+pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) -> Result<()> {
+    if Registry::builtin()
+        .jobs()
+        .iter()
+        .any(|j| j.name == spec.job)
+    {
+        return Ok(());
+    }
+    registry.create(&spec.job, &spec.params)?;
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let file = std::fs::File::open(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    let size = file.metadata()?.len();
+    let sha = protocol::binary::sha256_hex(std::io::BufReader::new(file))?;
+    let present = client
+        .rpc()
+        .has_binary(protocol::pb::HasBinaryRequest {
+            sha256: sha.clone(),
+        })
+        .await?
+        .into_inner()
+        .present;
+    if !present {
+        let data = bytes::Bytes::from(
+            std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?,
+        );
+        let frames: Vec<protocol::pb::BinaryChunk> = data
+            .chunks(protocol::SHUFFLE_FRAME_BYTES)
+            .map(|c| protocol::pb::BinaryChunk {
+                sha256: sha.clone(),
+                size,
+                quern_version: protocol::QUERN_VERSION.into(),
+                platform: protocol::platform(),
+                data: data.slice_ref(c),
+            })
+            .collect();
+        client
+            .rpc()
+            .upload_binary(tokio_stream::iter(frames))
+            .await
+            .context("uploading this job binary")?;
+        eprintln!(
+            "uploaded job binary {} ({}, sha256 {})",
+            exe.file_name().unwrap_or_default().to_string_lossy(),
+            human_bytes(size),
+            &sha[..12]
+        );
+    }
+    spec.binary = sha;
+    Ok(())
+}
+
+pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
     match cmd {
         JobCommand::Submit {
             spec,
             detach,
             cluster,
         } => {
-            let spec = spec.to_spec()?;
+            let mut spec = spec.to_spec()?;
             let mut client = connect(&cluster).await?;
+            ship(&mut client, registry, &mut spec).await?;
             let id = client.submit(&spec).await.context("submitting the job")?;
             if detach {
                 println!("{id}");

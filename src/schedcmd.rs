@@ -184,10 +184,10 @@ fn print_info(s: &ScheduleInfo) {
     println!("runs:        {}", s.runs);
 }
 
-pub async fn schedule(cmd: ScheduleCommand) -> Result<u8> {
+pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result<u8> {
     match cmd {
         ScheduleCommand::Add(a) => {
-            let template = JobSpecArgs {
+            let mut template = JobSpecArgs {
                 job: a.job.clone(),
                 inputs: a.inputs.clone(),
                 output: a.output.clone(),
@@ -200,6 +200,8 @@ pub async fn schedule(cmd: ScheduleCommand) -> Result<u8> {
                 max_bad_records: 0,
             }
             .to_spec()?;
+            let mut c = connect(&a.cluster).await?;
+            crate::jobcmd::ship(&mut c, registry, &mut template).await?;
             let def = ScheduleDef {
                 name: a.name,
                 cron: a.cron,
@@ -210,7 +212,6 @@ pub async fn schedule(cmd: ScheduleCommand) -> Result<u8> {
                 concurrency: a.concurrency,
                 start: a.start.unwrap_or_default(),
             };
-            let mut c = connect(&a.cluster).await?;
             let r = c
                 .rpc()
                 .add_schedule(AddScheduleRequest { def: Some(def) })

@@ -132,7 +132,8 @@ pub async fn serve(
     let (state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());
     let coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval)
-        .with_clock(config.clock.clone());
+        .with_clock(config.clock.clone())
+        .with_binaries(config.state_dir.join("binaries"));
     coordinator.finish_recovered(unfinished).await;
     tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
     let reaper = tokio::spawn(

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::journal::Journal;
 use crate::schedule::Clock;
 
+mod binaries;
 mod schedules;
 use crate::state::{Action, State};
 
@@ -65,6 +66,8 @@ pub struct Coordinator {
     storage: Storage,
     heartbeat_interval: Duration,
     clock: Clock,
+    /// Where uploaded job binaries are kept.
+    binaries: std::path::PathBuf,
 }
 
 impl Coordinator {
@@ -82,7 +85,14 @@ impl Coordinator {
             storage: Storage::default(),
             heartbeat_interval,
             clock: Clock::System,
+            binaries: std::env::temp_dir().join("quern-binaries"),
         }
+    }
+
+    /// Keeps uploaded job binaries in `dir`.
+    pub fn with_binaries(mut self, dir: std::path::PathBuf) -> Self {
+        self.binaries = dir;
+        self
     }
 
     /// Reads schedule time from `clock` instead of the system clock.
@@ -199,9 +209,17 @@ impl Coordinator {
     }
 
     fn plan(&self, spec: &JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
-        self.registry
-            .create(&spec.job, &spec.params)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if spec.binary.is_empty() {
+            self.registry
+                .create(&spec.job, &spec.params)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        } else if !self.has_binary(&spec.binary)? {
+            // The job and its parameters are checked by the binary that has them, at submit.
+            return Err(Status::failed_precondition(format!(
+                "job binary {} was not uploaded to this cluster",
+                spec.binary
+            )));
+        }
         if spec.inputs.is_empty() {
             return Err(Status::invalid_argument("a job needs at least one --input"));
         }
@@ -424,5 +442,33 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<CancelBackfillResponse>, Status> {
         self.cancel_backfill_rpc(request.into_inner().id).await?;
         Ok(Response::new(CancelBackfillResponse { cancelled: true }))
+    }
+
+    async fn has_binary(
+        &self,
+        request: Request<HasBinaryRequest>,
+    ) -> Result<Response<HasBinaryResponse>, Status> {
+        Ok(Response::new(
+            self.has_binary_rpc(&request.into_inner().sha256)?,
+        ))
+    }
+
+    async fn upload_binary(
+        &self,
+        request: Request<tonic::Streaming<BinaryChunk>>,
+    ) -> Result<Response<UploadBinaryResponse>, Status> {
+        self.upload_binary_rpc(request.into_inner()).await?;
+        Ok(Response::new(UploadBinaryResponse {}))
+    }
+
+    type FetchBinaryStream = binaries::BinaryStream;
+
+    async fn fetch_binary(
+        &self,
+        request: Request<FetchBinaryRequest>,
+    ) -> Result<Response<Self::FetchBinaryStream>, Status> {
+        Ok(Response::new(
+            self.fetch_binary_rpc(&request.into_inner().sha256).await?,
+        ))
     }
 }

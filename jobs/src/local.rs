@@ -180,6 +180,7 @@ fn run_tasks(
             spill_dir: work_dir.join(format!("spill-{i:05}")),
             base_offset: offset,
             skip: Vec::new(),
+            input: planned.split.path.clone(),
         };
         let c = run_map_attempts(
             job,

@@ -184,9 +184,22 @@ pub struct MapContext<'a, J: Job> {
     pub(crate) buffer: &'a mut MapBuffer<J>,
     pub(crate) counters: &'a mut FastCounters,
     pub(crate) scratch: Vec<u8>,
+    pub(crate) input: &'a str,
+    pub(crate) offset: u64,
 }
 
 impl<J: Job> MapContext<'_, J> {
+    /// The input file of the record being mapped (as given or listed: a path or URL), e.g.
+    /// to tell documents apart, or the sides of a join.
+    pub fn input(&self) -> &str {
+        self.input
+    }
+
+    /// The byte offset of the record being mapped in its input file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Emits one key/value pair.
     pub fn emit(&mut self, key: &J::Key, value: J::Value) {
         let mut scratch = std::mem::take(&mut self.scratch);

@@ -7,9 +7,11 @@
 //! - [`ids`]: `JobId`, `WorkerId`, `AttemptId`, `Epoch`;
 //! - [`failure`]: `FailureKind` and its mapping to and from the wire;
 //! - [`spec`]: the [`JobSpec`] a user submits;
-//! - [`failpoint`]: named points where fault tests pause, slow or fail a process.
+//! - [`failpoint`]: named points where fault tests pause, slow or fail a process;
+//! - [`binary`]: hashing and platform checks of uploaded job binaries.
 #![warn(missing_docs)]
 
+pub mod binary;
 pub mod failpoint;
 pub mod failure;
 pub mod ids;
@@ -26,3 +28,15 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Size of one shuffle frame on the wire.
 pub const SHUFFLE_FRAME_BYTES: usize = 1024 * 1024;
+
+/// The Quern version of this build; a job binary must be built against the cluster's version.
+pub const QUERN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// This build's platform, `arch-os` (e.g. `x86_64-linux`); a job binary must match the
+/// cluster's.
+pub fn platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// Largest job binary a coordinator accepts.
+pub const MAX_BINARY_BYTES: u64 = 1 << 30;

@@ -40,6 +40,10 @@ pub struct JobSpec {
     /// run below 0, so they never starve scheduled and submitted jobs).
     #[serde(default)]
     pub priority: i32,
+    /// SHA-256 (hex) of the uploaded job binary whose executors run this job; empty for a job
+    /// of the cluster's own binary.
+    #[serde(default)]
+    pub binary: String,
 }
 
 impl JobSpec {
@@ -57,6 +61,7 @@ impl JobSpec {
             speculation: true,
             max_bad_records: 0,
             priority: 0,
+            binary: String::new(),
         }
     }
 
@@ -74,6 +79,7 @@ impl JobSpec {
             no_speculation: !self.speculation,
             max_bad_records: self.max_bad_records,
             priority: self.priority,
+            binary: self.binary.clone(),
         }
     }
 
@@ -96,6 +102,7 @@ impl JobSpec {
             speculation: !p.no_speculation,
             max_bad_records: p.max_bad_records,
             priority: p.priority,
+            binary: p.binary,
         }
     }
 }

@@ -286,7 +286,7 @@ fn handle_heartbeat(
         );
         tokio::spawn(async move {
             let attempt = task.attempt;
-            let result = run_attempt(&config, &task, token).await;
+            let result = run_attempt(&config, &mut client.clone(), &task, token).await;
             report(client, reg, &task, result).await;
             running.lock().expect("running map lock").remove(&attempt);
             wake.notify_one();
@@ -297,6 +297,7 @@ fn handle_heartbeat(
 /// Runs one attempt in an executor process and returns its result.
 async fn run_attempt(
     config: &WorkerConfig,
+    client: &mut Client,
     task: &ExecutorTask,
     cancel: CancellationToken,
 ) -> ExecutorResult {
@@ -341,7 +342,16 @@ async fn run_attempt(
         }
     };
     tracing::debug!(attempt = %task.attempt, kind = ?task.kind, index = task.index, "starting executor");
-    let mut cmd = tokio::process::Command::new(&config.executable);
+    // A job of an uploaded binary runs that binary's executor, fetched once and cached.
+    let executable = if task.spec.binary.is_empty() {
+        config.executable.clone()
+    } else {
+        match crate::binaries::ensure(&config.dir, client, &task.spec.binary).await {
+            Ok(path) => path,
+            Err(e) => return fail(FailureKind::Retryable, e),
+        }
+    };
+    let mut cmd = tokio::process::Command::new(&executable);
     cmd.arg("executor")
         .arg("--task")
         .arg(&task_file)

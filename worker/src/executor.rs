@@ -113,6 +113,7 @@ fn run_map(
         spill_dir: task.work_dir.join("spill"),
         base_offset: offset,
         skip: task.skip.clone(),
+        input: split.path.clone(),
     };
     let current = std::cell::Cell::new(offset);
     let counters = catch_unwind(AssertUnwindSafe(|| {

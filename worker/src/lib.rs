@@ -10,6 +10,7 @@
 //! User code runs only in executors, so a panic or an out-of-memory kill in a map function
 //! ends one attempt and never the daemon.
 
+pub mod binaries;
 pub mod daemon;
 pub mod executor;
 pub mod shuffle;

@@ -102,9 +102,16 @@ impl Coordinator {
         let sample = compiled
             .expand(compiled.next_after(Logical::default()).unwrap_or_default())
             .map_err(bad)?;
-        self.registry
-            .create(&sample.job, &sample.params)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if sample.binary.is_empty() {
+            self.registry
+                .create(&sample.job, &sample.params)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        } else if !self.has_binary(&sample.binary)? {
+            return Err(Status::failed_precondition(format!(
+                "job binary {} was not uploaded to this cluster",
+                sample.binary
+            )));
+        }
         let name = spec.name.clone();
         self.state()
             .add_schedule(spec, self.clock.now())

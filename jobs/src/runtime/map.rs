@@ -33,6 +33,8 @@ pub struct MapConfig {
     pub base_offset: u64,
     /// Absolute offsets of records to skip (skip mode), sorted.
     pub skip: Vec<u64>,
+    /// The input file the split belongs to (see [`MapContext::input`]).
+    pub input: String,
 }
 
 /// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
@@ -263,6 +265,8 @@ pub fn run_map<J: Job>(
             buffer: &mut buffer,
             counters: &mut fast,
             scratch: Vec::new(),
+            input: &cfg.input,
+            offset: 0,
         };
         let mut skip = cfg.skip.iter().copied().peekable();
         for line in crate::split::Lines::new(input) {
@@ -275,6 +279,7 @@ pub fn run_map<J: Job>(
             }
             // Read back by the caller if `map` panics: which record did it.
             current.set(offset);
+            ctx.offset = offset;
             job.map(line, &mut ctx);
             records += 1;
             if ctx.buffer.error.is_some() {
@@ -329,6 +334,7 @@ mod tests {
     ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = MapConfig {
+            input: String::new(),
             partitions: 3,
             memory_budget: budget,
             spill_dir: dir.path().join("spill"),
@@ -394,6 +400,7 @@ mod tests {
         let input = b"aaa\nbbb\nccc\nddd";
         // Offsets 100 (aaa), 104 (bbb), 108 (ccc), 112 (ddd); 50 is before the split.
         let cfg = MapConfig {
+            input: String::new(),
             partitions: 1,
             memory_budget: 1 << 20,
             spill_dir: dir.path().join("spill"),

@@ -1,0 +1,188 @@
+//! Quern: a MapReduce-style batch engine. This crate is the `quern` command line, usable as a
+//! library so that a crate of custom jobs can be a Quern binary of its own:
+//!
+//! ```no_run
+//! use quern::sdk::{Job, MapContext, ReduceContext, Values};
+//! use quern::{JobInfo, Registry};
+//!
+//! struct Lengths;
+//!
+//! impl Job for Lengths {
+//!     type Key = u64;
+//!     type Value = u64;
+//!     const COMBINES: bool = true;
+//!     fn map(&self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
+//!         ctx.emit(&(line.len() as u64), 1);
+//!     }
+//!     fn combine(&self, acc: &mut u64, n: u64) {
+//!         *acc += n;
+//!     }
+//!     fn reduce(&self, len: u64, n: Values<'_, u64>, out: &mut ReduceContext<'_>) {
+//!         out.write_line(format!("{len}\t{}", n.sum::<u64>()).as_bytes());
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut jobs = Registry::builtin();
+//!     jobs.register(JobInfo {
+//!         name: "line-lengths",
+//!         about: "how many lines have each length",
+//!         make: |_params| Ok(Box::new(Lengths)),
+//!     });
+//!     quern::main_with(jobs)
+//! }
+//! ```
+//!
+//! `./target/release/myjobs job submit line-lengths --input ... --output ...` then uploads the
+//! binary to the cluster, whose workers fetch it (verified by its SHA-256) and run its
+//! executors; `./target/release/myjobs run --local line-lengths ...` runs it in-process.
+//! Each subcommand parses its flags and calls a library function; see `quern --help`.
+
+mod cluster;
+mod demo;
+mod fs;
+mod gen;
+mod jobcmd;
+mod schedcmd;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Quern: a MapReduce-style batch engine.
+#[derive(Parser, Debug)]
+#[command(name = "quern", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the coordinator daemon.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run a worker daemon.
+    Worker(cluster::WorkerArgs),
+    /// Start an embedded cluster on loopback: a coordinator and N worker processes.
+    Local(cluster::LocalArgs),
+    /// Submit and manage jobs on a running cluster.
+    #[command(subcommand)]
+    Job(jobcmd::JobCommand),
+    /// Run a job sequentially in this process, with no daemons (the debugging mode and oracle).
+    Run(RunArgs),
+    /// Cron schedules: a job template run once per logical time.
+    #[command(subcommand)]
+    Schedule(schedcmd::ScheduleCommand),
+    /// Run a schedule's template over a past range of logical times.
+    Backfill(schedcmd::BackfillArgs),
+    /// Use storage: local files, seaweedfs://FILER/path, s3://bucket/key.
+    #[command(subcommand)]
+    Fs(fs::FsCommand),
+    /// Generate test data.
+    #[command(subcommand)]
+    Gen(gen::GenCommand),
+    /// Start a local cluster, generate an access log, run `views` and `top-photos`, show results.
+    Demo(demo::DemoArgs),
+    /// List the jobs this binary can run.
+    Jobs,
+    /// Run one task attempt (started by a worker; not for direct use).
+    #[command(hide = true)]
+    Executor {
+        /// The task file.
+        #[arg(long)]
+        task: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Run locally, sequentially, in this process (the only mode `run` has).
+    #[arg(long, required = true)]
+    local: bool,
+    #[command(flatten)]
+    job: jobcmd::JobSpecArgs,
+    /// Scratch directory for map outputs and spills (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub use jobs::registry::JobInfo;
+pub use jobs::{registry, sdk, Registry};
+
+/// Runs the `quern` command line with the jobs of `registry`: the `main` of `quern` itself
+/// (with [`Registry::builtin`]) and of any crate of custom jobs.
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    // Daemons log their lifecycle; user commands stay quiet unless something goes wrong.
+    let default_level = match cli.command {
+        Command::Coordinator(_)
+        | Command::Worker(_)
+        | Command::Local(_)
+        | Command::Executor { .. } => "info",
+        _ => "warn",
+    };
+    init_tracing(cli.log_format, default_level);
+    protocol::failpoint::setup();
+    let result = match cli.command {
+        Command::Executor { task } => {
+            return ExitCode::from(worker::executor::run(&registry, &task) as u8)
+        }
+        Command::Coordinator(a) => {
+            runtime().and_then(|rt| rt.block_on(cluster::coordinator(a, registry)))
+        }
+        Command::Worker(a) => runtime().and_then(|rt| rt.block_on(cluster::worker(a))),
+        Command::Local(a) => runtime().and_then(|rt| rt.block_on(cluster::local(a, registry))),
+        Command::Job(c) => runtime().and_then(|rt| rt.block_on(jobcmd::run(c, &registry))),
+        Command::Run(a) => jobcmd::run_local(&registry, a.job, a.work_dir),
+        Command::Schedule(c) => {
+            runtime().and_then(|rt| rt.block_on(schedcmd::schedule(c, &registry)))
+        }
+        Command::Backfill(a) => runtime().and_then(|rt| rt.block_on(schedcmd::backfill(a))),
+        Command::Gen(c) => gen::run(c),
+        Command::Fs(c) => fs::run(c),
+        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),
+        Command::Jobs => {
+            for j in registry.jobs() {
+                println!("{:<16} {}", j.name, j.about);
+            }
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

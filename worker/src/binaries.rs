@@ -1,0 +1,85 @@
+//! The worker's cache of job binaries: fetched from the coordinator by SHA-256 the first time
+//! a task needs one, verified, and kept under `<dir>/binaries/<sha256>`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use protocol::binary::{valid_sha256, Hasher};
+use protocol::pb::coordinator_service_client::CoordinatorServiceClient;
+use protocol::pb::FetchBinaryRequest;
+use tokio::io::AsyncWriteExt;
+use tonic::transport::Channel;
+
+/// One fetch at a time per worker: concurrent attempts of a new job wait for the first.
+static FETCH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Returns the path of job binary `sha`, fetching it from the coordinator if it is not cached.
+///
+/// # Errors
+/// A message for a bad hash, an unreachable coordinator, or a binary whose bytes do not hash
+/// to `sha`.
+pub async fn ensure(
+    dir: &Path,
+    client: &mut CoordinatorServiceClient<Channel>,
+    sha: &str,
+) -> Result<PathBuf, String> {
+    if !valid_sha256(sha) {
+        return Err(format!("bad job binary hash {sha:?}"));
+    }
+    let cache = dir.join("binaries");
+    let path = cache.join(sha);
+    let _one = FETCH.lock().await;
+    if tokio::fs::metadata(&path).await.is_ok() {
+        return Ok(path);
+    }
+    tokio::fs::create_dir_all(&cache)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let tmp = cache.join(format!("{sha}.partial"));
+    let mut stream = client
+        .fetch_binary(FetchBinaryRequest {
+            sha256: sha.to_string(),
+        })
+        .await
+        .map_err(|e| format!("cannot fetch job binary {sha}: {}", e.message()))?
+        .into_inner();
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let mut hasher = Hasher::default();
+    let mut size = 0u64;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|e| format!("fetching job binary {sha}: {}", e.message()))?
+    {
+        hasher.update(&chunk.data);
+        size += chunk.data.len() as u64;
+        file.write_all(&chunk.data)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    drop(file);
+    let got = hasher.finish();
+    if got != sha {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(format!(
+            "job binary {sha} arrived with hash {got} ({size} bytes): refused"
+        ));
+    }
+    tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .await
+        .map_err(|e| format!("cannot make {} executable: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| format!("cannot install {}: {e}", path.display()))?;
+    tracing::info!(
+        binary = sha,
+        bytes = size,
+        "job binary fetched and verified"
+    );
+    Ok(path)
+}
