@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use jobs::gen::{RecordsGen, WeblogGen, WordsGen};
+use jobs::gen::{RecordsGen, SortRecordsGen, WeblogGen, WordsGen};
 
 use crate::util::{human_bytes, parse_size};
 
@@ -17,6 +17,8 @@ pub enum GenCommand {
     Words(GenArgs),
     /// `ID<TAB>PAYLOAD` records with unique ids, for `identity`.
     Records(GenArgs),
+    /// 100-byte records with 10-byte keys (the TeraSort layout), for `sort`.
+    SortRecords(GenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -37,6 +39,7 @@ pub fn run(cmd: GenCommand) -> Result<u8> {
         GenCommand::Weblog(a) => ("weblog", a),
         GenCommand::Words(a) => ("words", a),
         GenCommand::Records(a) => ("records", a),
+        GenCommand::SortRecords(a) => ("sort-records", a),
     };
     generate(
         kind,
@@ -70,6 +73,7 @@ pub fn generate(kind: &str, size: u64, seed: u64, out: &std::path::Path, tty: bo
     let written = match kind {
         "weblog" => WeblogGen::new(seed).write(size, &mut w, &mut progress)?,
         "records" => RecordsGen::new(seed).write(size, &mut w, &mut progress)?,
+        "sort-records" => SortRecordsGen::new(seed).write(size, &mut w, &mut progress)?,
         _ => WordsGen::new(seed).write(size, &mut w, &mut progress)?,
     };
     w.flush()?;

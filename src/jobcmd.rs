@@ -327,6 +327,10 @@ fn print_status(s: &JobStatus) {
         "maps:     {}/{}   reduces: {}/{}",
         s.maps_done, s.maps_total, s.reduces_done, s.reduces_total
     );
+    println!(
+        "running:  {} maps, {} reduces",
+        s.maps_running, s.reduces_running
+    );
     println!("elapsed:  {:.2}s", s.elapsed.as_secs_f64());
     println!("output:   {}", s.output);
     if !s.error.is_empty() {

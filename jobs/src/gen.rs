@@ -430,6 +430,49 @@ impl RecordsGen {
     }
 }
 
+/// Generates 100-byte records in the TeraSort layout: a 10-byte key of printable ASCII,
+/// a 32-digit hex row number, filler, and a newline: the input of the `sort` job.
+pub struct SortRecordsGen {
+    rng: Rng,
+    row: u64,
+}
+
+impl SortRecordsGen {
+    /// Starts a generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        SortRecordsGen {
+            rng: Rng::new(seed ^ 0x7E2A),
+            row: 0,
+        }
+    }
+
+    fn line(&mut self, out: &mut Vec<u8>) {
+        for _ in 0..10 {
+            out.push(b' ' + self.rng.below(95) as u8);
+        }
+        out.extend_from_slice(b"  ");
+        out.extend_from_slice(format!("{:032X}", self.row).as_bytes());
+        out.extend_from_slice(b"  ");
+        let c = b'A' + (self.row % 26) as u8;
+        out.extend(std::iter::repeat_n(c, 100 - 10 - 2 - 32 - 2 - 1));
+        out.push(b'\n');
+        self.row += 1;
+    }
+
+    /// Writes about `size` bytes of whole records to `out`.
+    ///
+    /// # Errors
+    /// I/O errors from `out`.
+    pub fn write(
+        &mut self,
+        size: u64,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<u64> {
+        write_lines(size, out, progress, |buf| self.line(buf))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,7 +88,12 @@ pub fn run_local(
     progress: &mut dyn FnMut(LocalProgress),
 ) -> Result<LocalReport, LocalError> {
     let storage = Storage::default();
-    let job = registry.create(&spec.job, &spec.params)?;
+    let mut job = registry.create(&spec.job, &spec.params)?;
+    let setup = crate::sdk::TaskSetup::new(&spec.inputs, spec.reducers, &storage);
+    job.setup(&setup).map_err(|e| LocalError::Task {
+        task: "setup".into(),
+        source: TaskError::Setup(e),
+    })?;
     output::check_output_free(&storage, &spec.output)?;
     let splits = plan_splits(&storage, &spec.inputs, spec.split_size)?;
     std::fs::create_dir_all(work_dir).map_err(|e| LocalError::Task {

@@ -54,7 +54,10 @@ pub enum JobError {
 /// behind it are monomorphised per job, so erasure costs one virtual call per task.
 pub trait DynJob: Send + Sync {
     /// Runs the task-level setup.
-    fn setup(&mut self);
+    ///
+    /// # Errors
+    /// The job's message.
+    fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), String>;
     /// Runs a map task over `input` and writes its output file at `out`; `current` holds the
     /// input offset of the record being mapped (read it after a panic).
     fn run_map(
@@ -70,8 +73,8 @@ pub trait DynJob: Send + Sync {
 }
 
 impl<J: Job> DynJob for J {
-    fn setup(&mut self) {
-        Job::setup(self);
+    fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), String> {
+        Job::setup(self, task)
     }
 
     fn run_map(
@@ -134,7 +137,7 @@ impl Registry {
         &self.jobs
     }
 
-    /// Builds job `name` with `params` and runs its setup.
+    /// Builds job `name` with `params` (its per-task setup is run by whoever runs a task).
     ///
     /// # Errors
     /// [`JobError`] for an unknown name or bad parameters.
@@ -152,9 +155,7 @@ impl Registry {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let mut job = (info.make)(params)?;
-        job.setup();
-        Ok(job)
+        (info.make)(params)
     }
 }
 

@@ -114,8 +114,15 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// Whether [`Job::combine`] folds values on the map side.
     const COMBINES: bool = false;
 
-    /// Called once per task before any record (load a lookup table here).
-    fn setup(&mut self) {}
+    /// Called once per task before any record: load a model or a lookup table, or sample the
+    /// input (see [`TaskSetup`]). Not called when a job is only checked (at submit).
+    ///
+    /// # Errors
+    /// A message; the attempt fails with it and is retried like any failed attempt.
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+        let _ = task;
+        Ok(())
+    }
 
     /// Maps one input record.
     fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>);
@@ -131,6 +138,78 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// Returns the partition of an encoded key; the default is the stable hash.
     fn partition(&self, key: &[u8], partitions: u32) -> u32 {
         crate::partition::stable_partition(key, partitions)
+    }
+}
+
+/// What a task's [`Job::setup`] can see: the job's inputs and partition count, and a
+/// deterministic sample of its input records (every task sees the same sample, so tasks that
+/// derive something from it, such as range partition boundaries, agree).
+pub struct TaskSetup<'a> {
+    /// The job's inputs, as submitted (files, directories or globs).
+    pub inputs: &'a [String],
+    /// The number of reduce partitions.
+    pub partitions: u32,
+    pub(crate) storage: &'a dfs_client::Storage,
+}
+
+impl<'a> TaskSetup<'a> {
+    /// A setup context over `inputs` read through `storage`.
+    pub fn new(inputs: &'a [String], partitions: u32, storage: &'a dfs_client::Storage) -> Self {
+        TaskSetup {
+            inputs,
+            partitions,
+            storage,
+        }
+    }
+
+    /// Up to `n` whole records (lines) spread evenly over the inputs: the first line starting
+    /// after each of `n` evenly spaced byte positions. The same inputs give the same sample.
+    ///
+    /// # Errors
+    /// Storage errors, as a message.
+    pub fn sample_records(&self, n: usize) -> Result<Vec<Vec<u8>>, String> {
+        let mut files: Vec<(String, u64)> = Vec::new();
+        for s in crate::plan::plan_splits(self.storage, self.inputs, u64::MAX / 4)
+            .map_err(|e| e.to_string())?
+        {
+            if files.last().is_none_or(|(p, _)| *p != s.split.path) {
+                files.push((s.split.path, s.file_len));
+            }
+        }
+        let total: u64 = files.iter().map(|f| f.1).sum();
+        let mut out = Vec::with_capacity(n);
+        if total == 0 || n == 0 {
+            return Ok(out);
+        }
+        let (mut file, mut base) = (0usize, 0u64);
+        for i in 0..n as u64 {
+            let pos = total / n as u64 * i;
+            while pos >= base + files[file].1 {
+                base += files[file].1;
+                file += 1;
+            }
+            let (path, file_len) = &files[file];
+            let at = pos - base;
+            let len = (file_len - at).min(64 * 1024);
+            let data = self
+                .storage
+                .read_range(path, at, len)
+                .map_err(|e| e.to_string())?;
+            // Skip the line `at` falls in, unless it starts a line (the file's first byte).
+            let start = if at == 0 {
+                0
+            } else {
+                match memchr::memchr(b'\n', &data) {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            };
+            let rest = &data[start..];
+            if let Some(end) = memchr::memchr(b'\n', rest) {
+                out.push(rest[..end].to_vec());
+            }
+        }
+        Ok(out)
     }
 }
 

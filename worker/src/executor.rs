@@ -76,11 +76,15 @@ fn failed(e: &TaskError) -> ExecutorResult {
 }
 
 fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
-    let job = match registry.create(&task.spec.job, &task.spec.params) {
+    let mut job = match registry.create(&task.spec.job, &task.spec.params) {
         Ok(j) => j,
         Err(e) => return failed(&e.into()),
     };
     let storage = Storage::default();
+    let setup = jobs::sdk::TaskSetup::new(&task.spec.inputs, task.spec.reducers, &storage);
+    if let Err(e) = job.setup(&setup) {
+        return failed(&TaskError::Setup(e));
+    }
     match task.kind {
         TaskKind::Map => run_map(&storage, &*job, task).unwrap_or_else(|e| failed(&e)),
         TaskKind::Reduce => run_reduce(&storage, &*job, task),

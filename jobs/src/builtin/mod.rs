@@ -3,11 +3,15 @@
 //! - `views`, `top-photos`, `endpoint-stats`: web-log analytics ([`weblog`]);
 //! - `wordcount`: the classic ([`wordcount`]);
 //! - `fail`: a fault-injection job for testing retries and failure reporting ([`fail`]);
-//! - `identity`: every record back once, for counting lost and duplicated records ([`identity`]).
+//! - `crash`: attempts that randomly exit or stall, the classic crash test ([`crash`]);
+//! - `identity`: every record back once, for counting lost and duplicated records ([`identity`]);
+//! - `sort`: total-order sort with a sampled range partitioner ([`sort`]).
 
+pub mod crash;
 pub mod fail;
 pub mod histogram;
 pub mod identity;
+pub mod sort;
 pub mod weblog;
 pub mod wordcount;
 
@@ -21,6 +25,8 @@ pub fn jobs() -> Vec<JobInfo> {
         weblog::ENDPOINT_STATS,
         wordcount::WORDCOUNT,
         fail::FAIL,
+        crash::CRASH,
         identity::IDENTITY,
+        sort::SORT,
     ]
 }

@@ -61,6 +61,9 @@ pub enum TaskError {
     /// The job name or its parameters are not valid.
     #[error(transparent)]
     Job(#[from] crate::registry::JobError),
+    /// The job's per-task setup failed (a model or lookup table could not be loaded).
+    #[error("job setup failed: {0}")]
+    Setup(String),
 }
 
 impl TaskError {

@@ -1,0 +1,113 @@
+//! `sort`: a total-order sort of 100-byte records with a 10-byte key (the TeraSort layout:
+//! `quern gen sort-records` writes such input). A range partitioner built from a sample of
+//! the input's keys sends each key range to one reducer, so the part files, concatenated in
+//! order, are one sorted output. Records of equal keys keep their input order (map order,
+//! then offset).
+//!
+//! Parameter `sample` (default 10000): how many records every task samples to place the
+//! partition boundaries. All tasks sample the same records, so they agree on the boundaries.
+
+use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
+use crate::sdk::{Job, MapContext, ReduceContext, TaskSetup, Values};
+
+/// Bytes of a record's key.
+pub const KEY_BYTES: usize = 10;
+
+/// The `sort` job.
+pub struct Sort {
+    sample: usize,
+    /// Keys splitting the key space into `partitions` ranges: partition i holds keys in
+    /// `[bounds[i-1], bounds[i])`.
+    bounds: Vec<Vec<u8>>,
+}
+
+/// Registration of [`Sort`].
+pub const SORT: JobInfo = JobInfo {
+    name: "sort",
+    about: "total-order sort of 100-byte records by their 10-byte key (range partitioner)",
+    make: |p: &Params| -> Result<Box<dyn DynJob>, JobError> {
+        check_params("sort", p, &["sample"])?;
+        let sample = int_param("sort", p, "sample", 10_000, 1, 1_000_000)? as usize;
+        Ok(Box::new(Sort {
+            sample,
+            bounds: Vec::new(),
+        }))
+    },
+};
+
+/// Picks `partitions - 1` boundaries at the quantiles of the sampled keys.
+pub fn boundaries(mut keys: Vec<Vec<u8>>, partitions: u32) -> Vec<Vec<u8>> {
+    keys.sort_unstable();
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    (1..partitions as usize)
+        .map(|i| keys[i * keys.len() / partitions as usize].clone())
+        .collect()
+}
+
+impl Job for Sort {
+    type Key = Vec<u8>;
+    type Value = Vec<u8>;
+
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+        let keys = task
+            .sample_records(self.sample)?
+            .into_iter()
+            .filter(|r| r.len() >= KEY_BYTES)
+            .map(|r| r[..KEY_BYTES].to_vec())
+            .collect();
+        self.bounds = boundaries(keys, task.partitions);
+        Ok(())
+    }
+
+    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+        if record.len() < KEY_BYTES {
+            ctx.count("malformed_records", 1);
+            return;
+        }
+        ctx.emit_encoded(&record[..KEY_BYTES], record[KEY_BYTES..].to_vec());
+    }
+
+    fn partition(&self, key: &[u8], partitions: u32) -> u32 {
+        (self.bounds.partition_point(|b| b.as_slice() <= key) as u32).min(partitions - 1)
+    }
+
+    fn reduce(&self, key: Vec<u8>, rest: Values<'_, Vec<u8>>, out: &mut ReduceContext<'_>) {
+        for r in rest {
+            let buf = out.buffer();
+            buf.extend_from_slice(&key);
+            buf.extend_from_slice(&r);
+            out.end_line();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_split_the_sample_evenly_and_partitions_follow_them() {
+        let keys: Vec<Vec<u8>> = (0..100u8).rev().map(|k| vec![k]).collect();
+        let b = boundaries(keys, 4);
+        assert_eq!(b, vec![vec![25], vec![50], vec![75]]);
+        let s = Sort {
+            sample: 0,
+            bounds: b,
+        };
+        let p = |k: u8| s.partition(&[k], 4);
+        assert_eq!(
+            (p(0), p(24), p(25), p(49), p(50), p(99)),
+            (0, 0, 1, 1, 2, 3)
+        );
+        assert_eq!(
+            Sort {
+                sample: 0,
+                bounds: vec![]
+            }
+            .partition(&[9], 4),
+            0
+        );
+    }
+}

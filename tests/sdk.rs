@@ -1,0 +1,248 @@
+//! The classic MapReduce acceptance checks on a local cluster, and the total-order sort with
+//! its sampled range partitioner.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn running(status: &str) -> (u32, u32) {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("running:"))
+        .unwrap_or("");
+    let n: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (
+        n.first().copied().unwrap_or(0),
+        n.get(1).copied().unwrap_or(0),
+    )
+}
+
+#[test]
+fn sort_output_is_totally_ordered_across_part_files_and_equals_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("records");
+    ok(quern()
+        .args([
+            "gen",
+            "sort-records",
+            "--size",
+            "2MiB",
+            "--seed",
+            "5",
+            "--out",
+        ])
+        .arg(&input));
+    let cluster = Cluster::start(2);
+    let args = ["sort", "--reducers", "4", "--split-size", "256KiB"];
+    let out = dir.path().join("sorted");
+    let stdout = ok(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out));
+    assert!(stdout.contains("state:    succeeded"), "{stdout}");
+    let local = dir.path().join("local");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&local));
+    assert_eq!(read_output(&out), read_output(&local));
+    // The part files, concatenated, are the input's records sorted by key (stable).
+    let parts = read_output(&out);
+    let mut all = Vec::new();
+    let mut sizes = Vec::new();
+    for (name, data) in &parts {
+        if name.starts_with("part-") {
+            sizes.push(data.len());
+            all.extend_from_slice(data);
+        }
+    }
+    let got: Vec<&[u8]> = all.split_inclusive(|b| *b == b'\n').collect();
+    let text = std::fs::read(&input).unwrap();
+    let mut want: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+    want.sort_by(|a, b| a[..10].cmp(&b[..10]));
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "not the input sorted by key");
+    // The sampled boundaries spread the keys: no partition holds more than twice its share.
+    let share = all.len() / 4;
+    assert!(
+        sizes.iter().all(|s| *s > share / 2 && *s < share * 2),
+        "{sizes:?}"
+    );
+}
+
+#[test]
+fn two_workers_run_maps_and_reduces_in_parallel_and_every_task_exactly_once() {
+    let inputs = inputs("2MiB");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut procs = vec![spawn_coordinator(
+        port,
+        dir.path(),
+        &["--locality-wait-ms", "0"],
+    )];
+    // Every attempt starts 400 ms late, so overlapping tasks are seen running together.
+    for i in 0..2 {
+        procs.push(spawn_worker(
+            &addr,
+            &dir.path().join(format!("worker-{i}")),
+            &["--fault-delay-ms", "400"],
+        ));
+    }
+    let procs = Procs(procs);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("wc");
+    let args = ["wordcount", "--reducers", "4", "--split-size", "256KiB"];
+    let submitter = quern()
+        .args(["job", "submit"])
+        .args(args)
+        .arg("--input")
+        .arg(&inputs.words)
+        .arg("--output")
+        .arg(&out)
+        .env("QUERN_COORDINATOR", &addr)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut maps_together, mut reduces_together) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = run(quern()
+            .args(["job", "status", "job-1"])
+            .env("QUERN_COORDINATOR", &addr));
+        let s = String::from_utf8_lossy(&s.stdout);
+        let (m, r) = running(&s);
+        maps_together = maps_together.max(m);
+        reduces_together = reduces_together.max(r);
+        if s.contains("state:    succeeded") || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = submitter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout}");
+    assert_eq!((maps_together, reduces_together), (2, 2));
+    // Both workers ran maps and reduces (their attempt logs), each task exactly once.
+    for i in 0..2 {
+        let logs = std::fs::read_dir(dir.path().join(format!("worker-{i}/logs")))
+            .unwrap()
+            .count();
+        assert!(logs >= 2, "worker {i} ran {logs} attempts");
+    }
+    let c = counters(&stdout);
+    let maps: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("maps:"))
+        .and_then(|l| l.split_whitespace().next()?.split('/').nth(1)?.parse().ok())
+        .unwrap();
+    assert_eq!(c["attempts"], maps + 4, "{c:?}");
+    assert_eq!((c["backup_attempts"], c["failed_attempts"]), (0, 0));
+    // No process exited before the output was final.
+    for p in &procs.0 {
+        // SAFETY: signal 0 only checks that our child process exists.
+        let alive = unsafe { libc::kill(p.id() as i32, 0) } == 0;
+        assert!(alive, "process {} exited before the test ended", p.id());
+    }
+    let expected = dir.path().join("oracle");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&inputs.words)
+        .arg("--output")
+        .arg(&expected));
+    assert!(read_output(&out) == read_output(&expected));
+}
+
+#[test]
+fn a_job_whose_tasks_randomly_exit_or_stall_still_finishes_correctly() {
+    let inputs = inputs("1MiB");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut procs = vec![spawn_coordinator(
+        port,
+        dir.path(),
+        &["--speculation-floor-ms", "500", "--locality-wait-ms", "0"],
+    )];
+    for i in 0..3 {
+        procs.push(spawn_worker(
+            &addr,
+            &dir.path().join(format!("worker-{i}")),
+            &[],
+        ));
+    }
+    let mut procs = Procs(procs);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("lines");
+    let submitter = quern()
+        .args([
+            "job",
+            "submit",
+            "crash",
+            "--param",
+            "rate=60",
+            "--param",
+            "stall_ms=2000",
+        ])
+        .args([
+            "--reducers",
+            "3",
+            "--split-size",
+            "128KiB",
+            "--max-attempts",
+            "30",
+        ])
+        .arg("--input")
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(&out)
+        .env("QUERN_COORDINATOR", &addr)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Meanwhile a worker is killed and restarted, as in the classic test.
+    std::thread::sleep(Duration::from_millis(1500));
+    procs.0[1].kill().unwrap();
+    procs.0[1].wait().unwrap();
+    procs.0[1] = spawn_worker(&addr, &dir.path().join("worker-0"), &[]);
+    let done = submitter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout}");
+    let c = counters(&stdout);
+    assert!(c["failed_attempts"] > 0, "nothing crashed: {c:?}");
+    let expected = dir.path().join("oracle");
+    ok(quern()
+        .args([
+            "run",
+            "--local",
+            "fail",
+            "--param",
+            "panic_on=no line holds this",
+        ])
+        .args(["--reducers", "3", "--split-size", "128KiB"])
+        .arg("--input")
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(&expected));
+    // The same part files as the sequential run of `fail` (the manifests name their job).
+    let parts = |d: &std::path::Path| {
+        let mut m = read_output(d);
+        m.retain(|k, _| k.starts_with("part-"));
+        m
+    };
+    assert!(parts(&out) == parts(&expected), "outputs differ");
+}
