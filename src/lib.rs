@@ -131,7 +131,7 @@ fn init_tracing(format: LogFormat, default: &str) {
 }
 
 pub use jobs::registry::JobInfo;
-pub use jobs::{registry, sdk, Registry};
+pub use jobs::{builtin, registry, sdk, Registry};
 
 /// Runs the `quern` command line with the jobs of `registry`: the `main` of `quern` itself
 /// (with [`Registry::builtin`]) and of any crate of custom jobs.
