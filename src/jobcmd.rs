@@ -149,6 +149,9 @@ pub async fn connect(c: &ClusterArgs) -> Result<Client> {
 /// is checked here (name and parameters), and this binary is uploaded (once; it is stored by
 /// its SHA-256) so that workers run its executors.
 pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) -> Result<()> {
+    if let Ok(job) = registry.create(&spec.job, &spec.params) {
+        spec.input_format = job.input_format().name().into();
+    }
     if Registry::builtin()
         .jobs()
         .iter()

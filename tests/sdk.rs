@@ -246,3 +246,62 @@ fn a_job_whose_tasks_randomly_exit_or_stall_still_finishes_correctly() {
     };
     assert!(parts(&out) == parts(&expected), "outputs differ");
 }
+
+#[test]
+fn tar_shards_are_split_whole_and_read_member_by_member_on_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, shards) = (dir.path().join("src"), dir.path().join("shards"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&shards).unwrap();
+    for s in 0..3 {
+        let mut names = Vec::new();
+        for k in 0..20 {
+            let name = format!("s{s}-k{k:03}.jpg");
+            std::fs::write(src.join(&name), vec![(s * 20 + k) as u8; 700 * (k + 1)]).unwrap();
+            names.push(name);
+        }
+        let ok = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(shards.join(format!("shard-{s}.tar")))
+            .arg("-C")
+            .arg(&src)
+            .args(&names)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    // A truncated shard: its whole members are listed, the cut is counted.
+    let whole = std::fs::read(shards.join("shard-2.tar")).unwrap();
+    std::fs::write(shards.join("shard-3.tar"), &whole[..10_000]).unwrap();
+    let cluster = Cluster::start(2);
+    // A tiny split size: tar shards are still never cut (4 shards, 4 maps).
+    let args = ["tar-index", "--reducers", "2", "--split-size", "1KiB"];
+    let out = dir.path().join("index");
+    let stdout = ok(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--input")
+        .arg(&shards)
+        .arg("--output")
+        .arg(&out));
+    assert!(stdout.contains("maps:     4/4"), "{stdout}");
+    assert_eq!(counters(&stdout)["corrupt_inputs"], 1, "{stdout}");
+    let local = dir.path().join("local");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&shards)
+        .arg("--output")
+        .arg(&local));
+    assert!(read_output(&out) == read_output(&local));
+    let lines: usize = read_output(&out)
+        .iter()
+        .filter(|(k, _)| k.starts_with("part-"))
+        .map(|(_, v)| v.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
+        .sum();
+    // 60 members, plus those of the truncated copy that lie wholly in its first 10000 bytes.
+    assert!((60..80).contains(&lines), "{lines}");
+}

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use dfs_client::Storage;
 use jobs::output;
-use jobs::plan::plan_splits;
 use jobs::sdk::Counters;
 use jobs::Registry;
 use protocol::pb::coordinator_service_server::{CoordinatorService, CoordinatorServiceServer};
@@ -209,10 +208,13 @@ impl Coordinator {
     }
 
     fn plan(&self, spec: &JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
+        let mut format = jobs::InputFormat::from_name(&spec.input_format);
         if spec.binary.is_empty() {
-            self.registry
+            format = self
+                .registry
                 .create(&spec.job, &spec.params)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .input_format();
         } else if !self.has_binary(&spec.binary)? {
             // The job and its parameters are checked by the binary that has them, at submit.
             return Err(Status::failed_precondition(format!(
@@ -228,7 +230,7 @@ impl Coordinator {
         }
         output::check_output_free(&self.storage, &spec.output)
             .map_err(|e| Status::already_exists(e.to_string()))?;
-        plan_splits(&self.storage, &spec.inputs, spec.split_size)
+        jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
             .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 }

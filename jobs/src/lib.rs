@@ -9,6 +9,7 @@
 //! - [`sdk`]: the [`Job`] trait, [`Key`]/[`Value`] codecs, map and reduce contexts, counters;
 //! - [`registry`]: job names to constructors ([`Registry::builtin`]);
 //! - [`split`]: splits of line-oriented inputs, where a record belongs to the split it starts in;
+//! - [`records`]: input formats: lines, whole files, tar shards;
 //! - [`partition`]: the stable partitioner (the same on every machine and build);
 //! - [`runtime`]: shuffle file format, map-side sort/combine/spill, merge, reduce;
 //! - [`plan`]: turning inputs into splits;
@@ -51,10 +52,12 @@ pub mod local;
 pub mod output;
 pub mod partition;
 pub mod plan;
+pub mod records;
 pub mod registry;
 pub mod runtime;
 pub mod sdk;
 pub mod split;
 
+pub use records::InputFormat;
 pub use registry::{DynJob, JobError, Params, Registry};
 pub use sdk::{Counters, Job, Key, MapContext, ReduceContext, Value, Values};

@@ -10,7 +10,7 @@ use dfs_client::Storage;
 use protocol::JobSpec;
 
 use crate::output::{self, Manifest, PartInfo};
-use crate::plan::plan_splits;
+use crate::plan::plan_inputs;
 use crate::registry::{JobError, Registry};
 use crate::runtime::map::{mmap, MapConfig};
 use crate::runtime::{format::ShuffleFile, panic_message, TaskError};
@@ -95,7 +95,7 @@ pub fn run_local(
         source: TaskError::Setup(e),
     })?;
     output::check_output_free(&storage, &spec.output)?;
-    let splits = plan_splits(&storage, &spec.inputs, spec.split_size)?;
+    let splits = plan_inputs(&storage, &spec.inputs, spec.split_size, job.input_format())?;
     std::fs::create_dir_all(work_dir).map_err(|e| LocalError::Task {
         task: "setup".into(),
         source: TaskError::io(work_dir, e),
@@ -186,6 +186,7 @@ fn run_tasks(
             base_offset: offset,
             skip: Vec::new(),
             input: planned.split.path.clone(),
+            format: job.input_format(),
         };
         let c = run_map_attempts(
             job,

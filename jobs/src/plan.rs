@@ -27,7 +27,25 @@ pub fn plan_splits(
     inputs: &[String],
     split_size: u64,
 ) -> Result<Vec<PlannedSplit>, DfsError> {
-    let split_size = split_size.max(1);
+    plan_inputs(storage, inputs, split_size, crate::InputFormat::Lines)
+}
+
+/// Plans the splits of a job whose input is in `format`: as [`plan_splits`] for lines; one
+/// split per file for whole files and tar shards, placed beside the file's first piece.
+///
+/// # Errors
+/// As [`plan_splits`].
+pub fn plan_inputs(
+    storage: &Storage,
+    inputs: &[String],
+    split_size: u64,
+    format: crate::InputFormat,
+) -> Result<Vec<PlannedSplit>, DfsError> {
+    let split_size = if format.whole_files() {
+        u64::MAX
+    } else {
+        split_size.max(1)
+    };
     let mut out = Vec::new();
     for input in inputs {
         for file in storage.list(input)? {
@@ -47,6 +65,18 @@ pub fn plan_splits(
                     len: file.len,
                     hosts: Vec::new(),
                 }];
+            }
+            if format.whole_files() {
+                out.push(PlannedSplit {
+                    split: Split {
+                        path: file.path.clone(),
+                        start: 0,
+                        end: file.len,
+                    },
+                    file_len: file.len,
+                    hosts: pieces.first().map(|p| p.hosts.clone()).unwrap_or_default(),
+                });
+                continue;
             }
             for piece in pieces {
                 let mut start = piece.offset;

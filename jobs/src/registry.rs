@@ -67,6 +67,8 @@ pub trait DynJob: Send + Sync {
         out: &Path,
         current: &Cell<u64>,
     ) -> Result<Counters, TaskError>;
+    /// How the job's input is cut into records.
+    fn input_format(&self) -> crate::InputFormat;
     /// Runs a reduce task over `runs` (one per map, in map order) into `out`.
     fn run_reduce(&self, runs: Vec<Bytes>, out: &mut dyn Write)
         -> Result<ReduceSummary, TaskError>;
@@ -75,6 +77,10 @@ pub trait DynJob: Send + Sync {
 impl<J: Job> DynJob for J {
     fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), String> {
         Job::setup(self, task)
+    }
+
+    fn input_format(&self) -> crate::InputFormat {
+        J::INPUT
     }
 
     fn run_map(

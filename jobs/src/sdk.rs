@@ -102,6 +102,33 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 
 /// A map/reduce job.
 ///
+/// ```
+/// use jobs::sdk::{Job, MapContext, ReduceContext, Values};
+///
+/// /// Words per first letter, with a map-side combine.
+/// struct Initials;
+///
+/// impl Job for Initials {
+///     type Key = String;
+///     type Value = u64;
+///     const COMBINES: bool = true;
+///
+///     fn map(&self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
+///         for word in line.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
+///             ctx.emit(&(word[0] as char).to_string(), 1);
+///         }
+///     }
+///
+///     fn combine(&self, acc: &mut u64, n: u64) {
+///         *acc += n;
+///     }
+///
+///     fn reduce(&self, initial: String, n: Values<'_, u64>, out: &mut ReduceContext<'_>) {
+///         out.write_line(format!("{initial}\t{}", n.sum::<u64>()).as_bytes());
+///     }
+/// }
+/// ```
+///
 /// `map` is called once per input record (a line, without its line terminator). When
 /// `COMBINES` is true, values of equal keys are folded with `combine` on the map side, in
 /// memory and when spilling, which must be associative and commutative. `reduce` is called once
@@ -113,6 +140,9 @@ pub trait Job: Send + Sync + Sized + 'static {
     type Value: Value;
     /// Whether [`Job::combine`] folds values on the map side.
     const COMBINES: bool = false;
+    /// How input files are cut into records: lines (the default), whole files, or the members
+    /// of tar shards ([`crate::InputFormat`]).
+    const INPUT: crate::InputFormat = crate::InputFormat::Lines;
 
     /// Called once per task before any record: load a model or a lookup table, or sample the
     /// input (see [`TaskSetup`]). Not called when a job is only checked (at submit).
@@ -265,6 +295,7 @@ pub struct MapContext<'a, J: Job> {
     pub(crate) scratch: Vec<u8>,
     pub(crate) input: &'a str,
     pub(crate) offset: u64,
+    pub(crate) record_name: &'a [u8],
 }
 
 impl<J: Job> MapContext<'_, J> {
@@ -277,6 +308,12 @@ impl<J: Job> MapContext<'_, J> {
     /// The byte offset of the record being mapped in its input file.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The name of the record being mapped: a tar member's path for
+    /// [`crate::InputFormat::Tar`], the file's path for whole files, empty for lines.
+    pub fn record_name(&self) -> &[u8] {
+        self.record_name
     }
 
     /// Emits one key/value pair.

@@ -44,6 +44,10 @@ pub struct JobSpec {
     /// of the cluster's own binary.
     #[serde(default)]
     pub binary: String,
+    /// How the job cuts its input into records (`lines`, `whole-files`, `tar`), so that a
+    /// coordinator can plan a job of an uploaded binary it cannot inspect; empty: lines.
+    #[serde(default)]
+    pub input_format: String,
 }
 
 impl JobSpec {
@@ -62,6 +66,7 @@ impl JobSpec {
             max_bad_records: 0,
             priority: 0,
             binary: String::new(),
+            input_format: String::new(),
         }
     }
 
@@ -80,6 +85,7 @@ impl JobSpec {
             max_bad_records: self.max_bad_records,
             priority: self.priority,
             binary: self.binary.clone(),
+            input_format: self.input_format.clone(),
         }
     }
 
@@ -103,6 +109,7 @@ impl JobSpec {
             max_bad_records: p.max_bad_records,
             priority: p.priority,
             binary: p.binary,
+            input_format: p.input_format,
         }
     }
 }

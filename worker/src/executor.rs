@@ -118,6 +118,7 @@ fn run_map(
         base_offset: offset,
         skip: task.skip.clone(),
         input: split.path.clone(),
+        format: job.input_format(),
     };
     let current = std::cell::Cell::new(offset);
     let counters = catch_unwind(AssertUnwindSafe(|| {

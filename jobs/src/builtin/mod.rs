@@ -5,13 +5,15 @@
 //! - `fail`: a fault-injection job for testing retries and failure reporting ([`fail`]);
 //! - `crash`: attempts that randomly exit or stall, the classic crash test ([`crash`]);
 //! - `identity`: every record back once, for counting lost and duplicated records ([`identity`]);
-//! - `sort`: total-order sort with a sampled range partitioner ([`sort`]).
+//! - `sort`: total-order sort with a sampled range partitioner ([`sort`]);
+//! - `tar-index`: the members of tar shards ([`tarindex`]).
 
 pub mod crash;
 pub mod fail;
 pub mod histogram;
 pub mod identity;
 pub mod sort;
+pub mod tarindex;
 pub mod weblog;
 pub mod wordcount;
 
@@ -28,5 +30,6 @@ pub fn jobs() -> Vec<JobInfo> {
         crash::CRASH,
         identity::IDENTITY,
         sort::SORT,
+        tarindex::TAR_INDEX,
     ]
 }

@@ -35,6 +35,8 @@ pub struct MapConfig {
     pub skip: Vec<u64>,
     /// The input file the split belongs to (see [`MapContext::input`]).
     pub input: String,
+    /// How the split is cut into records.
+    pub format: crate::InputFormat,
 }
 
 /// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
@@ -267,9 +269,11 @@ pub fn run_map<J: Job>(
             scratch: Vec::new(),
             input: &cfg.input,
             offset: 0,
+            record_name: &[],
         };
         let mut skip = cfg.skip.iter().copied().peekable();
-        for line in crate::split::Lines::new(input) {
+        let mut input_records = crate::records::Records::new(cfg.format, input);
+        for (name, line) in input_records.by_ref() {
             let offset =
                 cfg.base_offset + (line.as_ptr() as usize - input.as_ptr() as usize) as u64;
             while skip.next_if(|&o| o < offset).is_some() {}
@@ -280,11 +284,21 @@ pub fn run_map<J: Job>(
             // Read back by the caller if `map` panics: which record did it.
             current.set(offset);
             ctx.offset = offset;
+            ctx.record_name = match cfg.format {
+                crate::InputFormat::WholeFiles => cfg.input.as_bytes(),
+                _ => name,
+            };
             job.map(line, &mut ctx);
             records += 1;
             if ctx.buffer.error.is_some() {
                 break;
             }
+        }
+        if let Some(e) = input_records.error() {
+            // A corrupt or truncated shard: its readable members are mapped, the rest is
+            // counted and reported, not a reason to fail the task again and again.
+            tracing::warn!(input = %cfg.input, error = e, "input cut short");
+            ctx.count("corrupt_inputs", 1);
         }
     }
     let (_, mut counters) = buffer.finish(job, out)?;
@@ -335,6 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = MapConfig {
             input: String::new(),
+            format: crate::InputFormat::Lines,
             partitions: 3,
             memory_budget: budget,
             spill_dir: dir.path().join("spill"),
@@ -401,6 +416,7 @@ mod tests {
         // Offsets 100 (aaa), 104 (bbb), 108 (ccc), 112 (ddd); 50 is before the split.
         let cfg = MapConfig {
             input: String::new(),
+            format: crate::InputFormat::Lines,
             partitions: 1,
             memory_budget: 1 << 20,
             spill_dir: dir.path().join("spill"),
