@@ -44,6 +44,9 @@ pub struct CoordinatorArgs {
     /// How often schedules and backfills are looked at, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     schedule_tick_ms: u64,
+    /// Serve the web UI, the JSON API (/api/v1/) and Prometheus metrics (/metrics) here.
+    #[arg(long)]
+    http: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +89,12 @@ pub struct LocalArgs {
     /// the volume servers of a local SeaweedFS); default: this machine's host name.
     #[arg(long, value_delimiter = ',')]
     storage_hosts: Vec<String>,
+    /// Address of the web UI, JSON API (/api/v1/) and metrics (/metrics); port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    http: SocketAddr,
+    /// Do not serve the web UI, API and metrics.
+    #[arg(long)]
+    no_http: bool,
 }
 
 fn url(addr: &str) -> String {
@@ -118,6 +127,16 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
         config.clock = coordinator::schedule::Clock::File(f);
     }
     config.schedule_tick = Duration::from_millis(a.schedule_tick_ms.max(10));
+    if let Some(h) = a.http {
+        let l = tokio::net::TcpListener::bind(h)
+            .await
+            .with_context(|| format!("binding {h} for the web UI"))?;
+        println!(
+            "web UI, JSON API (/api/v1/) and metrics (/metrics) at http://{}/",
+            l.local_addr()?
+        );
+        config.http = Some(l);
+    }
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -150,6 +169,8 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
 
 /// A running embedded cluster: the coordinator in this process, workers as child processes.
 pub struct LocalCluster {
+    /// Where the web UI is served, if it is.
+    pub http_addr: Option<String>,
     pub addr: String,
     dir: PathBuf,
     workers: Vec<Child>,
@@ -166,6 +187,7 @@ impl LocalCluster {
         slots: Option<u32>,
         storage_hosts: &[String],
         registry: Registry,
+        http: Option<SocketAddr>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
@@ -174,7 +196,15 @@ impl LocalCluster {
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?.to_string();
         let shutdown = CancellationToken::new();
-        let config = CoordinatorConfig::new(dir.join("coordinator"));
+        let mut config = CoordinatorConfig::new(dir.join("coordinator"));
+        let mut http_addr = None;
+        if let Some(h) = http {
+            let l = tokio::net::TcpListener::bind(h)
+                .await
+                .with_context(|| format!("binding {h} for the web UI"))?;
+            http_addr = Some(l.local_addr()?.to_string());
+            config.http = Some(l);
+        }
         let server = tokio::spawn(coordinator::serve(
             listener,
             config,
@@ -205,8 +235,12 @@ impl LocalCluster {
             children.push(cmd.spawn().context("starting a worker process")?);
         }
         write_atomic(&dir.join(ADDR_FILE), addr.as_bytes())?;
+        if let Some(h) = &http_addr {
+            write_atomic(&dir.join("http.addr"), h.as_bytes())?;
+        }
         Ok(LocalCluster {
             addr,
+            http_addr,
             dir: dir.to_path_buf(),
             workers: children,
             shutdown,
@@ -245,6 +279,7 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
         a.slots,
         &a.storage_hosts,
         registry,
+        (!a.no_http).then_some(a.http),
     )
     .await?;
     println!(
@@ -253,6 +288,9 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
         a.workers,
         a.dir.display()
     );
+    if let Some(h) = &cluster.http_addr {
+        println!("web UI, JSON API (/api/v1/) and metrics (/metrics) at http://{h}/");
+    }
     println!(
         "submit jobs from this directory with `quern job submit ...`; Ctrl-C stops the cluster"
     );

@@ -48,6 +48,7 @@ pub async fn run(a: DemoArgs, registry: Registry) -> Result<u8> {
         None,
         &[],
         registry,
+        None,
     )
     .await?;
     eprintln!(

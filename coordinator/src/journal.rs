@@ -210,13 +210,16 @@ impl Journal {
             return Ok(());
         }
         protocol::failpoint::hit("journal.append");
+        let started = std::time::Instant::now();
         let buf: Vec<u8> = records.iter().flat_map(encode).collect();
         let err = |source| JournalError {
             path: self.path.clone(),
             source,
         };
         self.file.write_all(&buf).map_err(err)?;
-        self.file.sync_data().map_err(err)
+        let synced = self.file.sync_data().map_err(err);
+        record_latency(started.elapsed().as_secs_f64());
+        synced
     }
 }
 
@@ -266,4 +269,25 @@ mod tests {
         let (_, r) = Journal::open(dir.path()).unwrap();
         assert_eq!(r, vec![ended(1)]);
     }
+}
+
+/// Append-and-sync latencies of the last appends, in seconds (for `/metrics`).
+static LATENCIES: std::sync::Mutex<std::collections::VecDeque<f64>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+fn record_latency(secs: f64) {
+    if let Ok(mut l) = LATENCIES.lock() {
+        if l.len() == 1024 {
+            l.pop_front();
+        }
+        l.push_back(secs);
+    }
+}
+
+/// The latencies of the last (up to 1024) journal appends, in seconds.
+pub fn append_latencies() -> Vec<f64> {
+    LATENCIES
+        .lock()
+        .map(|l| l.iter().copied().collect())
+        .unwrap_or_default()
 }

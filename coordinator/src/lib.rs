@@ -17,6 +17,7 @@
 //! ```
 
 pub mod client;
+pub mod http;
 pub mod journal;
 pub mod schedule;
 pub mod service;
@@ -35,7 +36,7 @@ pub use service::Coordinator;
 pub use state::DEFAULT_FETCH_FAILURE_THRESHOLD;
 
 /// Settings of the coordinator.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CoordinatorConfig {
     /// Directory for the coordinator's durable state.
     pub state_dir: PathBuf,
@@ -53,6 +54,8 @@ pub struct CoordinatorConfig {
     pub clock: schedule::Clock,
     /// How often schedules and backfills are looked at.
     pub schedule_tick: Duration,
+    /// Where the web UI, JSON API and metrics are served (none: not served).
+    pub http: Option<TcpListener>,
 }
 
 impl CoordinatorConfig {
@@ -67,6 +70,7 @@ impl CoordinatorConfig {
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
             clock: schedule::Clock::System,
             schedule_tick: schedule::DEFAULT_TICK,
+            http: None,
         }
     }
 }
@@ -116,7 +120,7 @@ fn next_epoch(state_dir: &std::path::Path) -> Result<Epoch, CoordinatorError> {
 /// [`CoordinatorError`] if the state directory is unusable or the server fails.
 pub async fn serve(
     listener: TcpListener,
-    config: CoordinatorConfig,
+    mut config: CoordinatorConfig,
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
@@ -141,6 +145,10 @@ pub async fn serve(
             .clone()
             .expire_workers_loop(config.heartbeat_interval, shutdown.clone()),
     );
+    let http = config.http.take().map(|l| {
+        tracing::info!(addr = ?l.local_addr().ok(), "web UI, API and metrics listening");
+        tokio::spawn(http::serve(l, coordinator.clone(), shutdown.clone()))
+    });
     let scheduler = tokio::spawn(
         coordinator
             .clone()
@@ -156,5 +164,8 @@ pub async fn serve(
     shutdown.cancel();
     let _ = reaper.await;
     let _ = scheduler.await;
+    if let Some(h) = http {
+        let _ = h.await;
+    }
     Ok(result?)
 }

@@ -23,7 +23,7 @@ use crate::state::{Action, State};
 
 /// The locked state; when dropped, it first writes the journal records of the changes made
 /// through it (still under the lock, so records keep the order of the changes).
-pub(crate) struct StateGuard<'a> {
+pub struct StateGuard<'a> {
     state: std::sync::MutexGuard<'a, State>,
     journal: &'a Mutex<Journal>,
 }
@@ -107,7 +107,8 @@ impl Coordinator {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    pub(crate) fn state(&self) -> StateGuard<'_> {
+    /// The locked state (journaling changes when released).
+    pub fn state(&self) -> StateGuard<'_> {
         StateGuard {
             state: self.state.lock().expect("coordinator state lock poisoned"),
             journal: &self.journal,

@@ -1416,8 +1416,10 @@ impl State {
 }
 
 mod schedules;
+mod views;
 
 pub use schedules::{Backfill, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY};
+pub use views::WorkerView;
 
 #[cfg(test)]
 mod tests;

@@ -120,6 +120,19 @@ impl Coordinator {
             .ok_or_else(|| Status::internal("schedule vanished"))
     }
 
+    /// Every schedule, as the API shows it.
+    pub fn schedule_infos(&self) -> Vec<ScheduleInfo> {
+        self.list_schedules_rpc()
+    }
+
+    /// A schedule's history, as the API shows it.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown schedule.
+    pub fn schedule_history(&self, name: &str) -> Result<ScheduleHistoryResponse, Status> {
+        self.history_rpc(name)
+    }
+
     pub(super) fn list_schedules_rpc(&self) -> Vec<ScheduleInfo> {
         let names: Vec<String> = self
             .state()

@@ -1,0 +1,289 @@
+//! The coordinator's HTTP side: a live web UI, its JSON API under `/api/v1/`, and Prometheus
+//! metrics at `/metrics`. Everything is served by this process; the page loads no external
+//! resource.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use axum::extract::{Path, State as Ax};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use protocol::JobId;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Coordinator;
+
+const PAGE: &str = include_str!("ui/index.html");
+
+/// Serves the UI, API and metrics on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, coordinator: Coordinator, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/schedules", get(schedules))
+        .route("/api/v1/schedules/{name}", get(schedule))
+        .route("/metrics", get(metrics))
+        .with_state(coordinator);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "http server failed");
+    }
+}
+
+fn job_json(s: &protocol::pb::JobStatus) -> Value {
+    let state = protocol::pb::JobState::try_from(s.state)
+        .map(|st| {
+            st.as_str_name()
+                .trim_start_matches("JOB_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let counters = s.counters.clone().unwrap_or_default().values;
+    json!({
+        "id": format!("job-{}", s.job_id),
+        "job": s.job,
+        "state": state,
+        "maps": {"done": s.maps_done, "running": s.maps_running, "total": s.maps_total},
+        "reduces": {"done": s.reduces_done, "running": s.reduces_running, "total": s.reduces_total},
+        "elapsed_ms": s.elapsed_ms,
+        "input_bytes": s.bytes_read,
+        "output_bytes": counters.get("output_bytes").copied().unwrap_or(0),
+        "output": s.output,
+        "error": s.error,
+        "counters": counters,
+    })
+}
+
+async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
+    let now = Instant::now();
+    let state = c.state();
+    let workers: Vec<Value> = state
+        .workers_view(now)
+        .into_iter()
+        .map(|w| {
+            json!({
+                "id": w.id.to_string(),
+                "alive": w.alive,
+                "storage_host": w.storage_host,
+                "shuffle_addr": w.shuffle_addr,
+                "last_heartbeat_ms": w.last_seen_ms,
+                "running_tasks": w.running,
+            })
+        })
+        .collect();
+    let bytes: u64 = state.list(now).iter().map(|s| s.bytes_read).sum();
+    Json(json!({"epoch": state.epoch.0, "workers": workers, "input_bytes_total": bytes}))
+}
+
+async fn jobs(Ax(c): Ax<Coordinator>) -> Json<Value> {
+    let list = c.state().list(Instant::now());
+    Json(Value::Array(list.iter().rev().map(job_json).collect()))
+}
+
+async fn job(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<JobId>() else {
+        return (StatusCode::BAD_REQUEST, "bad job id").into_response();
+    };
+    match c.state().status(id, Instant::now()) {
+        Some(s) => Json(job_json(&s)).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such job").into_response(),
+    }
+}
+
+async fn schedules(Ax(c): Ax<Coordinator>) -> Json<Value> {
+    let list: Vec<Value> = c
+        .schedule_infos()
+        .into_iter()
+        .map(|s| {
+            let d = s.def.unwrap_or_default();
+            json!({"name": d.name, "cron": d.cron, "tz": d.tz, "paused": s.paused,
+                   "next": s.next, "next_at_utc": s.next_at_utc, "runs": s.runs})
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+async fn schedule(Ax(c): Ax<Coordinator>, Path(name): Path<String>) -> Response {
+    match c.schedule_history(&name) {
+        Ok(h) => Json(Value::Array(
+            h.entries
+                .into_iter()
+                .map(|e| {
+                    json!({"logical": e.logical, "through": e.through, "count": e.count,
+                           "job": (e.job_id > 0).then(|| format!("job-{}", e.job_id)),
+                           "state": e.state, "duration_ms": e.duration_ms, "output": e.output,
+                           "note": e.note})
+                })
+                .collect(),
+        ))
+        .into_response(),
+        Err(s) => (StatusCode::NOT_FOUND, s.message().to_string()).into_response(),
+    }
+}
+
+/// Writes a metric's HELP and TYPE lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The samples of one Prometheus histogram (observations in seconds); `labels` is empty or
+/// `key="value",` pairs, each followed by a comma.
+fn histogram(out: &mut String, name: &str, labels: &str, values: &[f64]) {
+    const BOUNDS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+    for b in BOUNDS {
+        let n = values.iter().filter(|v| **v <= b).count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", values.len());
+    let plain = labels.trim_end_matches(',');
+    let braces = if plain.is_empty() {
+        String::new()
+    } else {
+        format!("{{{plain}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", values.iter().sum::<f64>());
+    let _ = writeln!(out, "{name}_count{braces} {}", values.len());
+}
+
+async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
+    let now = Instant::now();
+    let state = c.state();
+    let list = state.list(now);
+    let mut out = String::new();
+    let mut by_state = std::collections::BTreeMap::<String, u64>::new();
+    for s in &list {
+        let st = job_json(s)["state"].as_str().unwrap_or("").to_string();
+        *by_state.entry(st).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP quern_jobs Jobs by state.\n# TYPE quern_jobs gauge"
+    );
+    for st in ["running", "succeeded", "failed", "killed"] {
+        let _ = writeln!(
+            out,
+            "quern_jobs{{state=\"{st}\"}} {}",
+            by_state.get(st).copied().unwrap_or(0)
+        );
+    }
+    let (mut done, mut running, mut total) = (0u64, 0u64, 0u64);
+    let running_state = protocol::pb::JobState::Running as i32;
+    for s in list.iter().filter(|s| s.state == running_state) {
+        done += u64::from(s.maps_done + s.reduces_done);
+        running += u64::from(s.maps_running + s.reduces_running);
+        total += u64::from(s.maps_total + s.reduces_total);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP quern_tasks Tasks of running jobs by state.\n# TYPE quern_tasks gauge"
+    );
+    let _ = writeln!(out, "quern_tasks{{state=\"done\"}} {done}");
+    let _ = writeln!(out, "quern_tasks{{state=\"running\"}} {running}");
+    let _ = writeln!(
+        out,
+        "quern_tasks{{state=\"pending\"}} {}",
+        total - done - running.min(total - done)
+    );
+    let sum = |k: &str| -> u64 {
+        list.iter()
+            .map(|s| {
+                s.counters
+                    .as_ref()
+                    .and_then(|c| c.values.get(k).copied())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    for (name, counter, help) in [
+        (
+            "quern_read_bytes_total",
+            "map_input_bytes",
+            "Input bytes read by winning map attempts.",
+        ),
+        (
+            "quern_shuffled_bytes_total",
+            "shuffle_bytes",
+            "Bytes fetched by winning reduce attempts.",
+        ),
+        (
+            "quern_written_bytes_total",
+            "output_bytes",
+            "Bytes of committed part files.",
+        ),
+        (
+            "quern_spilled_bytes_total",
+            "spilled_bytes",
+            "Bytes spilled to disk by map attempts.",
+        ),
+        (
+            "quern_fetch_failures_total",
+            "fetch_failures",
+            "Map output fetch failures reported.",
+        ),
+        (
+            "quern_failed_attempts_total",
+            "failed_attempts",
+            "Failed attempts (each one retried or fatal).",
+        ),
+        (
+            "quern_backup_attempts_total",
+            "backup_attempts",
+            "Backup attempts for stragglers.",
+        ),
+        (
+            "quern_lost_map_outputs_total",
+            "lost_map_outputs",
+            "Finished map outputs lost and produced again.",
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            sum(counter)
+        );
+    }
+    let _ = writeln!(out, "# HELP quern_worker_heartbeat_lag_seconds Time since each worker's last heartbeat.\n# TYPE quern_worker_heartbeat_lag_seconds gauge");
+    for w in state.workers_view(now) {
+        let _ = writeln!(
+            out,
+            "quern_worker_heartbeat_lag_seconds{{worker=\"{}\",alive=\"{}\"}} {:.3}",
+            w.id,
+            w.alive,
+            w.last_seen_ms as f64 / 1000.0
+        );
+    }
+    let durations = state.task_durations();
+    drop(state);
+    header(
+        &mut out,
+        "quern_task_duration_seconds",
+        "histogram",
+        "Run time of winning task attempts.",
+    );
+    for kind in ["map", "reduce"] {
+        let v: Vec<f64> = durations
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, d)| d.as_secs_f64())
+            .collect();
+        let label = format!("kind=\"{kind}\",");
+        histogram(&mut out, "quern_task_duration_seconds", &label, &v);
+    }
+    let journal: Vec<f64> = crate::journal::append_latencies();
+    header(
+        &mut out,
+        "quern_journal_append_seconds",
+        "histogram",
+        "Journal append-and-sync latency (the last 1024 appends).",
+    );
+    histogram(&mut out, "quern_journal_append_seconds", "", &journal);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,59 @@
+//! Read-only views of the state for the web UI, the JSON API and metrics.
+
+use std::time::{Duration, Instant};
+
+use protocol::WorkerId;
+
+use super::{State, TaskKind};
+
+/// A worker as the UI shows it.
+#[derive(Clone, Debug)]
+pub struct WorkerView {
+    /// Its id.
+    pub id: WorkerId,
+    /// Where it serves shuffle data.
+    pub shuffle_addr: String,
+    /// The storage host it runs beside.
+    pub storage_host: String,
+    /// Not declared dead.
+    pub alive: bool,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+    /// Attempts it is running.
+    pub running: u32,
+}
+
+impl State {
+    /// Every worker this incarnation knows, by id.
+    pub fn workers_view(&self, now: Instant) -> Vec<WorkerView> {
+        let mut out: Vec<WorkerView> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerView {
+                id: *id,
+                shuffle_addr: w.shuffle_addr.clone(),
+                storage_host: w.storage_host.clone(),
+                alive: w.alive,
+                last_seen_ms: now.saturating_duration_since(w.last_seen).as_millis() as u64,
+                running: self.attempts.values().filter(|a| a.worker == *id).count() as u32,
+            })
+            .collect();
+        out.sort_by_key(|w| w.id);
+        out
+    }
+
+    /// Run times of the winning attempts of every job, as ("map" or "reduce", duration).
+    pub fn task_durations(&self) -> Vec<(&'static str, Duration)> {
+        let mut out = Vec::new();
+        for job in self.jobs.values() {
+            for (kind, ds) in &job.durations {
+                let name = match kind {
+                    TaskKind::Map => "map",
+                    TaskKind::Reduce => "reduce",
+                };
+                out.extend(ds.iter().map(|d| (name, *d)));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,97 @@
+//! The coordinator's JSON API, metrics and web page, on a local cluster, against the CLI.
+
+mod support;
+
+use support::*;
+
+fn get(base: &str, path: &str) -> (u16, String) {
+    match ureq::get(&format!("http://{base}{path}")).call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap()),
+        Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+#[test]
+fn the_api_metrics_and_page_show_what_the_cli_shows() {
+    let inputs = inputs("1MiB");
+    let cluster = Cluster::start(2);
+    let http = std::fs::read_to_string(cluster.dir.path().join(".quern/http.addr")).unwrap();
+    let out = cluster.dir.path().join("views");
+    let ok_job = ok(cluster
+        .job()
+        .args(["submit", "views", "--reducers", "2", "--input"])
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(&out));
+    let failed = run(cluster
+        .job()
+        .args(["submit", "fail", "--max-attempts", "2", "--input"])
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(cluster.dir.path().join("never")));
+    assert!(!failed.status.success());
+
+    let (code, body) = get(&http, "/api/v1/jobs");
+    assert_eq!(code, 200);
+    let jobs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let job = |id: &str| {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (j1, j2) = (job("job-1"), job("job-2"));
+    assert_eq!(
+        (j1["state"].as_str(), j2["state"].as_str()),
+        (Some("succeeded"), Some("failed"))
+    );
+    // The same counters as the CLI's end-of-job summary.
+    for (name, value) in counters(&ok_job) {
+        assert_eq!(j1["counters"][&name].as_u64(), Some(value), "{name}");
+    }
+    assert!(
+        j2["error"].as_str().unwrap().contains("injected failure"),
+        "{j2}"
+    );
+    assert_eq!(get(&http, "/api/v1/jobs/job-1").1, j1.to_string());
+    assert_eq!(get(&http, "/api/v1/jobs/job-9").0, 404);
+    assert_eq!(get(&http, "/api/v1/jobs/nonsense").0, 400);
+
+    let (_, body) = get(&http, "/api/v1/cluster");
+    let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c["workers"].as_array().unwrap().len(), 2);
+
+    let (code, metrics) = get(&http, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("quern_jobs{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("quern_jobs{state=\"succeeded\"} 1"));
+    assert!(metrics.contains("quern_failed_attempts_total 2"));
+    // Well-formed exposition: comments or `name{labels} value`, each metric typed once.
+    let mut types = std::collections::HashSet::new();
+    for line in metrics.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            assert!(
+                types.insert(t.split(' ').next().unwrap().to_string()),
+                "{line}"
+            );
+        } else if !line.starts_with("# HELP ") {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(line.starts_with("quern_"), "{line}");
+        }
+    }
+
+    let (code, page) = get(&http, "/");
+    assert_eq!(code, 200);
+    assert!(page.contains("/api/v1/jobs"));
+    // Everything the page needs is in it: no external scripts, styles or fonts.
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("@import")
+    );
+}
