@@ -138,6 +138,20 @@ pub enum JobCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Print the logs of a job's attempts (kept on the workers that ran them): every attempt,
+    /// or those of one task, or one attempt.
+    Logs {
+        /// The job id.
+        id: JobId,
+        /// Only this task: `map-N` or `reduce-N`.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this attempt (`attempt-N` or `N`).
+        #[arg(long)]
+        attempt: Option<protocol::AttemptId>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
 }
 
 pub async fn connect(c: &ClusterArgs) -> Result<Client> {
@@ -246,6 +260,12 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             Ok(0)
         }
         JobCommand::Wait { id, cluster } => follow(&mut connect(&cluster).await?, id).await,
+        JobCommand::Logs {
+            id,
+            task,
+            attempt,
+            cluster,
+        } => logs(&mut connect(&cluster).await?, id, task, attempt).await,
         JobCommand::Kill { id, cluster } => {
             if connect(&cluster).await?.kill(id).await? {
                 println!("killed {id}");
@@ -389,5 +409,74 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
     println!("elapsed:  {:.2}s", start.elapsed().as_secs_f64());
     println!("output:   {}", spec.output);
     print_counters(report.counters.0.iter().map(|(k, v)| (k.as_str(), *v)));
+    Ok(0)
+}
+
+/// `quern job logs`: fetches each selected attempt's log from the worker that ran it.
+async fn logs(
+    client: &mut Client,
+    id: JobId,
+    task: Option<String>,
+    attempt: Option<protocol::AttemptId>,
+) -> Result<u8> {
+    use protocol::pb::worker_service_client::WorkerServiceClient;
+    let task = match task.as_deref().map(|t| t.split_once('-')) {
+        None => None,
+        Some(Some((kind @ ("map" | "reduce"), n))) => Some((
+            kind == "map",
+            n.parse::<u32>()
+                .with_context(|| format!("bad task number in {n:?}"))?,
+        )),
+        Some(_) => bail!("--task takes map-N or reduce-N"),
+    };
+    let attempts = client
+        .rpc()
+        .list_attempts(protocol::pb::ListAttemptsRequest { job_id: id.0 })
+        .await?
+        .into_inner()
+        .attempts;
+    let mut shown = 0;
+    for a in attempts {
+        let is_map = a.kind == protocol::pb::TaskKind::Map as i32;
+        if attempt.is_some_and(|x| x.0 != a.attempt_id)
+            || task.is_some_and(|(m, n)| m != is_map || n != a.index)
+        {
+            continue;
+        }
+        shown += 1;
+        let kind = if is_map { "map" } else { "reduce" };
+        let error = if a.error.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", a.error)
+        };
+        println!(
+            "== attempt-{} ({kind} {} on worker-{}, {}{error}) ==",
+            a.attempt_id, a.index, a.worker_id, a.outcome
+        );
+        let log = async {
+            let mut w = WorkerServiceClient::connect(format!("http://{}", a.worker_addr)).await?;
+            let r = w
+                .fetch_log(protocol::pb::FetchLogRequest {
+                    attempt_id: a.attempt_id,
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok(r)
+        }
+        .await;
+        match log {
+            Ok(r) => {
+                if r.truncated {
+                    println!("[... earlier lines left out]");
+                }
+                print!("{}", String::from_utf8_lossy(&r.data));
+            }
+            Err(e) => println!("[log not available: {e:#}]"),
+        }
+    }
+    if shown == 0 {
+        bail!("no attempt of {id} matches");
+    }
     Ok(0)
 }

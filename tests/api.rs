@@ -58,6 +58,24 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     );
     assert_eq!(get(&http, "/api/v1/jobs/job-1").1, j1.to_string());
     assert_eq!(get(&http, "/api/v1/jobs/job-9").0, 404);
+    // The failed job's attempts, each with its error and its log, kept on its worker.
+    let (_, body) = get(&http, "/api/v1/jobs/job-2/attempts");
+    let attempts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{body}");
+    for a in attempts {
+        assert_eq!(a["outcome"], "failed");
+        assert!(a["error"].as_str().unwrap().contains("injected failure"));
+        let (code, log) = get(&http, a["log"].as_str().unwrap());
+        assert_eq!(code, 200);
+        assert!(log.contains("injected failure"), "{log}");
+    }
+    let logs = ok(cluster.job().args(["logs", "job-2", "--task", "map-0"]));
+    assert_eq!(logs.matches("== attempt-").count(), 2, "{logs}");
+    assert!(logs.contains("panicked at"), "{logs}");
+    let one = attempts[0]["attempt"].as_str().unwrap();
+    let logs = ok(cluster.job().args(["logs", "job-2", "--attempt", one]));
+    assert_eq!(logs.matches("== attempt-").count(), 1, "{logs}");
     assert_eq!(get(&http, "/api/v1/jobs/nonsense").0, 400);
 
     let (_, body) = get(&http, "/api/v1/cluster");

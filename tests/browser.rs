@@ -100,4 +100,7 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
         dom.contains("id=\"job-error\"") && dom.contains("injected failure"),
         "{dom}"
     );
+    // The failed attempts, with their errors and links to their logs.
+    assert!(dom.contains("id=\"attempts\""), "{dom}");
+    assert_eq!(dom.matches("/attempts/attempt-").count(), 2, "{dom}");
 }

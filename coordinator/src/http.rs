@@ -26,6 +26,8 @@ pub async fn serve(listener: TcpListener, coordinator: Coordinator, shutdown: Ca
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/jobs/{id}/attempts", get(attempts))
+        .route("/api/v1/jobs/{id}/attempts/{attempt}/log", get(attempt_log))
         .route("/api/v1/schedules", get(schedules))
         .route("/api/v1/schedules/{name}", get(schedule))
         .route("/metrics", get(metrics))
@@ -95,6 +97,73 @@ async fn job(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
     match c.state().status(id, Instant::now()) {
         Some(s) => Json(job_json(&s)).into_response(),
         None => (StatusCode::NOT_FOUND, "no such job").into_response(),
+    }
+}
+
+async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<JobId>() else {
+        return (StatusCode::BAD_REQUEST, "bad job id").into_response();
+    };
+    let now = Instant::now();
+    let Some(list) = c.state().attempts_of(id) else {
+        return (StatusCode::NOT_FOUND, "no such job").into_response();
+    };
+    let list: Vec<Value> = list
+        .into_iter()
+        .map(|a| {
+            let r = a.record;
+            json!({
+                "attempt": r.attempt.to_string(),
+                "task": format!("{}-{}", r.kind.name(), r.index),
+                "worker": r.worker.to_string(),
+                "outcome": r.outcome,
+                "error": r.error,
+                "duration_ms": r.finished.unwrap_or(now).duration_since(r.started).as_millis() as u64,
+                "local": r.local,
+                "log": format!("/api/v1/jobs/{id}/attempts/{}/log", r.attempt),
+            })
+        })
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+async fn attempt_log(
+    Ax(c): Ax<Coordinator>,
+    Path((id, attempt)): Path<(String, String)>,
+) -> Response {
+    let (Ok(id), Ok(attempt)) = (id.parse::<JobId>(), attempt.parse::<protocol::AttemptId>())
+    else {
+        return (StatusCode::BAD_REQUEST, "bad job or attempt id").into_response();
+    };
+    let addr = c.state().attempts_of(id).and_then(|l| {
+        l.into_iter()
+            .find(|a| a.record.attempt == attempt)
+            .map(|a| a.worker_addr)
+    });
+    let Some(addr) = addr else {
+        return (StatusCode::NOT_FOUND, "no such attempt").into_response();
+    };
+    let log = async {
+        let mut w = protocol::pb::worker_service_client::WorkerServiceClient::connect(format!(
+            "http://{addr}"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        w.fetch_log(protocol::pb::FetchLogRequest {
+            attempt_id: attempt.0,
+        })
+        .await
+        .map(|r| r.into_inner().data)
+        .map_err(|s| s.message().to_string())
+    }
+    .await;
+    match log {
+        Ok(data) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            data.to_vec(),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("log not available: {e}")).into_response(),
     }
 }
 

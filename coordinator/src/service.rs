@@ -464,6 +464,42 @@ impl CoordinatorService for Coordinator {
         Ok(Response::new(UploadBinaryResponse {}))
     }
 
+    async fn list_attempts(
+        &self,
+        request: Request<ListAttemptsRequest>,
+    ) -> Result<Response<ListAttemptsResponse>, Status> {
+        let id = JobId(request.into_inner().job_id);
+        let now = Instant::now();
+        let attempts = self
+            .state()
+            .attempts_of(id)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?
+            .into_iter()
+            .map(|a| {
+                let r = a.record;
+                AttemptInfo {
+                    attempt_id: r.attempt.0,
+                    kind: match r.kind {
+                        crate::state::TaskKind::Map => TaskKind::Map,
+                        crate::state::TaskKind::Reduce => TaskKind::Reduce,
+                    } as i32,
+                    index: r.index,
+                    worker_id: r.worker.0,
+                    worker_addr: a.worker_addr,
+                    outcome: r.outcome.into(),
+                    error: r.error,
+                    duration_ms: r
+                        .finished
+                        .unwrap_or(now)
+                        .duration_since(r.started)
+                        .as_millis() as u64,
+                    local: r.local,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListAttemptsResponse { attempts }))
+    }
+
     type FetchBinaryStream = binaries::BinaryStream;
 
     async fn fetch_binary(

@@ -31,7 +31,8 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
-    fn name(self) -> &'static str {
+    /// `map` or `reduce`.
+    pub fn name(self) -> &'static str {
         match self {
             TaskKind::Map => "map",
             TaskKind::Reduce => "reduce",
@@ -166,6 +167,31 @@ pub struct Job {
     skipped: Vec<SkippedRecord>,
     /// The schedule or backfill that started it.
     origin: Option<Origin>,
+    /// Every attempt of this incarnation, in start order (for the UI and `quern job logs`).
+    history: Vec<AttemptRecord>,
+}
+
+/// One attempt as the UI and `quern job logs` show it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// Its id.
+    pub attempt: AttemptId,
+    /// Map or reduce.
+    pub kind: TaskKind,
+    /// The task.
+    pub index: u32,
+    /// Where it ran.
+    pub worker: WorkerId,
+    /// When it started and ended.
+    pub started: Instant,
+    /// When it ended, if it has.
+    pub finished: Option<Instant>,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub outcome: &'static str,
+    /// Why it failed.
+    pub error: String,
+    /// Whether it ran beside its data (maps).
+    pub local: bool,
 }
 
 /// A worker that failed this many attempts of a job is given no more of its tasks.
@@ -405,6 +431,7 @@ impl State {
             lost_outputs: 0,
             skipped: Vec::new(),
             origin,
+            history: Vec::new(),
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);
@@ -629,6 +656,17 @@ impl State {
         task.state = TaskState::Running;
         task.running.push(attempt);
         job.attempts += 1;
+        job.history.push(AttemptRecord {
+            attempt,
+            kind,
+            index,
+            worker,
+            started: now,
+            finished: None,
+            outcome: "running",
+            error: String::new(),
+            local,
+        });
         if kind == TaskKind::Map {
             job.shuffle_workers.insert(worker);
         }
@@ -699,9 +737,20 @@ impl State {
 
     /// Ends an attempt: forgets it and takes it off its task's running list. Returns it if it
     /// was known and its job still exists.
-    fn finish_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
+    fn finish_attempt(
+        &mut self,
+        attempt: AttemptId,
+        outcome: &'static str,
+        error: &str,
+        now: Instant,
+    ) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
         let job = self.jobs.get_mut(&a.job)?;
+        if let Some(r) = job.history.iter_mut().rev().find(|r| r.attempt == attempt) {
+            r.finished = Some(now);
+            r.outcome = outcome;
+            r.error = error.to_string();
+        }
         job.tasks_mut(a.kind)[a.index as usize]
             .running
             .retain(|x| *x != attempt);
@@ -717,7 +766,7 @@ impl State {
         part: Option<(u64, u32)>,
         now: Instant,
     ) -> Vec<Action> {
-        let Some(a) = self.finish_attempt(attempt) else {
+        let Some(a) = self.finish_attempt(attempt, "succeeded", "", now) else {
             return Vec::new();
         };
         let job = self
@@ -906,7 +955,12 @@ impl State {
         bad_record: Option<u64>,
         now: Instant,
     ) -> Vec<Action> {
-        let Some(a) = self.finish_attempt(attempt) else {
+        let outcome = if kind == FailureKind::Cancelled {
+            "cancelled"
+        } else {
+            "failed"
+        };
+        let Some(a) = self.finish_attempt(attempt, outcome, error, now) else {
             return Vec::new();
         };
         let job = self
@@ -1419,6 +1473,7 @@ mod schedules;
 mod views;
 
 pub use schedules::{Backfill, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY};
+pub use views::AttemptView;
 pub use views::WorkerView;
 
 #[cfg(test)]

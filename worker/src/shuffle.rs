@@ -13,7 +13,9 @@ use bytes::{Bytes, BytesMut};
 use jobs::runtime::format::{verify_run, ShuffleFile};
 use protocol::pb::worker_service_client::WorkerServiceClient;
 use protocol::pb::worker_service_server::WorkerService;
-use protocol::pb::{FetchPartitionRequest, FetchPartitionResponse};
+use protocol::pb::{
+    FetchLogRequest, FetchLogResponse, FetchPartitionRequest, FetchPartitionResponse,
+};
 use protocol::{AttemptId, JobId, MAX_MESSAGE_BYTES, SHUFFLE_FRAME_BYTES};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -58,6 +60,32 @@ fn read_partition(path: PathBuf, partition: u32) -> Result<Bytes, Status> {
 #[tonic::async_trait]
 impl WorkerService for ShuffleService {
     type FetchPartitionStream = FrameStream;
+
+    async fn fetch_log(
+        &self,
+        request: Request<FetchLogRequest>,
+    ) -> Result<Response<FetchLogResponse>, Status> {
+        const MAX: u64 = 1 << 20;
+        let attempt = AttemptId(request.into_inner().attempt_id);
+        let path = self.dir.join("logs").join(format!("{attempt}.log"));
+        let data = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&path)?;
+            let len = f.metadata()?.len();
+            let start = len.saturating_sub(MAX);
+            f.seek(SeekFrom::Start(start))?;
+            let mut buf = Vec::with_capacity((len - start) as usize);
+            f.read_to_end(&mut buf)?;
+            Ok((buf, start > 0))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|_| Status::not_found(format!("no log of {attempt} on this worker")))?;
+        Ok(Response::new(FetchLogResponse {
+            data: data.0.into(),
+            truncated: data.1,
+        }))
+    }
 
     async fn fetch_partition(
         &self,

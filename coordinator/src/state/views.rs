@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use protocol::WorkerId;
 
+use protocol::JobId;
+
 use super::{State, TaskKind};
 
 /// A worker as the UI shows it.
@@ -55,5 +57,34 @@ impl State {
             }
         }
         out
+    }
+}
+
+/// An attempt with where to find its log.
+#[derive(Clone, Debug)]
+pub struct AttemptView {
+    /// The record.
+    pub record: super::AttemptRecord,
+    /// The worker's shuffle address, which also serves its attempt logs.
+    pub worker_addr: String,
+}
+
+impl State {
+    /// The attempts of a job this incarnation started, in start order.
+    pub fn attempts_of(&self, job: JobId) -> Option<Vec<AttemptView>> {
+        let j = self.jobs.get(&job)?;
+        Some(
+            j.history
+                .iter()
+                .map(|r| AttemptView {
+                    record: r.clone(),
+                    worker_addr: self
+                        .workers
+                        .get(&r.worker)
+                        .map(|w| w.shuffle_addr.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        )
     }
 }
