@@ -77,6 +77,34 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
         .arg("--output")
         .arg(cluster.dir.path().join("never")));
     assert!(!failed.status.success());
+    // A schedule that catches up at once: a skipped range and a run in its history.
+    let output = format!("{}/hourly/{{{{ts}}}}", cluster.dir.path().display());
+    ok(quern()
+        .args([
+            "schedule",
+            "add",
+            "every-minute",
+            "--cron",
+            "* * * * *",
+            "--job",
+            "views",
+        ])
+        .args(["--start", "2026-01-01", "--catchup", "latest", "--input"])
+        .arg(&inputs.log)
+        .args(["--output", &output])
+        .env("QUERN_COORDINATOR", &cluster.addr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok(quern()
+        .args(["schedule", "history", "every-minute"])
+        .env("QUERN_COORDINATOR", &cluster.addr))
+    .contains("succeeded")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui");
     std::fs::create_dir_all(&shots).unwrap();
 
@@ -103,4 +131,15 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
     // The failed attempts, with their errors and links to their logs.
     assert!(dom.contains("id=\"attempts\""), "{dom}");
     assert_eq!(dom.matches("/attempts/attempt-").count(), 2, "{dom}");
+
+    let dom = render(
+        &browser,
+        &format!("http://{http}/#schedule-every-minute"),
+        &shots.join("schedule.png"),
+    );
+    assert!(dom.contains("schedule every-minute: history"), "{dom}");
+    assert!(
+        dom.contains("skipped: missed") && dom.contains("state-succeeded"),
+        "{dom}"
+    );
 }

@@ -67,6 +67,20 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
         );
     let server = tokio::spawn(server);
     tracing::info!(%shuffle_addr, slots = config.slots, "shuffle service listening");
+    // Attempt logs are kept for `quern job logs` and the UI, but not without bound.
+    let logs = config.dir.join("logs");
+    let prune_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = prune_stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let dir = logs.clone();
+            let _ = tokio::task::spawn_blocking(move || prune_logs(&dir, KEEP_LOGS)).await;
+        }
+    });
 
     let client = connect(&config, &shutdown).await?;
     let result = heartbeat_loop(&config, client, shuffle_addr.to_string(), &shutdown).await;
@@ -493,5 +507,49 @@ async fn report(
                 tokio::time::sleep(Duration::from_millis(200 << i)).await;
             }
         }
+    }
+}
+
+/// Attempt logs a worker keeps (the newest ones).
+pub const KEEP_LOGS: usize = 5000;
+
+/// Deletes all but the `keep` most recently modified files of `dir`; returns how many went.
+pub fn prune_logs(dir: &std::path::Path, keep: usize) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= keep {
+        return 0;
+    }
+    files.sort();
+    let excess = files.len() - keep;
+    files
+        .into_iter()
+        .take(excess)
+        .filter(|(_, p)| std::fs::remove_file(p).is_ok())
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_newest_logs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("attempt-{i}.log")), b"x").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(super::prune_logs(dir.path(), 2), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["attempt-3.log", "attempt-4.log"]);
+        assert_eq!(super::prune_logs(dir.path(), 2), 0);
     }
 }
