@@ -1472,7 +1472,9 @@ impl State {
 mod schedules;
 mod views;
 
-pub use schedules::{Backfill, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY};
+pub use schedules::{
+    compute_due, Backfill, Due, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY,
+};
 pub use views::AttemptView;
 pub use views::WorkerView;
 

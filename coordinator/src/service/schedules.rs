@@ -346,11 +346,12 @@ impl Coordinator {
                 _ = every.tick() => {}
             }
             let now = self.clock.now();
-            let (mut firings, actions) = {
-                let mut state = self.state();
-                let (f, a) = state.schedule_tick(now, Instant::now());
-                (f, a)
-            };
+            // Walking due times can take long after a long outage: not under the lock.
+            let work = self.state().due_work();
+            let due = tokio::task::spawn_blocking(move || crate::state::compute_due(work, now))
+                .await
+                .unwrap_or_default();
+            let (mut firings, actions) = self.state().apply_due(due, now, Instant::now());
             self.run_actions(actions).await;
             firings.extend(self.state().backfill_tick());
             for f in firings {

@@ -74,6 +74,30 @@ pub struct Backfill {
     pub cancelled: bool,
 }
 
+/// The logical times of one schedule due at a tick, found outside the state lock (a long
+/// outage of a frequent schedule can make this walk long).
+#[derive(Clone, Debug)]
+pub struct Due {
+    /// The schedule.
+    pub name: String,
+    /// Its cursor when the walk started.
+    pub cursor: Option<Logical>,
+    /// The due times, in order.
+    pub times: Vec<Logical>,
+}
+
+/// Walks each schedule's due logical times at `now` (no lock needed).
+pub fn compute_due(work: Vec<(Compiled, Option<Logical>)>, now: DateTime<Utc>) -> Vec<Due> {
+    work.into_iter()
+        .map(|(c, cursor)| Due {
+            name: c.spec.name.clone(),
+            cursor,
+            times: c.due(cursor, now),
+        })
+        .filter(|d| !d.times.is_empty())
+        .collect()
+}
+
 /// A job that a schedule or backfill wants started (planned and submitted outside the lock).
 #[derive(Clone, Debug)]
 pub struct Firing {
@@ -196,15 +220,43 @@ impl State {
         now: DateTime<Utc>,
         mono: std::time::Instant,
     ) -> (Vec<Firing>, Vec<Action>) {
+        let due = compute_due(self.due_work(), now);
+        self.apply_due(due, now, mono)
+    }
+
+    /// What [`compute_due`] needs, taken under the state lock: each active schedule with
+    /// its cursor.
+    pub fn due_work(&self) -> Vec<(Compiled, Option<Logical>)> {
+        self.schedules
+            .values()
+            .filter(|s| !s.paused)
+            .map(|s| (s.compiled.clone(), s.cursor))
+            .collect()
+    }
+
+    /// Applies due times found by [`compute_due`] (outside the lock): returns the jobs to
+    /// start and the actions. A schedule changed meanwhile (removed, paused, its cursor moved)
+    /// is left for the next tick.
+    pub fn apply_due(
+        &mut self,
+        due: Vec<Due>,
+        now: DateTime<Utc>,
+        mono: std::time::Instant,
+    ) -> (Vec<Firing>, Vec<Action>) {
         let mut firings = Vec::new();
         let mut actions = Vec::new();
-        let names: Vec<String> = self.schedules.keys().cloned().collect();
-        for name in names {
-            let s = &self.schedules[&name];
-            if s.paused {
+        for Due {
+            name,
+            cursor,
+            times: due,
+        } in due
+        {
+            let Some(s) = self.schedules.get(&name) else {
+                continue;
+            };
+            if s.paused || s.cursor != cursor {
                 continue;
             }
-            let due = s.compiled.due(s.cursor, now);
             let Some(&last) = due.last() else {
                 continue;
             };

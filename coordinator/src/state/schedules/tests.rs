@@ -219,3 +219,15 @@ fn a_duplicate_schedule_name_is_refused() {
         .unwrap_err();
     assert!(e.0.contains("exists"), "{e}");
 }
+
+#[test]
+fn due_times_walked_outside_the_lock_apply_once() {
+    let mut s = state_with(hourly(Catchup::All, 0, Concurrency::Allow));
+    let now = utc("2026-01-01T02:00:01");
+    let due = compute_due(s.due_work(), now);
+    let (firings, _) = s.apply_due(due.clone(), now, Instant::now());
+    assert_eq!(firings.len(), 3);
+    // The same walk applied again (a stale result) starts nothing: the cursor moved.
+    let (again, _) = s.apply_due(due, now, Instant::now());
+    assert!(again.is_empty());
+}
