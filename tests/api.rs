@@ -81,6 +81,11 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     let (_, body) = get(&http, "/api/v1/cluster");
     let c: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(c["workers"].as_array().unwrap().len(), 2);
+    assert!(c["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["slots"] == 2));
 
     let (code, metrics) = get(&http, "/metrics");
     assert_eq!(code, 200);

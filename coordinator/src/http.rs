@@ -78,6 +78,7 @@ async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
                 "shuffle_addr": w.shuffle_addr,
                 "last_heartbeat_ms": w.last_seen_ms,
                 "running_tasks": w.running,
+                "slots": w.slots,
             })
         })
         .collect();

@@ -249,6 +249,7 @@ impl CoordinatorService for Coordinator {
             r.storage_host.clone(),
             Instant::now(),
         );
+        state.set_worker_slots(id, r.cpu_slots);
         let held: Vec<_> = r
             .held_outputs
             .iter()

@@ -218,6 +218,8 @@ struct Worker {
     alive: bool,
     cancels: Vec<AttemptId>,
     cleanups: Vec<JobId>,
+    /// Task slots it declared (for the UI).
+    slots: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -370,9 +372,17 @@ impl State {
                 alive: true,
                 cancels: Vec::new(),
                 cleanups: Vec::new(),
+                slots: 0,
             },
         );
         id
+    }
+
+    /// Records the task slots a worker declared.
+    pub fn set_worker_slots(&mut self, worker: WorkerId, slots: u32) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.slots = slots;
+        }
     }
 
     /// Returns true if `worker` is registered, alive, and speaks this epoch.

@@ -23,6 +23,8 @@ pub struct WorkerView {
     pub last_seen_ms: u64,
     /// Attempts it is running.
     pub running: u32,
+    /// Task slots it declared.
+    pub slots: u32,
 }
 
 impl State {
@@ -38,6 +40,7 @@ impl State {
                 alive: w.alive,
                 last_seen_ms: now.saturating_duration_since(w.last_seen).as_millis() as u64,
                 running: self.attempts.values().filter(|a| a.worker == *id).count() as u32,
+                slots: w.slots,
             })
             .collect();
         out.sort_by_key(|w| w.id);
