@@ -208,7 +208,18 @@ impl Client {
                         return Ok(s);
                     }
                 }
-                Err(ClientError::Rpc(status)) if status.code() == tonic::Code::Unavailable => {
+                // A coordinator going away mid-request surfaces as Unavailable, or as Unknown
+                // or Cancelled from the transport (a reset connection); status is read-only,
+                // so asking again is always safe.
+                Err(ClientError::Rpc(status))
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
+                            | tonic::Code::DeadlineExceeded
+                    ) =>
+                {
                     let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
                     if since.elapsed() > RECONNECT_PATIENCE {
                         return Err(ClientError::Rpc(status));
