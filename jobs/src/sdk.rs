@@ -157,6 +157,12 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// Maps one input record.
     fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>);
 
+    /// Called once per map task after its last record: emit what was held back, for example
+    /// the results of records batched for a model. Hadoop's `cleanup`.
+    fn map_end(&self, ctx: &mut MapContext<'_, Self>) {
+        let _ = ctx;
+    }
+
     /// Folds `next` into `acc` (only called when `COMBINES` is true).
     fn combine(&self, acc: &mut Self::Value, next: Self::Value) {
         let _ = (acc, next);
@@ -190,6 +196,18 @@ impl<'a> TaskSetup<'a> {
             partitions,
             storage,
         }
+    }
+
+    /// Reads a whole file (a model, a lookup table) from the job's storage: a local path or
+    /// a storage URL.
+    ///
+    /// # Errors
+    /// Storage errors, as a message naming the path.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.storage
+            .read_all(path)
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("{path}: {e}"))
     }
 
     /// Up to `n` whole records (lines) spread evenly over the inputs: the first line starting

@@ -300,6 +300,7 @@ pub fn run_map<J: Job>(
             tracing::warn!(input = %cfg.input, error = e, "input cut short");
             ctx.count("corrupt_inputs", 1);
         }
+        job.map_end(&mut ctx);
     }
     let (_, mut counters) = buffer.finish(job, out)?;
     counters.add("skipped_records", skipped);

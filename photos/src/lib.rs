@@ -1,0 +1,15 @@
+//! Quern's photo re-inference job: torchvision's ImageNet MobileNetV2, written on candle-nn,
+//! over photos in WebDataset-style tar shards, on a GPU when the binary is built with the
+//! `cuda` feature and one is present, on the CPU otherwise.
+//!
+//! - [`model`]: the network, loaded from safetensors;
+//! - [`preprocess`]: photo bytes to model input, as torchvision prepares them;
+//! - [`job`]: the `photos` job: a pipelined decode-and-infer map, a label-index reduce;
+//! - [`pack`]: a directory of photos into tar shards (`quern photos pack`).
+
+pub mod job;
+pub mod model;
+pub mod pack;
+pub mod preprocess;
+
+pub use job::PHOTOS;
