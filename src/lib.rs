@@ -44,6 +44,8 @@ mod fs;
 mod gen;
 mod jobcmd;
 mod schedcmd;
+#[cfg(feature = "photos")]
+mod photoscmd;
 mod util;
 
 use std::path::PathBuf;
@@ -93,6 +95,10 @@ enum Command {
     /// Generate test data.
     #[command(subcommand)]
     Gen(gen::GenCommand),
+    /// Photo re-inference tools (pack photos into shards for the `photos` job).
+    #[cfg(feature = "photos")]
+    #[command(subcommand)]
+    Photos(photoscmd::PhotosCommand),
     /// Start a local cluster, generate an access log, run `views` and `top-photos`, show results.
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
@@ -100,9 +106,12 @@ enum Command {
     /// Run one task attempt (started by a worker; not for direct use).
     #[command(hide = true)]
     Executor {
-        /// The task file.
-        #[arg(long)]
-        task: PathBuf,
+        /// The task file (one attempt).
+        #[arg(long, required_unless_present = "serve")]
+        task: Option<PathBuf>,
+        /// Serve attempts of one job, one per line of stdin, until its end.
+        #[arg(long, conflicts_with = "task")]
+        serve: bool,
     },
 }
 
@@ -131,6 +140,16 @@ fn init_tracing(format: LogFormat, default: &str) {
 }
 
 pub use jobs::registry::JobInfo;
+
+/// The jobs of the `quern` binary: [`Registry::builtin`], plus `photos` when built with the
+/// `photos` feature (the default).
+pub fn builtin_registry() -> Registry {
+    #[allow(unused_mut)]
+    let mut r = Registry::builtin();
+    #[cfg(feature = "photos")]
+    r.register(photos::PHOTOS);
+    r
+}
 pub use jobs::{builtin, registry, sdk, Registry};
 
 /// Runs the `quern` command line with the jobs of `registry`: the `main` of `quern` itself
@@ -148,8 +167,12 @@ pub fn main_with(registry: Registry) -> ExitCode {
     init_tracing(cli.log_format, default_level);
     protocol::failpoint::setup();
     let result = match cli.command {
-        Command::Executor { task } => {
-            return ExitCode::from(worker::executor::run(&registry, &task) as u8)
+        Command::Executor { task, serve } => {
+            let code = match task {
+                Some(task) if !serve => worker::executor::run(&registry, &task),
+                _ => worker::executor::serve(&registry),
+            };
+            return ExitCode::from(code as u8);
         }
         Command::Coordinator(a) => {
             runtime().and_then(|rt| rt.block_on(cluster::coordinator(a, registry)))
@@ -164,6 +187,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Backfill(a) => runtime().and_then(|rt| rt.block_on(schedcmd::backfill(a))),
         Command::Gen(c) => gen::run(c),
         Command::Fs(c) => fs::run(c),
+        #[cfg(feature = "photos")]
+        Command::Photos(c) => photoscmd::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),
         Command::Jobs => {
             for j in registry.jobs() {

@@ -185,6 +185,9 @@ pub struct TaskSetup<'a> {
     pub inputs: &'a [String],
     /// The number of reduce partitions.
     pub partitions: u32,
+    /// Whether this task is a reduce (so a job can skip loading what only its map uses).
+    /// `quern run --local` sets up one job for all tasks, with this false.
+    pub reduce: bool,
     pub(crate) storage: &'a dfs_client::Storage,
 }
 
@@ -194,6 +197,7 @@ impl<'a> TaskSetup<'a> {
         TaskSetup {
             inputs,
             partitions,
+            reduce: false,
             storage,
         }
     }

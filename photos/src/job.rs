@@ -521,6 +521,9 @@ impl Job for Photos {
     const INPUT: InputFormat = InputFormat::Tar;
 
     fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+        if task.reduce {
+            return Ok(());
+        }
         self.model = Some(load(&self.cfg, &|p| task.read_file(p))?);
         Ok(())
     }

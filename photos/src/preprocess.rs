@@ -83,6 +83,10 @@ impl Preprocessor {
         if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
             return Err(BadImage::Format);
         }
+        if format == ImageFormat::Jpeg && !jpeg_complete(bytes) {
+            // The decoder would fill the missing rows with grey and carry on.
+            return Err(BadImage::Decode("truncated JPEG: no end-of-image marker".into()));
+        }
         let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(self.limits.max_side);
@@ -147,6 +151,17 @@ impl Preprocessor {
     }
 }
 
+/// Whether a JPEG's compressed data is followed by its end-of-image marker. Inside the
+/// entropy-coded data a 0xFF byte is always stuffed (FF 00) or a restart marker (FF D0-D7),
+/// so FF D9 after the first start-of-scan (FF DA) is the real end; metadata with thumbnails
+/// comes before the first scan.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[sos..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +193,20 @@ mod tests {
             p.run(&bomb, &mut out),
             Err(BadImage::TooLarge { width: 100_000, height: 100_000 })
         );
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused() {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 9]));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        let mut p = Preprocessor::default();
+        let mut out = vec![0f32; IMAGE_FLOATS];
+        assert!(p.run(&jpeg, &mut out).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() * 2 / 3, 200] {
+            assert!(matches!(p.run(&jpeg[..cut], &mut out), Err(BadImage::Decode(_))), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,9 +81,22 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
         }
     });
 
+    // Executors kept for the next attempt of their job do not wait for ever.
+    let reap_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = reap_stop.cancelled() => return,
+                _ = every.tick() => crate::executors::reap(crate::executors::IDLE_TIMEOUT),
+            }
+        }
+    });
+
     let client = connect(&config, &shutdown).await?;
     let result = heartbeat_loop(&config, client, shuffle_addr.to_string(), &shutdown).await;
     shutdown.cancel();
+    crate::executors::reap(Duration::ZERO);
     let _ = server.await;
     result
 }
@@ -281,6 +293,7 @@ fn handle_heartbeat(
         tokio::spawn(async move {
             let _ = tokio::fs::remove_dir_all(dir).await;
         });
+        crate::executors::forget_job(&config.dir, protocol::JobId(job));
     }
     for a in resp.assignments {
         let Some(task) = from_assignment(a, &config.dir) else {
@@ -365,41 +378,28 @@ async fn run_attempt(
             Err(e) => return fail(FailureKind::Retryable, e),
         }
     };
-    let mut cmd = tokio::process::Command::new(&executable);
-    cmd.arg("executor")
-        .arg("--task")
-        .arg(&task_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true);
-    // An executor dies with its worker, even one killed by SIGKILL: an orphan would go on
-    // writing files for an attempt that nobody tracks any more.
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return fail(
-                FailureKind::Retryable,
-                format!("cannot start executor: {e}"),
-            )
-        }
+    // An idle executor of this job is reused: what the job loaded stays loaded.
+    let key = crate::executors::Key {
+        worker_dir: config.dir.clone(),
+        job: task.job_id,
+        exe: executable.clone(),
     };
-    let status = tokio::select! {
-        s = child.wait() => s,
+    let mut exec = match crate::executors::take(&key) {
+        Some(e) => e,
+        None => match crate::executors::spawn(&executable, log) {
+            Ok(e) => e,
+            Err(e) => {
+                return fail(
+                    FailureKind::Retryable,
+                    format!("cannot start executor: {e}"),
+                )
+            }
+        },
+    };
+    let code = tokio::select! {
+        c = exec.run(&task_file, &log_path) => c,
         _ = cancel.cancelled() => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            exec.kill().await;
             cleanup(task, &task_file).await;
             return fail(FailureKind::Cancelled, "attempt cancelled".into());
         }
@@ -412,24 +412,30 @@ async fn run_attempt(
             )
         }),
         Err(_) => {
+            let status = match code {
+                Some(c) => format!("exit code {c}"),
+                None => exec.exit_status().await,
+            };
             let tail = log_tail(&log_path).await;
-            let status = status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
-            {
-                // An executor that could not write its result may have died of a full disk.
-                let full = if disk_nearly_full(&config.dir) {
-                    "no space left on the worker's disk; "
-                } else {
-                    ""
-                };
-                fail(
-                    FailureKind::Retryable,
-                    format!("{full}executor exited without a result ({status}): {tail}"),
-                )
-            }
+            // An executor that could not write its result may have died of a full disk.
+            let full = if disk_nearly_full(&config.dir) {
+                "no space left on the worker's disk; "
+            } else {
+                ""
+            };
+            cleanup(task, &task_file).await;
+            return fail(
+                FailureKind::Retryable,
+                format!("{full}executor exited without a result ({status}): {tail}"),
+            );
         }
     };
+    // Only an executor that ran its attempt cleanly is fit for the next one.
+    if code == Some(0) && result.error.is_none() {
+        crate::executors::put(key, exec);
+    } else {
+        exec.kill().await;
+    }
     cleanup(task, &task_file).await;
     result
 }

@@ -63,6 +63,46 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
     }
 }
 
+/// Serves attempts of one job, one per line of stdin (`TASK_FILE<TAB>LOG_FILE`), each run as
+/// [`run`] runs it with stdout and stderr sent to its log; answers each with its exit code
+/// on a line of the original stdout. Returns at the end of stdin.
+pub fn serve(registry: &Registry) -> i32 {
+    use std::io::{BufRead, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // Replies go to a private copy of stdout: what job code prints goes to the attempt log.
+    // SAFETY: dup of an open descriptor; the new descriptor is owned by `replies` alone.
+    let reply_fd = unsafe { libc::dup(1) };
+    if reply_fd < 0 {
+        tracing::error!("cannot duplicate stdout");
+        return 2;
+    }
+    // SAFETY: `reply_fd` is a fresh descriptor nothing else owns.
+    let mut replies = unsafe { std::fs::File::from_raw_fd(reply_fd) };
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { return 2 };
+        let Some((task, log)) = line.split_once('\t') else {
+            tracing::error!(request = %line, "malformed executor request");
+            return 2;
+        };
+        match std::fs::OpenOptions::new().append(true).create(true).open(log) {
+            Ok(f) => {
+                // SAFETY: dup2 onto the standard descriptors; `f` stays open until both are
+                // replaced, and the descriptors it duplicates into outlive it.
+                unsafe {
+                    libc::dup2(f.as_raw_fd(), 1);
+                    libc::dup2(f.as_raw_fd(), 2);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, log, "cannot open attempt log"),
+        }
+        let code = run(registry, Path::new(task));
+        if writeln!(replies, "{code}").and_then(|()| replies.flush()).is_err() {
+            return 0;
+        }
+    }
+    0
+}
+
 fn failed(e: &TaskError) -> ExecutorResult {
     let bad_record = match e {
         TaskError::Panicked { record, .. } => *record,
@@ -81,7 +121,8 @@ fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
         Err(e) => return failed(&e.into()),
     };
     let storage = Storage::default();
-    let setup = jobs::sdk::TaskSetup::new(&task.spec.inputs, task.spec.reducers, &storage);
+    let mut setup = jobs::sdk::TaskSetup::new(&task.spec.inputs, task.spec.reducers, &storage);
+    setup.reduce = task.kind == TaskKind::Reduce;
     if let Err(e) = job.setup(&setup) {
         return failed(&TaskError::Setup(e));
     }

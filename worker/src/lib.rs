@@ -13,6 +13,7 @@
 pub mod binaries;
 pub mod daemon;
 pub mod executor;
+pub mod executors;
 pub mod shuffle;
 pub mod task;
 

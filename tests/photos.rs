@@ -1,0 +1,157 @@
+//! The `photos` job end to end on real photographs (extracted from the scikit-image and
+//! scikit-learn wheels by `scripts/photos/setup.sh`) plus corrupt ones: top-1 labels and
+//! scores against the independent NumPy reference, corrupt photos counted and listed, the
+//! keyword index, the model loaded once per executor rather than once per task, and a local
+//! cluster's output byte-identical to `quern run --local`.
+
+#![cfg(feature = "photos")]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+fn photos_dir() -> PathBuf {
+    let dir = std::env::var_os("QUERN_PHOTOS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/photos"));
+    assert!(
+        dir.join("mobilenet_v2.safetensors").exists() && dir.join("golden").is_dir(),
+        "{} lacks the model or the golden photos: run scripts/photos/setup.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A PNG whose header declares 60000 x 60000 pixels (a decompression bomb), CRC intact.
+fn png_bomb() -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
+    // A little of a deflate stream of zeros, which would inflate to gigabytes.
+    png.extend_from_slice(&[0, 0, 0, 8, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0xed, 0xc1, 1, 0, 0, 0, 0, 0, 0, 0]);
+    png
+}
+
+fn lines(dir: &Path) -> Vec<String> {
+    read_output(dir)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("part-"))
+        .flat_map(|(_, data)| String::from_utf8(data).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
+    let data = photos_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("photos");
+    std::fs::create_dir_all(src.join("more")).unwrap();
+    let golden: Vec<String> = std::fs::read_dir(data.join("golden"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for name in &golden {
+        std::fs::copy(data.join("golden").join(name), src.join(name)).unwrap();
+    }
+    std::fs::write(src.join("coffee.json"), br#"{"album":"breakfast"}"#).unwrap();
+    let china = std::fs::read(data.join("golden/china.jpg")).unwrap();
+    std::fs::write(src.join("more/truncated.jpg"), &china[..china.len() / 3]).unwrap();
+    std::fs::write(src.join("more/not-a-photo.jpg"), b"<html>this is not a photo</html>").unwrap();
+    std::fs::write(src.join("more/empty.png"), b"").unwrap();
+    std::fs::write(src.join("more/bomb.png"), png_bomb()).unwrap();
+    let shards = tmp.path().join("shards");
+    let packed = ok(quern()
+        .args(["photos", "pack"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&shards)
+        .args(["--shard-size", "512KiB"]));
+    assert!(packed.contains(&format!("packed {} photos (1 with metadata", golden.len() + 4)), "{packed}");
+
+    let model = data.join("mobilenet_v2.safetensors");
+    let args = |out: &Path| {
+        vec![
+            "photos".to_string(),
+            "--param".into(),
+            format!("model={}", model.display()),
+            "--param".into(),
+            "batch=4".into(),
+            "--reducers".into(),
+            "2".into(),
+            "--input".into(),
+            shards.display().to_string(),
+            "--output".into(),
+            out.display().to_string(),
+        ]
+    };
+    let cluster = Cluster::start(2);
+    let out = tmp.path().join("cluster");
+    let summary = ok(cluster.job().arg("submit").args(args(&out)));
+    assert!(summary.contains("state:    succeeded"), "{summary}");
+    let local = tmp.path().join("local");
+    let local_summary = ok(quern().args(["run", "--local"]).args(args(&local)));
+    assert_eq!(read_output(&out), read_output(&local), "cluster output differs from run --local");
+
+    let c = counters(&summary);
+    assert_eq!(c["photos"], golden.len() as u64, "{summary}");
+    assert_eq!(c["invalid_images"], 4, "{summary}");
+    assert_eq!(counters(&local_summary)["invalid_images"], 4);
+
+    // Labels and scores against the NumPy reference.
+    let expected: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string("testdata/photos/expected.json").unwrap()).unwrap();
+    let all = lines(&out);
+    let photos: Vec<serde_json::Value> =
+        all.iter().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(photos.len(), golden.len() + 4);
+    for name in &golden {
+        let key = name.rsplit_once('.').unwrap().0;
+        let got = photos.iter().find(|p| p["key"] == key).unwrap_or_else(|| panic!("no line for {key}"));
+        let want = expected[name.as_str()].as_array().unwrap();
+        let top = got["top5"].as_array().unwrap();
+        assert_eq!(top[0]["label"], want[0]["label"], "{name}: top-1");
+        let score = |label: &serde_json::Value| {
+            top.iter().find(|t| &t["label"] == label).map(|t| t["score"].as_f64().unwrap())
+        };
+        for w in want.iter().take(3) {
+            if let Some(s) = score(&w["label"]) {
+                let d = (s - w["score"].as_f64().unwrap()).abs();
+                assert!(d < 0.03, "{name}: {} scored {s}, reference {}", w["label"], w["score"]);
+            }
+        }
+    }
+    let coffee = photos.iter().find(|p| p["key"] == "coffee").unwrap();
+    assert_eq!(coffee["meta"]["album"], "breakfast");
+    for bad in ["more/truncated", "more/not-a-photo", "more/empty", "more/bomb"] {
+        let p = photos.iter().find(|p| p["key"] == bad).unwrap_or_else(|| panic!("{bad} not listed"));
+        assert!(p["error"].is_string() && p.get("top5").is_none(), "{p}");
+    }
+    let bomb = photos.iter().find(|p| p["key"] == "more/bomb").unwrap();
+    assert!(bomb["error"].as_str().unwrap().contains("beyond the limits"), "{bomb}");
+
+    // The keyword index finds the espresso.
+    assert!(all.iter().any(|l| l == "espresso\tcoffee"), "{all:?}");
+    assert!(all.iter().any(|l| l.starts_with("Egyptian cat\t") && l.contains("chelsea")));
+
+    // One model load per executor, not per task: the reused executors loaded it at most
+    // once per slot (2 workers x 2 slots), for more map tasks than that.
+    let logs = cluster.dir.path().join(".quern");
+    let mut loads = 0;
+    for w in std::fs::read_dir(&logs).unwrap() {
+        let dir = w.unwrap().path().join("logs");
+        for f in std::fs::read_dir(&dir).into_iter().flatten() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
+            loads += text.matches("model loaded").count();
+        }
+    }
+    let maps = std::fs::read_dir(&shards).unwrap().count();
+    assert!(maps > 4, "{maps} shards");
+    assert!((1..=4).contains(&loads), "model loaded {loads} times for {maps} map tasks");
+}

@@ -1,0 +1,169 @@
+//! Executor processes kept across the tasks of a job, so that what a job loads once per
+//! process (a model, a lookup table) is loaded once per worker slot, not once per task.
+//!
+//! An executor started with `quern executor --serve` reads one request per line on stdin,
+//! `TASK_FILE<TAB>LOG_FILE`, runs the attempt with its stdout and stderr sent to that log,
+//! writes the result file as a one-shot executor does, and answers with its exit code on a
+//! line. After an attempt that succeeded, the worker keeps the process idle for the next
+//! attempt of the same job; one that failed, was cancelled or died is not reused. Idle
+//! executors are stopped when their job finishes or after [`IDLE_TIMEOUT`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use protocol::JobId;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// How long an idle executor waits for another attempt of its job.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which executors may serve an attempt: same worker, same job, same binary.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The worker's directory (several workers may share a process in tests).
+    pub worker_dir: PathBuf,
+    /// The job.
+    pub job: JobId,
+    /// The executable.
+    pub exe: PathBuf,
+}
+
+/// A running `quern executor --serve` process.
+pub struct Executor {
+    child: Child,
+    stdin: ChildStdin,
+    replies: BufReader<ChildStdout>,
+    /// Attempts it has run.
+    pub served: u64,
+}
+
+type Idle = HashMap<Key, Vec<(Executor, Instant)>>;
+
+fn idle() -> &'static Mutex<Idle> {
+    static IDLE: OnceLock<Mutex<Idle>> = OnceLock::new();
+    IDLE.get_or_init(Default::default)
+}
+
+/// Takes an idle executor for `key`, if there is one.
+pub fn take(key: &Key) -> Option<Executor> {
+    let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+    let list = idle.get_mut(key)?;
+    let e = list.pop().map(|(e, _)| e);
+    if list.is_empty() {
+        idle.remove(key);
+    }
+    e
+}
+
+/// Keeps `e` for the next attempt of its job.
+pub fn put(key: Key, e: Executor) {
+    idle()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .push((e, Instant::now()));
+}
+
+/// Stops the idle executors of `job` on the worker in `worker_dir`.
+pub fn forget_job(worker_dir: &Path, job: JobId) {
+    let stopped: Vec<_> = {
+        let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<Key> = idle
+            .keys()
+            .filter(|k| k.job == job && k.worker_dir == worker_dir)
+            .cloned()
+            .collect();
+        keys.into_iter().filter_map(|k| idle.remove(&k)).collect()
+    };
+    // Dropping a process handle kills it (kill_on_drop).
+    drop(stopped);
+}
+
+/// Stops executors idle for longer than `after` (all of them for zero).
+pub fn reap(after: Duration) {
+    let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+    for list in idle.values_mut() {
+        list.retain(|(_, since)| !after.is_zero() && since.elapsed() < after);
+    }
+    idle.retain(|_, l| !l.is_empty());
+}
+
+/// Starts `exe executor --serve`, its stderr (until the first request) in `log`.
+///
+/// # Errors
+/// The spawn error.
+pub fn spawn(exe: &Path, log: std::fs::File) -> std::io::Result<Executor> {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("executor")
+        .arg("--serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    // An executor dies with its worker, even one killed by SIGKILL: an orphan would go on
+    // writing files for an attempt that nobody tracks any more.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok(Executor {
+        child,
+        stdin,
+        replies: BufReader::new(stdout),
+        served: 0,
+    })
+}
+
+impl Executor {
+    /// Runs the attempt in `task_file`, logging to `log`; returns the executor's exit code
+    /// for it, or `None` if the process died first.
+    pub async fn run(&mut self, task_file: &Path, log: &Path) -> Option<i32> {
+        let (task, log) = (task_file.to_str()?, log.to_str()?);
+        if task.contains(['\t', '\n']) || log.contains(['\t', '\n']) {
+            return None;
+        }
+        let line = format!("{task}\t{log}\n");
+        self.stdin.write_all(line.as_bytes()).await.ok()?;
+        self.stdin.flush().await.ok()?;
+        let mut reply = String::new();
+        match self.replies.read_line(&mut reply).await {
+            Ok(n) if n > 0 => {
+                self.served += 1;
+                reply.trim().parse().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Kills the process and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Waits for the process to end (after it died) and describes how it ended.
+    pub async fn exit_status(mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+            Ok(Ok(s)) => s.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                "no exit after its reply stream closed; killed".into()
+            }
+        }
+    }
+}
