@@ -26,7 +26,7 @@ fi
 
 # The photos job's weights (converted to safetensors) and real photographs, kept beside the
 # build cache so that later runs on this machine reuse them.
-export QUERN_PHOTOS_DIR="${QUERN_PHOTOS_DIR:-$(dirname "$CARGO_TARGET_DIR")/photos}"
+export QUERN_PHOTOS_DIR="${QUERN_PHOTOS_DIR:-$CARGO_TARGET_DIR/photos}"
 bash scripts/photos/setup.sh
 
 # A local SeaweedFS: master, three volume servers, filer with its S3 gateway.

@@ -43,9 +43,9 @@ mod demo;
 mod fs;
 mod gen;
 mod jobcmd;
-mod schedcmd;
 #[cfg(feature = "photos")]
 mod photoscmd;
+mod schedcmd;
 mod util;
 
 use std::path::PathBuf;

@@ -28,7 +28,11 @@ pub enum PhotosCommand {
 /// Packing errors.
 pub fn run(cmd: PhotosCommand) -> anyhow::Result<u8> {
     match cmd {
-        PhotosCommand::Pack { dir, out, shard_size } => {
+        PhotosCommand::Pack {
+            dir,
+            out,
+            shard_size,
+        } => {
             let tty = std::io::stderr().is_terminal();
             let mut last = std::time::Instant::now();
             let packed = photos::pack::pack(&dir, &out, shard_size, &mut |done, total| {

@@ -35,7 +35,9 @@ fn png_bomb() -> Vec<u8> {
     png.extend_from_slice(&ihdr);
     png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
     // A little of a deflate stream of zeros, which would inflate to gigabytes.
-    png.extend_from_slice(&[0, 0, 0, 8, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0xed, 0xc1, 1, 0, 0, 0, 0, 0, 0, 0]);
+    png.extend_from_slice(&[
+        0, 0, 0, 8, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0xed, 0xc1, 1, 0, 0, 0, 0, 0, 0, 0,
+    ]);
     png
 }
 
@@ -43,7 +45,13 @@ fn lines(dir: &Path) -> Vec<String> {
     read_output(dir)
         .into_iter()
         .filter(|(name, _)| name.starts_with("part-"))
-        .flat_map(|(_, data)| String::from_utf8(data).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|(_, data)| {
+            String::from_utf8(data)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -63,7 +71,11 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
     std::fs::write(src.join("coffee.json"), br#"{"album":"breakfast"}"#).unwrap();
     let china = std::fs::read(data.join("golden/china.jpg")).unwrap();
     std::fs::write(src.join("more/truncated.jpg"), &china[..china.len() / 3]).unwrap();
-    std::fs::write(src.join("more/not-a-photo.jpg"), b"<html>this is not a photo</html>").unwrap();
+    std::fs::write(
+        src.join("more/not-a-photo.jpg"),
+        b"<html>this is not a photo</html>",
+    )
+    .unwrap();
     std::fs::write(src.join("more/empty.png"), b"").unwrap();
     std::fs::write(src.join("more/bomb.png"), png_bomb()).unwrap();
     let shards = tmp.path().join("shards");
@@ -73,7 +85,13 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
         .arg("--out")
         .arg(&shards)
         .args(["--shard-size", "512KiB"]));
-    assert!(packed.contains(&format!("packed {} photos (1 with metadata", golden.len() + 4)), "{packed}");
+    assert!(
+        packed.contains(&format!(
+            "packed {} photos (1 with metadata",
+            golden.len() + 4
+        )),
+        "{packed}"
+    );
 
     let model = data.join("mobilenet_v2.safetensors");
     let args = |out: &Path| {
@@ -97,7 +115,11 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
     assert!(summary.contains("state:    succeeded"), "{summary}");
     let local = tmp.path().join("local");
     let local_summary = ok(quern().args(["run", "--local"]).args(args(&local)));
-    assert_eq!(read_output(&out), read_output(&local), "cluster output differs from run --local");
+    assert_eq!(
+        read_output(&out),
+        read_output(&local),
+        "cluster output differs from run --local"
+    );
 
     let c = counters(&summary);
     assert_eq!(c["photos"], golden.len() as u64, "{summary}");
@@ -106,39 +128,69 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
 
     // Labels and scores against the NumPy reference.
     let expected: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string("testdata/photos/expected.json").unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string("testdata/photos/expected.json").unwrap())
+            .unwrap();
     let all = lines(&out);
-    let photos: Vec<serde_json::Value> =
-        all.iter().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let photos: Vec<serde_json::Value> = all
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(photos.len(), golden.len() + 4);
     for name in &golden {
         let key = name.rsplit_once('.').unwrap().0;
-        let got = photos.iter().find(|p| p["key"] == key).unwrap_or_else(|| panic!("no line for {key}"));
+        let got = photos
+            .iter()
+            .find(|p| p["key"] == key)
+            .unwrap_or_else(|| panic!("no line for {key}"));
         let want = expected[name.as_str()].as_array().unwrap();
         let top = got["top5"].as_array().unwrap();
         assert_eq!(top[0]["label"], want[0]["label"], "{name}: top-1");
         let score = |label: &serde_json::Value| {
-            top.iter().find(|t| &t["label"] == label).map(|t| t["score"].as_f64().unwrap())
+            top.iter()
+                .find(|t| &t["label"] == label)
+                .map(|t| t["score"].as_f64().unwrap())
         };
         for w in want.iter().take(3) {
             if let Some(s) = score(&w["label"]) {
                 let d = (s - w["score"].as_f64().unwrap()).abs();
-                assert!(d < 0.03, "{name}: {} scored {s}, reference {}", w["label"], w["score"]);
+                assert!(
+                    d < 0.03,
+                    "{name}: {} scored {s}, reference {}",
+                    w["label"],
+                    w["score"]
+                );
             }
         }
     }
     let coffee = photos.iter().find(|p| p["key"] == "coffee").unwrap();
     assert_eq!(coffee["meta"]["album"], "breakfast");
-    for bad in ["more/truncated", "more/not-a-photo", "more/empty", "more/bomb"] {
-        let p = photos.iter().find(|p| p["key"] == bad).unwrap_or_else(|| panic!("{bad} not listed"));
+    for bad in [
+        "more/truncated",
+        "more/not-a-photo",
+        "more/empty",
+        "more/bomb",
+    ] {
+        let p = photos
+            .iter()
+            .find(|p| p["key"] == bad)
+            .unwrap_or_else(|| panic!("{bad} not listed"));
         assert!(p["error"].is_string() && p.get("top5").is_none(), "{p}");
     }
     let bomb = photos.iter().find(|p| p["key"] == "more/bomb").unwrap();
-    assert!(bomb["error"].as_str().unwrap().contains("beyond the limits"), "{bomb}");
+    assert!(
+        bomb["error"]
+            .as_str()
+            .unwrap()
+            .contains("beyond the limits"),
+        "{bomb}"
+    );
 
     // The keyword index finds the espresso.
     assert!(all.iter().any(|l| l == "espresso\tcoffee"), "{all:?}");
-    assert!(all.iter().any(|l| l.starts_with("Egyptian cat\t") && l.contains("chelsea")));
+    assert!(all
+        .iter()
+        .any(|l| l.starts_with("Egyptian cat\t") && l.contains("chelsea")));
 
     // One model load per executor, not per task: the reused executors loaded it at most
     // once per slot (2 workers x 2 slots), for more map tasks than that.
@@ -153,5 +205,8 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
     }
     let maps = std::fs::read_dir(&shards).unwrap().count();
     assert!(maps > 4, "{maps} shards");
-    assert!((1..=4).contains(&loads), "model loaded {loads} times for {maps} map tasks");
+    assert!(
+        (1..=4).contains(&loads),
+        "model loaded {loads} times for {maps} map tasks"
+    );
 }

@@ -136,7 +136,8 @@ impl Config {
             model,
             labels: p.get("labels").cloned(),
             batch: int_param("photos", p, "batch", 32, 1, 4096)? as usize,
-            decode_threads: int_param("photos", p, "decode-threads", cores.min(8), 1, 256)? as usize,
+            decode_threads: int_param("photos", p, "decode-threads", cores.min(8), 1, 256)?
+                as usize,
             embeddings,
             device,
             index_min_score,
@@ -177,13 +178,15 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device, String> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| format!("no usable CUDA GPU: {e}")),
-        DeviceChoice::Auto if candle_core::utils::cuda_is_available() => match Device::new_cuda(0) {
-            Ok(d) => Ok(d),
-            Err(e) => {
-                tracing::warn!(error = %e, "built with CUDA but no GPU is usable: running on the CPU");
-                Ok(Device::Cpu)
+        DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
+            match Device::new_cuda(0) {
+                Ok(d) => Ok(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "built with CUDA but no GPU is usable: running on the CPU");
+                    Ok(Device::Cpu)
+                }
             }
-        },
+        }
         DeviceChoice::Auto => {
             tracing::info!("no GPU support in this build: running on the CPU");
             Ok(Device::Cpu)
@@ -195,9 +198,17 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device, String> {
 ///
 /// # Errors
 /// A message naming the file or tensor at fault.
-pub fn load(cfg: &Config, read: &dyn Fn(&str) -> Result<Vec<u8>, String>) -> Result<Arc<Loaded>, String> {
+pub fn load(
+    cfg: &Config,
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<Arc<Loaded>, String> {
     let device = pick_device(cfg.device)?;
-    let id = format!("{}\0{}\0{:?}", cfg.model, cfg.labels.as_deref().unwrap_or(""), device.location());
+    let id = format!(
+        "{}\0{}\0{:?}",
+        cfg.model,
+        cfg.labels.as_deref().unwrap_or(""),
+        device.location()
+    );
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, m)) = cache.iter().find(|(k, _)| *k == id) {
         return Ok(m.clone());
@@ -206,7 +217,10 @@ pub fn load(cfg: &Config, read: &dyn Fn(&str) -> Result<Vec<u8>, String>) -> Res
     let net = MobileNetV2::from_safetensors(read(&cfg.model)?, &device)
         .map_err(|e| format!("model {}: {e}", cfg.model))?;
     let labels: Vec<String> = match &cfg.labels {
-        Some(path) => String::from_utf8_lossy(&read(path)?).lines().map(str::to_string).collect(),
+        Some(path) => String::from_utf8_lossy(&read(path)?)
+            .lines()
+            .map(str::to_string)
+            .collect(),
         None => IMAGENET_CLASSES.lines().map(str::to_string).collect(),
     };
     if labels.len() != net.classes() {
@@ -217,7 +231,11 @@ pub fn load(cfg: &Config, read: &dyn Fn(&str) -> Result<Vec<u8>, String>) -> Res
         ));
     }
     tracing::info!(model = %cfg.model, device = ?device.location(), ms = started.elapsed().as_millis() as u64, "model loaded");
-    let loaded = Arc::new(Loaded { net, labels, device });
+    let loaded = Arc::new(Loaded {
+        net,
+        labels,
+        device,
+    });
     cache.push((id, loaded.clone()));
     Ok(loaded)
 }
@@ -360,7 +378,12 @@ fn decode_loop(rx: &Mutex<Receiver<Item>>, tx: &SyncSender<Decoded>, limits: Lim
     }
 }
 
-fn model_loop(loaded: &Loaded, rx: &Receiver<Decoded>, batch: usize, embeddings: bool) -> Inference {
+fn model_loop(
+    loaded: &Loaded,
+    rx: &Receiver<Decoded>,
+    batch: usize,
+    embeddings: bool,
+) -> Inference {
     let mut inf = Inference {
         batch,
         ..Inference::default()
@@ -453,10 +476,26 @@ fn run_batch(
         Err(e) if n > 1 && e.to_string().to_lowercase().contains("out of memory") => {
             inf.halvings += 1;
             inf.batch = (n / 2).max(1);
-            tracing::warn!(from = n, to = inf.batch, "device out of memory: halving the batch");
+            tracing::warn!(
+                from = n,
+                to = inf.batch,
+                "device out of memory: halving the batch"
+            );
             let half = n / 2;
-            run_batch(loaded, inf, &keys[..half], &pixels[..half * IMAGE_FLOATS], embeddings)?;
-            run_batch(loaded, inf, &keys[half..], &pixels[half * IMAGE_FLOATS..], embeddings)
+            run_batch(
+                loaded,
+                inf,
+                &keys[..half],
+                &pixels[..half * IMAGE_FLOATS],
+                embeddings,
+            )?;
+            run_batch(
+                loaded,
+                inf,
+                &keys[half..],
+                &pixels[half * IMAGE_FLOATS..],
+                embeddings,
+            )
         }
         Err(e) => Err(format!("model: {e}")),
     }
@@ -541,7 +580,8 @@ impl Job for Photos {
         let name = String::from_utf8_lossy(ctx.record_name()).into_owned();
         let (key, ext) = split_name(&name);
         if key.contains(['\t', '\n', '\r']) {
-            run.skipped.push((key.to_string(), "the key holds a tab or line break".into()));
+            run.skipped
+                .push((key.to_string(), "the key holds a tab or line break".into()));
             return;
         }
         match ext.to_ascii_lowercase().as_str() {
@@ -557,7 +597,12 @@ impl Job for Photos {
     }
 
     fn map_end(&self, ctx: &mut MapContext<'_, Self>) {
-        let Some(run) = self.running.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(run) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
             return;
         };
         let inf = run.pipeline.finish();
@@ -569,7 +614,17 @@ impl Job for Photos {
         for (key, why) in &run.skipped {
             tracing::warn!(key = %key, reason = %why, "photo skipped");
             ctx.count("invalid_images", 1);
-            self.emit_line(ctx, key, &Line { key, top5: None, error: Some(why), embedding: None, meta: None });
+            self.emit_line(
+                ctx,
+                key,
+                &Line {
+                    key,
+                    top5: None,
+                    error: Some(why),
+                    embedding: None,
+                    meta: None,
+                },
+            );
         }
         let mut index_key = Vec::new();
         for p in &inf.photos {
@@ -584,7 +639,13 @@ impl Job for Photos {
                             score: (f64::from(s) * 10_000.0).round() / 10_000.0,
                         })
                         .collect();
-                    let line = Line { key: &p.key, top5: Some(labels), error: None, embedding: emb.as_deref(), meta };
+                    let line = Line {
+                        key: &p.key,
+                        top5: Some(labels),
+                        error: None,
+                        embedding: emb.as_deref(),
+                        meta,
+                    };
                     self.emit_line(ctx, &p.key, &line);
                     for (rank, &(c, s)) in top.iter().enumerate() {
                         if rank == 0 || s >= self.cfg.index_min_score {
@@ -598,7 +659,17 @@ impl Job for Photos {
                 Err(why) => {
                     tracing::warn!(key = %p.key, reason = %why, "photo skipped");
                     ctx.count("invalid_images", 1);
-                    self.emit_line(ctx, &p.key, &Line { key: &p.key, top5: None, error: Some(why), embedding: None, meta });
+                    self.emit_line(
+                        ctx,
+                        &p.key,
+                        &Line {
+                            key: &p.key,
+                            top5: None,
+                            error: Some(why),
+                            embedding: None,
+                            meta,
+                        },
+                    );
                 }
             }
         }
@@ -676,15 +747,25 @@ mod tests {
     #[test]
     fn top5_is_ordered_and_breaks_ties_by_class() {
         let p = [0.1, 0.3, 0.05, 0.3, 0.2, 0.0, 0.05];
-        assert_eq!(top5(&p).iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 4, 0, 2]);
+        assert_eq!(
+            top5(&p).iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 3, 4, 0, 2]
+        );
     }
 
     #[test]
     fn parameters_are_checked() {
-        let p = |kv: &[(&str, &str)]| -> Params { kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let p = |kv: &[(&str, &str)]| -> Params {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         assert!(Config::from_params(&p(&[])).is_err(), "model is required");
         let c = Config::from_params(&p(&[("model", "m.safetensors")])).unwrap();
-        assert_eq!((c.batch, c.device, c.embeddings), (32, DeviceChoice::Auto, false));
+        assert_eq!(
+            (c.batch, c.device, c.embeddings),
+            (32, DeviceChoice::Auto, false)
+        );
         assert!(Config::from_params(&p(&[("model", "m"), ("batch", "0")])).is_err());
         assert!(Config::from_params(&p(&[("model", "m"), ("device", "tpu")])).is_err());
         assert!(Config::from_params(&p(&[("model", "m"), ("colour", "red")])).is_err());

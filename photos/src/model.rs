@@ -89,7 +89,14 @@ fn fold_bn(weight: Tensor, vb: &VarBuilder, prefix: &str) -> Result<(Tensor, Ten
 }
 
 impl Pointwise {
-    fn load(vb: &VarBuilder, conv: &str, bn: &str, cin: usize, cout: usize, relu6: bool) -> Result<Self> {
+    fn load(
+        vb: &VarBuilder,
+        conv: &str,
+        bn: &str,
+        cin: usize,
+        cout: usize,
+        relu6: bool,
+    ) -> Result<Self> {
         let w = vb.get((cout, cin, 1, 1), &format!("{conv}.weight"))?;
         let (w, b) = fold_bn(w, vb, bn)?;
         Ok(Pointwise {
@@ -157,7 +164,10 @@ impl Depthwise {
                 });
             }
         }
-        let mut y = acc.expect("nine taps").broadcast_add(&self.bias)?.clamp(0f32, 6f32)?;
+        let mut y = acc
+            .expect("nine taps")
+            .broadcast_add(&self.bias)?
+            .clamp(0f32, 6f32)?;
         if self.stride == 2 {
             y = y
                 .reshape((n, c, h / 2, 2, w / 2, 2))?
@@ -191,35 +201,41 @@ impl CustomOp1 for DepthwiseCpu {
         let s = self.stride;
         let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
         let mut out = vec![0f32; n * c * ho * wo];
-        out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, dst)| {
-            let ch = plane % c;
-            let src = &input[plane * h * w..(plane + 1) * h * w];
-            let k = &self.weight[ch * 9..ch * 9 + 9];
-            let bias = self.bias[ch];
-            for oy in 0..ho {
-                let row = &mut dst[oy * wo..(oy + 1) * wo];
-                row.fill(bias);
-                for ky in 0..3 {
-                    let iy = (oy * s + ky) as isize - 1;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let line = &src[iy as usize * w..(iy as usize + 1) * w];
-                    for kx in 0..3 {
-                        let kv = k[ky * 3 + kx];
-                        // Output columns whose input column ox*s + kx - 1 is inside the row.
-                        let first = if kx == 0 { 1 } else { 0 };
-                        let last = if kx > w { 0 } else { ((w - kx) / s + 1).min(wo) };
-                        for ox in first..last {
-                            row[ox] += kv * line[ox * s + kx - 1];
+        out.par_chunks_mut(ho * wo)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let ch = plane % c;
+                let src = &input[plane * h * w..(plane + 1) * h * w];
+                let k = &self.weight[ch * 9..ch * 9 + 9];
+                let bias = self.bias[ch];
+                for oy in 0..ho {
+                    let row = &mut dst[oy * wo..(oy + 1) * wo];
+                    row.fill(bias);
+                    for ky in 0..3 {
+                        let iy = (oy * s + ky) as isize - 1;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let line = &src[iy as usize * w..(iy as usize + 1) * w];
+                        for kx in 0..3 {
+                            let kv = k[ky * 3 + kx];
+                            // Output columns whose input column ox*s + kx - 1 is inside the row.
+                            let first = if kx == 0 { 1 } else { 0 };
+                            let last = if kx > w {
+                                0
+                            } else {
+                                ((w - kx) / s + 1).min(wo)
+                            };
+                            for ox in first..last {
+                                row[ox] += kv * line[ox * s + kx - 1];
+                            }
                         }
                     }
+                    for v in row.iter_mut() {
+                        *v = v.clamp(0.0, 6.0);
+                    }
                 }
-                for v in row.iter_mut() {
-                    *v = v.clamp(0.0, 6.0);
-                }
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
     }
 }
@@ -252,7 +268,14 @@ impl MobileNetV2 {
                 let (expand, layer) = if t == 1 {
                     (None, 0)
                 } else {
-                    let e = Pointwise::load(&vb, &format!("{p}.0.0"), &format!("{p}.0.1"), cin, hidden, true)?;
+                    let e = Pointwise::load(
+                        &vb,
+                        &format!("{p}.0.0"),
+                        &format!("{p}.0.1"),
+                        cin,
+                        hidden,
+                        true,
+                    )?;
                     (Some(e), 1)
                 };
                 let depthwise = Depthwise::load(

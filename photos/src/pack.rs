@@ -110,7 +110,10 @@ pub fn pack(
             Err(e) => return Err(io(&sidecar_path)(e)),
         };
         let size = data.len() as u64 + sidecar.as_ref().map_or(0, |s| s.len() as u64);
-        if shard.as_ref().is_some_and(|(_, _, bytes)| *bytes > 0 && bytes + size > shard_size) {
+        if shard
+            .as_ref()
+            .is_some_and(|(_, _, bytes)| *bytes > 0 && bytes + size > shard_size)
+        {
             finish(shard.take())?;
         }
         let (builder, _, bytes) = match &mut shard {
@@ -119,12 +122,25 @@ pub fn pack(
                 let p = out.join(format!("shard-{:06}.tar", done.shards));
                 let f = File::create(&p).map_err(io(&p))?;
                 done.shards += 1;
-                shard.insert((tar::Builder::new(BufWriter::with_capacity(1 << 20, f)), p, 0))
+                shard.insert((
+                    tar::Builder::new(BufWriter::with_capacity(1 << 20, f)),
+                    p,
+                    0,
+                ))
             }
         };
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("jpg").to_string();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("jpg")
+            .to_string();
         let key = &name[..name.len() - ext.len() - 1];
-        append(builder, &format!("{key}.{}", ext.to_ascii_lowercase()), &data, &path)?;
+        append(
+            builder,
+            &format!("{key}.{}", ext.to_ascii_lowercase()),
+            &data,
+            &path,
+        )?;
         if let Some(s) = &sidecar {
             append(builder, &format!("{key}.json"), s, &sidecar_path)?;
             done.sidecars += 1;
@@ -138,7 +154,12 @@ pub fn pack(
     Ok(done)
 }
 
-fn append(b: &mut tar::Builder<BufWriter<File>>, name: &str, data: &[u8], path: &Path) -> Result<(), PackError> {
+fn append(
+    b: &mut tar::Builder<BufWriter<File>>,
+    name: &str,
+    data: &[u8],
+    path: &Path,
+) -> Result<(), PackError> {
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
@@ -169,7 +190,12 @@ mod tests {
     fn packing_is_deterministic_and_keeps_sidecars() {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("sub")).unwrap();
-        for (n, size) in [("b.JPG", 3000), ("a.png", 5000), ("sub/c.jpeg", 100), ("notes.txt", 10)] {
+        for (n, size) in [
+            ("b.JPG", 3000),
+            ("a.png", 5000),
+            ("sub/c.jpeg", 100),
+            ("notes.txt", 10),
+        ] {
             std::fs::write(src.path().join(n), vec![7u8; size]).unwrap();
         }
         std::fs::write(src.path().join("a.json"), b"{\"id\":1}").unwrap();
@@ -179,7 +205,10 @@ mod tests {
         assert_eq!((p.photos, p.sidecars, p.shards, calls), (3, 1, 2, 3));
         pack(src.path(), o2.path(), 4096, &mut |_, _| {}).unwrap();
         for s in ["shard-000000.tar", "shard-000001.tar"] {
-            assert_eq!(std::fs::read(o1.path().join(s)).unwrap(), std::fs::read(o2.path().join(s)).unwrap());
+            assert_eq!(
+                std::fs::read(o1.path().join(s)).unwrap(),
+                std::fs::read(o2.path().join(s)).unwrap()
+            );
         }
         let first = std::fs::read(o1.path().join("shard-000000.tar")).unwrap();
         let names: Vec<String> = tar::Archive::new(&first[..])
@@ -188,6 +217,9 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["a.png", "a.json"]);
-        assert!(matches!(pack(o1.path(), o2.path(), 1, &mut |_, _| {}), Err(PackError::Empty(_))));
+        assert!(matches!(
+            pack(o1.path(), o2.path(), 1, &mut |_, _| {}),
+            Err(PackError::Empty(_))
+        ));
     }
 }

@@ -85,7 +85,9 @@ impl Preprocessor {
         }
         if format == ImageFormat::Jpeg && !jpeg_complete(bytes) {
             // The decoder would fill the missing rows with grey and carry on.
-            return Err(BadImage::Decode("truncated JPEG: no end-of-image marker".into()));
+            return Err(BadImage::Decode(
+                "truncated JPEG: no end-of-image marker".into(),
+            ));
         }
         let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
         let mut limits = image::Limits::default();
@@ -115,12 +117,24 @@ impl Preprocessor {
         self.resize_crop(rgb.width(), rgb.height(), rgb.into_raw(), out)
     }
 
-    fn resize_crop(&mut self, w: u32, h: u32, rgb: Vec<u8>, out: &mut [f32]) -> Result<(), BadImage> {
+    fn resize_crop(
+        &mut self,
+        w: u32,
+        h: u32,
+        rgb: Vec<u8>,
+        out: &mut [f32],
+    ) -> Result<(), BadImage> {
         // torchvision: the short side becomes 256, the long side int(256 * long / short).
         let (nw, nh) = if w <= h {
-            (RESIZE_SHORT, (u64::from(RESIZE_SHORT) * u64::from(h) / u64::from(w)) as u32)
+            (
+                RESIZE_SHORT,
+                (u64::from(RESIZE_SHORT) * u64::from(h) / u64::from(w)) as u32,
+            )
         } else {
-            ((u64::from(RESIZE_SHORT) * u64::from(w) / u64::from(h)) as u32, RESIZE_SHORT)
+            (
+                (u64::from(RESIZE_SHORT) * u64::from(w) / u64::from(h)) as u32,
+                RESIZE_SHORT,
+            )
         };
         let side = INPUT_SIZE as u32;
         // torchvision's center crop: int(round((size - 224) / 2)), halves rounded to even.
@@ -167,7 +181,9 @@ mod tests {
     use super::*;
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        });
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png).unwrap();
         out.into_inner()
@@ -182,7 +198,10 @@ mod tests {
         let good = png(300, 260);
         assert!(p.run(&good, &mut out).is_ok());
         let truncated = &good[..good.len() / 2];
-        assert!(matches!(p.run(truncated, &mut out), Err(BadImage::Decode(_))));
+        assert!(matches!(
+            p.run(truncated, &mut out),
+            Err(BadImage::Decode(_))
+        ));
         // A PNG header declaring 100000 x 100000 pixels: refused before decoding.
         let mut bomb = png(2, 2);
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
@@ -191,13 +210,17 @@ mod tests {
         bomb[29..33].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
             p.run(&bomb, &mut out),
-            Err(BadImage::TooLarge { width: 100_000, height: 100_000 })
+            Err(BadImage::TooLarge {
+                width: 100_000,
+                height: 100_000
+            })
         );
     }
 
     #[test]
     fn truncated_jpegs_are_refused() {
-        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 9]));
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 9]));
         let mut jpeg = Cursor::new(Vec::new());
         img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
         let jpeg = jpeg.into_inner();
@@ -205,7 +228,10 @@ mod tests {
         let mut out = vec![0f32; IMAGE_FLOATS];
         assert!(p.run(&jpeg, &mut out).is_ok());
         for cut in [jpeg.len() - 2, jpeg.len() * 2 / 3, 200] {
-            assert!(matches!(p.run(&jpeg[..cut], &mut out), Err(BadImage::Decode(_))), "cut at {cut}");
+            assert!(
+                matches!(p.run(&jpeg[..cut], &mut out), Err(BadImage::Decode(_))),
+                "cut at {cut}"
+            );
         }
     }
 

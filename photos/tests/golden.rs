@@ -28,19 +28,36 @@ fn data_dir() -> PathBuf {
 fn labels_and_scores_match_the_numpy_reference() {
     let dir = data_dir();
     let expected: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/photos/expected.json")).unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/photos/expected.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
-    let net = MobileNetV2::from_safetensors(std::fs::read(dir.join("mobilenet_v2.safetensors")).unwrap(), &Device::Cpu).unwrap();
+    let net = MobileNetV2::from_safetensors(
+        std::fs::read(dir.join("mobilenet_v2.safetensors")).unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let classes: Vec<&str> = IMAGENET_CLASSES.lines().collect();
     let names: Vec<&String> = expected.keys().collect();
     let mut pixels = vec![0f32; IMAGE_FLOATS * names.len()];
     let mut pre = Preprocessor::default();
     for (i, name) in names.iter().enumerate() {
         let bytes = std::fs::read(dir.join("golden").join(name)).unwrap();
-        pre.run(&bytes, &mut pixels[i * IMAGE_FLOATS..(i + 1) * IMAGE_FLOATS]).unwrap();
+        pre.run(
+            &bytes,
+            &mut pixels[i * IMAGE_FLOATS..(i + 1) * IMAGE_FLOATS],
+        )
+        .unwrap();
     }
-    let x = Tensor::from_vec(pixels, (names.len(), 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(
+        pixels,
+        (names.len(), 3, INPUT_SIZE, INPUT_SIZE),
+        &Device::Cpu,
+    )
+    .unwrap();
     let probs = net.forward(&x).unwrap().probs.to_vec2::<f32>().unwrap();
     let mut worst = 0f64;
     for (name, p) in names.iter().zip(&probs) {
@@ -53,7 +70,12 @@ fn labels_and_scores_match_the_numpy_reference() {
             let class = classes.iter().position(|c| *c == label).unwrap();
             let diff = (f64::from(p[class]) - w["score"].as_f64().unwrap()).abs();
             worst = worst.max(diff);
-            assert!(diff < 0.03, "{name}: {label} scored {} against {}", p[class], w["score"]);
+            assert!(
+                diff < 0.03,
+                "{name}: {label} scored {} against {}",
+                p[class],
+                w["score"]
+            );
         }
         eprintln!("{name}: {} {:.4}", classes[got[0].0], got[0].1);
     }

@@ -84,7 +84,11 @@ pub fn serve(registry: &Registry) -> i32 {
             tracing::error!(request = %line, "malformed executor request");
             return 2;
         };
-        match std::fs::OpenOptions::new().append(true).create(true).open(log) {
+        match std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+        {
             Ok(f) => {
                 // SAFETY: dup2 onto the standard descriptors; `f` stays open until both are
                 // replaced, and the descriptors it duplicates into outlive it.
@@ -96,7 +100,10 @@ pub fn serve(registry: &Registry) -> i32 {
             Err(e) => tracing::warn!(error = %e, log, "cannot open attempt log"),
         }
         let code = run(registry, Path::new(task));
-        if writeln!(replies, "{code}").and_then(|()| replies.flush()).is_err() {
+        if writeln!(replies, "{code}")
+            .and_then(|()| replies.flush())
+            .is_err()
+        {
             return 0;
         }
     }
