@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: Quern against a plain Rust program doing the same computation.
+# (`bash scripts/bench.sh photos` benchmarks the photos job instead: scripts/bench-photos.sh.)
 #
 # Generates a ~1 GiB access log and ~1 GiB of words once (under $BENCH_DIR, default
 # bench-data/), then times `views`, `top-photos` and `wordcount`:
@@ -10,6 +11,8 @@
 # nothing about time. Figures go to docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `bench.sh photos`: the photos job against a plain decode-and-classify loop.
+if [ "${1:-}" = photos ]; then exec bash scripts/bench-photos.sh; fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/quern/target}"
 BENCH_DIR="${BENCH_DIR:-bench-data}"
 SIZE="${SIZE:-1GiB}"

@@ -60,6 +60,10 @@ pub struct WorkerArgs {
     /// Task slots (default: one per core).
     #[arg(long)]
     slots: Option<u32>,
+    /// GPUs this worker offers to tasks that want one (default: the NVIDIA GPUs found, by
+    /// their /dev/nvidiaN device files).
+    #[arg(long)]
+    gpus: Option<u32>,
     /// Address the shuffle service listens on.
     #[arg(long, default_value = "127.0.0.1:0")]
     shuffle_listen: SocketAddr,
@@ -152,6 +156,10 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
     if let Some(s) = a.slots {
         config.slots = s.max(1);
     }
+    if let Some(g) = a.gpus {
+        config.gpus = g;
+    }
+    tracing::info!(slots = config.slots, gpus = config.gpus, "worker slots");
     if let Some(h) = a.storage_host {
         config.storage_host = h;
     }

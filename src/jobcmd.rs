@@ -165,8 +165,9 @@ pub async fn connect(c: &ClusterArgs) -> Result<Client> {
 pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) -> Result<()> {
     if let Ok(job) = registry.create(&spec.job, &spec.params) {
         spec.input_format = job.input_format().name().into();
+        spec.gpu = job.wants_gpu();
     }
-    if Registry::builtin()
+    if crate::builtin_registry()
         .jobs()
         .iter()
         .any(|j| j.name == spec.job)

@@ -208,14 +208,17 @@ impl Coordinator {
         }
     }
 
-    fn plan(&self, spec: &JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
+    /// Checks `spec` and plans its splits; for a job of the cluster's own binary, also sets
+    /// what the job itself says about its input format and GPU use.
+    fn plan(&self, spec: &mut JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
         let mut format = jobs::InputFormat::from_name(&spec.input_format);
         if spec.binary.is_empty() {
-            format = self
+            let job = self
                 .registry
                 .create(&spec.job, &spec.params)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .input_format();
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            format = job.input_format();
+            spec.gpu = job.wants_gpu();
         } else if !self.has_binary(&spec.binary)? {
             // The job and its parameters are checked by the binary that has them, at submit.
             return Err(Status::failed_precondition(format!(
@@ -249,7 +252,7 @@ impl CoordinatorService for Coordinator {
             r.storage_host.clone(),
             Instant::now(),
         );
-        state.set_worker_slots(id, r.cpu_slots);
+        state.set_worker_slots(id, r.cpu_slots, r.gpus);
         let held: Vec<_> = r
             .held_outputs
             .iter()
@@ -339,10 +342,12 @@ impl CoordinatorService for Coordinator {
                 .ok_or_else(|| Status::invalid_argument("missing spec"))?,
         );
         let this = self.clone();
-        let (spec, splits) =
-            tokio::task::spawn_blocking(move || this.plan(&spec).map(|s| (spec, s)))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let (spec, splits) = tokio::task::spawn_blocking(move || {
+            let mut spec = spec;
+            this.plan(&mut spec).map(|s| (spec, s))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         let mut state = self.state();
         if let Some(other) = state.job_writing(&spec.output) {
             return Err(Status::already_exists(format!(

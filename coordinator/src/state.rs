@@ -220,6 +220,8 @@ struct Worker {
     cleanups: Vec<JobId>,
     /// Task slots it declared (for the UI).
     slots: u32,
+    /// GPUs it declared: GPU slots for the map tasks of jobs that want one.
+    gpus: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -373,15 +375,17 @@ impl State {
                 cancels: Vec::new(),
                 cleanups: Vec::new(),
                 slots: 0,
+                gpus: 0,
             },
         );
         id
     }
 
-    /// Records the task slots a worker declared.
-    pub fn set_worker_slots(&mut self, worker: WorkerId, slots: u32) {
+    /// Records the task slots and GPUs a worker declared.
+    pub fn set_worker_slots(&mut self, worker: WorkerId, slots: u32, gpus: u32) {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.slots = slots;
+            w.gpus = gpus;
         }
     }
 
@@ -482,6 +486,19 @@ impl State {
     fn assign(&mut self, worker: WorkerId, mut free: u32, now: Instant) -> Vec<pb::TaskAssignment> {
         let mut out = Vec::new();
         let host = self.workers[&worker].storage_host.clone();
+        // GPU slots: where any live worker has GPUs, the maps of jobs that want one run
+        // only in free GPU slots; on a cluster without GPUs they run like any task.
+        let gpu_cluster = self.workers.values().any(|w| w.alive && w.gpus > 0);
+        let mut free_gpus = self.workers[&worker].gpus.saturating_sub(
+            self.attempts
+                .values()
+                .filter(|a| {
+                    a.worker == worker
+                        && a.kind == TaskKind::Map
+                        && self.jobs.get(&a.job).is_some_and(|j| j.spec.gpu)
+                })
+                .count() as u32,
+        );
         // Higher priority first (backfills last), then oldest first.
         let mut job_ids: Vec<(i32, JobId)> = self
             .jobs
@@ -524,8 +541,9 @@ impl State {
                         .iter()
                         .any(|w| !excluded(w) && !t.failed_on.contains(w))
             };
+            let gpu_maps = gpu_cluster && job.spec.gpu;
             for (i, t) in job.maps.iter().enumerate() {
-                if t.state != TaskState::Pending || avoid(t) {
+                if t.state != TaskState::Pending || avoid(t) || (gpu_maps && free_gpus == 0) {
                     continue;
                 }
                 let hosts = &job.splits[i].hosts;
@@ -564,7 +582,14 @@ impl State {
                 );
             }
             picks.truncate(free as usize);
-            if picks.len() < free as usize && job.spec.speculation {
+            if gpu_maps {
+                let mut room = free_gpus;
+                picks.retain(|(kind, _, _)| {
+                    *kind == TaskKind::Reduce || room.checked_sub(1).map(|r| room = r).is_some()
+                });
+                free_gpus = room;
+            }
+            if picks.len() < free as usize && job.spec.speculation && !gpu_maps {
                 let backups = self.stragglers(id, worker, now, free as usize - picks.len());
                 self.jobs.get_mut(&id).expect("listed job").backups += backups.len() as u64;
                 picks.extend(backups);

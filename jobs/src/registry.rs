@@ -69,6 +69,8 @@ pub trait DynJob: Send + Sync {
     ) -> Result<Counters, TaskError>;
     /// How the job's input is cut into records.
     fn input_format(&self) -> crate::InputFormat;
+    /// Whether its map tasks want a GPU.
+    fn wants_gpu(&self) -> bool;
     /// Runs a reduce task over `runs` (one per map, in map order) into `out`.
     fn run_reduce(&self, runs: Vec<Bytes>, out: &mut dyn Write)
         -> Result<ReduceSummary, TaskError>;
@@ -81,6 +83,10 @@ impl<J: Job> DynJob for J {
 
     fn input_format(&self) -> crate::InputFormat {
         J::INPUT
+    }
+
+    fn wants_gpu(&self) -> bool {
+        Job::wants_gpu(self)
     }
 
     fn run_map(

@@ -171,6 +171,12 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// Reduces one key and all its values to output.
     fn reduce(&self, key: Self::Key, values: Values<'_, Self::Value>, out: &mut ReduceContext<'_>);
 
+    /// Whether this job's map tasks want a GPU. Where some worker has GPUs, the scheduler runs
+    /// them only in GPU slots (one per GPU); on a cluster without GPUs they run like any task.
+    fn wants_gpu(&self) -> bool {
+        false
+    }
+
     /// Returns the partition of an encoded key; the default is the stable hash.
     fn partition(&self, key: &[u8], partitions: u32) -> u32 {
         crate::partition::stable_partition(key, partitions)

@@ -559,6 +559,10 @@ impl Job for Photos {
     type Value = Val;
     const INPUT: InputFormat = InputFormat::Tar;
 
+    fn wants_gpu(&self) -> bool {
+        self.cfg.device != DeviceChoice::Cpu
+    }
+
     fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
         if task.reduce {
             return Ok(());

@@ -48,6 +48,9 @@ pub struct JobSpec {
     /// coordinator can plan a job of an uploaded binary it cannot inspect; empty: lines.
     #[serde(default)]
     pub input_format: String,
+    /// Whether its map tasks want a GPU (set from the job at submit).
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 impl JobSpec {
@@ -67,6 +70,7 @@ impl JobSpec {
             priority: 0,
             binary: String::new(),
             input_format: String::new(),
+            gpu: false,
         }
     }
 
@@ -86,6 +90,7 @@ impl JobSpec {
             priority: self.priority,
             binary: self.binary.clone(),
             input_format: self.input_format.clone(),
+            gpu: self.gpu,
         }
     }
 
@@ -110,6 +115,7 @@ impl JobSpec {
             priority: p.priority,
             binary: p.binary,
             input_format: p.input_format,
+            gpu: p.gpu,
         }
     }
 }

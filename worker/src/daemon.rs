@@ -136,6 +136,7 @@ async fn register(
             host: dfs_client::local_host(),
             shuffle_addr: shuffle_addr.to_string(),
             cpu_slots: config.slots,
+            gpus: config.gpus,
             storage_host: config.storage_host.clone(),
             held_outputs: held_outputs(&config.dir),
         })

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub dir: PathBuf,
     /// Concurrent task slots (default: one per core).
     pub slots: u32,
+    /// GPUs: how many tasks that want a GPU may run at once (default: the NVIDIA GPUs found).
+    pub gpus: u32,
     /// Address the shuffle service listens on (port 0 picks one).
     pub shuffle_listen: SocketAddr,
     /// The storage host this worker runs beside, for data-local placement.
@@ -52,6 +54,7 @@ impl WorkerConfig {
             coordinator: coordinator.into(),
             dir: dir.into(),
             slots: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            gpus: detect_gpus(),
             shuffle_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             storage_host: dfs_client::local_host(),
             executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quern")),
@@ -59,6 +62,20 @@ impl WorkerConfig {
             fault_delay: Duration::ZERO,
         }
     }
+}
+
+/// Counts the NVIDIA GPUs of this machine by their device files (`/dev/nvidia0`, ...).
+pub fn detect_gpus() -> u32 {
+    std::fs::read_dir("/dev").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("nvidia"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count() as u32
+    })
 }
 
 /// Errors that stop a worker daemon.

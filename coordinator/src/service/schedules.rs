@@ -369,10 +369,11 @@ impl Coordinator {
         let this = self.clone();
         let replace = f.replace_output;
         let planned = tokio::task::spawn_blocking(move || {
+            let mut spec = spec;
             if replace {
                 this.clear_output(&spec.output, spec.reducers)?;
             }
-            this.plan(&spec).map(|splits| (spec, splits))
+            this.plan(&mut spec).map(|splits| (spec, splits))
         })
         .await
         .unwrap_or_else(|e| Err(Status::internal(e.to_string())));

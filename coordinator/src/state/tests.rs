@@ -457,3 +457,46 @@ fn higher_priority_jobs_get_slots_first_so_backfills_never_starve_todays_run() {
     let got = s.heartbeat(w, 1, now).assignments;
     assert_eq!(got[0].job_id, old.0, "and gets slots the others leave");
 }
+
+#[test]
+fn gpu_maps_run_only_in_gpu_slots_where_the_cluster_has_gpus() {
+    let now = Instant::now();
+    let mut s = state();
+    let cpu = s.register_worker("a:1".into(), "a".into(), now);
+    s.set_worker_slots(cpu, 8, 0);
+    let gpu = s.register_worker("b:1".into(), "b".into(), now);
+    s.set_worker_slots(gpu, 8, 1);
+    let (mut sp, splits) = spec(4, 1);
+    sp.gpu = true;
+    sp.speculation = false;
+    s.submit(sp, splits, now);
+    assert!(
+        ids(&s.heartbeat(cpu, 8, now)).is_empty(),
+        "a worker without GPUs gets no GPU map"
+    );
+    let first = ids(&s.heartbeat(gpu, 8, now));
+    assert_eq!(first.len(), 1, "one GPU, one GPU map at a time: {first:?}");
+    assert!(ids(&s.heartbeat(gpu, 7, now)).is_empty());
+    s.report_success(first[0].2, Counters::default(), None, Instant::now());
+    assert_eq!(
+        ids(&s.heartbeat(gpu, 8, now)).len(),
+        1,
+        "the freed GPU slot is used again"
+    );
+    // A job that wants no GPU runs on the worker without one meanwhile.
+    let (plain, splits) = spec(1, 1);
+    s.submit(plain, splits, now);
+    assert_eq!(ids(&s.heartbeat(cpu, 8, now)).len(), 1);
+}
+
+#[test]
+fn gpu_maps_run_on_cpu_slots_where_no_worker_has_a_gpu() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    s.set_worker_slots(w, 4, 0);
+    let (mut sp, splits) = spec(3, 1);
+    sp.gpu = true;
+    s.submit(sp, splits, now);
+    assert_eq!(ids(&s.heartbeat(w, 4, now)).len(), 3);
+}
