@@ -177,6 +177,22 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
             .unwrap_or_else(|| panic!("{bad} not listed"));
         assert!(p["error"].is_string() && p.get("top5").is_none(), "{p}");
     }
+    // The skip file lists them: shard, member offset, key and reason.
+    let skip_file = String::from_utf8(read_output(&out)["_skipped/records.tsv"].clone()).unwrap();
+    assert_eq!(skip_file.lines().count(), 4, "{skip_file}");
+    for bad in [
+        "more/truncated: ",
+        "more/not-a-photo: ",
+        "more/empty: ",
+        "more/bomb: ",
+    ] {
+        assert!(
+            skip_file
+                .lines()
+                .any(|l| l.contains("shard-") && l.contains(bad)),
+            "{bad} in {skip_file}"
+        );
+    }
     let bomb = photos.iter().find(|p| p["key"] == "more/bomb").unwrap();
     assert!(
         bomb["error"]
@@ -185,6 +201,28 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
             .contains("beyond the limits"),
         "{bomb}"
     );
+
+    // With embeddings: the same labels, plus 1280 pooled features per photo.
+    let emb_out = tmp.path().join("embeddings");
+    let mut emb_args = args(&emb_out);
+    emb_args.extend(["--param".to_string(), "embeddings=true".into()]);
+    ok(quern().args(["run", "--local"]).args(&emb_args));
+    let with: Vec<serde_json::Value> = lines(&emb_out)
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(with.len(), photos.len());
+    for (a, b) in photos.iter().zip(&with) {
+        assert_eq!(a["top5"], b["top5"]);
+        if a.get("top5").is_some() {
+            let e = b["embedding"].as_array().unwrap();
+            assert_eq!(e.len(), 1280);
+            assert!(e
+                .iter()
+                .all(|v| v.as_f64().is_some_and(|v| v.is_finite() && v >= 0.0)));
+        }
+    }
 
     // The keyword index finds the espresso.
     assert!(all.iter().any(|l| l == "espresso\tcoffee"), "{all:?}");

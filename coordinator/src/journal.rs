@@ -55,6 +55,13 @@ pub enum Record {
         /// Whether it ran data-local.
         local: bool,
     },
+    /// Records a winning map attempt listed as skipped (for the job's skip file).
+    Listed {
+        /// The job.
+        job: JobId,
+        /// The records.
+        records: Vec<jobs::output::SkippedRecord>,
+    },
     /// A map's output was lost (its worker died or a fetch failed): it must run again.
     MapLost {
         /// The job.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dfs_client::Storage;
-use jobs::output;
+use jobs::output::{self, SkippedRecord};
 use jobs::sdk::Counters;
 use jobs::Registry;
 use protocol::pb::coordinator_service_server::{CoordinatorService, CoordinatorServiceServer};
@@ -293,12 +293,26 @@ impl CoordinatorService for Coordinator {
                     .map(|c| c.values.into_iter().collect())
                     .unwrap_or_default(),
             );
-            self.state().report_success(
+            let listed: Vec<SkippedRecord> = r
+                .listed
+                .into_iter()
+                .map(|l| SkippedRecord {
+                    path: l.path,
+                    offset: l.offset,
+                    message: l.reason,
+                })
+                .collect();
+            let mut state = self.state();
+            let actions = state.report_success(
                 attempt,
                 counters,
                 Some((r.output_bytes, r.output_crc32)),
                 Instant::now(),
-            )
+            );
+            if !listed.is_empty() {
+                state.add_listed(attempt, listed);
+            }
+            actions
         } else {
             let kind = FailureKind::from_pb(r.failure_kind);
             self.state().report_failure(

@@ -165,6 +165,8 @@ pub struct Job {
     failed_attempts: u64,
     /// Records skipped in skip mode.
     skipped: Vec<SkippedRecord>,
+    /// Records the job's maps listed as skipped (winning attempts only; no duplicates).
+    listed: Vec<SkippedRecord>,
     /// The schedule or backfill that started it.
     origin: Option<Origin>,
     /// Every attempt of this incarnation, in start order (for the UI and `quern job logs`).
@@ -444,6 +446,7 @@ impl State {
             failed_attempts: 0,
             lost_outputs: 0,
             skipped: Vec::new(),
+            listed: Vec::new(),
             origin,
             history: Vec::new(),
         };
@@ -762,6 +765,33 @@ impl State {
             .collect()
     }
 
+    /// Adds the records a map attempt listed as skipped, if the attempt won its map.
+    pub fn add_listed(&mut self, attempt: AttemptId, records: Vec<SkippedRecord>) {
+        let Some((&id, job)) = self.jobs.iter_mut().find(|(_, j)| {
+            j.maps
+                .iter()
+                .any(|t| t.winner.as_ref().is_some_and(|w| w.attempt == attempt))
+        }) else {
+            return;
+        };
+        let fresh: Vec<SkippedRecord> = records
+            .into_iter()
+            .filter(|r| {
+                !job.listed
+                    .iter()
+                    .any(|l| l.path == r.path && l.offset == r.offset)
+            })
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        job.listed.extend(fresh.iter().cloned());
+        self.outbox.push(Record::Listed {
+            job: id,
+            records: fresh,
+        });
+    }
+
     /// Returns true if `attempt` is the winning attempt of a task of a job still on record.
     pub fn is_winner(&self, attempt: AttemptId) -> bool {
         self.jobs
@@ -946,7 +976,7 @@ impl State {
                 job: job.spec.job.clone(),
                 parts,
             },
-            skipped: job.skipped.clone(),
+            skipped: [job.skipped.clone(), job.listed.clone()].concat(),
         }
     }
 
@@ -1336,6 +1366,11 @@ impl State {
                             local,
                             part: None,
                         });
+                    }
+                }
+                Record::Listed { job, records } => {
+                    if let Some(j) = s.jobs.get_mut(&job) {
+                        j.listed.extend(records);
                     }
                 }
                 Record::MapLost { job, index } => {

@@ -118,11 +118,13 @@ fn run_map_attempts(
     mut cfg: MapConfig,
     out: &Path,
     skipped: &mut Vec<output::SkippedRecord>,
+    listed: &mut Vec<output::SkippedRecord>,
 ) -> Result<Counters, TaskError> {
     let mut panics = std::collections::BTreeMap::<u64, u32>::new();
     let mut attempt = 0;
     loop {
         attempt += 1;
+        cfg.listed.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let current = std::cell::Cell::new(cfg.base_offset);
         let res = catch_unwind(AssertUnwindSafe(|| job.run_map(input, &cfg, out, &current)))
             .unwrap_or_else(|p| {
@@ -139,7 +141,10 @@ fn run_map_attempts(
                     ..
                 },
             ) if attempt < spec.max_attempts => (e.to_string(), offset),
-            other => return other,
+            other => {
+                listed.append(&mut cfg.listed.lock().unwrap_or_else(|e| e.into_inner()));
+                return other;
+            }
         };
         let n = panics.entry(offset).or_default();
         *n += 1;
@@ -173,6 +178,7 @@ fn run_tasks(
     };
     let mut map_files = Vec::with_capacity(splits.len());
     let mut skipped = Vec::new();
+    let mut listed = Vec::new();
     for (i, planned) in splits.iter().enumerate() {
         let task = format!("map {i}");
         let out = work_dir.join(format!("map-{i:05}"));
@@ -187,6 +193,7 @@ fn run_tasks(
             skip: Vec::new(),
             input: planned.split.path.clone(),
             format: job.input_format(),
+            listed: Default::default(),
         };
         let c = run_map_attempts(
             job,
@@ -196,6 +203,7 @@ fn run_tasks(
             cfg,
             &out,
             &mut skipped,
+            &mut listed,
         )
         .map_err(|source| LocalError::Task {
             task: task.clone(),
@@ -236,7 +244,7 @@ fn run_tasks(
             job: spec.job.clone(),
             parts,
         },
-        &skipped,
+        &[skipped, listed].concat(),
     )?;
     Ok(LocalReport {
         counters,

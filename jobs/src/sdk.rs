@@ -324,6 +324,7 @@ pub struct MapContext<'a, J: Job> {
     pub(crate) input: &'a str,
     pub(crate) offset: u64,
     pub(crate) record_name: &'a [u8],
+    pub(crate) listed: &'a mut Vec<crate::output::SkippedRecord>,
 }
 
 impl<J: Job> MapContext<'_, J> {
@@ -362,6 +363,18 @@ impl<J: Job> MapContext<'_, J> {
     /// Adds `n` to a named job counter.
     pub fn count(&mut self, name: &'static str, n: u64) {
         self.counters.add(name, n);
+    }
+
+    /// Lists the record at `offset` of the current input, with `reason`, in the job's skip
+    /// file (`_skipped/records.tsv` in the output, beside skip mode's records): for input the
+    /// job leaves out on purpose, such as a corrupt photo, so that it is accounted for. Count
+    /// it too, with [`Self::count`]. Only the winning attempt's list is kept.
+    pub fn list_skipped(&mut self, offset: u64, reason: &str) {
+        self.listed.push(crate::output::SkippedRecord {
+            path: self.input.to_string(),
+            offset,
+            message: reason.to_string(),
+        });
     }
 }
 

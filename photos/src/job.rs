@@ -262,6 +262,8 @@ impl Photos {
 pub struct Scored {
     /// The photo key.
     pub key: String,
+    /// The offset of its member in the shard.
+    pub offset: u64,
     /// Top-5 (class, probability), or why the photo was skipped.
     pub result: Result<(Vec<(usize, f32)>, Option<Vec<f32>>), String>,
 }
@@ -288,12 +290,14 @@ pub struct Inference {
 struct Item {
     seq: u64,
     key: String,
+    offset: u64,
     bytes: Vec<u8>,
 }
 
 struct Decoded {
     seq: u64,
     key: String,
+    offset: u64,
     pixels: Result<Vec<f32>, String>,
 }
 
@@ -330,12 +334,17 @@ impl Pipeline {
     }
 
     /// Queues one photo (blocks while the queue is full).
-    pub fn push(&mut self, key: String, bytes: Vec<u8>) {
+    pub fn push(&mut self, key: String, offset: u64, bytes: Vec<u8>) {
         let seq = self.next;
         self.next += 1;
         if let Some(tx) = &self.tx {
             // A closed queue means the model thread stopped; `finish` reports why.
-            let _ = tx.send(Item { seq, key, bytes });
+            let _ = tx.send(Item {
+                seq,
+                key,
+                offset,
+                bytes,
+            });
         }
     }
 
@@ -370,6 +379,7 @@ fn decode_loop(rx: &Mutex<Receiver<Item>>, tx: &SyncSender<Decoded>, limits: Lim
         let out = Decoded {
             seq: item.seq,
             key: item.key,
+            offset: item.offset,
             pixels,
         };
         if tx.send(out).is_err() {
@@ -388,9 +398,10 @@ fn model_loop(
         batch,
         ..Inference::default()
     };
+    let forward = forward_fn(loaded, embeddings);
     let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
     let (mut next, mut closed) = (0u64, false);
-    let mut keys: Vec<String> = Vec::with_capacity(batch);
+    let mut keys: Vec<(String, u64)> = Vec::with_capacity(batch);
     let mut pixels: Vec<f32> = Vec::with_capacity(batch * IMAGE_FLOATS);
     loop {
         // Gather the next photos in input order; decoders finish out of order.
@@ -399,11 +410,12 @@ fn model_loop(
                 next += 1;
                 match d.pixels {
                     Ok(p) => {
-                        keys.push(d.key);
+                        keys.push((d.key, d.offset));
                         pixels.extend_from_slice(&p);
                     }
                     Err(e) => inf.photos.push(Scored {
                         key: d.key,
+                        offset: d.offset,
                         result: Err(e),
                     }),
                 }
@@ -426,7 +438,7 @@ fn model_loop(
         }
         if inf.error.is_none() {
             let t = Instant::now();
-            if let Err(e) = run_batch(loaded, &mut inf, &keys, &pixels, embeddings) {
+            if let Err(e) = run_batch(&forward, &mut inf, &keys, &pixels) {
                 inf.error = Some(e);
             }
             inf.busy += t.elapsed();
@@ -437,65 +449,71 @@ fn model_loop(
     inf
 }
 
+/// One model call: a batch of `n` images' pixels to each image's class probabilities and,
+/// when asked for, pooled features.
+type Forward<'a> =
+    dyn Fn(&[f32], usize) -> candle_core::Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> + 'a;
+
+/// The model call of `loaded`.
+fn forward_fn(
+    loaded: &Loaded,
+    embeddings: bool,
+) -> impl Fn(&[f32], usize) -> candle_core::Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> + '_ {
+    move |pixels, n| {
+        let x = Tensor::from_slice(pixels, (n, 3, INPUT_SIZE, INPUT_SIZE), &loaded.device)?;
+        let o = loaded.net.forward(&x)?;
+        let probs = o.probs.to_vec2::<f32>()?;
+        let feats = if embeddings {
+            Some(o.features.to_vec2::<f32>()?)
+        } else {
+            None
+        };
+        Ok((probs, feats))
+    }
+}
+
+/// Whether a device error is an out-of-memory error (CUDA's, cuBLAS's or the host's).
+fn is_oom(e: &candle_core::Error) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    m.contains("out of memory") || m.contains("out_of_memory") || m.contains("alloc_failed")
+}
+
 /// Runs the model over `keys`' images; on an out-of-memory error halves the batch size and
 /// runs the same photos again in halves.
 fn run_batch(
-    loaded: &Loaded,
+    forward: &Forward<'_>,
     inf: &mut Inference,
-    keys: &[String],
+    keys: &[(String, u64)],
     pixels: &[f32],
-    embeddings: bool,
 ) -> Result<(), String> {
     let n = keys.len();
-    let out = Tensor::from_slice(pixels, (n, 3, INPUT_SIZE, INPUT_SIZE), &loaded.device)
-        .and_then(|x| loaded.net.forward(&x))
-        .and_then(|o| {
-            let probs = o.probs.to_vec2::<f32>()?;
-            let feats = if embeddings {
-                Some(o.features.to_vec2::<f32>()?)
-            } else {
-                None
-            };
-            Ok((probs, feats))
-        });
-    match out {
+    match forward(pixels, n) {
         Ok((probs, feats)) => {
             inf.batches += 1;
-            for (i, (key, p)) in keys.iter().zip(probs).enumerate() {
+            for (i, ((key, offset), p)) in keys.iter().zip(probs).enumerate() {
                 let emb = feats.as_ref().map(|f| {
                     debug_assert_eq!(f[i].len(), FEATURES);
                     f[i].clone()
                 });
                 inf.photos.push(Scored {
                     key: key.clone(),
+                    offset: *offset,
                     result: Ok((top5(&p), emb)),
                 });
             }
             Ok(())
         }
-        Err(e) if n > 1 && e.to_string().to_lowercase().contains("out of memory") => {
+        Err(e) if n > 1 && is_oom(&e) => {
             inf.halvings += 1;
-            inf.batch = (n / 2).max(1);
+            let half = n / 2;
+            inf.batch = inf.batch.min(half);
             tracing::warn!(
                 from = n,
-                to = inf.batch,
+                to = half,
                 "device out of memory: halving the batch"
             );
-            let half = n / 2;
-            run_batch(
-                loaded,
-                inf,
-                &keys[..half],
-                &pixels[..half * IMAGE_FLOATS],
-                embeddings,
-            )?;
-            run_batch(
-                loaded,
-                inf,
-                &keys[half..],
-                &pixels[half * IMAGE_FLOATS..],
-                embeddings,
-            )
+            run_batch(forward, inf, &keys[..half], &pixels[..half * IMAGE_FLOATS])?;
+            run_batch(forward, inf, &keys[half..], &pixels[half * IMAGE_FLOATS..])
         }
         Err(e) => Err(format!("model: {e}")),
     }
@@ -542,7 +560,7 @@ struct Line<'a> {
 struct Running {
     pipeline: Pipeline,
     meta: HashMap<String, serde_json::Value>,
-    skipped: Vec<(String, String)>,
+    skipped: Vec<(String, u64, String)>,
 }
 
 impl Photos {
@@ -584,12 +602,18 @@ impl Job for Photos {
         let name = String::from_utf8_lossy(ctx.record_name()).into_owned();
         let (key, ext) = split_name(&name);
         if key.contains(['\t', '\n', '\r']) {
-            run.skipped
-                .push((key.to_string(), "the key holds a tab or line break".into()));
+            run.skipped.push((
+                key.to_string(),
+                ctx.offset(),
+                "the key holds a tab or line break".into(),
+            ));
             return;
         }
         match ext.to_ascii_lowercase().as_str() {
-            "jpg" | "jpeg" | "png" => run.pipeline.push(key.to_string(), record.to_vec()),
+            "jpg" | "jpeg" | "png" => {
+                run.pipeline
+                    .push(key.to_string(), ctx.offset(), record.to_vec())
+            }
             "json" => match serde_json::from_slice::<serde_json::Value>(record) {
                 Ok(v) => {
                     run.meta.insert(key.to_string(), v);
@@ -615,9 +639,10 @@ impl Job for Photos {
             panic!("photos: {e}");
         }
         let loaded = self.model.as_ref().expect("setup ran");
-        for (key, why) in &run.skipped {
+        for (key, offset, why) in &run.skipped {
             tracing::warn!(key = %key, reason = %why, "photo skipped");
             ctx.count("invalid_images", 1);
+            ctx.list_skipped(*offset, &format!("{key}: {why}"));
             self.emit_line(
                 ctx,
                 key,
@@ -663,6 +688,7 @@ impl Job for Photos {
                 Err(why) => {
                     tracing::warn!(key = %p.key, reason = %why, "photo skipped");
                     ctx.count("invalid_images", 1);
+                    ctx.list_skipped(p.offset, &format!("{}: {why}", p.key));
                     self.emit_line(
                         ctx,
                         &p.key,
@@ -755,6 +781,61 @@ mod tests {
             top5(&p).iter().map(|t| t.0).collect::<Vec<_>>(),
             vec![1, 3, 4, 0, 2]
         );
+    }
+
+    #[test]
+    fn an_out_of_memory_error_halves_the_batch_and_reruns_the_same_photos() {
+        // A device that fits at most 3 photos per call; photo i's class is i.
+        let forward = |pixels: &[f32],
+                       n: usize|
+         -> candle_core::Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
+            if n > 3 {
+                return Err(candle_core::Error::Msg(
+                    "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+                ));
+            }
+            let probs = (0..n)
+                .map(|i| {
+                    let mut p = vec![0f32; 10];
+                    p[pixels[i * IMAGE_FLOATS] as usize] = 1.0;
+                    p
+                })
+                .collect();
+            Ok((probs, None))
+        };
+        let keys: Vec<(String, u64)> = (0..8).map(|i| (format!("p{i}"), i * 512)).collect();
+        let mut pixels = vec![0f32; 8 * IMAGE_FLOATS];
+        for i in 0..8 {
+            pixels[i * IMAGE_FLOATS] = i as f32;
+        }
+        let mut inf = Inference {
+            batch: 8,
+            ..Inference::default()
+        };
+        run_batch(&forward, &mut inf, &keys, &pixels).unwrap();
+        assert_eq!(inf.batch, 2, "8 -> 4 -> 2");
+        assert_eq!(inf.batches, 4);
+        let got: Vec<(String, usize)> = inf
+            .photos
+            .iter()
+            .map(|s| (s.key.clone(), s.result.as_ref().unwrap().0[0].0))
+            .collect();
+        assert_eq!(
+            got,
+            (0..8).map(|i| (format!("p{i}"), i)).collect::<Vec<_>>()
+        );
+        // Any other error stops the model.
+        let broken =
+            |_: &[f32], _: usize| -> candle_core::Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
+                Err(candle_core::Error::Msg("device lost".into()))
+            };
+        let mut inf = Inference {
+            batch: 8,
+            ..Inference::default()
+        };
+        assert!(run_batch(&broken, &mut inf, &keys, &pixels)
+            .unwrap_err()
+            .contains("device lost"));
     }
 
     #[test]

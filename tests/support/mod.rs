@@ -54,18 +54,22 @@ pub fn inputs(size: &str) -> Inputs {
     Inputs { dir, log, words }
 }
 
-/// Every file of an output directory, by name.
+/// Every file of an output directory, by name (`_skipped/records.tsv` for a file in a
+/// subdirectory).
 pub fn read_output(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            for (sub, data) in read_output(&e.path()) {
+                out.insert(format!("{name}/{sub}"), data);
+            }
+        } else {
+            out.insert(name, std::fs::read(e.path()).unwrap());
+        }
+    }
+    out
 }
 
 /// Parses the `counters:` block the CLI prints.

@@ -493,6 +493,15 @@ async fn report(
         output_crc32: result.output_crc32,
         lost_maps: result.lost_maps.iter().map(|l| l.map_index).collect(),
         bad_record_offset: result.bad_record,
+        listed: result
+            .listed
+            .iter()
+            .map(|r| pb::ListedRecord {
+                path: r.path.clone(),
+                offset: r.offset,
+                reason: r.message.clone(),
+            })
+            .collect(),
     };
     // A report lost to a transient error would leave the task hanging until the worker is
     // declared dead, so retry a few times.

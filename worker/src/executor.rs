@@ -167,6 +167,7 @@ fn run_map(
         skip: task.skip.clone(),
         input: split.path.clone(),
         format: job.input_format(),
+        listed: Default::default(),
     };
     let current = std::cell::Cell::new(offset);
     let counters = catch_unwind(AssertUnwindSafe(|| {
@@ -185,6 +186,7 @@ fn run_map(
     protocol::failpoint::hit("map.done");
     Ok(ExecutorResult {
         counters,
+        listed: cfg.listed.into_inner().unwrap_or_else(|e| e.into_inner()),
         ..Default::default()
     })
 }

@@ -105,6 +105,9 @@ pub struct ExecutorResult {
     pub lost_maps: Vec<LostMap>,
     /// Map: the input offset of the record the map function panicked on.
     pub bad_record: Option<u64>,
+    /// Map: records the job listed as skipped, for the job's skip file.
+    #[serde(default)]
+    pub listed: Vec<jobs::output::SkippedRecord>,
 }
 
 /// Returns the path of a map output file inside a worker directory.

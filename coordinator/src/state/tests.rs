@@ -500,3 +500,41 @@ fn gpu_maps_run_on_cpu_slots_where_no_worker_has_a_gpu() {
     s.submit(sp, splits, now);
     assert_eq!(ids(&s.heartbeat(w, 4, now)).len(), 3);
 }
+
+#[test]
+fn records_a_winning_map_listed_go_to_the_skip_file_once_and_survive_a_restart() {
+    let now = Instant::now();
+    let mut s = state();
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, now);
+    let m = ids(&s.heartbeat(w, 1, now))[0].2;
+    let listed = |offset| SkippedRecord {
+        path: "in".into(),
+        offset,
+        message: "bad photo".into(),
+    };
+    s.add_listed(m, vec![listed(7)]);
+    let mut journal = s.take_records();
+    assert!(
+        journal.iter().all(|r| !matches!(r, Record::Listed { .. })),
+        "not a winner yet"
+    );
+    s.report_success(m, Counters::default(), None, now);
+    s.add_listed(m, vec![listed(512), listed(1024)]);
+    s.add_listed(m, vec![listed(512)]);
+    journal.extend(s.take_records());
+    let (mut r, _) = State::recover(Epoch(2), Timeouts::default(), journal, now);
+    let w2 = r.register_worker("a:1".into(), "a".into(), now);
+    r.claim_outputs(w2, &[(job, 0, m)]);
+    let red = ids(&r.heartbeat(w2, 1, now))[0].2;
+    r.report_success(red, Counters::default(), Some((0, 0)), now);
+    let publish = r.commit_done(job, 0, red, Ok(()), now);
+    let [Action::Publish { skipped, .. }] = &publish[..] else {
+        panic!("{publish:?}")
+    };
+    assert_eq!(
+        skipped.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![512, 1024]
+    );
+}

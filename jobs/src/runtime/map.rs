@@ -21,7 +21,7 @@ use super::TaskError;
 use crate::sdk::{Counters, FastCounters, Job, Key, MapContext, Value};
 
 /// Map-side settings of one task.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct MapConfig {
     /// Number of reduce partitions.
     pub partitions: u32,
@@ -37,6 +37,9 @@ pub struct MapConfig {
     pub input: String,
     /// How the split is cut into records.
     pub format: crate::InputFormat,
+    /// Where the task leaves the records its job listed as skipped
+    /// ([`MapContext::list_skipped`]); the caller reports them after a success.
+    pub listed: std::sync::Mutex<Vec<crate::output::SkippedRecord>>,
 }
 
 /// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
@@ -261,6 +264,7 @@ pub fn run_map<J: Job>(
     let mut buffer = MapBuffer::new(cfg);
     let mut fast = FastCounters::default();
     let (mut records, mut skipped) = (0u64, 0u64);
+    let mut listed = Vec::new();
     {
         let mut ctx = MapContext {
             job,
@@ -270,6 +274,7 @@ pub fn run_map<J: Job>(
             input: &cfg.input,
             offset: 0,
             record_name: &[],
+            listed: &mut listed,
         };
         let mut skip = cfg.skip.iter().copied().peekable();
         let mut input_records = crate::records::Records::new(cfg.format, input);
@@ -303,6 +308,10 @@ pub fn run_map<J: Job>(
         job.map_end(&mut ctx);
     }
     let (_, mut counters) = buffer.finish(job, out)?;
+    cfg.listed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(listed);
     counters.add("skipped_records", skipped);
     let _ = std::fs::remove_dir(&cfg.spill_dir);
     counters.add("map_input_records", records);
