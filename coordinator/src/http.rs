@@ -313,6 +313,21 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
             "lost_map_outputs",
             "Finished map outputs lost and produced again.",
         ),
+        (
+            "quern_model_busy_milliseconds_total",
+            "model_busy_ms",
+            "Time model tasks (photos) spent in model calls, on GPU or CPU.",
+        ),
+        (
+            "quern_model_starved_milliseconds_total",
+            "model_wait_ms",
+            "Time model tasks (photos) waited for decoded input: GPU starved time on GPUs.",
+        ),
+        (
+            "quern_gpu_tasks_total",
+            "gpu_tasks",
+            "Map tasks whose model ran on a GPU.",
+        ),
     ] {
         let _ = writeln!(
             out,
