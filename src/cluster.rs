@@ -38,6 +38,10 @@ pub struct CoordinatorArgs {
     /// Fetch-failure reports against one map output after which the map is re-run.
     #[arg(long, default_value_t = coordinator::DEFAULT_FETCH_FAILURE_THRESHOLD)]
     fetch_failure_threshold: u32,
+    /// Finished jobs kept in the history (UI, API, `quern job list`), across restarts; the
+    /// oldest beyond this are forgotten.
+    #[arg(long, default_value_t = coordinator::DEFAULT_KEEP_JOBS)]
+    keep_jobs: usize,
     /// For tests: read the time schedules see from this file (RFC 3339) instead of the clock.
     #[arg(long, hide = true)]
     clock_file: Option<PathBuf>,
@@ -127,6 +131,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.locality_wait = Duration::from_millis(a.locality_wait_ms);
     config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
     config.fetch_failure_threshold = a.fetch_failure_threshold.max(1);
+    config.keep_jobs = a.keep_jobs;
     if let Some(f) = a.clock_file {
         config.clock = coordinator::schedule::Clock::File(f);
     }

@@ -65,6 +65,7 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     assert_eq!(attempts.len(), 2, "{body}");
     for a in attempts {
         assert_eq!(a["outcome"], "failed");
+        assert!(a["start_ms"].is_u64(), "timeline start: {a}");
         assert!(a["error"].as_str().unwrap().contains("injected failure"));
         let (code, log) = get(&http, a["log"].as_str().unwrap());
         assert_eq!(code, 200);
@@ -95,6 +96,12 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     );
     assert!(metrics.contains("quern_jobs{state=\"succeeded\"} 1"));
     assert!(metrics.contains("quern_failed_attempts_total 2"));
+    // Every attempt's scheduling latency is observed (two jobs' maps and reduces, retries).
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quern_scheduling_latency_seconds_count "))
+        .expect("scheduling latency histogram");
+    assert!(count.parse::<u64>().unwrap() >= 3, "{metrics}");
     // Well-formed exposition: comments or `name{labels} value`, each metric typed once.
     let mut types = std::collections::HashSet::new();
     for line in metrics.lines() {
@@ -109,6 +116,28 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
             assert!(line.starts_with("quern_"), "{line}");
         }
     }
+
+    // The storage browser lists the succeeded job's output files (data files only).
+    let views_dir = cluster.dir.path().join("views").display().to_string();
+    let (code, body) = get(
+        &http,
+        &format!("/api/v1/storage?path={}", views_dir.replace('/', "%2F")),
+    );
+    assert_eq!(code, 200, "{body}");
+    let l: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(l["total_files"].as_u64().unwrap() >= 1, "{body}");
+    assert!(
+        l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["path"].as_str().unwrap().contains("part-")),
+        "{body}"
+    );
+    assert_eq!(
+        get(&http, "/api/v1/storage?path=%2Fno%2Fsuch%2Fplace").0,
+        404
+    );
 
     let (code, page) = get(&http, "/");
     assert_eq!(code, 200);

@@ -117,6 +117,13 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
     assert!(dom.contains("state-succeeded\">succeeded<"), "{dom}");
     assert!(dom.contains("map_input_records"), "counters shown: {dom}");
     assert!(dom.contains("workers alive"), "{dom}");
+    // The timeline: a lane per worker that ran its tasks, a bar per attempt.
+    assert!(dom.contains("id=\"timeline\""), "{dom}");
+    assert!(dom.matches("class=\"lane\"").count() >= 1, "{dom}");
+    assert!(
+        dom.contains("<i class=\"map\"") && dom.contains("<i class=\"reduce\""),
+        "{dom}"
+    );
 
     let dom = render(
         &browser,

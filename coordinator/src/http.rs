@@ -30,6 +30,7 @@ pub async fn serve(listener: TcpListener, coordinator: Coordinator, shutdown: Ca
         .route("/api/v1/jobs/{id}/attempts/{attempt}/log", get(attempt_log))
         .route("/api/v1/schedules", get(schedules))
         .route("/api/v1/schedules/{name}", get(schedule))
+        .route("/api/v1/storage", get(storage))
         .route("/metrics", get(metrics))
         .with_state(coordinator);
     let result = axum::serve(listener, app)
@@ -109,11 +110,14 @@ async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
     let Some(list) = c.state().attempts_of(id) else {
         return (StatusCode::NOT_FOUND, "no such job").into_response();
     };
+    // Start times are relative to the job's first attempt, for the timeline.
+    let t0 = list.iter().map(|a| a.record.started).min().unwrap_or(now);
     let list: Vec<Value> = list
         .into_iter()
         .map(|a| {
             let r = a.record;
             json!({
+                "start_ms": r.started.duration_since(t0).as_millis() as u64,
                 "attempt": r.attempt.to_string(),
                 "task": format!("{}-{}", r.kind.name(), r.index),
                 "worker": r.worker.to_string(),
@@ -126,6 +130,49 @@ async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
         })
         .collect();
     Json(Value::Array(list)).into_response()
+}
+
+/// Files the storage browser lists at most per request.
+const STORAGE_LIST_MAX: usize = 1000;
+
+#[derive(serde::Deserialize)]
+struct StorageQuery {
+    path: String,
+}
+
+/// Lists the files at a storage URL or local path (a file, a directory's data files, or a
+/// glob), with their sizes: the storage browser. Names only; no contents are served.
+async fn storage(
+    Ax(c): Ax<Coordinator>,
+    axum::extract::Query(q): axum::extract::Query<StorageQuery>,
+) -> Response {
+    if q.path.is_empty() || q.path.contains('\0') {
+        return (StatusCode::BAD_REQUEST, "a path or storage URL is needed").into_response();
+    }
+    let store = c.storage().clone();
+    let path = q.path.clone();
+    let listed = tokio::task::spawn_blocking(move || store.list(&path)).await;
+    match listed {
+        Ok(Ok(files)) => {
+            let total = files.len();
+            let bytes: u64 = files.iter().map(|f| f.len).sum();
+            let files: Vec<Value> = files
+                .into_iter()
+                .take(STORAGE_LIST_MAX)
+                .map(|f| json!({"path": f.path, "len": f.len}))
+                .collect();
+            Json(json!({
+                "path": q.path,
+                "files": files,
+                "total_files": total,
+                "total_bytes": bytes,
+                "truncated": total > STORAGE_LIST_MAX,
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn attempt_log(
@@ -346,6 +393,7 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
         );
     }
     let durations = state.task_durations();
+    let sched = state.scheduling_latencies();
     drop(state);
     header(
         &mut out,
@@ -362,6 +410,13 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
         let label = format!("kind=\"{kind}\",");
         histogram(&mut out, "quern_task_duration_seconds", &label, &v);
     }
+    header(
+        &mut out,
+        "quern_scheduling_latency_seconds",
+        "histogram",
+        "From a task becoming ready to run to its attempt's start (the last 1024 attempts).",
+    );
+    histogram(&mut out, "quern_scheduling_latency_seconds", "", &sched);
     let journal: Vec<f64> = crate::journal::append_latencies();
     header(
         &mut out,

@@ -55,6 +55,11 @@ pub enum Record {
         /// Whether it ran data-local.
         local: bool,
     },
+    /// A finished job was dropped from the history (beyond the retention).
+    Forgotten {
+        /// The job.
+        job: JobId,
+    },
     /// Records a winning map attempt listed as skipped (for the job's skip file).
     Listed {
         /// The job.

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Client;
 pub use service::Coordinator;
-pub use state::DEFAULT_FETCH_FAILURE_THRESHOLD;
+pub use state::{DEFAULT_FETCH_FAILURE_THRESHOLD, DEFAULT_KEEP_JOBS};
 
 /// Settings of the coordinator.
 #[derive(Debug)]
@@ -50,6 +50,8 @@ pub struct CoordinatorConfig {
     pub speculation_floor: Duration,
     /// Fetch-failure reports after which a map output is declared lost and the map re-run.
     pub fetch_failure_threshold: u32,
+    /// Finished jobs kept listed across restarts; older ones are forgotten.
+    pub keep_jobs: usize,
     /// Where schedules read the time.
     pub clock: schedule::Clock,
     /// How often schedules and backfills are looked at.
@@ -68,6 +70,7 @@ impl CoordinatorConfig {
             locality_wait: Duration::from_secs(3),
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
+            keep_jobs: state::DEFAULT_KEEP_JOBS,
             clock: schedule::Clock::System,
             schedule_tick: schedule::DEFAULT_TICK,
             http: None,
@@ -132,6 +135,7 @@ pub async fn serve(
         locality_wait: config.locality_wait,
         speculation_floor: config.speculation_floor,
         fetch_failure_threshold: config.fetch_failure_threshold,
+        keep_jobs: config.keep_jobs,
     };
     let (state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());

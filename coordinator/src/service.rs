@@ -70,6 +70,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// The storage client the coordinator plans and commits with (for the storage browser).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// Wraps a state.
     pub fn new(
         state: State,

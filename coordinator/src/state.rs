@@ -115,6 +115,9 @@ struct Task {
     failed_on: Vec<WorkerId>,
     /// Fetch-failure reports against this map's current output.
     fetch_reports: u32,
+    /// When it last became ready to run again (an attempt ended, or its output was lost);
+    /// none: since its job was submitted.
+    ready: Option<Instant>,
 }
 
 impl Task {
@@ -128,6 +131,7 @@ impl Task {
             skip: Vec::new(),
             failed_on: Vec::new(),
             fetch_reports: 0,
+            ready: None,
         }
     }
 }
@@ -165,6 +169,8 @@ pub struct Job {
     failed_attempts: u64,
     /// Records skipped in skip mode.
     skipped: Vec<SkippedRecord>,
+    /// When a map attempt last ended (reduces are ready from when the last map is done).
+    last_map_end: Option<Instant>,
     /// Records the job's maps listed as skipped (winning attempts only; no duplicates).
     listed: Vec<SkippedRecord>,
     /// The schedule or backfill that started it.
@@ -291,7 +297,13 @@ pub struct Timeouts {
     /// A map output is declared lost (and the map re-run) after this many fetch-failure
     /// reports against it, from any reducers and their retries.
     pub fetch_failure_threshold: u32,
+    /// Finished jobs kept listed (with their counters, duration and outcome); older ones are
+    /// forgotten, oldest first.
+    pub keep_jobs: usize,
 }
+
+/// Finished jobs kept listed, unless configured.
+pub const DEFAULT_KEEP_JOBS: usize = 1000;
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -300,6 +312,7 @@ impl Default for Timeouts {
             locality_wait: Duration::from_secs(3),
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: DEFAULT_FETCH_FAILURE_THRESHOLD,
+            keep_jobs: DEFAULT_KEEP_JOBS,
         }
     }
 }
@@ -319,6 +332,9 @@ pub struct State {
     jobs: BTreeMap<JobId, Job>,
     workers: HashMap<WorkerId, Worker>,
     attempts: HashMap<AttemptId, Attempt>,
+    /// The last (up to 1024) scheduling latencies, in seconds: from a task becoming ready to
+    /// run to its attempt's start.
+    scheduling_latency: std::collections::VecDeque<f64>,
     /// Journal records of changes not yet written (see [`State::take_records`]).
     outbox: Vec<Record>,
     /// When this incarnation started: maps recovered from the journal whose worker has not
@@ -350,6 +366,7 @@ impl State {
             jobs: BTreeMap::new(),
             workers: HashMap::new(),
             attempts: HashMap::new(),
+            scheduling_latency: std::collections::VecDeque::new(),
             outbox: Vec::new(),
             started: Instant::now(),
             schedules: BTreeMap::new(),
@@ -447,6 +464,7 @@ impl State {
             lost_outputs: 0,
             skipped: Vec::new(),
             listed: Vec::new(),
+            last_map_end: None,
             origin,
             history: Vec::new(),
         };
@@ -690,7 +708,20 @@ impl State {
             Vec::new()
         };
         let job = self.jobs.get_mut(&job_id).expect("assigning a known job");
+        let (submitted, last_map_end) = (job.submitted, job.last_map_end);
         let task = &mut job.tasks_mut(kind)[index as usize];
+        if task.state == TaskState::Pending {
+            // Scheduling latency: from when the task could run to its attempt's start.
+            let mut ready = task.ready.unwrap_or(submitted);
+            if kind == TaskKind::Reduce {
+                ready = ready.max(last_map_end.unwrap_or(submitted));
+            }
+            if self.scheduling_latency.len() == 1024 {
+                self.scheduling_latency.pop_front();
+            }
+            self.scheduling_latency
+                .push_back(now.saturating_duration_since(ready).as_secs_f64());
+        }
         task.state = TaskState::Running;
         task.running.push(attempt);
         job.attempts += 1;
@@ -811,6 +842,12 @@ impl State {
     ) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
         let job = self.jobs.get_mut(&a.job)?;
+        if let Some(t) = job.tasks_mut(a.kind).get_mut(a.index as usize) {
+            t.ready = Some(now);
+        }
+        if a.kind == TaskKind::Map {
+            job.last_map_end = Some(now);
+        }
         if let Some(r) = job.history.iter_mut().rev().find(|r| r.attempt == attempt) {
             r.finished = Some(now);
             r.outcome = outcome;
@@ -1161,6 +1198,7 @@ impl State {
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
             task.winner = None;
             task.state = TaskState::Pending;
+            task.ready = Some(Instant::now());
             job.lost_outputs += 1;
             self.outbox.push(Record::MapLost {
                 job: job_id,
@@ -1240,7 +1278,37 @@ impl State {
 
     /// Declares workers silent past the timeout dead: their attempts fail, and map outputs
     /// on their disks that a running job still needs are produced again.
+    /// The last (up to 1024) scheduling latencies, in seconds, for `/metrics`.
+    pub fn scheduling_latencies(&self) -> Vec<f64> {
+        self.scheduling_latency.iter().copied().collect()
+    }
+
+    /// Forgets the oldest finished jobs beyond [`Timeouts::keep_jobs`] (journaled, so they stay
+    /// forgotten after a restart). Returns how many were forgotten.
+    pub fn prune_history(&mut self) -> usize {
+        let finished: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                matches!(
+                    j.state,
+                    JobState::Succeeded | JobState::Failed | JobState::Killed
+                )
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let excess = finished.len().saturating_sub(self.timeouts.keep_jobs);
+        let mut oldest = finished;
+        oldest.sort_unstable();
+        for job in oldest.into_iter().take(excess) {
+            self.jobs.remove(&job);
+            self.outbox.push(Record::Forgotten { job });
+        }
+        excess
+    }
+
     pub fn expire_workers(&mut self, now: Instant) -> Vec<Action> {
+        self.prune_history();
         let dead: Vec<WorkerId> = self
             .workers
             .iter()
@@ -1280,6 +1348,7 @@ impl State {
                     {
                         t.winner = None;
                         t.state = TaskState::Pending;
+                        t.ready = Some(now);
                         job.lost_outputs += 1;
                         self.outbox.push(Record::MapLost {
                             job: job.id,
@@ -1309,6 +1378,7 @@ impl State {
                     tracing::warn!(job = %job.id, map = i, "recovered map output was not reclaimed; running the map again");
                     t.winner = None;
                     t.state = TaskState::Pending;
+                    t.ready = Some(Instant::now());
                     job.lost_outputs += 1;
                     self.outbox.push(Record::MapLost {
                         job: job.id,
@@ -1367,6 +1437,9 @@ impl State {
                             part: None,
                         });
                     }
+                }
+                Record::Forgotten { job } => {
+                    s.jobs.remove(&job);
                 }
                 Record::Listed { job, records } => {
                     if let Some(j) = s.jobs.get_mut(&job) {

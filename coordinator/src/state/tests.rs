@@ -538,3 +538,29 @@ fn records_a_winning_map_listed_go_to_the_skip_file_once_and_survive_a_restart()
         vec![512, 1024]
     );
 }
+
+#[test]
+fn the_oldest_finished_jobs_beyond_the_retention_are_forgotten_for_good() {
+    let now = Instant::now();
+    let timeouts = Timeouts {
+        keep_jobs: 2,
+        ..Timeouts::default()
+    };
+    let mut s = State::new(Epoch(1), timeouts);
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let (sp, splits) = spec(1, 1);
+        let job = s.submit(sp, splits, now);
+        s.kill(job, now);
+        jobs.push(job);
+    }
+    let (sp, splits) = spec(1, 1);
+    let running = s.submit(sp, splits, now);
+    assert_eq!(s.prune_history(), 2);
+    assert!(s.status(jobs[0], now).is_none() && s.status(jobs[1], now).is_none());
+    assert!(s.status(jobs[2], now).is_some() && s.status(running, now).is_some());
+    let (r, _) = State::recover(Epoch(2), timeouts, s.take_records(), now);
+    assert!(r.status(jobs[1], now).is_none() && r.status(jobs[3], now).is_some());
+    let _ = w;
+}
