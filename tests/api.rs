@@ -59,6 +59,16 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     assert_eq!(get(&http, "/api/v1/jobs/job-1").1, j1.to_string());
     assert_eq!(get(&http, "/api/v1/jobs/job-9").0, 404);
     // The failed job's attempts, each with its error and its log, kept on its worker.
+    // The succeeded job's winning attempts carry their bytes.
+    let (_, body) = get(&http, "/api/v1/jobs/job-1/attempts");
+    let won: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        won.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["task"] == "map-0" && a["bytes_read"].as_u64().unwrap() > 0),
+        "{body}"
+    );
     let (_, body) = get(&http, "/api/v1/jobs/job-2/attempts");
     let attempts: serde_json::Value = serde_json::from_str(&body).unwrap();
     let attempts = attempts.as_array().unwrap();

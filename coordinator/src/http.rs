@@ -125,6 +125,8 @@ async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
                 "error": r.error,
                 "duration_ms": r.finished.unwrap_or(now).duration_since(r.started).as_millis() as u64,
                 "local": r.local,
+                "bytes_read": a.bytes.map(|b| b.0),
+                "bytes_written": a.bytes.map(|b| b.1),
                 "log": format!("/api/v1/jobs/{id}/attempts/{}/log", r.attempt),
             })
         })

@@ -210,6 +210,13 @@ impl Job {
         self.maps.iter().all(|t| t.state == TaskState::Done)
     }
 
+    fn tasks(&self, kind: TaskKind) -> &[Task] {
+        match kind {
+            TaskKind::Map => &self.maps,
+            TaskKind::Reduce => &self.reduces,
+        }
+    }
+
     fn tasks_mut(&mut self, kind: TaskKind) -> &mut Vec<Task> {
         match kind {
             TaskKind::Map => &mut self.maps,

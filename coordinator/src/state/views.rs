@@ -70,6 +70,9 @@ pub struct AttemptView {
     pub record: super::AttemptRecord,
     /// The worker's shuffle address, which also serves its attempt logs.
     pub worker_addr: String,
+    /// For the attempt that won its task: bytes it read (a map's input, a reduce's fetched
+    /// shuffle data) and wrote (a map's output, a reduce's part file).
+    pub bytes: Option<(u64, u64)>,
 }
 
 impl State {
@@ -80,6 +83,21 @@ impl State {
             j.history
                 .iter()
                 .map(|r| AttemptView {
+                    bytes: j
+                        .tasks(r.kind)
+                        .get(r.index as usize)
+                        .and_then(|t| t.winner.as_ref())
+                        .filter(|w| w.attempt == r.attempt)
+                        .map(|w| match r.kind {
+                            TaskKind::Map => (
+                                w.counters.get("map_input_bytes"),
+                                w.counters.get("map_output_bytes"),
+                            ),
+                            TaskKind::Reduce => (
+                                w.counters.get("reduce_input_bytes"),
+                                w.counters.get("output_bytes"),
+                            ),
+                        }),
                     record: r.clone(),
                     worker_addr: self
                         .workers
