@@ -15,11 +15,30 @@ use worker::WorkerConfig;
 
 use crate::util::{write_atomic, ADDR_FILE};
 
+/// When the coordinator checks tokens.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// On when the RPC or HTTP listener is bound beyond loopback.
+    Auto,
+    /// Always.
+    On,
+    /// Never (refused on a listener beyond loopback unless forced with a warning).
+    Off,
+}
+
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Check a bearer token with a role on every RPC and API call; `auto` turns it on as soon
+    /// as the RPC or HTTP listener is bound beyond loopback.
+    #[arg(long, value_enum, default_value_t = AuthMode::Auto)]
+    auth: AuthMode,
+    /// The token file (hashed tokens and their roles; `quern token create` adds to it).
+    /// Default: <state-dir>/tokens.json.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
     /// Directory for the coordinator's state.
     #[arg(long, default_value = ".quern/coordinator")]
     state_dir: PathBuf,
@@ -61,6 +80,9 @@ pub struct WorkerArgs {
     /// Directory for shuffle files, task files and attempt logs.
     #[arg(long, default_value = ".quern/worker")]
     dir: PathBuf,
+    /// The worker token it presents to the coordinator (`quern token create --role worker`).
+    #[arg(long, env = "QUERN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Task slots (default: one per core).
     #[arg(long)]
     slots: Option<u32>,
@@ -103,6 +125,10 @@ pub struct LocalArgs {
     /// Do not serve the web UI, API and metrics.
     #[arg(long)]
     no_http: bool,
+    /// Check tokens on every call even on loopback: makes an admin token (written to
+    /// <dir>/token, where the CLI finds it) and a worker token in <dir>/coordinator/tokens.json.
+    #[arg(long)]
+    auth: bool,
 }
 
 fn url(addr: &str) -> String {
@@ -125,7 +151,32 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
+    let beyond_loopback =
+        !a.listen.ip().is_loopback() || a.http.is_some_and(|h| !h.ip().is_loopback());
+    let auth_on = match a.auth {
+        AuthMode::On => true,
+        AuthMode::Off => false,
+        AuthMode::Auto => beyond_loopback,
+    };
+    let tokens = a
+        .tokens
+        .clone()
+        .unwrap_or_else(|| a.state_dir.join("tokens.json"));
     let mut config = CoordinatorConfig::new(a.state_dir);
+    if auth_on {
+        let auth = protocol::auth::Authenticator::open(&tokens)?;
+        if auth.tokens() == 0 {
+            anyhow::bail!(
+                "authentication is on{} but {} holds no tokens: create them with `quern token create --tokens {} --role admin --name you` (and `--role worker` for the workers)",
+                if beyond_loopback { " (a listener is bound beyond loopback)" } else { "" },
+                tokens.display(),
+                tokens.display()
+            );
+        }
+        config.auth = Some(std::sync::Arc::new(auth));
+    } else if beyond_loopback {
+        tracing::warn!("authentication is OFF on a listener beyond loopback: anyone who reaches it can run code on this cluster");
+    }
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms.max(10));
     config.worker_timeout = Duration::from_secs(a.worker_timeout_s.max(1));
     config.locality_wait = Duration::from_millis(a.locality_wait_ms);
@@ -158,6 +209,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
 
 pub async fn worker(a: WorkerArgs) -> Result<u8> {
     let mut config = WorkerConfig::new(url(&a.coordinator), a.dir);
+    config.token = a.token;
     if let Some(s) = a.slots {
         config.slots = s.max(1);
     }
@@ -201,15 +253,31 @@ impl LocalCluster {
         storage_hosts: &[String],
         registry: Registry,
         http: Option<SocketAddr>,
+        auth: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
+        // With tokens on: an admin token for the CLI (<dir>/token) and one for the workers.
+        let mut worker_token = None;
+        let mut auth_checker = None;
+        if auth {
+            let path = dir.join("coordinator").join("tokens.json");
+            let mut file = protocol::auth::TokenFile::load(&path)?;
+            let admin = file.create(protocol::auth::Role::Admin, "local-admin")?;
+            worker_token = Some(file.create(protocol::auth::Role::Worker, "local-workers")?);
+            file.save(&path)?;
+            crate::util::write_private(&dir.join(crate::util::TOKEN_FILE), admin.as_bytes())?;
+            auth_checker = Some(std::sync::Arc::new(protocol::auth::Authenticator::open(
+                &path,
+            )?));
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?.to_string();
         let shutdown = CancellationToken::new();
         let mut config = CoordinatorConfig::new(dir.join("coordinator"));
+        config.auth = auth_checker;
         let mut http_addr = None;
         if let Some(h) = http {
             let l = tokio::net::TcpListener::bind(h)
@@ -241,6 +309,10 @@ impl LocalCluster {
             if let Some(s) = slots {
                 cmd.arg("--slots").arg(s.to_string());
             }
+            match &worker_token {
+                Some(t) => cmd.env(protocol::auth::TOKEN_ENV, t),
+                None => cmd.env_remove(protocol::auth::TOKEN_ENV),
+            };
             if !storage_hosts.is_empty() {
                 cmd.arg("--storage-host")
                     .arg(&storage_hosts[i as usize % storage_hosts.len()]);
@@ -293,6 +365,7 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
         &a.storage_hosts,
         registry,
         (!a.no_http).then_some(a.http),
+        a.auth,
     )
     .await?;
     println!(

@@ -49,6 +49,7 @@ pub async fn run(a: DemoArgs, registry: Registry) -> Result<u8> {
         &[],
         registry,
         None,
+        false,
     )
     .await?;
     eprintln!(

@@ -156,7 +156,8 @@ pub enum JobCommand {
 
 pub async fn connect(c: &ClusterArgs) -> Result<Client> {
     let addr = find_coordinator(c.coordinator.as_deref(), &c.dir)?;
-    Ok(Client::connect(&addr).await?)
+    let auth = protocol::auth::ClientAuth::new(crate::util::find_token(&c.dir).as_deref());
+    Ok(Client::connect_with(&addr, auth).await?)
 }
 
 /// Makes `spec` runnable on the cluster: a job this binary has and the stock `quern` does not

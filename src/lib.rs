@@ -46,6 +46,7 @@ mod jobcmd;
 #[cfg(feature = "photos")]
 mod photoscmd;
 mod schedcmd;
+mod tokencmd;
 mod util;
 
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ enum Command {
     #[cfg(feature = "photos")]
     #[command(subcommand)]
     Photos(photoscmd::PhotosCommand),
+    /// Bearer tokens for a cluster with authentication on: create, list, revoke.
+    #[command(subcommand)]
+    Token(tokencmd::TokenCommand),
     /// Start a local cluster, generate an access log, run `views` and `top-photos`, show results.
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
@@ -187,6 +191,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Backfill(a) => runtime().and_then(|rt| rt.block_on(schedcmd::backfill(a))),
         Command::Gen(c) => gen::run(c),
         Command::Fs(c) => fs::run(c),
+        Command::Token(c) => tokencmd::run(c),
         #[cfg(feature = "photos")]
         Command::Photos(c) => photoscmd::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),

@@ -71,6 +71,39 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Where `quern local --auth` leaves the admin token for the CLI, inside its state directory.
+pub const TOKEN_FILE: &str = "token";
+
+/// Writes a file readable by its owner only (a token), atomically.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(data)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// The token the CLI sends: `QUERN_TOKEN`, else the admin token a `quern local --auth` in
+/// `state_dir` left, else none.
+pub fn find_token(state_dir: &Path) -> Option<String> {
+    std::env::var(protocol::auth::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(state_dir.join(TOKEN_FILE))
+                .ok()
+                .map(|t| t.trim().to_string())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

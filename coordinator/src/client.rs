@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use protocol::auth::{Authed, ClientAuth};
 use protocol::pb::coordinator_service_client::CoordinatorServiceClient;
 use protocol::pb::{self, GetJobRequest, KillJobRequest, ListJobsRequest, SubmitJobRequest};
 use protocol::{JobId, JobSpec, MAX_MESSAGE_BYTES};
@@ -124,7 +125,7 @@ pub enum ClientError {
 /// A connection to a coordinator.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: CoordinatorServiceClient<Channel>,
+    inner: CoordinatorServiceClient<Authed<Channel>>,
 }
 
 impl Client {
@@ -133,21 +134,35 @@ impl Client {
     /// # Errors
     /// [`ClientError::Connect`].
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Client::connect_with(addr, ClientAuth::from_env()).await
+    }
+
+    /// Connects to `addr`, sending `auth`'s token with every call.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`].
+    pub async fn connect_with(addr: &str, auth: ClientAuth) -> Result<Self, ClientError> {
         let url = if addr.contains("://") {
             addr.to_string()
         } else {
             format!("http://{addr}")
         };
-        let inner = CoordinatorServiceClient::connect(url.clone())
+        let connect = async {
+            tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect()
+                .await
+        };
+        let channel = connect
             .await
-            .map_err(|source| ClientError::Connect { addr: url, source })?
+            .map_err(|source| ClientError::Connect { addr: url, source })?;
+        let inner = CoordinatorServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Client { inner })
     }
 
     /// The generated gRPC client, for the calls this type does not wrap (schedules and
     /// backfills).
-    pub fn rpc(&mut self) -> &mut CoordinatorServiceClient<Channel> {
+    pub fn rpc(&mut self) -> &mut CoordinatorServiceClient<Authed<Channel>> {
         &mut self.inner
     }
 

@@ -19,19 +19,65 @@ use crate::service::Coordinator;
 
 const PAGE: &str = include_str!("ui/index.html");
 
+/// With authentication on, every route but the page itself (which holds no data) needs a
+/// token that may read: `authorization: Bearer <token>`. The page asks for one when the API
+/// refuses it.
+async fn authenticate(
+    Ax(c): Ax<Coordinator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(auth) = c.auth() {
+        if request.uri().path() != "/" {
+            let header = request
+                .headers()
+                .get(protocol::auth::HEADER)
+                .and_then(|v| v.to_str().ok());
+            let what = format!("read {}", request.uri().path());
+            if let Err(d) = auth.check(header, protocol::auth::Role::Read, &what) {
+                let code = match d {
+                    protocol::auth::Denied::Role { .. } => StatusCode::FORBIDDEN,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                return (code, d.to_string()).into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Every route, with its handler: the router is built from this list, and tests walk it.
+fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
+    vec![
+        ("/", get(|| async { Html(PAGE) })),
+        ("/api/v1/cluster", get(cluster)),
+        ("/api/v1/jobs", get(jobs)),
+        ("/api/v1/jobs/{id}", get(job)),
+        ("/api/v1/jobs/{id}/attempts", get(attempts)),
+        ("/api/v1/jobs/{id}/attempts/{attempt}/log", get(attempt_log)),
+        ("/api/v1/schedules", get(schedules)),
+        ("/api/v1/schedules/{name}", get(schedule)),
+        ("/api/v1/storage", get(storage)),
+        ("/metrics", get(metrics)),
+    ]
+}
+
+/// The paths the HTTP server serves (with `{param}` placeholders), all `GET`.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(p, _)| p).collect()
+}
+
 /// Serves the UI, API and metrics on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, coordinator: Coordinator, shutdown: CancellationToken) {
-    let app = Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/api/v1/cluster", get(cluster))
-        .route("/api/v1/jobs", get(jobs))
-        .route("/api/v1/jobs/{id}", get(job))
-        .route("/api/v1/jobs/{id}/attempts", get(attempts))
-        .route("/api/v1/jobs/{id}/attempts/{attempt}/log", get(attempt_log))
-        .route("/api/v1/schedules", get(schedules))
-        .route("/api/v1/schedules/{name}", get(schedule))
-        .route("/api/v1/storage", get(storage))
-        .route("/metrics", get(metrics))
+    let mut app = Router::new();
+    for (path, handler) in routes() {
+        app = app.route(path, handler);
+    }
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            coordinator.clone(),
+            authenticate,
+        ))
         .with_state(coordinator);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

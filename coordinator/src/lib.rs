@@ -58,6 +58,8 @@ pub struct CoordinatorConfig {
     pub schedule_tick: Duration,
     /// Where the web UI, JSON API and metrics are served (none: not served).
     pub http: Option<TcpListener>,
+    /// The token file every RPC and API call is checked against (none: no checks).
+    pub auth: Option<std::sync::Arc<protocol::auth::Authenticator>>,
 }
 
 impl CoordinatorConfig {
@@ -74,6 +76,7 @@ impl CoordinatorConfig {
             clock: schedule::Clock::System,
             schedule_tick: schedule::DEFAULT_TICK,
             http: None,
+            auth: None,
         }
     }
 }
@@ -139,9 +142,13 @@ pub async fn serve(
     };
     let (state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());
-    let coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval)
+    let mut coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval)
         .with_clock(config.clock.clone())
         .with_binaries(config.state_dir.join("binaries"));
+    if let Some(auth) = config.auth.clone() {
+        tracing::info!(tokens = %auth.path().display(), "authentication on: every call needs a token");
+        coordinator = coordinator.with_auth(auth);
+    }
     coordinator.finish_recovered(unfinished).await;
     tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
     let reaper = tokio::spawn(

@@ -8,6 +8,7 @@ use dfs_client::Storage;
 use jobs::output::{self, SkippedRecord};
 use jobs::sdk::Counters;
 use jobs::Registry;
+use protocol::auth::{Authenticator, Denied, Role};
 use protocol::pb::coordinator_service_server::{CoordinatorService, CoordinatorServiceServer};
 use protocol::pb::*;
 use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId, MAX_MESSAGE_BYTES};
@@ -67,6 +68,8 @@ pub struct Coordinator {
     clock: Clock,
     /// Where uploaded job binaries are kept.
     binaries: std::path::PathBuf,
+    /// The token file every call is checked against; none: authentication is off.
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl Coordinator {
@@ -90,7 +93,38 @@ impl Coordinator {
             heartbeat_interval,
             clock: Clock::System,
             binaries: std::env::temp_dir().join("quern-binaries"),
+            auth: None,
         }
+    }
+
+    /// Checks every call's bearer token against `auth`.
+    pub fn with_auth(mut self, auth: Arc<Authenticator>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The token checker, when authentication is on (the HTTP server uses it too).
+    pub fn auth(&self) -> Option<&Arc<Authenticator>> {
+        self.auth.as_ref()
+    }
+
+    /// Refuses a call whose token is missing, invalid or of a role that may not do `what`,
+    /// before anything else happens; passes every call when authentication is off.
+    #[allow(clippy::result_large_err)]
+    fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<(), Status> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let header = request
+            .metadata()
+            .get(protocol::auth::HEADER)
+            .and_then(|v| v.to_str().ok());
+        auth.check(header, need, what)
+            .map(|_| ())
+            .map_err(|d| match d {
+                Denied::Role { .. } => Status::permission_denied(d.to_string()),
+                _ => Status::unauthenticated(d.to_string()),
+            })
     }
 
     /// Keeps uploaded job binaries in `dir`.
@@ -250,6 +284,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
+        self.authorize(&request, Role::Worker, "register worker")?;
         let r = request.into_inner();
         let mut state = self.state();
         let id = state.register_worker(
@@ -276,6 +311,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.authorize(&request, Role::Worker, "heartbeat")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         Ok(Response::new(self.state().heartbeat(
@@ -289,6 +325,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ReportTaskRequest>,
     ) -> Result<Response<ReportTaskResponse>, Status> {
+        self.authorize(&request, Role::Worker, "report task")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         let attempt = AttemptId(r.attempt_id);
@@ -337,6 +374,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ReportFetchFailureRequest>,
     ) -> Result<Response<ReportFetchFailureResponse>, Status> {
+        self.authorize(&request, Role::Worker, "report fetch failure")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         let reason =
@@ -354,6 +392,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<SubmitJobRequest>,
     ) -> Result<Response<SubmitJobResponse>, Status> {
+        self.authorize(&request, Role::Submit, "submit job")?;
         let spec = JobSpec::from_pb(
             request
                 .into_inner()
@@ -382,6 +421,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
+        self.authorize(&request, Role::Read, "get job")?;
         let id = JobId(request.into_inner().job_id);
         let status = self
             .state()
@@ -394,8 +434,9 @@ impl CoordinatorService for Coordinator {
 
     async fn list_jobs(
         &self,
-        _request: Request<ListJobsRequest>,
+        request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        self.authorize(&request, Role::Read, "list jobs")?;
         Ok(Response::new(ListJobsResponse {
             jobs: self.state().list(Instant::now()),
         }))
@@ -405,6 +446,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<KillJobRequest>,
     ) -> Result<Response<KillJobResponse>, Status> {
+        self.authorize(&request, Role::Submit, "kill job")?;
         let id = JobId(request.into_inner().job_id);
         let actions = self.state().kill(id, Instant::now());
         let killed = actions.is_some();
@@ -416,6 +458,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<AddScheduleRequest>,
     ) -> Result<Response<AddScheduleResponse>, Status> {
+        self.authorize(&request, Role::Submit, "add schedule")?;
         let schedule = self.add_schedule_rpc(request.into_inner())?;
         Ok(Response::new(AddScheduleResponse {
             schedule: Some(schedule),
@@ -424,8 +467,9 @@ impl CoordinatorService for Coordinator {
 
     async fn list_schedules(
         &self,
-        _request: Request<ListSchedulesRequest>,
+        request: Request<ListSchedulesRequest>,
     ) -> Result<Response<ListSchedulesResponse>, Status> {
+        self.authorize(&request, Role::Read, "list schedules")?;
         Ok(Response::new(ListSchedulesResponse {
             schedules: self.list_schedules_rpc(),
         }))
@@ -435,6 +479,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<SetScheduleRequest>,
     ) -> Result<Response<SetScheduleResponse>, Status> {
+        self.authorize(&request, Role::Submit, "set schedule")?;
         self.set_schedule_rpc(request.into_inner()).await?;
         Ok(Response::new(SetScheduleResponse {}))
     }
@@ -443,6 +488,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ScheduleHistoryRequest>,
     ) -> Result<Response<ScheduleHistoryResponse>, Status> {
+        self.authorize(&request, Role::Read, "schedule history")?;
         Ok(Response::new(self.history_rpc(&request.into_inner().name)?))
     }
 
@@ -450,6 +496,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<StartBackfillRequest>,
     ) -> Result<Response<StartBackfillResponse>, Status> {
+        self.authorize(&request, Role::Submit, "start backfill")?;
         Ok(Response::new(
             self.start_backfill_rpc(request.into_inner()).await?,
         ))
@@ -457,8 +504,9 @@ impl CoordinatorService for Coordinator {
 
     async fn list_backfills(
         &self,
-        _request: Request<ListBackfillsRequest>,
+        request: Request<ListBackfillsRequest>,
     ) -> Result<Response<ListBackfillsResponse>, Status> {
+        self.authorize(&request, Role::Read, "list backfills")?;
         Ok(Response::new(ListBackfillsResponse {
             backfills: self.list_backfills_rpc(),
         }))
@@ -468,6 +516,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<CancelBackfillRequest>,
     ) -> Result<Response<CancelBackfillResponse>, Status> {
+        self.authorize(&request, Role::Submit, "cancel backfill")?;
         self.cancel_backfill_rpc(request.into_inner().id).await?;
         Ok(Response::new(CancelBackfillResponse { cancelled: true }))
     }
@@ -476,6 +525,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<HasBinaryRequest>,
     ) -> Result<Response<HasBinaryResponse>, Status> {
+        self.authorize(&request, Role::Submit, "has binary")?;
         Ok(Response::new(
             self.has_binary_rpc(&request.into_inner().sha256)?,
         ))
@@ -485,6 +535,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<tonic::Streaming<BinaryChunk>>,
     ) -> Result<Response<UploadBinaryResponse>, Status> {
+        self.authorize(&request, Role::Submit, "upload binary")?;
         self.upload_binary_rpc(request.into_inner()).await?;
         Ok(Response::new(UploadBinaryResponse {}))
     }
@@ -493,6 +544,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ListAttemptsRequest>,
     ) -> Result<Response<ListAttemptsResponse>, Status> {
+        self.authorize(&request, Role::Read, "list attempts")?;
         let id = JobId(request.into_inner().job_id);
         let now = Instant::now();
         let attempts = self
@@ -531,6 +583,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<FetchBinaryRequest>,
     ) -> Result<Response<Self::FetchBinaryStream>, Status> {
+        self.authorize(&request, Role::Worker, "fetch binary")?;
         Ok(Response::new(
             self.fetch_binary_rpc(&request.into_inner().sha256).await?,
         ))

@@ -11,6 +11,7 @@
 //! - [`binary`]: hashing and platform checks of uploaded job binaries.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod binary;
 pub mod failpoint;
 pub mod failure;

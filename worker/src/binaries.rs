@@ -20,7 +20,7 @@ static FETCH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// to `sha`.
 pub async fn ensure(
     dir: &Path,
-    client: &mut CoordinatorServiceClient<Channel>,
+    client: &mut CoordinatorServiceClient<protocol::auth::Authed<Channel>>,
     sha: &str,
 ) -> Result<PathBuf, String> {
     if !valid_sha256(sha) {

@@ -24,7 +24,7 @@ use crate::shuffle::ShuffleService;
 use crate::task::{from_assignment, ExecutorResult, ExecutorTask};
 use crate::{WorkerConfig, WorkerError};
 
-type Client = CoordinatorServiceClient<Channel>;
+type Client = CoordinatorServiceClient<protocol::auth::Authed<Channel>>;
 
 #[derive(Clone, Copy, Debug)]
 struct Registration {
@@ -107,8 +107,17 @@ async fn connect(
 ) -> Result<Client, WorkerError> {
     let deadline = Instant::now() + config.connect_timeout;
     loop {
-        match CoordinatorServiceClient::connect(config.coordinator.clone()).await {
-            Ok(c) => return Ok(c.max_decoding_message_size(MAX_MESSAGE_BYTES)),
+        let channel = async {
+            tonic::transport::Endpoint::from_shared(config.coordinator.clone())?
+                .connect()
+                .await
+        };
+        match channel.await {
+            Ok(c) => {
+                let auth = protocol::auth::ClientAuth::new(config.token.as_deref());
+                return Ok(CoordinatorServiceClient::with_interceptor(c, auth)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES));
+            }
             Err(e) if Instant::now() >= deadline => {
                 return Err(WorkerError::Coordinator {
                     addr: config.coordinator.clone(),

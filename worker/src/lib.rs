@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     pub slots: u32,
     /// GPUs: how many tasks that want a GPU may run at once (default: the NVIDIA GPUs found).
     pub gpus: u32,
+    /// The worker token it presents to the coordinator (when the coordinator checks tokens).
+    pub token: Option<String>,
     /// Address the shuffle service listens on (port 0 picks one).
     pub shuffle_listen: SocketAddr,
     /// The storage host this worker runs beside, for data-local placement.
@@ -55,6 +57,7 @@ impl WorkerConfig {
             dir: dir.into(),
             slots: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             gpus: detect_gpus(),
+            token: None,
             shuffle_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             storage_host: dfs_client::local_host(),
             executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quern")),
