@@ -170,6 +170,11 @@ fn cache() -> &'static Mutex<Vec<(String, Arc<Loaded>)>> {
     CACHE.get_or_init(Default::default)
 }
 
+/// The first line of a device error (candle appends a backtrace to some).
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 /// Picks the device for `choice`, saying so when the CPU stands in for a GPU.
 ///
 /// # Errors
@@ -177,12 +182,14 @@ fn cache() -> &'static Mutex<Vec<(String, Arc<Loaded>)>> {
 pub fn pick_device(choice: DeviceChoice) -> Result<Device, String> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| format!("no usable CUDA GPU: {e}")),
+        DeviceChoice::Cuda => {
+            Device::new_cuda(0).map_err(|e| format!("no usable CUDA GPU: {}", first_line(&e)))
+        }
         DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
             match Device::new_cuda(0) {
                 Ok(d) => Ok(d),
                 Err(e) => {
-                    tracing::warn!(error = %e, "built with CUDA but no GPU is usable: running on the CPU");
+                    tracing::warn!(error = %first_line(&e), "built with CUDA but no GPU is usable: running on the CPU");
                     Ok(Device::Cpu)
                 }
             }
