@@ -101,6 +101,36 @@ pub enum CoordinatorError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The shuffle master key in `<state_dir>/shuffle.key`, made (owner-readable only) on first
+/// use: jobs' shuffle secrets derive from it, so they survive restarts.
+fn shuffle_key(state_dir: &std::path::Path) -> Result<Vec<u8>, CoordinatorError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("shuffle.key");
+    let err = |source: std::io::Error| CoordinatorError::State {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(k) if k.len() == protocol::auth::SHUFFLE_KEY_BYTES => return Ok(k),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let key = protocol::auth::new_shuffle_key().map_err(err)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(&key).and_then(|()| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(key)
+}
+
 /// Reads, increments and durably writes the epoch in `state_dir`.
 fn next_epoch(state_dir: &std::path::Path) -> Result<Epoch, CoordinatorError> {
     let err = |path: PathBuf| move |source| CoordinatorError::State { path, source };
@@ -140,8 +170,9 @@ pub async fn serve(
         fetch_failure_threshold: config.fetch_failure_threshold,
         keep_jobs: config.keep_jobs,
     };
-    let (state, unfinished) =
+    let (mut state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());
+    state.set_shuffle_key(shuffle_key(&config.state_dir)?);
     let mut coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval)
         .with_clock(config.clock.clone())
         .with_binaries(config.state_dir.join("binaries"));

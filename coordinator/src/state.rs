@@ -342,6 +342,8 @@ pub struct State {
     /// The last (up to 1024) scheduling latencies, in seconds: from a task becoming ready to
     /// run to its attempt's start.
     scheduling_latency: std::collections::VecDeque<f64>,
+    /// The master key jobs' shuffle secrets are derived from.
+    shuffle_key: Vec<u8>,
     /// Journal records of changes not yet written (see [`State::take_records`]).
     outbox: Vec<Record>,
     /// When this incarnation started: maps recovered from the journal whose worker has not
@@ -374,6 +376,8 @@ impl State {
             workers: HashMap::new(),
             attempts: HashMap::new(),
             scheduling_latency: std::collections::VecDeque::new(),
+            // Replaced by the persisted key when the coordinator serves (see `lib.rs`).
+            shuffle_key: protocol::auth::new_shuffle_key().unwrap_or_default(),
             outbox: Vec::new(),
             started: Instant::now(),
             schedules: BTreeMap::new(),
@@ -773,6 +777,7 @@ impl State {
                 String::new()
             },
             map_outputs,
+            shuffle_secret: protocol::auth::job_secret(&self.shuffle_key, job_id.0),
             skip_offsets: if kind == TaskKind::Map {
                 job.maps[index as usize].skip.clone()
             } else {
@@ -1285,6 +1290,11 @@ impl State {
 
     /// Declares workers silent past the timeout dead: their attempts fail, and map outputs
     /// on their disks that a running job still needs are produced again.
+    /// Derives jobs' shuffle secrets from `key` (kept across restarts by the caller).
+    pub fn set_shuffle_key(&mut self, key: Vec<u8>) {
+        self.shuffle_key = key;
+    }
+
     /// The last (up to 1024) scheduling latencies, in seconds, for `/metrics`.
     pub fn scheduling_latencies(&self) -> Vec<f64> {
         self.scheduling_latency.iter().copied().collect()

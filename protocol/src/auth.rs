@@ -387,6 +387,69 @@ impl tonic::service::Interceptor for ClientAuth {
     }
 }
 
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// Bytes of a coordinator's shuffle master key.
+pub const SHUFFLE_KEY_BYTES: usize = 32;
+
+/// A fresh random shuffle master key.
+///
+/// # Errors
+/// If no randomness can be read.
+pub fn new_shuffle_key() -> std::io::Result<Vec<u8>> {
+    let mut key = vec![0u8; SHUFFLE_KEY_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    Ok(key)
+}
+
+/// A job's shuffle secret, derived from the coordinator's master key (so a restarted
+/// coordinator gives the same secret to the same job).
+pub fn job_secret(master: &[u8], job: u64) -> Vec<u8> {
+    hmac(
+        master,
+        format!("quern shuffle secret of job {job}").as_bytes(),
+    )
+    .to_vec()
+}
+
+/// The token a reducer presents to fetch `partition` of a map output: an HMAC with the
+/// job's secret over job, map, map attempt (whose id carries the coordinator epoch) and
+/// partition.
+pub fn shuffle_token(
+    secret: &[u8],
+    job: u64,
+    map: u32,
+    map_attempt: u64,
+    partition: u32,
+) -> Vec<u8> {
+    hmac(
+        secret,
+        format!("fetch {job} {map} {map_attempt} {partition}").as_bytes(),
+    )
+    .to_vec()
+}
+
+/// Whether `token` is the right one for that fetch, compared in constant time.
+pub fn check_shuffle_token(
+    secret: &[u8],
+    job: u64,
+    map: u32,
+    map_attempt: u64,
+    partition: u32,
+    token: &[u8],
+) -> bool {
+    !secret.is_empty()
+        && constant_time_eq(
+            &shuffle_token(secret, job, map, map_attempt, partition),
+            token,
+        )
+}
+
 /// Whether an address is loopback only (`127.0.0.0/8`, `::1`).
 pub fn is_loopback(addr: &std::net::SocketAddr) -> bool {
     addr.ip().is_loopback()
@@ -400,6 +463,36 @@ pub fn bearer(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shuffle_token_opens_only_its_own_job_map_and_partition() {
+        let master = new_shuffle_key().unwrap();
+        let (s1, s2) = (job_secret(&master, 1), job_secret(&master, 2));
+        assert_eq!(
+            s1,
+            job_secret(&master, 1),
+            "derived, so stable across restarts"
+        );
+        assert_ne!(s1, s2);
+        let t = shuffle_token(&s1, 1, 3, 77, 0);
+        assert!(check_shuffle_token(&s1, 1, 3, 77, 0, &t));
+        // Another job (its own secret or this one), map, attempt or partition: refused.
+        assert!(!check_shuffle_token(&s2, 2, 3, 77, 0, &t));
+        assert!(!check_shuffle_token(&s1, 2, 3, 77, 0, &t));
+        assert!(!check_shuffle_token(&s1, 1, 4, 77, 0, &t));
+        assert!(!check_shuffle_token(&s1, 1, 3, 78, 0, &t));
+        assert!(!check_shuffle_token(&s1, 1, 3, 77, 1, &t));
+        assert!(!check_shuffle_token(
+            &s1,
+            1,
+            3,
+            77,
+            0,
+            &shuffle_token(&s2, 1, 3, 77, 0)
+        ));
+        assert!(!check_shuffle_token(&s1, 1, 3, 77, 0, b""));
+        assert!(!check_shuffle_token(b"", 1, 3, 77, 0, &t));
+    }
 
     #[test]
     fn tokens_check_their_role_and_are_stored_hashed() {

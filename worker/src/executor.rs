@@ -238,7 +238,13 @@ fn fetch_all(task: &ExecutorTask) -> Result<Vec<Bytes>, ExecutorResult> {
             while set.len() < PARALLEL_FETCHES && next < task.map_outputs.len() {
                 let m = task.map_outputs[next].clone();
                 let (job, partition) = (task.job_id, task.index);
-                set.spawn(async move { (next, crate::shuffle::fetch(job, partition, &m).await) });
+                let secret = task.shuffle_secret.clone();
+                set.spawn(async move {
+                    (
+                        next,
+                        crate::shuffle::fetch(job, partition, &m, &secret).await,
+                    )
+                });
                 next += 1;
             }
             let Some(joined) = set.join_next().await else {

@@ -22,6 +22,35 @@ use tonic::{Request, Response, Status};
 
 use crate::task::{map_output_path, FetchFailure, LostMap, MapOutput};
 
+/// Where a worker keeps a job's shuffle secret (owner-readable only), beside its map outputs,
+/// so outputs stay servable after a worker restart.
+pub fn job_secret_path(dir: &std::path::Path, job: JobId) -> PathBuf {
+    dir.join("shuffle").join(job.to_string()).join("secret")
+}
+
+/// Keeps `secret` for `job` (once; later map attempts of the job bring the same one).
+///
+/// # Errors
+/// The write error.
+pub fn keep_job_secret(dir: &std::path::Path, job: JobId, secret: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = job_secret_path(dir, job);
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path.parent().expect("a job directory"))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(secret)?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// Serves the map outputs under one worker directory.
 #[derive(Clone, Debug)]
 pub struct ShuffleService {
@@ -92,6 +121,21 @@ impl WorkerService for ShuffleService {
         request: Request<FetchPartitionRequest>,
     ) -> Result<Response<Self::FetchPartitionStream>, Status> {
         let r = request.into_inner();
+        // Only a reducer of this job, for this map output and partition, gets the data.
+        let secret = job_secret_path(&self.dir, JobId(r.job_id));
+        let secret = tokio::fs::read(&secret).await.unwrap_or_default();
+        if !protocol::auth::check_shuffle_token(
+            &secret,
+            r.job_id,
+            r.map_index,
+            r.map_attempt_id,
+            r.partition,
+            &r.token,
+        ) {
+            return Err(Status::permission_denied(
+                "shuffle token does not match this job, map and partition",
+            ));
+        }
         let path = map_output_path(
             &self.dir,
             JobId(r.job_id),
@@ -127,7 +171,12 @@ impl WorkerService for ShuffleService {
 ///
 /// # Errors
 /// A [`LostMap`] saying why the output could not be had.
-pub async fn fetch(job: JobId, partition: u32, m: &MapOutput) -> Result<Bytes, LostMap> {
+pub async fn fetch(
+    job: JobId,
+    partition: u32,
+    m: &MapOutput,
+    secret: &[u8],
+) -> Result<Bytes, LostMap> {
     let lost = |reason, detail: String| LostMap {
         map_index: m.map_index,
         attempt: m.attempt,
@@ -143,6 +192,7 @@ pub async fn fetch(job: JobId, partition: u32, m: &MapOutput) -> Result<Bytes, L
         map_index: m.map_index,
         map_attempt_id: m.attempt.0,
         partition,
+        token: protocol::auth::shuffle_token(secret, job.0, m.map_index, m.attempt.0, partition),
     };
     let status_reason = |s: &Status| match s.code() {
         tonic::Code::NotFound | tonic::Code::InvalidArgument => FetchFailure::NotFound,

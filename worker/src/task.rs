@@ -53,6 +53,9 @@ pub struct ExecutorTask {
     pub result_path: PathBuf,
     /// Map: input offsets of records to skip (skip mode).
     pub skip: Vec<u64>,
+    /// The job's shuffle secret (reduces sign their fetches with it).
+    #[serde(default)]
+    pub shuffle_secret: Vec<u8>,
 }
 
 /// A map output that a reducer could not fetch.
@@ -168,5 +171,6 @@ pub fn from_assignment(a: pb::TaskAssignment, dir: &std::path::Path) -> Option<E
         work_dir: dir.join("work").join(attempt.to_string()),
         result_path: dir.join("tasks").join(format!("{attempt}.result.json")),
         skip: a.skip_offsets,
+        shuffle_secret: a.shuffle_secret,
     })
 }

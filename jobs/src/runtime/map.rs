@@ -360,6 +360,7 @@ mod tests {
         let cfg = MapConfig {
             input: String::new(),
             format: crate::InputFormat::Lines,
+            listed: Default::default(),
             partitions: 3,
             memory_budget: budget,
             spill_dir: dir.path().join("spill"),
@@ -427,6 +428,7 @@ mod tests {
         let cfg = MapConfig {
             input: String::new(),
             format: crate::InputFormat::Lines,
+            listed: Default::default(),
             partitions: 1,
             memory_budget: 1 << 20,
             spill_dir: dir.path().join("spill"),
