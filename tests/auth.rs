@@ -241,6 +241,27 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
         }
     });
 
+    // No secret in the coordinator's log or API answers: neither a token nor its hash.
+    let log = std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap();
+    let file_text = std::fs::read_to_string(&file).unwrap();
+    for t in tokens.values() {
+        let secret = &t[21..];
+        assert!(
+            !log.contains(secret) && !cluster.contains(secret),
+            "a token leaked"
+        );
+    }
+    for hash in file_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"sha256\": \""))
+    {
+        let hash = hash.trim_end_matches(['"', ',']);
+        assert!(
+            !log.contains(hash) && !cluster.contains(hash),
+            "a token hash leaked"
+        );
+    }
+
     // Revoking takes effect without a restart.
     ok(quern()
         .args(["token", "revoke", "test-read", "--tokens"])
@@ -302,4 +323,86 @@ fn a_coordinator_beyond_loopback_needs_tokens_and_a_local_cluster_runs_with_them
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid or revoked token"));
     let _ = local.kill();
     let _ = local.wait();
+}
+
+/// A gRPC frame declaring a 2 GiB message is refused by its declared size, before anything is
+/// allocated for it, and the coordinator goes on serving.
+#[test]
+fn a_message_declaring_2_gib_is_refused_before_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
+    let admin = token(&file, "admin");
+    let port = free_port();
+    let _coordinator = Procs(vec![spawn_coordinator(
+        port,
+        dir.path(),
+        &["--auth", "on", "--tokens", file.to_str().unwrap()],
+    )]);
+    let addr = format!("127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let tcp = loop {
+            match tokio::net::TcpStream::connect(&addr).await {
+                Ok(t) => break t,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("coordinator did not start: {e}"),
+            }
+        };
+        let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "http://{addr}/quern.v1.CoordinatorService/SubmitJob"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", format!("Bearer {admin}"))
+            .body(())
+            .unwrap();
+        let (response, mut body) = h2.send_request(req, false).unwrap();
+        // Uncompressed, length 2^31, then a few bytes: nothing like 2 GiB follows.
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(1u32 << 31).to_be_bytes());
+        frame.extend_from_slice(&[0u8; 64]);
+        body.send_data(frame.into(), true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap()
+            .unwrap();
+        let (parts, mut stream) = response.into_parts();
+        let mut status = parts
+            .headers
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_string());
+        let mut message = parts
+            .headers
+            .get("grpc-message")
+            .map(|v| v.to_str().unwrap().to_string());
+        if status.is_none() {
+            while stream.data().await.is_some() {}
+            let trailers = stream.trailers().await.unwrap().unwrap_or_default();
+            status = trailers
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string());
+            message = trailers
+                .get("grpc-message")
+                .map(|v| v.to_str().unwrap().to_string());
+        }
+        // OUT_OF_RANGE (11) or RESOURCE_EXHAUSTED (8): refused by its declared length.
+        assert!(
+            matches!(status.as_deref(), Some("11") | Some("8")),
+            "{status:?} {message:?}"
+        );
+
+        // Still serving.
+        let mut c =
+            coordinator::Client::connect_with(&addr, protocol::auth::ClientAuth::new(Some(&admin)))
+                .await
+                .unwrap();
+        assert!(c.list().await.unwrap().is_empty());
+    });
 }
