@@ -461,6 +461,8 @@ async fn logs(
             let r = w
                 .fetch_log(protocol::pb::FetchLogRequest {
                     attempt_id: a.attempt_id,
+                    job_id: id.0,
+                    token: a.log_token.clone(),
                 })
                 .await?
                 .into_inner();

@@ -81,6 +81,42 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         assert_eq!(code, 200);
         assert!(log.contains("injected failure"), "{log}");
     }
+    // A worker serves an attempt's log only with the token the coordinator hands out.
+    let (_, body) = get(&http, "/api/v1/cluster");
+    let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let attempt: u64 = attempts[0]["attempt"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("attempt-")
+        .parse()
+        .unwrap();
+    let refused = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut codes = Vec::new();
+        for w in c["workers"].as_array().unwrap() {
+            let addr = format!("http://{}", w["shuffle_addr"].as_str().unwrap());
+            let mut client =
+                protocol::pb::worker_service_client::WorkerServiceClient::connect(addr)
+                    .await
+                    .unwrap();
+            for token in [Vec::new(), vec![0u8; 32]] {
+                let r = client
+                    .fetch_log(protocol::pb::FetchLogRequest {
+                        attempt_id: attempt,
+                        job_id: 2,
+                        token,
+                    })
+                    .await;
+                codes.push(r.err().map(|s| s.code()));
+            }
+        }
+        codes
+    });
+    assert!(
+        refused
+            .iter()
+            .all(|c| *c == Some(tonic::Code::PermissionDenied)),
+        "{refused:?}"
+    );
     let logs = ok(cluster.job().args(["logs", "job-2", "--task", "map-0"]));
     assert_eq!(logs.matches("== attempt-").count(), 2, "{logs}");
     assert!(logs.contains("panicked at"), "{logs}");

@@ -231,11 +231,15 @@ async fn attempt_log(
     else {
         return (StatusCode::BAD_REQUEST, "bad job or attempt id").into_response();
     };
-    let addr = c.state().attempts_of(id).and_then(|l| {
-        l.into_iter()
-            .find(|a| a.record.attempt == attempt)
-            .map(|a| a.worker_addr)
-    });
+    let (addr, secret) = {
+        let state = c.state();
+        let addr = state.attempts_of(id).and_then(|l| {
+            l.into_iter()
+                .find(|a| a.record.attempt == attempt)
+                .map(|a| a.worker_addr)
+        });
+        (addr, state.job_secret(id))
+    };
     let Some(addr) = addr else {
         return (StatusCode::NOT_FOUND, "no such attempt").into_response();
     };
@@ -247,6 +251,8 @@ async fn attempt_log(
         .map_err(|e| e.to_string())?;
         w.fetch_log(protocol::pb::FetchLogRequest {
             attempt_id: attempt.0,
+            job_id: id.0,
+            token: protocol::auth::log_token(&secret, id.0, attempt.0),
         })
         .await
         .map(|r| r.into_inner().data)

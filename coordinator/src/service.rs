@@ -547,8 +547,9 @@ impl CoordinatorService for Coordinator {
         self.authorize(&request, Role::Read, "list attempts")?;
         let id = JobId(request.into_inner().job_id);
         let now = Instant::now();
-        let attempts = self
-            .state()
+        let state = self.state();
+        let secret = state.job_secret(id);
+        let attempts = state
             .attempts_of(id)
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?
             .into_iter()
@@ -571,9 +572,11 @@ impl CoordinatorService for Coordinator {
                         .duration_since(r.started)
                         .as_millis() as u64,
                     local: r.local,
+                    log_token: protocol::auth::log_token(&secret, id.0, r.attempt.0),
                 }
             })
             .collect();
+        drop(state);
         Ok(Response::new(ListAttemptsResponse { attempts }))
     }
 

@@ -1290,6 +1290,11 @@ impl State {
 
     /// Declares workers silent past the timeout dead: their attempts fail, and map outputs
     /// on their disks that a running job still needs are produced again.
+    /// The shuffle secret of `job` (also what its attempt logs are opened with).
+    pub fn job_secret(&self, job: JobId) -> Vec<u8> {
+        protocol::auth::job_secret(&self.shuffle_key, job.0)
+    }
+
     /// Derives jobs' shuffle secrets from `key` (kept across restarts by the caller).
     pub fn set_shuffle_key(&mut self, key: Vec<u8>) {
         self.shuffle_key = key;

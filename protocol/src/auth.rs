@@ -450,6 +450,16 @@ pub fn check_shuffle_token(
         )
 }
 
+/// The token that opens one attempt's log on the worker that ran it.
+pub fn log_token(secret: &[u8], job: u64, attempt: u64) -> Vec<u8> {
+    hmac(secret, format!("log {job} {attempt}").as_bytes()).to_vec()
+}
+
+/// Whether `token` opens that attempt's log, compared in constant time.
+pub fn check_log_token(secret: &[u8], job: u64, attempt: u64, token: &[u8]) -> bool {
+    !secret.is_empty() && constant_time_eq(&log_token(secret, job, attempt), token)
+}
+
 /// Whether an address is loopback only (`127.0.0.0/8`, `::1`).
 pub fn is_loopback(addr: &std::net::SocketAddr) -> bool {
     addr.ip().is_loopback()
@@ -492,6 +502,13 @@ mod tests {
         ));
         assert!(!check_shuffle_token(&s1, 1, 3, 77, 0, b""));
         assert!(!check_shuffle_token(b"", 1, 3, 77, 0, &t));
+        let l = log_token(&s1, 1, 77);
+        assert!(check_log_token(&s1, 1, 77, &l));
+        assert!(!check_log_token(&s1, 1, 78, &l) && !check_log_token(&s2, 2, 77, &l));
+        assert!(
+            !check_log_token(&s1, 1, 77, &t),
+            "a fetch token is not a log token"
+        );
     }
 
     #[test]

@@ -362,16 +362,14 @@ async fn run_attempt(
             "failpoint task.fail: this worker fails every attempt".into(),
         );
     }
-    // The shuffle service checks reducers' tokens for this job's outputs with its secret.
-    if task.kind == crate::task::TaskKind::Map {
-        if let Err(e) =
-            crate::shuffle::keep_job_secret(&config.dir, task.job_id, &task.shuffle_secret)
-        {
-            return fail(
-                FailureKind::Retryable,
-                format!("cannot keep the job's shuffle secret: {}", describe_io(&e)),
-            );
-        }
+    // The shuffle service checks reducers' fetch tokens and log readers' tokens with the
+    // job's secret.
+    if let Err(e) = crate::shuffle::keep_job_secret(&config.dir, task.job_id, &task.shuffle_secret)
+    {
+        return fail(
+            FailureKind::Retryable,
+            format!("cannot keep the job's shuffle secret: {}", describe_io(&e)),
+        );
     }
     let json = serde_json::to_vec(task).expect("task serialises");
     if let Err(e) = tokio::fs::write(&task_file, json).await {

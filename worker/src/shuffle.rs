@@ -22,10 +22,11 @@ use tonic::{Request, Response, Status};
 
 use crate::task::{map_output_path, FetchFailure, LostMap, MapOutput};
 
-/// Where a worker keeps a job's shuffle secret (owner-readable only), beside its map outputs,
-/// so outputs stay servable after a worker restart.
+/// Where a worker keeps a job's shuffle secret (owner-readable only): outside the job's
+/// shuffle directory, so that map outputs stay servable after a worker restart and attempt
+/// logs stay readable after the job's shuffle files are gone.
 pub fn job_secret_path(dir: &std::path::Path, job: JobId) -> PathBuf {
-    dir.join("shuffle").join(job.to_string()).join("secret")
+    dir.join("secrets").join(job.to_string())
 }
 
 /// Keeps `secret` for `job` (once; later map attempts of the job bring the same one).
@@ -39,7 +40,7 @@ pub fn keep_job_secret(dir: &std::path::Path, job: JobId, secret: &[u8]) -> std:
     if path.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(path.parent().expect("a job directory"))?;
+    std::fs::create_dir_all(path.parent().expect("a secrets directory"))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -95,7 +96,17 @@ impl WorkerService for ShuffleService {
         request: Request<FetchLogRequest>,
     ) -> Result<Response<FetchLogResponse>, Status> {
         const MAX: u64 = 1 << 20;
-        let attempt = AttemptId(request.into_inner().attempt_id);
+        let r = request.into_inner();
+        // Only a caller the coordinator gave this attempt's log token to reads the log.
+        let secret = tokio::fs::read(job_secret_path(&self.dir, JobId(r.job_id)))
+            .await
+            .unwrap_or_default();
+        if !protocol::auth::check_log_token(&secret, r.job_id, r.attempt_id, &r.token) {
+            return Err(Status::permission_denied(
+                "log token does not match this job and attempt",
+            ));
+        }
+        let attempt = AttemptId(r.attempt_id);
         let path = self.dir.join("logs").join(format!("{attempt}.log"));
         let data = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
             use std::io::{Read, Seek, SeekFrom};
