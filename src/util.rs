@@ -76,19 +76,7 @@ pub const TOKEN_FILE: &str = "token";
 
 /// Writes a file readable by its owner only (a token), atomically.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(data)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    protocol::auth::write_private(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The token the CLI sends: `QUERN_TOKEN`, else the admin token a `quern local --auth` in

@@ -65,6 +65,14 @@ fn token(file: &Path, role: &str) -> String {
     .to_string()
 }
 
+async fn connect(port: u16) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 async fn call(channel: tonic::transport::Channel, path: &str, bearer: Option<&str>) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
@@ -130,12 +138,9 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
     let methods = coordinator_methods();
     assert!(methods.len() >= 19, "{methods:?}");
     let (mut refused, mut checks) = (0, 0);
+    let mut wrong_answers = Vec::new();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = connect(port).await;
         for (path, name) in &methods {
             let need = needed_role(name);
             // A role that may not: workers may only do worker calls, the others no worker calls.
@@ -154,8 +159,11 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
             for (bearer, want) in cases {
                 let got = call(channel.clone(), path, bearer).await;
                 checks += 1;
-                assert_eq!(got, want, "{name} with {bearer:?}");
-                refused += 1;
+                if got == want {
+                    refused += 1;
+                } else {
+                    wrong_answers.push(format!("{name} with {bearer:?}: {got:?}, not {want:?}"));
+                }
             }
         }
     });
@@ -163,6 +171,8 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
         "{refused} of {checks} refusals as expected over {} RPC methods",
         methods.len()
     );
+    assert!(wrong_answers.is_empty(), "{wrong_answers:#?}");
+    assert_eq!(refused, checks);
 
     // HTTP: everything but the page itself needs a token that may read.
     let routes = coordinator::http::route_paths();
@@ -226,11 +236,7 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
     // The right role gets past authentication (the empty request may then be invalid), once
     // the refusals are known to have changed nothing.
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = connect(port).await;
         for (path, name) in &methods {
             let need = needed_role(name);
             let got = call(channel.clone(), path, Some(&tokens[need])).await;

@@ -104,8 +104,6 @@ pub enum CoordinatorError {
 /// The shuffle master key in `<state_dir>/shuffle.key`, made (owner-readable only) on first
 /// use: jobs' shuffle secrets derive from it, so they survive restarts.
 fn shuffle_key(state_dir: &std::path::Path) -> Result<Vec<u8>, CoordinatorError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join("shuffle.key");
     let err = |source: std::io::Error| CoordinatorError::State {
         path: path.clone(),
@@ -118,16 +116,7 @@ fn shuffle_key(state_dir: &std::path::Path) -> Result<Vec<u8>, CoordinatorError>
         Err(e) => return Err(err(e)),
     }
     let key = protocol::auth::new_shuffle_key().map_err(err)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(&key).and_then(|()| f.sync_all()).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    protocol::auth::write_private(&path, &key).map_err(err)?;
     Ok(key)
 }
 

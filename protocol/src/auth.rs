@@ -147,6 +147,29 @@ fn random_hex(n: usize) -> std::io::Result<String> {
     Ok(hex(&buf))
 }
 
+/// Writes a secret file atomically (a temporary file renamed into place), readable by its
+/// owner only, creating its directory: token files, tokens, keys.
+///
+/// # Errors
+/// The I/O error.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// SHA-256 of a token, hex.
 pub fn digest(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
@@ -197,27 +220,12 @@ impl TokenFile {
     /// # Errors
     /// [`TokenError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), TokenError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| TokenError::Io {
-            path: path.into(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
         let mut json = serde_json::to_vec_pretty(self).expect("token file serialises");
         json.push(b'\n');
-        f.write_all(&json).and_then(|()| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        write_private(path, &json).map_err(|source| TokenError::Io {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Makes a token with `role` and `name`, adds its entry, and returns the token (shown

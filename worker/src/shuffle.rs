@@ -34,22 +34,11 @@ pub fn job_secret_path(dir: &std::path::Path, job: JobId) -> PathBuf {
 /// # Errors
 /// The write error.
 pub fn keep_job_secret(dir: &std::path::Path, job: JobId, secret: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = job_secret_path(dir, job);
     if path.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(path.parent().expect("a secrets directory"))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(secret)?;
-    std::fs::rename(&tmp, &path)
+    protocol::auth::write_private(&path, secret)
 }
 
 /// Serves the map outputs under one worker directory.
