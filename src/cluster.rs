@@ -70,6 +70,59 @@ pub struct CoordinatorArgs {
     /// Serve the web UI, the JSON API (/api/v1/) and Prometheus metrics (/metrics) here.
     #[arg(long)]
     http: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    /// Mutual TLS: every client must present a certificate signed by --tls-ca; a call without
+    /// a token is then identified by its certificate's role (its organizational unit).
+    #[arg(long, requires = "tls_ca")]
+    mtls: bool,
+}
+
+/// TLS of a daemon's ports and of its connections to the others.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerTlsArgs {
+    /// Serve TLS with this certificate (PEM; `quern certs init` makes one); plaintext clients
+    /// are then refused.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA (PEM): the certificates of the coordinator and workers this daemon
+    /// connects to are checked against it.
+    #[arg(long, env = protocol::tls::CA_ENV)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    /// The server settings (with `client_ca` for mutual TLS) and the client settings.
+    fn load(
+        &self,
+        mutual: bool,
+    ) -> Result<(
+        Option<protocol::tls::ServerTls>,
+        Option<protocol::tls::ClientTls>,
+    )> {
+        let client_ca = if mutual { self.tls_ca.as_deref() } else { None };
+        let server = protocol::tls::ServerTls::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            client_ca,
+        )?;
+        let client = match &self.tls_ca {
+            // A daemon with a certificate presents it when it connects (mutual TLS).
+            Some(ca) => Some(protocol::tls::ClientTls::load(
+                ca,
+                self.tls_cert.as_deref(),
+                self.tls_key.as_deref(),
+            )?),
+            None if server.is_some() => anyhow::bail!(
+                "--tls-cert needs --tls-ca too: the cluster's CA, to check the other daemons' certificates"
+            ),
+            None => None,
+        };
+        Ok((server, client))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +152,10 @@ pub struct WorkerArgs {
     /// Fault injection for tests: delay the start of every attempt by this many milliseconds.
     #[arg(long, default_value_t = 0, hide = true)]
     fault_delay_ms: u64,
+    /// TLS: --tls-cert/--tls-key serve the shuffle port over TLS and are this worker's
+    /// identity under mutual TLS; --tls-ca checks the coordinator and the other workers.
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -129,14 +186,11 @@ pub struct LocalArgs {
     /// <dir>/token, where the CLI finds it) and a worker token in <dir>/coordinator/tokens.json.
     #[arg(long)]
     auth: bool,
-}
-
-fn url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
+    /// Use TLS everywhere, with mutual TLS towards the coordinator: makes a CA and
+    /// certificates in <dir>/tls (once), where the CLI finds them. The workers are identified
+    /// by their certificates and carry no token.
+    #[arg(long)]
+    tls: bool,
 }
 
 async fn shutdown_signal() {
@@ -165,7 +219,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     let mut config = CoordinatorConfig::new(a.state_dir);
     if auth_on {
         let auth = protocol::auth::Authenticator::open(&tokens)?;
-        if auth.tokens() == 0 {
+        if auth.tokens() == 0 && !a.mtls {
             anyhow::bail!(
                 "authentication is on{} but {} holds no tokens: create them with `quern token create --tokens {} --role admin --name you` (and `--role worker` for the workers)",
                 if beyond_loopback { " (a listener is bound beyond loopback)" } else { "" },
@@ -187,12 +241,18 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
         config.clock = coordinator::schedule::Clock::File(f);
     }
     config.schedule_tick = Duration::from_millis(a.schedule_tick_ms.max(10));
+    (config.tls, config.peer_tls) = a.tls.load(a.mtls)?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if let Some(h) = a.http {
         let l = tokio::net::TcpListener::bind(h)
             .await
             .with_context(|| format!("binding {h} for the web UI"))?;
         println!(
-            "web UI, JSON API (/api/v1/) and metrics (/metrics) at http://{}/",
+            "web UI, JSON API (/api/v1/) and metrics (/metrics) at {scheme}://{}/",
             l.local_addr()?
         );
         config.http = Some(l);
@@ -208,7 +268,8 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
 }
 
 pub async fn worker(a: WorkerArgs) -> Result<u8> {
-    let mut config = WorkerConfig::new(url(&a.coordinator), a.dir);
+    let mut config = WorkerConfig::new(a.coordinator.clone(), a.dir);
+    (config.tls, config.client_tls) = a.tls.load(false)?;
     config.token = a.token;
     if let Some(s) = a.slots {
         config.slots = s.max(1);
@@ -243,43 +304,83 @@ pub struct LocalCluster {
     server: tokio::task::JoinHandle<Result<(), coordinator::CoordinatorError>>,
 }
 
+/// How `quern local` (and `quern demo`) set up their cluster.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Where the coordinator listens.
+    pub listen: SocketAddr,
+    /// Worker processes.
+    pub workers: u32,
+    /// Task slots per worker (none: one per core).
+    pub slots: Option<u32>,
+    /// Storage hosts given to the workers in turn.
+    pub storage_hosts: Vec<String>,
+    /// Where the web UI is served (none: not served).
+    pub http: Option<SocketAddr>,
+    /// Check tokens.
+    pub auth: bool,
+    /// TLS everywhere, mutual towards the coordinator.
+    pub tls: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 2,
+            slots: None,
+            storage_hosts: Vec::new(),
+            http: None,
+            auth: false,
+            tls: false,
+        }
+    }
+}
+
 impl LocalCluster {
-    /// Starts a coordinator on `listen` and `workers` worker processes, all under `dir`.
-    pub async fn start(
-        dir: &Path,
-        listen: SocketAddr,
-        workers: u32,
-        slots: Option<u32>,
-        storage_hosts: &[String],
-        registry: Registry,
-        http: Option<SocketAddr>,
-        auth: bool,
-    ) -> Result<Self> {
+    /// Starts a coordinator and worker processes as `o` says, all under `dir`.
+    pub async fn start(dir: &Path, o: &LocalOptions, registry: Registry) -> Result<Self> {
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
-        // With tokens on: an admin token for the CLI (<dir>/token) and one for the workers.
+        // With tokens on: an admin token for the CLI (<dir>/token) and one for the workers
+        // (which under TLS are identified by their certificates instead).
         let mut worker_token = None;
         let mut auth_checker = None;
-        if auth {
+        if o.auth {
             let path = dir.join("coordinator").join("tokens.json");
             let mut file = protocol::auth::TokenFile::load(&path)?;
             let admin = file.create(protocol::auth::Role::Admin, "local-admin")?;
-            worker_token = Some(file.create(protocol::auth::Role::Worker, "local-workers")?);
+            if !o.tls {
+                worker_token = Some(file.create(protocol::auth::Role::Worker, "local-workers")?);
+            }
             file.save(&path)?;
             crate::util::write_private(&dir.join(crate::util::TOKEN_FILE), admin.as_bytes())?;
             auth_checker = Some(std::sync::Arc::new(protocol::auth::Authenticator::open(
                 &path,
             )?));
         }
-        let listener = tokio::net::TcpListener::bind(listen)
+        let tls_dir = dir.join(crate::certcmd::LOCAL_TLS_DIR);
+        if o.tls && !tls_dir.join("ca.pem").exists() {
+            crate::certcmd::init(&tls_dir, &[], &[], 365)?;
+        }
+        let tls = |name: &str| tls_dir.join(name);
+        let listener = tokio::net::TcpListener::bind(o.listen)
             .await
-            .with_context(|| format!("binding {listen}"))?;
+            .with_context(|| format!("binding {}", o.listen))?;
         let addr = listener.local_addr()?.to_string();
         let shutdown = CancellationToken::new();
         let mut config = CoordinatorConfig::new(dir.join("coordinator"));
         config.auth = auth_checker;
+        if o.tls {
+            config.tls = Some(protocol::tls::ServerTls::load(
+                &tls("coordinator.pem"),
+                &tls("coordinator.key"),
+                Some(&tls("ca.pem")),
+            )?);
+            config.peer_tls = Some(protocol::tls::ClientTls::load(&tls("ca.pem"), None, None)?);
+        }
         let mut http_addr = None;
-        if let Some(h) = http {
+        if let Some(h) = o.http {
             let l = tokio::net::TcpListener::bind(h)
                 .await
                 .with_context(|| format!("binding {h} for the web UI"))?;
@@ -294,28 +395,37 @@ impl LocalCluster {
         ));
         let exe = std::env::current_exe().context("locating the quern binary")?;
         let mut children = Vec::new();
-        for i in 0..workers {
+        for i in 0..o.workers {
             let log = std::fs::File::create(dir.join("logs").join(format!("worker-{i}.log")))?;
             let mut cmd = tokio::process::Command::new(&exe);
             cmd.arg("worker")
                 .arg("--coordinator")
-                .arg(url(&addr))
+                .arg(&addr)
                 .arg("--dir")
                 .arg(dir.join(format!("worker-{i}")))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log))
                 .kill_on_drop(true);
-            if let Some(s) = slots {
+            if let Some(s) = o.slots {
                 cmd.arg("--slots").arg(s.to_string());
             }
             match &worker_token {
                 Some(t) => cmd.env(protocol::auth::TOKEN_ENV, t),
                 None => cmd.env_remove(protocol::auth::TOKEN_ENV),
             };
-            if !storage_hosts.is_empty() {
+            cmd.env_remove(protocol::tls::CA_ENV);
+            if o.tls {
+                cmd.arg("--tls-cert")
+                    .arg(tls("worker.pem"))
+                    .arg("--tls-key")
+                    .arg(tls("worker.key"))
+                    .arg("--tls-ca")
+                    .arg(tls("ca.pem"));
+            }
+            if !o.storage_hosts.is_empty() {
                 cmd.arg("--storage-host")
-                    .arg(&storage_hosts[i as usize % storage_hosts.len()]);
+                    .arg(&o.storage_hosts[i as usize % o.storage_hosts.len()]);
             }
             children.push(cmd.spawn().context("starting a worker process")?);
         }
@@ -357,17 +467,16 @@ impl LocalCluster {
 }
 
 pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
-    let cluster = LocalCluster::start(
-        &a.dir,
-        a.listen,
-        a.workers.max(1),
-        a.slots,
-        &a.storage_hosts,
-        registry,
-        (!a.no_http).then_some(a.http),
-        a.auth,
-    )
-    .await?;
+    let options = LocalOptions {
+        listen: a.listen,
+        workers: a.workers.max(1),
+        slots: a.slots,
+        storage_hosts: a.storage_hosts.clone(),
+        http: (!a.no_http).then_some(a.http),
+        auth: a.auth,
+        tls: a.tls,
+    };
+    let cluster = LocalCluster::start(&a.dir, &options, registry).await?;
     println!(
         "quern local cluster: coordinator at {} with {} workers; state in {}",
         cluster.addr,
@@ -375,7 +484,17 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
         a.dir.display()
     );
     if let Some(h) = &cluster.http_addr {
-        println!("web UI, JSON API (/api/v1/) and metrics (/metrics) at http://{h}/");
+        let scheme = if a.tls { "https" } else { "http" };
+        println!("web UI, JSON API (/api/v1/) and metrics (/metrics) at {scheme}://{h}/");
+    }
+    if a.tls {
+        println!(
+            "TLS on: the CA is {}",
+            a.dir
+                .join(crate::certcmd::LOCAL_TLS_DIR)
+                .join("ca.pem")
+                .display()
+        );
     }
     println!(
         "submit jobs from this directory with `quern job submit ...`; Ctrl-C stops the cluster"

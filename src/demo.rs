@@ -1,6 +1,5 @@
 //! `quern demo`: the main job on the embedded default, end to end.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -41,17 +40,11 @@ pub async fn run(a: DemoArgs, registry: Registry) -> Result<u8> {
     } else {
         eprintln!("reusing {}", log.display());
     }
-    let cluster = LocalCluster::start(
-        &a.dir,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        a.workers,
-        None,
-        &[],
-        registry,
-        None,
-        false,
-    )
-    .await?;
+    let options = crate::cluster::LocalOptions {
+        workers: a.workers,
+        ..Default::default()
+    };
+    let cluster = LocalCluster::start(&a.dir, &options, registry).await?;
     eprintln!(
         "local cluster: coordinator at {} with {} worker processes",
         cluster.addr, a.workers

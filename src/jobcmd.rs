@@ -98,6 +98,40 @@ pub struct ClusterArgs {
     /// State directory of a `quern local` cluster.
     #[arg(long, default_value = ".quern", global = true)]
     pub dir: PathBuf,
+    /// The cluster's CA (PEM), for a cluster with TLS (default: <dir>/tls/ca.pem of a
+    /// `quern local --tls`, if there).
+    #[arg(long, env = protocol::tls::CA_ENV, global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a cluster with mutual TLS (default: <dir>/tls/admin.pem
+    /// of a `quern local --tls`).
+    #[arg(long, env = protocol::tls::CERT_ENV, global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = protocol::tls::KEY_ENV, global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The TLS settings to connect with: the flags, else those of a `quern local --tls` in
+    /// --dir, else none (plaintext).
+    pub fn tls(&self) -> Result<Option<protocol::tls::ClientTls>> {
+        if let Some(ca) = &self.tls_ca {
+            return Ok(Some(protocol::tls::ClientTls::load(
+                ca,
+                self.tls_cert.as_deref(),
+                self.tls_key.as_deref(),
+            )?));
+        }
+        let local = self.dir.join(crate::certcmd::LOCAL_TLS_DIR);
+        if self.coordinator.is_none() && local.join("ca.pem").exists() {
+            return Ok(Some(protocol::tls::ClientTls::load(
+                &local.join("ca.pem"),
+                Some(&local.join("admin.pem")),
+                Some(&local.join("admin.key")),
+            )?));
+        }
+        Ok(None)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,7 +191,7 @@ pub enum JobCommand {
 pub async fn connect(c: &ClusterArgs) -> Result<Client> {
     let addr = find_coordinator(c.coordinator.as_deref(), &c.dir)?;
     let auth = protocol::auth::ClientAuth::new(crate::util::find_token(&c.dir).as_deref());
-    Ok(Client::connect_with(&addr, auth).await?)
+    Ok(Client::connect_with(&addr, auth, c.tls()?.as_ref()).await?)
 }
 
 /// Makes `spec` runnable on the cluster: a job this binary has and the stock `quern` does not
@@ -267,7 +301,17 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             task,
             attempt,
             cluster,
-        } => logs(&mut connect(&cluster).await?, id, task, attempt).await,
+        } => {
+            let tls = cluster.tls()?;
+            logs(
+                &mut connect(&cluster).await?,
+                tls.as_ref(),
+                id,
+                task,
+                attempt,
+            )
+            .await
+        }
         JobCommand::Kill { id, cluster } => {
             if connect(&cluster).await?.kill(id).await? {
                 println!("killed {id}");
@@ -417,6 +461,7 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
 /// `quern job logs`: fetches each selected attempt's log from the worker that ran it.
 async fn logs(
     client: &mut Client,
+    tls: Option<&protocol::tls::ClientTls>,
     id: JobId,
     task: Option<String>,
     attempt: Option<protocol::AttemptId>,
@@ -457,7 +502,11 @@ async fn logs(
             a.attempt_id, a.index, a.worker_id, a.outcome
         );
         let log = async {
-            let mut w = WorkerServiceClient::connect(format!("http://{}", a.worker_addr)).await?;
+            let channel = protocol::tls::endpoint(&a.worker_addr, tls)?
+                .connect()
+                .await
+                .map_err(|e| anyhow::anyhow!(protocol::tls::chain(&e)))?;
+            let mut w = WorkerServiceClient::new(channel);
             let r = w
                 .fetch_log(protocol::pb::FetchLogRequest {
                     attempt_id: a.attempt_id,

@@ -38,6 +38,7 @@
 //! executors; `./target/release/myjobs run --local line-lengths ...` runs it in-process.
 //! Each subcommand parses its flags and calls a library function; see `quern --help`.
 
+mod certcmd;
 mod cluster;
 mod demo;
 mod fs;
@@ -103,6 +104,9 @@ enum Command {
     /// Bearer tokens for a cluster with authentication on: create, list, revoke.
     #[command(subcommand)]
     Token(tokencmd::TokenCommand),
+    /// Certificates for a cluster with TLS: a CA and certificates for a test cluster.
+    #[command(subcommand)]
+    Certs(certcmd::CertsCommand),
     /// Start a local cluster, generate an access log, run `views` and `top-photos`, show results.
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
@@ -192,6 +196,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Gen(c) => gen::run(c),
         Command::Fs(c) => fs::run(c),
         Command::Token(c) => tokencmd::run(c),
+        Command::Certs(c) => certcmd::run(c),
         #[cfg(feature = "photos")]
         Command::Photos(c) => photoscmd::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),

@@ -109,7 +109,7 @@ impl From<pb::JobStatus> for JobStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No connection.
-    #[error("cannot connect to coordinator at {addr}: {source}")]
+    #[error("cannot connect to coordinator at {addr}: {}", protocol::tls::chain(.source))]
     Connect {
         /// The address tried.
         addr: String,
@@ -117,9 +117,30 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    /// The coordinator refused the call.
-    #[error("{}", .0.message())]
-    Rpc(#[from] tonic::Status),
+    /// The client's TLS settings cannot be used.
+    #[error("TLS settings: {0}")]
+    Tls(String),
+    /// The coordinator refused the call, or the connection under it failed.
+    #[error("{}", status_message(.0))]
+    Rpc(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Rpc(s)
+    }
+}
+
+/// A refusal's message; for a connection that failed under the call (a TLS handshake
+/// refused, a plaintext client at a TLS port), what failed and a hint.
+fn status_message(s: &tonic::Status) -> String {
+    match std::error::Error::source(s) {
+        Some(source) if matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Unavailable) => format!(
+            "connection to the coordinator failed: {} (a cluster with TLS needs --tls-ca, and with mutual TLS --tls-cert/--tls-key)",
+            protocol::tls::chain(source)
+        ),
+        _ => s.message().to_string(),
+    }
 }
 
 /// A connection to a coordinator.
@@ -129,32 +150,32 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port` or a URL).
+    /// Connects to `addr` (`host:port` or a URL), with the token and TLS settings of the
+    /// environment (`QUERN_TOKEN`, `QUERN_TLS_CA`, ...).
     ///
     /// # Errors
     /// [`ClientError::Connect`].
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        Client::connect_with(addr, ClientAuth::from_env()).await
+        let tls =
+            protocol::tls::ClientTls::from_env().map_err(|e| ClientError::Tls(e.to_string()))?;
+        Client::connect_with(addr, ClientAuth::from_env(), tls.as_ref()).await
     }
 
-    /// Connects to `addr`, sending `auth`'s token with every call.
+    /// Connects to `addr`, sending `auth`'s token with every call, over TLS when `tls` is
+    /// given.
     ///
     /// # Errors
     /// [`ClientError::Connect`].
-    pub async fn connect_with(addr: &str, auth: ClientAuth) -> Result<Self, ClientError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let connect = async {
-            tonic::transport::Endpoint::from_shared(url.clone())?
-                .connect()
-                .await
-        };
-        let channel = connect
-            .await
-            .map_err(|source| ClientError::Connect { addr: url, source })?;
+    pub async fn connect_with(
+        addr: &str,
+        auth: ClientAuth,
+        tls: Option<&protocol::tls::ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let connect = async { protocol::tls::endpoint(addr, tls)?.connect().await };
+        let channel = connect.await.map_err(|source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
         let inner = CoordinatorServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Client { inner })

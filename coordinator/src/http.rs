@@ -67,8 +67,14 @@ pub fn route_paths() -> Vec<&'static str> {
     routes().into_iter().map(|(p, _)| p).collect()
 }
 
-/// Serves the UI, API and metrics on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, coordinator: Coordinator, shutdown: CancellationToken) {
+/// Serves the UI, API and metrics on `listener` until `shutdown`, over TLS when `tls` is
+/// given (a plaintext client then fails its handshake and is dropped).
+pub async fn serve(
+    listener: TcpListener,
+    coordinator: Coordinator,
+    tls: Option<protocol::tls::ServerTls>,
+    shutdown: CancellationToken,
+) {
     let mut app = Router::new();
     for (path, handler) in routes() {
         app = app.route(path, handler);
@@ -79,11 +85,112 @@ pub async fn serve(listener: TcpListener, coordinator: Coordinator, shutdown: Ca
             authenticate,
         ))
         .with_state(coordinator);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Some(t) => match TlsListener::new(listener, &t, shutdown.clone()) {
+            Ok(l) => {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "web UI: TLS certificate or key cannot be used");
+                return;
+            }
+        },
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "http server failed");
+    }
+}
+
+/// How long a connection may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections that finished their TLS handshake. Handshakes run in tasks of their own, so a
+/// client that stalls in one holds up nobody else.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    addr: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    fn new(
+        listener: TcpListener,
+        tls: &protocol::tls::ServerTls,
+        shutdown: CancellationToken,
+    ) -> Result<TlsListener, String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| format!("key: {e}"))?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "web UI: accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "web UI: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "web UI: TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept loop stopped (shutdown): wait for the graceful shutdown to end us.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
     }
 }
 
@@ -244,11 +351,12 @@ async fn attempt_log(
         return (StatusCode::NOT_FOUND, "no such attempt").into_response();
     };
     let log = async {
-        let mut w = protocol::pb::worker_service_client::WorkerServiceClient::connect(format!(
-            "http://{addr}"
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+        let channel = protocol::tls::endpoint(&addr, c.peer_tls())
+            .map_err(|e| protocol::tls::chain(&e))?
+            .connect()
+            .await
+            .map_err(|e| protocol::tls::chain(&e))?;
+        let mut w = protocol::pb::worker_service_client::WorkerServiceClient::new(channel);
         w.fetch_log(protocol::pb::FetchLogRequest {
             attempt_id: attempt.0,
             job_id: id.0,

@@ -60,6 +60,11 @@ pub struct CoordinatorConfig {
     pub http: Option<TcpListener>,
     /// The token file every RPC and API call is checked against (none: no checks).
     pub auth: Option<std::sync::Arc<protocol::auth::Authenticator>>,
+    /// TLS for the gRPC and HTTP ports (none: plaintext). With a client CA (mutual TLS),
+    /// every client must present a certificate it signed, whose role then identifies it.
+    pub tls: Option<protocol::tls::ServerTls>,
+    /// How the coordinator reaches workers (for attempt logs): the cluster's CA.
+    pub peer_tls: Option<protocol::tls::ClientTls>,
 }
 
 impl CoordinatorConfig {
@@ -77,6 +82,8 @@ impl CoordinatorConfig {
             schedule_tick: schedule::DEFAULT_TICK,
             http: None,
             auth: None,
+            tls: None,
+            peer_tls: None,
         }
     }
 }
@@ -169,6 +176,10 @@ pub async fn serve(
         tracing::info!(tokens = %auth.path().display(), "authentication on: every call needs a token");
         coordinator = coordinator.with_auth(auth);
     }
+    coordinator = coordinator.with_tls(
+        config.tls.as_ref().is_some_and(|t| t.mutual()),
+        config.peer_tls.take(),
+    );
     coordinator.finish_recovered(unfinished).await;
     tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
     let reaper = tokio::spawn(
@@ -178,14 +189,19 @@ pub async fn serve(
     );
     let http = config.http.take().map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "web UI, API and metrics listening");
-        tokio::spawn(http::serve(l, coordinator.clone(), shutdown.clone()))
+        tokio::spawn(http::serve(
+            l,
+            coordinator.clone(),
+            config.tls.clone(),
+            shutdown.clone(),
+        ))
     });
     let scheduler = tokio::spawn(
         coordinator
             .clone()
             .schedule_loop(config.schedule_tick, shutdown.clone()),
     );
-    let result = tonic::transport::Server::builder()
+    let result = protocol::tls::server(config.tls.as_ref())?
         .add_service(coordinator.into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -133,22 +133,10 @@ pub struct Compiled {
     tz: Tz,
 }
 
-/// Checks a name of a schedule (or anything else the user names): 1-64 of `[A-Za-z0-9._-]`,
-/// not starting with `.` or `-`.
+/// Checks a name of a schedule (or anything else the user names): see
+/// [`protocol::check_name`].
 pub fn check_name(what: &str, name: &str) -> Result<(), ScheduleError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(err(format!(
-            "bad {what} name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-        )))
-    }
+    protocol::check_name(what, name).map_err(err)
 }
 
 impl Compiled {

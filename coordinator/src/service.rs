@@ -70,6 +70,22 @@ pub struct Coordinator {
     binaries: std::path::PathBuf,
     /// The token file every call is checked against; none: authentication is off.
     auth: Option<Arc<Authenticator>>,
+    /// Whether clients present certificates of the cluster's CA (mutual TLS), whose
+    /// organizational unit names their role.
+    cert_roles: bool,
+    /// How to reach workers' ports (TLS settings, when the cluster uses TLS).
+    peer_tls: Option<Arc<protocol::tls::ClientTls>>,
+}
+
+/// The role a client certificate names in its subject's organizational unit (`quern certs
+/// init` writes it there); the chain was verified against the cluster's CA by the handshake.
+fn cert_role(chain: &[tonic::transport::CertificateDer<'static>]) -> Option<Role> {
+    let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+    let role = cert
+        .subject()
+        .iter_organizational_unit()
+        .find_map(|ou| ou.as_str().ok().and_then(Role::parse));
+    role
 }
 
 impl Coordinator {
@@ -94,7 +110,26 @@ impl Coordinator {
             clock: Clock::System,
             binaries: std::env::temp_dir().join("quern-binaries"),
             auth: None,
+            cert_roles: false,
+            peer_tls: None,
         }
+    }
+
+    /// With `cert_roles`, a call without a token is identified by its client certificate's
+    /// role (mutual TLS); `peer_tls` is how workers are reached.
+    pub fn with_tls(
+        mut self,
+        cert_roles: bool,
+        peer_tls: Option<protocol::tls::ClientTls>,
+    ) -> Self {
+        self.cert_roles = cert_roles;
+        self.peer_tls = peer_tls.map(Arc::new);
+        self
+    }
+
+    /// How workers' ports are reached: their TLS settings, if the cluster uses TLS.
+    pub fn peer_tls(&self) -> Option<&protocol::tls::ClientTls> {
+        self.peer_tls.as_deref()
     }
 
     /// Checks every call's bearer token against `auth`.
@@ -112,19 +147,34 @@ impl Coordinator {
     /// before anything else happens; passes every call when authentication is off.
     #[allow(clippy::result_large_err)]
     fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<(), Status> {
-        let Some(auth) = &self.auth else {
-            return Ok(());
-        };
         let header = request
             .metadata()
             .get(protocol::auth::HEADER)
             .and_then(|v| v.to_str().ok());
+        let to_status = |d: Denied| match d {
+            Denied::Role { .. } => Status::permission_denied(d.to_string()),
+            _ => Status::unauthenticated(d.to_string()),
+        };
+        // Under mutual TLS a caller is who its certificate says, unless it sends a token and
+        // tokens are checked.
+        if self.cert_roles && (header.is_none() || self.auth.is_none()) {
+            return match request.peer_certs().as_deref().and_then(|c| cert_role(c)) {
+                Some(role) if role.allows(need) => Ok(()),
+                Some(role) => Err(to_status(Denied::Role {
+                    role,
+                    what: what.to_string(),
+                })),
+                None => Err(Status::unauthenticated(
+                    "the client certificate names no role (organizational unit admin, submit, read or worker) and no token was sent",
+                )),
+            };
+        }
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
         auth.check(header, need, what)
             .map(|_| ())
-            .map_err(|d| match d {
-                Denied::Role { .. } => Status::permission_denied(d.to_string()),
-                _ => Status::unauthenticated(d.to_string()),
-            })
+            .map_err(to_status)
     }
 
     /// Keeps uploaded job binaries in `dir`.

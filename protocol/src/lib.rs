@@ -8,7 +8,9 @@
 //! - [`failure`]: `FailureKind` and its mapping to and from the wire;
 //! - [`spec`]: the [`JobSpec`] a user submits;
 //! - [`failpoint`]: named points where fault tests pause, slow or fail a process;
-//! - [`binary`]: hashing and platform checks of uploaded job binaries.
+//! - [`binary`]: hashing and platform checks of uploaded job binaries;
+//! - [`auth`]: tokens, roles, shuffle and log HMACs;
+//! - [`tls`]: TLS settings of servers and clients.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -18,6 +20,7 @@ pub mod failure;
 pub mod ids;
 pub mod pb;
 pub mod spec;
+pub mod tls;
 
 pub use failure::FailureKind;
 pub use ids::{AttemptId, Epoch, JobId, WorkerId};
@@ -29,6 +32,28 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Size of one shuffle frame on the wire.
 pub const SHUFFLE_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Checks a name people give to something (a schedule, a job, a parameter key, a
+/// certificate): 1-64 of `[A-Za-z0-9._-]`, not starting with `.` or `-`, so that it is safe as
+/// a file name, a URL segment and a log field.
+///
+/// # Errors
+/// A message naming `what` and the rule.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad {what} name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        ))
+    }
+}
 
 /// The Quern version of this build; a job binary must be built against the cluster's version.
 pub const QUERN_VERSION: &str = env!("CARGO_PKG_VERSION");

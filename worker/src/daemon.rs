@@ -58,7 +58,8 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     let shuffle_addr = listener
         .local_addr()
         .map_err(io_err("read shuffle address"))?;
-    let server = tonic::transport::Server::builder()
+    let server = protocol::tls::server(config.tls.as_ref())
+        .map_err(|e| WorkerError::Tls(protocol::tls::chain(&e)))?
         .add_service(ShuffleService::new(config.dir.clone()).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -108,7 +109,7 @@ async fn connect(
     let deadline = Instant::now() + config.connect_timeout;
     loop {
         let channel = async {
-            tonic::transport::Endpoint::from_shared(config.coordinator.clone())?
+            protocol::tls::endpoint(&config.coordinator, config.client_tls.as_ref())?
                 .connect()
                 .await
         };
@@ -121,7 +122,7 @@ async fn connect(
             Err(e) if Instant::now() >= deadline => {
                 return Err(WorkerError::Coordinator {
                     addr: config.coordinator.clone(),
-                    message: e.to_string(),
+                    message: protocol::tls::chain(&e),
                 })
             }
             Err(_) => {}
@@ -405,7 +406,7 @@ async fn run_attempt(
     };
     let mut exec = match crate::executors::take(&key) {
         Some(e) => e,
-        None => match crate::executors::spawn(&executable, log) {
+        None => match crate::executors::spawn(&executable, log, config.client_tls.as_ref()) {
             Ok(e) => e,
             Err(e) => {
                 return fail(

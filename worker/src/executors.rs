@@ -93,12 +93,27 @@ pub fn reap(after: Duration) {
     idle.retain(|_, l| !l.is_empty());
 }
 
-/// Starts `exe executor --serve`, its stderr (until the first request) in `log`.
+/// Starts `exe executor --serve`, its stderr (until the first request) in `log`, fetching
+/// map output with the worker's TLS settings `tls`.
 ///
 /// # Errors
 /// The spawn error.
-pub fn spawn(exe: &Path, log: std::fs::File) -> std::io::Result<Executor> {
+pub fn spawn(
+    exe: &Path,
+    log: std::fs::File,
+    tls: Option<&protocol::tls::ClientTls>,
+) -> std::io::Result<Executor> {
     let mut cmd = tokio::process::Command::new(exe);
+    for var in [
+        protocol::tls::CA_ENV,
+        protocol::tls::CERT_ENV,
+        protocol::tls::KEY_ENV,
+    ] {
+        cmd.env_remove(var);
+    }
+    for (var, path) in tls.map(|t| t.env()).unwrap_or_default() {
+        cmd.env(var, path);
+    }
     cmd.arg("executor")
         .arg("--serve")
         .stdin(Stdio::piped())

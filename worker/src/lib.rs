@@ -47,6 +47,11 @@ pub struct WorkerConfig {
     /// Fault injection for tests: every attempt waits this long before it starts, as on a
     /// slow machine.
     pub fault_delay: Duration,
+    /// TLS of the shuffle port (none: plaintext).
+    pub tls: Option<protocol::tls::ServerTls>,
+    /// How this worker and its executors reach the coordinator and other workers: the
+    /// cluster's CA and, for mutual TLS, this worker's certificate.
+    pub client_tls: Option<protocol::tls::ClientTls>,
 }
 
 impl WorkerConfig {
@@ -63,6 +68,8 @@ impl WorkerConfig {
             executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quern")),
             connect_timeout: Duration::from_secs(30),
             fault_delay: Duration::ZERO,
+            tls: None,
+            client_tls: None,
         }
     }
 }
@@ -101,4 +108,7 @@ pub enum WorkerError {
         /// Why.
         message: String,
     },
+    /// The TLS settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }

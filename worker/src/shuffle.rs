@@ -183,10 +183,12 @@ pub async fn fetch(
         reason,
         detail,
     };
-    let mut client = WorkerServiceClient::connect(format!("http://{}", m.addr))
+    let tls = protocol::tls::env_client().map_err(|e| lost(FetchFailure::Unreachable, e))?;
+    let channel = async { protocol::tls::endpoint(&m.addr, tls)?.connect().await };
+    let channel = channel
         .await
-        .map_err(|e| lost(FetchFailure::Unreachable, e.to_string()))?
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .map_err(|e| lost(FetchFailure::Unreachable, protocol::tls::chain(&e)))?;
+    let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let req = FetchPartitionRequest {
         job_id: job.0,
         map_index: m.map_index,
