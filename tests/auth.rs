@@ -405,10 +405,13 @@ fn a_message_declaring_2_gib_is_refused_before_allocation() {
         );
 
         // Still serving.
-        let mut c =
-            coordinator::Client::connect_with(&addr, protocol::auth::ClientAuth::new(Some(&admin)))
-                .await
-                .unwrap();
+        let mut c = coordinator::Client::connect_with(
+            &addr,
+            protocol::auth::ClientAuth::new(Some(&admin)),
+            None,
+        )
+        .await
+        .unwrap();
         assert!(c.list().await.unwrap().is_empty());
     });
 }

@@ -121,7 +121,7 @@ pub enum Denied {
     #[error("invalid or revoked token")]
     Invalid,
     /// A valid token whose role does not allow the call.
-    #[error("a {role} token may not {what}")]
+    #[error("the {role} role may not {what}")]
     Role {
         /// The token's role.
         role: Role,
