@@ -61,6 +61,18 @@ pub struct CoordinatorArgs {
     /// oldest beyond this are forgotten.
     #[arg(long, default_value_t = coordinator::DEFAULT_KEEP_JOBS)]
     keep_jobs: usize,
+    /// Output one job may write (e.g. 500GiB); a job past it fails and its output is
+    /// discarded. 0: no limit.
+    #[arg(long, default_value = "1TiB", value_parser = crate::util::parse_size)]
+    max_job_output: u64,
+    /// Submissions (jobs, schedules, backfills, job binaries) one caller (token, client
+    /// certificate, or address) may make per minute; more are refused until the rate allows.
+    /// 0: no limit.
+    #[arg(long, default_value_t = 120)]
+    submit_rate: u32,
+    /// Submissions one caller may make at once, before --submit-rate applies.
+    #[arg(long, default_value_t = 30)]
+    submit_burst: u32,
     /// For tests: read the time schedules see from this file (RFC 3339) instead of the clock.
     #[arg(long, hide = true)]
     clock_file: Option<PathBuf>,
@@ -237,6 +249,11 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
     config.fetch_failure_threshold = a.fetch_failure_threshold.max(1);
     config.keep_jobs = a.keep_jobs;
+    config.max_job_output = a.max_job_output;
+    config.submit_rate = coordinator::limits::SubmitRate {
+        per_minute: a.submit_rate,
+        burst: a.submit_burst,
+    };
     if let Some(f) = a.clock_file {
         config.clock = coordinator::schedule::Clock::File(f);
     }

@@ -231,6 +231,7 @@ async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
                 "storage_host": w.storage_host,
                 "shuffle_addr": w.shuffle_addr,
                 "last_heartbeat_ms": w.last_seen_ms,
+                "max_heartbeat_gap_ms": w.max_gap_ms,
                 "running_tasks": w.running,
                 "slots": w.slots,
             })
@@ -325,6 +326,10 @@ async fn storage(
             }))
             .into_response()
         }
+        Ok(Err(
+            e @ (dfs_client::DfsError::InvalidPath { .. }
+            | dfs_client::DfsError::UnsupportedScheme { .. }),
+        )) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Ok(Err(e)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -552,6 +557,15 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
             w.id,
             w.alive,
             w.last_seen_ms as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(out, "# HELP quern_worker_heartbeat_gap_max_seconds The longest time between two heartbeats of each worker.\n# TYPE quern_worker_heartbeat_gap_max_seconds gauge");
+    for w in state.workers_view(now) {
+        let _ = writeln!(
+            out,
+            "quern_worker_heartbeat_gap_max_seconds{{worker=\"{}\"}} {:.3}",
+            w.id,
+            w.max_gap_ms as f64 / 1000.0
         );
     }
     let durations = state.task_durations();

@@ -5,7 +5,8 @@
 //! - [`state`]: the state machine (jobs, tasks, attempts, workers), pure and clock-injected;
 //! - [`journal`]: the append-only log that lets a restarted coordinator resume its jobs;
 //! - [`service`]: the gRPC service around it, which performs the storage actions it asks for;
-//! - [`client`]: a typed client for the CLI and tests.
+//! - [`client`]: a typed client for the CLI and tests;
+//! - [`limits`]: per-caller submission rate limits.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,6 +20,7 @@
 pub mod client;
 pub mod http;
 pub mod journal;
+pub mod limits;
 pub mod schedule;
 pub mod service;
 pub mod state;
@@ -33,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Client;
 pub use service::Coordinator;
-pub use state::{DEFAULT_FETCH_FAILURE_THRESHOLD, DEFAULT_KEEP_JOBS};
+pub use state::{DEFAULT_FETCH_FAILURE_THRESHOLD, DEFAULT_KEEP_JOBS, DEFAULT_MAX_JOB_OUTPUT};
 
 /// Settings of the coordinator.
 #[derive(Debug)]
@@ -52,6 +54,11 @@ pub struct CoordinatorConfig {
     pub fetch_failure_threshold: u32,
     /// Finished jobs kept listed across restarts; older ones are forgotten.
     pub keep_jobs: usize,
+    /// Bytes of output one job may write (zero: no limit).
+    pub max_job_output: u64,
+    /// Submissions (jobs, schedules, backfills, binaries) one caller may make per minute,
+    /// and in a burst (zero: no limit).
+    pub submit_rate: limits::SubmitRate,
     /// Where schedules read the time.
     pub clock: schedule::Clock,
     /// How often schedules and backfills are looked at.
@@ -78,6 +85,8 @@ impl CoordinatorConfig {
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: state::DEFAULT_KEEP_JOBS,
+            max_job_output: state::DEFAULT_MAX_JOB_OUTPUT,
+            submit_rate: limits::SubmitRate::default(),
             clock: schedule::Clock::System,
             schedule_tick: schedule::DEFAULT_TICK,
             http: None,
@@ -165,6 +174,7 @@ pub async fn serve(
         speculation_floor: config.speculation_floor,
         fetch_failure_threshold: config.fetch_failure_threshold,
         keep_jobs: config.keep_jobs,
+        max_job_output: config.max_job_output,
     };
     let (mut state, unfinished) =
         state::State::recover(epoch, timeouts, records, std::time::Instant::now());
@@ -176,6 +186,7 @@ pub async fn serve(
         tracing::info!(tokens = %auth.path().display(), "authentication on: every call needs a token");
         coordinator = coordinator.with_auth(auth);
     }
+    coordinator = coordinator.with_submit_rate(config.submit_rate);
     coordinator = coordinator.with_tls(
         config.tls.as_ref().is_some_and(|t| t.mutual()),
         config.peer_tls.take(),

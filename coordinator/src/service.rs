@@ -75,12 +75,14 @@ pub struct Coordinator {
     cert_roles: bool,
     /// How to reach workers' ports (TLS settings, when the cluster uses TLS).
     peer_tls: Option<Arc<protocol::tls::ClientTls>>,
+    /// Submissions per caller.
+    submit_limit: Arc<crate::limits::RateLimiter>,
 }
 
 /// The role a client certificate names in its subject's organizational unit (`quern certs
-/// init` writes it there); the chain was verified against the cluster's CA by the handshake.
-fn cert_role(chain: &[tonic::transport::CertificateDer<'static>]) -> Option<Role> {
-    let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+/// init` writes it there); its chain was verified against the cluster's CA by the handshake.
+fn cert_role(leaf: &tonic::transport::CertificateDer<'static>) -> Option<Role> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let role = cert
         .subject()
         .iter_organizational_unit()
@@ -112,7 +114,31 @@ impl Coordinator {
             auth: None,
             cert_roles: false,
             peer_tls: None,
+            submit_limit: Arc::new(crate::limits::RateLimiter::new(
+                crate::limits::SubmitRate::default(),
+            )),
         }
+    }
+
+    /// Limits each caller's submissions to `rate`.
+    pub fn with_submit_rate(mut self, rate: crate::limits::SubmitRate) -> Self {
+        self.submit_limit = Arc::new(crate::limits::RateLimiter::new(rate));
+        self
+    }
+
+    /// Authorizes a submission (`what`, needing the submit role) and takes it from the
+    /// caller's rate limit.
+    #[allow(clippy::result_large_err)]
+    fn authorize_submission<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        let caller = self.authorize(request, Role::Submit, what)?;
+        self.submit_limit
+            .take(&caller, Instant::now())
+            .map_err(|wait| {
+                Status::resource_exhausted(format!(
+                    "too many submissions from this caller: retry in {:.1} s (coordinator --submit-rate)",
+                    wait.as_secs_f64()
+                ))
+            })
     }
 
     /// With `cert_roles`, a call without a token is identified by its client certificate's
@@ -146,7 +172,7 @@ impl Coordinator {
     /// Refuses a call whose token is missing, invalid or of a role that may not do `what`,
     /// before anything else happens; passes every call when authentication is off.
     #[allow(clippy::result_large_err)]
-    fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<(), Status> {
+    fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<String, Status> {
         let header = request
             .metadata()
             .get(protocol::auth::HEADER)
@@ -158,8 +184,14 @@ impl Coordinator {
         // Under mutual TLS a caller is who its certificate says, unless it sends a token and
         // tokens are checked.
         if self.cert_roles && (header.is_none() || self.auth.is_none()) {
-            return match request.peer_certs().as_deref().and_then(|c| cert_role(c)) {
-                Some(role) if role.allows(need) => Ok(()),
+            let certs = request.peer_certs();
+            let leaf = certs.as_deref().and_then(|c| c.first());
+            return match leaf.and_then(|c| cert_role(c)) {
+                Some(role) if role.allows(need) => Ok(format!(
+                    "cert:{}",
+                    &protocol::binary::sha256_hex(leaf.map_or(&[][..], |c| c.as_ref()))
+                        .unwrap_or_default()[..16]
+                )),
                 Some(role) => Err(to_status(Denied::Role {
                     role,
                     what: what.to_string(),
@@ -170,11 +202,14 @@ impl Coordinator {
             };
         }
         let Some(auth) = &self.auth else {
-            return Ok(());
+            return Ok(request
+                .remote_addr()
+                .map_or_else(|| "anonymous".to_string(), |a| format!("ip:{}", a.ip())));
         };
-        auth.check(header, need, what)
-            .map(|_| ())
-            .map_err(to_status)
+        auth.check(header, need, what).map_err(to_status)?;
+        // The token's id (`qrn_<id>_<secret>`): never the secret.
+        let id = header.and_then(|h| h.split('_').nth(1)).unwrap_or_default();
+        Ok(format!("token:{id}"))
     }
 
     /// Keeps uploaded job binaries in `dir`.
@@ -300,6 +335,7 @@ impl Coordinator {
     /// Checks `spec` and plans its splits; for a job of the cluster's own binary, also sets
     /// what the job itself says about its input format and GPU use.
     fn plan(&self, spec: &mut JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
+        spec.validate().map_err(Status::invalid_argument)?;
         let mut format = jobs::InputFormat::from_name(&spec.input_format);
         if spec.binary.is_empty() {
             let job = self
@@ -442,7 +478,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<SubmitJobRequest>,
     ) -> Result<Response<SubmitJobResponse>, Status> {
-        self.authorize(&request, Role::Submit, "submit job")?;
+        self.authorize_submission(&request, "submit job")?;
         let spec = JobSpec::from_pb(
             request
                 .into_inner()
@@ -508,7 +544,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<AddScheduleRequest>,
     ) -> Result<Response<AddScheduleResponse>, Status> {
-        self.authorize(&request, Role::Submit, "add schedule")?;
+        self.authorize_submission(&request, "add schedule")?;
         let schedule = self.add_schedule_rpc(request.into_inner())?;
         Ok(Response::new(AddScheduleResponse {
             schedule: Some(schedule),
@@ -529,7 +565,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<SetScheduleRequest>,
     ) -> Result<Response<SetScheduleResponse>, Status> {
-        self.authorize(&request, Role::Submit, "set schedule")?;
+        self.authorize_submission(&request, "set schedule")?;
         self.set_schedule_rpc(request.into_inner()).await?;
         Ok(Response::new(SetScheduleResponse {}))
     }
@@ -546,7 +582,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<StartBackfillRequest>,
     ) -> Result<Response<StartBackfillResponse>, Status> {
-        self.authorize(&request, Role::Submit, "start backfill")?;
+        self.authorize_submission(&request, "start backfill")?;
         Ok(Response::new(
             self.start_backfill_rpc(request.into_inner()).await?,
         ))
@@ -585,7 +621,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<tonic::Streaming<BinaryChunk>>,
     ) -> Result<Response<UploadBinaryResponse>, Status> {
-        self.authorize(&request, Role::Submit, "upload binary")?;
+        self.authorize_submission(&request, "upload binary")?;
         self.upload_binary_rpc(request.into_inner()).await?;
         Ok(Response::new(UploadBinaryResponse {}))
     }

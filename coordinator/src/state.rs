@@ -237,6 +237,9 @@ struct Worker {
     slots: u32,
     /// GPUs it declared: GPU slots for the map tasks of jobs that want one.
     gpus: u32,
+    /// The longest time between two of its heartbeats (a busy or stalled coordinator shows
+    /// here first).
+    max_gap: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -307,6 +310,9 @@ pub struct Timeouts {
     /// Finished jobs kept listed (with their counters, duration and outcome); older ones are
     /// forgotten, oldest first.
     pub keep_jobs: usize,
+    /// Bytes of output one job may write (its committed parts); a job that goes past it
+    /// fails and its output is discarded. Zero: no limit.
+    pub max_job_output: u64,
 }
 
 /// Finished jobs kept listed, unless configured.
@@ -320,9 +326,13 @@ impl Default for Timeouts {
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: DEFAULT_KEEP_JOBS,
+            max_job_output: DEFAULT_MAX_JOB_OUTPUT,
         }
     }
 }
+
+/// Output one job may write, unless configured: 1 TiB.
+pub const DEFAULT_MAX_JOB_OUTPUT: u64 = 1 << 40;
 
 /// Fetch-failure reports after which a map output is declared lost, unless configured.
 pub const DEFAULT_FETCH_FAILURE_THRESHOLD: u32 = 3;
@@ -406,6 +416,7 @@ impl State {
                 cleanups: Vec::new(),
                 slots: 0,
                 gpus: 0,
+                max_gap: Duration::ZERO,
             },
         );
         id
@@ -495,6 +506,7 @@ impl State {
         let Some(w) = self.workers.get_mut(&worker) else {
             return pb::HeartbeatResponse::default();
         };
+        w.max_gap = w.max_gap.max(now.saturating_duration_since(w.last_seen));
         w.last_seen = now;
         let cancel_attempts = std::mem::take(&mut w.cancels)
             .into_iter()
@@ -942,6 +954,26 @@ impl State {
             .entry(a.kind)
             .or_default()
             .push(now.duration_since(a.started));
+        let written: u64 = job
+            .reduces
+            .iter()
+            .filter_map(|t| t.winner.as_ref()?.part.as_ref().map(|p| p.bytes))
+            .sum();
+        let quota = self.timeouts.max_job_output;
+        if a.kind == TaskKind::Reduce && quota > 0 && written > quota {
+            let mut actions = vec![Action::DeleteStaged {
+                path: staging_path(&output, attempt, a.index),
+            }];
+            actions.extend(self.end_job(
+                a.job,
+                JobState::Failed,
+                format!(
+                    "output quota exceeded: the job wrote {written} bytes, more than the {quota} one job may write (coordinator --max-job-output)"
+                ),
+                now,
+            ));
+            return actions;
+        }
         match a.kind {
             TaskKind::Map => Vec::new(),
             TaskKind::Reduce => {

@@ -12,6 +12,18 @@ pub const DEFAULT_SPLIT_SIZE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_TASK_MEMORY: u64 = 64 * 1024 * 1024;
 /// Default attempts per task.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// Most parameters a spec may carry.
+pub const MAX_PARAMS: usize = 64;
+/// Longest parameter value.
+pub const MAX_PARAM_BYTES: usize = 4096;
+/// Most input paths a spec may name (each may be a directory or a glob).
+pub const MAX_INPUTS: usize = 1024;
+/// Most reduce tasks of one job.
+pub const MAX_REDUCERS: u32 = 100_000;
+/// Smallest split size.
+pub const MIN_SPLIT_SIZE: u64 = 4096;
+/// Most attempts per task.
+pub const MAX_ATTEMPTS: u32 = 100;
 
 /// A job to run: which job, over what, into where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +106,57 @@ impl JobSpec {
         }
     }
 
+    /// Checks what a submitter may put in a spec, before anything is planned: names by
+    /// [`crate::check_name`] (the job and each parameter key), parameter values without
+    /// control characters and of bounded size, bounded counts, and sizes in range. Storage
+    /// paths are checked by the storage layer when the job is planned.
+    ///
+    /// # Errors
+    /// A message saying which rule the spec breaks.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::check_name("job", &self.job)?;
+        if self.params.len() > MAX_PARAMS {
+            return Err(format!("at most {MAX_PARAMS} parameters"));
+        }
+        for (k, v) in &self.params {
+            crate::check_name("parameter", k)?;
+            if v.len() > MAX_PARAM_BYTES || v.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(format!(
+                    "parameter {k:?}: a value is at most {MAX_PARAM_BYTES} bytes, without control characters"
+                ));
+            }
+        }
+        if self.inputs.len() > MAX_INPUTS {
+            return Err(format!(
+                "at most {MAX_INPUTS} inputs (use a directory or a glob)"
+            ));
+        }
+        if self.reducers == 0 || self.reducers > MAX_REDUCERS {
+            return Err(format!("reducers must be 1 to {MAX_REDUCERS}"));
+        }
+        if self.split_size < MIN_SPLIT_SIZE {
+            return Err(format!(
+                "the split size must be at least {MIN_SPLIT_SIZE} bytes"
+            ));
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(format!("max attempts must be 1 to {MAX_ATTEMPTS}"));
+        }
+        if !self.binary.is_empty() && !crate::binary::valid_sha256(&self.binary) {
+            return Err("a job binary is named by its SHA-256: 64 lowercase hex digits".into());
+        }
+        if !matches!(
+            self.input_format.as_str(),
+            "" | "lines" | "whole-files" | "tar"
+        ) {
+            return Err(format!(
+                "unknown input format {:?} (lines, whole-files or tar)",
+                self.input_format
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads the wire form, filling defaults for zero sizes.
     pub fn from_pb(p: pb::JobSpec) -> Self {
         let or = |v: u64, d: u64| if v == 0 { d } else { v };
@@ -123,6 +186,47 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specs_breaking_a_rule_are_refused_naming_it() {
+        let ok = JobSpec::new("views", vec!["a".into()], "out");
+        assert_eq!(ok.validate(), Ok(()));
+        let bad: Vec<(fn(&mut JobSpec), &str)> = vec![
+            (|s| s.job = "../../bin/sh".into(), "bad job name"),
+            (|s| s.job = String::new(), "bad job name"),
+            (|s| s.job = "views\0".into(), "bad job name"),
+            (
+                |s| {
+                    s.params.insert("../k".into(), "v".into());
+                },
+                "bad parameter name",
+            ),
+            (
+                |s| {
+                    s.params.insert("k".into(), "a\nb".into());
+                },
+                "control characters",
+            ),
+            (
+                |s| {
+                    s.params.insert("k".into(), "x".repeat(5000));
+                },
+                "at most 4096 bytes",
+            ),
+            (|s| s.reducers = 0, "reducers"),
+            (|s| s.split_size = 1, "split size"),
+            (|s| s.max_attempts = 1000, "max attempts"),
+            (|s| s.binary = "../../etc/passwd".into(), "SHA-256"),
+            (|s| s.input_format = "zip".into(), "input format"),
+            (|s| s.inputs = vec!["a".into(); 2000], "inputs"),
+        ];
+        for (breaks, rule) in bad {
+            let mut s = ok.clone();
+            breaks(&mut s);
+            let err = s.validate().unwrap_err();
+            assert!(err.contains(rule), "{err} (expected {rule})");
+        }
+    }
 
     #[test]
     fn spec_round_trips_and_zero_sizes_get_defaults() {

@@ -317,3 +317,90 @@ pub fn maps_done(status: &str) -> u32 {
         })
         .unwrap_or(0)
 }
+
+/// What a raw HTTP/2 gRPC call got back: `grpc-status`, `grpc-message`, and the server's
+/// advertised limit of concurrent streams on the connection.
+pub struct RawReply {
+    pub status: Option<String>,
+    pub message: Option<String>,
+    pub max_streams: usize,
+}
+
+/// Sends one gRPC call by hand on a fresh plaintext HTTP/2 connection: `frame` is the whole
+/// request body (flag byte, length, payload as the test wants them, true or not).
+pub async fn raw_grpc(
+    addr: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    frame: Vec<u8>,
+) -> RawReply {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tcp = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(t) => break t,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{addr} did not start: {e}"),
+        }
+    };
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let (streams_tx, streams_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // Drive the connection until the answer is in, then report the peer's stream limit.
+        let mut conn = conn;
+        let mut tx = Some(streams_tx);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                _ = &mut conn => return,
+                _ = tick.tick() => {
+                    if let Some(t) = tx.take() {
+                        if conn.max_concurrent_send_streams() != usize::MAX {
+                            let _ = t.send(conn.max_concurrent_send_streams());
+                        } else {
+                            tx = Some(t);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let mut h2 = h2.ready().await.unwrap();
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (response, mut body) = h2.send_request(req.body(()).unwrap(), false).unwrap();
+    body.send_data(frame.into(), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, mut stream) = response.into_parts();
+    let get = |h: &http::HeaderMap, k: &str| h.get(k).map(|v| v.to_str().unwrap().to_string());
+    let (mut status, mut message) = (
+        get(&parts.headers, "grpc-status"),
+        get(&parts.headers, "grpc-message"),
+    );
+    if status.is_none() {
+        while stream.data().await.is_some() {}
+        let trailers = stream.trailers().await.unwrap().unwrap_or_default();
+        status = get(&trailers, "grpc-status");
+        message = get(&trailers, "grpc-message");
+    }
+    let max_streams = tokio::time::timeout(Duration::from_secs(5), streams_rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(usize::MAX);
+    RawReply {
+        status,
+        message,
+        max_streams,
+    }
+}

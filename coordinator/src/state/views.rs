@@ -25,6 +25,8 @@ pub struct WorkerView {
     pub running: u32,
     /// Task slots it declared.
     pub slots: u32,
+    /// The longest time between two of its heartbeats, in milliseconds.
+    pub max_gap_ms: u64,
 }
 
 impl State {
@@ -41,6 +43,7 @@ impl State {
                 last_seen_ms: now.saturating_duration_since(w.last_seen).as_millis() as u64,
                 running: self.attempts.values().filter(|a| a.worker == *id).count() as u32,
                 slots: w.slots,
+                max_gap_ms: w.max_gap.as_millis() as u64,
             })
             .collect();
         out.sort_by_key(|w| w.id);
