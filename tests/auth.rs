@@ -291,11 +291,14 @@ fn a_coordinator_beyond_loopback_needs_tokens_and_a_local_cluster_runs_with_them
 
     // `quern local --auth`: workers present their token, the CLI finds the admin token.
     let state = dir.path().join(".quern");
+    std::fs::create_dir_all(&state).unwrap();
+    let log = std::fs::File::create(state.join("local.log")).unwrap();
     let mut local = std::process::Command::new(env!("CARGO_BIN_EXE_quern"))
         .args(["local", "--auth", "--workers", "1", "--dir"])
         .arg(&state)
+        .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -329,6 +332,10 @@ fn a_coordinator_beyond_loopback_needs_tokens_and_a_local_cluster_runs_with_them
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid or revoked token"));
     let _ = local.kill();
     let _ = local.wait();
+    // No log of the cluster (its own at debug level, the worker's, every attempt's) holds a
+    // token (the refused one included), a token hash, the shuffle key or a job secret.
+    let (secrets, keeper) = local_secrets(&state);
+    assert_no_secrets(&state, &secrets, &keeper);
 }
 
 /// A gRPC frame declaring a 2 GiB message is refused by its declared size, before anything is

@@ -269,12 +269,15 @@ fn a_mutual_tls_cluster_runs_jobs_and_refuses_plaintext_strangers_and_wrong_role
 fn a_local_cluster_with_tls_runs_a_job_and_the_cli_finds_its_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".quern");
-    let _local = Procs(vec![quern()
+    std::fs::create_dir_all(&state).unwrap();
+    let log = std::fs::File::create(state.join("local.log")).unwrap();
+    let mut local = Procs(vec![quern()
         .args(["local", "--tls", "--auth", "--workers", "2", "--dir"])
         .arg(&state)
         .env_remove("QUERN_TLS_CA")
+        .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -293,6 +296,17 @@ fn a_local_cluster_with_tls_runs_a_job_and_the_cli_finds_its_certificates() {
         .env_remove("QUERN_TOKEN")
         .env_remove("QUERN_TLS_CA"));
     assert!(counters(&stdout)["reduce_output_records"] > 0, "{stdout}");
+    // Logs are written as the job goes: the cluster's own (debug level), the workers', and
+    // every attempt's. None holds a token, a hash, a key or a job secret.
+    ok(quern()
+        .args(["job", "logs", "1", "--dir"])
+        .arg(&state)
+        .env_remove("QUERN_TOKEN"));
+    drop(local.0.pop());
+    let (secrets, keeper) = local_secrets(&state);
+    assert!(secrets.len() >= 4, "{}", secrets.len());
+    let searched = assert_no_secrets(&state, &secrets, &keeper);
+    assert!(searched > 10, "{searched}");
     // The certificates' keys are the owner's alone.
     use std::os::unix::fs::PermissionsExt;
     for key in ["ca.key", "admin.key", "worker.key", "coordinator.key"] {

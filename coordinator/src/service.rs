@@ -357,6 +357,11 @@ impl Coordinator {
         if spec.output.is_empty() {
             return Err(Status::invalid_argument("a job needs an --output"));
         }
+        // Paths are checked before any storage is touched: a bad one is the caller's error.
+        for path in spec.inputs.iter().chain(std::iter::once(&spec.output)) {
+            dfs_client::DfsPath::parse(path)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         output::check_output_free(&self.storage, &spec.output)
             .map_err(|e| Status::already_exists(e.to_string()))?;
         jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)

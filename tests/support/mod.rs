@@ -404,3 +404,101 @@ pub async fn raw_grpc(
         max_streams,
     }
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no file under `dir` but the `keepers` (the files whose job is to hold
+/// secrets) holds any of `secrets` (raw or hex), a token-shaped string, or a private key.
+/// Returns how many files were searched.
+pub fn assert_no_secrets(
+    dir: &Path,
+    secrets: &[Vec<u8>],
+    keepers: &dyn Fn(&Path) -> bool,
+) -> usize {
+    let token_shape = regex::bytes::Regex::new(r"qrn_[0-9a-f]{16}_[0-9a-f]{64}").unwrap();
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for s in secrets.iter().filter(|s| s.len() >= 16) {
+        needles.push(s.clone());
+        let hex: String = s.iter().map(|b| format!("{b:02x}")).collect();
+        needles.push(hex.into_bytes());
+    }
+    let mut searched = 0;
+    for file in files_under(dir) {
+        if keepers(&file) {
+            continue;
+        }
+        let Ok(data) = std::fs::read(&file) else {
+            continue;
+        };
+        searched += 1;
+        assert!(
+            !token_shape.is_match(&data),
+            "a token in {}",
+            file.display()
+        );
+        assert!(
+            !data.windows(16).any(|w| w == b"PRIVATE KEY-----"),
+            "a private key in {}",
+            file.display()
+        );
+        for n in &needles {
+            assert!(
+                !data.windows(n.len()).any(|w| w == n.as_slice()),
+                "a secret in {}",
+                file.display()
+            );
+        }
+    }
+    searched
+}
+
+/// The secrets a `quern local` state directory holds, for [`assert_no_secrets`]: the admin
+/// token the CLI reads, every token hash, the shuffle master key, and each job secret the
+/// workers keep; and a test of whether a path is one of the files meant to hold them.
+pub fn local_secrets(state: &Path) -> (Vec<Vec<u8>>, impl Fn(&Path) -> bool) {
+    let mut secrets = Vec::new();
+    if let Ok(t) = std::fs::read_to_string(state.join("token")) {
+        secrets.push(t.trim().as_bytes().to_vec());
+    }
+    if let Ok(f) = std::fs::read_to_string(state.join("coordinator").join("tokens.json")) {
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        for t in v["tokens"].as_array().into_iter().flatten() {
+            secrets.push(t["sha256"].as_str().unwrap().as_bytes().to_vec());
+        }
+    }
+    if let Ok(k) = std::fs::read(state.join("coordinator").join("shuffle.key")) {
+        secrets.push(k);
+    }
+    for f in files_under(state) {
+        if f.parent().and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new("secrets")) {
+            secrets.push(std::fs::read(&f).unwrap());
+        }
+    }
+    let root = state.to_path_buf();
+    let keeper = move |p: &Path| {
+        p == root.join("token")
+            || p.file_name()
+                .is_some_and(|n| n == "tokens.json" || n == "shuffle.key")
+            || p.parent().and_then(|d| d.file_name()) == Some(std::ffi::OsStr::new("secrets"))
+            || p.extension().is_some_and(|e| e == "key")
+    };
+    (secrets, keeper)
+}

@@ -67,8 +67,9 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
         );
     let server = tokio::spawn(server);
     tracing::info!(%shuffle_addr, slots = config.slots, "shuffle service listening");
-    // Attempt logs are kept for `quern job logs` and the UI, but not without bound.
-    let logs = config.dir.join("logs");
+    // Attempt logs are kept for `quern job logs` and the UI, but not without bound; a job's
+    // secret goes once nothing of the job is left to serve.
+    let worker_dir = config.dir.clone();
     let prune_stop = shutdown.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(600));
@@ -77,8 +78,15 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
                 _ = prune_stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let dir = logs.clone();
-            let _ = tokio::task::spawn_blocking(move || prune_logs(&dir, KEEP_LOGS)).await;
+            let dir = worker_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                prune_logs(&dir.join("logs"), KEEP_LOGS);
+                let removed = crate::shuffle::prune_secrets(&dir);
+                if removed > 0 {
+                    tracing::info!(removed, "job secrets no longer needed removed");
+                }
+            })
+            .await;
         }
     });
 
@@ -347,10 +355,7 @@ async fn run_attempt(
         .dir
         .join("tasks")
         .join(format!("{}.json", task.attempt));
-    let log_path = config
-        .dir
-        .join("logs")
-        .join(format!("{}.log", task.attempt));
+    let log_path = crate::shuffle::attempt_log_path(&config.dir, task.job_id, task.attempt);
     if !config.fault_delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(config.fault_delay) => {}

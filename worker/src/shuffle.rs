@@ -29,6 +29,52 @@ pub fn job_secret_path(dir: &std::path::Path, job: JobId) -> PathBuf {
     dir.join("secrets").join(job.to_string())
 }
 
+/// Where an attempt's log is kept: named by its job too, so that a job's secret can go when
+/// the last of its logs has.
+pub fn attempt_log_path(dir: &std::path::Path, job: JobId, attempt: AttemptId) -> PathBuf {
+    dir.join("logs").join(format!("{job}-{attempt}.log"))
+}
+
+/// How long a job secret is kept after it was first kept even with nothing of its job left
+/// (its first attempt may be about to start).
+pub const SECRET_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the job secrets that nothing needs any more: no attempt log of the job is left to
+/// serve, no map output of it is left in the shuffle directory, and the secret is older than
+/// [`SECRET_GRACE`]. Returns how many were removed.
+pub fn prune_secrets(dir: &std::path::Path) -> usize {
+    let Ok(secrets) = std::fs::read_dir(dir.join("secrets")) else {
+        return 0;
+    };
+    let logs: Vec<String> = std::fs::read_dir(dir.join("logs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut removed = 0;
+    for e in secrets.filter_map(Result::ok) {
+        let Ok(job) = e.file_name().into_string() else {
+            continue;
+        };
+        let prefix = format!("{job}-");
+        let young = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < SECRET_GRACE);
+        let needed = young
+            || logs.iter().any(|l| l.starts_with(&prefix))
+            || dir.join("shuffle").join(&job).exists();
+        if !needed && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Keeps `secret` for `job` (once; later map attempts of the job bring the same one).
 ///
 /// # Errors
@@ -96,7 +142,7 @@ impl WorkerService for ShuffleService {
             ));
         }
         let attempt = AttemptId(r.attempt_id);
-        let path = self.dir.join("logs").join(format!("{attempt}.log"));
+        let path = attempt_log_path(&self.dir, JobId(r.job_id), attempt);
         let data = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
             use std::io::{Read, Seek, SeekFrom};
             let mut f = std::fs::File::open(&path)?;
@@ -236,4 +282,40 @@ pub async fn fetch(
     let data = buf.freeze();
     verify_run(&data).map_err(|e| lost(FetchFailure::Corrupt, e.to_string()))?;
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_secret_goes_only_when_nothing_of_its_job_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["secrets", "logs", "shuffle"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let old = std::time::SystemTime::now() - SECRET_GRACE * 2;
+        for j in 1..=4 {
+            let job = JobId(j);
+            keep_job_secret(d, job, &[j as u8; 32]).unwrap();
+            if j != 4 {
+                std::fs::File::options()
+                    .write(true)
+                    .open(job_secret_path(d, job))
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+        }
+        // job-1: a log left; job-2: map output left; job-3: nothing; job-4: nothing but young.
+        std::fs::write(attempt_log_path(d, JobId(1), AttemptId(7)), b"x").unwrap();
+        std::fs::write(attempt_log_path(d, JobId(10), AttemptId(8)), b"x").unwrap();
+        std::fs::create_dir_all(d.join("shuffle").join(JobId(2).to_string())).unwrap();
+        assert_eq!(prune_secrets(d), 1);
+        let left: Vec<bool> = (1..=4)
+            .map(|j| job_secret_path(d, JobId(j)).exists())
+            .collect();
+        assert_eq!(left, [true, true, false, true]);
+    }
 }
