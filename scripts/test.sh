@@ -42,4 +42,12 @@ curl -sf -X POST "http://$QUERN_SEAWEEDFS_FILER/buckets/$QUERN_S3_TEST_BUCKET/" 
 # profile means dependencies are built once. The failpoints feature compiles in the named
 # failpoints the fault suite (tests/fault_suite.rs, fast subset here) drives; they do nothing
 # unless a test sets FAILPOINTS, and `cargo build --release` leaves them out.
-cargo test --release --workspace --features quern/failpoints "$@"
+# The suite's output is kept and searched afterwards: no token and no private key may show
+# in it (the tests themselves search every log of the clusters they run: tests/auth.rs,
+# tests/tls.rs).
+OUT_LOG="$SW_DIR/test-output.log"
+cargo test --release --workspace --features quern/failpoints "$@" 2>&1 | tee "$OUT_LOG"
+if grep -aEl 'qrn_[0-9a-f]{16}_[0-9a-f]{64}|PRIVATE KEY-----' "$OUT_LOG" "$SW_DIR"/logs/*.log 2>/dev/null; then
+  echo "a token or a private key appeared in the output or logs above" >&2
+  exit 1
+fi

@@ -49,22 +49,6 @@ fn coordinator_methods() -> Vec<(String, String)> {
     out
 }
 
-fn token(file: &Path, role: &str) -> String {
-    ok(quern()
-        .args([
-            "token",
-            "create",
-            "--role",
-            role,
-            "--name",
-            &format!("test-{role}"),
-            "--tokens",
-        ])
-        .arg(file))
-    .trim()
-    .to_string()
-}
-
 async fn connect(port: u16) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
@@ -88,25 +72,13 @@ async fn call(channel: tonic::transport::Channel, path: &str, bearer: Option<&st
     }
 }
 
-fn http_get(base: &str, path: &str, bearer: Option<&str>) -> u16 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent.get(format!("http://{base}{path}"));
-    if let Some(t) = bearer {
-        req = req.header("authorization", &format!("Bearer {t}"));
-    }
-    req.call().map(|r| r.status().as_u16()).unwrap_or(0)
-}
-
 #[test]
 fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.json");
     let tokens: BTreeMap<&str, String> = ["admin", "submit", "read", "worker"]
         .into_iter()
-        .map(|r| (r, token(&file, r)))
+        .map(|r| (r, create_token(&file, r)))
         .collect();
     let listed = ok(quern().args(["token", "list", "--tokens"]).arg(&file));
     assert_eq!(listed.lines().count(), 5, "{listed}");
@@ -128,7 +100,7 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
     )]);
     let http = format!("127.0.0.1:{http}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(&http, "/", None) != 200 {
+    while http_get(&http, "/", None).0 != 200 {
         assert!(Instant::now() < deadline, "coordinator did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -187,17 +159,17 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
                 ""
             };
         if *route == "/" {
-            assert_eq!(http_get(&http, &path, None), 200);
+            assert_eq!(http_get(&http, &path, None).0, 200);
             continue;
         }
-        assert_eq!(http_get(&http, &path, None), 401, "{path}");
-        assert_eq!(http_get(&http, &path, Some(&wrong)), 401, "{path}");
+        assert_eq!(http_get(&http, &path, None).0, 401, "{path}");
+        assert_eq!(http_get(&http, &path, Some(&wrong)).0, 401, "{path}");
         assert_eq!(
-            http_get(&http, &path, Some(&tokens["worker"])),
+            http_get(&http, &path, Some(&tokens["worker"])).0,
             403,
             "{path}"
         );
-        let ok_code = http_get(&http, &path, Some(&tokens["read"]));
+        let ok_code = http_get(&http, &path, Some(&tokens["read"])).0;
         assert!(
             ok_code != 401 && ok_code != 403,
             "{path} with a read token: {ok_code}"
@@ -273,7 +245,10 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
         .args(["token", "revoke", "test-read", "--tokens"])
         .arg(&file));
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(http_get(&http, "/api/v1/jobs", Some(&tokens["read"])), 401);
+    assert_eq!(
+        http_get(&http, "/api/v1/jobs", Some(&tokens["read"])).0,
+        401
+    );
 }
 
 #[test]
@@ -346,7 +321,7 @@ fn a_coordinator_beyond_loopback_needs_tokens_and_a_local_cluster_runs_with_them
 fn huge_declared_messages_and_compression_bombs_are_refused_and_streams_are_limited() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.json");
-    let admin = token(&file, "admin");
+    let admin = create_token(&file, "admin");
     let port = free_port();
     let _coordinator = Procs(vec![spawn_coordinator(
         port,

@@ -10,34 +10,6 @@ use std::time::{Duration, Instant};
 use support::*;
 use tonic::Code;
 
-fn token(file: &Path, role: &str) -> String {
-    ok(quern()
-        .args(["token", "create", "--role", role, "--name"])
-        .arg(format!("test-{role}"))
-        .arg("--tokens")
-        .arg(file))
-    .trim()
-    .to_string()
-}
-
-fn http_get(base: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent.get(format!("http://{base}{path}"));
-    if let Some(t) = bearer {
-        req = req.header("authorization", &format!("Bearer {t}"));
-    }
-    match req.call() {
-        Ok(mut r) => (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(e) => (0, e.to_string()),
-    }
-}
-
 fn views_args(input: &Path, output: &Path) -> Vec<String> {
     vec![
         "views".into(),
@@ -61,29 +33,23 @@ fn a_submission_flood_while_a_job_runs_is_held_back_and_the_job_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.json");
     let (admin, submit, worker) = (
-        token(&tokens, "admin"),
-        token(&tokens, "submit"),
-        token(&tokens, "worker"),
+        create_token(&tokens, "admin"),
+        create_token(&tokens, "submit"),
+        create_token(&tokens, "worker"),
     );
-    let (port, http_port) = (free_port(), free_port());
-    let addr = format!("127.0.0.1:{port}");
-    let http = format!("127.0.0.1:{http_port}");
-    let mut procs = Procs(vec![spawn_coordinator(
-        port,
+    let (mut procs, addr, http) = coordinator_with_http(
         dir.path(),
         &[
             "--auth",
             "on",
             "--tokens",
             tokens.to_str().unwrap(),
-            "--http",
-            &http,
             "--submit-rate",
             "60",
             "--submit-burst",
             "10",
         ],
-    )]);
+    );
     for i in 0..2 {
         procs.0.push(spawn_worker(
             &addr,
@@ -211,14 +177,7 @@ fn a_job_past_the_output_quota_fails_and_its_output_is_discarded() {
 #[test]
 fn traversal_payloads_and_bad_names_are_refused_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, http_port) = (free_port(), free_port());
-    let addr = format!("127.0.0.1:{port}");
-    let http = format!("127.0.0.1:{http_port}");
-    let _procs = Procs(vec![spawn_coordinator(
-        port,
-        dir.path(),
-        &["--http", &http],
-    )]);
+    let (_procs, addr, http) = coordinator_with_http(dir.path(), &[]);
     let inputs = inputs("64KiB");
     let log = inputs.log.display().to_string();
     let out = dir.path().join("out").display().to_string();

@@ -134,13 +134,21 @@ impl From<tonic::Status> for ClientError {
 /// A refusal's message; for a connection that failed under the call (a TLS handshake
 /// refused, a plaintext client at a TLS port), what failed and a hint.
 fn status_message(s: &tonic::Status) -> String {
-    match std::error::Error::source(s) {
-        Some(source) if matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Unavailable) => format!(
-            "connection to the coordinator failed: {} (a cluster with TLS needs --tls-ca, and with mutual TLS --tls-cert/--tls-key)",
-            protocol::tls::chain(source)
-        ),
-        _ => s.message().to_string(),
+    use tonic::Code;
+    let source = std::error::Error::source(s);
+    // The server answers with a gRPC status of its own; a failed connection leaves a status
+    // made on this side, with the transport error as its source or no message of its own.
+    let connection = matches!(
+        s.code(),
+        Code::Unknown | Code::Internal | Code::Unavailable | Code::Cancelled
+    ) && (source.is_some() || s.message() == "operation was canceled");
+    if !connection {
+        return s.message().to_string();
     }
+    format!(
+        "connection to the coordinator failed: {} (a cluster with TLS needs --tls-ca, and with mutual TLS --tls-cert/--tls-key)",
+        source.map_or_else(|| s.message().to_string(), protocol::tls::chain)
+    )
 }
 
 /// A connection to a coordinator.

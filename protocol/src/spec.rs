@@ -21,7 +21,7 @@ pub const MAX_INPUTS: usize = 1024;
 /// Most reduce tasks of one job.
 pub const MAX_REDUCERS: u32 = 100_000;
 /// Smallest split size.
-pub const MIN_SPLIT_SIZE: u64 = 4096;
+pub const MIN_SPLIT_SIZE: u64 = 1024;
 /// Most attempts per task.
 pub const MAX_ATTEMPTS: u32 = 100;
 

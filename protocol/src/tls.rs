@@ -105,7 +105,7 @@ impl ServerTls {
             (Some(c), Some(k)) => ServerTls::load(c, k, client_ca).map(Some),
             (None, None) if client_ca.is_none() => Ok(None),
             (None, None) => Err(TlsError::Config(
-                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+                "mutual TLS (--mtls) needs the server's own --tls-cert and --tls-key".into(),
             )),
             _ => Err(TlsError::Config(
                 "--tls-cert and --tls-key go together".into(),

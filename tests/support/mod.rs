@@ -502,3 +502,44 @@ pub fn local_secrets(state: &Path) -> (Vec<Vec<u8>>, impl Fn(&Path) -> bool) {
     };
     (secrets, keeper)
 }
+
+/// Makes a token of `role` (named `test-<role>`) in the token file `file`.
+pub fn create_token(file: &Path, role: &str) -> String {
+    ok(quern()
+        .args(["token", "create", "--role", role, "--name"])
+        .arg(format!("test-{role}"))
+        .arg("--tokens")
+        .arg(file))
+    .trim()
+    .to_string()
+}
+
+/// A plain HTTP GET: the status (0 when nothing answered) and the body.
+pub fn http_get(base: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(format!("http://{base}{path}"));
+    if let Some(t) = bearer {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Starts `quern coordinator` (as [`spawn_coordinator`]) with its web UI on a free port too;
+/// returns it with its gRPC and HTTP addresses.
+pub fn coordinator_with_http(dir: &Path, extra: &[&str]) -> (Procs, String, String) {
+    let (port, http_port) = (free_port(), free_port());
+    let http = format!("127.0.0.1:{http_port}");
+    let mut args = vec!["--http", &http];
+    args.extend_from_slice(extra);
+    let procs = Procs(vec![spawn_coordinator(port, dir, &args)]);
+    (procs, format!("127.0.0.1:{port}"), http)
+}
