@@ -108,7 +108,7 @@ fn a_submission_flood_while_a_job_runs_is_held_back_and_the_job_finishes() {
     let planned = codes.get("InvalidArgument").copied().unwrap_or(0);
     assert_eq!(held_back + planned, 400, "{codes:?}");
     // The burst of 10, and what the rate refilled while the flood lasted.
-    assert!(planned >= 10 && planned <= 30, "{codes:?}");
+    assert!((10..=30).contains(&planned), "{codes:?}");
 
     let status = ok(quern()
         .args(["job", "wait", &id, "--coordinator", &addr])

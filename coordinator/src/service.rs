@@ -186,7 +186,7 @@ impl Coordinator {
         if self.cert_roles && (header.is_none() || self.auth.is_none()) {
             let certs = request.peer_certs();
             let leaf = certs.as_deref().and_then(|c| c.first());
-            return match leaf.and_then(|c| cert_role(c)) {
+            return match leaf.and_then(cert_role) {
                 Some(role) if role.allows(need) => Ok(format!(
                     "cert:{}",
                     &protocol::binary::sha256_hex(leaf.map_or(&[][..], |c| c.as_ref()))

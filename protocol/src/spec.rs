@@ -191,7 +191,8 @@ mod tests {
     fn specs_breaking_a_rule_are_refused_naming_it() {
         let ok = JobSpec::new("views", vec!["a".into()], "out");
         assert_eq!(ok.validate(), Ok(()));
-        let bad: Vec<(fn(&mut JobSpec), &str)> = vec![
+        type Breaks = fn(&mut JobSpec);
+        let bad: Vec<(Breaks, &str)> = vec![
             (|s| s.job = "../../bin/sh".into(), "bad job name"),
             (|s| s.job = String::new(), "bad job name"),
             (|s| s.job = "views\0".into(), "bad job name"),
