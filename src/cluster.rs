@@ -178,6 +178,9 @@ pub struct LocalArgs {
     /// Task slots per worker (default: one per core).
     #[arg(long)]
     slots: Option<u32>,
+    /// GPUs each worker offers to tasks that want one (default: the NVIDIA GPUs each finds).
+    #[arg(long)]
+    gpus: Option<u32>,
     /// Directory for all of the cluster's state.
     #[arg(long, default_value = ".quern")]
     dir: PathBuf,
@@ -330,6 +333,8 @@ pub struct LocalOptions {
     pub workers: u32,
     /// Task slots per worker (none: one per core).
     pub slots: Option<u32>,
+    /// GPUs per worker (none: the workers detect them).
+    pub gpus: Option<u32>,
     /// Storage hosts given to the workers in turn.
     pub storage_hosts: Vec<String>,
     /// Where the web UI is served (none: not served).
@@ -346,6 +351,7 @@ impl Default for LocalOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             workers: 2,
             slots: None,
+            gpus: None,
             storage_hosts: Vec::new(),
             http: None,
             auth: false,
@@ -427,6 +433,9 @@ impl LocalCluster {
             if let Some(s) = o.slots {
                 cmd.arg("--slots").arg(s.to_string());
             }
+            if let Some(g) = o.gpus {
+                cmd.arg("--gpus").arg(g.to_string());
+            }
             match &worker_token {
                 Some(t) => cmd.env(protocol::auth::TOKEN_ENV, t),
                 None => cmd.env_remove(protocol::auth::TOKEN_ENV),
@@ -488,6 +497,7 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
         listen: a.listen,
         workers: a.workers.max(1),
         slots: a.slots,
+        gpus: a.gpus,
         storage_hosts: a.storage_hosts.clone(),
         http: (!a.no_http).then_some(a.http),
         auth: a.auth,
