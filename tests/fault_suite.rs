@@ -1108,7 +1108,9 @@ fn write_report(results: &[Outcome], mode: &str) -> String {
             "detail": r.detail,
         })).collect::<Vec<_>>(),
     });
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/faults");
+    // Test binaries run in their package's directory; a path fixed at build time would point
+    // into whichever checkout built a binary that several share through one target directory.
+    let dir = std::env::current_dir().unwrap().join("target/faults");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("report.json"),

@@ -207,6 +207,7 @@ pub async fn serve(
             shutdown.clone(),
         ))
     });
+    let pruner = tokio::spawn(coordinator.clone().prune_binaries_loop(shutdown.clone()));
     let scheduler = tokio::spawn(
         coordinator
             .clone()
@@ -222,6 +223,7 @@ pub async fn serve(
     shutdown.cancel();
     let _ = reaper.await;
     let _ = scheduler.await;
+    let _ = pruner.await;
     if let Some(h) = http {
         let _ = h.await;
     }

@@ -319,6 +319,19 @@ impl Coordinator {
         self.run_actions(actions).await;
     }
 
+    /// Removes unused job binaries every hour until `shutdown`.
+    pub async fn prune_binaries_loop(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.prune_binaries()).await;
+        }
+    }
+
     /// Declares silent workers dead, every heartbeat interval, until `shutdown`.
     pub async fn expire_workers_loop(self, every: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);

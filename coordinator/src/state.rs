@@ -1322,6 +1322,15 @@ impl State {
 
     /// Declares workers silent past the timeout dead: their attempts fail, and map outputs
     /// on their disks that a running job still needs are produced again.
+    /// The job binaries that unfinished jobs run (kept however old they are).
+    pub fn binaries_in_use(&self) -> std::collections::HashSet<String> {
+        self.jobs
+            .values()
+            .filter(|j| !j.state.is_over() && !j.spec.binary.is_empty())
+            .map(|j| j.spec.binary.clone())
+            .collect()
+    }
+
     /// The shuffle secret of `job` (also what its attempt logs are opened with).
     pub fn job_secret(&self, job: JobId) -> Vec<u8> {
         protocol::auth::job_secret(&self.shuffle_key, job.0)

@@ -10,6 +10,29 @@ use protocol::pb::FetchBinaryRequest;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
 
+/// How long a cached binary stays unused before it is removed (a later task of its job
+/// fetches it again; a running executor keeps its file open).
+pub const CACHE_RETENTION: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
+/// Removes cached binaries (and partial fetches) unused for longer than `retention`.
+/// Returns how many went.
+pub fn prune(dir: &Path, retention: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir.join("binaries")) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > retention)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// One fetch at a time per worker: concurrent attempts of a new job wait for the first.
 static FETCH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -30,6 +53,10 @@ pub async fn ensure(
     let path = cache.join(sha);
     let _one = FETCH.lock().await;
     if tokio::fs::metadata(&path).await.is_ok() {
+        // Its modification time is its last use, for the pruner.
+        if let Ok(f) = std::fs::File::open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         return Ok(path);
     }
     tokio::fs::create_dir_all(&cache)
@@ -82,4 +109,30 @@ pub async fn ensure(
         "job binary fetched and verified"
     );
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cached_binaries_unused_past_the_retention_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("binaries");
+        std::fs::create_dir_all(&cache).unwrap();
+        let old = std::time::SystemTime::now() - super::CACHE_RETENTION * 2;
+        for (name, is_old) in [("a".repeat(64), true), ("b".repeat(64), false)] {
+            let path = cache.join(name);
+            std::fs::write(&path, b"x").unwrap();
+            if is_old {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+        }
+        assert_eq!(super::prune(dir.path(), super::CACHE_RETENTION), 1);
+        assert!(cache.join("b".repeat(64)).exists());
+        assert_eq!(super::prune(dir.path(), super::CACHE_RETENTION), 0);
+    }
 }

@@ -85,6 +85,10 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
                 if removed > 0 {
                     tracing::info!(removed, "job secrets no longer needed removed");
                 }
+                let removed = crate::binaries::prune(&dir, crate::binaries::CACHE_RETENTION);
+                if removed > 0 {
+                    tracing::info!(removed, "unused job binaries removed from the cache");
+                }
             })
             .await;
         }

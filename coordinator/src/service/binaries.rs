@@ -14,6 +14,51 @@ use tonic::{Status, Streaming};
 
 use super::Coordinator;
 
+/// How long an uploaded binary is kept after it was last uploaded, asked for or submitted
+/// with, when no unfinished job runs it.
+pub const BINARY_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// How long an upload's partial file may sit before it is taken for abandoned.
+const PARTIAL_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Marks a kept binary as used now (its modification time is its last use).
+pub(crate) fn touch(path: &std::path::Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the binaries in `dir` unused for longer than `retention` that no unfinished job
+/// runs (`in_use`), and abandoned partial uploads. Returns how many files went.
+pub fn prune(
+    dir: &std::path::Path,
+    in_use: &std::collections::HashSet<String>,
+    retention: std::time::Duration,
+) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let age = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let stale = if valid_sha256(&name) {
+            age > retention && !in_use.contains(&name)
+        } else {
+            age > PARTIAL_RETENTION
+        };
+        if stale && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Frames of a binary sent to a worker.
 pub type BinaryStream = Pin<Box<dyn Stream<Item = Result<BinaryChunk, Status>> + Send>>;
 
@@ -27,9 +72,24 @@ impl Coordinator {
         Ok(self.binaries.join(sha))
     }
 
-    /// Whether binary `sha` was uploaded.
+    /// Whether binary `sha` was uploaded (and if so, marks it used now).
     pub(crate) fn has_binary(&self, sha: &str) -> Result<bool, Status> {
-        Ok(self.binary_path(sha)?.is_file())
+        let path = self.binary_path(sha)?;
+        let present = path.is_file();
+        if present {
+            touch(&path);
+        }
+        Ok(present)
+    }
+
+    /// Removes binaries no job needs any more ([`prune`] with [`BINARY_RETENTION`]).
+    pub fn prune_binaries(&self) -> usize {
+        let in_use = self.state().binaries_in_use();
+        let removed = prune(&self.binaries, &in_use, BINARY_RETENTION);
+        if removed > 0 {
+            tracing::info!(removed, "unused job binaries removed");
+        }
+        removed
     }
 
     pub(super) fn has_binary_rpc(&self, sha: &str) -> Result<HasBinaryResponse, Status> {
@@ -147,5 +207,45 @@ impl Coordinator {
             })
             .collect();
         Ok(Box::pin(tokio_stream::iter(frames)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_unused_binaries_and_abandoned_uploads_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = |c: char| c.to_string().repeat(64);
+        let old = std::time::SystemTime::now() - BINARY_RETENTION * 2;
+        for (name, age_old) in [
+            (sha('a'), true),                        // old, unused: goes
+            (sha('b'), true),                        // old, run by an unfinished job: stays
+            (sha('c'), false),                       // recent: stays
+            (format!("{}.partial", sha('d')), true), // abandoned upload: goes
+        ] {
+            let path = dir.path().join(&name);
+            std::fs::write(&path, b"x").unwrap();
+            if age_old {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+        }
+        let in_use = [sha('b')].into_iter().collect();
+        assert_eq!(prune(dir.path(), &in_use, BINARY_RETENTION), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [sha('b'), sha('c')]);
+        // A use makes an old binary recent again.
+        touch(&dir.path().join(sha('b')));
+        assert_eq!(prune(dir.path(), &Default::default(), BINARY_RETENTION), 0);
     }
 }
