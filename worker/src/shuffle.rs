@@ -157,7 +157,7 @@ impl WorkerService for ShuffleService {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|_| Status::not_found(format!("no log of {attempt} on this worker")))?;
         Ok(Response::new(FetchLogResponse {
-            data: data.0.into(),
+            data: data.0,
             truncated: data.1,
         }))
     }
