@@ -169,8 +169,10 @@ impl Coordinator {
         self.auth.as_ref()
     }
 
-    /// Refuses a call whose token is missing, invalid or of a role that may not do `what`,
-    /// before anything else happens; passes every call when authentication is off.
+    /// Refuses a call whose token (or, under mutual TLS, client certificate) is missing,
+    /// invalid or of a role that may not do `what`, before anything else happens; passes every
+    /// call when authentication is off. Returns who called, for per-caller limits: the token's
+    /// id, the certificate's fingerprint, or the caller's address.
     #[allow(clippy::result_large_err)]
     fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<String, Status> {
         let header = request
