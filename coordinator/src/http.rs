@@ -549,8 +549,9 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
             sum(counter)
         );
     }
+    let workers = state.workers_view(now);
     let _ = writeln!(out, "# HELP quern_worker_heartbeat_lag_seconds Time since each worker's last heartbeat.\n# TYPE quern_worker_heartbeat_lag_seconds gauge");
-    for w in state.workers_view(now) {
+    for w in &workers {
         let _ = writeln!(
             out,
             "quern_worker_heartbeat_lag_seconds{{worker=\"{}\",alive=\"{}\"}} {:.3}",
@@ -560,7 +561,7 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
         );
     }
     let _ = writeln!(out, "# HELP quern_worker_heartbeat_gap_max_seconds The longest time between two heartbeats of each worker.\n# TYPE quern_worker_heartbeat_gap_max_seconds gauge");
-    for w in state.workers_view(now) {
+    for w in &workers {
         let _ = writeln!(
             out,
             "quern_worker_heartbeat_gap_max_seconds{{worker=\"{}\"}} {:.3}",

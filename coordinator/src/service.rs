@@ -130,15 +130,40 @@ impl Coordinator {
     /// caller's rate limit.
     #[allow(clippy::result_large_err)]
     fn authorize_submission<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
-        let caller = self.authorize(request, Role::Submit, what)?;
+        self.authorize(request, Role::Submit, what)?;
         self.submit_limit
-            .take(&caller, Instant::now())
+            .take(&self.caller(request), Instant::now())
             .map_err(|wait| {
                 Status::resource_exhausted(format!(
                     "too many submissions from this caller: retry in {:.1} s (coordinator --submit-rate)",
                     wait.as_secs_f64()
                 ))
             })
+    }
+
+    /// Who made an authorized call, for per-caller limits: the certificate's fingerprint
+    /// when the certificate identified it, the token's id (never the secret) when a token
+    /// did, else the caller's address.
+    fn caller<T>(&self, request: &Request<T>) -> String {
+        let header = request
+            .metadata()
+            .get(protocol::auth::HEADER)
+            .and_then(|v| v.to_str().ok());
+        if self.cert_roles && (header.is_none() || self.auth.is_none()) {
+            let certs = request.peer_certs();
+            let leaf = certs.as_deref().and_then(|c| c.first());
+            let der = leaf.map_or(&[][..], |c| c.as_ref());
+            let sha = protocol::binary::sha256_hex(der).unwrap_or_default();
+            return format!("cert:{}", &sha[..sha.len().min(16)]);
+        }
+        if self.auth.is_some() {
+            // `qrn_<id>_<secret>`
+            let id = header.and_then(|h| h.split('_').nth(1)).unwrap_or_default();
+            return format!("token:{id}");
+        }
+        request
+            .remote_addr()
+            .map_or_else(|| "anonymous".to_string(), |a| format!("ip:{}", a.ip()))
     }
 
     /// With `cert_roles`, a call without a token is identified by its client certificate's
@@ -171,10 +196,9 @@ impl Coordinator {
 
     /// Refuses a call whose token (or, under mutual TLS, client certificate) is missing,
     /// invalid or of a role that may not do `what`, before anything else happens; passes every
-    /// call when authentication is off. Returns who called, for per-caller limits: the token's
-    /// id, the certificate's fingerprint, or the caller's address.
+    /// call when authentication is off.
     #[allow(clippy::result_large_err)]
-    fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<String, Status> {
+    fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<(), Status> {
         let header = request
             .metadata()
             .get(protocol::auth::HEADER)
@@ -187,13 +211,8 @@ impl Coordinator {
         // tokens are checked.
         if self.cert_roles && (header.is_none() || self.auth.is_none()) {
             let certs = request.peer_certs();
-            let leaf = certs.as_deref().and_then(|c| c.first());
-            return match leaf.and_then(cert_role) {
-                Some(role) if role.allows(need) => Ok(format!(
-                    "cert:{}",
-                    &protocol::binary::sha256_hex(leaf.map_or(&[][..], |c| c.as_ref()))
-                        .unwrap_or_default()[..16]
-                )),
+            return match certs.as_deref().and_then(|c| c.first()).and_then(cert_role) {
+                Some(role) if role.allows(need) => Ok(()),
                 Some(role) => Err(to_status(Denied::Role {
                     role,
                     what: what.to_string(),
@@ -204,14 +223,11 @@ impl Coordinator {
             };
         }
         let Some(auth) = &self.auth else {
-            return Ok(request
-                .remote_addr()
-                .map_or_else(|| "anonymous".to_string(), |a| format!("ip:{}", a.ip())));
+            return Ok(());
         };
-        auth.check(header, need, what).map_err(to_status)?;
-        // The token's id (`qrn_<id>_<secret>`): never the secret.
-        let id = header.and_then(|h| h.split('_').nth(1)).unwrap_or_default();
-        Ok(format!("token:{id}"))
+        auth.check(header, need, what)
+            .map(|_| ())
+            .map_err(to_status)
     }
 
     /// Keeps uploaded job binaries in `dir`.

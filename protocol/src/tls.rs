@@ -44,24 +44,21 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// A PEM file that should hold `what`: a clear error when it does not.
+/// A PEM file that should hold `what` (`CERTIFICATE`, `PRIVATE KEY`): a clear error when it
+/// does not.
 fn pem(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
     let data = read(path)?;
-    if !String::from_utf8_lossy(&data).contains(&format!("-----BEGIN {what}")) {
+    let text = String::from_utf8_lossy(&data);
+    // A key's label may name its kind (`BEGIN EC PRIVATE KEY`).
+    let found = match what {
+        "PRIVATE KEY" => text.contains("PRIVATE KEY-----"),
+        _ => text.contains(&format!("-----BEGIN {what}")),
+    };
+    if !found {
         return Err(TlsError::Config(format!(
-            "{} holds no PEM {what}",
-            path.display()
-        )));
-    }
-    Ok(data)
-}
-
-fn pem_key(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let data = read(path)?;
-    if !String::from_utf8_lossy(&data).contains("PRIVATE KEY-----") {
-        return Err(TlsError::Config(format!(
-            "{} holds no PEM private key",
-            path.display()
+            "{} holds no PEM {}",
+            path.display(),
+            what.to_lowercase()
         )));
     }
     Ok(data)
@@ -87,7 +84,7 @@ impl ServerTls {
     pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
         Ok(ServerTls {
             cert_pem: pem(cert, "CERTIFICATE")?,
-            key_pem: pem_key(key)?,
+            key_pem: pem(key, "PRIVATE KEY")?,
             client_ca_pem: client_ca.map(|p| pem(p, "CERTIFICATE")).transpose()?,
         })
     }
@@ -157,7 +154,7 @@ impl ClientTls {
             }
         };
         let identity = match &files {
-            Some((c, k)) => Some((pem(c, "CERTIFICATE")?, pem_key(k)?)),
+            Some((c, k)) => Some((pem(c, "CERTIFICATE")?, pem(k, "PRIVATE KEY")?)),
             None => None,
         };
         Ok(ClientTls {
