@@ -322,6 +322,8 @@ pub struct LocalCluster {
     workers: Vec<Child>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), coordinator::CoordinatorError>>,
+    /// Held while the cluster runs: one `quern local` per directory.
+    _lock: protocol::dirlock::DirLock,
 }
 
 /// How `quern local` (and `quern demo`) set up their cluster.
@@ -363,6 +365,8 @@ impl Default for LocalOptions {
 impl LocalCluster {
     /// Starts a coordinator and worker processes as `o` says, all under `dir`.
     pub async fn start(dir: &Path, o: &LocalOptions, registry: Registry) -> Result<Self> {
+        // Before anything in `dir` is touched: a second `quern local` on it refuses to start.
+        let lock = protocol::dirlock::DirLock::acquire(dir, "local.lock")?;
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
         // With tokens on: an admin token for the CLI (<dir>/token) and one for the workers
@@ -466,6 +470,7 @@ impl LocalCluster {
             workers: children,
             shutdown,
             server,
+            _lock: lock,
         })
     }
 

@@ -48,13 +48,26 @@ pub struct JobSpecArgs {
     pub max_bad_records: u64,
 }
 
-/// Makes a relative local path absolute: workers and executors may run in another directory.
-fn absolute(path: &str) -> Result<String> {
-    if path.contains("://") || path.starts_with('/') {
+/// Makes a local path absolute (workers and executors may run in another directory) and
+/// resolves its `.` and `..` components lexically, so `../logs/x.log` names what it names in
+/// the shell (the storage layer refuses `..` in the paths it is given). URLs are left alone:
+/// `..` stays refused inside remote keys.
+pub(crate) fn absolute(path: &str) -> Result<String> {
+    if path.contains("://") {
         return Ok(path.to_string());
     }
     let abs = std::path::absolute(path).with_context(|| format!("resolving {path}"))?;
-    Ok(abs.display().to_string())
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => clean.push(c),
+        }
+    }
+    Ok(clean.display().to_string())
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -202,10 +215,11 @@ pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) 
         spec.input_format = job.input_format().name().into();
         spec.gpu = job.wants_gpu();
     }
-    if crate::builtin_registry()
-        .jobs()
-        .iter()
-        .any(|j| j.name == spec.job)
+    // A built-in job runs in the cluster's own executors; one this binary registered under a
+    // built-in's name is its own code, shipped like any custom job.
+    if registry.is_builtin(&spec.job)
+        || (registry.create(&spec.job, &spec.params).is_err()
+            && crate::builtin_registry().is_builtin(&spec.job))
     {
         return Ok(());
     }
@@ -532,4 +546,22 @@ async fn logs(
         bail!("no attempt of {id} matches");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+
+    #[test]
+    fn local_paths_become_absolute_with_dot_dot_resolved() {
+        let cwd = std::env::current_dir().unwrap();
+        let parent = cwd.parent().unwrap().display().to_string();
+        assert_eq!(
+            absolute("../logs/x.log").unwrap(),
+            format!("{parent}/logs/x.log")
+        );
+        assert_eq!(absolute("/a/b/../c/./d/").unwrap(), "/a/c/d");
+        assert_eq!(absolute("/../a").unwrap(), "/a");
+        assert_eq!(absolute("s3://b/../k").unwrap(), "s3://b/../k");
+    }
 }

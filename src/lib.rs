@@ -155,7 +155,7 @@ pub fn builtin_registry() -> Registry {
     #[allow(unused_mut)]
     let mut r = Registry::builtin();
     #[cfg(feature = "photos")]
-    r.register(photos::PHOTOS);
+    r.register_builtin(photos::PHOTOS);
     r
 }
 pub use jobs::{builtin, registry, sdk, Registry};
@@ -174,6 +174,20 @@ pub fn main_with(registry: Registry) -> ExitCode {
     };
     init_tracing(cli.log_format, default_level);
     protocol::failpoint::setup();
+    if !matches!(
+        cli.command,
+        Command::Coordinator(_)
+            | Command::Worker(_)
+            | Command::Local(_)
+            | Command::Executor { .. }
+            | Command::Demo(_)
+    ) {
+        // A user command whose reader went away (`quern job list | head -1`) ends quietly, as
+        // Unix tools do, rather than panicking in `println!`. Daemons keep SIGPIPE ignored:
+        // they write to pipes of executors that may have died, and must live on.
+        // SAFETY: signal(2) with SIG_DFL, before any thread of ours is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Executor { task, serve } => {
             let code = match task {

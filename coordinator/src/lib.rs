@@ -115,6 +115,9 @@ pub enum CoordinatorError {
     /// The gRPC server failed.
     #[error("coordinator server failed")]
     Transport(#[from] tonic::transport::Error),
+    /// Another process owns the state directory.
+    #[error(transparent)]
+    Locked(#[from] protocol::dirlock::DirLockError),
 }
 
 /// The shuffle master key in `<state_dir>/shuffle.key`, made (owner-readable only) on first
@@ -165,6 +168,9 @@ pub async fn serve(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
+    // Held until this function returns: one coordinator per state directory, so a second one
+    // can neither replay the journal nor bump the epoch under the first.
+    let _lock = protocol::dirlock::DirLock::acquire(&config.state_dir, "coordinator.lock")?;
     let epoch = next_epoch(&config.state_dir)?;
     let (journal, records) =
         journal::Journal::open(&config.state_dir).map_err(|e| CoordinatorError::Journal(e))?;

@@ -1656,10 +1656,19 @@ impl State {
             elapsed_ms: end.duration_since(job.submitted).as_millis() as u64,
             error: job.error.clone().unwrap_or_default(),
             output: job.spec.output.clone(),
-            maps_running: count(&job.maps, |s| *s == TaskState::Running),
-            reduces_running: count(&job.reduces, |s| {
-                matches!(s, TaskState::Running | TaskState::Committing(_))
-            }),
+            // An ended job runs nothing: attempts still out are being cancelled.
+            maps_running: if job.state.is_over() {
+                0
+            } else {
+                count(&job.maps, |s| *s == TaskState::Running)
+            },
+            reduces_running: if job.state.is_over() {
+                0
+            } else {
+                count(&job.reduces, |s| {
+                    matches!(s, TaskState::Running | TaskState::Committing(_))
+                })
+            },
             counters: Some(pb::Counters {
                 values: counters.0.into_iter().collect(),
             }),
@@ -1679,7 +1688,7 @@ mod schedules;
 mod views;
 
 pub use schedules::{
-    compute_due, Backfill, Due, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY,
+    compute_due, Backfill, CancelBackfillError, Due, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY,
 };
 pub use views::AttemptView;
 pub use views::WorkerView;

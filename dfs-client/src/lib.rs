@@ -162,9 +162,11 @@ impl Storage {
         }
     }
 
-    /// Returns the files at `url`: the file itself, the data files of a directory (sorted,
-    /// skipping names that start with `_` or `.`), or the files whose name matches a glob
-    /// (`*`, `?`) in the last path component.
+    /// Returns the files at `url`, sorted by path: the file itself; the data files of a
+    /// directory, recursively; or, for a glob (`*`, `?`) in the last path component, the files
+    /// it matches and the data files of the directories it matches. Names starting with `_`
+    /// or `.` are skipped at every level below (an earlier output's `_SUCCESS`, `_temporary/`
+    /// and hidden files never become input), and by a glob unless it starts with one itself.
     ///
     /// # Errors
     /// [`DfsError::NotFound`] when nothing matches.
@@ -256,6 +258,12 @@ pub fn local_host() -> String {
 /// Returns true for names listed as data: not hidden (`.`) and not metadata (`_`).
 pub(crate) fn is_data_file(name: &str) -> bool {
     !(name.starts_with('_') || name.starts_with('.'))
+}
+
+/// Returns true when a glob in a listing's last component takes `name`: it matches, and it
+/// is a data name unless the pattern itself names hidden or metadata files (`_*`, `.*`).
+pub(crate) fn glob_names(pattern: &str, name: &str) -> bool {
+    glob_match(pattern.as_bytes(), name.as_bytes()) && (is_data_file(name) || !is_data_file(pattern))
 }
 
 /// Matches a file name against a glob of `*` and `?`.

@@ -2,14 +2,15 @@
 //! in the page cache costs no copy; writes go to a hidden temporary beside the target and are
 //! renamed into place, which is atomic on POSIX file systems.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
 use crate::writer::Writer;
-use crate::{glob_match, is_data_file, DfsError, DfsPath, FileStatus, Piece};
+use crate::{glob_names, is_data_file, DfsError, DfsPath, FileStatus, Piece};
 
 /// Serves plain paths and `file://` URLs.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +24,30 @@ fn status(path: &Path) -> Result<FileStatus, DfsError> {
     })
 }
 
+/// Adds the data files under `dir`, recursively: names starting with `_` or `.` are skipped
+/// at every level, symbolic links are followed, and a directory reached twice (a link loop)
+/// is read once.
+fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<FileStatus>) -> Result<(), DfsError> {
+    let real = fs::canonicalize(dir).map_err(|e| DfsError::io(dir, e))?;
+    if !seen.insert(real) {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(|e| DfsError::io(dir, e))? {
+        let entry = entry.map_err(|e| DfsError::io(dir, e))?;
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if !is_data_file(&n) {
+            continue;
+        }
+        let child = dir.join(&n);
+        if child.is_dir() {
+            walk(&child, seen, out)?;
+        } else if child.is_file() {
+            out.push(status(&child)?);
+        }
+    }
+    Ok(())
+}
+
 impl LocalBackend {
     pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
         let path = &p.local();
@@ -31,6 +56,7 @@ impl LocalBackend {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut out = Vec::new();
+        let mut seen = HashSet::new();
         if name.contains(['*', '?']) {
             let dir = path
                 .parent()
@@ -39,18 +65,17 @@ impl LocalBackend {
             for entry in fs::read_dir(dir).map_err(|e| DfsError::io(dir, e))? {
                 let entry = entry.map_err(|e| DfsError::io(dir, e))?;
                 let n = entry.file_name().to_string_lossy().into_owned();
-                if glob_match(name.as_bytes(), n.as_bytes()) && entry.path().is_file() {
-                    out.push(status(&dir.join(&n))?);
+                if glob_names(&name, &n) {
+                    let child = dir.join(&n);
+                    if child.is_dir() {
+                        walk(&child, &mut seen, &mut out)?;
+                    } else if child.is_file() {
+                        out.push(status(&child)?);
+                    }
                 }
             }
         } else if path.is_dir() {
-            for entry in fs::read_dir(path).map_err(|e| DfsError::io(path, e))? {
-                let entry = entry.map_err(|e| DfsError::io(path, e))?;
-                let n = entry.file_name().to_string_lossy().into_owned();
-                if is_data_file(&n) && entry.path().is_file() {
-                    out.push(status(&path.join(&n))?);
-                }
-            }
+            walk(path, &mut seen, &mut out)?;
         } else {
             out.push(status(path)?);
         }

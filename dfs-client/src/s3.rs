@@ -16,7 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use crate::config::StorageConfig;
 use crate::path::{Backend, DfsPath};
 use crate::writer::{spool_path, Writer};
-use crate::{glob_match, is_data_file, DfsError, FileStatus, Piece};
+use crate::{glob_names, is_data_file, DfsError, FileStatus, Piece};
 
 /// Upload parts of this size (S3 needs at least 5 MiB per part but the last).
 const PART_BYTES: usize = 16 << 20;
@@ -102,39 +102,41 @@ impl S3 {
         }
     }
 
-    /// Returns the objects directly under `prefix` (not in deeper "directories").
-    fn children(&self, p: &DfsPath, prefix: &Key) -> Result<Vec<(Key, u64)>, DfsError> {
+    /// Returns the objects directly under `prefix` and the "directories" (common prefixes)
+    /// there.
+    fn children(&self, p: &DfsPath, prefix: &Key) -> Result<(Vec<(Key, u64)>, Vec<Key>), DfsError> {
         let store = self.store(p)?;
         let prefix = prefix.clone();
         let list = runtime()
             .block_on(async move { store.list_with_delimiter(Some(&prefix)).await })
             .map_err(|e| err(p, e))?;
-        Ok(list
+        let objects = list
             .objects
             .into_iter()
             .map(|o| (o.location, o.size))
-            .collect())
+            .collect();
+        Ok((objects, list.common_prefixes))
     }
 
     pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
         let (dir, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
         let mut out = Vec::new();
         if name.contains(['*', '?']) {
-            for (k, len) in self.children(p, &Key::from(dir))? {
-                if glob_match(name.as_bytes(), k.filename().unwrap_or("").as_bytes()) {
+            let (objects, prefixes) = self.children(p, &Key::from(dir))?;
+            for (k, len) in objects {
+                if glob_names(name, k.filename().unwrap_or("")) {
                     out.push(Self::status(p, &k, len));
+                }
+            }
+            for prefix in prefixes {
+                if glob_names(name, prefix.filename().unwrap_or("")) {
+                    self.walk(p, &prefix, &mut out)?;
                 }
             }
         } else {
             match self.stat(p) {
                 Ok(st) => out.push(st),
-                Err(DfsError::NotFound { .. }) => {
-                    for (k, len) in self.children(p, &Self::key(p))? {
-                        if is_data_file(k.filename().unwrap_or("")) {
-                            out.push(Self::status(p, &k, len));
-                        }
-                    }
-                }
+                Err(DfsError::NotFound { .. }) => self.walk(p, &Self::key(p), &mut out)?,
                 Err(e) => return Err(e),
             }
         }
@@ -143,6 +145,23 @@ impl S3 {
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    /// Adds the data objects under `prefix` at any depth, skipping those with a `_` or `.`
+    /// name anywhere below the prefix.
+    fn walk(&self, p: &DfsPath, prefix: &Key, out: &mut Vec<FileStatus>) -> Result<(), DfsError> {
+        let store = self.store(p)?;
+        let at = prefix.clone();
+        let objects: Vec<_> = runtime()
+            .block_on(async move { store.list(Some(&at)).try_collect().await })
+            .map_err(|e| err(p, e))?;
+        let depth = prefix.parts().count();
+        for o in objects {
+            if o.location.parts().skip(depth).all(|c| is_data_file(c.as_ref())) {
+                out.push(Self::status(p, &o.location, o.size));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn stat(&self, p: &DfsPath) -> Result<FileStatus, DfsError> {
@@ -159,7 +178,10 @@ impl S3 {
     pub(crate) fn exists(&self, p: &DfsPath) -> Result<bool, DfsError> {
         match self.stat(p) {
             Ok(_) => Ok(true),
-            Err(DfsError::NotFound { .. }) => Ok(!self.children(p, &Self::key(p))?.is_empty()),
+            Err(DfsError::NotFound { .. }) => {
+                let (objects, dirs) = self.children(p, &Self::key(p))?;
+                Ok(!objects.is_empty() || !dirs.is_empty())
+            }
             Err(e) => Err(e),
         }
     }

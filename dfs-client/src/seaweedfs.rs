@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::config::StorageConfig;
 use crate::path::DfsPath;
 use crate::writer::{spool_path, Writer};
-use crate::{glob_match, is_data_file, DfsError, FileStatus, Piece};
+use crate::{glob_names, is_data_file, DfsError, FileStatus, Piece};
 
 #[derive(Debug, Deserialize)]
 struct Entry {
@@ -198,19 +198,18 @@ impl SeaweedFs {
         if name.contains(['*', '?']) {
             for e in self.children(p, if dir.is_empty() { "/" } else { dir })? {
                 let n = e.full_path.rsplit('/').next().unwrap_or("");
-                if !e.is_dir() && glob_match(name.as_bytes(), n.as_bytes()) {
-                    out.push(Self::status(p, &e));
+                if glob_names(name, n) {
+                    if e.is_dir() {
+                        self.walk(p, &e.full_path, &mut out)?;
+                    } else {
+                        out.push(Self::status(p, &e));
+                    }
                 }
             }
         } else {
             let e = self.entry(p)?;
             if e.is_dir() {
-                for c in self.children(p, &p.path)? {
-                    let n = c.full_path.rsplit('/').next().unwrap_or("");
-                    if !c.is_dir() && is_data_file(n) {
-                        out.push(Self::status(p, &c));
-                    }
-                }
+                self.walk(p, &p.path, &mut out)?;
             } else {
                 out.push(Self::status(p, &e));
             }
@@ -220,6 +219,22 @@ impl SeaweedFs {
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    /// Adds the data files under `dir`, recursively, skipping `_` and `.` names at every level.
+    fn walk(&self, p: &DfsPath, dir: &str, out: &mut Vec<FileStatus>) -> Result<(), DfsError> {
+        for c in self.children(p, dir)? {
+            let n = c.full_path.rsplit('/').next().unwrap_or("");
+            if !is_data_file(n) {
+                continue;
+            }
+            if c.is_dir() {
+                self.walk(p, &c.full_path, out)?;
+            } else {
+                out.push(Self::status(p, &c));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn stat(&self, p: &DfsPath) -> Result<FileStatus, DfsError> {

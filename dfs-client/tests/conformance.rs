@@ -172,30 +172,69 @@ fn byte_ranges_read_exactly_across_chunk_boundaries() {
 }
 
 #[test]
-fn listing_sorts_skips_metadata_and_matches_globs() {
+fn listing_recurses_skips_metadata_and_matches_globs() {
     for r in roots() {
         let s = &r.storage;
-        for name in ["b.log", "a.log", "_SUCCESS", ".hidden", "c.txt"] {
+        for name in [
+            "b.log",
+            "a.log",
+            "_SUCCESS",
+            ".hidden",
+            "c.txt",
+            "sub/deep.log",
+            "sub/deeper/x y.log",
+            "sub/_temporary/part-0",
+            "sub/.cache/c.log",
+            "_logs/old.log",
+            "day.2019.01/holiday.2019.log",
+        ] {
             s.write_all(&format!("{}/{name}", r.url), name.as_bytes())
                 .unwrap();
         }
-        s.write_all(&format!("{}/sub/deep.log", r.url), b"x")
-            .unwrap();
         let names = |v: Vec<dfs_client::FileStatus>| {
+            let root = format!("{}/", r.url);
             v.into_iter()
-                .map(|f| f.path.rsplit('/').next().unwrap().to_string())
+                .map(|f| {
+                    let rel = f.path.split_once(&root).map(|(_, rel)| rel.to_string());
+                    rel.unwrap_or(f.path)
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(
             names(s.list(&r.url).unwrap()),
-            ["a.log", "b.log", "c.txt"],
-            "{}",
+            [
+                "a.log",
+                "b.log",
+                "c.txt",
+                "day.2019.01/holiday.2019.log",
+                "sub/deep.log",
+                "sub/deeper/x y.log"
+            ],
+            "{}: a directory is read recursively, `_` and `.` names skipped at every level",
             r.kind
         );
         assert_eq!(
             names(s.list(&format!("{}/*.log", r.url)).unwrap()),
             ["a.log", "b.log"],
             "{}",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/s*", r.url)).unwrap()),
+            ["sub/deep.log", "sub/deeper/x y.log"],
+            "{}: a glob matching a directory takes its data files",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/sub", r.url)).unwrap()),
+            ["sub/deep.log", "sub/deeper/x y.log"],
+            "{}",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/_*", r.url)).unwrap()),
+            ["_SUCCESS", "_logs/old.log"],
+            "{}: a glob that names metadata takes it",
             r.kind
         );
         assert_eq!(

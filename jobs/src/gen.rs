@@ -430,8 +430,9 @@ impl RecordsGen {
     }
 }
 
-/// Generates 100-byte records in the TeraSort layout: a 10-byte key of printable ASCII,
-/// a 32-digit hex row number, filler, and a newline: the input of the `sort` job.
+/// Generates 100-byte records in the layout `gensort -a` writes (TeraSort's ASCII form): a
+/// 10-byte key of printable ASCII, two spaces, the row number in 32 hex digits, two spaces,
+/// 52 bytes of filler (13 runs of 4 hex digits), and `\r\n`: the input of the `sort` job.
 pub struct SortRecordsGen {
     rng: Rng,
     row: u64,
@@ -453,9 +454,11 @@ impl SortRecordsGen {
         out.extend_from_slice(b"  ");
         out.extend_from_slice(format!("{:032X}", self.row).as_bytes());
         out.extend_from_slice(b"  ");
-        let c = b'A' + (self.row % 26) as u8;
-        out.extend(std::iter::repeat_n(c, 100 - 10 - 2 - 32 - 2 - 1));
-        out.push(b'\n');
+        for i in 0..13 {
+            let c = b"0123456789ABCDEF"[((self.row + i) % 16) as usize];
+            out.extend_from_slice(&[c; 4]);
+        }
+        out.extend_from_slice(b"\r\n");
         self.row += 1;
     }
 

@@ -15,7 +15,7 @@ use crate::registry::{JobError, Registry};
 use crate::runtime::map::{mmap, MapConfig};
 use crate::runtime::{format::ShuffleFile, panic_message, TaskError};
 use crate::sdk::Counters;
-use crate::split::read_split;
+use crate::input::read_input;
 
 /// Errors of a local run.
 #[derive(Debug, thiserror::Error)]
@@ -182,9 +182,10 @@ fn run_tasks(
     for (i, planned) in splits.iter().enumerate() {
         let task = format!("map {i}");
         let out = work_dir.join(format!("map-{i:05}"));
-        let (offset, input) = guarded(&task, || {
-            Ok(read_split(storage, &planned.split, planned.file_len)?)
+        let read = guarded(&task, || {
+            Ok(read_input(storage, &planned.split, planned.file_len)?)
         })?;
+        let (offset, input) = (read.offset, read.data);
         let cfg = MapConfig {
             partitions: spec.reducers,
             memory_budget: spec.task_memory as usize,
@@ -195,7 +196,7 @@ fn run_tasks(
             format: job.input_format(),
             listed: Default::default(),
         };
-        let c = run_map_attempts(
+        let mut c = run_map_attempts(
             job,
             spec,
             &planned.split.path,
@@ -209,6 +210,9 @@ fn run_tasks(
             task: task.clone(),
             source,
         })?;
+        if let Some(n) = read.compressed_bytes {
+            c.add("map_input_compressed_bytes", n);
+        }
         p.bytes_read += c.get("map_input_bytes");
         counters.merge(&c);
         map_files.push(out);

@@ -18,7 +18,8 @@ pub struct PlannedSplit {
 /// Returns the splits of `inputs` (files, directories or globs), in input order then file
 /// order. Splits follow the pieces storage reports (a SeaweedFS chunk, or a whole local file),
 /// so each map task reads data held together on one set of hosts; a piece larger than
-/// `split_size` is cut further. Empty files have no splits.
+/// `split_size` is cut further. A compressed file (`.gz`, `.zst`) is one split. Empty files
+/// have no splits.
 ///
 /// # Errors
 /// Storage errors; an input that matches nothing is [`DfsError::NotFound`].
@@ -66,7 +67,8 @@ pub fn plan_inputs(
                     hosts: Vec::new(),
                 }];
             }
-            if format.whole_files() {
+            // A compressed file cannot be entered at an arbitrary byte: one split, read whole.
+            if format.whole_files() || crate::input::Codec::of(&file.path).is_some() {
                 out.push(PlannedSplit {
                     split: Split {
                         path: file.path.clone(),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::split::Lines;
+use crate::split::{Lines, RawLines};
 
 /// How a job's input is cut into records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +11,10 @@ pub enum InputFormat {
     /// files at any byte; a line belongs to the split it starts in.
     #[default]
     Lines,
+    /// As [`InputFormat::Lines`], but each record keeps its terminator (`\n` or `\r\n`; a
+    /// last line without one has none): for jobs that write their input records back
+    /// unchanged, such as `sort`.
+    RawLines,
     /// One record per file, the whole file; [`crate::MapContext::record_name`] is its path.
     /// Each file is one split.
     WholeFiles,
@@ -24,6 +28,7 @@ impl InputFormat {
     pub fn name(self) -> &'static str {
         match self {
             InputFormat::Lines => "lines",
+            InputFormat::RawLines => "raw-lines",
             InputFormat::WholeFiles => "whole-files",
             InputFormat::Tar => "tar",
         }
@@ -32,6 +37,7 @@ impl InputFormat {
     /// Reads a name; unknown or empty names are [`InputFormat::Lines`].
     pub fn from_name(s: &str) -> Self {
         match s {
+            "raw-lines" => InputFormat::RawLines,
             "whole-files" => InputFormat::WholeFiles,
             "tar" => InputFormat::Tar,
             _ => InputFormat::Lines,
@@ -40,7 +46,7 @@ impl InputFormat {
 
     /// Whether a split is always a whole file.
     pub fn whole_files(self) -> bool {
-        self != InputFormat::Lines
+        matches!(self, InputFormat::WholeFiles | InputFormat::Tar)
     }
 }
 
@@ -48,6 +54,8 @@ impl InputFormat {
 pub enum Records<'a> {
     /// Lines.
     Lines(Lines<'a>),
+    /// Lines with their terminators.
+    RawLines(RawLines<'a>),
     /// The whole split (a whole file), once.
     Whole(Option<&'a [u8]>),
     /// Tar members.
@@ -59,6 +67,7 @@ impl<'a> Records<'a> {
     pub fn new(format: InputFormat, data: &'a [u8]) -> Self {
         match format {
             InputFormat::Lines => Records::Lines(Lines::new(data)),
+            InputFormat::RawLines => Records::RawLines(RawLines::new(data)),
             InputFormat::WholeFiles => Records::Whole(Some(data)),
             InputFormat::Tar => Records::Tar(TarMembers::new(data)),
         }
@@ -80,6 +89,7 @@ impl<'a> Iterator for Records<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Records::Lines(l) => l.next().map(|line| (&[][..], line)),
+            Records::RawLines(l) => l.next().map(|line| (&[][..], line)),
             Records::Whole(w) => w.take().map(|d| (&[][..], d)),
             Records::Tar(t) => t.next(),
         }

@@ -48,6 +48,12 @@ pub enum JobError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The job says it combines but does not define how: its values would be dropped.
+    #[error("job {job} sets COMBINES = true but does not override Job::combine, which would drop values; define combine or leave COMBINES false")]
+    NoCombine {
+        /// The job.
+        job: String,
+    },
 }
 
 /// A job with its types erased, so one executor can run any registered job. The runners
@@ -126,6 +132,8 @@ pub struct JobInfo {
 #[derive(Clone, Default)]
 pub struct Registry {
     jobs: Vec<JobInfo>,
+    /// Names whose registration is still the built-in one (not replaced by [`Self::register`]).
+    builtin: Vec<&'static str>,
 }
 
 impl Registry {
@@ -133,14 +141,29 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Registry::default();
         for info in crate::builtin::jobs() {
-            r.register(info);
+            r.register_builtin(info);
         }
         r
     }
 
-    /// Adds a job; a later registration of the same name replaces the earlier one.
+    /// Adds a job that stock `quern` binaries carry too (the photos job, from its own crate),
+    /// so submitting it ships no binary.
+    pub fn register_builtin(&mut self, info: JobInfo) {
+        self.register(info);
+        self.builtin.push(info.name);
+    }
+
+    /// Returns whether `name` runs the built-in job of that name (a stock `quern` on the
+    /// cluster runs the same code), rather than one this binary registered in its place.
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&name)
+    }
+
+    /// Adds a job; a later registration of the same name replaces the earlier one (a job that
+    /// replaces a built-in one is then shipped to the cluster like any custom job).
     pub fn register(&mut self, info: JobInfo) {
         self.jobs.retain(|j| j.name != info.name);
+        self.builtin.retain(|n| *n != info.name);
         self.jobs.push(info);
     }
 
@@ -214,5 +237,25 @@ pub fn int_param(
                 value: v.clone(),
                 reason: format!("expected an integer from {min} to {max}"),
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_registered_under_a_builtin_name_is_no_longer_builtin() {
+        let mut r = Registry::builtin();
+        assert!(r.is_builtin("wordcount") && r.is_builtin("views"));
+        let mut mine = crate::builtin::jobs()
+            .into_iter()
+            .find(|j| j.name == "views")
+            .unwrap();
+        mine.name = "wordcount";
+        r.register(mine);
+        assert!(!r.is_builtin("wordcount"), "ship() must upload it");
+        assert!(r.is_builtin("views"));
+        assert!(!r.is_builtin("no-such-job"));
     }
 }

@@ -163,9 +163,12 @@ pub trait Job: Send + Sync + Sized + 'static {
         let _ = ctx;
     }
 
-    /// Folds `next` into `acc` (only called when `COMBINES` is true).
+    /// Folds `next` into `acc` (only called when `COMBINES` is true). A job that sets
+    /// `COMBINES` must override it: the default drops nothing silently, it fails the task with
+    /// [`crate::JobError::NoCombine`] the first time it is called.
     fn combine(&self, acc: &mut Self::Value, next: Self::Value) {
         let _ = (acc, next);
+        DEFAULT_COMBINE_CALLED.with(|c| c.set(true));
     }
 
     /// Reduces one key and all its values to output.
@@ -181,6 +184,17 @@ pub trait Job: Send + Sync + Sized + 'static {
     fn partition(&self, key: &[u8], partitions: u32) -> u32 {
         crate::partition::stable_partition(key, partitions)
     }
+}
+
+thread_local! {
+    /// Set by the default [`Job::combine`]; the map runtime checks it after its first combine.
+    static DEFAULT_COMBINE_CALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Returns whether the default [`Job::combine`] ran on this thread since the last call, and
+/// clears the mark.
+pub(crate) fn take_default_combine() -> bool {
+    DEFAULT_COMBINE_CALLED.with(|c| c.replace(false))
 }
 
 /// What a task's [`Job::setup`] can see: the job's inputs and partition count, and a
@@ -401,6 +415,12 @@ impl ReduceContext<'_> {
     /// Ends a line written through [`Self::buffer`].
     pub fn end_line(&mut self) {
         self.out.push(b'\n');
+        self.records += 1;
+    }
+
+    /// Ends a record written through [`Self::buffer`] that carries its own terminator (no
+    /// newline is added): for jobs that write input records back unchanged.
+    pub fn end_record(&mut self) {
         self.records += 1;
     }
 

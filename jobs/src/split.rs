@@ -87,6 +87,32 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
+/// Iterates the records of a buffer returned by [`read_split`] with their terminators kept.
+pub struct RawLines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> RawLines<'a> {
+    /// Starts iterating `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        RawLines { rest: data }
+    }
+}
+
+impl<'a> Iterator for RawLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', self.rest).map_or(self.rest.len(), |i| i + 1);
+        let (line, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        Some(line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +167,14 @@ mod tests {
                 b"epsilon".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn raw_lines_keep_their_terminators_and_concatenate_back() {
+        let content = b"a\r\nb\n\r\nlast";
+        let raw: Vec<&[u8]> = RawLines::new(content).collect();
+        assert_eq!(raw, [&b"a\r\n"[..], b"b\n", b"\r\n", b"last"]);
+        assert_eq!(raw.concat(), content);
     }
 
     #[test]

@@ -534,13 +534,17 @@ pub fn top5(probs: &[f32]) -> Vec<(usize, f32)> {
     idx.into_iter().map(|i| (i, probs[i])).collect()
 }
 
-/// Splits a tar member name into the WebDataset key and extension: `dir/a.b.jpg` is key
-/// `dir/a`, extension `b.jpg`.
+/// Splits a tar member name into the photo's key and the member's extension at the last dot of
+/// its file name: `dir/holiday.2019.jpg` is key `dir/holiday.2019`, extension `jpg`, and
+/// `.hidden.jpg` is key `.hidden`. `quern photos pack` names members by the same rule, so every
+/// photo it packs is read back under the key it was packed as. (WebDataset cuts at the first
+/// dot instead, which would make `holiday.2019.jpg` a `2019.jpg` field of key `holiday`: photo
+/// names hold dots far more often than samples hold several fields.)
 pub fn split_name(name: &str) -> (&str, &str) {
     let base = name.rfind('/').map_or(0, |i| i + 1);
-    match name[base..].find('.') {
-        Some(dot) => (&name[..base + dot], &name[base + dot + 1..]),
-        None => (name, ""),
+    match name[base..].rfind('.') {
+        Some(dot) if dot > 0 => (&name[..base + dot], &name[base + dot + 1..]),
+        _ => (name, ""),
     }
 }
 
@@ -776,7 +780,9 @@ mod tests {
     #[test]
     fn member_names_split_like_webdataset() {
         assert_eq!(split_name("a/b/cat.jpg"), ("a/b/cat", "jpg"));
-        assert_eq!(split_name("cat.seg.png"), ("cat", "seg.png"));
+        assert_eq!(split_name("cat.seg.png"), ("cat.seg", "png"));
+        assert_eq!(split_name(".hidden.jpg"), (".hidden", "jpg"));
+        assert_eq!(split_name("d/.jpg"), ("d/.jpg", ""));
         assert_eq!(split_name("dir.v2/cat.json"), ("dir.v2/cat", "json"));
         assert_eq!(split_name("README"), ("README", ""));
     }

@@ -2,7 +2,9 @@
 //!
 //! Photos (`.jpg`, `.jpeg`, `.png`, any case) are found recursively and packed in the byte
 //! order of their relative paths, each with its `<stem>.json` sidecar when there is one, as
-//! members `<key>.<ext>` where the key is the relative path without its extension. Shards
+//! members `<key>.<ext>` where the key is the relative path without its extension (cut at the
+//! last dot, by [`crate::job::split_name`], the rule the job reads members by). Two photos
+//! with one key (`dup.jpg` and `dup.png`) are refused. Shards
 //! are `shard-000000.tar`, ... of about `shard_size` bytes each (a photo never spans two).
 //! Headers carry no time, owner or mode from the file system, so the same photos give the
 //! same shards, byte for byte.
@@ -41,6 +43,17 @@ pub enum PackError {
     /// A file name that is not UTF-8 or holds a tab or line break (keys go into text output).
     #[error("{0}: photo names must be UTF-8 without tabs or line breaks")]
     BadName(PathBuf),
+    /// Two photos would have one key (`dup.jpg` and `dup.png` in one folder): their output
+    /// lines could not be told apart.
+    #[error("{} and {} would both be photo {key:?}: rename one of them", .first.display(), .second.display())]
+    DuplicateKey {
+        /// The key.
+        key: String,
+        /// The first photo with it.
+        first: PathBuf,
+        /// The second.
+        second: PathBuf,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
@@ -97,6 +110,17 @@ pub fn pack(
         keyed.push((name, p));
     }
     keyed.sort();
+    let mut keys = std::collections::HashMap::with_capacity(keyed.len());
+    for (name, path) in &keyed {
+        let key = crate::job::split_name(name).0;
+        if let Some(first) = keys.insert(key, path) {
+            return Err(PackError::DuplicateKey {
+                key: key.to_string(),
+                first: first.clone(),
+                second: path.clone(),
+            });
+        }
+    }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let total = keyed.len() as u64;
     let mut done = Packed::default();
@@ -129,12 +153,7 @@ pub fn pack(
                 ))
             }
         };
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("jpg")
-            .to_string();
-        let key = &name[..name.len() - ext.len() - 1];
+        let (key, ext) = crate::job::split_name(&name);
         append(
             builder,
             &format!("{key}.{}", ext.to_ascii_lowercase()),
@@ -221,5 +240,48 @@ mod tests {
             pack(o1.path(), o2.path(), 1, &mut |_, _| {}),
             Err(PackError::Empty(_))
         ));
+    }
+
+    fn members(dir: &Path) -> Vec<String> {
+        let shard = std::fs::read(dir.join("shard-000000.tar")).unwrap();
+        tar::Archive::new(&shard[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn dotted_and_hidden_names_keep_their_keys_and_one_key_twice_is_refused() {
+        let src = tempfile::tempdir().unwrap();
+        for n in ["holiday.2019.jpg", "IMG_0001.edited.JPG", ".hidden.jpg"] {
+            std::fs::write(src.path().join(n), b"x").unwrap();
+        }
+        std::fs::write(src.path().join("holiday.2019.json"), b"{}").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        pack(src.path(), out.path(), 1 << 20, &mut |_, _| {}).unwrap();
+        let names = members(out.path());
+        assert_eq!(
+            names,
+            [".hidden.jpg", "IMG_0001.edited.jpg", "holiday.2019.jpg", "holiday.2019.json"]
+        );
+        // The job reads each back under the key it was packed as (issue 15: it cut at the
+        // first dot and ignored all three).
+        let keys: Vec<(&str, &str)> = names.iter().map(|n| crate::job::split_name(n)).collect();
+        assert_eq!(
+            keys,
+            [
+                (".hidden", "jpg"),
+                ("IMG_0001.edited", "jpg"),
+                ("holiday.2019", "jpg"),
+                ("holiday.2019", "json")
+            ]
+        );
+        std::fs::write(src.path().join("holiday.2019.png"), b"y").unwrap();
+        let err = pack(src.path(), out.path(), 1 << 20, &mut |_, _| {}).unwrap_err();
+        assert!(
+            matches!(&err, PackError::DuplicateKey { key, .. } if key == "holiday.2019"),
+            "{err}"
+        );
     }
 }

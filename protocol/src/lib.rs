@@ -8,6 +8,7 @@
 //! - [`failure`]: `FailureKind` and its mapping to and from the wire;
 //! - [`spec`]: the [`JobSpec`] a user submits;
 //! - [`failpoint`]: named points where fault tests pause, slow or fail a process;
+//! - [`dirlock`]: one process per state or worker directory;
 //! - [`binary`]: hashing and platform checks of uploaded job binaries;
 //! - [`auth`]: tokens, roles, shuffle and log HMACs;
 //! - [`tls`]: TLS settings of servers and clients.
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod binary;
+pub mod dirlock;
 pub mod failpoint;
 pub mod failure;
 pub mod ids;

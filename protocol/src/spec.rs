@@ -147,10 +147,10 @@ impl JobSpec {
         }
         if !matches!(
             self.input_format.as_str(),
-            "" | "lines" | "whole-files" | "tar"
+            "" | "lines" | "raw-lines" | "whole-files" | "tar"
         ) {
             return Err(format!(
-                "unknown input format {:?} (lines, whole-files or tar)",
+                "unknown input format {:?} (lines, raw-lines, whole-files or tar)",
                 self.input_format
             ));
         }

@@ -46,6 +46,8 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerEr
 /// # Errors
 /// [`WorkerError`] if the shuffle port cannot be bound or the coordinator never answers.
 pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    // Held until this function returns: one worker per directory.
+    let _lock = protocol::dirlock::DirLock::acquire(&config.dir, "worker.lock")?;
     for sub in ["shuffle", "tasks", "work", "logs"] {
         let d = config.dir.join(sub);
         tokio::fs::create_dir_all(&d)

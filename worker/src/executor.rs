@@ -11,7 +11,7 @@ use dfs_client::Storage;
 use jobs::registry::Registry;
 use jobs::runtime::map::MapConfig;
 use jobs::runtime::{panic_message, TaskError};
-use jobs::split::read_split;
+use jobs::input::read_input;
 use protocol::FailureKind;
 
 use crate::task::{ExecutorResult, ExecutorTask, TaskKind};
@@ -151,7 +151,8 @@ fn run_map(
         });
     };
     protocol::failpoint::hit("map.start");
-    let (offset, input) = read_split(storage, split, *file_len)?;
+    let read = read_input(storage, split, *file_len)?;
+    let (offset, input) = (read.offset, read.data);
     let out = Path::new(&task.output);
     let dir = out.parent().expect("map output has a directory");
     std::fs::create_dir_all(dir).map_err(|e| TaskError::Io {
@@ -170,7 +171,7 @@ fn run_map(
         listed: Default::default(),
     };
     let current = std::cell::Cell::new(offset);
-    let counters = catch_unwind(AssertUnwindSafe(|| {
+    let mut counters = catch_unwind(AssertUnwindSafe(|| {
         job.run_map(&input, &cfg, &tmp, &current)
     }))
     .unwrap_or_else(|p| {
@@ -179,6 +180,9 @@ fn run_map(
             record: Some(current.get()),
         })
     })?;
+    if let Some(n) = read.compressed_bytes {
+        counters.add("map_input_compressed_bytes", n);
+    }
     std::fs::rename(&tmp, out).map_err(|e| TaskError::Io {
         path: out.into(),
         source: e,

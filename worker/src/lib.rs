@@ -111,4 +111,7 @@ pub enum WorkerError {
     /// The TLS settings cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// Another process owns the worker directory.
+    #[error(transparent)]
+    Locked(#[from] protocol::dirlock::DirLockError),
 }

@@ -331,7 +331,12 @@ impl Coordinator {
         let actions = self
             .state()
             .cancel_backfill(id, Instant::now())
-            .ok_or_else(|| Status::not_found(format!("no backfill {id}")))?;
+            .map_err(|e| match e {
+                crate::state::CancelBackfillError::NotFound { .. } => Status::not_found(e.to_string()),
+                crate::state::CancelBackfillError::Over { .. } => {
+                    Status::failed_precondition(e.to_string())
+                }
+            })?;
         self.run_actions(actions).await;
         Ok(())
     }

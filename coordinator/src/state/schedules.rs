@@ -410,9 +410,28 @@ impl State {
     }
 
     /// Cancels a backfill: no more of its times start and its running jobs are killed.
-    /// None if there is no such backfill.
-    pub fn cancel_backfill(&mut self, id: u64, mono: std::time::Instant) -> Option<Vec<Action>> {
-        let b = self.backfills.get_mut(&id)?;
+    ///
+    /// # Errors
+    /// No such backfill, or one that has finished: finished things are final, and cancelling
+    /// a done backfill must not turn it into a cancelled one.
+    pub fn cancel_backfill(
+        &mut self,
+        id: u64,
+        mono: std::time::Instant,
+    ) -> Result<Vec<Action>, CancelBackfillError> {
+        let (_, finished, _, _, total) = self
+            .backfill_progress(id)
+            .ok_or(CancelBackfillError::NotFound { id })?;
+        let b = self
+            .backfills
+            .get_mut(&id)
+            .ok_or(CancelBackfillError::NotFound { id })?;
+        if b.cancelled || finished == total {
+            return Err(CancelBackfillError::Over {
+                id,
+                state: if b.cancelled { "cancelled" } else { "finished" },
+            });
+        }
         b.cancelled = true;
         self.outbox.push(Record::BackfillCancelled { id });
         let running: Vec<JobId> = self
@@ -430,7 +449,7 @@ impl State {
                     .unwrap_or_default(),
             );
         }
-        Some(actions)
+        Ok(actions)
     }
 
     /// The logical times of a backfill that have started (a job or a failure to start).
@@ -638,3 +657,22 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+/// Why a backfill cannot be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelBackfillError {
+    /// There is no such backfill.
+    #[error("no backfill {id}")]
+    NotFound {
+        /// The backfill asked for.
+        id: u64,
+    },
+    /// It is over already.
+    #[error("backfill {id} is already {state}")]
+    Over {
+        /// The backfill.
+        id: u64,
+        /// `finished` or `cancelled`.
+        state: &'static str,
+    },
+}

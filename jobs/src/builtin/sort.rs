@@ -1,8 +1,11 @@
-//! `sort`: a total-order sort of 100-byte records with a 10-byte key (the TeraSort layout:
-//! `quern gen sort-records` writes such input). A range partitioner built from a sample of
-//! the input's keys sends each key range to one reducer, so the part files, concatenated in
-//! order, are one sorted output. Records of equal keys keep their input order (map order,
-//! then offset).
+//! `sort`: a total-order sort of line records by their first 10 bytes (the TeraSort layout:
+//! 100-byte records, 98 bytes and `\r\n`, as `gensort -a` and `quern gen sort-records` write
+//! them). Records are written back exactly as read, terminators included, so the output holds
+//! the input's bytes in sorted order (a last input line without a terminator gets a `\n`, so
+//! records stay apart). A range partitioner built from a sample of the input's keys sends each
+//! key range to one reducer, so the part files, concatenated in order, are one sorted output.
+//! Records of equal keys keep their input order (map order, then offset). Lines shorter than
+//! the key are counted in `malformed_records` and not written.
 //!
 //! Parameter `sample` (default 10000): how many records every task samples to place the
 //! partition boundaries. All tasks sample the same records, so they agree on the boundaries.
@@ -49,6 +52,7 @@ pub fn boundaries(mut keys: Vec<Vec<u8>>, partitions: u32) -> Vec<Vec<u8>> {
 impl Job for Sort {
     type Key = Vec<u8>;
     type Value = Vec<u8>;
+    const INPUT: crate::InputFormat = crate::InputFormat::RawLines;
 
     fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
         let keys = task
@@ -62,7 +66,8 @@ impl Job for Sort {
     }
 
     fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
-        if record.len() < KEY_BYTES {
+        let body = record.strip_suffix(b"\n").unwrap_or(record);
+        if body.strip_suffix(b"\r").unwrap_or(body).len() < KEY_BYTES {
             ctx.count("malformed_records", 1);
             return;
         }
@@ -78,7 +83,10 @@ impl Job for Sort {
             let buf = out.buffer();
             buf.extend_from_slice(&key);
             buf.extend_from_slice(&r);
-            out.end_line();
+            if r.last() != Some(&b'\n') {
+                buf.push(b'\n');
+            }
+            out.end_record();
         }
     }
 }

@@ -67,6 +67,16 @@ pub struct MapBuffer<J: Job> {
     spilled_records: u64,
     emitted: u64,
     error: Option<TaskError>,
+    /// Whether the first combine was checked for the default `combine` (which would drop).
+    combine_checked: bool,
+}
+
+/// The error for a job that combines with the default [`Job::combine`].
+fn no_combine<J: Job>() -> TaskError {
+    let name = std::any::type_name::<J>();
+    TaskError::Job(crate::JobError::NoCombine {
+        job: name.rsplit("::").next().unwrap_or(name).to_string(),
+    })
 }
 
 fn prefix(key: &[u8]) -> u64 {
@@ -91,6 +101,7 @@ impl<J: Job> MapBuffer<J> {
             spilled_records: 0,
             emitted: 0,
             error: None,
+            combine_checked: false,
         }
     }
 
@@ -102,6 +113,12 @@ impl<J: Job> MapBuffer<J> {
         if J::COMBINES {
             let Upsert::Vacant(value) = self.table.upsert(key, value, |acc, v| job.combine(acc, v))
             else {
+                if !self.combine_checked {
+                    self.combine_checked = true;
+                    if crate::sdk::take_default_combine() {
+                        self.error = Some(no_combine::<J>());
+                    }
+                }
                 return;
             };
             let partition = job.partition(key, self.partitions);
@@ -223,6 +240,9 @@ impl<J: Job> MapBuffer<J> {
                     let mut acc = J::Value::decode_value(v)?;
                     while let Some(v) = m.next_value_for(&key)? {
                         job.combine(&mut acc, J::Value::decode_value(v)?);
+                    }
+                    if crate::sdk::take_default_combine() {
+                        return Err(no_combine::<J>());
                     }
                     buf.clear();
                     acc.encode_value(&mut buf);
@@ -385,6 +405,52 @@ mod tests {
             "spill files are removed"
         );
         (parts, counters)
+    }
+
+    /// Says it combines but keeps the default `combine` (issue 15: values were dropped).
+    struct ForgotCombine;
+
+    impl Job for ForgotCombine {
+        type Key = Vec<u8>;
+        type Value = u64;
+        const COMBINES: bool = true;
+
+        fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+            ctx.emit_encoded(&record[..record.len().min(1)], 1);
+        }
+
+        fn reduce(&self, _: Vec<u8>, _: Values<'_, u64>, _: &mut ReduceContext<'_>) {}
+    }
+
+    #[test]
+    fn combining_with_the_default_combine_fails_the_task_as_fatal() {
+        for budget in [1 << 30, 4096] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = MapConfig {
+                input: String::new(),
+                format: crate::InputFormat::Lines,
+                listed: Default::default(),
+                partitions: 2,
+                memory_budget: budget,
+                spill_dir: dir.path().join("spill"),
+                base_offset: 0,
+                skip: Vec::new(),
+            };
+            let input: Vec<u8> = (0..5000).flat_map(|i| format!("{}\n", i % 7).into_bytes()).collect();
+            let err = run_map(
+                &ForgotCombine,
+                &input,
+                &cfg,
+                &dir.path().join("out"),
+                &std::cell::Cell::new(0),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("ForgotCombine sets COMBINES"), "{err}");
+            assert_eq!(err.kind(), protocol::FailureKind::Fatal);
+        }
+        // A job that defines combine is not mistaken for one that does not.
+        let (_, c) = output(&Prefix::<true>, b"aaa\naab\naaa\n", 1 << 30);
+        assert_eq!(c.get("map_output_records"), 3);
     }
 
     fn check<J: Job>(job: &J, input: &[u8]) -> Result<(), TestCaseError> {

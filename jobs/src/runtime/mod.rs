@@ -35,6 +35,9 @@ pub enum TaskError {
     /// Reading input or writing output failed.
     #[error(transparent)]
     Storage(#[from] dfs_client::DfsError),
+    /// An input file cannot be read whole (a corrupt or truncated compressed file).
+    #[error("{0}")]
+    Input(String),
     /// Shuffle or spill data is corrupt.
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -66,11 +69,38 @@ pub enum TaskError {
     Setup(String),
 }
 
+impl From<crate::input::InputError> for TaskError {
+    fn from(e: crate::input::InputError) -> Self {
+        match e {
+            crate::input::InputError::Storage(e) => TaskError::Storage(e),
+            e @ crate::input::InputError::Corrupt { .. } => TaskError::Input(e.to_string()),
+        }
+    }
+}
+
+/// Storage errors that no retry can mend: the path is not a directory (or is one), permission
+/// is denied, the file system is read-only, or the name is invalid. A job hitting one fails at
+/// once with the cause instead of spending its attempts.
+fn is_permanent(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::NotADirectory
+            | K::IsADirectory
+            | K::PermissionDenied
+            | K::ReadOnlyFilesystem
+            | K::InvalidFilename
+    )
+}
+
 impl TaskError {
     /// Returns how the coordinator should treat this failure.
     pub fn kind(&self) -> FailureKind {
         match self {
-            TaskError::Job(_) => FailureKind::Fatal,
+            TaskError::Job(_) | TaskError::Input(_) => FailureKind::Fatal,
+            TaskError::Storage(dfs_client::DfsError::Io { source, .. }) if is_permanent(source) => {
+                FailureKind::Fatal
+            }
             TaskError::Storage(dfs_client::DfsError::UnsupportedScheme { .. })
             | TaskError::Storage(dfs_client::DfsError::InvalidPath { .. }) => FailureKind::Fatal,
             _ => FailureKind::Retryable,

@@ -206,6 +206,13 @@ fn a_backfill_runs_at_most_max_active_at_a_lower_priority_and_can_be_cancelled()
     assert_eq!(submit(&mut s), 0);
     let (started, finished, failed, running, total) = s.backfill_progress(id).unwrap();
     assert_eq!((started, finished, failed, running, total), (4, 4, 2, 0, 5));
+    assert!(
+        matches!(
+            s.cancel_backfill(id, Instant::now()),
+            Err(CancelBackfillError::Over { state: "cancelled", .. })
+        ),
+        "a cancelled backfill stays as it is"
+    );
 }
 
 #[test]
