@@ -21,9 +21,13 @@ pub struct JobSpecArgs {
     /// Input files, directories or globs (repeatable).
     #[arg(long = "input", required = true, num_args = 1..)]
     pub inputs: Vec<String>,
-    /// Output directory; must not hold an earlier output.
+    /// Output directory: a new or empty directory (see --overwrite).
     #[arg(long)]
     pub output: String,
+    /// Replace what the output directory holds (an earlier output, a killed job's leftovers,
+    /// other files) instead of refusing it.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Number of reduce tasks (part files).
     #[arg(long, default_value_t = 1)]
     pub reducers: u32,
@@ -98,6 +102,7 @@ impl JobSpecArgs {
         spec.max_attempts = self.max_attempts.max(1);
         spec.speculation = self.speculation == "on";
         spec.max_bad_records = self.max_bad_records;
+        spec.overwrite = self.overwrite;
         Ok(spec)
     }
 }
@@ -420,6 +425,14 @@ fn print_status(s: &JobStatus) {
         println!("error:    {}", s.error);
     }
     print_counters(s.counters.iter().map(|(k, v)| (k.as_str(), *v)));
+    print_warnings(&jobs::Counters(s.counters.clone().into_iter().collect()));
+}
+
+/// Prints the summary's warnings (see [`jobs::Counters::warnings`]) to stderr.
+fn print_warnings(counters: &jobs::Counters) {
+    for w in counters.warnings() {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// Prints counters, bytes in human units.
@@ -469,6 +482,7 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
     println!("elapsed:  {:.2}s", start.elapsed().as_secs_f64());
     println!("output:   {}", spec.output);
     print_counters(report.counters.0.iter().map(|(k, v)| (k.as_str(), *v)));
+    print_warnings(&report.counters);
     Ok(0)
 }
 

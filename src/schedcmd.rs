@@ -198,6 +198,7 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 max_attempts: protocol::spec::DEFAULT_MAX_ATTEMPTS,
                 speculation: "on".into(),
                 max_bad_records: 0,
+                overwrite: false,
             }
             .to_spec()?;
             let mut c = connect(&a.cluster).await?;

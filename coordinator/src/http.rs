@@ -203,6 +203,11 @@ fn job_json(s: &protocol::pb::JobStatus) -> Value {
         })
         .unwrap_or_default();
     let counters = s.counters.clone().unwrap_or_default().values;
+    let warnings = if state == "succeeded" {
+        jobs::Counters(counters.iter().map(|(k, v)| (k.clone(), *v)).collect()).warnings()
+    } else {
+        Vec::new()
+    };
     json!({
         "id": format!("job-{}", s.job_id),
         "job": s.job,
@@ -214,6 +219,7 @@ fn job_json(s: &protocol::pb::JobStatus) -> Value {
         "output_bytes": counters.get("output_bytes").copied().unwrap_or(0),
         "output": s.output,
         "error": s.error,
+        "warnings": warnings,
         "counters": counters,
     })
 }

@@ -290,7 +290,7 @@ impl Coordinator {
                             storage.rename(&from, &to).map_err(|e| e.to_string())
                         }
                         Action::DeleteStaged { path } => {
-                            storage.delete(&path).map_err(|e| e.to_string())
+                            storage.delete(&path).map_err(|e| protocol::tls::chain(&e))
                         }
                         Action::Publish {
                             output,
@@ -303,7 +303,20 @@ impl Coordinator {
                                 .map_err(|e| e.to_string())
                         }
                         Action::Discard { output, reducers } => {
-                            output::discard(&storage, &output, reducers).map_err(|e| e.to_string())
+                            // Attempts being cancelled may still write into `_temporary` while
+                            // it is removed: try again a little later before giving up.
+                            let mut tries = 0;
+                            loop {
+                                match output::discard(&storage, &output, reducers) {
+                                    Ok(()) => break Ok(()),
+                                    Err(e) if tries < 2 => {
+                                        tracing::debug!(%output, error = %protocol::tls::chain(&e), "cleanup retried");
+                                        tries += 1;
+                                        std::thread::sleep(std::time::Duration::from_millis(300 << tries));
+                                    }
+                                    Err(e) => break Err(protocol::tls::chain(&e)),
+                                }
+                            }
                         }
                     }
                 }
@@ -393,10 +406,27 @@ impl Coordinator {
             dfs_client::DfsPath::parse(path)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        output::check_output_free(&self.storage, &spec.output)
-            .map_err(|e| Status::already_exists(e.to_string()))?;
-        jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+        // Inputs first: a job refused for its input must not have replaced its output.
+        let splits =
+            jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mode = if spec.overwrite {
+            output::OutputMode::Overwrite
+        } else {
+            output::OutputMode::New
+        };
+        output::prepare_output(&self.storage, &spec.output, &spec.inputs, mode).map_err(|e| {
+            let text = protocol::tls::chain(&e);
+            match e {
+                output::OutputError::Exists { .. } | output::OutputError::NotEmpty { .. } => {
+                    Status::already_exists(text)
+                }
+                output::OutputError::NotADirectory { .. }
+                | output::OutputError::InputInside { .. } => Status::invalid_argument(text),
+                output::OutputError::Storage(_) => Status::failed_precondition(text),
+            }
+        })?;
+        Ok(splits)
     }
 }
 

@@ -116,6 +116,20 @@ pub struct FileStatus {
     pub len: u64,
 }
 
+/// What a path names, as [`Storage::probe`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// Nothing.
+    Missing,
+    /// A file.
+    File,
+    /// A directory (on object stores: a prefix with objects under it).
+    Directory {
+        /// The name of one entry in it, hidden and metadata names included; none if empty.
+        some_entry: Option<String>,
+    },
+}
+
 /// A piece of a file and the hosts holding a replica of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Piece {
@@ -236,6 +250,15 @@ impl Storage {
             Backend::SeaweedFs { .. } => self.seaweedfs.exists(&p),
             Backend::S3 { .. } => self.s3.exists(&p),
         }
+    }
+
+    /// Returns what `url` names: nothing, a file, or a directory and whether it is empty.
+    ///
+    /// # Errors
+    /// Storage errors other than the path being absent.
+    pub fn probe(&self, url: &str) -> Result<PathKind, DfsError> {
+        let p = DfsPath::parse(url)?;
+        dispatch!(self, p, probe())
     }
 
     /// Returns the pieces of a file and the hosts that hold each one.

@@ -157,6 +157,28 @@ impl LocalBackend {
         }
     }
 
+    pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
+        let path = p.local();
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(crate::PathKind::Missing),
+            Err(e) => Err(DfsError::io(&path, e)),
+            Ok(m) if m.is_dir() => {
+                let mut entries = fs::read_dir(&path).map_err(|e| DfsError::io(&path, e))?;
+                let some_entry = match entries.next() {
+                    Some(e) => Some(
+                        e.map_err(|e| DfsError::io(&path, e))?
+                            .file_name()
+                            .to_string_lossy()
+                            .into_owned(),
+                    ),
+                    None => None,
+                };
+                Ok(crate::PathKind::Directory { some_entry })
+            }
+            Ok(_) => Ok(crate::PathKind::File),
+        }
+    }
+
     pub(crate) fn exists(&self, p: &DfsPath) -> bool {
         p.local().exists()
     }

@@ -175,6 +175,24 @@ impl S3 {
         Ok(Self::status(p, &key, meta.size))
     }
 
+    pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
+        match self.stat(p) {
+            Ok(_) => return Ok(crate::PathKind::File),
+            Err(DfsError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let (objects, dirs) = self.children(p, &Self::key(p))?;
+        let some_entry = objects
+            .first()
+            .map(|(k, _)| k.filename().unwrap_or("").to_string())
+            .or_else(|| dirs.first().map(|d| d.filename().unwrap_or("").to_string()));
+        Ok(match some_entry {
+            // An object store has no empty directories: a prefix without objects is nothing.
+            None => crate::PathKind::Missing,
+            some_entry => crate::PathKind::Directory { some_entry },
+        })
+    }
+
     pub(crate) fn exists(&self, p: &DfsPath) -> Result<bool, DfsError> {
         match self.stat(p) {
             Ok(_) => Ok(true),

@@ -241,6 +241,22 @@ impl SeaweedFs {
         Ok(Self::status(p, &self.entry(p)?))
     }
 
+    pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
+        let e = match self.entry(p) {
+            Ok(e) => e,
+            Err(DfsError::NotFound { .. }) => return Ok(crate::PathKind::Missing),
+            Err(e) => return Err(e),
+        };
+        if !e.is_dir() {
+            return Ok(crate::PathKind::File);
+        }
+        let some_entry = self
+            .children(p, &p.path)?
+            .first()
+            .map(|c| c.full_path.rsplit('/').next().unwrap_or("").to_string());
+        Ok(crate::PathKind::Directory { some_entry })
+    }
+
     pub(crate) fn exists(&self, p: &DfsPath) -> Result<bool, DfsError> {
         match self.entry(p) {
             Ok(_) => Ok(true),

@@ -94,7 +94,12 @@ pub fn run_local(
         task: "setup".into(),
         source: TaskError::Setup(e),
     })?;
-    output::check_output_free(&storage, &spec.output)?;
+    let mode = if spec.overwrite {
+        output::OutputMode::Overwrite
+    } else {
+        output::OutputMode::New
+    };
+    output::prepare_output(&storage, &spec.output, &spec.inputs, mode)?;
     let splits = plan_inputs(&storage, &spec.inputs, spec.split_size, job.input_format())?;
     std::fs::create_dir_all(work_dir).map_err(|e| LocalError::Task {
         task: "setup".into(),

@@ -1,10 +1,11 @@
 //! The committed form of a job's output: part files, a manifest, and `_SUCCESS` last.
 //!
-//! Readers treat a directory without `_SUCCESS` as absent. The manifest lists every part
+//! Readers treat a directory without `_SUCCESS` as absent. A job writes only into a new or
+//! empty directory, or replaces what is there when asked to ([`prepare_output`]). The manifest lists every part
 //! file with its size and CRC32 and holds nothing run-specific (no ids, no times), so the
 //! output of a cluster run is byte-identical to that of `quern run --local`.
 
-use dfs_client::{DfsError, Storage};
+use dfs_client::{DfsError, PathKind, Storage};
 use serde::{Deserialize, Serialize};
 
 /// Name of the marker written last.
@@ -53,19 +54,72 @@ pub fn part_name(r: u32) -> String {
     format!("part-{r:05}")
 }
 
-/// Fails if `output` already holds a committed output or part files, so a job never mixes
-/// its files with another's.
+/// What to do with an output location that already holds something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Refuse it: only a missing path or an empty directory is taken.
+    New,
+    /// Delete what is there first (`--overwrite`).
+    Overwrite,
+}
+
+/// Checks and prepares `output` before a job is accepted, by one rule on every backend:
+/// - a missing path or an empty directory is taken;
+/// - a file is refused (an output is a directory);
+/// - a directory holding `_SUCCESS` (a finished job's output) or anything else (a killed
+///   job's leftovers, unrelated files) is refused, unless `mode` is [`OutputMode::Overwrite`],
+///   which deletes it first; an input inside the output is then refused, since it would be
+///   deleted before it is read;
+/// - the location must be writable: a marker is written under `_temporary/` and removed, so
+///   an unwritable output fails the submission, not every reduce after every map.
 ///
 /// # Errors
-/// [`OutputError::Exists`] naming the directory.
-pub fn check_output_free(storage: &Storage, output: &str) -> Result<(), OutputError> {
-    let taken = storage.exists(&Storage::join(output, SUCCESS))?
-        || storage.exists(&Storage::join(output, &part_name(0)))?;
-    if taken {
-        return Err(OutputError::Exists {
-            output: output.to_string(),
-        });
+/// [`OutputError`] naming the output and the rule; storage errors.
+pub fn prepare_output(
+    storage: &Storage,
+    output: &str,
+    inputs: &[String],
+    mode: OutputMode,
+) -> Result<(), OutputError> {
+    match storage.probe(output)? {
+        PathKind::Missing | PathKind::Directory { some_entry: None } => {}
+        PathKind::File => {
+            return Err(OutputError::NotADirectory {
+                output: output.to_string(),
+            })
+        }
+        PathKind::Directory {
+            some_entry: Some(entry),
+        } => {
+            if mode == OutputMode::New {
+                return Err(if storage.exists(&Storage::join(output, SUCCESS))? {
+                    OutputError::Exists {
+                        output: output.to_string(),
+                    }
+                } else {
+                    OutputError::NotEmpty {
+                        output: output.to_string(),
+                        entry,
+                    }
+                });
+            }
+            let inside = format!("{}/", output.trim_end_matches('/'));
+            if let Some(input) = inputs
+                .iter()
+                .find(|i| i.as_str() == output || i.starts_with(&inside))
+            {
+                return Err(OutputError::InputInside {
+                    output: output.to_string(),
+                    input: input.clone(),
+                });
+            }
+            tracing::info!(%output, "overwriting output");
+            storage.delete(output)?;
+        }
     }
+    let marker = Storage::join(&Storage::join(output, TEMPORARY), "_write-check");
+    storage.write_all(&marker, b"")?;
+    storage.delete(&Storage::join(output, TEMPORARY))?;
     Ok(())
 }
 
@@ -103,27 +157,55 @@ pub fn publish(
     Ok(())
 }
 
-/// Removes every file a failed job may have left in `output` (part files, staging, manifest).
+/// Removes every file a failed or killed job may have left in `output` (part files, staging,
+/// manifest, skip list). Every removal is tried even when one fails.
 ///
 /// # Errors
-/// Storage errors.
+/// The first storage error.
 pub fn discard(storage: &Storage, output: &str, reducers: u32) -> Result<(), OutputError> {
-    storage.delete(&Storage::join(output, TEMPORARY))?;
-    storage.delete(&Storage::join(output, MANIFEST))?;
-    for r in 0..reducers {
-        storage.delete(&Storage::join(output, &part_name(r)))?;
+    let mut first = None;
+    let names = [TEMPORARY, MANIFEST, "_skipped"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..reducers).map(part_name));
+    for name in names {
+        if let Err(e) = storage.delete(&Storage::join(output, &name)) {
+            first.get_or_insert(e);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// Errors committing an output.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    /// The output directory already holds an output.
-    #[error("output {output} already holds a job's output; remove it or choose another directory")]
+    /// The output directory already holds a finished job's output.
+    #[error("output {output} already holds a job's output (it has _SUCCESS); choose another directory, or pass --overwrite to replace it")]
     Exists {
         /// The directory.
         output: String,
+    },
+    /// The output directory holds something that is not a finished output.
+    #[error("output {output} is not empty (it holds {entry:?} and no _SUCCESS: no finished job's output); choose a new or empty directory, or pass --overwrite to replace what is there")]
+    NotEmpty {
+        /// The directory.
+        output: String,
+        /// One thing in it.
+        entry: String,
+    },
+    /// The output names a file.
+    #[error("output {output} is a file; an output is a directory")]
+    NotADirectory {
+        /// The path.
+        output: String,
+    },
+    /// `--overwrite` would delete an input before it is read.
+    #[error("input {input} lies inside output {output}, which --overwrite would delete first")]
+    InputInside {
+        /// The output.
+        output: String,
+        /// The input.
+        input: String,
     },
     /// Storage failed.
     #[error(transparent)]

@@ -73,10 +73,11 @@ impl<'a> Records<'a> {
         }
     }
 
-    /// For tar input: why reading stopped early (a corrupt or truncated header), if it did.
-    pub fn error(&self) -> Option<&str> {
+    /// For tar input: why reading stopped early (a corrupt or truncated header), if it did,
+    /// and the offset in the split's data from which nothing was read.
+    pub fn error(&self) -> Option<(&str, usize)> {
         match self {
-            Records::Tar(t) => t.error.as_deref(),
+            Records::Tar(t) => t.error.as_deref().map(|e| (e, t.stopped_at)),
             _ => None,
         }
     }
@@ -105,6 +106,8 @@ pub struct TarMembers<'a> {
     long_name: Option<&'a [u8]>,
     /// Set when a header is corrupt or the archive truncated; iteration stops there.
     pub error: Option<String>,
+    /// Where reading stopped when `error` is set: the bytes from here on were not read.
+    pub stopped_at: usize,
 }
 
 const BLOCK: usize = 512;
@@ -147,11 +150,13 @@ impl<'a> TarMembers<'a> {
             pos: 0,
             long_name: None,
             error: None,
+            stopped_at: 0,
         }
     }
 
     fn fail(&mut self, why: String) -> Option<(&'a [u8], &'a [u8])> {
         self.error = Some(format!("{why} at byte {}", self.pos));
+        self.stopped_at = self.pos;
         self.pos = self.data.len();
         None
     }

@@ -302,6 +302,39 @@ impl Counters {
         self.0.get(name).copied().unwrap_or(0)
     }
 
+    /// Returns what a finished job's summary must warn about, each naming its counter: most
+    /// input records malformed, input that produced no output, input files cut short, and
+    /// records skipped. A job that "succeeds" like that has almost surely read the wrong data.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let records = self.get("map_input_records");
+        let malformed = self.get("malformed_records");
+        if records > 0 && malformed * 2 > records {
+            out.push(format!(
+                "{malformed} of {records} input records ({:.0}%) were malformed (counter malformed_records): is this the input the job expects?",
+                malformed as f64 * 100.0 / records as f64
+            ));
+        }
+        if records > 0 && self.0.contains_key("reduce_output_records") && self.get("reduce_output_records") == 0 {
+            out.push(format!(
+                "{records} input records produced no output records (counter reduce_output_records is 0)"
+            ));
+        }
+        let cut = self.get("corrupt_inputs");
+        if cut > 0 {
+            out.push(format!(
+                "{cut} input file(s) were cut short or corrupt and not read to the end (counter corrupt_inputs; listed in _skipped/)"
+            ));
+        }
+        let skipped = self.get("skipped_records");
+        if skipped > 0 {
+            out.push(format!(
+                "{skipped} records were skipped (counter skipped_records; listed in _skipped/records.tsv)"
+            ));
+        }
+        out
+    }
+
     /// Adds every counter of `other`.
     pub fn merge(&mut self, other: &Counters) {
         for (k, v) in &other.0 {

@@ -63,6 +63,9 @@ pub struct JobSpec {
     /// Whether its map tasks want a GPU (set from the job at submit).
     #[serde(default)]
     pub gpu: bool,
+    /// Replace what the output directory holds instead of refusing it (`--overwrite`).
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 impl JobSpec {
@@ -83,6 +86,7 @@ impl JobSpec {
             binary: String::new(),
             input_format: String::new(),
             gpu: false,
+            overwrite: false,
         }
     }
 
@@ -103,6 +107,7 @@ impl JobSpec {
             binary: self.binary.clone(),
             input_format: self.input_format.clone(),
             gpu: self.gpu,
+            overwrite: self.overwrite,
         }
     }
 
@@ -179,6 +184,7 @@ impl JobSpec {
             binary: p.binary,
             input_format: p.input_format,
             gpu: p.gpu,
+            overwrite: p.overwrite,
         }
     }
 }

@@ -319,11 +319,18 @@ pub fn run_map<J: Job>(
                 break;
             }
         }
-        if let Some(e) = input_records.error() {
+        if let Some((e, at)) = input_records.error() {
             // A corrupt or truncated shard: its readable members are mapped, the rest is
-            // counted and reported, not a reason to fail the task again and again.
+            // counted and listed with where the cut is and how much was not read, not a
+            // reason to fail the task again and again.
             tracing::warn!(input = %cfg.input, error = e, "input cut short");
             ctx.count("corrupt_inputs", 1);
+            let unread = input.len().saturating_sub(at) as u64;
+            ctx.count("unread_input_bytes", unread);
+            ctx.list_skipped(
+                cfg.base_offset + at as u64,
+                &format!("input cut short ({e}): its last {unread} bytes were not read"),
+            );
         }
         job.map_end(&mut ctx);
     }
