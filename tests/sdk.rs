@@ -75,9 +75,16 @@ fn sort_output_is_totally_ordered_across_part_files_and_equals_the_oracle() {
     // was once dropped, and 1,000,000 bytes in gave 990,000 out).
     assert!(want.iter().all(|r| r.len() == 100 && r.ends_with(b"\r\n")));
     // valsort's checks: bytes, record count, order, and the sum of the records' CRC32s.
-    assert_eq!(all.len(), text.len(), "a sort writes its records back unchanged");
+    assert_eq!(
+        all.len(),
+        text.len(),
+        "a sort writes its records back unchanged"
+    );
     assert_eq!(got.len(), want.len());
-    assert!(got.windows(2).all(|w| w[0][..10] <= w[1][..10]), "out of order");
+    assert!(
+        got.windows(2).all(|w| w[0][..10] <= w[1][..10]),
+        "out of order"
+    );
     let checksum = |rs: &[&[u8]]| -> u64 { rs.iter().map(|r| u64::from(crc32fast::hash(r))).sum() };
     assert_eq!(checksum(&got), checksum(&want));
     want.sort_by(|a, b| a[..10].cmp(&b[..10]));

@@ -407,9 +407,8 @@ impl Coordinator {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         // Inputs first: a job refused for its input must not have replaced its output.
-        let splits =
-            jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let splits = jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mode = if spec.overwrite {
             output::OutputMode::Overwrite
         } else {

@@ -1688,7 +1688,8 @@ mod schedules;
 mod views;
 
 pub use schedules::{
-    compute_due, Backfill, CancelBackfillError, Due, Firing, HistoryEntry, Origin, Schedule, Skip, BACKFILL_PRIORITY,
+    compute_due, Backfill, CancelBackfillError, Due, Firing, HistoryEntry, Origin, Schedule, Skip,
+    BACKFILL_PRIORITY,
 };
 pub use views::AttemptView;
 pub use views::WorkerView;

@@ -286,7 +286,8 @@ pub(crate) fn is_data_file(name: &str) -> bool {
 /// Returns true when a glob in a listing's last component takes `name`: it matches, and it
 /// is a data name unless the pattern itself names hidden or metadata files (`_*`, `.*`).
 pub(crate) fn glob_names(pattern: &str, name: &str) -> bool {
-    glob_match(pattern.as_bytes(), name.as_bytes()) && (is_data_file(name) || !is_data_file(pattern))
+    glob_match(pattern.as_bytes(), name.as_bytes())
+        && (is_data_file(name) || !is_data_file(pattern))
 }
 
 /// Matches a file name against a glob of `*` and `?`.

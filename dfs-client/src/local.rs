@@ -27,7 +27,11 @@ fn status(path: &Path) -> Result<FileStatus, DfsError> {
 /// Adds the data files under `dir`, recursively: names starting with `_` or `.` are skipped
 /// at every level, symbolic links are followed, and a directory reached twice (a link loop)
 /// is read once.
-fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<FileStatus>) -> Result<(), DfsError> {
+fn walk(
+    dir: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<FileStatus>,
+) -> Result<(), DfsError> {
     let real = fs::canonicalize(dir).map_err(|e| DfsError::io(dir, e))?;
     if !seen.insert(real) {
         return Ok(());

@@ -157,7 +157,11 @@ impl S3 {
             .map_err(|e| err(p, e))?;
         let depth = prefix.parts().count();
         for o in objects {
-            if o.location.parts().skip(depth).all(|c| is_data_file(c.as_ref())) {
+            if o.location
+                .parts()
+                .skip(depth)
+                .all(|c| is_data_file(c.as_ref()))
+            {
                 out.push(Self::status(p, &o.location, o.size));
             }
         }

@@ -87,7 +87,11 @@ pub struct InputData {
 ///
 /// # Errors
 /// Storage errors; [`InputError::Corrupt`] for a compressed file that cannot be decoded whole.
-pub fn read_input(storage: &Storage, split: &Split, file_len: u64) -> Result<InputData, InputError> {
+pub fn read_input(
+    storage: &Storage,
+    split: &Split,
+    file_len: u64,
+) -> Result<InputData, InputError> {
     let Some(codec) = Codec::of(&split.path) else {
         let (offset, data) = read_split(storage, split, file_len)?;
         return Ok(InputData {
@@ -113,9 +117,9 @@ pub fn read_input(storage: &Storage, split: &Split, file_len: u64) -> Result<Inp
 pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, String> {
     let reader: Box<dyn Read + '_> = match codec {
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        Codec::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| e.to_string())?,
-        ),
+        Codec::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| e.to_string())?)
+        }
     };
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(1 << 30));
     let mut limited = reader.take(MAX_DECODED_BYTES + 1);
@@ -162,7 +166,9 @@ mod tests {
 
     #[test]
     fn truncated_and_corrupt_files_are_errors() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
         let gz = gzip(&data);
         assert!(decode(Codec::Gzip, &gz[..gz.len() / 2]).is_err());
         let z = zstd::encode_all(&data[..], 3).unwrap();
@@ -183,7 +189,10 @@ mod tests {
             end: 8,
         };
         let got = read_input(&storage, &split, 8).unwrap();
-        assert_eq!((got.offset, &got.data[..], got.compressed_bytes), (4, &b"two\n"[..], None));
+        assert_eq!(
+            (got.offset, &got.data[..], got.compressed_bytes),
+            (4, &b"two\n"[..], None)
+        );
         let gz = dir.path().join("a.log.gz").display().to_string();
         let bytes = gzip(b"one\ntwo\n");
         std::fs::write(&gz, &bytes).unwrap();

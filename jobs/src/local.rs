@@ -9,13 +9,13 @@ use std::path::Path;
 use dfs_client::Storage;
 use protocol::JobSpec;
 
+use crate::input::read_input;
 use crate::output::{self, Manifest, PartInfo};
 use crate::plan::plan_inputs;
 use crate::registry::{JobError, Registry};
 use crate::runtime::map::{mmap, MapConfig};
 use crate::runtime::{format::ShuffleFile, panic_message, TaskError};
 use crate::sdk::Counters;
-use crate::input::read_input;
 
 /// Errors of a local run.
 #[derive(Debug, thiserror::Error)]

@@ -315,7 +315,10 @@ impl Counters {
                 malformed as f64 * 100.0 / records as f64
             ));
         }
-        if records > 0 && self.0.contains_key("reduce_output_records") && self.get("reduce_output_records") == 0 {
+        if records > 0
+            && self.0.contains_key("reduce_output_records")
+            && self.get("reduce_output_records") == 0
+        {
             out.push(format!(
                 "{records} input records produced no output records (counter reduce_output_records is 0)"
             ));

@@ -263,7 +263,12 @@ mod tests {
         let names = members(out.path());
         assert_eq!(
             names,
-            [".hidden.jpg", "IMG_0001.edited.jpg", "holiday.2019.jpg", "holiday.2019.json"]
+            [
+                ".hidden.jpg",
+                "IMG_0001.edited.jpg",
+                "holiday.2019.jpg",
+                "holiday.2019.json"
+            ]
         );
         // The job reads each back under the key it was packed as (issue 15: it cut at the
         // first dot and ignored all three).

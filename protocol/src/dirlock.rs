@@ -70,7 +70,11 @@ impl DirLock {
                 return Err(DirLockError::Held {
                     dir: dir.to_path_buf(),
                     lock,
-                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.into()
+                    },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
@@ -78,7 +82,10 @@ impl DirLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(DirLock { _file: file, path: lock })
+        Ok(DirLock {
+            _file: file,
+            path: lock,
+        })
     }
 
     /// The lock file.

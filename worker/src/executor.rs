@@ -8,10 +8,10 @@ use std::path::Path;
 
 use bytes::Bytes;
 use dfs_client::Storage;
+use jobs::input::read_input;
 use jobs::registry::Registry;
 use jobs::runtime::map::MapConfig;
 use jobs::runtime::{panic_message, TaskError};
-use jobs::input::read_input;
 use protocol::FailureKind;
 
 use crate::task::{ExecutorResult, ExecutorTask, TaskKind};

@@ -332,7 +332,9 @@ impl Coordinator {
             .state()
             .cancel_backfill(id, Instant::now())
             .map_err(|e| match e {
-                crate::state::CancelBackfillError::NotFound { .. } => Status::not_found(e.to_string()),
+                crate::state::CancelBackfillError::NotFound { .. } => {
+                    Status::not_found(e.to_string())
+                }
                 crate::state::CancelBackfillError::Over { .. } => {
                     Status::failed_precondition(e.to_string())
                 }

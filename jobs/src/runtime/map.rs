@@ -443,7 +443,9 @@ mod tests {
                 base_offset: 0,
                 skip: Vec::new(),
             };
-            let input: Vec<u8> = (0..5000).flat_map(|i| format!("{}\n", i % 7).into_bytes()).collect();
+            let input: Vec<u8> = (0..5000)
+                .flat_map(|i| format!("{}\n", i % 7).into_bytes())
+                .collect();
             let err = run_map(
                 &ForgotCombine,
                 &input,
@@ -452,7 +454,10 @@ mod tests {
                 &std::cell::Cell::new(0),
             )
             .unwrap_err();
-            assert!(err.to_string().contains("ForgotCombine sets COMBINES"), "{err}");
+            assert!(
+                err.to_string().contains("ForgotCombine sets COMBINES"),
+                "{err}"
+            );
             assert_eq!(err.kind(), protocol::FailureKind::Fatal);
         }
         // A job that defines combine is not mistaken for one that does not.

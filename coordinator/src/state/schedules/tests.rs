@@ -209,7 +209,10 @@ fn a_backfill_runs_at_most_max_active_at_a_lower_priority_and_can_be_cancelled()
     assert!(
         matches!(
             s.cancel_backfill(id, Instant::now()),
-            Err(CancelBackfillError::Over { state: "cancelled", .. })
+            Err(CancelBackfillError::Over {
+                state: "cancelled",
+                ..
+            })
         ),
         "a cancelled backfill stays as it is"
     );

@@ -1,0 +1,340 @@
+//! Right, or loud (issue 15): the inputs real users have (compressed, nested, oddly named,
+//! relative with `..`, truncated) read the same by `run --local` and a cluster, or refused
+//! naming the input; output locations by one rule; one process per state directory; a
+//! closed pipe ends a command quietly.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The part files and manifest of an output (what must be byte-identical between runners).
+fn parts(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    read_output(dir)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("part-") || n == "_MANIFEST.json")
+        .collect()
+}
+
+fn gzip_with_the_gzip_tool(src: &Path, dst: &Path) {
+    let out = Command::new("gzip")
+        .args(["-c", "-6"])
+        .arg(src)
+        .output()
+        .expect("gzip runs");
+    assert!(out.status.success());
+    std::fs::write(dst, out.stdout).unwrap();
+}
+
+/// A web log cut into three pieces, laid out as users keep logs: a plain file at the top, a
+/// gzip file in a folder with a space, a zstd file with dots and non-ASCII in a deeper folder,
+/// beside an empty file, an earlier output's markers and hidden files that must not be read.
+struct Tree {
+    _dir: tempfile::TempDir,
+    whole: PathBuf,
+    root: PathBuf,
+    lines: [usize; 3],
+}
+
+fn tree() -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("access.log");
+    ok(quern()
+        .args(["gen", "weblog", "--size", "3MiB", "--seed", "21", "--out"])
+        .arg(&whole));
+    let text = std::fs::read(&whole).unwrap();
+    let cut = |at: usize| at + text[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let (a, b) = (cut(text.len() / 3), cut(text.len() * 2 / 3));
+    let pieces = [&text[..a], &text[a..b], &text[b..]];
+    let lines = pieces.map(|p| p.iter().filter(|&&c| c == b'\n').count());
+    let root = dir.path().join("logs");
+    let deep = root.join("sub dir").join("2019.archive");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(root.join("a.log"), pieces[0]).unwrap();
+    let plain_b = dir.path().join("b.log");
+    std::fs::write(&plain_b, pieces[1]).unwrap();
+    gzip_with_the_gzip_tool(&plain_b, &root.join("sub dir").join("b.log.gz"));
+    std::fs::write(
+        deep.join("zürich.2019-01.log.zst"),
+        zstd::encode_all(pieces[2], 3).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(root.join("empty.log"), b"").unwrap();
+    // Lines that would change every count if they were read.
+    let noise = b"GET /photos/1.jpg 200\n".repeat(1000);
+    for hidden in [
+        "_SUCCESS",
+        ".hidden.log",
+        "_temporary/part-00000",
+        "sub dir/.cache/x.log",
+    ] {
+        let p = root.join(hidden);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &noise).unwrap();
+    }
+    Tree {
+        _dir: dir,
+        whole,
+        root,
+        lines,
+    }
+}
+
+#[test]
+fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners() {
+    let t = tree();
+    let out = tempfile::tempdir().unwrap();
+    let args = ["views", "--reducers", "3", "--split-size", "256KiB"];
+    let run_local = |input: &Path, output: &Path| {
+        ok(quern()
+            .args(["run", "--local"])
+            .args(args)
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(output))
+    };
+    let reference = out.path().join("reference");
+    run_local(&t.whole, &reference);
+    let local = out.path().join("local");
+    let stdout = run_local(&t.root, &local);
+    let c = counters(&stdout);
+    assert_eq!(
+        c["map_input_records"] as usize,
+        t.lines.iter().sum::<usize>(),
+        "every line of the three pieces, nothing of the hidden files: {stdout}"
+    );
+    assert!(c["map_input_compressed_bytes"] > 0, "{stdout}");
+    assert_eq!(parts(&local), parts(&reference));
+
+    let cluster = Cluster::start(2);
+    let dist = out.path().join("cluster");
+    let stdout = ok(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--input")
+        .arg(&t.root)
+        .arg("--output")
+        .arg(&dist));
+    assert!(stdout.contains("state:    succeeded"), "{stdout}");
+    assert_eq!(
+        counters(&stdout)["map_input_records"],
+        c["map_input_records"]
+    );
+    assert_eq!(parts(&dist), parts(&reference), "cluster and oracle");
+
+    // A glob matching a directory reads the directory.
+    let glob = out.path().join("glob");
+    let stdout = run_local(&t.root.join("sub*"), &glob);
+    assert_eq!(
+        counters(&stdout)["map_input_records"] as usize,
+        t.lines[1] + t.lines[2]
+    );
+
+    // `..` in a local path means what it means in the shell.
+    let rel = out.path().join("relative");
+    let stdout = ok(quern()
+        .current_dir(t.root.join("sub dir"))
+        .args(["run", "--local"])
+        .args(args)
+        .args(["--input", "../a.log", "--output"])
+        .arg(&rel));
+    assert_eq!(counters(&stdout)["map_input_records"] as usize, t.lines[0]);
+}
+
+#[test]
+fn a_truncated_compressed_input_fails_the_job_naming_the_file_on_both_runners() {
+    let t = tree();
+    let gz = t.root.join("sub dir").join("b.log.gz");
+    let data = std::fs::read(&gz).unwrap();
+    std::fs::write(&gz, &data[..data.len() * 2 / 3]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let local = run(quern()
+        .args(["run", "--local", "views", "--input"])
+        .arg(&t.root)
+        .arg("--output")
+        .arg(out.path().join("local")));
+    let err = String::from_utf8_lossy(&local.stderr);
+    assert!(!local.status.success(), "{err}");
+    assert!(err.contains("b.log.gz"), "{err}");
+
+    let cluster = Cluster::start(1);
+    let started = Instant::now();
+    let submitted = run(cluster
+        .job()
+        .args(["submit", "views", "--max-attempts", "4", "--input"])
+        .arg(&t.root)
+        .arg("--output")
+        .arg(out.path().join("cluster")));
+    let text = String::from_utf8_lossy(&submitted.stdout);
+    assert!(!submitted.status.success(), "{text}");
+    assert!(
+        text.contains("state:    failed") && text.contains("b.log.gz"),
+        "{text}"
+    );
+    assert!(
+        !out.path().join("cluster").join("_SUCCESS").exists()
+            && !out.path().join("cluster").join("part-00000").exists()
+    );
+    // Fatal: the job does not spend its attempts on what no retry can mend.
+    let status = ok(cluster.job().args(["status", "1"]));
+    assert!(
+        counters(&status)
+            .get("failed_attempts")
+            .copied()
+            .unwrap_or(0)
+            <= 1,
+        "{status}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn output_locations_follow_one_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "the cat\nthe dog\n").unwrap();
+    let wc = |output: &Path, extra: &[&str]| {
+        run(quern()
+            .args(["run", "--local", "wordcount", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(output)
+            .args(extra))
+    };
+    let refused = |o: std::process::Output, says: &str| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            !o.status.success() && err.contains(says),
+            "wanted {says:?}: {err}"
+        );
+    };
+    // A file, and a path under a file.
+    refused(wc(&input, &[]), "is a file");
+    refused(wc(&input.join("out"), &[]), "in.txt");
+    // A folder holding an unrelated file: refused, then replaced with --overwrite.
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    refused(wc(&busy, &[]), "is not empty");
+    assert!(busy.join("notes.txt").exists());
+    assert!(wc(&busy, &["--overwrite"]).status.success());
+    assert!(busy.join("_SUCCESS").exists() && !busy.join("notes.txt").exists());
+    // A finished output: refused, replaced with --overwrite.
+    refused(wc(&busy, &[]), "already holds a job's output");
+    assert!(wc(&busy, &["--overwrite"]).status.success());
+    // An empty directory is taken.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(wc(&empty, &[]).status.success());
+    // --overwrite never deletes the job's own input.
+    refused(
+        run(quern()
+            .args(["run", "--local", "wordcount", "--overwrite", "--input"])
+            .arg(empty.join("part-00000"))
+            .arg("--output")
+            .arg(&empty)),
+        "inside output",
+    );
+
+    // The cluster applies the same rule at submit.
+    let cluster = Cluster::start(1);
+    let submit = |output: &Path, extra: &[&str]| {
+        run(cluster
+            .job()
+            .args(["submit", "wordcount", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(output)
+            .args(extra))
+    };
+    refused(submit(&input, &[]), "is a file");
+    refused(submit(&busy, &[]), "already holds a job's output");
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    refused(submit(&other, &[]), "is not empty");
+    assert!(submit(&other, &["--overwrite"]).status.success());
+    assert!(other.join("_SUCCESS").exists() && !other.join("notes.txt").exists());
+}
+
+#[test]
+fn a_second_process_on_a_state_or_worker_directory_refuses_naming_the_first() {
+    let cluster = Cluster::start(1);
+    let state = cluster.dir.path().join(".quern");
+    let second = run(quern()
+        .args(["local", "--workers", "1", "--dir"])
+        .arg(&state)
+        .stdout(Stdio::piped()));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(err.contains("in use by process"), "{err}");
+    assert!(
+        state.join("coordinator.addr").exists(),
+        "the first cluster is still found"
+    );
+    let worker = run(quern()
+        .args(["worker", "--coordinator", &cluster.addr, "--dir"])
+        .arg(state.join("worker-0")));
+    let err = String::from_utf8_lossy(&worker.stderr);
+    assert!(
+        !worker.status.success() && err.contains("in use by process"),
+        "{err}"
+    );
+    let coordinator = run(quern()
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.join("coordinator")));
+    let err = String::from_utf8_lossy(&coordinator.stderr);
+    assert!(
+        !coordinator.status.success() && err.contains("in use by process"),
+        "{err}"
+    );
+    // The first cluster still works.
+    ok(cluster.job().arg("list"));
+}
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let mut child = quern()
+        .arg("jobs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && out.status.code() != Some(101),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_job_whose_input_is_mostly_malformed_warns_naming_the_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("not-a-log.txt");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for i in 0..100 {
+        writeln!(f, "this is line {i} of a novel, not an access log").unwrap();
+    }
+    let out = run(quern()
+        .args(["run", "--local", "views", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("out")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(
+        err.contains(
+            "warning: 100 of 100 input records (100%) were malformed (counter malformed_records)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("produced no output records"), "{err}");
+}
