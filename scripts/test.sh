@@ -47,6 +47,16 @@ curl -sf -X POST "http://$QUERN_SEAWEEDFS_FILER/buckets/$QUERN_S3_TEST_BUCKET/" 
 # tests/tls.rs).
 OUT_LOG="$SW_DIR/test-output.log"
 cargo test --release --workspace --features quern/failpoints "$@" 2>&1 | tee "$OUT_LOG"
+# Nothing a test started may outlive the suite: every test reaps the processes it starts
+# (workers of a `quern local` also die with it, executors with their worker).
+sleep 2
+leftover="$(pgrep -af "^$CARGO_TARGET_DIR/release/(quern|inverted-index|photo-join|sessions) " || true)"
+if [ -n "$leftover" ]; then
+  echo "processes started by the tests outlived them:" >&2
+  echo "$leftover" >&2
+  echo "$leftover" | awk '{print $1}' | xargs -r kill -9 2>/dev/null || true
+  exit 1
+fi
 if grep -aEl 'qrn_[0-9a-f]{16}_[0-9a-f]{64}|PRIVATE KEY-----' "$OUT_LOG" "$SW_DIR"/logs/*.log 2>/dev/null; then
   echo "a token or a private key appeared in the output or logs above" >&2
   exit 1

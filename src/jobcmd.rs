@@ -74,6 +74,29 @@ pub(crate) fn absolute(path: &str) -> Result<String> {
     Ok(clean.display().to_string())
 }
 
+/// Makes the parameters the job declares as paths ([`jobs::Job::PATH_PARAMS`]) absolute, and
+/// checks that each names something, before the job is accepted.
+pub(crate) fn resolve_path_params(registry: &Registry, spec: &mut JobSpec) -> Result<()> {
+    let Ok(job) = registry.create(&spec.job, &spec.params) else {
+        return Ok(());
+    };
+    let storage = dfs_client::Storage::default();
+    for name in job.path_params() {
+        let Some(value) = spec.params.get(*name).cloned() else {
+            continue;
+        };
+        let path = absolute(&value)?;
+        if !storage
+            .exists(&path)
+            .with_context(|| format!("parameter {name}={value}"))?
+        {
+            bail!("parameter {name}={value}: no such file ({path})");
+        }
+        spec.params.insert((*name).to_string(), path);
+    }
+    Ok(())
+}
+
 fn parse_param(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -220,6 +243,7 @@ pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) 
         spec.input_format = job.input_format().name().into();
         spec.gpu = job.wants_gpu();
     }
+    resolve_path_params(registry, spec)?;
     // A built-in job runs in the cluster's own executors; one this binary registered under a
     // built-in's name is its own code, shipped like any custom job.
     if registry.is_builtin(&spec.job)
@@ -448,7 +472,8 @@ pub fn print_counters<'a>(counters: impl Iterator<Item = (&'a str, u64)>) {
 }
 
 pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBuf>) -> Result<u8> {
-    let spec = args.to_spec()?;
+    let mut spec = args.to_spec()?;
+    resolve_path_params(registry, &mut spec)?;
     let work = work_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("quern-local-{}-{}", std::process::id(), spec.job))
     });

@@ -286,9 +286,10 @@ fn tar_shards_are_split_whole_and_read_member_by_member_on_the_cluster() {
             .success();
         assert!(ok);
     }
-    // A truncated shard: its whole members are listed, the cut is counted.
+    // A truncated shard, cut inside its fourth member: its whole members are listed, the cut
+    // is counted and listed.
     let whole = std::fs::read(shards.join("shard-2.tar")).unwrap();
-    std::fs::write(shards.join("shard-3.tar"), &whole[..10_000]).unwrap();
+    std::fs::write(shards.join("shard-3.tar"), &whole[..9_000]).unwrap();
     let cluster = Cluster::start(2);
     // A tiny split size: tar shards are still never cut (4 shards, 4 maps).
     let args = ["tar-index", "--reducers", "2", "--split-size", "1KiB"];
@@ -312,11 +313,32 @@ fn tar_shards_are_split_whole_and_read_member_by_member_on_the_cluster() {
         .arg("--output")
         .arg(&local));
     assert!(read_output(&out) == read_output(&local));
+    // The cut is listed with what was not read (issue 15: the photos after it appeared nowhere).
+    let skipped = String::from_utf8(read_output(&out)["_skipped/records.tsv"].clone()).unwrap();
+    assert!(
+        skipped.contains("shard-3.tar") && skipped.contains("bytes were not read"),
+        "{skipped}"
+    );
+    // The fourth member's header starts at byte 6656: 2344 bytes from there were not read.
+    assert_eq!(counters(&stdout)["unread_input_bytes"], 2344, "{stdout}");
+    // A folder of loose photos is not taken for shards that are all corrupt.
+    let loose = run(quern()
+        .args(["run", "--local", "tar-index", "--input"])
+        .arg(&src)
+        .arg("--output")
+        .arg(dir.path().join("loose")));
+    let err = String::from_utf8_lossy(&loose.stderr);
+    assert!(
+        !loose.status.success()
+            && err.contains("is not a tar file")
+            && err.contains("quern photos pack"),
+        "{err}"
+    );
     let lines: usize = read_output(&out)
         .iter()
         .filter(|(k, _)| k.starts_with("part-"))
         .map(|(_, v)| v.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
         .sum();
-    // 60 members, plus those of the truncated copy that lie wholly in its first 10000 bytes.
+    // 60 members, plus those of the truncated copy that lie wholly in its first 9000 bytes.
     assert!((60..80).contains(&lines), "{lines}");
 }

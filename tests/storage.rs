@@ -136,3 +136,80 @@ fn a_volume_server_killed_mid_job_fails_over_to_a_replica() {
     assert!(waited.contains("state:    succeeded"), "{waited}");
     assert_eq!(read_output(&out), oracle(&inputs.log, inputs.dir.path()));
 }
+
+/// Issue 15 on the remote backends: a directory of nested, compressed and hidden files in
+/// SeaweedFS and in S3 reads as the plain log does.
+#[test]
+fn nested_and_compressed_inputs_read_alike_on_seaweedfs_and_s3() {
+    let (Some(filer), Some(_)) = (
+        seaweedfs_var("QUERN_SEAWEEDFS_FILER"),
+        seaweedfs_var("QUERN_S3_ENDPOINT"),
+    ) else {
+        return;
+    };
+    let inputs = inputs("2MiB");
+    let dir = inputs.dir.path();
+    let text = std::fs::read(&inputs.log).unwrap();
+    let half = text.len() / 2;
+    let cut = half + text[half..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let gz = dir.join("a.log.gz");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, &text[..cut]).unwrap();
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    let zst = dir.join("b.2019.log.zst");
+    std::fs::write(&zst, zstd::encode_all(&text[cut..], 3).unwrap()).unwrap();
+    let noise = dir.join("noise");
+    std::fs::write(&noise, b"GET /photos/1.jpg 200\n".repeat(100)).unwrap();
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        dir.file_name().unwrap().to_string_lossy()
+    );
+    let want: Vec<_> = oracle(&inputs.log, dir)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("part-"))
+        .collect();
+    for root in [
+        format!("seaweedfs://{filer}/it/{run_id}/logs"),
+        format!("s3://quern-test/it/{run_id}/logs"),
+    ] {
+        put(&gz, &format!("{root}/day one/a.log.gz"), "1", "000", &[]);
+        put(
+            &zst,
+            &format!("{root}/day.two/deep/b.2019.log.zst"),
+            "1",
+            "000",
+            &[],
+        );
+        put(
+            &noise,
+            &format!("{root}/_temporary/part-00000"),
+            "1",
+            "000",
+            &[],
+        );
+        put(&noise, &format!("{root}/day one/.hidden"), "1", "000", &[]);
+        let out = dir.join(format!("out-{}", root.split(':').next().unwrap()));
+        let stdout = ok(quern()
+            .args([
+                "run",
+                "--local",
+                "views",
+                "--reducers",
+                "3",
+                "--input",
+                &root,
+            ])
+            .arg("--output")
+            .arg(&out));
+        assert!(
+            counters(&stdout)["map_input_compressed_bytes"] > 0,
+            "{stdout}"
+        );
+        let got: Vec<_> = read_output(&out)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("part-"))
+            .collect();
+        assert!(got == want, "{root}: not the plain log's output");
+    }
+}

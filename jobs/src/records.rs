@@ -156,7 +156,7 @@ impl<'a> TarMembers<'a> {
 
     fn fail(&mut self, why: String) -> Option<(&'a [u8], &'a [u8])> {
         self.error = Some(format!("{why} at byte {}", self.pos));
-        self.stopped_at = self.pos;
+        self.stopped_at = self.pos.min(self.data.len());
         self.pos = self.data.len();
         None
     }

@@ -77,6 +77,8 @@ pub trait DynJob: Send + Sync {
     fn input_format(&self) -> crate::InputFormat;
     /// Whether its map tasks want a GPU.
     fn wants_gpu(&self) -> bool;
+    /// The parameters that name files ([`crate::Job::PATH_PARAMS`]).
+    fn path_params(&self) -> &'static [&'static str];
     /// Runs a reduce task over `runs` (one per map, in map order) into `out`.
     fn run_reduce(&self, runs: Vec<Bytes>, out: &mut dyn Write)
         -> Result<ReduceSummary, TaskError>;
@@ -93,6 +95,10 @@ impl<J: Job> DynJob for J {
 
     fn wants_gpu(&self) -> bool {
         Job::wants_gpu(self)
+    }
+
+    fn path_params(&self) -> &'static [&'static str] {
+        J::PATH_PARAMS
     }
 
     fn run_map(

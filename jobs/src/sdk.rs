@@ -143,6 +143,10 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// How input files are cut into records: lines (the default), whole files, or the members
     /// of tar shards ([`crate::InputFormat`]).
     const INPUT: crate::InputFormat = crate::InputFormat::Lines;
+    /// The parameters whose values name files (a model, a lookup table). At submit they are
+    /// made absolute like `--input` (workers run elsewhere) and must exist, so a wrong path
+    /// fails the submission rather than every attempt on the workers.
+    const PATH_PARAMS: &'static [&'static str] = &[];
 
     /// Called once per task before any record: load a model or a lookup table, or sample the
     /// input (see [`TaskSetup`]). Not called when a job is only checked (at submit).

@@ -43,6 +43,7 @@ const PARAMS: &[&str] = &[
     "device",
     "index-min-score",
     "max-side",
+    "max-decoded-mib",
 ];
 /// Key prefixes: index entries sort before photo lines in every part file.
 const INDEX: u8 = 1;
@@ -143,7 +144,7 @@ impl Config {
             index_min_score,
             limits: Limits {
                 max_side: int_param("photos", p, "max-side", 16_384, 1, 65_535)? as u32,
-                ..Limits::default()
+                max_alloc: int_param("photos", p, "max-decoded-mib", 1024, 1, 65_536)? << 20,
             },
         })
     }
@@ -587,6 +588,7 @@ impl Job for Photos {
     type Key = Vec<u8>;
     type Value = Val;
     const INPUT: InputFormat = InputFormat::Tar;
+    const PATH_PARAMS: &'static [&'static str] = &["model", "labels"];
 
     fn wants_gpu(&self) -> bool {
         self.cfg.device != DeviceChoice::Cpu

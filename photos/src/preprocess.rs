@@ -33,7 +33,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_side: 16_384,
-            max_alloc: 512 << 20,
+            max_alloc: 1 << 30,
         }
     }
 }
@@ -45,7 +45,7 @@ pub enum BadImage {
     #[error("not a JPEG or PNG image")]
     Format,
     /// The image declares dimensions beyond the limits (a decompression bomb, or junk).
-    #[error("declared size {width}x{height} is beyond the limits")]
+    #[error("declared size {width}x{height} is beyond the limits (parameters max-side and max-decoded-mib)")]
     TooLarge {
         /// Declared width.
         width: u32,

@@ -69,6 +69,27 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
         );
     let server = tokio::spawn(server);
     tracing::info!(%shuffle_addr, slots = config.slots, "shuffle service listening");
+    // A worker whose directory was removed (a test's temporary directory, a decommissioned
+    // disk) has nowhere to keep map outputs or logs: it stops instead of heartbeating on.
+    let gone_dir = config.dir.clone();
+    let gone_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = gone_stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if !tokio::fs::try_exists(gone_dir.join("worker.lock"))
+                .await
+                .unwrap_or(true)
+            {
+                tracing::error!(dir = %gone_dir.display(), "worker directory removed; stopping");
+                gone_stop.cancel();
+                return;
+            }
+        }
+    });
     // Attempt logs are kept for `quern job logs` and the UI, but not without bound; a job's
     // secret goes once nothing of the job is left to serve.
     let worker_dir = config.dir.clone();

@@ -94,7 +94,7 @@ impl State {
                         .map(|w| match r.kind {
                             TaskKind::Map => (
                                 w.counters.get("map_input_bytes"),
-                                w.counters.get("map_output_bytes"),
+                                w.counters.get("map_output_materialized_bytes"),
                             ),
                             TaskKind::Reduce => (
                                 w.counters.get("reduce_input_bytes"),

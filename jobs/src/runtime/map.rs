@@ -217,7 +217,11 @@ impl<J: Job> MapBuffer<J> {
         };
         let mut counters = Counters::default();
         counters.add("map_output_records", self.emitted);
-        counters.add("map_output_bytes", summary.bytes);
+        if J::COMBINES {
+            counters.add("combine_input_records", self.emitted);
+            counters.add("combine_output_records", summary.records);
+        }
+        counters.add("map_output_materialized_bytes", summary.bytes);
         counters.add("spilled_bytes", self.spilled_bytes);
         counters.add("spilled_records", self.spilled_records);
         Ok((summary, counters))
@@ -318,6 +322,14 @@ pub fn run_map<J: Job>(
             if ctx.buffer.error.is_some() {
                 break;
             }
+        }
+        if let Some((e, 0)) = input_records.error().filter(|_| records == 0) {
+            // Not a tar file at all (a loose photo, a text file): nothing of it could be read,
+            // and no retry changes that.
+            return Err(TaskError::Input(format!(
+                "{} is not a tar file ({e}); pack loose photos into shards with `quern photos pack`, or give the job tar shards only",
+                cfg.input
+            )));
         }
         if let Some((e, at)) = input_records.error() {
             // A corrupt or truncated shard: its readable members are mapped, the rest is
