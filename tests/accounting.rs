@@ -76,6 +76,8 @@ fn tree() -> Tree {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, &noise).unwrap();
     }
+    // A link back up the tree is followed once, not for ever, and reads nothing twice.
+    std::os::unix::fs::symlink("..", root.join("sub dir").join("loop")).unwrap();
     Tree {
         _dir: dir,
         whole,
@@ -337,4 +339,69 @@ fn a_job_whose_input_is_mostly_malformed_warns_naming_the_counter() {
         "{err}"
     );
     assert!(err.contains("produced no output records"), "{err}");
+}
+
+#[test]
+fn a_path_parameter_that_names_nothing_fails_the_submission_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = dir.path().join("in.tar");
+    std::fs::write(&shard, [0u8; 1024]).unwrap();
+    let out = run(quern()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--local",
+            "photos",
+            "--param",
+            "model=weights/none.safetensors",
+        ])
+        .arg("--input")
+        .arg(&shard)
+        .arg("--output")
+        .arg(dir.path().join("out")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("parameter model=weights/none.safetensors: no such file")
+            && err.contains(
+                &dir.path()
+                    .join("weights/none.safetensors")
+                    .display()
+                    .to_string()
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_worker_whose_directory_is_removed_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let procs = Procs(vec![spawn_coordinator(
+        port,
+        &dir.path().join("coordinator"),
+        &[],
+    )]);
+    let worker_dir = dir.path().join("worker");
+    let mut worker = spawn_worker(&format!("127.0.0.1:{port}"), &worker_dir, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !worker_dir.join("worker.lock").exists() {
+        assert!(Instant::now() < deadline, "worker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&worker_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            let _ = status;
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            let _ = worker.wait();
+            panic!("the worker went on without its directory");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(procs);
 }

@@ -142,6 +142,14 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     );
     assert!(metrics.contains("quern_jobs{state=\"succeeded\"} 1"));
     assert!(metrics.contains("quern_failed_attempts_total 2"));
+    assert!(
+        metrics.contains("quern_jobs_ended_total{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
     // Every attempt's scheduling latency is observed (two jobs' maps and reduces, retries).
     let count = metrics
         .lines()
@@ -156,7 +164,7 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
                 types.insert(t.split(' ').next().unwrap().to_string()),
                 "{line}"
             );
-        } else if !line.starts_with("# HELP ") {
+        } else if !line.starts_with('#') {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
             assert!(line.starts_with("quern_"), "{line}");

@@ -2,7 +2,6 @@
 //! metrics at `/metrics`. Everything is served by this process; the page loads no external
 //! resource.
 
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use axum::extract::{Path, State as Ax};
@@ -420,49 +419,15 @@ async fn schedule(Ax(c): Ax<Coordinator>, Path(name): Path<String>) -> Response 
 }
 
 /// Writes a metric's HELP and TYPE lines.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// The samples of one Prometheus histogram (observations in seconds); `labels` is empty or
-/// `key="value",` pairs, each followed by a comma.
-fn histogram(out: &mut String, name: &str, labels: &str, values: &[f64]) {
-    const BOUNDS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
-    for b in BOUNDS {
-        let n = values.iter().filter(|v| **v <= b).count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {n}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", values.len());
-    let plain = labels.trim_end_matches(',');
-    let braces = if plain.is_empty() {
-        String::new()
-    } else {
-        format!("{{{plain}}}")
-    };
-    let _ = writeln!(out, "{name}_sum{braces} {}", values.iter().sum::<f64>());
-    let _ = writeln!(out, "{name}_count{braces} {}", values.len());
-}
 
 async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
     let now = Instant::now();
     let state = c.state();
     let list = state.list(now);
-    let mut out = String::new();
     let mut by_state = std::collections::BTreeMap::<String, u64>::new();
     for s in &list {
         let st = job_json(s)["state"].as_str().unwrap_or("").to_string();
         *by_state.entry(st).or_default() += 1;
-    }
-    let _ = writeln!(
-        out,
-        "# HELP quern_jobs Jobs by state.\n# TYPE quern_jobs gauge"
-    );
-    for st in ["running", "succeeded", "failed", "killed"] {
-        let _ = writeln!(
-            out,
-            "quern_jobs{{state=\"{st}\"}} {}",
-            by_state.get(st).copied().unwrap_or(0)
-        );
     }
     let (mut done, mut running, mut total) = (0u64, 0u64, 0u64);
     let running_state = protocol::pb::JobState::Running as i32;
@@ -471,142 +436,36 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
         running += u64::from(s.maps_running + s.reduces_running);
         total += u64::from(s.maps_total + s.reduces_total);
     }
-    let _ = writeln!(
-        out,
-        "# HELP quern_tasks Tasks of running jobs by state.\n# TYPE quern_tasks gauge"
-    );
-    let _ = writeln!(out, "quern_tasks{{state=\"done\"}} {done}");
-    let _ = writeln!(out, "quern_tasks{{state=\"running\"}} {running}");
-    let _ = writeln!(
-        out,
-        "quern_tasks{{state=\"pending\"}} {}",
-        total - done - running.min(total - done)
-    );
-    let sum = |k: &str| -> u64 {
-        list.iter()
-            .map(|s| {
-                s.counters
-                    .as_ref()
-                    .and_then(|c| c.values.get(k).copied())
-                    .unwrap_or(0)
-            })
-            .sum()
-    };
-    for (name, counter, help) in [
-        (
-            "quern_read_bytes_total",
-            "map_input_bytes",
-            "Input bytes read by winning map attempts.",
-        ),
-        (
-            "quern_shuffled_bytes_total",
-            "shuffle_bytes",
-            "Bytes fetched by winning reduce attempts.",
-        ),
-        (
-            "quern_written_bytes_total",
-            "output_bytes",
-            "Bytes of committed part files.",
-        ),
-        (
-            "quern_spilled_bytes_total",
-            "spilled_bytes",
-            "Bytes spilled to disk by map attempts.",
-        ),
-        (
-            "quern_fetch_failures_total",
-            "fetch_failures",
-            "Map output fetch failures reported.",
-        ),
-        (
-            "quern_failed_attempts_total",
-            "failed_attempts",
-            "Failed attempts (each one retried or fatal).",
-        ),
-        (
-            "quern_backup_attempts_total",
-            "backup_attempts",
-            "Backup attempts for stragglers.",
-        ),
-        (
-            "quern_lost_map_outputs_total",
-            "lost_map_outputs",
-            "Finished map outputs lost and produced again.",
-        ),
-        (
-            "quern_model_busy_milliseconds_total",
-            "model_busy_ms",
-            "Time model tasks (photos) spent in model calls, on GPU or CPU.",
-        ),
-        (
-            "quern_model_starved_milliseconds_total",
-            "model_wait_ms",
-            "Time model tasks (photos) waited for decoded input: GPU starved time on GPUs.",
-        ),
-        (
-            "quern_gpu_tasks_total",
-            "gpu_tasks",
-            "Map tasks whose model ran on a GPU.",
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            sum(counter)
-        );
-    }
-    let workers = state.workers_view(now);
-    let _ = writeln!(out, "# HELP quern_worker_heartbeat_lag_seconds Time since each worker's last heartbeat.\n# TYPE quern_worker_heartbeat_lag_seconds gauge");
-    for w in &workers {
-        let _ = writeln!(
-            out,
-            "quern_worker_heartbeat_lag_seconds{{worker=\"{}\",alive=\"{}\"}} {:.3}",
-            w.id,
-            w.alive,
-            w.last_seen_ms as f64 / 1000.0
-        );
-    }
-    let _ = writeln!(out, "# HELP quern_worker_heartbeat_gap_max_seconds The longest time between two heartbeats of each worker.\n# TYPE quern_worker_heartbeat_gap_max_seconds gauge");
-    for w in &workers {
-        let _ = writeln!(
-            out,
-            "quern_worker_heartbeat_gap_max_seconds{{worker=\"{}\"}} {:.3}",
-            w.id,
-            w.max_gap_ms as f64 / 1000.0
-        );
-    }
-    let durations = state.task_durations();
-    let sched = state.scheduling_latencies();
+    let jobs: Vec<(&str, u64)> = ["running", "succeeded", "failed", "killed"]
+        .into_iter()
+        .map(|st| (st, by_state.get(st).copied().unwrap_or(0)))
+        .collect();
+    let pending = total - done - running.min(total - done);
+    let workers: Vec<(String, bool, f64, f64)> = state
+        .workers_view(now)
+        .iter()
+        .map(|w| {
+            (
+                w.id.to_string(),
+                w.alive,
+                w.last_seen_ms as f64 / 1000.0,
+                w.max_gap_ms as f64 / 1000.0,
+            )
+        })
+        .collect();
+    let metrics = state.metrics().clone();
     drop(state);
-    header(
-        &mut out,
-        "quern_task_duration_seconds",
-        "histogram",
-        "Run time of winning task attempts.",
+    metrics.set_jobs(
+        &jobs,
+        &[("done", done), ("running", running), ("pending", pending)],
     );
-    for kind in ["map", "reduce"] {
-        let v: Vec<f64> = durations
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, d)| d.as_secs_f64())
-            .collect();
-        let label = format!("kind=\"{kind}\",");
-        histogram(&mut out, "quern_task_duration_seconds", &label, &v);
-    }
-    header(
-        &mut out,
-        "quern_scheduling_latency_seconds",
-        "histogram",
-        "From a task becoming ready to run to its attempt's start (the last 1024 attempts).",
-    );
-    histogram(&mut out, "quern_scheduling_latency_seconds", "", &sched);
-    let journal: Vec<f64> = crate::journal::append_latencies();
-    header(
-        &mut out,
-        "quern_journal_append_seconds",
-        "histogram",
-        "Journal append-and-sync latency (the last 1024 appends).",
-    );
-    histogram(&mut out, "quern_journal_append_seconds", "", &journal);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    metrics.set_workers(&workers);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
 }

@@ -283,23 +283,6 @@ mod tests {
     }
 }
 
-/// Append-and-sync latencies of the last appends, in seconds (for `/metrics`).
-static LATENCIES: std::sync::Mutex<std::collections::VecDeque<f64>> =
-    std::sync::Mutex::new(std::collections::VecDeque::new());
-
 fn record_latency(secs: f64) {
-    if let Ok(mut l) = LATENCIES.lock() {
-        if l.len() == 1024 {
-            l.pop_front();
-        }
-        l.push_back(secs);
-    }
-}
-
-/// The latencies of the last (up to 1024) journal appends, in seconds.
-pub fn append_latencies() -> Vec<f64> {
-    LATENCIES
-        .lock()
-        .map(|l| l.iter().copied().collect())
-        .unwrap_or_default()
+    crate::metrics::JOURNAL_APPEND.observe(secs);
 }

@@ -6,7 +6,8 @@
 //! - [`journal`]: the append-only log that lets a restarted coordinator resume its jobs;
 //! - [`service`]: the gRPC service around it, which performs the storage actions it asks for;
 //! - [`client`]: a typed client for the CLI and tests;
-//! - [`limits`]: per-caller submission rate limits.
+//! - [`limits`]: per-caller submission rate limits;
+//! - [`metrics`]: Prometheus counters, histograms and gauges (prometheus-client).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +22,7 @@ pub mod client;
 pub mod http;
 pub mod journal;
 pub mod limits;
+pub mod metrics;
 pub mod schedule;
 pub mod service;
 pub mod state;

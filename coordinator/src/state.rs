@@ -349,9 +349,8 @@ pub struct State {
     jobs: BTreeMap<JobId, Job>,
     workers: HashMap<WorkerId, Worker>,
     attempts: HashMap<AttemptId, Attempt>,
-    /// The last (up to 1024) scheduling latencies, in seconds: from a task becoming ready to
-    /// run to its attempt's start.
-    scheduling_latency: std::collections::VecDeque<f64>,
+    /// Prometheus counters and histograms, fed as events happen.
+    metrics: crate::metrics::Metrics,
     /// The master key jobs' shuffle secrets are derived from.
     shuffle_key: Vec<u8>,
     /// Journal records of changes not yet written (see [`State::take_records`]).
@@ -385,7 +384,7 @@ impl State {
             jobs: BTreeMap::new(),
             workers: HashMap::new(),
             attempts: HashMap::new(),
-            scheduling_latency: std::collections::VecDeque::new(),
+            metrics: crate::metrics::Metrics::new(),
             // Replaced by the persisted key when the coordinator serves (see `lib.rs`).
             shuffle_key: protocol::auth::new_shuffle_key().unwrap_or_default(),
             outbox: Vec::new(),
@@ -636,6 +635,7 @@ impl State {
             if picks.len() < free as usize && job.spec.speculation && !gpu_maps {
                 let backups = self.stragglers(id, worker, now, free as usize - picks.len());
                 self.jobs.get_mut(&id).expect("listed job").backups += backups.len() as u64;
+                self.metrics.backups_started(backups.len() as u64);
                 picks.extend(backups);
             }
             for (kind, index, local) in picks {
@@ -739,11 +739,8 @@ impl State {
             if kind == TaskKind::Reduce {
                 ready = ready.max(last_map_end.unwrap_or(submitted));
             }
-            if self.scheduling_latency.len() == 1024 {
-                self.scheduling_latency.pop_front();
-            }
-            self.scheduling_latency
-                .push_back(now.saturating_duration_since(ready).as_secs_f64());
+            self.metrics
+                .attempt_scheduled(now.saturating_duration_since(ready));
         }
         task.state = TaskState::Running;
         task.running.push(attempt);
@@ -928,6 +925,8 @@ impl State {
                 local: a.local,
             });
         }
+        self.metrics
+            .attempt_won(a.kind.name(), now.duration_since(a.started), &counters);
         task.winner = Some(Winner {
             attempt,
             worker: Some(a.worker),
@@ -1073,6 +1072,7 @@ impl State {
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.state = JobState::Succeeded;
                     job.finished = Some(now);
+                    self.metrics.job_ended("succeeded");
                     self.outbox.push(Record::Ended {
                         job: job_id,
                         state: "succeeded".into(),
@@ -1117,6 +1117,7 @@ impl State {
         let job_running = job.state == JobState::Running;
         if job_running && kind != FailureKind::Cancelled {
             job.failed_attempts += 1;
+            self.metrics.attempt_failed();
         }
         let task = &mut job.tasks_mut(a.kind)[a.index as usize];
         let mut actions = Vec::new();
@@ -1223,6 +1224,7 @@ impl State {
             return;
         };
         job.fetch_failures += 1;
+        self.metrics.fetch_failed();
         let Some(task) = job.maps.get_mut(map_index as usize) else {
             return;
         };
@@ -1244,6 +1246,7 @@ impl State {
             task.state = TaskState::Pending;
             task.ready = Some(Instant::now());
             job.lost_outputs += 1;
+            self.metrics.map_output_lost();
             self.outbox.push(Record::MapLost {
                 job: job_id,
                 index: map_index,
@@ -1289,6 +1292,7 @@ impl State {
             error: Some(error.clone()),
         });
         tracing::warn!(job = %job_id, ?state, %error, "job ended");
+        self.metrics.job_ended(name);
         job.state = state;
         job.error = Some(error);
         job.finished = Some(now);
@@ -1342,8 +1346,8 @@ impl State {
     }
 
     /// The last (up to 1024) scheduling latencies, in seconds, for `/metrics`.
-    pub fn scheduling_latencies(&self) -> Vec<f64> {
-        self.scheduling_latency.iter().copied().collect()
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Forgets the oldest finished jobs beyond [`Timeouts::keep_jobs`] (journaled, so they stay
@@ -1413,6 +1417,7 @@ impl State {
                         t.state = TaskState::Pending;
                         t.ready = Some(now);
                         job.lost_outputs += 1;
+                        self.metrics.map_output_lost();
                         self.outbox.push(Record::MapLost {
                             job: job.id,
                             index: i as u32,
@@ -1443,6 +1448,7 @@ impl State {
                     t.state = TaskState::Pending;
                     t.ready = Some(Instant::now());
                     job.lost_outputs += 1;
+                    self.metrics.map_output_lost();
                     self.outbox.push(Record::MapLost {
                         job: job.id,
                         index: i as u32,

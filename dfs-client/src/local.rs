@@ -25,14 +25,24 @@ fn status(path: &Path) -> Result<FileStatus, DfsError> {
 }
 
 /// Adds the data files under `dir`, recursively: names starting with `_` or `.` are skipped
-/// at every level, symbolic links are followed, and a directory reached twice (a link loop)
-/// is read once.
+/// at every level, symbolic links are followed, except a link to a directory that holds the
+/// link (a loop, skipped with a warning), and a directory reached twice is read once.
 fn walk(
     dir: &Path,
     seen: &mut HashSet<PathBuf>,
     out: &mut Vec<FileStatus>,
 ) -> Result<(), DfsError> {
     let real = fs::canonicalize(dir).map_err(|e| DfsError::io(dir, e))?;
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        let holder = dir
+            .parent()
+            .and_then(|p| fs::canonicalize(p).ok())
+            .unwrap_or_default();
+        if holder.starts_with(&real) {
+            tracing::warn!(link = %dir.display(), target = %real.display(), "input link loop skipped");
+            return Ok(());
+        }
+    }
     if !seen.insert(real) {
         return Ok(());
     }

@@ -557,7 +557,11 @@ fn the_oldest_finished_jobs_beyond_the_retention_are_forgotten_for_good() {
     }
     let (sp, splits) = spec(1, 1);
     let running = s.submit(sp, splits, now);
+    let ended = |s: &State| s.metrics().encode();
+    assert!(ended(&s).contains("quern_jobs_ended_total{state=\"killed\"} 4"));
     assert_eq!(s.prune_history(), 2);
+    // Counters only grow: forgetting jobs does not take them back (issue 15).
+    assert!(ended(&s).contains("quern_jobs_ended_total{state=\"killed\"} 4"));
     assert!(s.status(jobs[0], now).is_none() && s.status(jobs[1], now).is_none());
     assert!(s.status(jobs[2], now).is_some() && s.status(running, now).is_some());
     let (r, _) = State::recover(Epoch(2), timeouts, s.take_records(), now);

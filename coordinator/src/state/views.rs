@@ -1,6 +1,6 @@
 //! Read-only views of the state for the web UI, the JSON API and metrics.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use protocol::WorkerId;
 
@@ -47,21 +47,6 @@ impl State {
             })
             .collect();
         out.sort_by_key(|w| w.id);
-        out
-    }
-
-    /// Run times of the winning attempts of every job, as ("map" or "reduce", duration).
-    pub fn task_durations(&self) -> Vec<(&'static str, Duration)> {
-        let mut out = Vec::new();
-        for job in self.jobs.values() {
-            for (kind, ds) in &job.durations {
-                let name = match kind {
-                    TaskKind::Map => "map",
-                    TaskKind::Reduce => "reduce",
-                };
-                out.extend(ds.iter().map(|d| (name, *d)));
-            }
-        }
         out
     }
 }
