@@ -138,6 +138,20 @@ fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners
         t.lines[1] + t.lines[2]
     );
 
+    // A broken link among the inputs is named, not passed over.
+    std::os::unix::fs::symlink("gone.log", t.root.join("broken.log")).unwrap();
+    let broken = run(quern()
+        .args(["run", "--local", "views", "--input"])
+        .arg(&t.root)
+        .arg("--output")
+        .arg(out.path().join("broken")));
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        !broken.status.success() && err.contains("broken.log"),
+        "{err}"
+    );
+    std::fs::remove_file(t.root.join("broken.log")).unwrap();
+
     // `..` in a local path means what it means in the shell.
     let rel = out.path().join("relative");
     let stdout = ok(quern()

@@ -57,6 +57,12 @@ fn walk(
             walk(&child, seen, out)?;
         } else if child.is_file() {
             out.push(status(&child)?);
+        } else {
+            // A broken link, a socket or a FIFO: named as input, and not readable as data.
+            return Err(DfsError::InvalidPath {
+                url: child.display().to_string(),
+                reason: "an input entry is neither a file nor a directory (a broken link?)",
+            });
         }
     }
     Ok(())

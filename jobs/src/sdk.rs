@@ -330,7 +330,8 @@ impl Counters {
         let cut = self.get("corrupt_inputs");
         if cut > 0 {
             out.push(format!(
-                "{cut} input file(s) were cut short or corrupt and not read to the end (counter corrupt_inputs; listed in _skipped/)"
+                "{cut} input file(s) were cut short or corrupt: {} bytes after the cut were not read (counters corrupt_inputs, unread_input_bytes; listed in _skipped/records.tsv)",
+                self.get("unread_input_bytes")
             ));
         }
         let skipped = self.get("skipped_records");

@@ -780,7 +780,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn member_names_split_like_webdataset() {
+    fn member_names_split_at_the_last_dot() {
         assert_eq!(split_name("a/b/cat.jpg"), ("a/b/cat", "jpg"));
         assert_eq!(split_name("cat.seg.png"), ("cat.seg", "png"));
         assert_eq!(split_name(".hidden.jpg"), (".hidden", "jpg"));
