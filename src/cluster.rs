@@ -61,6 +61,11 @@ pub struct CoordinatorArgs {
     /// oldest beyond this are forgotten.
     #[arg(long, default_value_t = coordinator::DEFAULT_KEEP_JOBS)]
     keep_jobs: usize,
+    /// Attempts of one task lost with their workers (killed, not failed: they do not count
+    /// toward a job's --max-attempts) after which the job fails: a task that takes down
+    /// every worker it runs on.
+    #[arg(long, default_value_t = coordinator::DEFAULT_MAX_LOST_ATTEMPTS)]
+    max_lost_attempts: u32,
     /// Output one job may write (e.g. 500GiB); a job past it fails and its output is
     /// discarded. 0: no limit.
     #[arg(long, default_value = "1TiB", value_parser = crate::util::parse_size)]
@@ -252,6 +257,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
     config.fetch_failure_threshold = a.fetch_failure_threshold.max(1);
     config.keep_jobs = a.keep_jobs;
+    config.max_lost_attempts = a.max_lost_attempts.max(1);
     config.max_job_output = a.max_job_output;
     config.submit_rate = coordinator::limits::SubmitRate {
         per_minute: a.submit_rate,

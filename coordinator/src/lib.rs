@@ -37,7 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Client;
 pub use service::Coordinator;
-pub use state::{DEFAULT_FETCH_FAILURE_THRESHOLD, DEFAULT_KEEP_JOBS, DEFAULT_MAX_JOB_OUTPUT};
+pub use state::{
+    DEFAULT_FETCH_FAILURE_THRESHOLD, DEFAULT_KEEP_JOBS, DEFAULT_MAX_JOB_OUTPUT,
+    DEFAULT_MAX_LOST_ATTEMPTS,
+};
 
 /// Settings of the coordinator.
 #[derive(Debug)]
@@ -56,6 +59,9 @@ pub struct CoordinatorConfig {
     pub fetch_failure_threshold: u32,
     /// Finished jobs kept listed across restarts; older ones are forgotten.
     pub keep_jobs: usize,
+    /// Attempts of one task lost with their workers after which the job fails (a task that
+    /// takes down every worker it runs on).
+    pub max_lost_attempts: u32,
     /// Bytes of output one job may write (zero: no limit).
     pub max_job_output: u64,
     /// Submissions (jobs, schedules, backfills, binaries) one caller may make per minute,
@@ -87,6 +93,7 @@ impl CoordinatorConfig {
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: state::DEFAULT_KEEP_JOBS,
+            max_lost_attempts: state::DEFAULT_MAX_LOST_ATTEMPTS,
             max_job_output: state::DEFAULT_MAX_JOB_OUTPUT,
             submit_rate: limits::SubmitRate::default(),
             clock: schedule::Clock::System,
@@ -182,6 +189,7 @@ pub async fn serve(
         speculation_floor: config.speculation_floor,
         fetch_failure_threshold: config.fetch_failure_threshold,
         keep_jobs: config.keep_jobs,
+        max_lost_attempts: config.max_lost_attempts,
         max_job_output: config.max_job_output,
     };
     let (mut state, unfinished) =

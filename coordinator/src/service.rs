@@ -422,7 +422,9 @@ impl Coordinator {
                 }
                 output::OutputError::NotADirectory { .. }
                 | output::OutputError::InputInside { .. } => Status::invalid_argument(text),
-                output::OutputError::Storage(_) => Status::failed_precondition(text),
+                output::OutputError::Storage(_) | output::OutputError::MissingPart { .. } => {
+                    Status::failed_precondition(text)
+                }
             }
         })?;
         Ok(splits)
@@ -437,23 +439,31 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         self.authorize(&request, Role::Worker, "register worker")?;
         let r = request.into_inner();
-        let mut state = self.state();
-        let id = state.register_worker(
-            r.shuffle_addr.clone(),
-            r.storage_host.clone(),
-            Instant::now(),
-        );
-        state.set_worker_slots(id, r.cpu_slots, r.gpus);
-        let held: Vec<_> = r
-            .held_outputs
-            .iter()
-            .map(|h| (JobId(h.job_id), h.map_index, AttemptId(h.attempt_id)))
-            .collect();
-        state.claim_outputs(id, &held);
+        let (id, epoch, actions) = {
+            let mut state = self.state();
+            let now = Instant::now();
+            let id = state.register_worker(r.shuffle_addr.clone(), r.storage_host.clone(), now);
+            state.set_worker_slots(id, r.cpu_slots, r.gpus);
+            let held: Vec<_> = r
+                .held_outputs
+                .iter()
+                .map(|h| (JobId(h.job_id), h.map_index, AttemptId(h.attempt_id)))
+                .collect();
+            // A worker restarted on its directory replaces the one that ran there at once, and
+            // keeps the finished map outputs it finds on its disk.
+            let actions = if r.dir.is_empty() {
+                Vec::new()
+            } else {
+                state.replace_worker_at(id, &format!("{}:{}", r.host, r.dir), &held, now)
+            };
+            state.claim_outputs(id, &held);
+            (id, state.epoch.0, actions)
+        };
         tracing::info!(worker = %id, host = %r.host, shuffle = %r.shuffle_addr, slots = r.cpu_slots, "worker registered");
+        self.run_actions(actions).await;
         Ok(Response::new(RegisterWorkerResponse {
             worker_id: id.0,
-            epoch: state.epoch.0,
+            epoch,
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
         }))
     }

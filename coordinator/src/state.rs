@@ -100,12 +100,17 @@ struct Winner {
     counters: Counters,
     local: bool,
     part: Option<PartInfo>,
+    /// When a replacement worker took it over: fetch failures reported by reducers that
+    /// started before (and so fetched from the address it replaced) do not count.
+    replaced_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
 struct Task {
     state: TaskState,
     failures: u32,
+    /// Attempts lost with their workers (killed, not failed).
+    lost: u32,
     running: Vec<AttemptId>,
     winner: Option<Winner>,
     /// Skip mode: panics per input offset, and the offsets to skip.
@@ -125,6 +130,7 @@ impl Task {
         Task {
             state: TaskState::Pending,
             failures: 0,
+            lost: 0,
             running: Vec::new(),
             winner: None,
             panics: BTreeMap::new(),
@@ -167,6 +173,11 @@ pub struct Job {
     /// Finished map outputs lost (to a dead worker or fetch failures) and produced again.
     lost_outputs: u64,
     failed_attempts: u64,
+    /// Attempts lost with their workers.
+    killed_attempts: u64,
+    /// Finished map outputs kept when their worker was replaced by one restarted on its
+    /// directory.
+    kept_outputs: u64,
     /// Records skipped in skip mode.
     skipped: Vec<SkippedRecord>,
     /// When a map attempt last ended (reduces are ready from when the last map is done).
@@ -240,6 +251,9 @@ struct Worker {
     /// The longest time between two of its heartbeats (a busy or stalled coordinator shows
     /// here first).
     max_gap: Duration,
+    /// `host:directory` it runs in (empty: not said): a later registration from the same
+    /// place replaces it.
+    home: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -313,7 +327,14 @@ pub struct Timeouts {
     /// Bytes of output one job may write (its committed parts); a job that goes past it
     /// fails and its output is discarded. Zero: no limit.
     pub max_job_output: u64,
+    /// Attempts of one task lost with their workers after which its job fails.
+    pub max_lost_attempts: u32,
 }
+
+/// Attempts of one task lost with their workers after which its job fails, unless
+/// configured: far more than the worker deaths a task meets by chance, so only a task that
+/// takes down the workers it runs on reaches it.
+pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 10;
 
 /// Finished jobs kept listed, unless configured.
 pub const DEFAULT_KEEP_JOBS: usize = 1000;
@@ -326,6 +347,7 @@ impl Default for Timeouts {
             speculation_floor: Duration::from_secs(10),
             fetch_failure_threshold: DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: DEFAULT_KEEP_JOBS,
+            max_lost_attempts: DEFAULT_MAX_LOST_ATTEMPTS,
             max_job_output: DEFAULT_MAX_JOB_OUTPUT,
         }
     }
@@ -416,6 +438,7 @@ impl State {
                 slots: 0,
                 gpus: 0,
                 max_gap: Duration::ZERO,
+                home: String::new(),
             },
         );
         id
@@ -482,6 +505,8 @@ impl State {
             backups: 0,
             attempts: 0,
             failed_attempts: 0,
+            killed_attempts: 0,
+            kept_outputs: 0,
             lost_outputs: 0,
             skipped: Vec::new(),
             listed: Vec::new(),
@@ -933,6 +958,7 @@ impl State {
             counters,
             local: a.local,
             part,
+            replaced_at: None,
         });
         // The first to finish wins; a backup or original still running is killed.
         for other in &task.running {
@@ -981,7 +1007,7 @@ impl State {
                     index: a.index,
                     attempt,
                     from: staging_path(&output, attempt, a.index),
-                    to: Storage::join(&output, &part_name(a.index)),
+                    to: jobs::output::committed_path(&output, a.index),
                 }]
             }
         }
@@ -1178,6 +1204,51 @@ impl State {
         actions
     }
 
+    /// Handles an attempt lost with its worker (the worker died, or a new one registered from
+    /// its directory): the attempt is *killed*, not failed (Hadoop's distinction), so it does
+    /// not count toward the job's `--max-attempts`; only a task that loses
+    /// [`Timeouts::max_lost_attempts`] attempts this way fails its job.
+    pub fn report_lost(&mut self, attempt: AttemptId, error: &str, now: Instant) -> Vec<Action> {
+        let Some(a) = self.finish_attempt(attempt, "killed", error, now) else {
+            return Vec::new();
+        };
+        let max_lost = self.timeouts.max_lost_attempts.max(1);
+        let job = self
+            .jobs
+            .get_mut(&a.job)
+            .expect("finish_attempt checked the job");
+        let mut actions = Vec::new();
+        if a.kind == TaskKind::Reduce {
+            actions.push(Action::DeleteStaged {
+                path: staging_path(&job.spec.output, attempt, a.index),
+            });
+        }
+        let job_running = job.state == JobState::Running;
+        if job_running {
+            job.killed_attempts += 1;
+        }
+        let task = &mut job.tasks_mut(a.kind)[a.index as usize];
+        if !job_running || task.state != TaskState::Running {
+            return actions;
+        }
+        tracing::warn!(job = %a.job, %attempt, task = a.kind.name(), index = a.index, %error, "attempt lost with its worker");
+        task.lost += 1;
+        if task.lost >= max_lost {
+            let msg = format!(
+                "{} {} lost {} attempts with their workers (--max-lost-attempts {max_lost}): a task that takes down the workers it runs on; last: {attempt} on {}: {error}",
+                a.kind.name(),
+                a.index,
+                task.lost,
+                a.worker
+            );
+            actions.extend(self.end_job(a.job, JobState::Failed, msg, now));
+        } else if task.running.is_empty() {
+            task.state = TaskState::Pending;
+            task.ready = Some(now);
+        }
+        actions
+    }
+
     fn count_failure(
         &mut self,
         job_id: JobId,
@@ -1217,7 +1288,9 @@ impl State {
     /// Handles a reducer's report that a map output could not be fetched: the map runs again
     /// (if the lost output is still the one on record).
     pub fn fetch_failure(&mut self, reducer: AttemptId, map_index: u32, map_attempt: AttemptId) {
-        let Some(job_id) = self.attempts.get(&reducer).map(|a| a.job) else {
+        let Some((job_id, reducer_started)) =
+            self.attempts.get(&reducer).map(|a| (a.job, a.started))
+        else {
             return;
         };
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -1228,11 +1301,9 @@ impl State {
         let Some(task) = job.maps.get_mut(map_index as usize) else {
             return;
         };
-        if !task
-            .winner
-            .as_ref()
-            .is_some_and(|w| w.attempt == map_attempt)
-            || job.state != JobState::Running
+        if !task.winner.as_ref().is_some_and(|w| {
+            w.attempt == map_attempt && w.replaced_at.is_none_or(|t| t <= reducer_started)
+        }) || job.state != JobState::Running
         {
             return;
         }
@@ -1385,49 +1456,102 @@ impl State {
         let mut actions = Vec::new();
         for id in dead {
             tracing::warn!(worker = %id, "worker missed its heartbeats; declaring it dead");
-            self.workers.get_mut(&id).expect("known worker").alive = false;
-            let lost: Vec<AttemptId> = self
-                .attempts
-                .iter()
-                .filter(|(_, a)| a.worker == id)
-                .map(|(k, _)| *k)
-                .collect();
-            for attempt in lost {
-                actions.extend(self.report_failure(
-                    attempt,
-                    FailureKind::Retryable,
-                    &format!("worker {id} was lost"),
-                    None,
-                    now,
-                ));
-            }
-            for job in self
-                .jobs
-                .values_mut()
-                .filter(|j| j.state == JobState::Running)
-            {
-                if job.reduces.iter().all(|t| t.state == TaskState::Done) {
-                    continue;
-                }
-                for (i, t) in job.maps.iter_mut().enumerate() {
-                    if t.state == TaskState::Done
-                        && t.winner.as_ref().is_some_and(|w| w.worker == Some(id))
-                    {
-                        t.winner = None;
-                        t.state = TaskState::Pending;
-                        t.ready = Some(now);
-                        job.lost_outputs += 1;
-                        self.metrics.map_output_lost();
-                        self.outbox.push(Record::MapLost {
-                            job: job.id,
-                            index: i as u32,
-                        });
-                    }
-                }
-            }
+            actions.extend(self.declare_dead(id, None, now));
         }
         if now.duration_since(self.started) > self.timeouts.worker {
             self.expire_unclaimed_maps();
+        }
+        actions
+    }
+
+    /// Records that worker `new` runs at `home` (`host:directory`) and declares every other
+    /// live worker registered from there dead at once: a worker restarted on its directory
+    /// means the old process is gone (the directory lock says so), so nothing waits for the
+    /// heartbeat timeout. The finished map outputs of the old worker that `new` reports
+    /// holding (`held`: job, map, attempt) stay the winners, now served by `new`; attempts
+    /// the old one was running are lost (killed, not failed).
+    pub fn replace_worker_at(
+        &mut self,
+        new: WorkerId,
+        home: &str,
+        held: &[(JobId, u32, AttemptId)],
+        now: Instant,
+    ) -> Vec<Action> {
+        if let Some(w) = self.workers.get_mut(&new) {
+            w.home = home.to_string();
+        }
+        let old: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(id, w)| **id != new && w.alive && w.home == home)
+            .map(|(id, _)| *id)
+            .collect();
+        let held: HashSet<(JobId, u32, AttemptId)> = held.iter().copied().collect();
+        let mut actions = Vec::new();
+        for id in old {
+            tracing::warn!(worker = %id, replacement = %new, %home, "worker restarted on its directory; declaring the old one dead");
+            actions.extend(self.declare_dead(id, Some((new, &held)), now));
+        }
+        actions
+    }
+
+    /// Declares worker `id` dead: its attempts are lost (killed), and the finished map
+    /// outputs on its disk that running jobs still need are produced again, except those a
+    /// `replacement` on the same directory holds, which it serves from now on.
+    fn declare_dead(
+        &mut self,
+        id: WorkerId,
+        replacement: Option<(WorkerId, &HashSet<(JobId, u32, AttemptId)>)>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.workers.get_mut(&id).expect("known worker").alive = false;
+        let lost: Vec<AttemptId> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| a.worker == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for attempt in lost {
+            actions.extend(self.report_lost(attempt, &format!("worker {id} was lost"), now));
+        }
+        for job in self
+            .jobs
+            .values_mut()
+            .filter(|j| j.state == JobState::Running)
+        {
+            if job.reduces.iter().all(|t| t.state == TaskState::Done) {
+                continue;
+            }
+            for (i, t) in job.maps.iter_mut().enumerate() {
+                let Some(w) = t.winner.as_mut().filter(|w| w.worker == Some(id)) else {
+                    continue;
+                };
+                if t.state != TaskState::Done {
+                    continue;
+                }
+                if let Some((new, held)) = replacement {
+                    if held.contains(&(job.id, i as u32, w.attempt)) {
+                        // Kept: the same file, now served by the replacement. Fetch failures
+                        // reported against the old address start over.
+                        w.worker = Some(new);
+                        w.replaced_at = Some(now);
+                        t.fetch_reports = 0;
+                        job.shuffle_workers.insert(new);
+                        job.kept_outputs += 1;
+                        continue;
+                    }
+                }
+                t.winner = None;
+                t.state = TaskState::Pending;
+                t.ready = Some(now);
+                job.lost_outputs += 1;
+                self.metrics.map_output_lost();
+                self.outbox.push(Record::MapLost {
+                    job: job.id,
+                    index: i as u32,
+                });
+            }
         }
         actions
     }
@@ -1504,6 +1628,7 @@ impl State {
                             counters,
                             local,
                             part: None,
+                            replaced_at: None,
                         });
                     }
                 }
@@ -1544,6 +1669,7 @@ impl State {
                             counters,
                             local: true,
                             part: Some(part),
+                            replaced_at: None,
                         });
                     }
                 }
@@ -1648,6 +1774,8 @@ impl State {
         counters.add("backup_attempts", job.backups);
         counters.add("attempts", job.attempts);
         counters.add("failed_attempts", job.failed_attempts);
+        counters.add("killed_attempts", job.killed_attempts);
+        counters.add("kept_map_outputs", job.kept_outputs);
         counters.add("lost_map_outputs", job.lost_outputs);
         let end = job.finished.unwrap_or(now);
         Some(pb::JobStatus {

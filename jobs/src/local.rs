@@ -232,7 +232,7 @@ fn run_tasks(
     for r in 0..spec.reducers {
         let name = output::part_name(r);
         let summary = guarded(&format!("reduce {r}"), || {
-            let mut w = storage.create(&dfs_client::Storage::join(&spec.output, &name))?;
+            let mut w = storage.create(&output::committed_path(&spec.output, r))?;
             let s = job.run_reduce(files.iter().map(|f| f.partition(r)).collect(), &mut w)?;
             w.commit()?;
             Ok(s)

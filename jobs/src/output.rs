@@ -54,6 +54,17 @@ pub fn part_name(r: u32) -> String {
     format!("part-{r:05}")
 }
 
+/// Returns where partition `r`'s committed part file waits for the job's commit: inside the
+/// output's `_temporary/`, so that the output directory holds no part file before all of them
+/// move into place at [`publish`] (Hadoop's v1 committer), and readers that glob `part-*`
+/// never see a partial output.
+pub fn committed_path(output: &str, r: u32) -> String {
+    Storage::join(
+        &Storage::join(&Storage::join(output, TEMPORARY), "committed"),
+        &part_name(r),
+    )
+}
+
 /// What to do with an output location that already holds something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputMode {
@@ -123,7 +134,8 @@ pub fn prepare_output(
     Ok(())
 }
 
-/// Writes the manifest, then `_SUCCESS`, and removes the staging directory.
+/// Moves the committed part files into place, writes the manifest, then `_SUCCESS`, and
+/// removes the staging directory.
 ///
 /// # Errors
 /// Storage errors.
@@ -148,6 +160,30 @@ pub fn publish(
             })
             .collect();
         storage.write_all(&Storage::join(output, SKIPPED), text.as_bytes())?;
+    }
+    // The parts move into place first, then the manifest, then `_SUCCESS`. A publish cut
+    // short (a coordinator crash) is run again after recovery and finds some parts moved.
+    for part in &manifest.parts {
+        let index = part
+            .name
+            .strip_prefix("part-")
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(|| OutputError::MissingPart {
+                output: output.to_string(),
+                part: part.name.clone(),
+            })?;
+        let (from, to) = (
+            committed_path(output, index),
+            Storage::join(output, &part.name),
+        );
+        if storage.exists(&from)? {
+            storage.rename(&from, &to)?;
+        } else if !storage.exists(&to)? {
+            return Err(OutputError::MissingPart {
+                output: output.to_string(),
+                part: part.name.clone(),
+            });
+        }
     }
     let mut json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
     json.push(b'\n');
@@ -198,6 +234,14 @@ pub enum OutputError {
     NotADirectory {
         /// The path.
         output: String,
+    },
+    /// A committed part file is neither waiting in `_temporary/` nor in place.
+    #[error("part {part} of output {output} is missing at job commit")]
+    MissingPart {
+        /// The output.
+        output: String,
+        /// The part file.
+        part: String,
     },
     /// `--overwrite` would delete an input before it is read.
     #[error("input {input} lies inside output {output}, which --overwrite would delete first")]

@@ -184,6 +184,10 @@ async fn register(
             gpus: config.gpus,
             storage_host: config.storage_host.clone(),
             held_outputs: held_outputs(&config.dir),
+            dir: std::fs::canonicalize(&config.dir)
+                .unwrap_or_else(|_| config.dir.clone())
+                .display()
+                .to_string(),
         })
         .await?
         .into_inner();

@@ -568,3 +568,131 @@ fn the_oldest_finished_jobs_beyond_the_retention_are_forgotten_for_good() {
     assert!(r.status(jobs[1], now).is_none() && r.status(jobs[3], now).is_some());
     let _ = w;
 }
+
+#[test]
+fn attempts_lost_with_their_workers_are_killed_not_failed_up_to_their_own_bound() {
+    let mut t = Instant::now();
+    let timeouts = Timeouts {
+        max_lost_attempts: 3,
+        ..Timeouts::default()
+    };
+    let mut s = State::new(Epoch(1), timeouts);
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, t);
+    // max_attempts is 2: two worker deaths used to fail the job (issue 17).
+    for round in 1..=3 {
+        let w = s.register_worker(format!("a:{round}"), "a".into(), t);
+        let a = ids(&s.heartbeat(w, 1, t))[0].2;
+        t += Duration::from_secs(11);
+        s.register_worker(format!("b:{round}"), "b".into(), t);
+        let actions = s.expire_workers(t);
+        let st = s.status(job, t).unwrap();
+        if round < 3 {
+            assert_eq!(st.state, pb::JobState::Running as i32, "round {round}");
+            assert!(actions.is_empty());
+        } else {
+            assert_eq!(st.state, pb::JobState::Failed as i32);
+            assert!(
+                st.error.contains("map 0 lost 3 attempts")
+                    && st.error.contains("--max-lost-attempts 3"),
+                "{}",
+                st.error
+            );
+            assert!(st.error.contains(&a.to_string()), "{}", st.error);
+        }
+        let c = st.counters.unwrap().values;
+        assert_eq!(c["failed_attempts"], 0);
+        assert_eq!(c["killed_attempts"], round);
+        // Other workers stay alive for the next round; they hold nothing.
+        for w in s.workers.values_mut() {
+            w.last_seen = t;
+        }
+    }
+}
+
+#[test]
+fn a_worker_restarted_on_its_directory_replaces_the_old_one_at_once_and_keeps_its_outputs() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let old = s.register_worker("a:1".into(), "a".into(), t0);
+    s.replace_worker_at(old, "a:/w", &[], t0);
+    let (sp, splits) = spec(3, 1);
+    let job = s.submit(sp, splits, t0);
+    let maps = ids(&s.heartbeat(old, 3, t0));
+    assert_eq!(maps.len(), 3);
+    let (m0, m1, running) = (maps[0].2, maps[1].2, maps[2].2);
+    s.report_success(m0, Counters::default(), None, t0);
+    s.report_success(m1, Counters::default(), None, t0);
+    // Restarted within a second, long before the heartbeat timeout; its disk still holds
+    // map 0's output and a stale file of a losing attempt of map 1.
+    let t1 = t0 + Duration::from_secs(1);
+    let new = s.register_worker("a:2".into(), "a".into(), t1);
+    let stale = AttemptId(m1.0 + 1000);
+    let held = [(job, maps[0].1, m0), (job, maps[1].1, stale)];
+    s.replace_worker_at(new, "a:/w", &held, t1);
+    assert!(
+        !s.is_current(old, Epoch(1)),
+        "the old worker is dead at once"
+    );
+    // Fenced: the old worker's late report of its running attempt changes nothing.
+    assert!(s
+        .report_success(running, Counters::default(), None, t1)
+        .is_empty());
+    let st = s.status(job, t1).unwrap();
+    assert_eq!(
+        st.maps_done, 1,
+        "map 0 kept, map 1 (only a stale file held) lost"
+    );
+    let c = st.counters.unwrap().values;
+    assert_eq!(
+        (
+            c["kept_map_outputs"],
+            c["lost_map_outputs"],
+            c["killed_attempts"]
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        ids(&s.heartbeat(new, 10, t1)).len(),
+        2,
+        "maps 1 and 2 run again"
+    );
+}
+
+#[test]
+fn fetch_failures_against_a_replaced_workers_address_do_not_rerun_a_kept_map() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let old = s.register_worker("a:1".into(), "a".into(), t0);
+    s.replace_worker_at(old, "a:/w", &[], t0);
+    let other = s.register_worker("b:1".into(), "b".into(), t0);
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, t0);
+    let m = ids(&s.heartbeat(old, 1, t0))[0].2;
+    s.report_success(m, Counters::default(), None, t0);
+    let reduce = ids(&s.heartbeat(other, 1, t0))[0].2;
+    let t1 = t0 + Duration::from_secs(1);
+    let new = s.register_worker("a:2".into(), "a".into(), t1);
+    s.replace_worker_at(new, "a:/w", &[(job, 0, m)], t1);
+    // The reducer fetched from the old address before the replacement: its reports do not
+    // count against the output the new worker serves.
+    for _ in 0..5 {
+        s.fetch_failure(reduce, 0, m);
+    }
+    assert_eq!(s.status(job, t1).unwrap().maps_done, 1);
+    // A reducer started after the replacement that cannot fetch does count.
+    s.report_failure(
+        reduce,
+        FailureKind::LostInput,
+        "cannot fetch map 0",
+        None,
+        t1,
+    );
+    let t2 = t1 + Duration::from_secs(1);
+    for _ in 0..DEFAULT_FETCH_FAILURE_THRESHOLD {
+        let r = ids(&s.heartbeat(other, 1, t2))[0].2;
+        s.fetch_failure(r, 0, m);
+        s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, t2);
+    }
+    assert_eq!(s.status(job, t2).unwrap().maps_done, 0);
+}
