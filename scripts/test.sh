@@ -46,11 +46,14 @@ curl -sf -X POST "http://$QUERN_SEAWEEDFS_FILER/buckets/$QUERN_S3_TEST_BUCKET/" 
 # in it (the tests themselves search every log of the clusters they run: tests/auth.rs,
 # tests/tls.rs).
 OUT_LOG="$SW_DIR/test-output.log"
+ours="^$CARGO_TARGET_DIR/release/(quern|inverted-index|photo-join|sessions) "
+before=" $(pgrep -f "$ours" | tr '\n' ' ' || true) "
 cargo test --release --workspace --features quern/failpoints "$@" 2>&1 | tee "$OUT_LOG"
 # Nothing a test started may outlive the suite: every test reaps the processes it starts
-# (workers of a `quern local` also die with it, executors with their worker).
+# (workers of a `quern local` also die with it, executors with their worker). Processes that
+# ran before the suite are not its own.
 sleep 2
-leftover="$(pgrep -af "^$CARGO_TARGET_DIR/release/(quern|inverted-index|photo-join|sessions) " || true)"
+leftover="$(pgrep -af "$ours" | awk -v before="$before" 'index(before, " " $1 " ") == 0' || true)"
 if [ -n "$leftover" ]; then
   echo "processes started by the tests outlived them:" >&2
   echo "$leftover" >&2

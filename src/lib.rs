@@ -174,20 +174,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     };
     init_tracing(cli.log_format, default_level);
     protocol::failpoint::setup();
-    if !matches!(
-        cli.command,
-        Command::Coordinator(_)
-            | Command::Worker(_)
-            | Command::Local(_)
-            | Command::Executor { .. }
-            | Command::Demo(_)
-    ) {
-        // A user command whose reader went away (`quern job list | head -1`) ends quietly, as
-        // Unix tools do, rather than panicking in `println!`. Daemons keep SIGPIPE ignored:
-        // they write to pipes of executors that may have died, and must live on.
-        // SAFETY: signal(2) with SIG_DFL, before any thread of ours is started.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
+    quiet_on_closed_stdout();
     let result = match cli.command {
         Command::Executor { task, serve } => {
             let code = match task {
@@ -228,6 +215,26 @@ pub fn main_with(registry: Registry) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command whose reader went away (`quern job list | head -1`) ends quietly with status
+/// 141 (128 + SIGPIPE, what a shell reports for `cat` in the same place), as Unix tools do,
+/// instead of panicking in `println!`. SIGPIPE itself stays ignored: gRPC writes to a socket
+/// the peer closed must come back as errors, not kill the process.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
