@@ -441,17 +441,9 @@ impl LocalCluster {
                 .stderr(Stdio::from(log))
                 .kill_on_drop(true);
             // A worker ends with its `quern local`, even one killed by SIGKILL: an orphan
-            // would heartbeat to a coordinator that is gone, for ever.
-            #[cfg(target_os = "linux")]
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            // would heartbeat to a coordinator that is gone, for ever. (Started from the
+            // thread that runs the cluster until it stops.)
+            worker::executors::die_with_parent(&mut cmd, libc::SIGTERM);
             if let Some(s) = o.slots {
                 cmd.arg("--slots").arg(s.to_string());
             }

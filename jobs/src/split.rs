@@ -61,28 +61,25 @@ pub fn read_split(
 
 /// Iterates the records (lines without terminators) of a buffer returned by [`read_split`].
 pub struct Lines<'a> {
-    rest: &'a [u8],
+    raw: RawLines<'a>,
 }
 
 impl<'a> Lines<'a> {
     /// Starts iterating `data`.
     pub fn new(data: &'a [u8]) -> Self {
-        Lines { rest: data }
+        Lines {
+            raw: RawLines::new(data),
+        }
     }
 }
 
 impl<'a> Iterator for Lines<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
-            Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
-            None => (self.rest, &self.rest[self.rest.len()..]),
-        };
-        self.rest = rest;
+        let line = self.raw.next()?;
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
         Some(line.strip_suffix(b"\r").unwrap_or(line))
     }
 }
@@ -102,6 +99,7 @@ impl<'a> RawLines<'a> {
 impl<'a> Iterator for RawLines<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         if self.rest.is_empty() {
             return None;

@@ -122,16 +122,7 @@ pub fn spawn(
         .kill_on_drop(true);
     // An executor dies with its worker, even one killed by SIGKILL: an orphan would go on
     // writing files for an attempt that nobody tracks any more.
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd, libc::SIGKILL);
     let mut child = cmd.spawn()?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -181,4 +172,22 @@ impl Executor {
             }
         }
     }
+}
+
+/// Makes the process `cmd` starts receive `signal` when the thread that started it (and so
+/// its parent process) dies, however it dies (Linux `PR_SET_PDEATHSIG`; elsewhere nothing).
+/// Start such children from a thread that lives as long as the parent process means to.
+pub fn die_with_parent(cmd: &mut tokio::process::Command, signal: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (cmd, signal);
 }
