@@ -456,7 +456,7 @@ impl CoordinatorService for Coordinator {
             } else {
                 state.replace_worker_at(id, &format!("{}:{}", r.host, r.dir), &held, now)
             };
-            state.claim_outputs(id, &held);
+            state.claim_outputs(id, &held, now);
             (id, state.epoch.0, actions)
         };
         tracing::info!(worker = %id, host = %r.host, shuffle = %r.shuffle_addr, slots = r.cpu_slots, "worker registered");

@@ -111,6 +111,10 @@ struct Task {
     failures: u32,
     /// Attempts lost with their workers (killed, not failed).
     lost: u32,
+    /// A map's winner whose worker was declared dead: if a worker comes back on that
+    /// directory holding the same attempt's output before the map is done again, it wins
+    /// again (and the re-run is cancelled).
+    lost_winner: Option<Winner>,
     running: Vec<AttemptId>,
     winner: Option<Winner>,
     /// Skip mode: panics per input offset, and the offsets to skip.
@@ -131,6 +135,7 @@ impl Task {
             state: TaskState::Pending,
             failures: 0,
             lost: 0,
+            lost_winner: None,
             running: Vec::new(),
             winner: None,
             panics: BTreeMap::new(),
@@ -1542,7 +1547,7 @@ impl State {
                         continue;
                     }
                 }
-                t.winner = None;
+                t.lost_winner = t.winner.take();
                 t.state = TaskState::Pending;
                 t.ready = Some(now);
                 job.lost_outputs += 1;
@@ -1718,7 +1723,12 @@ impl State {
     }
 
     /// Gives the map outputs a (re-)registered worker still holds back to their tasks.
-    pub fn claim_outputs(&mut self, worker: WorkerId, held: &[(JobId, u32, AttemptId)]) {
+    pub fn claim_outputs(
+        &mut self,
+        worker: WorkerId,
+        held: &[(JobId, u32, AttemptId)],
+        now: Instant,
+    ) {
         for (job_id, index, attempt) in held {
             let Some(job) = self
                 .jobs
@@ -1735,14 +1745,46 @@ impl State {
             };
             // Claimed or stale, the worker holds files of the job: they go when it ends.
             job.shuffle_workers.insert(worker);
-            if let Some(w) = job
-                .maps
-                .get_mut(*index as usize)
-                .and_then(|t| t.winner.as_mut())
-            {
+            let Some(t) = job.maps.get_mut(*index as usize) else {
+                continue;
+            };
+            if let Some(w) = t.winner.as_mut() {
                 if w.attempt == *attempt && w.worker.is_none() {
                     w.worker = Some(worker);
                 }
+                continue;
+            }
+            // The output of a winner whose worker was declared dead (it came back after the
+            // timeout): it wins again, and the map's re-run is cancelled.
+            if t.state != TaskState::Done
+                && t.lost_winner
+                    .as_ref()
+                    .is_some_and(|w| w.attempt == *attempt)
+            {
+                let mut w = t.lost_winner.take().expect("checked");
+                w.worker = Some(worker);
+                w.replaced_at = Some(now);
+                tracing::info!(job = %job_id, map = index, %attempt, %worker, "lost map output reclaimed from a returning worker");
+                self.outbox.push(Record::MapDone {
+                    job: *job_id,
+                    index: *index,
+                    attempt: *attempt,
+                    counters: w.counters.clone(),
+                    local: w.local,
+                });
+                t.winner = Some(w);
+                t.state = TaskState::Done;
+                t.fetch_reports = 0;
+                for other in t.running.drain(..) {
+                    if let Some(ow) = self
+                        .attempts
+                        .get(&other)
+                        .and_then(|o| self.workers.get_mut(&o.worker))
+                    {
+                        ow.cancels.push(other);
+                    }
+                }
+                job.kept_outputs += 1;
             }
         }
     }

@@ -259,7 +259,7 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
     assert_eq!((st.state, st.maps_done), (pb::JobState::Running as i32, 2));
     // The worker comes back holding only the first map's output.
     let w2 = r.register_worker("a:2".into(), "a".into(), t0);
-    r.claim_outputs(w2, &[(job, maps[0].1, maps[0].2)]);
+    r.claim_outputs(w2, &[(job, maps[0].1, maps[0].2)], t0);
     let next = ids(&r.heartbeat(w2, 10, t0));
     let never = (0..3).find(|i| maps.iter().all(|m| m.1 != *i)).unwrap();
     assert_eq!(
@@ -431,7 +431,11 @@ fn map_outputs_a_worker_brings_back_are_deleted_once_their_job_is_over() {
     // A worker (a zombie, or one outliving a coordinator restart) registers with outputs of
     // a job that is over and a stale output of a running one.
     let w = s.register_worker("b:1".into(), "b".into(), now);
-    s.claim_outputs(w, &[(over, 0, AttemptId(7)), (running, 0, AttemptId(8))]);
+    s.claim_outputs(
+        w,
+        &[(over, 0, AttemptId(7)), (running, 0, AttemptId(8))],
+        now,
+    );
     assert_eq!(s.heartbeat(w, 0, now).finished_jobs, vec![over.0]);
     assert!(s.kill(running, now).is_some());
     assert_eq!(s.heartbeat(w, 0, now).finished_jobs, vec![running.0]);
@@ -526,7 +530,7 @@ fn records_a_winning_map_listed_go_to_the_skip_file_once_and_survive_a_restart()
     journal.extend(s.take_records());
     let (mut r, _) = State::recover(Epoch(2), Timeouts::default(), journal, now);
     let w2 = r.register_worker("a:1".into(), "a".into(), now);
-    r.claim_outputs(w2, &[(job, 0, m)]);
+    r.claim_outputs(w2, &[(job, 0, m)], now);
     let red = ids(&r.heartbeat(w2, 1, now))[0].2;
     r.report_success(red, Counters::default(), Some((0, 0)), now);
     let publish = r.commit_done(job, 0, red, Ok(()), now);
@@ -695,4 +699,47 @@ fn fetch_failures_against_a_replaced_workers_address_do_not_rerun_a_kept_map() {
         s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, t2);
     }
     assert_eq!(s.status(job, t2).unwrap().maps_done, 0);
+}
+
+#[test]
+fn a_worker_back_after_the_timeout_reclaims_its_map_outputs_and_the_rerun_is_cancelled() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let old = s.register_worker("a:1".into(), "a".into(), t0);
+    let (sp, splits) = spec(2, 1);
+    let job = s.submit(sp, splits, t0);
+    let maps = ids(&s.heartbeat(old, 2, t0));
+    for (_, _, a) in &maps {
+        s.report_success(*a, Counters::default(), None, t0);
+    }
+    // Silent past the timeout: declared dead, both outputs lost and the maps run again
+    // on another worker.
+    let t1 = t0 + Duration::from_secs(11);
+    let other = s.register_worker("b:1".into(), "b".into(), t1);
+    s.expire_workers(t1);
+    let reruns = ids(&s.heartbeat(other, 1, t1));
+    assert_eq!(reruns.len(), 1);
+    // It comes back on its directory with both files: they win again, the re-run is
+    // cancelled, and a stale file (another attempt) wins nothing.
+    let t2 = t1 + Duration::from_secs(1);
+    let back = s.register_worker("a:2".into(), "a".into(), t2);
+    s.replace_worker_at(back, "a:/w", &[], t2);
+    s.claim_outputs(
+        back,
+        &[(job, maps[0].1, maps[0].2), (job, maps[1].1, maps[1].2)],
+        t2,
+    );
+    let st = s.status(job, t2).unwrap();
+    assert_eq!(st.maps_done, 2);
+    assert_eq!(st.counters.unwrap().values["kept_map_outputs"], 2);
+    let hb = s.heartbeat(other, 1, t2);
+    assert!(hb.cancel_attempts.contains(&reruns[0].2 .0));
+    // The re-run's late success changes nothing; the reduce runs next.
+    assert!(s
+        .report_success(reruns[0].2, Counters::default(), None, t2)
+        .is_empty());
+    assert_eq!(ids(&hb)[0].0, pb::TaskKind::Reduce as i32);
+    // After a coordinator restart the journal says both maps are done.
+    let (r, _) = State::recover(Epoch(2), Timeouts::default(), s.take_records(), t2);
+    assert_eq!(r.status(job, t2).unwrap().maps_done, 2);
 }
