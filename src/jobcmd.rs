@@ -356,11 +356,17 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             .await
         }
         JobCommand::Kill { id, cluster } => {
-            if connect(&cluster).await?.kill(id).await? {
+            let mut c = connect(&cluster).await?;
+            if c.kill(id).await? {
                 println!("killed {id}");
                 Ok(0)
             } else {
-                bail!("{id} is not running")
+                match c.status(id).await {
+                    Ok(s) => bail!("{id} is already {}", s.state.name()),
+                    Err(_) => bail!(
+                        "no job {id} on this cluster (`quern job list` shows the jobs it keeps)"
+                    ),
+                }
             }
         }
     }
@@ -369,7 +375,16 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
 /// Shows live progress until the job ends; prints counters; returns the exit code.
 async fn follow(client: &mut Client, id: JobId) -> Result<u8> {
     let mut display = Progress::new();
-    let status = client.wait(id, |s| display.show(s)).await?;
+    let status = tokio::select! {
+        status = client.wait(id, |s| display.show(s)) => status?,
+        _ = tokio::signal::ctrl_c() => {
+            display.finish();
+            eprintln!(
+                "interrupted: {id} goes on running on the cluster; `quern job wait {id}` follows it again, `quern job kill {id}` stops it"
+            );
+            return Ok(130);
+        }
+    };
     display.finish();
     print_status(&status);
     match status.state {
