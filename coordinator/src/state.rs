@@ -1137,26 +1137,19 @@ impl State {
         } else {
             "failed"
         };
-        let Some(a) = self.finish_attempt(attempt, outcome, error, now) else {
+        let Some((a, mut actions)) = self.end_attempt(attempt, outcome, error, now) else {
             return Vec::new();
         };
         let job = self
             .jobs
             .get_mut(&a.job)
             .expect("finish_attempt checked the job");
-        let output = job.spec.output.clone();
         let job_running = job.state == JobState::Running;
         if job_running && kind != FailureKind::Cancelled {
             job.failed_attempts += 1;
             self.metrics.attempt_failed();
         }
         let task = &mut job.tasks_mut(a.kind)[a.index as usize];
-        let mut actions = Vec::new();
-        if a.kind == TaskKind::Reduce {
-            actions.push(Action::DeleteStaged {
-                path: staging_path(&output, attempt, a.index),
-            });
-        }
         if !job_running || task.state != TaskState::Running {
             return actions;
         }
@@ -1209,12 +1202,37 @@ impl State {
         actions
     }
 
+    /// Ends an attempt that did not succeed with `outcome`: returns it, with the removal of
+    /// a reduce attempt's staged part file. None if it was over already.
+    fn end_attempt(
+        &mut self,
+        attempt: AttemptId,
+        outcome: &'static str,
+        error: &str,
+        now: Instant,
+    ) -> Option<(Attempt, Vec<Action>)> {
+        let a = self.finish_attempt(attempt, outcome, error, now)?;
+        let mut actions = Vec::new();
+        if a.kind == TaskKind::Reduce {
+            let output = &self
+                .jobs
+                .get(&a.job)
+                .expect("finish_attempt checked the job")
+                .spec
+                .output;
+            actions.push(Action::DeleteStaged {
+                path: staging_path(output, attempt, a.index),
+            });
+        }
+        Some((a, actions))
+    }
+
     /// Handles an attempt lost with its worker (the worker died, or a new one registered from
     /// its directory): the attempt is *killed*, not failed (Hadoop's distinction), so it does
     /// not count toward the job's `--max-attempts`; only a task that loses
     /// [`Timeouts::max_lost_attempts`] attempts this way fails its job.
     pub fn report_lost(&mut self, attempt: AttemptId, error: &str, now: Instant) -> Vec<Action> {
-        let Some(a) = self.finish_attempt(attempt, "killed", error, now) else {
+        let Some((a, mut actions)) = self.end_attempt(attempt, "killed", error, now) else {
             return Vec::new();
         };
         let max_lost = self.timeouts.max_lost_attempts.max(1);
@@ -1222,12 +1240,6 @@ impl State {
             .jobs
             .get_mut(&a.job)
             .expect("finish_attempt checked the job");
-        let mut actions = Vec::new();
-        if a.kind == TaskKind::Reduce {
-            actions.push(Action::DeleteStaged {
-                path: staging_path(&job.spec.output, attempt, a.index),
-            });
-        }
         let job_running = job.state == JobState::Running;
         if job_running {
             job.killed_attempts += 1;

@@ -245,9 +245,6 @@ impl<J: Job> MapBuffer<J> {
                     while let Some(v) = m.next_value_for(&key)? {
                         job.combine(&mut acc, J::Value::decode_value(v)?);
                     }
-                    if crate::sdk::take_default_combine() {
-                        return Err(no_combine::<J>());
-                    }
                     buf.clear();
                     acc.encode_value(&mut buf);
                     w.push(p, &key, &buf)?;
@@ -257,6 +254,10 @@ impl<J: Job> MapBuffer<J> {
                     w.push(p, k, v)?;
                 }
             }
+        }
+        // Checked once, not per key: the file is not kept when the check fails.
+        if J::COMBINES && crate::sdk::take_default_combine() {
+            return Err(no_combine::<J>());
         }
         Ok(w.finish()?.1)
     }
