@@ -51,8 +51,9 @@ pub struct CoordinatorArgs {
     /// Milliseconds a job waits for a slot beside a map's data before running it elsewhere.
     #[arg(long, default_value_t = 3000)]
     locality_wait_ms: u64,
-    /// Milliseconds a task must run before it may get a backup attempt.
-    #[arg(long, default_value_t = 10_000)]
+    /// Milliseconds a task must run before it may get a backup attempt (it also needs its
+    /// phase to have nothing left to start and to have run 1.5 times its peers' median).
+    #[arg(long, default_value_t = coordinator::DEFAULT_SPECULATION_FLOOR.as_millis() as u64)]
     speculation_floor_ms: u64,
     /// Fetch-failure reports against one map output after which the map is re-run.
     #[arg(long, default_value_t = coordinator::DEFAULT_FETCH_FAILURE_THRESHOLD)]

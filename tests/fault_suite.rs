@@ -296,6 +296,20 @@ fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            // The classic crash test's churn (tests/churn.rs) on the identity job: a third of
+            // the attempts SIGKILL their worker, half the rest stall 4 s, and dead workers are
+            // started again on their directories until the job ends.
+            name: "crash test: attempts kill or stall, workers restart",
+            jobs: IDENTITY,
+            expect: Expect::Success,
+            setup: |_, _| Setup::default().all_workers("attempt.crash=33%return->50%sleep(4000)"),
+            inject: |c, _| {
+                let at = c.fault();
+                c.restart_dead_workers_until_the_job_ends();
+                Some(at)
+            },
+        },
+        Scenario {
             name: "disk full on one worker",
             jobs: BOTH,
             expect: Expect::Success,
@@ -329,13 +343,14 @@ struct Cluster3 {
     thaws: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Counters that grow when the coordinator acts on a fault: an attempt failed or was backed
-/// up, a finished map's output was lost, a fetch failure was reported, or a restarted
+/// Counters that grow when the coordinator acts on a fault: an attempt failed, was lost with
+/// its worker or was backed up, a finished map's output was lost, a fetch failure was reported, or a restarted
 /// coordinator recovered maps.
 fn acted(status: &str) -> u64 {
     let c = counters(status);
     [
         "failed_attempts",
+        "killed_attempts",
         "lost_map_outputs",
         "fetch_failures",
         "backup_attempts",
@@ -456,6 +471,35 @@ impl Cluster3 {
             .spawn()
             .unwrap();
         self.workers[i] = Some(child);
+    }
+
+    /// Starts each worker that died again on its directory (after 200 ms, as the classic
+    /// test's loop does) until the job ends; a worker dead at the end stays down.
+    fn restart_dead_workers_until_the_job_ends(&mut self) {
+        let deadline = Instant::now() + RUN_DEADLINE;
+        while Instant::now() < deadline {
+            let ended = self.status().is_some_and(|s| {
+                ["succeeded", "failed", "killed"]
+                    .iter()
+                    .any(|e| s.contains(&format!("state:    {e}")))
+            });
+            for i in 0..WORKERS {
+                let dead = self.workers[i]
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if dead {
+                    self.workers[i] = None;
+                    if !ended {
+                        std::thread::sleep(Duration::from_millis(200));
+                        self.start_worker(i);
+                    }
+                }
+            }
+            if ended {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn kill_worker(&mut self, i: usize) {

@@ -39,7 +39,7 @@ pub use client::Client;
 pub use service::Coordinator;
 pub use state::{
     DEFAULT_FETCH_FAILURE_THRESHOLD, DEFAULT_KEEP_JOBS, DEFAULT_MAX_JOB_OUTPUT,
-    DEFAULT_MAX_LOST_ATTEMPTS,
+    DEFAULT_MAX_LOST_ATTEMPTS, DEFAULT_SPECULATION_FLOOR,
 };
 
 /// Settings of the coordinator.
@@ -90,7 +90,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_millis(200),
             worker_timeout: Duration::from_secs(10),
             locality_wait: Duration::from_secs(3),
-            speculation_floor: Duration::from_secs(10),
+            speculation_floor: state::DEFAULT_SPECULATION_FLOOR,
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: state::DEFAULT_KEEP_JOBS,
             max_lost_attempts: state::DEFAULT_MAX_LOST_ATTEMPTS,

@@ -341,6 +341,13 @@ pub struct Timeouts {
 /// takes down the workers it runs on reaches it.
 pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 10;
 
+/// How long a task runs before it may get a backup attempt, unless configured. Short, as
+/// Spark's `spark.speculation.minTaskRuntime` (100 ms) is: a backup also needs its phase to
+/// have nothing left to start and the task to have run 1.5 times its finished peers' median,
+/// and at most a tenth of a phase's running tasks have one, so a floor this low costs little
+/// and covers stalls of a few seconds, which a floor of 10 s waited out.
+pub const DEFAULT_SPECULATION_FLOOR: Duration = Duration::from_secs(1);
+
 /// Finished jobs kept listed, unless configured.
 pub const DEFAULT_KEEP_JOBS: usize = 1000;
 
@@ -349,7 +356,7 @@ impl Default for Timeouts {
         Timeouts {
             worker: Duration::from_secs(10),
             locality_wait: Duration::from_secs(3),
-            speculation_floor: Duration::from_secs(10),
+            speculation_floor: DEFAULT_SPECULATION_FLOOR,
             fetch_failure_threshold: DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: DEFAULT_KEEP_JOBS,
             max_lost_attempts: DEFAULT_MAX_LOST_ATTEMPTS,

@@ -212,6 +212,12 @@ pub struct TaskSetup<'a> {
     /// Whether this task is a reduce (so a job can skip loading what only its map uses).
     /// `quern run --local` sets up one job for all tasks, with this false.
     pub reduce: bool,
+    /// The task's index: its split for a map, its partition for a reduce (0 in `quern run
+    /// --local`).
+    pub index: u32,
+    /// A number unique to this attempt within its cluster, never reused (0 in `quern run
+    /// --local`): for choices that must differ between attempts of one task.
+    pub attempt: u64,
     pub(crate) storage: &'a dfs_client::Storage,
 }
 
@@ -222,6 +228,8 @@ impl<'a> TaskSetup<'a> {
             inputs,
             partitions,
             reduce: false,
+            index: 0,
+            attempt: 0,
             storage,
         }
     }

@@ -14,6 +14,7 @@
 //!
 //! | name | process | where |
 //! |---|---|---|
+//! | `attempt.crash` | executor | first thing in an attempt; `return`: SIGKILL the worker and exit |
 //! | `map.start` | executor | before a map attempt reads its split |
 //! | `map.spill` | executor | before a map attempt writes a spill file |
 //! | `map.done` | executor | after the map output is written, before the result |

@@ -123,6 +123,13 @@ fn failed(e: &TaskError) -> ExecutorResult {
 }
 
 fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
+    if protocol::failpoint::hit("attempt.crash") {
+        // `return`: this attempt takes its worker down with it, as the tasks of the classic
+        // crash test do (the fault suite's churn scenario).
+        // SAFETY: kill(2) on our parent (the worker daemon); no memory is involved.
+        unsafe { libc::kill(libc::getppid(), libc::SIGKILL) };
+        std::process::exit(1);
+    }
     let mut job = match registry.create(&task.spec.job, &task.spec.params) {
         Ok(j) => j,
         Err(e) => return failed(&e.into()),
@@ -130,6 +137,8 @@ fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
     let storage = Storage::default();
     let mut setup = jobs::sdk::TaskSetup::new(&task.spec.inputs, task.spec.reducers, &storage);
     setup.reduce = task.kind == TaskKind::Reduce;
+    setup.index = task.index;
+    setup.attempt = task.attempt.0;
     if let Err(e) = job.setup(&setup) {
         return failed(&TaskError::Setup(e));
     }

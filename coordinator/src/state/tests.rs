@@ -370,8 +370,8 @@ fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
     s.report_success(on_a[1].2, Counters::default(), None, t2);
     let slow = on_a[2];
     assert!(
-        ids(&s.heartbeat(wb, 2, t0 + Duration::from_secs(5))).is_empty(),
-        "below the 10 s floor"
+        ids(&s.heartbeat(wb, 2, t0 + Duration::from_millis(2500))).is_empty(),
+        "not yet 1.5 times its peers' median (2 s)"
     );
     let t15 = t0 + Duration::from_secs(15);
     assert!(
@@ -396,6 +396,28 @@ fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
     assert_eq!(
         (st.maps_done, c["backup_attempts"], c["remote_maps"]),
         (3, 1, 1)
+    );
+}
+
+#[test]
+fn no_backup_before_the_speculation_floor_however_quick_the_peers() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let wa = s.register_worker("a:1".into(), "a".into(), t0);
+    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (sp, mut splits) = spec(2, 1);
+    splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
+    s.submit(sp, splits, t0);
+    let on_a = ids(&s.heartbeat(wa, 2, t0));
+    let quick = t0 + Duration::from_millis(50);
+    s.report_success(on_a[0].2, Counters::default(), None, quick);
+    let floor = Timeouts::default().speculation_floor;
+    let before = t0 + floor - Duration::from_millis(100);
+    assert!(ids(&s.heartbeat(wb, 2, before)).is_empty());
+    let backup = ids(&s.heartbeat(wb, 2, t0 + floor));
+    assert_eq!(
+        backup.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![on_a[1].1]
     );
 }
 

@@ -1,13 +1,15 @@
 //! `crash`: the classic MapReduce crash test. It counts lines like `fail` does (same output),
-//! but each map and reduce attempt, at random, exits its process at once or stalls for
-//! `stall_ms` (default 3000): `rate` of every 200 attempts exit (default 50, a quarter), as
-//! many stall, and the others run normally. With `kill=worker` an attempt that exits takes
-//! its worker process down with it (SIGKILL to the executor's parent), as the classic test's
-//! tasks do. The
-//! choice is random per attempt, so retries and backups eventually get through; the output
-//! must still equal the sequential run of `fail` on the same input.
+//! but each map and reduce attempt, at random, exits its process at once or stalls for up to
+//! `stall_ms` (default 10000, as in the classic test): `rate` of every 200 attempts exit
+//! (default 50, a quarter), as many stall, and the others run normally. With `kill=worker`
+//! an attempt that exits takes its worker process down with it (SIGKILL to the executor's
+//! parent), as the classic test's tasks do. The choice is random per attempt, so retries
+//! and backups eventually get through; the output must still equal the sequential run of
+//! `fail` on the same input. With `seed=N` the choice is a function of the seed and the
+//! attempt's number, so a run can be replayed with the same dice (the schedule itself still
+//! varies with timing).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
 use crate::sdk::{push_u64, Job, MapContext, ReduceContext, TaskSetup, Values};
@@ -17,7 +19,9 @@ pub struct Crash {
     rate: u64,
     stall_ms: u64,
     kill_worker: bool,
-    decided: AtomicBool,
+    seed: Option<u64>,
+    /// This attempt's dice, drawn at setup; `u64::MAX` once acted on.
+    roll: AtomicU64,
 }
 
 /// Registration of [`Crash`].
@@ -25,7 +29,7 @@ pub const CRASH: JobInfo = JobInfo {
     name: "crash",
     about: "fault injection: counts lines; attempts randomly exit or stall (crash test)",
     make: |p: &Params| -> Result<Box<dyn DynJob>, JobError> {
-        check_params("crash", p, &["rate", "stall_ms", "kill"])?;
+        check_params("crash", p, &["rate", "stall_ms", "kill", "seed"])?;
         let kill_worker = match p.get("kill").map(String::as_str) {
             None | Some("attempt") => false,
             Some("worker") => true,
@@ -38,27 +42,52 @@ pub const CRASH: JobInfo = JobInfo {
                 })
             }
         };
+        let seed = match p.get("seed") {
+            None => None,
+            Some(_) => Some(int_param("crash", p, "seed", 0, 0, u64::MAX)?),
+        };
         Ok(Box::new(Crash {
             rate: int_param("crash", p, "rate", 50, 0, 100)?,
-            stall_ms: int_param("crash", p, "stall_ms", 3000, 0, 600_000)?,
+            stall_ms: int_param("crash", p, "stall_ms", 10_000, 0, 600_000)?,
             kill_worker,
-            decided: AtomicBool::new(false),
+            seed,
+            roll: AtomicU64::new(u64::MAX),
         }))
     },
 };
 
+/// SplitMix64's finaliser: spreads every input bit over the output.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Crash {
+    /// This attempt's dice: from the seed and the attempt's number, or from the clock.
+    fn draw(&self, task: &TaskSetup<'_>) -> u64 {
+        let entropy = match self.seed {
+            Some(seed) => seed ^ mix(task.attempt),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                nanos ^ u64::from(std::process::id()).rotate_left(32)
+            }
+        };
+        mix(entropy) & (u64::MAX >> 1)
+    }
+
     /// Once per attempt: maybe exit, maybe stall.
     fn misbehave(&self) {
-        if self.decided.swap(true, Ordering::Relaxed) {
+        let roll = self.roll.swap(u64::MAX, Ordering::Relaxed);
+        if roll == u64::MAX {
             return;
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-        let roll = (nanos ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9)) % 200;
-        if roll < self.rate {
+        let pick = roll % 200;
+        if pick < self.rate {
             if self.kill_worker {
                 eprintln!("crash job: killing this attempt's worker on purpose");
                 // SAFETY: kill(2) on our parent (the worker daemon); no memory is involved.
@@ -66,9 +95,10 @@ impl Crash {
             }
             eprintln!("crash job: exiting this attempt on purpose");
             std::process::exit(1);
-        } else if roll < 2 * self.rate {
-            eprintln!("crash job: stalling this attempt for {} ms", self.stall_ms);
-            std::thread::sleep(std::time::Duration::from_millis(self.stall_ms));
+        } else if pick < 2 * self.rate {
+            let ms = (roll >> 8) % (self.stall_ms + 1);
+            eprintln!("crash job: stalling this attempt for {ms} ms");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
     }
 }
@@ -78,8 +108,8 @@ impl Job for Crash {
     type Value = u64;
     const COMBINES: bool = true;
 
-    fn setup(&mut self, _task: &TaskSetup<'_>) -> Result<(), String> {
-        self.decided.store(false, Ordering::Relaxed);
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+        self.roll.store(self.draw(task), Ordering::Relaxed);
         Ok(())
     }
 
