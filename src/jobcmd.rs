@@ -97,7 +97,8 @@ pub(crate) fn resolve_path_params(registry: &Registry, spec: &mut JobSpec) -> Re
     Ok(())
 }
 
-fn parse_param(s: &str) -> Result<(String, String), String> {
+/// Parses `--param key=value`.
+pub(crate) fn parse_param(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
@@ -109,8 +110,11 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 impl JobSpecArgs {
     pub fn to_spec(&self) -> Result<JobSpec> {
-        if self.reducers == 0 || self.reducers > 100_000 {
-            bail!("--reducers must be from 1 to 100000");
+        if self.reducers == 0 || self.reducers > protocol::spec::MAX_REDUCERS {
+            bail!(
+                "--reducers must be from 1 to {}",
+                protocol::spec::MAX_REDUCERS
+            );
         }
         let inputs = self
             .inputs
@@ -257,31 +261,12 @@ pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) 
     let file = std::fs::File::open(&exe).with_context(|| format!("reading {}", exe.display()))?;
     let size = file.metadata()?.len();
     let sha = protocol::binary::sha256_hex(std::io::BufReader::new(file))?;
-    let present = client
-        .rpc()
-        .has_binary(protocol::pb::HasBinaryRequest {
-            sha256: sha.clone(),
-        })
-        .await?
-        .into_inner()
-        .present;
-    if !present {
+    if !client.has_binary(&sha).await? {
         let data = bytes::Bytes::from(
             std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?,
         );
-        let frames: Vec<protocol::pb::BinaryChunk> = data
-            .chunks(protocol::SHUFFLE_FRAME_BYTES)
-            .map(|c| protocol::pb::BinaryChunk {
-                sha256: sha.clone(),
-                size,
-                quern_version: protocol::QUERN_VERSION.into(),
-                platform: protocol::platform(),
-                data: data.slice_ref(c),
-            })
-            .collect();
         client
-            .rpc()
-            .upload_binary(tokio_stream::iter(frames))
+            .upload_binary(&sha, data)
             .await
             .context("uploading this job binary")?;
         eprintln!(
@@ -544,12 +529,7 @@ async fn logs(
         )),
         Some(_) => bail!("--task takes map-N or reduce-N"),
     };
-    let attempts = client
-        .rpc()
-        .list_attempts(protocol::pb::ListAttemptsRequest { job_id: id.0 })
-        .await?
-        .into_inner()
-        .attempts;
+    let attempts = client.attempts(id).await?;
     let mut shown = 0;
     for a in attempts {
         let is_map = a.kind == protocol::pb::TaskKind::Map as i32;

@@ -5,13 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use protocol::pb::{
-    AddScheduleRequest, CancelBackfillRequest, ListBackfillsRequest, ListSchedulesRequest,
-    ScheduleDef, ScheduleHistoryRequest, ScheduleInfo, ScheduleOp, SetScheduleRequest,
-    StartBackfillRequest,
-};
+use protocol::pb::{ScheduleDef, ScheduleInfo, ScheduleOp, StartBackfillRequest};
 
-use crate::jobcmd::{connect, ClusterArgs, JobSpecArgs};
+use crate::jobcmd::{connect, parse_param, ClusterArgs, JobSpecArgs};
 use crate::util::{human_bytes, parse_size};
 
 #[derive(Subcommand, Debug)]
@@ -140,13 +136,6 @@ pub struct BackfillArgs {
     cluster: ClusterArgs,
 }
 
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
-    Ok((k.to_string(), v.to_string()))
-}
-
 fn print_info(s: &ScheduleInfo) {
     let d = s.def.clone().unwrap_or_default();
     let t = d.template.clone().unwrap_or_default();
@@ -213,28 +202,19 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 concurrency: a.concurrency,
                 start: a.start.unwrap_or_default(),
             };
-            let r = c
-                .rpc()
-                .add_schedule(AddScheduleRequest { def: Some(def) })
-                .await?
-                .into_inner();
-            if let Some(s) = r.schedule {
+            if let Some(s) = c.add_schedule(def).await? {
                 print_info(&s);
             }
             Ok(0)
         }
         ScheduleCommand::List { cluster } => {
             let mut c = connect(&cluster).await?;
-            let r = c
-                .rpc()
-                .list_schedules(ListSchedulesRequest {})
-                .await?
-                .into_inner();
+            let schedules = c.schedules().await?;
             println!(
                 "{:<20} {:<16} {:<14} {:<8} {:<20} {:>5}",
                 "NAME", "CRON", "TZ", "STATE", "NEXT", "RUNS"
             );
-            for s in r.schedules {
+            for s in schedules {
                 let d = s.def.unwrap_or_default();
                 println!(
                     "{:<20} {:<16} {:<14} {:<8} {:<20} {:>5}",
@@ -250,11 +230,7 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
         }
         ScheduleCommand::Show { name, cluster } => {
             let mut c = connect(&cluster).await?;
-            let r = c
-                .rpc()
-                .schedule_history(ScheduleHistoryRequest { name })
-                .await?
-                .into_inner();
+            let r = c.schedule_history(&name).await?;
             if let Some(s) = &r.schedule {
                 print_info(s);
             }
@@ -264,11 +240,7 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
         }
         ScheduleCommand::History { name, cluster } => {
             let mut c = connect(&cluster).await?;
-            let r = c
-                .rpc()
-                .schedule_history(ScheduleHistoryRequest { name })
-                .await?
-                .into_inner();
+            let r = c.schedule_history(&name).await?;
             print_history(&r.entries);
             Ok(0)
         }
@@ -280,12 +252,7 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
 
 async fn set(cluster: ClusterArgs, name: String, op: ScheduleOp) -> Result<u8> {
     let mut c = connect(&cluster).await?;
-    c.rpc()
-        .set_schedule(SetScheduleRequest {
-            name: name.clone(),
-            op: op as i32,
-        })
-        .await?;
+    c.set_schedule(&name, op).await?;
     let done = match op {
         ScheduleOp::Pause => "paused",
         ScheduleOp::Resume => "resumed",
@@ -335,16 +302,12 @@ fn print_history(entries: &[protocol::pb::HistoryEntry]) {
 pub async fn backfill(a: BackfillArgs) -> Result<u8> {
     let mut c = connect(&a.cluster).await?;
     if a.list {
-        let r = c
-            .rpc()
-            .list_backfills(ListBackfillsRequest {})
-            .await?
-            .into_inner();
+        let backfills = c.backfills().await?;
         println!(
             "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
             "ID", "SCHEDULE", "REPROCESS", "TOTAL", "FINISHED", "FAILED", "RUNNING", "STATE"
         );
-        for b in r.backfills {
+        for b in backfills {
             let state = if b.cancelled {
                 "cancelled"
             } else if b.finished == b.total {
@@ -360,9 +323,7 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
         return Ok(0);
     }
     if let Some(id) = a.cancel {
-        c.rpc()
-            .cancel_backfill(CancelBackfillRequest { id })
-            .await?;
+        c.cancel_backfill(id).await?;
         println!("backfill {id} cancelled");
         return Ok(0);
     }
@@ -370,7 +331,6 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
         bail!("name the schedule to backfill (or use --list / --cancel ID)");
     };
     let r = c
-        .rpc()
         .start_backfill(StartBackfillRequest {
             schedule: name.clone(),
             from: a.from.unwrap_or_default(),
@@ -379,8 +339,7 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
             max_active: a.max_active,
             dry_run: a.dry_run,
         })
-        .await?
-        .into_inner();
+        .await?;
     let runs = r.times.iter().filter(|t| t.run).count();
     if a.dry_run {
         println!(
@@ -429,12 +388,7 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
     }
     let tty = std::io::stderr().is_terminal();
     loop {
-        let list = c
-            .rpc()
-            .list_backfills(ListBackfillsRequest {})
-            .await?
-            .into_inner();
-        let Some(b) = list.backfills.into_iter().find(|b| b.id == id) else {
+        let Some(b) = c.backfills().await?.into_iter().find(|b| b.id == id) else {
             bail!("backfill {id} vanished");
         };
         if tty {

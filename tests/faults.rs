@@ -264,3 +264,45 @@ fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
     oracle(&inputs.log, &expected, &args);
     assert_eq!(read_output(&out), read_output(&expected));
 }
+
+/// A coordinator that cannot write its journal answers no change and stops, naming the
+/// journal: it must not go on with promises it could not keep after a crash.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_coordinator_that_cannot_write_its_journal_refuses_the_change_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    ok(quern()
+        .args(["gen", "weblog", "--size", "64KiB", "--out"])
+        .arg(&input));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut coordinator = Procs(vec![quern()
+        .args(["coordinator", "--listen", &addr])
+        .arg("--state-dir")
+        .arg(dir.path().join("coordinator"))
+        .env("FAILPOINTS", "journal.append=return")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()]);
+    let said = submit(&addr, &["views"], &input, &dir.path().join("out"));
+    assert!(
+        said.contains("cannot write its journal"),
+        "the submitter is told why: {said}"
+    );
+    let child = &mut coordinator.0[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the coordinator did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("journal"), "{log}");
+    assert!(!dir.path().join("out").join("_SUCCESS").exists());
+}

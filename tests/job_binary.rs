@@ -22,7 +22,12 @@ fn bad_uploads_are_refused_with_a_clear_message() {
     let cluster = Cluster::start(1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut c = coordinator::Client::connect(&cluster.addr).await.unwrap();
+        // The generated client, not the typed one: these calls are malformed on purpose.
+        let mut c = protocol::pb::coordinator_service_client::CoordinatorServiceClient::connect(
+            format!("http://{}", cluster.addr),
+        )
+        .await
+        .unwrap();
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let head = &me[..4096];
         let sha = protocol::binary::sha256_hex(head).unwrap();
@@ -32,8 +37,8 @@ fn bad_uploads_are_refused_with_a_clear_message() {
                 Err(s) => s.message().to_string(),
             }
         }
-        let mut upload = |chunks: Vec<BinaryChunk>| {
-            let mut rpc = c.rpc().clone();
+        let upload = |chunks: Vec<BinaryChunk>| {
+            let mut rpc = c.clone();
             async move { rpc.upload_binary(tokio_stream::iter(chunks)).await }
         };
         let m = refused(upload(vec![chunk(head, &sha, "0.0.1", &platform())]).await);
@@ -62,21 +67,19 @@ fn bad_uploads_are_refused_with_a_clear_message() {
         assert!(m.contains("bad job binary hash"), "{m}");
         // A binary nobody uploaded can be neither fetched nor run.
         let m = refused(
-            c.rpc()
-                .fetch_binary(FetchBinaryRequest {
-                    sha256: "a".repeat(64),
-                })
-                .await,
+            c.fetch_binary(FetchBinaryRequest {
+                sha256: "a".repeat(64),
+            })
+            .await,
         );
         assert!(m.contains("no job binary"), "{m}");
         let mut spec = JobSpec::new("secret-job", vec!["/etc/hostname".into()], "/tmp/x");
         spec.binary = "b".repeat(64);
         let m = refused(
-            c.rpc()
-                .submit_job(SubmitJobRequest {
-                    spec: Some(spec.to_pb()),
-                })
-                .await,
+            c.submit_job(SubmitJobRequest {
+                spec: Some(spec.to_pb()),
+            })
+            .await,
         );
         assert!(m.contains("was not uploaded"), "{m}");
     });

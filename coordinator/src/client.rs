@@ -5,42 +5,20 @@ use std::time::Duration;
 
 use protocol::auth::{Authed, ClientAuth};
 use protocol::pb::coordinator_service_client::CoordinatorServiceClient;
-use protocol::pb::{self, GetJobRequest, KillJobRequest, ListJobsRequest, SubmitJobRequest};
+use protocol::pb::{
+    self, AddScheduleRequest, AttemptInfo, BackfillStatus, BinaryChunk, CancelBackfillRequest,
+    GetJobRequest, HasBinaryRequest, KillJobRequest, ListAttemptsRequest, ListBackfillsRequest,
+    ListJobsRequest, ListSchedulesRequest, ScheduleDef, ScheduleHistoryRequest,
+    ScheduleHistoryResponse, ScheduleInfo, ScheduleOp, SetScheduleRequest, StartBackfillRequest,
+    StartBackfillResponse, SubmitJobRequest,
+};
 use protocol::{JobId, JobSpec, MAX_MESSAGE_BYTES};
 use tonic::transport::Channel;
 
 /// How long [`Client::wait`] keeps trying an unreachable coordinator.
 pub const RECONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Where a job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobState {
-    /// Still running.
-    Running,
-    /// Output committed.
-    Succeeded,
-    /// Failed; see [`JobStatus::error`].
-    Failed,
-    /// Killed.
-    Killed,
-}
-
-impl JobState {
-    /// Returns true once the job can change no more.
-    pub fn is_over(self) -> bool {
-        self != JobState::Running
-    }
-
-    /// Returns the lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Killed => "killed",
-        }
-    }
-}
+pub use protocol::JobState;
 
 /// A job's progress and counters.
 #[derive(Clone, Debug)]
@@ -77,12 +55,9 @@ pub struct JobStatus {
 
 impl From<pb::JobStatus> for JobStatus {
     fn from(s: pb::JobStatus) -> Self {
-        let state = match pb::JobState::try_from(s.state).unwrap_or(pb::JobState::Unspecified) {
-            pb::JobState::Succeeded => JobState::Succeeded,
-            pb::JobState::Failed => JobState::Failed,
-            pb::JobState::Killed => JobState::Killed,
-            _ => JobState::Running,
-        };
+        // A state this client does not know (a newer coordinator's) reads as still running:
+        // the waiter keeps asking rather than report an end that did not happen.
+        let state = JobState::from_pb(s.state).unwrap_or(JobState::Running);
         JobStatus {
             id: JobId(s.job_id),
             job: s.job,
@@ -189,10 +164,109 @@ impl Client {
         Ok(Client { inner })
     }
 
-    /// The generated gRPC client, for the calls this type does not wrap (schedules and
-    /// backfills).
-    pub fn rpc(&mut self) -> &mut CoordinatorServiceClient<Authed<Channel>> {
-        &mut self.inner
+    /// Whether the cluster holds the job binary with this SHA-256.
+    pub async fn has_binary(&mut self, sha256: &str) -> Result<bool, ClientError> {
+        let r = self
+            .inner
+            .has_binary(HasBinaryRequest {
+                sha256: sha256.to_string(),
+            })
+            .await?;
+        Ok(r.into_inner().present)
+    }
+
+    /// Uploads a job binary (`data`, whose SHA-256 is `sha256`) in shuffle-sized frames.
+    pub async fn upload_binary(
+        &mut self,
+        sha256: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), ClientError> {
+        let frames: Vec<BinaryChunk> = data
+            .chunks(protocol::SHUFFLE_FRAME_BYTES)
+            .map(|c| BinaryChunk {
+                sha256: sha256.to_string(),
+                size: data.len() as u64,
+                quern_version: protocol::QUERN_VERSION.into(),
+                platform: protocol::platform(),
+                data: data.slice_ref(c),
+            })
+            .collect();
+        self.inner.upload_binary(tokio_stream::iter(frames)).await?;
+        Ok(())
+    }
+
+    /// Every attempt of a job, oldest first.
+    pub async fn attempts(&mut self, id: JobId) -> Result<Vec<AttemptInfo>, ClientError> {
+        let r = self
+            .inner
+            .list_attempts(ListAttemptsRequest { job_id: id.0 })
+            .await?;
+        Ok(r.into_inner().attempts)
+    }
+
+    /// Adds a schedule; returns it as the coordinator shows it.
+    pub async fn add_schedule(
+        &mut self,
+        def: ScheduleDef,
+    ) -> Result<Option<ScheduleInfo>, ClientError> {
+        let r = self
+            .inner
+            .add_schedule(AddScheduleRequest { def: Some(def) })
+            .await?;
+        Ok(r.into_inner().schedule)
+    }
+
+    /// Every schedule.
+    pub async fn schedules(&mut self) -> Result<Vec<ScheduleInfo>, ClientError> {
+        let r = self.inner.list_schedules(ListSchedulesRequest {}).await?;
+        Ok(r.into_inner().schedules)
+    }
+
+    /// A schedule and its history.
+    pub async fn schedule_history(
+        &mut self,
+        name: &str,
+    ) -> Result<ScheduleHistoryResponse, ClientError> {
+        let r = self
+            .inner
+            .schedule_history(ScheduleHistoryRequest {
+                name: name.to_string(),
+            })
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    /// Pauses, resumes or removes a schedule.
+    pub async fn set_schedule(&mut self, name: &str, op: ScheduleOp) -> Result<(), ClientError> {
+        self.inner
+            .set_schedule(SetScheduleRequest {
+                name: name.to_string(),
+                op: op as i32,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Plans (and unless `dry_run`, starts) a backfill.
+    pub async fn start_backfill(
+        &mut self,
+        request: StartBackfillRequest,
+    ) -> Result<StartBackfillResponse, ClientError> {
+        Ok(self.inner.start_backfill(request).await?.into_inner())
+    }
+
+    /// Every backfill.
+    pub async fn backfills(&mut self) -> Result<Vec<BackfillStatus>, ClientError> {
+        let r = self.inner.list_backfills(ListBackfillsRequest {}).await?;
+        Ok(r.into_inner().backfills)
+    }
+
+    /// Cancels a backfill.
+    pub async fn cancel_backfill(&mut self, id: u64) -> Result<(), ClientError> {
+        self.inner
+            .cancel_backfill(CancelBackfillRequest { id })
+            .await?;
+        Ok(())
     }
 
     /// Submits a job and returns its id.

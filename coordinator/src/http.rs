@@ -225,9 +225,8 @@ fn job_json(s: &protocol::pb::JobStatus) -> Value {
 
 async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
     let now = Instant::now();
-    let state = c.state();
-    let workers: Vec<Value> = state
-        .workers_view(now)
+    let (view, list, epoch) = c.read(|s| (s.workers_view(now), s.list(now), s.epoch));
+    let workers: Vec<Value> = view
         .into_iter()
         .map(|w| {
             json!({
@@ -242,12 +241,12 @@ async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
             })
         })
         .collect();
-    let bytes: u64 = state.list(now).iter().map(|s| s.bytes_read).sum();
-    Json(json!({"epoch": state.epoch.0, "workers": workers, "input_bytes_total": bytes}))
+    let bytes: u64 = list.iter().map(|s| s.bytes_read).sum();
+    Json(json!({"epoch": epoch.0, "workers": workers, "input_bytes_total": bytes}))
 }
 
 async fn jobs(Ax(c): Ax<Coordinator>) -> Json<Value> {
-    let list = c.state().list(Instant::now());
+    let list = c.read(|s| s.list(Instant::now()));
     Json(Value::Array(list.iter().rev().map(job_json).collect()))
 }
 
@@ -255,7 +254,7 @@ async fn job(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<JobId>() else {
         return (StatusCode::BAD_REQUEST, "bad job id").into_response();
     };
-    match c.state().status(id, Instant::now()) {
+    match c.read(|s| s.status(id, Instant::now())) {
         Some(s) => Json(job_json(&s)).into_response(),
         None => (StatusCode::NOT_FOUND, "no such job").into_response(),
     }
@@ -266,7 +265,7 @@ async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
         return (StatusCode::BAD_REQUEST, "bad job id").into_response();
     };
     let now = Instant::now();
-    let Some(list) = c.state().attempts_of(id) else {
+    let Some(list) = c.read(|s| s.attempts_of(id)) else {
         return (StatusCode::NOT_FOUND, "no such job").into_response();
     };
     // Start times are relative to the job's first attempt, for the timeline.
@@ -280,7 +279,7 @@ async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
                 "attempt": r.attempt.to_string(),
                 "task": format!("{}-{}", r.kind.name(), r.index),
                 "worker": r.worker.to_string(),
-                "outcome": r.outcome,
+                "outcome": r.outcome.name(),
                 "error": r.error,
                 "duration_ms": r.finished.unwrap_or(now).duration_since(r.started).as_millis() as u64,
                 "local": r.local,
@@ -348,15 +347,14 @@ async fn attempt_log(
     else {
         return (StatusCode::BAD_REQUEST, "bad job or attempt id").into_response();
     };
-    let (addr, secret) = {
-        let state = c.state();
+    let (addr, secret) = c.read(|state| {
         let addr = state.attempts_of(id).and_then(|l| {
             l.into_iter()
                 .find(|a| a.record.attempt == attempt)
                 .map(|a| a.worker_addr)
         });
         (addr, state.job_secret(id))
-    };
+    });
     let Some(addr) = addr else {
         return (StatusCode::NOT_FOUND, "no such attempt").into_response();
     };
@@ -422,8 +420,7 @@ async fn schedule(Ax(c): Ax<Coordinator>, Path(name): Path<String>) -> Response 
 
 async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
     let now = Instant::now();
-    let state = c.state();
-    let list = state.list(now);
+    let (list, view, metrics) = c.read(|s| (s.list(now), s.workers_view(now), s.metrics().clone()));
     let mut by_state = std::collections::BTreeMap::<String, u64>::new();
     for s in &list {
         let st = job_json(s)["state"].as_str().unwrap_or("").to_string();
@@ -441,8 +438,7 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
         .map(|st| (st, by_state.get(st).copied().unwrap_or(0)))
         .collect();
     let pending = total - done - running.min(total - done);
-    let workers: Vec<(String, bool, f64, f64)> = state
-        .workers_view(now)
+    let workers: Vec<(String, bool, f64, f64)> = view
         .iter()
         .map(|w| {
             (
@@ -453,8 +449,6 @@ async fn metrics(Ax(c): Ax<Coordinator>) -> Response {
             )
         })
         .collect();
-    let metrics = state.metrics().clone();
-    drop(state);
     metrics.set_jobs(
         &jobs,
         &[("done", done), ("running", running), ("pending", pending)],

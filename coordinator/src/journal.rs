@@ -96,8 +96,8 @@ pub enum Record {
     Ended {
         /// The job.
         job: JobId,
-        /// `succeeded`, `failed` or `killed`.
-        state: String,
+        /// Succeeded, failed or killed (journaled by name: `succeeded`, ...).
+        state: protocol::JobState,
         /// Why it failed or was killed.
         error: Option<String>,
     },
@@ -221,17 +221,126 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        protocol::failpoint::hit("journal.append");
         let started = std::time::Instant::now();
         let buf: Vec<u8> = records.iter().flat_map(encode).collect();
         let err = |source| JournalError {
             path: self.path.clone(),
             source,
         };
+        if protocol::failpoint::hit("journal.append") {
+            return Err(err(std::io::Error::other("failpoint journal.append")));
+        }
         self.file.write_all(&buf).map_err(err)?;
         let synced = self.file.sync_data().map_err(err);
         record_latency(started.elapsed().as_secs_f64());
         synced
+    }
+}
+
+/// The journal could not be written: the coordinator stops, and no change made since is
+/// acknowledged. Cheap to clone, so every caller waiting on the failed write gets it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the coordinator cannot write its journal and is stopping: {0}")]
+pub struct JournalDown(std::sync::Arc<str>);
+
+impl From<JournalDown> for tonic::Status {
+    fn from(e: JournalDown) -> Self {
+        tonic::Status::unavailable(e.to_string())
+    }
+}
+
+/// Group commit of journal records, outside the state lock.
+///
+/// A change's records are queued, numbered, while the state lock is still held (so the queue
+/// holds them in the order of the changes); the lock is then released and the caller waits
+/// in [`GroupCommit::durable`] until everything queued up to its number is on disk. Whoever
+/// gets the writer first writes and syncs the whole queue in one go, so concurrent changes
+/// share one `fdatasync`, and readers of the state never wait for the disk. The first write
+/// that fails stops the coordinator: `stop` is cancelled and every later wait fails.
+#[derive(Debug)]
+pub struct GroupCommit {
+    queue: std::sync::Mutex<Queue>,
+    writer: std::sync::Mutex<Writer>,
+    down: std::sync::OnceLock<JournalDown>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    records: Vec<Record>,
+    /// The number of the last record queued.
+    last: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    journal: Journal,
+    /// The number of the last record on disk.
+    durable: u64,
+}
+
+impl GroupCommit {
+    /// Writes through `journal`; cancels `stop` when a write fails.
+    pub fn new(journal: Journal, stop: tokio_util::sync::CancellationToken) -> Self {
+        GroupCommit {
+            queue: Default::default(),
+            writer: std::sync::Mutex::new(Writer {
+                journal,
+                durable: 0,
+            }),
+            down: std::sync::OnceLock::new(),
+            stop,
+        }
+    }
+
+    /// Cancelled when a write fails.
+    pub fn stop_token(&self) -> tokio_util::sync::CancellationToken {
+        self.stop.clone()
+    }
+
+    /// The failure that stopped the journal, if one did.
+    pub fn down(&self) -> Option<&JournalDown> {
+        self.down.get()
+    }
+
+    /// Queues `records` (call with the state lock held); returns the number to wait for.
+    pub fn queue(&self, records: Vec<Record>) -> u64 {
+        let mut q = self.queue.lock().expect("journal queue lock poisoned");
+        q.last += records.len() as u64;
+        q.records.extend(records);
+        q.last
+    }
+
+    /// Returns once every record up to number `upto` is on disk.
+    ///
+    /// # Errors
+    /// [`JournalDown`] if a write failed (this one or an earlier one).
+    pub fn durable(&self, upto: u64) -> Result<(), JournalDown> {
+        let mut w = self.writer.lock().expect("journal writer lock poisoned");
+        if let Some(down) = self.down.get() {
+            return Err(down.clone());
+        }
+        if w.durable >= upto {
+            return Ok(());
+        }
+        let (records, last) = {
+            let mut q = self.queue.lock().expect("journal queue lock poisoned");
+            (std::mem::take(&mut q.records), q.last)
+        };
+        match w.journal.append(&records) {
+            Ok(()) => {
+                w.durable = last;
+                Ok(())
+            }
+            Err(e) => {
+                // Without its journal the coordinator cannot keep its promises after a crash.
+                let text = protocol::tls::chain(&e);
+                tracing::error!(error = %text, "cannot write the journal; stopping");
+                let down = self.down.get_or_init(|| JournalDown(text.into())).clone();
+                self.stop.cancel();
+                Err(down)
+            }
+        }
     }
 }
 
@@ -242,7 +351,7 @@ mod tests {
     fn ended(n: u64) -> Record {
         Record::Ended {
             job: JobId(n),
-            state: "succeeded".into(),
+            state: protocol::JobState::Succeeded,
             error: None,
         }
     }

@@ -121,6 +121,9 @@ pub enum CoordinatorError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(journal::JournalError),
+    /// The journal could not be written while serving: the coordinator stopped.
+    #[error(transparent)]
+    JournalDown(journal::JournalDown),
     /// The gRPC server failed.
     #[error("coordinator server failed")]
     Transport(#[from] tonic::transport::Error),
@@ -208,6 +211,18 @@ pub async fn serve(
         config.peer_tls.take(),
     );
     coordinator.finish_recovered(unfinished).await;
+    // A journal that cannot be written stops everything, as a shutdown does.
+    let stopping = coordinator.stopping();
+    let bridge = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = stopping.cancelled() => shutdown.cancel(),
+                () = shutdown.cancelled() => {}
+            }
+        }
+    });
+    let watch = coordinator.clone();
     tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
     let reaper = tokio::spawn(
         coordinator
@@ -242,6 +257,10 @@ pub async fn serve(
     let _ = pruner.await;
     if let Some(h) = http {
         let _ = h.await;
+    }
+    let _ = bridge.await;
+    if let Some(down) = watch.journal_down() {
+        return Err(CoordinatorError::JournalDown(down));
     }
     Ok(result?)
 }

@@ -15,53 +15,20 @@ use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId, MAX_MESS
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::journal::Journal;
+use crate::journal::{GroupCommit, Journal, JournalDown};
 use crate::schedule::Clock;
 
 mod binaries;
 mod schedules;
 use crate::state::{Action, State};
 
-/// The locked state; when dropped, it first writes the journal records of the changes made
-/// through it (still under the lock, so records keep the order of the changes).
-pub struct StateGuard<'a> {
-    state: std::sync::MutexGuard<'a, State>,
-    journal: &'a Mutex<Journal>,
-}
-
-impl std::ops::Deref for StateGuard<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.state
-    }
-}
-
-impl std::ops::DerefMut for StateGuard<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.state
-    }
-}
-
-impl Drop for StateGuard<'_> {
-    fn drop(&mut self) {
-        let records = self.state.take_records();
-        if !records.is_empty() {
-            let mut journal = self.journal.lock().expect("journal lock poisoned");
-            if let Err(e) = journal.append(&records) {
-                // Without its journal the coordinator cannot keep its promises after a crash.
-                tracing::error!(error = %e, "cannot write the journal; stopping");
-                std::process::exit(70);
-            }
-        }
-    }
-}
-
 /// The coordinator service; cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
-    // A std Mutex: every critical section is short and synchronous (no I/O, no .await inside).
+    // A std Mutex: every critical section is short and synchronous (no I/O, no .await
+    // inside): journal records are written after the lock is released (see `mutate`).
     state: Arc<Mutex<State>>,
-    journal: Arc<Mutex<Journal>>,
+    journal: Arc<GroupCommit>,
     registry: Arc<Registry>,
     storage: Storage,
     heartbeat_interval: Duration,
@@ -105,7 +72,7 @@ impl Coordinator {
     ) -> Self {
         Coordinator {
             state: Arc::new(Mutex::new(state)),
-            journal: Arc::new(Mutex::new(journal)),
+            journal: Arc::new(GroupCommit::new(journal, CancellationToken::new())),
             registry: Arc::new(registry),
             storage: Storage::default(),
             heartbeat_interval,
@@ -249,16 +216,45 @@ impl Coordinator {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// The locked state (journaling changes when released).
-    pub fn state(&self) -> StateGuard<'_> {
-        StateGuard {
-            state: self.state.lock().expect("coordinator state lock poisoned"),
-            journal: &self.journal,
-        }
+    /// Reads the state. What is read may include changes whose journal records are still
+    /// being written: for answers that promise nothing (status, lists, the UI); a worker
+    /// RPC's answer goes through [`Self::mutate`].
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.lock().expect("coordinator state lock poisoned"))
+    }
+
+    /// Changes the state and returns once the change, and every change before it, is in the
+    /// journal on disk: the records are queued under the state lock and written after it is
+    /// released, in one group commit with those of concurrent changes.
+    ///
+    /// # Errors
+    /// [`JournalDown`] when the journal cannot be written; the coordinator then stops (see
+    /// [`Self::stopping`]) and nothing is changed any more.
+    pub fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, JournalDown> {
+        let (r, upto) = {
+            let mut state = self.state.lock().expect("coordinator state lock poisoned");
+            if let Some(down) = self.journal.down() {
+                return Err(down.clone());
+            }
+            let r = f(&mut state);
+            (r, self.journal.queue(state.take_records()))
+        };
+        self.journal.durable(upto)?;
+        Ok(r)
+    }
+
+    /// Cancelled when the coordinator must stop on its own (its journal cannot be written).
+    pub fn stopping(&self) -> CancellationToken {
+        self.journal.stop_token()
+    }
+
+    /// Why the coordinator stopped on its own, if it did.
+    pub fn journal_down(&self) -> Option<JournalDown> {
+        self.journal.down().cloned()
     }
 
     fn check_worker(&self, worker: u64, epoch: u64) -> Result<(), Status> {
-        if self.state().is_current(WorkerId(worker), Epoch(epoch)) {
+        if self.read(|s| s.is_current(WorkerId(worker), Epoch(epoch))) {
             Ok(())
         } else {
             Err(Status::failed_precondition(
@@ -324,23 +320,25 @@ impl Coordinator {
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             let now = Instant::now();
-            match action {
+            let next = match action {
                 Action::Commit {
                     job,
                     index,
                     attempt,
                     ..
-                } => {
-                    actions.extend(self.state().commit_done(job, index, attempt, done, now));
-                }
-                Action::Publish { job, .. } => {
-                    actions.extend(self.state().publish_done(job, done, now))
-                }
+                } => self.mutate(|s| s.commit_done(job, index, attempt, done, now)),
+                Action::Publish { job, .. } => self.mutate(|s| s.publish_done(job, done, now)),
                 Action::DeleteStaged { path } | Action::Discard { output: path, .. } => {
                     if let Err(e) = done {
                         tracing::warn!(%path, error = %e, "cleanup failed");
                     }
+                    Ok(Vec::new())
                 }
+            };
+            match next {
+                Ok(next) => actions.extend(next),
+                // The coordinator is stopping; a restart finishes the commit from the journal.
+                Err(_) => return,
             }
         }
     }
@@ -371,7 +369,9 @@ impl Coordinator {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let actions = self.state().expire_workers(Instant::now());
+            let Ok(actions) = self.mutate(|s| s.expire_workers(Instant::now())) else {
+                return;
+            };
             self.run_actions(actions).await;
         }
     }
@@ -439,8 +439,7 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         self.authorize(&request, Role::Worker, "register worker")?;
         let r = request.into_inner();
-        let (id, epoch, actions) = {
-            let mut state = self.state();
+        let (id, epoch, actions) = self.mutate(|state| {
             let now = Instant::now();
             let id = state.register_worker(r.shuffle_addr.clone(), r.storage_host.clone(), now);
             state.set_worker_slots(id, r.cpu_slots, r.gpus);
@@ -458,7 +457,7 @@ impl CoordinatorService for Coordinator {
             };
             state.claim_outputs(id, &held, now);
             (id, state.epoch.0, actions)
-        };
+        })?;
         tracing::info!(worker = %id, host = %r.host, shuffle = %r.shuffle_addr, slots = r.cpu_slots, "worker registered");
         self.run_actions(actions).await;
         Ok(Response::new(RegisterWorkerResponse {
@@ -475,11 +474,9 @@ impl CoordinatorService for Coordinator {
         self.authorize(&request, Role::Worker, "heartbeat")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
-        Ok(Response::new(self.state().heartbeat(
-            WorkerId(r.worker_id),
-            r.free_slots,
-            Instant::now(),
-        )))
+        let reply =
+            self.mutate(|s| s.heartbeat(WorkerId(r.worker_id), r.free_slots, Instant::now()))?;
+        Ok(Response::new(reply))
     }
 
     async fn report_task(
@@ -505,28 +502,26 @@ impl CoordinatorService for Coordinator {
                     message: l.reason,
                 })
                 .collect();
-            let mut state = self.state();
-            let actions = state.report_success(
-                attempt,
-                counters,
-                Some((r.output_bytes, r.output_crc32)),
-                Instant::now(),
-            );
-            if !listed.is_empty() {
-                state.add_listed(attempt, listed);
-            }
-            actions
+            self.mutate(|state| {
+                let actions = state.report_success(
+                    attempt,
+                    counters,
+                    Some((r.output_bytes, r.output_crc32)),
+                    Instant::now(),
+                );
+                if !listed.is_empty() {
+                    state.add_listed(attempt, listed);
+                }
+                (actions, state.is_winner(attempt))
+            })?
         } else {
             let kind = FailureKind::from_pb(r.failure_kind);
-            self.state().report_failure(
-                attempt,
-                kind,
-                &r.error,
-                r.bad_record_offset,
-                Instant::now(),
-            )
+            let actions = self.mutate(|s| {
+                s.report_failure(attempt, kind, &r.error, r.bad_record_offset, Instant::now())
+            })?;
+            (actions, false)
         };
-        let accepted = r.success && self.state().is_winner(attempt);
+        let (actions, accepted) = actions;
         self.run_actions(actions).await;
         Ok(Response::new(ReportTaskResponse { accepted }))
     }
@@ -541,11 +536,14 @@ impl CoordinatorService for Coordinator {
         let reason =
             FetchFailureReason::try_from(r.reason).unwrap_or(FetchFailureReason::Unspecified);
         tracing::warn!(reducer = %AttemptId(r.attempt_id), map = r.map_index, ?reason, detail = %r.detail, "fetch failure");
-        self.state().fetch_failure(
-            AttemptId(r.attempt_id),
-            r.map_index,
-            AttemptId(r.map_attempt_id),
-        );
+        self.mutate(|s| {
+            s.fetch_failure(
+                AttemptId(r.attempt_id),
+                r.map_index,
+                AttemptId(r.map_attempt_id),
+                Instant::now(),
+            )
+        })?;
         Ok(Response::new(ReportFetchFailureResponse {}))
     }
 
@@ -567,14 +565,13 @@ impl CoordinatorService for Coordinator {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
-        let mut state = self.state();
-        if let Some(other) = state.job_writing(&spec.output) {
-            return Err(Status::already_exists(format!(
+        let id = self.mutate(|state| match state.job_writing(&spec.output) {
+            Some(other) => Err(Status::already_exists(format!(
                 "{other} is already writing {}",
                 spec.output
-            )));
-        }
-        let id = state.submit(spec, splits, Instant::now());
+            ))),
+            None => Ok(state.submit(spec, splits, Instant::now())),
+        })??;
         Ok(Response::new(SubmitJobResponse { job_id: id.0 }))
     }
 
@@ -585,8 +582,7 @@ impl CoordinatorService for Coordinator {
         self.authorize(&request, Role::Read, "get job")?;
         let id = JobId(request.into_inner().job_id);
         let status = self
-            .state()
-            .status(id, Instant::now())
+            .read(|s| s.status(id, Instant::now()))
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
         Ok(Response::new(GetJobResponse {
             status: Some(status),
@@ -599,7 +595,7 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<ListJobsResponse>, Status> {
         self.authorize(&request, Role::Read, "list jobs")?;
         Ok(Response::new(ListJobsResponse {
-            jobs: self.state().list(Instant::now()),
+            jobs: self.read(|s| s.list(Instant::now())),
         }))
     }
 
@@ -609,7 +605,7 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<KillJobResponse>, Status> {
         self.authorize(&request, Role::Submit, "kill job")?;
         let id = JobId(request.into_inner().job_id);
-        let actions = self.state().kill(id, Instant::now());
+        let actions = self.mutate(|s| s.kill(id, Instant::now()))?;
         let killed = actions.is_some();
         self.run_actions(actions.unwrap_or_default()).await;
         Ok(Response::new(KillJobResponse { killed }))
@@ -708,24 +704,19 @@ impl CoordinatorService for Coordinator {
         self.authorize(&request, Role::Read, "list attempts")?;
         let id = JobId(request.into_inner().job_id);
         let now = Instant::now();
-        let state = self.state();
-        let secret = state.job_secret(id);
-        let attempts = state
-            .attempts_of(id)
+        let (secret, attempts) = self.read(|s| (s.job_secret(id), s.attempts_of(id)));
+        let attempts = attempts
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?
             .into_iter()
             .map(|a| {
                 let r = a.record;
                 AttemptInfo {
                     attempt_id: r.attempt.0,
-                    kind: match r.kind {
-                        crate::state::TaskKind::Map => TaskKind::Map,
-                        crate::state::TaskKind::Reduce => TaskKind::Reduce,
-                    } as i32,
+                    kind: r.kind.to_pb() as i32,
                     index: r.index,
                     worker_id: r.worker.0,
                     worker_addr: a.worker_addr,
-                    outcome: r.outcome.into(),
+                    outcome: r.outcome.name().into(),
                     error: r.error,
                     duration_ms: r
                         .finished
@@ -737,7 +728,6 @@ impl CoordinatorService for Coordinator {
                 }
             })
             .collect();
-        drop(state);
         Ok(Response::new(ListAttemptsResponse { attempts }))
     }
 

@@ -62,8 +62,8 @@ pub trait DynJob: Send + Sync {
     /// Runs the task-level setup.
     ///
     /// # Errors
-    /// The job's message.
-    fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), String>;
+    /// The job's error.
+    fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), crate::sdk::HookError>;
     /// Runs a map task over `input` and writes its output file at `out`; `current` holds the
     /// input offset of the record being mapped (read it after a panic).
     fn run_map(
@@ -85,7 +85,7 @@ pub trait DynJob: Send + Sync {
 }
 
 impl<J: Job> DynJob for J {
-    fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), String> {
+    fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), crate::sdk::HookError> {
         Job::setup(self, task)
     }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::runtime::map::MapBuffer;
 use crate::runtime::merge::Merger;
+pub use crate::InputFormat;
 
 /// A malformed encoded key or value (corrupt shuffle data or a codec bug).
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +153,9 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// input (see [`TaskSetup`]). Not called when a job is only checked (at submit).
     ///
     /// # Errors
-    /// A message; the attempt fails with it and is retried like any failed attempt.
-    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+    /// Any error (a `String` converts with `.into()` or `?`); the attempt fails with it,
+    /// causes included, and is retried like any failed attempt.
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), HookError> {
         let _ = task;
         Ok(())
     }
@@ -238,23 +240,26 @@ impl<'a> TaskSetup<'a> {
     /// a storage URL.
     ///
     /// # Errors
-    /// Storage errors, as a message naming the path.
-    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
+    /// [`SetupError::Read`], naming the path.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, SetupError> {
         self.storage
             .read_all(path)
             .map(|b| b.to_vec())
-            .map_err(|e| format!("{path}: {e}"))
+            .map_err(|source| SetupError::Read {
+                path: path.to_string(),
+                source,
+            })
     }
 
     /// Up to `n` whole records (lines) spread evenly over the inputs: the first line starting
     /// after each of `n` evenly spaced byte positions. The same inputs give the same sample.
     ///
     /// # Errors
-    /// Storage errors, as a message.
-    pub fn sample_records(&self, n: usize) -> Result<Vec<Vec<u8>>, String> {
+    /// [`SetupError::Inputs`] or [`SetupError::Read`].
+    pub fn sample_records(&self, n: usize) -> Result<Vec<Vec<u8>>, SetupError> {
         let mut files: Vec<(String, u64)> = Vec::new();
         for s in crate::plan::plan_splits(self.storage, self.inputs, u64::MAX / 4)
-            .map_err(|e| e.to_string())?
+            .map_err(SetupError::Inputs)?
         {
             if files.last().is_none_or(|(p, _)| *p != s.split.path) {
                 files.push((s.split.path, s.file_len));
@@ -275,10 +280,13 @@ impl<'a> TaskSetup<'a> {
             let (path, file_len) = &files[file];
             let at = pos - base;
             let len = (file_len - at).min(64 * 1024);
-            let data = self
-                .storage
-                .read_range(path, at, len)
-                .map_err(|e| e.to_string())?;
+            let data =
+                self.storage
+                    .read_range(path, at, len)
+                    .map_err(|source| SetupError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
             // Skip the line `at` falls in, unless it starts a line (the file's first byte).
             let start = if at == 0 {
                 0
@@ -295,6 +303,27 @@ impl<'a> TaskSetup<'a> {
         }
         Ok(out)
     }
+}
+
+/// What a job's hook returns when it cannot go on: any error, its causes kept (they are shown
+/// with the attempt's failure). A `String` or `&str` converts with `.into()` or `?`.
+pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why [`TaskSetup`] could not read what a job asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: dfs_client::DfsError,
+    },
+    /// The job's inputs could not be listed.
+    #[error("cannot list the job's inputs")]
+    Inputs(#[source] dfs_client::DfsError),
 }
 
 /// Named counters of a task or job.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use jobs::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use jobs::sdk::{Job, MapContext, ReduceContext, TaskSetup, Values};
+use jobs::sdk::{HookError, Job, MapContext, ReduceContext, TaskSetup, Values};
 use jobs::InputFormat;
 use serde::{Deserialize, Serialize};
 
@@ -594,11 +594,15 @@ impl Job for Photos {
         self.cfg.device != DeviceChoice::Cpu
     }
 
-    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), HookError> {
         if task.reduce {
             return Ok(());
         }
-        self.model = Some(load(&self.cfg, &|p| task.read_file(p))?);
+        let read = |p: &str| {
+            task.read_file(p)
+                .map_err(|e| jobs::runtime::error_chain(&e))
+        };
+        self.model = Some(load(&self.cfg, &read)?);
         Ok(())
     }
 

@@ -25,7 +25,7 @@
 //! | `report.twice` | worker | `return`: every task report is sent twice |
 //! | `commit.rename` | coordinator | between a reduce's commit authorization and its rename |
 //! | `job.publish` | coordinator | after every reduce committed, before `_SUCCESS` |
-//! | `journal.append` | coordinator | before journal records are written |
+//! | `journal.append` | coordinator | before journal records are written; `return`: the write fails |
 
 /// Reads `FAILPOINTS` once at process start (a no-op without the `failpoints` feature).
 ///

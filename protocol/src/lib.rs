@@ -7,6 +7,7 @@
 //! - [`ids`]: `JobId`, `WorkerId`, `AttemptId`, `Epoch`;
 //! - [`failure`]: `FailureKind` and its mapping to and from the wire;
 //! - [`spec`]: the [`JobSpec`] a user submits;
+//! - [`task`]: [`TaskKind`] and [`JobState`], shared by every process;
 //! - [`failpoint`]: named points where fault tests pause, slow or fail a process;
 //! - [`dirlock`]: one process per state or worker directory;
 //! - [`binary`]: hashing and platform checks of uploaded job binaries;
@@ -22,11 +23,30 @@ pub mod failure;
 pub mod ids;
 pub mod pb;
 pub mod spec;
+pub mod task;
 pub mod tls;
 
 pub use failure::FailureKind;
 pub use ids::{AttemptId, Epoch, JobId, WorkerId};
 pub use spec::JobSpec;
+pub use task::{JobState, TaskKind};
+
+/// An error with its causes, joined with `: `; a cause already written out by the error
+/// before it (as `"...: {source}"` does) is not repeated. The one way Quern shows an error's
+/// chain to people.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
 
 /// Largest gRPC message any Quern service accepts or sends. Bulk data moves in frames far
 /// below this (see [`SHUFFLE_FRAME_BYTES`]).

@@ -238,20 +238,10 @@ pub fn env_client() -> Result<Option<&'static ClientTls>, String> {
     }
 }
 
-/// An error with its sources, `: `-joined: a connection's "transport error" alone does not
-/// say that the certificate was refused.
+/// An error with its sources (see [`crate::error_chain`]): a connection's "transport error"
+/// alone does not say that the certificate was refused.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
+    crate::error_chain(e)
 }
 
 /// Concurrent HTTP/2 streams (calls) one connection may have open on a Quern server; more

@@ -215,7 +215,7 @@ fn disk_nearly_full(dir: &std::path::Path) -> bool {
 
 /// Describes an I/O error, saying plainly when the disk is full.
 fn describe_io(e: &std::io::Error) -> String {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
+    if e.kind() == std::io::ErrorKind::StorageFull {
         format!("no space left on the worker's disk ({e})")
     } else {
         e.to_string()
@@ -346,9 +346,20 @@ fn handle_heartbeat(
         crate::executors::forget_job(&config.dir, protocol::JobId(job));
     }
     for a in resp.assignments {
-        let Some(task) = from_assignment(a, &config.dir) else {
-            tracing::error!("malformed assignment ignored");
-            continue;
+        let attempt = AttemptId(a.attempt_id);
+        let task = match from_assignment(a, &config.dir) {
+            Ok(task) => task,
+            Err(e) => {
+                // Said to the coordinator, so the attempt does not wait for the worker timeout;
+                // fatal, since every worker would get the same malformed task.
+                tracing::error!(error = %e, "malformed assignment refused");
+                let result = ExecutorResult {
+                    error: Some((FailureKind::Fatal, e.to_string())),
+                    ..Default::default()
+                };
+                tokio::spawn(report(client.clone(), reg, attempt, result));
+                continue;
+            }
         };
         let token = CancellationToken::new();
         running
@@ -364,7 +375,7 @@ fn handle_heartbeat(
         tokio::spawn(async move {
             let attempt = task.attempt;
             let result = run_attempt(&config, &mut client.clone(), &task, token).await;
-            report(client, reg, &task, result).await;
+            report(client, reg, attempt, result).await;
             running.lock().expect("running map lock").remove(&attempt);
             wake.notify_one();
         });
@@ -382,15 +393,10 @@ async fn run_attempt(
         error: Some((kind, msg)),
         ..Default::default()
     };
-    let task_file = config
-        .dir
-        .join("tasks")
-        .join(format!("{}.json", task.attempt));
-    let log_path = crate::shuffle::attempt_log_path(&config.dir, task.job_id, task.attempt);
     if !config.fault_delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(config.fault_delay) => {}
-                        _ = cancel.cancelled() => return fail(FailureKind::Cancelled, "attempt cancelled".into()),
+            _ = cancel.cancelled() => return fail(FailureKind::Cancelled, "attempt cancelled".into()),
         }
     }
     if protocol::failpoint::hit("task.fail") {
@@ -399,58 +405,18 @@ async fn run_attempt(
             "failpoint task.fail: this worker fails every attempt".into(),
         );
     }
-    // The shuffle service checks reducers' fetch tokens and log readers' tokens with the
-    // job's secret.
-    if let Err(e) = crate::shuffle::keep_job_secret(&config.dir, task.job_id, &task.shuffle_secret)
-    {
-        return fail(
-            FailureKind::Retryable,
-            format!("cannot keep the job's shuffle secret: {}", describe_io(&e)),
-        );
-    }
-    let json = serde_json::to_vec(task).expect("task serialises");
-    if let Err(e) = tokio::fs::write(&task_file, json).await {
-        return fail(
-            FailureKind::Retryable,
-            format!("cannot write task file: {}", describe_io(&e)),
-        );
-    }
-    let log = match std::fs::File::create(&log_path) {
-        Ok(f) => f,
-        Err(e) => {
-            return fail(
-                FailureKind::Retryable,
-                format!("cannot create attempt log: {}", describe_io(&e)),
-            )
-        }
+    let task_file = config
+        .dir
+        .join("tasks")
+        .join(format!("{}.json", task.attempt));
+    let log_path = crate::shuffle::attempt_log_path(&config.dir, task.job_id, task.attempt);
+    let started = match prepare(config, task, &task_file, &log_path).await {
+        Ok(log) => executor_for(config, client, task, log).await,
+        Err(e) => Err(e),
     };
-    tracing::debug!(attempt = %task.attempt, kind = ?task.kind, index = task.index, "starting executor");
-    // A job of an uploaded binary runs that binary's executor, fetched once and cached.
-    let executable = if task.spec.binary.is_empty() {
-        config.executable.clone()
-    } else {
-        match crate::binaries::ensure(&config.dir, client, &task.spec.binary).await {
-            Ok(path) => path,
-            Err(e) => return fail(FailureKind::Retryable, e),
-        }
-    };
-    // An idle executor of this job is reused: what the job loaded stays loaded.
-    let key = crate::executors::Key {
-        worker_dir: config.dir.clone(),
-        job: task.job_id,
-        exe: executable.clone(),
-    };
-    let mut exec = match crate::executors::take(&key) {
-        Some(e) => e,
-        None => match crate::executors::spawn(&executable, log, config.client_tls.as_ref()) {
-            Ok(e) => e,
-            Err(e) => {
-                return fail(
-                    FailureKind::Retryable,
-                    format!("cannot start executor: {e}"),
-                )
-            }
-        },
+    let (key, mut exec) = match started {
+        Ok(started) => started,
+        Err(e) => return fail(FailureKind::Retryable, e),
     };
     let code = tokio::select! {
         c = exec.run(&task_file, &log_path) => c,
@@ -468,22 +434,9 @@ async fn run_attempt(
             )
         }),
         Err(_) => {
-            let status = match code {
-                Some(c) => format!("exit code {c}"),
-                None => exec.exit_status().await,
-            };
-            let tail = log_tail(&log_path).await;
-            // An executor that could not write its result may have died of a full disk.
-            let full = if disk_nearly_full(&config.dir) {
-                "no space left on the worker's disk; "
-            } else {
-                ""
-            };
+            let why = no_result(config, exec, code, &log_path).await;
             cleanup(task, &task_file).await;
-            return fail(
-                FailureKind::Retryable,
-                format!("{full}executor exited without a result ({status}): {tail}"),
-            );
+            return fail(FailureKind::Retryable, why);
         }
     };
     // Only an executor that ran its attempt cleanly is fit for the next one.
@@ -494,6 +447,74 @@ async fn run_attempt(
     }
     cleanup(task, &task_file).await;
     result
+}
+
+/// Keeps the job's shuffle secret, writes the task file and creates the attempt log; returns
+/// the log.
+async fn prepare(
+    config: &WorkerConfig,
+    task: &ExecutorTask,
+    task_file: &PathBuf,
+    log_path: &PathBuf,
+) -> Result<std::fs::File, String> {
+    // The shuffle service checks reducers' fetch tokens and log readers' tokens with the
+    // job's secret.
+    crate::shuffle::keep_job_secret(&config.dir, task.job_id, &task.shuffle_secret)
+        .map_err(|e| format!("cannot keep the job's shuffle secret: {}", describe_io(&e)))?;
+    let json = serde_json::to_vec(task).expect("task serialises");
+    tokio::fs::write(task_file, json)
+        .await
+        .map_err(|e| format!("cannot write task file: {}", describe_io(&e)))?;
+    std::fs::File::create(log_path)
+        .map_err(|e| format!("cannot create attempt log: {}", describe_io(&e)))
+}
+
+/// An executor for the task: an idle one of its job (what the job loaded stays loaded), or a
+/// new one of the job's executable (an uploaded binary is fetched once and cached).
+async fn executor_for(
+    config: &WorkerConfig,
+    client: &mut Client,
+    task: &ExecutorTask,
+    log: std::fs::File,
+) -> Result<(crate::executors::Key, crate::executors::Executor), String> {
+    tracing::debug!(attempt = %task.attempt, kind = ?task.kind(), index = task.index, "starting executor");
+    let executable = if task.spec.binary.is_empty() {
+        config.executable.clone()
+    } else {
+        crate::binaries::ensure(&config.dir, client, &task.spec.binary).await?
+    };
+    let key = crate::executors::Key {
+        worker_dir: config.dir.clone(),
+        job: task.job_id,
+        exe: executable.clone(),
+    };
+    let exec = match crate::executors::take(&key) {
+        Some(e) => e,
+        None => crate::executors::spawn(&executable, log, config.client_tls.as_ref())
+            .map_err(|e| format!("cannot start executor: {e}"))?,
+    };
+    Ok((key, exec))
+}
+
+/// Why an executor left no result: how it exited, the end of its log, and a full disk.
+async fn no_result(
+    config: &WorkerConfig,
+    exec: crate::executors::Executor,
+    code: Option<i32>,
+    log_path: &PathBuf,
+) -> String {
+    let status = match code {
+        Some(c) => format!("exit code {c}"),
+        None => exec.exit_status().await,
+    };
+    let tail = log_tail(log_path).await;
+    // An executor that could not write its result may have died of a full disk.
+    let full = if disk_nearly_full(&config.dir) {
+        "no space left on the worker's disk; "
+    } else {
+        ""
+    };
+    format!("{full}executor exited without a result ({status}): {tail}")
 }
 
 async fn cleanup(task: &ExecutorTask, task_file: &PathBuf) {
@@ -510,17 +531,12 @@ async fn log_tail(path: &PathBuf) -> String {
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
-async fn report(
-    mut client: Client,
-    reg: Registration,
-    task: &ExecutorTask,
-    result: ExecutorResult,
-) {
+async fn report(mut client: Client, reg: Registration, attempt: AttemptId, result: ExecutorResult) {
     for lost in &result.lost_maps {
         let req = ReportFetchFailureRequest {
             worker_id: reg.worker.0,
             epoch: reg.epoch.0,
-            attempt_id: task.attempt.0,
+            attempt_id: attempt.0,
             map_index: lost.map_index,
             map_attempt_id: lost.attempt.0,
             reason: lost.reason.to_pb() as i32,
@@ -537,7 +553,7 @@ async fn report(
     let req = ReportTaskRequest {
         worker_id: reg.worker.0,
         epoch: reg.epoch.0,
-        attempt_id: task.attempt.0,
+        attempt_id: attempt.0,
         success: result.error.is_none(),
         counters: Some(pb::Counters {
             values: result.counters.0.into_iter().collect(),
@@ -565,16 +581,16 @@ async fn report(
             Ok(_) => {
                 if protocol::failpoint::hit("report.twice") {
                     let dup = client.report_task(req.clone()).await;
-                    tracing::info!(attempt = %task.attempt, accepted = dup.is_ok(), "failpoint report.twice: sent a duplicate report");
+                    tracing::info!(%attempt, accepted = dup.is_ok(), "failpoint report.twice: sent a duplicate report");
                 }
                 return;
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                tracing::info!(attempt = %task.attempt, "report refused as stale");
+                tracing::info!(%attempt, "report refused as stale");
                 return;
             }
             Err(s) => {
-                tracing::warn!(error = %s.message(), attempt = %task.attempt, "report failed; retrying");
+                tracing::warn!(error = %s.message(), %attempt, "report failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << i)).await;
             }
         }

@@ -14,7 +14,7 @@ use jobs::runtime::map::MapConfig;
 use jobs::runtime::{panic_message, TaskError};
 use protocol::FailureKind;
 
-use crate::task::{ExecutorResult, ExecutorTask, TaskKind};
+use crate::task::{ExecutorResult, ExecutorTask, MapOutput, TaskKind, Work};
 
 /// Reducers fetch from at most this many map outputs at once: enough to hide latency, few
 /// enough to bound the bytes in flight to a few partitions.
@@ -32,8 +32,7 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
             return 2;
         }
     };
-    let span =
-        tracing::info_span!("task", attempt = %task.attempt, kind = ?task.kind, index = task.index);
+    let span = tracing::info_span!("task", attempt = %task.attempt, kind = ?task.kind(), index = task.index);
     let _enter = span.enter();
     let result = catch_unwind(AssertUnwindSafe(|| execute(registry, &task))).unwrap_or_else(|p| {
         ExecutorResult {
@@ -136,15 +135,21 @@ fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
     };
     let storage = Storage::default();
     let mut setup = jobs::sdk::TaskSetup::new(&task.spec.inputs, task.spec.reducers, &storage);
-    setup.reduce = task.kind == TaskKind::Reduce;
+    setup.reduce = task.kind() == TaskKind::Reduce;
     setup.index = task.index;
     setup.attempt = task.attempt.0;
     if let Err(e) = job.setup(&setup) {
         return failed(&TaskError::Setup(e));
     }
-    match task.kind {
-        TaskKind::Map => run_map(&storage, &*job, task).unwrap_or_else(|e| failed(&e)),
-        TaskKind::Reduce => run_reduce(&storage, &*job, task),
+    match &task.work {
+        Work::Map {
+            split,
+            file_len,
+            skip,
+        } => {
+            run_map(&storage, &*job, task, (split, *file_len, skip)).unwrap_or_else(|e| failed(&e))
+        }
+        Work::Reduce { map_outputs } => run_reduce(&storage, &*job, task, map_outputs),
     }
 }
 
@@ -152,15 +157,10 @@ fn run_map(
     storage: &Storage,
     job: &dyn jobs::DynJob,
     task: &ExecutorTask,
+    (split, file_len, skip): (&jobs::split::Split, u64, &[u64]),
 ) -> Result<ExecutorResult, TaskError> {
-    let Some((split, file_len)) = &task.split else {
-        return Err(TaskError::Panicked {
-            message: "map task without a split".into(),
-            record: None,
-        });
-    };
     protocol::failpoint::hit("map.start");
-    let read = read_input(storage, split, *file_len)?;
+    let read = read_input(storage, split, file_len)?;
     let (offset, input) = (read.offset, read.data);
     let out = Path::new(&task.output);
     let dir = out.parent().expect("map output has a directory");
@@ -174,7 +174,7 @@ fn run_map(
         memory_budget: task.spec.task_memory as usize,
         spill_dir: task.work_dir.join("spill"),
         base_offset: offset,
-        skip: task.skip.clone(),
+        skip: skip.to_vec(),
         input: split.path.clone(),
         format: job.input_format(),
         listed: Default::default(),
@@ -204,9 +204,14 @@ fn run_map(
     })
 }
 
-fn run_reduce(storage: &Storage, job: &dyn jobs::DynJob, task: &ExecutorTask) -> ExecutorResult {
+fn run_reduce(
+    storage: &Storage,
+    job: &dyn jobs::DynJob,
+    task: &ExecutorTask,
+    map_outputs: &[MapOutput],
+) -> ExecutorResult {
     protocol::failpoint::hit("reduce.fetch");
-    let fetched = match fetch_all(task) {
+    let fetched = match fetch_all(task, map_outputs) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -229,7 +234,7 @@ fn run_reduce(storage: &Storage, job: &dyn jobs::DynJob, task: &ExecutorTask) ->
 
 /// Fetches this reduce's partition of every map output; runs that would push the total past
 /// the task's memory budget are written to the work directory and memory-mapped instead.
-fn fetch_all(task: &ExecutorTask) -> Result<Vec<Bytes>, ExecutorResult> {
+fn fetch_all(task: &ExecutorTask, map_outputs: &[MapOutput]) -> Result<Vec<Bytes>, ExecutorResult> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,14 +247,14 @@ fn fetch_all(task: &ExecutorTask) -> Result<Vec<Bytes>, ExecutorResult> {
         })?;
     let budget = task.spec.task_memory;
     rt.block_on(async {
-        let mut runs: Vec<Option<Bytes>> = vec![None; task.map_outputs.len()];
+        let mut runs: Vec<Option<Bytes>> = vec![None; map_outputs.len()];
         let mut lost = Vec::new();
         let mut in_memory = 0u64;
         let mut set = tokio::task::JoinSet::new();
         let mut next = 0;
         loop {
-            while set.len() < PARALLEL_FETCHES && next < task.map_outputs.len() {
-                let m = task.map_outputs[next].clone();
+            while set.len() < PARALLEL_FETCHES && next < map_outputs.len() {
+                let m = map_outputs[next].clone();
                 let (job, partition) = (task.job_id, task.index);
                 let secret = task.shuffle_secret.clone();
                 set.spawn(async move {

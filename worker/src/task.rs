@@ -8,14 +8,7 @@ use jobs::split::Split;
 use protocol::{pb, AttemptId, FailureKind, JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
-/// Which side of the job an attempt runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TaskKind {
-    /// A map over one split.
-    Map,
-    /// A reduce of one partition.
-    Reduce,
-}
+pub use protocol::TaskKind;
 
 /// Where one map's output can be fetched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,27 +28,64 @@ pub struct ExecutorTask {
     pub attempt: AttemptId,
     /// Its job.
     pub job_id: JobId,
-    /// Map or reduce.
-    pub kind: TaskKind,
+    /// What to do: a map's or a reduce's own inputs.
+    pub work: Work,
     /// Task index (split number or partition).
     pub index: u32,
     /// The job spec.
     pub spec: JobSpec,
-    /// Map: the split and its file's length.
-    pub split: Option<(Split, u64)>,
-    /// Reduce: every map's output, in map order.
-    pub map_outputs: Vec<MapOutput>,
     /// Map: where to write the output file. Reduce: the staging path of the part file.
     pub output: String,
     /// Scratch directory for spills and fetched runs (removed after the attempt).
     pub work_dir: PathBuf,
     /// Where to write the [`ExecutorResult`].
     pub result_path: PathBuf,
-    /// Map: input offsets of records to skip (skip mode).
-    pub skip: Vec<u64>,
     /// The job's shuffle secret (reduces sign their fetches with it).
     #[serde(default)]
     pub shuffle_secret: Vec<u8>,
+}
+
+/// A map's or a reduce's own inputs: a map always has its split, a reduce its map outputs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Work {
+    /// A map over one split.
+    Map {
+        /// The split.
+        split: Split,
+        /// Its file's length.
+        file_len: u64,
+        /// Input offsets of records to skip (skip mode).
+        skip: Vec<u64>,
+    },
+    /// A reduce of one partition.
+    Reduce {
+        /// Every map's output, in map order.
+        map_outputs: Vec<MapOutput>,
+    },
+}
+
+impl ExecutorTask {
+    /// Map or reduce.
+    pub fn kind(&self) -> TaskKind {
+        match self.work {
+            Work::Map { .. } => TaskKind::Map,
+            Work::Reduce { .. } => TaskKind::Reduce,
+        }
+    }
+}
+
+/// An assignment the worker cannot run as it came.
+#[derive(Debug, thiserror::Error)]
+pub enum BadAssignment {
+    /// Its task kind is unset or unknown.
+    #[error("assignment of attempt {0} has no known task kind")]
+    Kind(AttemptId),
+    /// It carries no job spec.
+    #[error("assignment of attempt {0} has no job spec")]
+    Spec(AttemptId),
+    /// A map without its split.
+    #[error("map assignment of attempt {0} has no split")]
+    Split(AttemptId),
 }
 
 /// A map output that a reducer could not fetch.
@@ -126,51 +156,53 @@ pub fn map_output_path(
 }
 
 /// Builds the executor's task from an assignment.
-pub fn from_assignment(a: pb::TaskAssignment, dir: &std::path::Path) -> Option<ExecutorTask> {
+///
+/// # Errors
+/// [`BadAssignment`] when a part the task needs is missing.
+pub fn from_assignment(
+    a: pb::TaskAssignment,
+    dir: &std::path::Path,
+) -> Result<ExecutorTask, BadAssignment> {
     let attempt = AttemptId(a.attempt_id);
     let job_id = JobId(a.job_id);
-    let spec = JobSpec::from_pb(a.spec?);
-    let kind = match pb::TaskKind::try_from(a.kind).ok()? {
-        pb::TaskKind::Map => TaskKind::Map,
-        pb::TaskKind::Reduce => TaskKind::Reduce,
-        pb::TaskKind::Unspecified => return None,
+    let spec = JobSpec::from_pb(a.spec.ok_or(BadAssignment::Spec(attempt))?);
+    let (work, output) = match TaskKind::from_pb(a.kind).ok_or(BadAssignment::Kind(attempt))? {
+        TaskKind::Map => {
+            let s = a.split.ok_or(BadAssignment::Split(attempt))?;
+            let work = Work::Map {
+                split: Split {
+                    path: s.path,
+                    start: s.start,
+                    end: s.end,
+                },
+                file_len: s.file_len,
+                skip: a.skip_offsets,
+            };
+            let output = map_output_path(dir, job_id, a.index, attempt);
+            (work, output.display().to_string())
+        }
+        TaskKind::Reduce => {
+            let map_outputs = a
+                .map_outputs
+                .into_iter()
+                .map(|m| MapOutput {
+                    map_index: m.map_index,
+                    attempt: AttemptId(m.attempt_id),
+                    addr: m.shuffle_addr,
+                })
+                .collect();
+            (Work::Reduce { map_outputs }, a.staging_path)
+        }
     };
-    let split = a.split.map(|s| {
-        (
-            Split {
-                path: s.path,
-                start: s.start,
-                end: s.end,
-            },
-            s.file_len,
-        )
-    });
-    let output = match kind {
-        TaskKind::Map => map_output_path(dir, job_id, a.index, attempt)
-            .display()
-            .to_string(),
-        TaskKind::Reduce => a.staging_path,
-    };
-    Some(ExecutorTask {
+    Ok(ExecutorTask {
         attempt,
         job_id,
-        kind,
+        work,
         index: a.index,
         spec,
-        split,
-        map_outputs: a
-            .map_outputs
-            .into_iter()
-            .map(|m| MapOutput {
-                map_index: m.map_index,
-                attempt: AttemptId(m.attempt_id),
-                addr: m.shuffle_addr,
-            })
-            .collect(),
         output,
         work_dir: dir.join("work").join(attempt.to_string()),
         result_path: dir.join("tasks").join(format!("{attempt}.result.json")),
-        skip: a.skip_offsets,
         shuffle_secret: a.shuffle_secret,
     })
 }

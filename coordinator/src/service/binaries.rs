@@ -84,7 +84,7 @@ impl Coordinator {
 
     /// Removes binaries no job needs any more ([`prune`] with [`BINARY_RETENTION`]).
     pub fn prune_binaries(&self) -> usize {
-        let in_use = self.state().binaries_in_use();
+        let in_use = self.read(|s| s.binaries_in_use());
         let removed = prune(&self.binaries, &in_use, BINARY_RETENTION);
         if removed > 0 {
             tracing::info!(removed, "unused job binaries removed");

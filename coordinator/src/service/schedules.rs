@@ -82,14 +82,16 @@ fn info(s: &Schedule, runs: u32, now: DateTime<Utc>) -> ScheduleInfo {
 
 impl Coordinator {
     fn schedule_info(&self, name: &str) -> Option<ScheduleInfo> {
-        let state = self.state();
-        let s = state.schedule(name)?;
-        let runs = state
-            .history(name, Instant::now())
-            .iter()
-            .filter(|e| e.job.is_some())
-            .count() as u32;
-        Some(info(s, runs, self.clock.now()))
+        let now = self.clock.now();
+        self.read(|state| {
+            let s = state.schedule(name)?;
+            let runs = state
+                .history(name, Instant::now())
+                .iter()
+                .filter(|e| e.job.is_some())
+                .count() as u32;
+            Some(info(s, runs, now))
+        })
     }
 
     pub(super) fn add_schedule_rpc(&self, r: AddScheduleRequest) -> Result<ScheduleInfo, Status> {
@@ -113,8 +115,8 @@ impl Coordinator {
             )));
         }
         let name = spec.name.clone();
-        self.state()
-            .add_schedule(spec, self.clock.now())
+        let now = self.clock.now();
+        self.mutate(|s| s.add_schedule(spec, now))?
             .map_err(|e| Status::already_exists(e.0))?;
         self.schedule_info(&name)
             .ok_or_else(|| Status::internal("schedule vanished"))
@@ -134,26 +136,22 @@ impl Coordinator {
     }
 
     pub(super) fn list_schedules_rpc(&self) -> Vec<ScheduleInfo> {
-        let names: Vec<String> = self
-            .state()
-            .schedules()
-            .map(|s| s.compiled.spec.name.clone())
-            .collect();
+        let names: Vec<String> = self.read(|state| {
+            state
+                .schedules()
+                .map(|s| s.compiled.spec.name.clone())
+                .collect()
+        });
         names.iter().filter_map(|n| self.schedule_info(n)).collect()
     }
 
     pub(super) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), Status> {
         let op = ScheduleOp::try_from(r.op).unwrap_or(ScheduleOp::Unspecified);
-        let found = {
-            let mut state = self.state();
-            match op {
-                ScheduleOp::Pause => state.pause_schedule(&r.name, true),
-                ScheduleOp::Resume => state.pause_schedule(&r.name, false),
-                ScheduleOp::Remove => state.remove_schedule(&r.name),
-                ScheduleOp::Unspecified => {
-                    return Err(Status::invalid_argument("no operation given"))
-                }
-            }
+        let found = match op {
+            ScheduleOp::Pause => self.mutate(|s| s.pause_schedule(&r.name, true))?,
+            ScheduleOp::Resume => self.mutate(|s| s.pause_schedule(&r.name, false))?,
+            ScheduleOp::Remove => self.mutate(|s| s.remove_schedule(&r.name))?,
+            ScheduleOp::Unspecified => return Err(Status::invalid_argument("no operation given")),
         };
         if found {
             Ok(())
@@ -167,8 +165,7 @@ impl Coordinator {
             .schedule_info(name)
             .ok_or_else(|| Status::not_found(format!("no schedule named {name:?}")))?;
         let entries = self
-            .state()
-            .history(name, Instant::now())
+            .read(|s| s.history(name, Instant::now()))
             .into_iter()
             .map(|e| HistoryEntry {
                 logical: show(e.logical),
@@ -193,9 +190,7 @@ impl Coordinator {
         r: StartBackfillRequest,
     ) -> Result<StartBackfillResponse, Status> {
         let compiled = self
-            .state()
-            .schedule(&r.schedule)
-            .map(|s| s.compiled.clone())
+            .read(|state| state.schedule(&r.schedule).map(|s| s.compiled.clone()))
             .ok_or_else(|| Status::not_found(format!("no schedule named {:?}", r.schedule)))?;
         let from = parse_logical(&r.from).map_err(bad)?;
         let mut to = parse_logical(&r.to).map_err(bad)?;
@@ -222,7 +217,7 @@ impl Coordinator {
                 times.len()
             )));
         }
-        let outcomes = self.state().outcomes(&r.schedule);
+        let outcomes = self.read(|s| s.outcomes(&r.schedule));
         let this = self.clone();
         let plan = tokio::task::spawn_blocking(move || {
             times
@@ -240,8 +235,7 @@ impl Coordinator {
         let backfill_id = if r.dry_run || run.is_empty() {
             0
         } else {
-            self.state()
-                .start_backfill(&r.schedule, run, r.max_active.max(1), reprocess)
+            self.mutate(|s| s.start_backfill(&r.schedule, run, r.max_active.max(1), reprocess))?
         };
         Ok(StartBackfillResponse {
             backfill_id,
@@ -306,31 +300,31 @@ impl Coordinator {
     }
 
     pub(super) fn list_backfills_rpc(&self) -> Vec<BackfillStatus> {
-        let state = self.state();
-        state
-            .backfills()
-            .map(|b| {
-                let (started, finished, failed, running, total) =
-                    state.backfill_progress(b.id).unwrap_or_default();
-                BackfillStatus {
-                    id: b.id,
-                    schedule: b.schedule.clone(),
-                    total: total as u32,
-                    started: started as u32,
-                    finished: finished as u32,
-                    failed: failed as u32,
-                    running: running as u32,
-                    cancelled: b.cancelled,
-                    reprocess: b.reprocess.name().into(),
-                }
-            })
-            .collect()
+        self.read(|state| {
+            state
+                .backfills()
+                .map(|b| {
+                    let (started, finished, failed, running, total) =
+                        state.backfill_progress(b.id).unwrap_or_default();
+                    BackfillStatus {
+                        id: b.id,
+                        schedule: b.schedule.clone(),
+                        total: total as u32,
+                        started: started as u32,
+                        finished: finished as u32,
+                        failed: failed as u32,
+                        running: running as u32,
+                        cancelled: b.cancelled,
+                        reprocess: b.reprocess.name().into(),
+                    }
+                })
+                .collect()
+        })
     }
 
     pub(super) async fn cancel_backfill_rpc(&self, id: u64) -> Result<(), Status> {
         let actions = self
-            .state()
-            .cancel_backfill(id, Instant::now())
+            .mutate(|s| s.cancel_backfill(id, Instant::now()))?
             .map_err(|e| match e {
                 crate::state::CancelBackfillError::NotFound { .. } => {
                     Status::not_found(e.to_string())
@@ -354,13 +348,19 @@ impl Coordinator {
             }
             let now = self.clock.now();
             // Walking due times can take long after a long outage: not under the lock.
-            let work = self.state().due_work();
+            let work = self.read(|s| s.due_work());
             let due = tokio::task::spawn_blocking(move || crate::state::compute_due(work, now))
                 .await
                 .unwrap_or_default();
-            let (mut firings, actions) = self.state().apply_due(due, now, Instant::now());
+            let Ok((mut firings, actions)) = self.mutate(|s| s.apply_due(due, now, Instant::now()))
+            else {
+                return;
+            };
             self.run_actions(actions).await;
-            firings.extend(self.state().backfill_tick());
+            let Ok(more) = self.mutate(|s| s.backfill_tick()) else {
+                return;
+            };
+            firings.extend(more);
             for f in firings {
                 self.fire(f).await;
             }
@@ -371,7 +371,11 @@ impl Coordinator {
     async fn fire(&self, f: Firing) {
         let spec = match f.spec {
             Ok(s) => s,
-            Err(e) => return self.state().firing_failed(&f.origin, &e.0),
+            Err(e) => {
+                // A journal that cannot be written stops the coordinator; nothing more to do.
+                let _ = self.mutate(|s| s.firing_failed(&f.origin, &e.0));
+                return;
+            }
         };
         let this = self.clone();
         let replace = f.replace_output;
@@ -384,21 +388,24 @@ impl Coordinator {
         })
         .await
         .unwrap_or_else(|e| Err(Status::internal(e.to_string())));
-        let mut state = self.state();
-        if !state.firing_wanted(&f.origin) {
-            return;
-        }
-        match planned {
-            Ok((spec, splits)) => {
-                if let Some(other) = state.job_writing(&spec.output) {
-                    let e = format!("{other} is already writing {}", spec.output);
-                    return state.firing_failed(&f.origin, &e);
-                }
-                let job = state.submit_with(spec, splits, Some(f.origin.clone()), Instant::now());
-                tracing::info!(schedule = %f.origin.schedule, logical = %show(f.origin.logical), %job, backfill = ?f.origin.backfill, "scheduled run started");
+        // A journal that cannot be written stops the coordinator; nothing more to do then.
+        let _ = self.mutate(|state| {
+            if !state.firing_wanted(&f.origin) {
+                return;
             }
-            Err(e) => state.firing_failed(&f.origin, e.message()),
-        }
+            match planned {
+                Ok((spec, splits)) => {
+                    if let Some(other) = state.job_writing(&spec.output) {
+                        let e = format!("{other} is already writing {}", spec.output);
+                        return state.firing_failed(&f.origin, &e);
+                    }
+                    let job =
+                        state.submit_with(spec, splits, Some(f.origin.clone()), Instant::now());
+                    tracing::info!(schedule = %f.origin.schedule, logical = %show(f.origin.logical), %job, backfill = ?f.origin.backfill, "scheduled run started");
+                }
+                Err(e) => state.firing_failed(&f.origin, e.message()),
+            }
+        });
     }
 
     /// Removes a committed output so that a backfill under `--reprocess all` can replace it.

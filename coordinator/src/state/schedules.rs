@@ -286,61 +286,71 @@ impl State {
                 );
             }
             for t in run {
-                let active: Vec<JobId> = self
-                    .jobs_of(&name)
-                    .filter(|j| !j.state.is_over())
-                    .map(|j| j.id)
-                    .collect();
-                match (c.spec.concurrency, active.is_empty()) {
-                    (Concurrency::Forbid, false) => {
-                        let ids: Vec<String> = active.iter().map(|j| j.to_string()).collect();
-                        self.record_skip(
-                            &name,
-                            Skip {
-                                logical: t,
-                                through: t,
-                                count: 1,
-                                note: format!(
-                                    "skipped: {} still running (--concurrency forbid)",
-                                    ids.join(", ")
-                                ),
-                                backfill: None,
-                            },
-                        );
-                        continue;
-                    }
-                    (Concurrency::Replace, false) => {
-                        for j in active {
-                            tracing::info!(schedule = %name, job = %j, "replacing the active run");
-                            if let Some(a) = self.kill_with(
-                                j,
-                                format!(
-                                    "replaced by the run for {} (--concurrency replace)",
-                                    show(t)
-                                ),
-                                mono,
-                            ) {
-                                actions.extend(a);
-                            }
-                        }
-                    }
-                    _ => {}
+                if let Some(firing) = self.fire_due(&name, &c, t, mono, &mut actions) {
+                    firings.push(firing);
                 }
-                firings.push(Firing {
-                    origin: Origin {
-                        schedule: name.clone(),
-                        logical: t,
-                        backfill: None,
-                    },
-                    spec: c.expand(t),
-                    replace_output: false,
-                });
             }
             if let Some(s) = self.schedules.get_mut(&name) {
                 s.cursor = Some(s.cursor.map_or(last, |c| c.max(last)));
             }
         }
         (firings, actions)
+    }
+
+    /// One due logical time `t` of schedule `name`: its firing, unless `--concurrency
+    /// forbid` skips it while a run is active; under `replace` the active runs are killed
+    /// (their actions added to `actions`).
+    fn fire_due(
+        &mut self,
+        name: &str,
+        c: &Compiled,
+        t: Logical,
+        mono: std::time::Instant,
+        actions: &mut Vec<Action>,
+    ) -> Option<Firing> {
+        let active: Vec<JobId> = self
+            .jobs_of(name)
+            .filter(|j| !j.state.is_over())
+            .map(|j| j.id)
+            .collect();
+        match (c.spec.concurrency, active.is_empty()) {
+            (Concurrency::Forbid, false) => {
+                let ids: Vec<String> = active.iter().map(|j| j.to_string()).collect();
+                let note = format!(
+                    "skipped: {} still running (--concurrency forbid)",
+                    ids.join(", ")
+                );
+                let skip = Skip {
+                    logical: t,
+                    through: t,
+                    count: 1,
+                    note,
+                    backfill: None,
+                };
+                self.record_skip(name, skip);
+                return None;
+            }
+            (Concurrency::Replace, false) => {
+                for j in active {
+                    tracing::info!(schedule = %name, job = %j, "replacing the active run");
+                    let why = format!(
+                        "replaced by the run for {} (--concurrency replace)",
+                        show(t)
+                    );
+                    actions.extend(self.kill_with(j, why, mono).unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+        Some(Firing {
+            origin: Origin {
+                schedule: name.to_string(),
+                logical: t,
+                backfill: None,
+            },
+            spec: c.expand(t),
+            replace_output: false,
+        })
     }
 
     fn record_skip(&mut self, name: &str, skip: Skip) {

@@ -19,7 +19,7 @@ fn spec(maps: usize, reducers: u32) -> (JobSpec, Vec<PlannedSplit>) {
 }
 
 fn state() -> State {
-    State::new(Epoch(1), Timeouts::default())
+    State::new(Epoch(1), Timeouts::default(), Instant::now())
 }
 
 fn ids(resp: &pb::HeartbeatResponse) -> Vec<(i32, u32, AttemptId)> {
@@ -160,11 +160,11 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
     for _ in 1..DEFAULT_FETCH_FAILURE_THRESHOLD {
         let r = ids(&s.heartbeat(w, 1, now))[0];
         assert_eq!(r.0, pb::TaskKind::Reduce as i32);
-        s.fetch_failure(r.2, 0, m);
+        s.fetch_failure(r.2, 0, m, Instant::now());
         s.report_failure(r.2, FailureKind::LostInput, "cannot fetch map 0", None, now);
     }
     let r = ids(&s.heartbeat(w, 1, now))[0].2;
-    s.fetch_failure(r, 0, m);
+    s.fetch_failure(r, 0, m, Instant::now());
     s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, now);
     let next = ids(&s.heartbeat(w, 2, now));
     assert_eq!(next.len(), 1, "only the map runs again: {next:?}");
@@ -177,7 +177,7 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
         u64::from(DEFAULT_FETCH_FAILURE_THRESHOLD)
     );
     // A report against the lost output (the map's old attempt) changes nothing more.
-    s.fetch_failure(r, 0, m);
+    s.fetch_failure(r, 0, m, Instant::now());
     assert_eq!(ids(&s.heartbeat(w, 2, now)).len(), 0);
 }
 
@@ -572,7 +572,7 @@ fn the_oldest_finished_jobs_beyond_the_retention_are_forgotten_for_good() {
         keep_jobs: 2,
         ..Timeouts::default()
     };
-    let mut s = State::new(Epoch(1), timeouts);
+    let mut s = State::new(Epoch(1), timeouts, Instant::now());
     let w = s.register_worker("a:1".into(), "a".into(), now);
     let mut jobs = Vec::new();
     for _ in 0..4 {
@@ -602,7 +602,7 @@ fn attempts_lost_with_their_workers_are_killed_not_failed_up_to_their_own_bound(
         max_lost_attempts: 3,
         ..Timeouts::default()
     };
-    let mut s = State::new(Epoch(1), timeouts);
+    let mut s = State::new(Epoch(1), timeouts, Instant::now());
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, t);
     // max_attempts is 2: two worker deaths used to fail the job (issue 17).
@@ -703,7 +703,7 @@ fn fetch_failures_against_a_replaced_workers_address_do_not_rerun_a_kept_map() {
     // The reducer fetched from the old address before the replacement: its reports do not
     // count against the output the new worker serves.
     for _ in 0..5 {
-        s.fetch_failure(reduce, 0, m);
+        s.fetch_failure(reduce, 0, m, Instant::now());
     }
     assert_eq!(s.status(job, t1).unwrap().maps_done, 1);
     // A reducer started after the replacement that cannot fetch does count.
@@ -717,7 +717,7 @@ fn fetch_failures_against_a_replaced_workers_address_do_not_rerun_a_kept_map() {
     let t2 = t1 + Duration::from_secs(1);
     for _ in 0..DEFAULT_FETCH_FAILURE_THRESHOLD {
         let r = ids(&s.heartbeat(other, 1, t2))[0].2;
-        s.fetch_failure(r, 0, m);
+        s.fetch_failure(r, 0, m, Instant::now());
         s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, t2);
     }
     assert_eq!(s.status(job, t2).unwrap().maps_done, 0);

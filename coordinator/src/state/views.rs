@@ -2,11 +2,10 @@
 
 use std::time::Instant;
 
-use protocol::WorkerId;
+use jobs::sdk::Counters;
+use protocol::{pb, JobId, WorkerId};
 
-use protocol::JobId;
-
-use super::{State, TaskKind};
+use super::{State, Task, TaskKind, TaskState};
 
 /// A worker as the UI shows it.
 #[derive(Clone, Debug)]
@@ -95,5 +94,77 @@ impl State {
                 })
                 .collect(),
         )
+    }
+}
+
+impl State {
+    /// Returns the status of one job.
+    pub fn status(&self, job_id: JobId, now: Instant) -> Option<pb::JobStatus> {
+        let job = self.jobs.get(&job_id)?;
+        let count = |ts: &[Task], s: fn(&TaskState) -> bool| {
+            ts.iter().filter(|t| s(&t.state)).count() as u32
+        };
+        let mut counters = Counters::default();
+        let (mut local, mut remote) = (0, 0);
+        for t in job.maps.iter().chain(job.reduces.iter()) {
+            if let Some(w) = &t.winner {
+                counters.merge(&w.counters);
+            }
+        }
+        for t in &job.maps {
+            match &t.winner {
+                Some(w) if w.local => local += 1,
+                Some(_) => remote += 1,
+                None => {}
+            }
+        }
+        counters.add("data_local_maps", local);
+        counters.add("remote_maps", remote);
+        counters.add("fetch_failures", job.fetch_failures);
+        counters.add("recovered_maps", job.recovered_maps);
+        counters.add("backup_attempts", job.backups);
+        counters.add("attempts", job.attempts);
+        counters.add("failed_attempts", job.failed_attempts);
+        counters.add("killed_attempts", job.killed_attempts);
+        counters.add("kept_map_outputs", job.kept_outputs);
+        counters.add("lost_map_outputs", job.lost_outputs);
+        let end = job.finished.unwrap_or(now);
+        Some(pb::JobStatus {
+            job_id: job_id.0,
+            job: job.spec.job.clone(),
+            state: job.state.to_pb() as i32,
+            maps_total: job.maps.len() as u32,
+            maps_done: count(&job.maps, |s| *s == TaskState::Done),
+            reduces_total: job.reduces.len() as u32,
+            reduces_done: count(&job.reduces, |s| *s == TaskState::Done),
+            bytes_read: counters.get("map_input_bytes"),
+            elapsed_ms: end.duration_since(job.submitted).as_millis() as u64,
+            error: job.error.clone().unwrap_or_default(),
+            output: job.spec.output.clone(),
+            // An ended job runs nothing: attempts still out are being cancelled.
+            maps_running: if job.state.is_over() {
+                0
+            } else {
+                count(&job.maps, |s| *s == TaskState::Running)
+            },
+            reduces_running: if job.state.is_over() {
+                0
+            } else {
+                count(&job.reduces, |s| {
+                    matches!(s, TaskState::Running | TaskState::Committing(_))
+                })
+            },
+            counters: Some(pb::Counters {
+                values: counters.0.into_iter().collect(),
+            }),
+        })
+    }
+
+    /// Returns the status of every job, oldest first.
+    pub fn list(&self, now: Instant) -> Vec<pb::JobStatus> {
+        self.jobs
+            .keys()
+            .filter_map(|id| self.status(*id, now))
+            .collect()
     }
 }

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{push_u64, Job, MapContext, ReduceContext, TaskSetup, Values};
+use crate::sdk::{push_u64, HookError, Job, MapContext, ReduceContext, TaskSetup, Values};
 
 /// The `crash` job.
 pub struct Crash {
@@ -108,7 +108,7 @@ impl Job for Crash {
     type Value = u64;
     const COMBINES: bool = true;
 
-    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), HookError> {
         self.roll.store(self.draw(task), Ordering::Relaxed);
         Ok(())
     }

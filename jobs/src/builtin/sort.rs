@@ -11,7 +11,7 @@
 //! partition boundaries. All tasks sample the same records, so they agree on the boundaries.
 
 use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{Job, MapContext, ReduceContext, TaskSetup, Values};
+use crate::sdk::{HookError, Job, MapContext, ReduceContext, TaskSetup, Values};
 
 /// Bytes of a record's key.
 pub const KEY_BYTES: usize = 10;
@@ -54,7 +54,7 @@ impl Job for Sort {
     type Value = Vec<u8>;
     const INPUT: crate::InputFormat = crate::InputFormat::RawLines;
 
-    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), String> {
+    fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), HookError> {
         let keys = task
             .sample_records(self.sample)?
             .into_iter()

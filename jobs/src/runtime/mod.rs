@@ -65,8 +65,8 @@ pub enum TaskError {
     #[error(transparent)]
     Job(#[from] crate::registry::JobError),
     /// The job's per-task setup failed (a model or lookup table could not be loaded).
-    #[error("job setup failed: {0}")]
-    Setup(String),
+    #[error("job setup failed")]
+    Setup(#[source] crate::sdk::HookError),
 }
 
 impl From<crate::input::InputError> for TaskError {
@@ -112,7 +112,7 @@ impl TaskError {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = cause {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.raw_os_error() == Some(libc_enospc()) {
+                if io.kind() == std::io::ErrorKind::StorageFull {
                     return true;
                 }
             }
@@ -138,25 +138,7 @@ impl TaskError {
     }
 }
 
-/// ENOSPC on Linux and the BSDs.
-const fn libc_enospc() -> i32 {
-    28
-}
-
-/// Returns an error and its causes, joined with `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
-}
+pub use protocol::error_chain;
 
 /// Returns the message of a caught panic payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

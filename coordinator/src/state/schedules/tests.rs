@@ -67,7 +67,7 @@ fn skipped(s: &State) -> u64 {
 }
 
 fn state_with(spec: ScheduleSpec) -> State {
-    let mut s = State::new(Epoch(1), Timeouts::default());
+    let mut s = State::new(Epoch(1), Timeouts::default(), std::time::Instant::now());
     s.add_schedule(spec, utc("2026-01-01T00:00")).unwrap();
     s
 }

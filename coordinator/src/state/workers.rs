@@ -1,0 +1,282 @@
+//! The worker side of the state: registration, heartbeats (which also hand out work), liveness,
+//! a worker replaced on its directory, and the map outputs a returning worker still holds.
+//!
+//! May touch: workers, and through [`State::declare_dead`] the attempts and map winners of
+//! the dead worker. Placement itself is in `placement`.
+
+use super::*;
+
+impl State {
+    /// Registers a worker and returns its new id.
+    pub fn register_worker(
+        &mut self,
+        shuffle_addr: String,
+        storage_host: String,
+        now: Instant,
+    ) -> WorkerId {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                shuffle_addr,
+                storage_host,
+                last_seen: now,
+                alive: true,
+                cancels: Vec::new(),
+                cleanups: Vec::new(),
+                slots: 0,
+                gpus: 0,
+                max_gap: Duration::ZERO,
+                home: String::new(),
+            },
+        );
+        id
+    }
+
+    /// Records the task slots and GPUs a worker declared.
+    pub fn set_worker_slots(&mut self, worker: WorkerId, slots: u32, gpus: u32) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.slots = slots;
+            w.gpus = gpus;
+        }
+    }
+
+    /// Returns true if `worker` is registered, alive, and speaks this epoch.
+    pub fn is_current(&self, worker: WorkerId, epoch: Epoch) -> bool {
+        epoch == self.epoch && self.workers.get(&worker).is_some_and(|w| w.alive)
+    }
+
+    /// Handles a heartbeat: returns new assignments (at most `free` of them), attempts to
+    /// cancel, and finished jobs whose shuffle files the worker may delete.
+    pub fn heartbeat(
+        &mut self,
+        worker: WorkerId,
+        free: u32,
+        now: Instant,
+    ) -> pb::HeartbeatResponse {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return pb::HeartbeatResponse::default();
+        };
+        w.max_gap = w.max_gap.max(now.saturating_duration_since(w.last_seen));
+        w.last_seen = now;
+        let cancel_attempts = std::mem::take(&mut w.cancels)
+            .into_iter()
+            .map(|a| a.0)
+            .collect();
+        let finished_jobs = std::mem::take(&mut w.cleanups)
+            .into_iter()
+            .map(|j| j.0)
+            .collect();
+        let assignments = self.assign(worker, free, now);
+        pb::HeartbeatResponse {
+            assignments,
+            cancel_attempts,
+            finished_jobs,
+        }
+    }
+
+    pub fn expire_workers(&mut self, now: Instant) -> Vec<Action> {
+        self.prune_history();
+        let dead: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.alive && now.duration_since(w.last_seen) > self.timeouts.worker)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut actions = Vec::new();
+        for id in dead {
+            tracing::warn!(worker = %id, "worker missed its heartbeats; declaring it dead");
+            actions.extend(self.declare_dead(id, None, now));
+        }
+        if now.duration_since(self.started) > self.timeouts.worker {
+            self.expire_unclaimed_maps(now);
+        }
+        actions
+    }
+
+    /// Records that worker `new` runs at `home` (`host:directory`) and declares every other
+    /// live worker registered from there dead at once: a worker restarted on its directory
+    /// means the old process is gone (the directory lock says so), so nothing waits for the
+    /// heartbeat timeout. The finished map outputs of the old worker that `new` reports
+    /// holding (`held`: job, map, attempt) stay the winners, now served by `new`; attempts
+    /// the old one was running are lost (killed, not failed).
+    pub fn replace_worker_at(
+        &mut self,
+        new: WorkerId,
+        home: &str,
+        held: &[(JobId, u32, AttemptId)],
+        now: Instant,
+    ) -> Vec<Action> {
+        if let Some(w) = self.workers.get_mut(&new) {
+            w.home = home.to_string();
+        }
+        let old: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(id, w)| **id != new && w.alive && w.home == home)
+            .map(|(id, _)| *id)
+            .collect();
+        let held: HashSet<(JobId, u32, AttemptId)> = held.iter().copied().collect();
+        let mut actions = Vec::new();
+        for id in old {
+            tracing::warn!(worker = %id, replacement = %new, %home, "worker restarted on its directory; declaring the old one dead");
+            actions.extend(self.declare_dead(id, Some((new, &held)), now));
+        }
+        actions
+    }
+
+    /// Declares worker `id` dead: its attempts are lost (killed), and the finished map
+    /// outputs on its disk that running jobs still need are produced again, except those a
+    /// `replacement` on the same directory holds, which it serves from now on.
+    pub(super) fn declare_dead(
+        &mut self,
+        id: WorkerId,
+        replacement: Option<(WorkerId, &HashSet<(JobId, u32, AttemptId)>)>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.workers.get_mut(&id).expect("known worker").alive = false;
+        let lost: Vec<AttemptId> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| a.worker == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for attempt in lost {
+            actions.extend(self.report_lost(attempt, &format!("worker {id} was lost"), now));
+        }
+        for job in self
+            .jobs
+            .values_mut()
+            .filter(|j| j.state == JobState::Running)
+        {
+            if job.reduces.iter().all(|t| t.state == TaskState::Done) {
+                continue;
+            }
+            for (i, t) in job.maps.iter_mut().enumerate() {
+                let Some(w) = t.winner.as_mut().filter(|w| w.worker == Some(id)) else {
+                    continue;
+                };
+                if t.state != TaskState::Done {
+                    continue;
+                }
+                if let Some((new, held)) = replacement {
+                    if held.contains(&(job.id, i as u32, w.attempt)) {
+                        // Kept: the same file, now served by the replacement. Fetch failures
+                        // reported against the old address start over.
+                        w.worker = Some(new);
+                        w.replaced_at = Some(now);
+                        t.fetch_reports = 0;
+                        job.shuffle_workers.insert(new);
+                        job.kept_outputs += 1;
+                        continue;
+                    }
+                }
+                t.lost_winner = t.winner.take();
+                t.state = TaskState::Pending;
+                t.ready = Some(now);
+                job.lost_outputs += 1;
+                self.metrics.map_output_lost();
+                self.outbox.push(Record::MapLost {
+                    job: job.id,
+                    index: i as u32,
+                });
+            }
+        }
+        actions
+    }
+
+    /// Runs again the recovered maps whose worker did not come back in time.
+    pub(super) fn expire_unclaimed_maps(&mut self, now: Instant) {
+        for job in self
+            .jobs
+            .values_mut()
+            .filter(|j| j.state == JobState::Running)
+        {
+            for (i, t) in job.maps.iter_mut().enumerate() {
+                if t.state == TaskState::Done
+                    && t.winner.as_ref().is_some_and(|w| w.worker.is_none())
+                {
+                    tracing::warn!(job = %job.id, map = i, "recovered map output was not reclaimed; running the map again");
+                    t.winner = None;
+                    t.state = TaskState::Pending;
+                    t.ready = Some(now);
+                    job.lost_outputs += 1;
+                    self.metrics.map_output_lost();
+                    self.outbox.push(Record::MapLost {
+                        job: job.id,
+                        index: i as u32,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Gives the map outputs a (re-)registered worker still holds back to their tasks.
+    pub fn claim_outputs(
+        &mut self,
+        worker: WorkerId,
+        held: &[(JobId, u32, AttemptId)],
+        now: Instant,
+    ) {
+        for (job_id, index, attempt) in held {
+            let Some(job) = self
+                .jobs
+                .get_mut(job_id)
+                .filter(|j| j.state == JobState::Running)
+            else {
+                // Files of a job that is over, or unknown here, are garbage: delete them.
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    if !w.cleanups.contains(job_id) {
+                        w.cleanups.push(*job_id);
+                    }
+                }
+                continue;
+            };
+            // Claimed or stale, the worker holds files of the job: they go when it ends.
+            job.shuffle_workers.insert(worker);
+            let Some(t) = job.maps.get_mut(*index as usize) else {
+                continue;
+            };
+            if let Some(w) = t.winner.as_mut() {
+                if w.attempt == *attempt && w.worker.is_none() {
+                    w.worker = Some(worker);
+                }
+                continue;
+            }
+            // The output of a winner whose worker was declared dead (it came back after the
+            // timeout): it wins again, and the map's re-run is cancelled.
+            if t.state != TaskState::Done
+                && t.lost_winner
+                    .as_ref()
+                    .is_some_and(|w| w.attempt == *attempt)
+            {
+                let mut w = t.lost_winner.take().expect("checked");
+                w.worker = Some(worker);
+                w.replaced_at = Some(now);
+                tracing::info!(job = %job_id, map = index, %attempt, %worker, "lost map output reclaimed from a returning worker");
+                self.outbox.push(Record::MapDone {
+                    job: *job_id,
+                    index: *index,
+                    attempt: *attempt,
+                    counters: w.counters.clone(),
+                    local: w.local,
+                });
+                t.winner = Some(w);
+                t.state = TaskState::Done;
+                t.fetch_reports = 0;
+                for other in t.running.drain(..) {
+                    if let Some(ow) = self
+                        .attempts
+                        .get(&other)
+                        .and_then(|o| self.workers.get_mut(&o.worker))
+                    {
+                        ow.cancels.push(other);
+                    }
+                }
+                job.kept_outputs += 1;
+            }
+        }
+    }
+}
