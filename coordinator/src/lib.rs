@@ -2,10 +2,16 @@
 //! heartbeats, commits exactly one attempt per task, and publishes each job's output.
 //!
 //! Layout:
-//! - [`state`]: the state machine (jobs, tasks, attempts, workers), pure and clock-injected;
-//! - [`journal`]: the append-only log that lets a restarted coordinator resume its jobs;
-//! - [`service`]: the gRPC service around it, which performs the storage actions it asks for;
-//! - [`client`]: a typed client for the CLI and tests;
+//! - [`state`]: the state machine (jobs, tasks, attempts, workers), pure and clock-injected,
+//!   one module per concern (workers, placement, attempts, failures, recovery, schedules,
+//!   views);
+//! - [`journal`]: the append-only log that lets a restarted coordinator resume its jobs, and
+//!   its group commit (records written outside the state lock);
+//! - [`service`]: the gRPC service around it (`read`/`mutate` the state), which performs the
+//!   storage actions the state asks for;
+//! - [`http`]: the web UI, JSON API and metrics endpoint;
+//! - [`schedule`]: cron expressions and catch-up policies of schedules;
+//! - [`client`]: a typed client with a method per RPC, for the CLI and tests;
 //! - [`limits`]: per-caller submission rate limits;
 //! - [`metrics`]: Prometheus counters, histograms and gauges (prometheus-client).
 //!
