@@ -8,7 +8,7 @@ use dfs_client::Storage;
 use jobs::output::{self, SkippedRecord};
 use jobs::sdk::Counters;
 use jobs::Registry;
-use protocol::auth::{Authenticator, Denied, Role};
+use protocol::auth::{Authenticator, Role};
 use protocol::pb::coordinator_service_server::{CoordinatorService, CoordinatorServiceServer};
 use protocol::pb::*;
 use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId, MAX_MESSAGE_BYTES};
@@ -19,6 +19,7 @@ use crate::journal::{GroupCommit, Journal, JournalDown};
 use crate::schedule::Clock;
 
 mod binaries;
+pub mod guard;
 mod schedules;
 use crate::state::{Action, State};
 
@@ -93,11 +94,9 @@ impl Coordinator {
         self
     }
 
-    /// Authorizes a submission (`what`, needing the submit role) and takes it from the
-    /// caller's rate limit.
+    /// Takes a submission (already authorized by the [`guard`]) from the caller's rate limit.
     #[allow(clippy::result_large_err)]
-    fn authorize_submission<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
-        self.authorize(request, Role::Submit, what)?;
+    fn limit_submission<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.submit_limit
             .take(&self.caller(request), Instant::now())
             .map_err(|wait| {
@@ -161,42 +160,6 @@ impl Coordinator {
         self.auth.as_ref()
     }
 
-    /// Refuses a call whose token (or, under mutual TLS, client certificate) is missing,
-    /// invalid or of a role that may not do `what`, before anything else happens; passes every
-    /// call when authentication is off.
-    #[allow(clippy::result_large_err)]
-    fn authorize<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<(), Status> {
-        let header = request
-            .metadata()
-            .get(protocol::auth::HEADER)
-            .and_then(|v| v.to_str().ok());
-        let to_status = |d: Denied| match d {
-            Denied::Role { .. } => Status::permission_denied(d.to_string()),
-            _ => Status::unauthenticated(d.to_string()),
-        };
-        // Under mutual TLS a caller is who its certificate says, unless it sends a token and
-        // tokens are checked.
-        if self.cert_roles && (header.is_none() || self.auth.is_none()) {
-            let certs = request.peer_certs();
-            return match certs.as_deref().and_then(|c| c.first()).and_then(cert_role) {
-                Some(role) if role.allows(need) => Ok(()),
-                Some(role) => Err(to_status(Denied::Role {
-                    role,
-                    what: what.to_string(),
-                })),
-                None => Err(Status::unauthenticated(
-                    "the client certificate names no role (organizational unit admin, submit, read or worker) and no token was sent",
-                )),
-            };
-        }
-        let Some(auth) = &self.auth else {
-            return Ok(());
-        };
-        auth.check(header, need, what)
-            .map(|_| ())
-            .map_err(to_status)
-    }
-
     /// Keeps uploaded job binaries in `dir`.
     pub fn with_binaries(mut self, dir: std::path::PathBuf) -> Self {
         self.binaries = dir;
@@ -209,11 +172,17 @@ impl Coordinator {
         self
     }
 
-    /// Returns the gRPC server, with explicit message limits.
-    pub fn into_server(self) -> CoordinatorServiceServer<Self> {
-        CoordinatorServiceServer::new(self)
+    /// Returns the gRPC server, with explicit message limits, every call authorized first
+    /// ([`guard`]).
+    pub fn into_server(self) -> guard::Guarded<CoordinatorServiceServer<Self>> {
+        let policy = guard::Policy {
+            auth: self.auth.clone(),
+            cert_roles: self.cert_roles,
+        };
+        let server = CoordinatorServiceServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        guard::Guarded::new(server, policy)
     }
 
     /// Reads the state. What is read may include changes whose journal records are still
@@ -437,7 +406,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
-        self.authorize(&request, Role::Worker, "register worker")?;
         let r = request.into_inner();
         let (id, epoch, actions) = self.mutate(|state| {
             let now = Instant::now();
@@ -471,7 +439,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        self.authorize(&request, Role::Worker, "heartbeat")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         let reply =
@@ -483,7 +450,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ReportTaskRequest>,
     ) -> Result<Response<ReportTaskResponse>, Status> {
-        self.authorize(&request, Role::Worker, "report task")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         let attempt = AttemptId(r.attempt_id);
@@ -530,7 +496,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ReportFetchFailureRequest>,
     ) -> Result<Response<ReportFetchFailureResponse>, Status> {
-        self.authorize(&request, Role::Worker, "report fetch failure")?;
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         let reason =
@@ -551,7 +516,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<SubmitJobRequest>,
     ) -> Result<Response<SubmitJobResponse>, Status> {
-        self.authorize_submission(&request, "submit job")?;
+        self.limit_submission(&request)?;
         let spec = JobSpec::from_pb(
             request
                 .into_inner()
@@ -579,7 +544,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
-        self.authorize(&request, Role::Read, "get job")?;
         let id = JobId(request.into_inner().job_id);
         let status = self
             .read(|s| s.status(id, Instant::now()))
@@ -591,9 +555,8 @@ impl CoordinatorService for Coordinator {
 
     async fn list_jobs(
         &self,
-        request: Request<ListJobsRequest>,
+        _request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
-        self.authorize(&request, Role::Read, "list jobs")?;
         Ok(Response::new(ListJobsResponse {
             jobs: self.read(|s| s.list(Instant::now())),
         }))
@@ -603,7 +566,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<KillJobRequest>,
     ) -> Result<Response<KillJobResponse>, Status> {
-        self.authorize(&request, Role::Submit, "kill job")?;
         let id = JobId(request.into_inner().job_id);
         let actions = self.mutate(|s| s.kill(id, Instant::now()))?;
         let killed = actions.is_some();
@@ -615,7 +577,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<AddScheduleRequest>,
     ) -> Result<Response<AddScheduleResponse>, Status> {
-        self.authorize_submission(&request, "add schedule")?;
+        self.limit_submission(&request)?;
         let schedule = self.add_schedule_rpc(request.into_inner())?;
         Ok(Response::new(AddScheduleResponse {
             schedule: Some(schedule),
@@ -624,9 +586,8 @@ impl CoordinatorService for Coordinator {
 
     async fn list_schedules(
         &self,
-        request: Request<ListSchedulesRequest>,
+        _request: Request<ListSchedulesRequest>,
     ) -> Result<Response<ListSchedulesResponse>, Status> {
-        self.authorize(&request, Role::Read, "list schedules")?;
         Ok(Response::new(ListSchedulesResponse {
             schedules: self.list_schedules_rpc(),
         }))
@@ -636,7 +597,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<SetScheduleRequest>,
     ) -> Result<Response<SetScheduleResponse>, Status> {
-        self.authorize_submission(&request, "set schedule")?;
+        self.limit_submission(&request)?;
         self.set_schedule_rpc(request.into_inner()).await?;
         Ok(Response::new(SetScheduleResponse {}))
     }
@@ -645,7 +606,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ScheduleHistoryRequest>,
     ) -> Result<Response<ScheduleHistoryResponse>, Status> {
-        self.authorize(&request, Role::Read, "schedule history")?;
         Ok(Response::new(self.history_rpc(&request.into_inner().name)?))
     }
 
@@ -653,7 +613,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<StartBackfillRequest>,
     ) -> Result<Response<StartBackfillResponse>, Status> {
-        self.authorize_submission(&request, "start backfill")?;
+        self.limit_submission(&request)?;
         Ok(Response::new(
             self.start_backfill_rpc(request.into_inner()).await?,
         ))
@@ -661,9 +621,8 @@ impl CoordinatorService for Coordinator {
 
     async fn list_backfills(
         &self,
-        request: Request<ListBackfillsRequest>,
+        _request: Request<ListBackfillsRequest>,
     ) -> Result<Response<ListBackfillsResponse>, Status> {
-        self.authorize(&request, Role::Read, "list backfills")?;
         Ok(Response::new(ListBackfillsResponse {
             backfills: self.list_backfills_rpc(),
         }))
@@ -673,7 +632,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<CancelBackfillRequest>,
     ) -> Result<Response<CancelBackfillResponse>, Status> {
-        self.authorize(&request, Role::Submit, "cancel backfill")?;
         self.cancel_backfill_rpc(request.into_inner().id).await?;
         Ok(Response::new(CancelBackfillResponse { cancelled: true }))
     }
@@ -682,7 +640,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<HasBinaryRequest>,
     ) -> Result<Response<HasBinaryResponse>, Status> {
-        self.authorize(&request, Role::Submit, "has binary")?;
         Ok(Response::new(
             self.has_binary_rpc(&request.into_inner().sha256)?,
         ))
@@ -692,7 +649,7 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<tonic::Streaming<BinaryChunk>>,
     ) -> Result<Response<UploadBinaryResponse>, Status> {
-        self.authorize_submission(&request, "upload binary")?;
+        self.limit_submission(&request)?;
         self.upload_binary_rpc(request.into_inner()).await?;
         Ok(Response::new(UploadBinaryResponse {}))
     }
@@ -701,7 +658,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ListAttemptsRequest>,
     ) -> Result<Response<ListAttemptsResponse>, Status> {
-        self.authorize(&request, Role::Read, "list attempts")?;
         let id = JobId(request.into_inner().job_id);
         let now = Instant::now();
         let (secret, attempts) = self.read(|s| (s.job_secret(id), s.attempts_of(id)));
@@ -737,7 +693,6 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<FetchBinaryRequest>,
     ) -> Result<Response<Self::FetchBinaryStream>, Status> {
-        self.authorize(&request, Role::Worker, "fetch binary")?;
         Ok(Response::new(
             self.fetch_binary_rpc(&request.into_inner().sha256).await?,
         ))
