@@ -412,7 +412,7 @@ async fn schedule(Ax(c): Ax<Coordinator>, Path(name): Path<String>) -> Response 
                 .collect(),
         ))
         .into_response(),
-        Err(s) => (StatusCode::NOT_FOUND, s.message().to_string()).into_response(),
+        Err(s) => (StatusCode::NOT_FOUND, s.to_string()).into_response(),
     }
 }
 

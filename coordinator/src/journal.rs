@@ -243,12 +243,6 @@ impl Journal {
 #[error("the coordinator cannot write its journal and is stopping: {0}")]
 pub struct JournalDown(std::sync::Arc<str>);
 
-impl From<JournalDown> for tonic::Status {
-    fn from(e: JournalDown) -> Self {
-        tonic::Status::unavailable(e.to_string())
-    }
-}
-
 /// Group commit of journal records, outside the state lock.
 ///
 /// A change's records are queued, numbered, while the state lock is still held (so the queue

@@ -17,8 +17,10 @@ use tonic::{Request, Response, Status};
 
 use crate::journal::{GroupCommit, Journal, JournalDown};
 use crate::schedule::Clock;
+pub use error::ServiceError;
 
 mod binaries;
+mod error;
 pub mod guard;
 mod schedules;
 use crate::state::{Action, State};
@@ -96,11 +98,11 @@ impl Coordinator {
 
     /// Takes a submission (already authorized by the [`guard`]) from the caller's rate limit.
     #[allow(clippy::result_large_err)]
-    fn limit_submission<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn limit_submission<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
         self.submit_limit
             .take(&self.caller(request), Instant::now())
             .map_err(|wait| {
-                Status::resource_exhausted(format!(
+                ServiceError::resource_exhausted(format!(
                     "too many submissions from this caller: retry in {:.1} s (coordinator --submit-rate)",
                     wait.as_secs_f64()
                 ))
@@ -222,11 +224,11 @@ impl Coordinator {
         self.journal.down().cloned()
     }
 
-    fn check_worker(&self, worker: u64, epoch: u64) -> Result<(), Status> {
+    fn check_worker(&self, worker: u64, epoch: u64) -> Result<(), ServiceError> {
         if self.read(|s| s.is_current(WorkerId(worker), Epoch(epoch))) {
             Ok(())
         } else {
-            Err(Status::failed_precondition(
+            Err(ServiceError::failed_precondition(
                 "stale or unknown worker registration; register again",
             ))
         }
@@ -347,55 +349,45 @@ impl Coordinator {
 
     /// Checks `spec` and plans its splits; for a job of the cluster's own binary, also sets
     /// what the job itself says about its input format and GPU use.
-    fn plan(&self, spec: &mut JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, Status> {
-        spec.validate().map_err(Status::invalid_argument)?;
+    fn plan(&self, spec: &mut JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, ServiceError> {
+        spec.validate().map_err(ServiceError::InvalidArgument)?;
         let mut format = jobs::InputFormat::from_name(&spec.input_format);
         if spec.binary.is_empty() {
             let job = self
                 .registry
                 .create(&spec.job, &spec.params)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
             format = job.input_format();
             spec.gpu = job.wants_gpu();
         } else if !self.has_binary(&spec.binary)? {
             // The job and its parameters are checked by the binary that has them, at submit.
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::failed_precondition(format!(
                 "job binary {} was not uploaded to this cluster",
                 spec.binary
             )));
         }
         if spec.inputs.is_empty() {
-            return Err(Status::invalid_argument("a job needs at least one --input"));
+            return Err(ServiceError::invalid_argument(
+                "a job needs at least one --input",
+            ));
         }
         if spec.output.is_empty() {
-            return Err(Status::invalid_argument("a job needs an --output"));
+            return Err(ServiceError::invalid_argument("a job needs an --output"));
         }
         // Paths are checked before any storage is touched: a bad one is the caller's error.
         for path in spec.inputs.iter().chain(std::iter::once(&spec.output)) {
             dfs_client::DfsPath::parse(path)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         }
         // Inputs first: a job refused for its input must not have replaced its output.
         let splits = jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         let mode = if spec.overwrite {
             output::OutputMode::Overwrite
         } else {
             output::OutputMode::New
         };
-        output::prepare_output(&self.storage, &spec.output, &spec.inputs, mode).map_err(|e| {
-            let text = protocol::tls::chain(&e);
-            match e {
-                output::OutputError::Exists { .. } | output::OutputError::NotEmpty { .. } => {
-                    Status::already_exists(text)
-                }
-                output::OutputError::NotADirectory { .. }
-                | output::OutputError::InputInside { .. } => Status::invalid_argument(text),
-                output::OutputError::Storage(_) | output::OutputError::MissingPart { .. } => {
-                    Status::failed_precondition(text)
-                }
-            }
-        })?;
+        output::prepare_output(&self.storage, &spec.output, &spec.inputs, mode)?;
         Ok(splits)
     }
 }
@@ -521,7 +513,7 @@ impl CoordinatorService for Coordinator {
             request
                 .into_inner()
                 .spec
-                .ok_or_else(|| Status::invalid_argument("missing spec"))?,
+                .ok_or_else(|| ServiceError::invalid_argument("missing spec"))?,
         );
         let this = self.clone();
         let (spec, splits) = tokio::task::spawn_blocking(move || {
@@ -529,9 +521,9 @@ impl CoordinatorService for Coordinator {
             this.plan(&mut spec).map(|s| (spec, s))
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .map_err(|e| ServiceError::internal(e.to_string()))??;
         let id = self.mutate(|state| match state.job_writing(&spec.output) {
-            Some(other) => Err(Status::already_exists(format!(
+            Some(other) => Err(ServiceError::already_exists(format!(
                 "{other} is already writing {}",
                 spec.output
             ))),
@@ -547,7 +539,7 @@ impl CoordinatorService for Coordinator {
         let id = JobId(request.into_inner().job_id);
         let status = self
             .read(|s| s.status(id, Instant::now()))
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+            .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
         Ok(Response::new(GetJobResponse {
             status: Some(status),
         }))
@@ -662,7 +654,7 @@ impl CoordinatorService for Coordinator {
         let now = Instant::now();
         let (secret, attempts) = self.read(|s| (s.job_secret(id), s.attempts_of(id)));
         let attempts = attempts
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))?
+            .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?
             .into_iter()
             .map(|a| {
                 let r = a.record;

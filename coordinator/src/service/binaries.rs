@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use super::Coordinator;
+use super::{Coordinator, ServiceError};
 
 /// How long an uploaded binary is kept after it was last uploaded, asked for or submitted
 /// with, when no unfinished job runs it.
@@ -63,9 +63,9 @@ pub fn prune(
 pub type BinaryStream = Pin<Box<dyn Stream<Item = Result<BinaryChunk, Status>> + Send>>;
 
 impl Coordinator {
-    fn binary_path(&self, sha: &str) -> Result<PathBuf, Status> {
+    fn binary_path(&self, sha: &str) -> Result<PathBuf, ServiceError> {
         if !valid_sha256(sha) {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid_argument(format!(
                 "bad job binary hash {sha:?}: expected 64 lower-case hex digits"
             )));
         }
@@ -73,7 +73,7 @@ impl Coordinator {
     }
 
     /// Whether binary `sha` was uploaded (and if so, marks it used now).
-    pub(crate) fn has_binary(&self, sha: &str) -> Result<bool, Status> {
+    pub(crate) fn has_binary(&self, sha: &str) -> Result<bool, ServiceError> {
         let path = self.binary_path(sha)?;
         let present = path.is_file();
         if present {
@@ -92,7 +92,7 @@ impl Coordinator {
         removed
     }
 
-    pub(super) fn has_binary_rpc(&self, sha: &str) -> Result<HasBinaryResponse, Status> {
+    pub(super) fn has_binary_rpc(&self, sha: &str) -> Result<HasBinaryResponse, ServiceError> {
         Ok(HasBinaryResponse {
             present: self.has_binary(sha)?,
         })
@@ -101,33 +101,33 @@ impl Coordinator {
     pub(super) async fn upload_binary_rpc(
         &self,
         mut frames: Streaming<BinaryChunk>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), ServiceError> {
         let first = frames
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("empty upload"))?;
+            .ok_or_else(|| ServiceError::invalid_argument("empty upload"))?;
         let sha = first.sha256.clone();
         let path = self.binary_path(&sha)?;
         if first.quern_version != QUERN_VERSION {
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::failed_precondition(format!(
                 "the job binary is built against Quern {}; this cluster runs Quern {QUERN_VERSION}: rebuild it against {QUERN_VERSION}",
                 first.quern_version
             )));
         }
         if first.platform != platform() {
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::failed_precondition(format!(
                 "the job binary is built for {}; this cluster runs on {}",
                 first.platform,
                 platform()
             )));
         }
         if first.size > MAX_BINARY_BYTES {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid_argument(format!(
                 "the job binary is {} bytes; the limit is {MAX_BINARY_BYTES}",
                 first.size
             )));
         }
-        let io = |e: std::io::Error| Status::internal(format!("storing the job binary: {e}"));
+        let io = |e: std::io::Error| ServiceError::internal(format!("storing the job binary: {e}"));
         tokio::fs::create_dir_all(&self.binaries)
             .await
             .map_err(io)?;
@@ -144,7 +144,7 @@ impl Coordinator {
             while let Some(chunk) = next.take() {
                 size += chunk.data.len() as u64;
                 if size > declared {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(ServiceError::invalid_argument(format!(
                         "the job binary is larger than the {declared} bytes it declared"
                     )));
                 }
@@ -167,7 +167,7 @@ impl Coordinator {
         let got = hasher.finish();
         let refuse = |msg: String| async {
             let _ = tokio::fs::remove_file(&tmp).await;
-            Err(Status::invalid_argument(msg))
+            Err(ServiceError::invalid_argument(msg))
         };
         if got != sha {
             return refuse(format!(
@@ -186,11 +186,11 @@ impl Coordinator {
         Ok(())
     }
 
-    pub(super) async fn fetch_binary_rpc(&self, sha: &str) -> Result<BinaryStream, Status> {
+    pub(super) async fn fetch_binary_rpc(&self, sha: &str) -> Result<BinaryStream, ServiceError> {
         let path = self.binary_path(sha)?;
-        let data = tokio::fs::read(&path)
-            .await
-            .map_err(|_| Status::not_found(format!("no job binary {sha} on this coordinator")))?;
+        let data = tokio::fs::read(&path).await.map_err(|_| {
+            ServiceError::not_found(format!("no job binary {sha} on this coordinator"))
+        })?;
         let data = bytes::Bytes::from(data);
         let size = data.len() as u64;
         let sha = sha.to_string();

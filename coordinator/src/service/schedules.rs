@@ -7,17 +7,16 @@ use jobs::output;
 use protocol::pb::*;
 use protocol::JobSpec;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
-use super::Coordinator;
+use super::{Coordinator, ServiceError};
 use crate::schedule::{
     parse_logical, show, Catchup, Compiled, Concurrency, Logical, Reprocess, ScheduleError,
     ScheduleSpec,
 };
 use crate::state::{Firing, JobState, Schedule};
 
-fn bad(e: ScheduleError) -> Status {
-    Status::invalid_argument(e.0)
+fn bad(e: ScheduleError) -> ServiceError {
+    ServiceError::Schedule(e)
 }
 
 /// Reads a schedule definition from the wire, checking every field.
@@ -94,10 +93,13 @@ impl Coordinator {
         })
     }
 
-    pub(super) fn add_schedule_rpc(&self, r: AddScheduleRequest) -> Result<ScheduleInfo, Status> {
+    pub(super) fn add_schedule_rpc(
+        &self,
+        r: AddScheduleRequest,
+    ) -> Result<ScheduleInfo, ServiceError> {
         let def = r
             .def
-            .ok_or_else(|| Status::invalid_argument("missing schedule"))?;
+            .ok_or_else(|| ServiceError::invalid_argument("missing schedule"))?;
         let spec = spec_from_pb(def).map_err(bad)?;
         let compiled = Compiled::new(spec.clone()).map_err(bad)?;
         // The job must exist and take these parameters (checked on the first expansion).
@@ -107,9 +109,9 @@ impl Coordinator {
         if sample.binary.is_empty() {
             self.registry
                 .create(&sample.job, &sample.params)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         } else if !self.has_binary(&sample.binary)? {
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::failed_precondition(format!(
                 "job binary {} was not uploaded to this cluster",
                 sample.binary
             )));
@@ -117,9 +119,9 @@ impl Coordinator {
         let name = spec.name.clone();
         let now = self.clock.now();
         self.mutate(|s| s.add_schedule(spec, now))?
-            .map_err(|e| Status::already_exists(e.0))?;
+            .map_err(|e| ServiceError::already_exists(e.0))?;
         self.schedule_info(&name)
-            .ok_or_else(|| Status::internal("schedule vanished"))
+            .ok_or_else(|| ServiceError::internal("schedule vanished"))
     }
 
     /// Every schedule, as the API shows it.
@@ -131,7 +133,7 @@ impl Coordinator {
     ///
     /// # Errors
     /// `NotFound` for an unknown schedule.
-    pub fn schedule_history(&self, name: &str) -> Result<ScheduleHistoryResponse, Status> {
+    pub fn schedule_history(&self, name: &str) -> Result<ScheduleHistoryResponse, ServiceError> {
         self.history_rpc(name)
     }
 
@@ -145,25 +147,30 @@ impl Coordinator {
         names.iter().filter_map(|n| self.schedule_info(n)).collect()
     }
 
-    pub(super) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), Status> {
+    pub(super) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), ServiceError> {
         let op = ScheduleOp::try_from(r.op).unwrap_or(ScheduleOp::Unspecified);
         let found = match op {
             ScheduleOp::Pause => self.mutate(|s| s.pause_schedule(&r.name, true))?,
             ScheduleOp::Resume => self.mutate(|s| s.pause_schedule(&r.name, false))?,
             ScheduleOp::Remove => self.mutate(|s| s.remove_schedule(&r.name))?,
-            ScheduleOp::Unspecified => return Err(Status::invalid_argument("no operation given")),
+            ScheduleOp::Unspecified => {
+                return Err(ServiceError::invalid_argument("no operation given"))
+            }
         };
         if found {
             Ok(())
         } else {
-            Err(Status::not_found(format!("no schedule named {:?}", r.name)))
+            Err(ServiceError::not_found(format!(
+                "no schedule named {:?}",
+                r.name
+            )))
         }
     }
 
-    pub(super) fn history_rpc(&self, name: &str) -> Result<ScheduleHistoryResponse, Status> {
+    pub(super) fn history_rpc(&self, name: &str) -> Result<ScheduleHistoryResponse, ServiceError> {
         let schedule = self
             .schedule_info(name)
-            .ok_or_else(|| Status::not_found(format!("no schedule named {name:?}")))?;
+            .ok_or_else(|| ServiceError::not_found(format!("no schedule named {name:?}")))?;
         let entries = self
             .read(|s| s.history(name, Instant::now()))
             .into_iter()
@@ -188,10 +195,12 @@ impl Coordinator {
     pub(super) async fn start_backfill_rpc(
         &self,
         r: StartBackfillRequest,
-    ) -> Result<StartBackfillResponse, Status> {
+    ) -> Result<StartBackfillResponse, ServiceError> {
         let compiled = self
             .read(|state| state.schedule(&r.schedule).map(|s| s.compiled.clone()))
-            .ok_or_else(|| Status::not_found(format!("no schedule named {:?}", r.schedule)))?;
+            .ok_or_else(|| {
+                ServiceError::not_found(format!("no schedule named {:?}", r.schedule))
+            })?;
         let from = parse_logical(&r.from).map_err(bad)?;
         let mut to = parse_logical(&r.to).map_err(bad)?;
         if !r.to.contains(['T', ' ']) {
@@ -199,7 +208,7 @@ impl Coordinator {
             to += chrono::Duration::days(1) - chrono::Duration::seconds(1);
         }
         if to < from {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid_argument(format!(
                 "--to {} is before --from {}",
                 r.to, r.from
             )));
@@ -212,7 +221,7 @@ impl Coordinator {
         let times = compiled.between(from, to);
         const MAX_TIMES: usize = 100_000;
         if times.len() > MAX_TIMES {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid_argument(format!(
                 "the range holds {} logical times; split it (at most {MAX_TIMES} per backfill)",
                 times.len()
             )));
@@ -223,10 +232,10 @@ impl Coordinator {
             times
                 .into_iter()
                 .map(|t| this.backfill_time(&compiled, t, outcomes.get(&t).copied(), reprocess))
-                .collect::<Result<Vec<_>, Status>>()
+                .collect::<Result<Vec<_>, ServiceError>>()
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .map_err(|e| ServiceError::internal(e.to_string()))??;
         let run: Vec<Logical> = plan
             .iter()
             .filter(|(_, b)| b.run)
@@ -250,7 +259,7 @@ impl Coordinator {
         t: Logical,
         before: Option<JobState>,
         reprocess: Reprocess,
-    ) -> Result<(Logical, BackfillTime), Status> {
+    ) -> Result<(Logical, BackfillTime), ServiceError> {
         let spec = c.expand(t).map_err(bad)?;
         let (input_exists, input_bytes) =
             match jobs::plan::plan_splits(&self.storage, &spec.inputs, spec.split_size) {
@@ -322,17 +331,8 @@ impl Coordinator {
         })
     }
 
-    pub(super) async fn cancel_backfill_rpc(&self, id: u64) -> Result<(), Status> {
-        let actions = self
-            .mutate(|s| s.cancel_backfill(id, Instant::now()))?
-            .map_err(|e| match e {
-                crate::state::CancelBackfillError::NotFound { .. } => {
-                    Status::not_found(e.to_string())
-                }
-                crate::state::CancelBackfillError::Over { .. } => {
-                    Status::failed_precondition(e.to_string())
-                }
-            })?;
+    pub(super) async fn cancel_backfill_rpc(&self, id: u64) -> Result<(), ServiceError> {
+        let actions = self.mutate(|s| s.cancel_backfill(id, Instant::now()))??;
         self.run_actions(actions).await;
         Ok(())
     }
@@ -387,7 +387,7 @@ impl Coordinator {
             this.plan(&mut spec).map(|splits| (spec, splits))
         })
         .await
-        .unwrap_or_else(|e| Err(Status::internal(e.to_string())));
+        .unwrap_or_else(|e| Err(ServiceError::internal(e.to_string())));
         // A journal that cannot be written stops the coordinator; nothing more to do then.
         let _ = self.mutate(|state| {
             if !state.firing_wanted(&f.origin) {
@@ -403,15 +403,15 @@ impl Coordinator {
                         state.submit_with(spec, splits, Some(f.origin.clone()), Instant::now());
                     tracing::info!(schedule = %f.origin.schedule, logical = %show(f.origin.logical), %job, backfill = ?f.origin.backfill, "scheduled run started");
                 }
-                Err(e) => state.firing_failed(&f.origin, e.message()),
+                Err(e) => state.firing_failed(&f.origin, &e.to_string()),
             }
         });
     }
 
     /// Removes a committed output so that a backfill under `--reprocess all` can replace it.
-    fn clear_output(&self, out: &str, reducers: u32) -> Result<(), Status> {
+    fn clear_output(&self, out: &str, reducers: u32) -> Result<(), ServiceError> {
         let join = |name: &str| dfs_client::Storage::join(out, name);
-        let err = |e: String| Status::internal(format!("cannot clear {out}: {e}"));
+        let err = |e: String| ServiceError::internal(format!("cannot clear {out}: {e}"));
         // `_SUCCESS` first: from then on the directory is not an output.
         self.storage
             .delete(&join(output::SUCCESS))
