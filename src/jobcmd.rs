@@ -381,6 +381,21 @@ async fn follow(client: &mut Client, id: JobId) -> Result<u8> {
     }
 }
 
+/// `maps 3/8 (2 running)  reduces 0/4 (0 running)  read 1.2 GiB  300 MiB/s  elapsed 4.1s`.
+fn progress_line(
+    (maps_done, maps, maps_running): (u32, u32, String),
+    (reduces_done, reduces, reduces_running): (u32, u32, String),
+    bytes_read: u64,
+    elapsed: Duration,
+) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    format!(
+        "maps {maps_done}/{maps}{maps_running}  reduces {reduces_done}/{reduces}{reduces_running}  read {}  {}/s  elapsed {secs:.1}s",
+        human_bytes(bytes_read),
+        human_bytes((bytes_read as f64 / secs) as u64),
+    )
+}
+
 /// A one-line progress display: redrawn in place on a terminal, a line every few seconds
 /// otherwise (so logs of CI runs stay readable).
 struct Progress {
@@ -398,27 +413,37 @@ impl Progress {
         }
     }
 
+    /// Shows a cluster job's status.
     fn show(&mut self, s: &JobStatus) {
-        let secs = s.elapsed.as_secs_f64().max(1e-3);
-        let line = format!(
-            "maps {}/{} ({} running)  reduces {}/{} ({} running)  read {}  {}/s  elapsed {:.1}s",
-            s.maps_done,
-            s.maps_total,
-            s.maps_running,
-            s.reduces_done,
-            s.reduces_total,
-            s.reduces_running,
-            human_bytes(s.bytes_read),
-            human_bytes((s.bytes_read as f64 / secs) as u64),
-            secs
+        let running = |n: u32| format!(" ({n} running)");
+        let line = progress_line(
+            (s.maps_done, s.maps_total, running(s.maps_running)),
+            (s.reduces_done, s.reduces_total, running(s.reduces_running)),
+            s.bytes_read,
+            s.elapsed,
         );
+        self.draw(line, s.state.is_over());
+    }
+
+    /// Shows the progress of `quern run --local`, where one task runs at a time.
+    fn show_local(&mut self, p: &jobs::local::LocalProgress, elapsed: Duration) {
+        let line = progress_line(
+            (p.maps_done as u32, p.maps_total as u32, String::new()),
+            (p.reduces_done, p.reduces_total, String::new()),
+            p.bytes_read,
+            elapsed,
+        );
+        self.draw(line, false);
+    }
+
+    fn draw(&mut self, line: String, over: bool) {
         if self.tty {
             eprint!("\r\x1b[2K{line}");
             self.drawn = true;
         } else if self
             .last
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-            || s.state.is_over()
+            || over
         {
             eprintln!("{line}");
             self.last = Some(Instant::now());
@@ -478,26 +503,10 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
         std::env::temp_dir().join(format!("quern-local-{}-{}", std::process::id(), spec.job))
     });
     let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut progress = |p: jobs::local::LocalProgress| {
-        if tty {
-            let secs = start.elapsed().as_secs_f64().max(1e-3);
-            eprint!(
-                "\r\x1b[2Kmaps {}/{}  reduces {}/{}  read {}  {}/s  elapsed {:.1}s",
-                p.maps_done,
-                p.maps_total,
-                p.reduces_done,
-                p.reduces_total,
-                human_bytes(p.bytes_read),
-                human_bytes((p.bytes_read as f64 / secs) as u64),
-                secs
-            );
-        }
-    };
+    let mut display = Progress::new();
+    let mut progress = |p: jobs::local::LocalProgress| display.show_local(&p, start.elapsed());
     let report = jobs::local::run_local(registry, &spec, &work, &mut progress);
-    if tty {
-        eprintln!();
-    }
+    display.finish();
     let report = report?;
     println!(
         "job:      {} (local, {} maps, {} reducers)",

@@ -79,9 +79,8 @@ struct Task {
     lost_winner: Option<Winner>,
     running: Vec<AttemptId>,
     winner: Option<Winner>,
-    /// Skip mode: panics per input offset, and the offsets to skip.
-    panics: BTreeMap<u64, u32>,
-    skip: Vec<u64>,
+    /// Skip mode: records the map panicked on, and those its attempts skip.
+    skip: jobs::runtime::SkipMode,
     /// Workers on which an attempt of this task failed: a retry goes elsewhere if it can.
     failed_on: Vec<WorkerId>,
     /// Fetch-failure reports against this map's current output.
@@ -100,13 +99,34 @@ impl Task {
             lost_winner: None,
             running: Vec::new(),
             winner: None,
-            panics: BTreeMap::new(),
-            skip: Vec::new(),
+            skip: Default::default(),
             failed_on: Vec::new(),
             fetch_reports: 0,
             ready: None,
         }
     }
+
+    /// Its finished map output is gone: the map waits to run again. Returns the winner the
+    /// task had. The caller reports it with [`map_lost`].
+    fn output_lost(&mut self, now: Instant) -> Option<Winner> {
+        self.state = TaskState::Pending;
+        self.ready = Some(now);
+        self.winner.take()
+    }
+}
+
+/// Counts, meters and journals that map `index` of `job` runs again because its output is
+/// gone (see [`Task::output_lost`]).
+fn map_lost(
+    lost_outputs: &mut u64,
+    metrics: &crate::metrics::Metrics,
+    outbox: &mut Vec<Record>,
+    job: JobId,
+    index: u32,
+) {
+    *lost_outputs += 1;
+    metrics.map_output_lost();
+    outbox.push(Record::MapLost { job, index });
 }
 
 /// One job.

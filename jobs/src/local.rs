@@ -125,19 +125,12 @@ fn run_map_attempts(
     skipped: &mut Vec<output::SkippedRecord>,
     listed: &mut Vec<output::SkippedRecord>,
 ) -> Result<Counters, TaskError> {
-    let mut panics = std::collections::BTreeMap::<u64, u32>::new();
+    let mut skip_mode = crate::runtime::SkipMode::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
         cfg.listed.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let current = std::cell::Cell::new(cfg.base_offset);
-        let res = catch_unwind(AssertUnwindSafe(|| job.run_map(input, &cfg, out, &current)))
-            .unwrap_or_else(|p| {
-                Err(TaskError::Panicked {
-                    message: panic_message(&*p),
-                    record: Some(current.get()),
-                })
-            });
+        let res = crate::runtime::map_attempt(job, input, &cfg, out);
         let (message, offset) = match res {
             // Listed as the cluster lists it: the attempt's error, offset included.
             Err(
@@ -151,16 +144,13 @@ fn run_map_attempts(
                 return other;
             }
         };
-        let n = panics.entry(offset).or_default();
-        *n += 1;
-        if *n >= 2 && (skipped.len() as u64) < spec.max_bad_records {
+        if skip_mode.panicked(offset, skipped.len(), spec.max_bad_records) {
             skipped.push(output::SkippedRecord {
                 path: path.to_string(),
                 offset,
                 message,
             });
-            cfg.skip.push(offset);
-            cfg.skip.sort_unstable();
+            cfg.skip = skip_mode.skipped().to_vec();
         }
     }
 }

@@ -179,16 +179,7 @@ fn run_map(
         format: job.input_format(),
         listed: Default::default(),
     };
-    let current = std::cell::Cell::new(offset);
-    let mut counters = catch_unwind(AssertUnwindSafe(|| {
-        job.run_map(&input, &cfg, &tmp, &current)
-    }))
-    .unwrap_or_else(|p| {
-        Err(TaskError::Panicked {
-            message: panic_message(&*p),
-            record: Some(current.get()),
-        })
-    })?;
+    let mut counters = jobs::runtime::map_attempt(job, &input, &cfg, &tmp)?;
     if let Some(n) = read.compressed_bytes {
         counters.add("map_input_compressed_bytes", n);
     }

@@ -59,12 +59,9 @@ impl State {
                 if let (TaskKind::Map, Some(offset)) = (a.kind, bad_record) {
                     // Skip mode: a record the map panicked on twice is skipped from now on.
                     let map = &mut job.maps[a.index as usize];
-                    let n = map.panics.entry(offset).or_default();
-                    *n += 1;
-                    if *n >= 2 && (job.skipped.len() as u64) < job.spec.max_bad_records {
+                    let limit = job.spec.max_bad_records;
+                    if map.skip.panicked(offset, job.skipped.len(), limit) {
                         tracing::warn!(job = %a.job, map = a.index, offset, "skipping a record the map panicked on twice");
-                        map.skip.push(offset);
-                        map.skip.sort_unstable();
                         job.skipped.push(SkippedRecord {
                             path: job.splits[a.index as usize].split.path.clone(),
                             offset,
@@ -219,15 +216,14 @@ impl State {
         } else {
             task.fetch_reports = 0;
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
-            task.winner = None;
-            task.state = TaskState::Pending;
-            task.ready = Some(now);
-            job.lost_outputs += 1;
-            self.metrics.map_output_lost();
-            self.outbox.push(Record::MapLost {
-                job: job_id,
-                index: map_index,
-            });
+            task.output_lost(now);
+            map_lost(
+                &mut job.lost_outputs,
+                &self.metrics,
+                &mut self.outbox,
+                job_id,
+                map_index,
+            );
         }
     }
 

@@ -216,7 +216,7 @@ impl State {
             map_outputs,
             shuffle_secret: protocol::auth::job_secret(&self.shuffle_key, job_id.0),
             skip_offsets: if kind == TaskKind::Map {
-                job.maps[index as usize].skip.clone()
+                job.maps[index as usize].skip.skipped().to_vec()
             } else {
                 Vec::new()
             },

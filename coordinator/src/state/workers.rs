@@ -173,15 +173,9 @@ impl State {
                         continue;
                     }
                 }
-                t.lost_winner = t.winner.take();
-                t.state = TaskState::Pending;
-                t.ready = Some(now);
-                job.lost_outputs += 1;
-                self.metrics.map_output_lost();
-                self.outbox.push(Record::MapLost {
-                    job: job.id,
-                    index: i as u32,
-                });
+                t.lost_winner = t.output_lost(now);
+                let (lost, job_id) = (&mut job.lost_outputs, job.id);
+                map_lost(lost, &self.metrics, &mut self.outbox, job_id, i as u32);
             }
         }
         actions
@@ -199,15 +193,9 @@ impl State {
                     && t.winner.as_ref().is_some_and(|w| w.worker.is_none())
                 {
                     tracing::warn!(job = %job.id, map = i, "recovered map output was not reclaimed; running the map again");
-                    t.winner = None;
-                    t.state = TaskState::Pending;
-                    t.ready = Some(now);
-                    job.lost_outputs += 1;
-                    self.metrics.map_output_lost();
-                    self.outbox.push(Record::MapLost {
-                        job: job.id,
-                        index: i as u32,
-                    });
+                    t.output_lost(now);
+                    let (lost, job_id) = (&mut job.lost_outputs, job.id);
+                    map_lost(lost, &self.metrics, &mut self.outbox, job_id, i as u32);
                 }
             }
         }

@@ -140,6 +140,60 @@ impl TaskError {
 
 pub use protocol::error_chain;
 
+/// Skip mode's rule (`--max-bad-records`), the same on a cluster and in `quern run --local`:
+/// a record the map panicked on twice is skipped by the task's later attempts, while the job
+/// has skipped fewer than its limit.
+#[derive(Clone, Debug, Default)]
+pub struct SkipMode {
+    panics: std::collections::BTreeMap<u64, u32>,
+    skip: Vec<u64>,
+}
+
+impl SkipMode {
+    /// Notes a panic on the record at input offset `offset`, the job having skipped
+    /// `skipped` records of at most `limit`; returns true when the record is skipped from
+    /// now on.
+    pub fn panicked(&mut self, offset: u64, skipped: usize, limit: u64) -> bool {
+        let n = self.panics.entry(offset).or_default();
+        *n += 1;
+        if *n < 2 || skipped as u64 >= limit {
+            return false;
+        }
+        self.skip.push(offset);
+        self.skip.sort_unstable();
+        true
+    }
+
+    /// The offsets later attempts skip, sorted ([`map::MapConfig::skip`]).
+    pub fn skipped(&self) -> &[u64] {
+        &self.skip
+    }
+}
+
+/// One map attempt over a split's `input` into `out`, the same on a worker's executor and in
+/// `quern run --local`: a panic in job code becomes [`TaskError::Panicked`] with the input
+/// offset of the record being mapped (what skip mode keys on).
+///
+/// # Errors
+/// What the map run failed with, or the panic.
+pub fn map_attempt(
+    job: &dyn crate::DynJob,
+    input: &[u8],
+    cfg: &map::MapConfig,
+    out: &std::path::Path,
+) -> Result<crate::sdk::Counters, TaskError> {
+    let current = std::cell::Cell::new(cfg.base_offset);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        job.run_map(input, cfg, out, &current)
+    }))
+    .unwrap_or_else(|p| {
+        Err(TaskError::Panicked {
+            message: panic_message(&*p),
+            record: Some(current.get()),
+        })
+    })
+}
+
 /// Returns the message of a caught panic payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
