@@ -299,27 +299,57 @@ fn print_history(entries: &[protocol::pb::HistoryEntry]) {
     }
 }
 
+fn print_backfills(backfills: &[protocol::pb::BackfillStatus]) {
+    println!(
+        "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
+        "ID", "SCHEDULE", "REPROCESS", "TOTAL", "FINISHED", "FAILED", "RUNNING", "STATE"
+    );
+    for b in backfills {
+        let state = if b.cancelled {
+            "cancelled"
+        } else if b.finished == b.total {
+            "done"
+        } else {
+            "running"
+        };
+        println!(
+            "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
+            b.id, b.schedule, b.reprocess, b.total, b.finished, b.failed, b.running, state
+        );
+    }
+}
+
+/// The dry run's table: each logical time, whether it would run and why.
+fn print_plan(times: &[protocol::pb::BackfillTime]) {
+    println!(
+        "{:<20} {:<4} {:<7} {:>10}  {:<44} INPUT -> OUTPUT",
+        "LOGICAL TIME", "RUN", "INPUT", "BYTES", "WHY"
+    );
+    for t in times {
+        println!(
+            "{:<20} {:<4} {:<7} {:>10}  {:<44} {} -> {}",
+            t.logical,
+            if t.run { "yes" } else { "no" },
+            if t.input_exists { "exists" } else { "MISSING" },
+            human_bytes(t.input_bytes),
+            t.reason,
+            t.inputs.join(","),
+            t.output
+        );
+    }
+    let run: Vec<_> = times.iter().filter(|t| t.run).collect();
+    println!(
+        "dry run: {} of {} logical times would run, reading {}",
+        run.len(),
+        times.len(),
+        human_bytes(run.iter().map(|t| t.input_bytes).sum())
+    );
+}
+
 pub async fn backfill(a: BackfillArgs) -> Result<u8> {
     let mut c = connect(&a.cluster).await?;
     if a.list {
-        let backfills = c.backfills().await?;
-        println!(
-            "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
-            "ID", "SCHEDULE", "REPROCESS", "TOTAL", "FINISHED", "FAILED", "RUNNING", "STATE"
-        );
-        for b in backfills {
-            let state = if b.cancelled {
-                "cancelled"
-            } else if b.finished == b.total {
-                "done"
-            } else {
-                "running"
-            };
-            println!(
-                "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
-                b.id, b.schedule, b.reprocess, b.total, b.finished, b.failed, b.running, state
-            );
-        }
+        print_backfills(&c.backfills().await?);
         return Ok(0);
     }
     if let Some(id) = a.cancel {
@@ -342,33 +372,7 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
         .await?;
     let runs = r.times.iter().filter(|t| t.run).count();
     if a.dry_run {
-        println!(
-            "{:<20} {:<4} {:<7} {:>10}  {:<44} INPUT -> OUTPUT",
-            "LOGICAL TIME", "RUN", "INPUT", "BYTES", "WHY"
-        );
-        for t in &r.times {
-            println!(
-                "{:<20} {:<4} {:<7} {:>10}  {:<44} {} -> {}",
-                t.logical,
-                if t.run { "yes" } else { "no" },
-                if t.input_exists { "exists" } else { "MISSING" },
-                human_bytes(t.input_bytes),
-                t.reason,
-                t.inputs.join(","),
-                t.output
-            );
-        }
-        let bytes: u64 = r
-            .times
-            .iter()
-            .filter(|t| t.run)
-            .map(|t| t.input_bytes)
-            .sum();
-        println!(
-            "dry run: {runs} of {} logical times would run, reading {}",
-            r.times.len(),
-            human_bytes(bytes)
-        );
+        print_plan(&r.times);
         return Ok(0);
     }
     if r.backfill_id == 0 {

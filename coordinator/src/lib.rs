@@ -189,9 +189,35 @@ pub async fn serve(
     // Held until this function returns: one coordinator per state directory, so a second one
     // can neither replay the journal nor bump the epoch under the first.
     let _lock = protocol::dirlock::DirLock::acquire(&config.state_dir, "coordinator.lock")?;
+    let (coordinator, unfinished, epoch) = recover(&mut config, registry)?;
+    coordinator.finish_recovered(unfinished).await;
+    tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
+    let mut tasks = background(&coordinator, &mut config, &shutdown);
+    let result = protocol::tls::server(config.tls.as_ref())?
+        .add_service(coordinator.clone().into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
+    shutdown.cancel();
+    // Every task the coordinator started ends before it returns.
+    while tasks.join_next().await.is_some() {}
+    if let Some(down) = coordinator.journal_down() {
+        return Err(CoordinatorError::JournalDown(down));
+    }
+    Ok(result?)
+}
+
+/// A new incarnation: bumps the epoch, replays the journal and builds the service. Returns it
+/// with the actions the crash left unfinished, and the epoch.
+fn recover(
+    config: &mut CoordinatorConfig,
+    registry: Registry,
+) -> Result<(Coordinator, Vec<state::Action>, Epoch), CoordinatorError> {
     let epoch = next_epoch(&config.state_dir)?;
     let (journal, records) =
-        journal::Journal::open(&config.state_dir).map_err(|e| CoordinatorError::Journal(e))?;
+        journal::Journal::open(&config.state_dir).map_err(CoordinatorError::Journal)?;
     let timeouts = state::Timeouts {
         worker: config.worker_timeout,
         locality_wait: config.locality_wait,
@@ -206,67 +232,44 @@ pub async fn serve(
     state.set_shuffle_key(shuffle_key(&config.state_dir)?);
     let mut coordinator = Coordinator::new(state, journal, registry, config.heartbeat_interval)
         .with_clock(config.clock.clone())
-        .with_binaries(config.state_dir.join("binaries"));
+        .with_binaries(config.state_dir.join("binaries"))
+        .with_submit_rate(config.submit_rate)
+        .with_tls(
+            config.tls.as_ref().is_some_and(|t| t.mutual()),
+            config.peer_tls.take(),
+        );
     if let Some(auth) = config.auth.clone() {
         tracing::info!(tokens = %auth.path().display(), "authentication on: every call needs a token");
         coordinator = coordinator.with_auth(auth);
     }
-    coordinator = coordinator.with_submit_rate(config.submit_rate);
-    coordinator = coordinator.with_tls(
-        config.tls.as_ref().is_some_and(|t| t.mutual()),
-        config.peer_tls.take(),
-    );
-    coordinator.finish_recovered(unfinished).await;
+    Ok((coordinator, unfinished, epoch))
+}
+
+/// Starts the coordinator's own tasks (worker expiry, schedules, binary pruning, the web UI,
+/// and the stop on a journal failure), each ending with `shutdown`.
+fn background(
+    coordinator: &Coordinator,
+    config: &mut CoordinatorConfig,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
     // A journal that cannot be written stops everything, as a shutdown does.
-    let stopping = coordinator.stopping();
-    let bridge = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                () = stopping.cancelled() => shutdown.cancel(),
-                () = shutdown.cancelled() => {}
-            }
+    let (stopping, stop) = (coordinator.stopping(), shutdown.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = stopping.cancelled() => stop.cancel(),
+            () = stop.cancelled() => {}
         }
     });
-    let watch = coordinator.clone();
-    tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
-    let reaper = tokio::spawn(
-        coordinator
-            .clone()
-            .expire_workers_loop(config.heartbeat_interval, shutdown.clone()),
-    );
-    let http = config.http.take().map(|l| {
+    let c = coordinator.clone();
+    tasks.spawn(c.expire_workers_loop(config.heartbeat_interval, shutdown.clone()));
+    let c = coordinator.clone();
+    tasks.spawn(c.schedule_loop(config.schedule_tick, shutdown.clone()));
+    tasks.spawn(coordinator.clone().prune_binaries_loop(shutdown.clone()));
+    if let Some(l) = config.http.take() {
         tracing::info!(addr = ?l.local_addr().ok(), "web UI, API and metrics listening");
-        tokio::spawn(http::serve(
-            l,
-            coordinator.clone(),
-            config.tls.clone(),
-            shutdown.clone(),
-        ))
-    });
-    let pruner = tokio::spawn(coordinator.clone().prune_binaries_loop(shutdown.clone()));
-    let scheduler = tokio::spawn(
-        coordinator
-            .clone()
-            .schedule_loop(config.schedule_tick, shutdown.clone()),
-    );
-    let result = protocol::tls::server(config.tls.as_ref())?
-        .add_service(coordinator.into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.clone().cancelled_owned(),
-        )
-        .await;
-    shutdown.cancel();
-    let _ = reaper.await;
-    let _ = scheduler.await;
-    let _ = pruner.await;
-    if let Some(h) = http {
-        let _ = h.await;
+        let c = coordinator.clone();
+        tasks.spawn(http::serve(l, c, config.tls.clone(), shutdown.clone()));
     }
-    let _ = bridge.await;
-    if let Some(down) = watch.journal_down() {
-        return Err(CoordinatorError::JournalDown(down));
-    }
-    Ok(result?)
+    tasks
 }

@@ -171,43 +171,20 @@ fn run_tasks(
         reduces_total: spec.reducers,
         bytes_read: 0,
     };
-    let mut map_files = Vec::with_capacity(splits.len());
     let mut skipped = Vec::new();
     let mut listed = Vec::new();
+    let mut map_files = Vec::with_capacity(splits.len());
     for (i, planned) in splits.iter().enumerate() {
-        let task = format!("map {i}");
         let out = work_dir.join(format!("map-{i:05}"));
-        let read = guarded(&task, || {
-            Ok(read_input(storage, &planned.split, planned.file_len)?)
-        })?;
-        let (offset, input) = (read.offset, read.data);
-        let cfg = MapConfig {
-            partitions: spec.reducers,
-            memory_budget: spec.task_memory as usize,
-            spill_dir: work_dir.join(format!("spill-{i:05}")),
-            base_offset: offset,
-            skip: Vec::new(),
-            input: planned.split.path.clone(),
-            format: job.input_format(),
-            listed: Default::default(),
-        };
-        let mut c = run_map_attempts(
+        let c = run_map(
+            storage,
             job,
             spec,
-            &planned.split.path,
-            &input,
-            cfg,
+            (i, planned),
+            work_dir,
             &out,
-            &mut skipped,
-            &mut listed,
-        )
-        .map_err(|source| LocalError::Task {
-            task: task.clone(),
-            source,
-        })?;
-        if let Some(n) = read.compressed_bytes {
-            c.add("map_input_compressed_bytes", n);
-        }
+            (&mut skipped, &mut listed),
+        )?;
         p.bytes_read += c.get("map_input_bytes");
         counters.merge(&c);
         map_files.push(out);
@@ -220,7 +197,6 @@ fn run_tasks(
         .collect::<Result<Vec<_>, _>>()?;
     let mut parts = Vec::new();
     for r in 0..spec.reducers {
-        let name = output::part_name(r);
         let summary = guarded(&format!("reduce {r}"), || {
             let mut w = storage.create(&output::committed_path(&spec.output, r))?;
             let s = job.run_reduce(files.iter().map(|f| f.partition(r)).collect(), &mut w)?;
@@ -229,24 +205,62 @@ fn run_tasks(
         })?;
         counters.merge(&summary.counters);
         parts.push(PartInfo {
-            name,
+            name: output::part_name(r),
             bytes: summary.output_bytes,
             crc32: summary.output_crc32,
         });
         p.reduces_done += 1;
         progress(p);
     }
+    let manifest = Manifest {
+        job: spec.job.clone(),
+        parts,
+    };
     output::publish(
         storage,
         &spec.output,
-        &Manifest {
-            job: spec.job.clone(),
-            parts,
-        },
+        &manifest,
         &[skipped, listed].concat(),
     )?;
     Ok(LocalReport {
         counters,
         maps: splits.len(),
     })
+}
+
+/// Map task `i`: reads its split and runs it (with the cluster's retry and skip rules) into
+/// `out`, adding to the records skipped and listed so far; returns its counters.
+fn run_map(
+    storage: &Storage,
+    job: &dyn crate::DynJob,
+    spec: &JobSpec,
+    (i, planned): (usize, &crate::plan::PlannedSplit),
+    work_dir: &Path,
+    out: &Path,
+    (skipped, listed): (
+        &mut Vec<output::SkippedRecord>,
+        &mut Vec<output::SkippedRecord>,
+    ),
+) -> Result<Counters, LocalError> {
+    let task = format!("map {i}");
+    let read = guarded(&task, || {
+        Ok(read_input(storage, &planned.split, planned.file_len)?)
+    })?;
+    let cfg = MapConfig {
+        partitions: spec.reducers,
+        memory_budget: spec.task_memory as usize,
+        spill_dir: work_dir.join(format!("spill-{i:05}")),
+        base_offset: read.offset,
+        skip: Vec::new(),
+        input: planned.split.path.clone(),
+        format: job.input_format(),
+        listed: Default::default(),
+    };
+    let path = &planned.split.path;
+    let mut c = run_map_attempts(job, spec, path, &read.data, cfg, out, skipped, listed)
+        .map_err(|source| LocalError::Task { task, source })?;
+    if let Some(n) = read.compressed_bytes {
+        c.add("map_input_compressed_bytes", n);
+    }
+    Ok(c)
 }
