@@ -376,23 +376,11 @@ impl LocalCluster {
         let lock = protocol::dirlock::DirLock::acquire(dir, "local.lock")?;
         std::fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
-        // With tokens on: an admin token for the CLI (<dir>/token) and one for the workers
-        // (which under TLS are identified by their certificates instead).
-        let mut worker_token = None;
-        let mut auth_checker = None;
-        if o.auth {
-            let path = dir.join("coordinator").join("tokens.json");
-            let mut file = protocol::auth::TokenFile::load(&path)?;
-            let admin = file.create(protocol::auth::Role::Admin, "local-admin")?;
-            if !o.tls {
-                worker_token = Some(file.create(protocol::auth::Role::Worker, "local-workers")?);
-            }
-            file.save(&path)?;
-            crate::util::write_private(&dir.join(crate::util::TOKEN_FILE), admin.as_bytes())?;
-            auth_checker = Some(std::sync::Arc::new(protocol::auth::Authenticator::open(
-                &path,
-            )?));
-        }
+        let (auth_checker, worker_token) = if o.auth {
+            local_tokens(dir, o.tls)?
+        } else {
+            (None, None)
+        };
         let tls_dir = dir.join(crate::certcmd::LOCAL_TLS_DIR);
         if o.tls && !tls_dir.join("ca.pem").exists() {
             crate::certcmd::init(&tls_dir, &[], &[], 365)?;
@@ -430,44 +418,7 @@ impl LocalCluster {
         let exe = std::env::current_exe().context("locating the quern binary")?;
         let mut children = Vec::new();
         for i in 0..o.workers {
-            let log = std::fs::File::create(dir.join("logs").join(format!("worker-{i}.log")))?;
-            let mut cmd = tokio::process::Command::new(&exe);
-            cmd.arg("worker")
-                .arg("--coordinator")
-                .arg(&addr)
-                .arg("--dir")
-                .arg(dir.join(format!("worker-{i}")))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true);
-            // A worker ends with its `quern local`, even one killed by SIGKILL: an orphan
-            // would heartbeat to a coordinator that is gone, for ever. (Started from the
-            // thread that runs the cluster until it stops.)
-            worker::executors::die_with_parent(&mut cmd, libc::SIGTERM);
-            if let Some(s) = o.slots {
-                cmd.arg("--slots").arg(s.to_string());
-            }
-            if let Some(g) = o.gpus {
-                cmd.arg("--gpus").arg(g.to_string());
-            }
-            match &worker_token {
-                Some(t) => cmd.env(protocol::auth::TOKEN_ENV, t),
-                None => cmd.env_remove(protocol::auth::TOKEN_ENV),
-            };
-            cmd.env_remove(protocol::tls::CA_ENV);
-            if o.tls {
-                cmd.arg("--tls-cert")
-                    .arg(tls("worker.pem"))
-                    .arg("--tls-key")
-                    .arg(tls("worker.key"))
-                    .arg("--tls-ca")
-                    .arg(tls("ca.pem"));
-            }
-            if !o.storage_hosts.is_empty() {
-                cmd.arg("--storage-host")
-                    .arg(&o.storage_hosts[i as usize % o.storage_hosts.len()]);
-            }
+            let mut cmd = worker_command(&exe, dir, i, &addr, o, worker_token.as_deref())?;
             children.push(cmd.spawn().context("starting a worker process")?);
         }
         write_atomic(&dir.join(ADDR_FILE), addr.as_bytes())?;
@@ -506,6 +457,81 @@ impl LocalCluster {
         self.server.await??;
         Ok(())
     }
+}
+
+/// The command that starts worker `i` of a `quern local` cluster in `dir`.
+fn worker_command(
+    exe: &Path,
+    dir: &Path,
+    i: u32,
+    addr: &str,
+    o: &LocalOptions,
+    worker_token: Option<&str>,
+) -> Result<tokio::process::Command> {
+    let tls = |name: &str| dir.join(crate::certcmd::LOCAL_TLS_DIR).join(name);
+    let log = std::fs::File::create(dir.join("logs").join(format!("worker-{i}.log")))?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("worker")
+        .arg("--coordinator")
+        .arg(&addr)
+        .arg("--dir")
+        .arg(dir.join(format!("worker-{i}")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    // A worker ends with its `quern local`, even one killed by SIGKILL: an orphan
+    // would heartbeat to a coordinator that is gone, for ever. (Started from the
+    // thread that runs the cluster until it stops.)
+    worker::executors::die_with_parent(&mut cmd, libc::SIGTERM);
+    if let Some(s) = o.slots {
+        cmd.arg("--slots").arg(s.to_string());
+    }
+    if let Some(g) = o.gpus {
+        cmd.arg("--gpus").arg(g.to_string());
+    }
+    match worker_token {
+        Some(t) => cmd.env(protocol::auth::TOKEN_ENV, t),
+        None => cmd.env_remove(protocol::auth::TOKEN_ENV),
+    };
+    cmd.env_remove(protocol::tls::CA_ENV);
+    if o.tls {
+        cmd.arg("--tls-cert")
+            .arg(tls("worker.pem"))
+            .arg("--tls-key")
+            .arg(tls("worker.key"))
+            .arg("--tls-ca")
+            .arg(tls("ca.pem"));
+    }
+    if !o.storage_hosts.is_empty() {
+        cmd.arg("--storage-host")
+            .arg(&o.storage_hosts[i as usize % o.storage_hosts.len()]);
+    }
+    Ok(cmd)
+}
+
+/// With tokens on: an admin token for the CLI (`<dir>/token`) and one for the workers
+/// (which under TLS are identified by their certificates instead). Returns the checker and
+/// the workers' token.
+fn local_tokens(
+    dir: &Path,
+    tls: bool,
+) -> Result<(
+    Option<std::sync::Arc<protocol::auth::Authenticator>>,
+    Option<String>,
+)> {
+    let path = dir.join("coordinator").join("tokens.json");
+    let mut file = protocol::auth::TokenFile::load(&path)?;
+    let admin = file.create(protocol::auth::Role::Admin, "local-admin")?;
+    let worker_token = if tls {
+        None
+    } else {
+        Some(file.create(protocol::auth::Role::Worker, "local-workers")?)
+    };
+    file.save(&path)?;
+    crate::util::write_private(&dir.join(crate::util::TOKEN_FILE), admin.as_bytes())?;
+    let checker = std::sync::Arc::new(protocol::auth::Authenticator::open(&path)?);
+    Ok((Some(checker), worker_token))
 }
 
 pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {

@@ -67,74 +67,79 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
         );
-    let server = tokio::spawn(server);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %protocol::error_chain(&e), "shuffle service failed");
+        }
+    });
     tracing::info!(%shuffle_addr, slots = config.slots, "shuffle service listening");
-    // A worker whose directory was removed (a test's temporary directory, a decommissioned
-    // disk) has nowhere to keep map outputs or logs: it stops instead of heartbeating on.
-    let gone_dir = config.dir.clone();
-    let gone_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                _ = gone_stop.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            if !tokio::fs::try_exists(gone_dir.join("worker.lock"))
-                .await
-                .unwrap_or(true)
-            {
-                tracing::error!(dir = %gone_dir.display(), "worker directory removed; stopping");
-                gone_stop.cancel();
-                return;
-            }
-        }
-    });
-    // Attempt logs are kept for `quern job logs` and the UI, but not without bound; a job's
-    // secret goes once nothing of the job is left to serve.
-    let worker_dir = config.dir.clone();
-    let prune_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = prune_stop.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            let dir = worker_dir.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                prune_logs(&dir.join("logs"), KEEP_LOGS);
-                let removed = crate::shuffle::prune_secrets(&dir);
-                if removed > 0 {
-                    tracing::info!(removed, "job secrets no longer needed removed");
-                }
-                let removed = crate::binaries::prune(&dir, crate::binaries::CACHE_RETENTION);
-                if removed > 0 {
-                    tracing::info!(removed, "unused job binaries removed from the cache");
-                }
-            })
-            .await;
-        }
-    });
-
-    // Executors kept for the next attempt of their job do not wait for ever.
-    let reap_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = reap_stop.cancelled() => return,
-                _ = every.tick() => crate::executors::reap(crate::executors::IDLE_TIMEOUT),
-            }
-        }
-    });
-
+    tasks.spawn(watch_dir(config.dir.clone(), shutdown.clone()));
+    tasks.spawn(prune_loop(config.dir.clone(), shutdown.clone()));
+    tasks.spawn(reap_loop(shutdown.clone()));
     let client = connect(&config, &shutdown).await?;
     let result = heartbeat_loop(&config, client, shuffle_addr.to_string(), &shutdown).await;
     shutdown.cancel();
     crate::executors::reap(Duration::ZERO);
-    let _ = server.await;
+    // Every task the worker started for itself ends before it returns.
+    while tasks.join_next().await.is_some() {}
     result
+}
+
+/// A worker whose directory was removed (a test's temporary directory, a decommissioned
+/// disk) has nowhere to keep map outputs or logs: it stops instead of heartbeating on.
+async fn watch_dir(dir: PathBuf, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if !tokio::fs::try_exists(dir.join("worker.lock"))
+            .await
+            .unwrap_or(true)
+        {
+            tracing::error!(dir = %dir.display(), "worker directory removed; stopping");
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// Attempt logs are kept for `quern job logs` and the UI, but not without bound; a job's
+/// secret goes once nothing of the job is left to serve; cached job binaries go unused.
+async fn prune_loop(dir: PathBuf, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let dir = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            prune_logs(&dir.join("logs"), KEEP_LOGS);
+            let removed = crate::shuffle::prune_secrets(&dir);
+            if removed > 0 {
+                tracing::info!(removed, "job secrets no longer needed removed");
+            }
+            let removed = crate::binaries::prune(&dir, crate::binaries::CACHE_RETENTION);
+            if removed > 0 {
+                tracing::info!(removed, "unused job binaries removed from the cache");
+            }
+        })
+        .await;
+    }
+}
+
+/// Executors kept for the next attempt of their job do not wait for ever.
+async fn reap_loop(stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => crate::executors::reap(crate::executors::IDLE_TIMEOUT),
+        }
+    }
 }
 
 async fn connect(
