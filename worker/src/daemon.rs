@@ -34,7 +34,21 @@ struct Registration {
 }
 
 /// Attempts running on this worker, each with the token that kills its executor.
-type Running = Arc<Mutex<HashMap<AttemptId, CancellationToken>>>;
+/// The attempts this worker runs: their cancel tokens, the wake-up a finished one gives the
+/// heartbeat loop (a freed slot is offered at once rather than at the next tick), and the
+/// idle executors kept for the next attempt of their job.
+#[derive(Default)]
+struct Attempts {
+    running: Mutex<HashMap<AttemptId, CancellationToken>>,
+    wake: tokio::sync::Notify,
+    executors: crate::executors::Pool,
+}
+
+impl Attempts {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptId, CancellationToken>> {
+        self.running.lock().expect("running map lock")
+    }
+}
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
     let context = context.into();
@@ -76,11 +90,13 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     tracing::info!(%shuffle_addr, slots = config.slots, "shuffle service listening");
     tasks.spawn(watch_dir(config.dir.clone(), shutdown.clone()));
     tasks.spawn(prune_loop(config.dir.clone(), shutdown.clone()));
-    tasks.spawn(reap_loop(shutdown.clone()));
+    let attempts = Arc::new(Attempts::default());
+    tasks.spawn(reap_loop(attempts.clone(), shutdown.clone()));
     let client = connect(&config, &shutdown).await?;
-    let result = heartbeat_loop(&config, client, shuffle_addr.to_string(), &shutdown).await;
+    let shuffle_addr = shuffle_addr.to_string();
+    let result = heartbeat_loop(&config, client, shuffle_addr, &attempts, &shutdown).await;
     shutdown.cancel();
-    crate::executors::reap(Duration::ZERO);
+    attempts.executors.reap(Duration::ZERO);
     // Every task the worker started for itself ends before it returns.
     while tasks.join_next().await.is_some() {}
     result
@@ -132,12 +148,12 @@ async fn prune_loop(dir: PathBuf, stop: CancellationToken) {
 }
 
 /// Executors kept for the next attempt of their job do not wait for ever.
-async fn reap_loop(stop: CancellationToken) {
+async fn reap_loop(attempts: Arc<Attempts>, stop: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = every.tick() => crate::executors::reap(crate::executors::IDLE_TIMEOUT),
+            _ = every.tick() => attempts.executors.reap(crate::executors::IDLE_TIMEOUT),
         }
     }
 }
@@ -263,19 +279,16 @@ async fn heartbeat_loop(
     config: &WorkerConfig,
     mut client: Client,
     shuffle_addr: String,
+    attempts: &Arc<Attempts>,
     shutdown: &CancellationToken,
 ) -> Result<(), WorkerError> {
-    let running: Running = Arc::default();
-    // A finished attempt frees a slot: heartbeat at once rather than leave it idle until the
-    // next tick.
-    let wake = Arc::new(tokio::sync::Notify::new());
     let mut reg: Option<Registration> = None;
     let mut delay = Duration::from_millis(100);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
-            _ = wake.notified() => {}
+            _ = attempts.wake.notified() => {}
         }
         let Some(r) = reg else {
             match register(config, &mut client, &shuffle_addr).await {
@@ -290,8 +303,8 @@ async fn heartbeat_loop(
             }
             continue;
         };
-        let (free, attempts) = {
-            let map = running.lock().expect("running map lock");
+        let (free, running) = {
+            let map = attempts.running();
             (
                 config.slots.saturating_sub(map.len() as u32),
                 map.keys().map(|a| a.0).collect(),
@@ -301,12 +314,12 @@ async fn heartbeat_loop(
             worker_id: r.worker.0,
             epoch: r.epoch.0,
             free_slots: free,
-            running_attempts: attempts,
+            running_attempts: running,
         };
         match client.heartbeat(req).await {
             Ok(resp) => {
                 let resp = resp.into_inner();
-                handle_heartbeat(config, &client, r, &running, &wake, resp);
+                handle_heartbeat(config, &client, r, attempts, resp);
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                 tracing::warn!(reason = %s.message(), "coordinator refused registration; registering again");
@@ -316,7 +329,7 @@ async fn heartbeat_loop(
             Err(s) => tracing::warn!(error = %s.message(), "heartbeat failed"),
         }
     }
-    for token in running.lock().expect("running map lock").values() {
+    for token in attempts.running().values() {
         token.cancel();
     }
     Ok(())
@@ -326,16 +339,11 @@ fn handle_heartbeat(
     config: &WorkerConfig,
     client: &Client,
     reg: Registration,
-    running: &Running,
-    wake: &Arc<tokio::sync::Notify>,
+    attempts: &Arc<Attempts>,
     resp: pb::HeartbeatResponse,
 ) {
     for id in resp.cancel_attempts {
-        if let Some(t) = running
-            .lock()
-            .expect("running map lock")
-            .get(&AttemptId(id))
-        {
+        if let Some(t) = attempts.running().get(&AttemptId(id)) {
             tracing::info!(attempt = %AttemptId(id), "cancelling attempt");
             t.cancel();
         }
@@ -348,7 +356,7 @@ fn handle_heartbeat(
         tokio::spawn(async move {
             let _ = tokio::fs::remove_dir_all(dir).await;
         });
-        crate::executors::forget_job(&config.dir, protocol::JobId(job));
+        attempts.executors.forget_job(protocol::JobId(job));
     }
     for a in resp.assignments {
         let attempt = AttemptId(a.attempt_id);
@@ -367,22 +375,15 @@ fn handle_heartbeat(
             }
         };
         let token = CancellationToken::new();
-        running
-            .lock()
-            .expect("running map lock")
-            .insert(task.attempt, token.clone());
-        let (config, client, running, wake) = (
-            config.clone(),
-            client.clone(),
-            running.clone(),
-            wake.clone(),
-        );
+        attempts.running().insert(task.attempt, token.clone());
+        let (config, client, attempts) = (config.clone(), client.clone(), attempts.clone());
         tokio::spawn(async move {
             let attempt = task.attempt;
-            let result = run_attempt(&config, &mut client.clone(), &task, token).await;
+            let pool = &attempts.executors;
+            let result = run_attempt(&config, &mut client.clone(), &task, token, pool).await;
             report(client, reg, attempt, result).await;
-            running.lock().expect("running map lock").remove(&attempt);
-            wake.notify_one();
+            attempts.running().remove(&attempt);
+            attempts.wake.notify_one();
         });
     }
 }
@@ -393,6 +394,7 @@ async fn run_attempt(
     client: &mut Client,
     task: &ExecutorTask,
     cancel: CancellationToken,
+    pool: &crate::executors::Pool,
 ) -> ExecutorResult {
     let fail = |kind, msg: String| ExecutorResult {
         error: Some((kind, msg)),
@@ -416,7 +418,7 @@ async fn run_attempt(
         .join(format!("{}.json", task.attempt));
     let log_path = crate::shuffle::attempt_log_path(&config.dir, task.job_id, task.attempt);
     let started = match prepare(config, task, &task_file, &log_path).await {
-        Ok(log) => executor_for(config, client, task, log).await,
+        Ok(log) => executor_for(config, client, task, log, pool).await,
         Err(e) => Err(e),
     };
     let (key, mut exec) = match started {
@@ -446,7 +448,7 @@ async fn run_attempt(
     };
     // Only an executor that ran its attempt cleanly is fit for the next one.
     if code == Some(0) && result.error.is_none() {
-        crate::executors::put(key, exec);
+        pool.put(key, exec);
     } else {
         exec.kill().await;
     }
@@ -481,6 +483,7 @@ async fn executor_for(
     client: &mut Client,
     task: &ExecutorTask,
     log: std::fs::File,
+    pool: &crate::executors::Pool,
 ) -> Result<(crate::executors::Key, crate::executors::Executor), String> {
     tracing::debug!(attempt = %task.attempt, kind = ?task.kind(), index = task.index, "starting executor");
     let executable = if task.spec.binary.is_empty() {
@@ -489,11 +492,10 @@ async fn executor_for(
         crate::binaries::ensure(&config.dir, client, &task.spec.binary).await?
     };
     let key = crate::executors::Key {
-        worker_dir: config.dir.clone(),
         job: task.job_id,
         exe: executable.clone(),
     };
-    let exec = match crate::executors::take(&key) {
+    let exec = match pool.take(&key) {
         Some(e) => e,
         None => crate::executors::spawn(&executable, log, config.client_tls.as_ref())
             .map_err(|e| format!("cannot start executor: {e}"))?,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use protocol::JobId;
@@ -21,11 +21,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 /// How long an idle executor waits for another attempt of its job.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which executors may serve an attempt: same worker, same job, same binary.
+/// Which executors may serve an attempt: same job, same binary.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    /// The worker's directory (several workers may share a process in tests).
-    pub worker_dir: PathBuf,
     /// The job.
     pub job: JobId,
     /// The executable.
@@ -41,56 +39,55 @@ pub struct Executor {
     pub served: u64,
 }
 
-type Idle = HashMap<Key, Vec<(Executor, Instant)>>;
-
-fn idle() -> &'static Mutex<Idle> {
-    static IDLE: OnceLock<Mutex<Idle>> = OnceLock::new();
-    IDLE.get_or_init(Default::default)
+/// The idle executors of one worker, by job and binary; owned by the worker.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<Key, Vec<(Executor, Instant)>>>,
 }
 
-/// Takes an idle executor for `key`, if there is one.
-pub fn take(key: &Key) -> Option<Executor> {
-    let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
-    let list = idle.get_mut(key)?;
-    let e = list.pop().map(|(e, _)| e);
-    if list.is_empty() {
-        idle.remove(key);
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<(Executor, Instant)>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
-    e
-}
 
-/// Keeps `e` for the next attempt of its job.
-pub fn put(key: Key, e: Executor) {
-    idle()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(key)
-        .or_default()
-        .push((e, Instant::now()));
-}
-
-/// Stops the idle executors of `job` on the worker in `worker_dir`.
-pub fn forget_job(worker_dir: &Path, job: JobId) {
-    let stopped: Vec<_> = {
-        let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
-        let keys: Vec<Key> = idle
-            .keys()
-            .filter(|k| k.job == job && k.worker_dir == worker_dir)
-            .cloned()
-            .collect();
-        keys.into_iter().filter_map(|k| idle.remove(&k)).collect()
-    };
-    // Dropping a process handle kills it (kill_on_drop).
-    drop(stopped);
-}
-
-/// Stops executors idle for longer than `after` (all of them for zero).
-pub fn reap(after: Duration) {
-    let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
-    for list in idle.values_mut() {
-        list.retain(|(_, since)| !after.is_zero() && since.elapsed() < after);
+    /// Takes an idle executor for `key`, if there is one.
+    pub fn take(&self, key: &Key) -> Option<Executor> {
+        let mut idle = self.idle();
+        let list = idle.get_mut(key)?;
+        let e = list.pop().map(|(e, _)| e);
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        e
     }
-    idle.retain(|_, l| !l.is_empty());
+
+    /// Keeps `e` for the next attempt of its job.
+    pub fn put(&self, key: Key, e: Executor) {
+        self.idle()
+            .entry(key)
+            .or_default()
+            .push((e, Instant::now()));
+    }
+
+    /// Stops the idle executors of `job`.
+    pub fn forget_job(&self, job: JobId) {
+        let stopped: Vec<_> = {
+            let mut idle = self.idle();
+            let keys: Vec<Key> = idle.keys().filter(|k| k.job == job).cloned().collect();
+            keys.into_iter().filter_map(|k| idle.remove(&k)).collect()
+        };
+        // Dropping a process handle kills it (kill_on_drop).
+        drop(stopped);
+    }
+
+    /// Stops executors idle for longer than `after` (all of them for zero).
+    pub fn reap(&self, after: Duration) {
+        let mut idle = self.idle();
+        for list in idle.values_mut() {
+            list.retain(|(_, since)| !after.is_zero() && since.elapsed() < after);
+        }
+        idle.retain(|_, l| !l.is_empty());
+    }
 }
 
 /// Starts `exe executor --serve`, its stderr (until the first request) in `log`, fetching
