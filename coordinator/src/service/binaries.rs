@@ -62,6 +62,31 @@ pub fn prune(
 /// Frames of a binary sent to a worker.
 pub type BinaryStream = Pin<Box<dyn Stream<Item = Result<BinaryChunk, Status>> + Send>>;
 
+/// Checks what an upload's first frame says of the binary: its Quern version, platform and
+/// size.
+fn check_header(first: &BinaryChunk) -> Result<(), ServiceError> {
+    if first.quern_version != QUERN_VERSION {
+        return Err(ServiceError::failed_precondition(format!(
+            "the job binary is built against Quern {}; this cluster runs Quern {QUERN_VERSION}: rebuild it against {QUERN_VERSION}",
+            first.quern_version
+        )));
+    }
+    if first.platform != platform() {
+        return Err(ServiceError::failed_precondition(format!(
+            "the job binary is built for {}; this cluster runs on {}",
+            first.platform,
+            platform()
+        )));
+    }
+    if first.size > MAX_BINARY_BYTES {
+        return Err(ServiceError::invalid_argument(format!(
+            "the job binary is {} bytes; the limit is {MAX_BINARY_BYTES}",
+            first.size
+        )));
+    }
+    Ok(())
+}
+
 impl Coordinator {
     fn binary_path(&self, sha: &str) -> Result<PathBuf, ServiceError> {
         if !valid_sha256(sha) {
@@ -108,25 +133,7 @@ impl Coordinator {
             .ok_or_else(|| ServiceError::invalid_argument("empty upload"))?;
         let sha = first.sha256.clone();
         let path = self.binary_path(&sha)?;
-        if first.quern_version != QUERN_VERSION {
-            return Err(ServiceError::failed_precondition(format!(
-                "the job binary is built against Quern {}; this cluster runs Quern {QUERN_VERSION}: rebuild it against {QUERN_VERSION}",
-                first.quern_version
-            )));
-        }
-        if first.platform != platform() {
-            return Err(ServiceError::failed_precondition(format!(
-                "the job binary is built for {}; this cluster runs on {}",
-                first.platform,
-                platform()
-            )));
-        }
-        if first.size > MAX_BINARY_BYTES {
-            return Err(ServiceError::invalid_argument(format!(
-                "the job binary is {} bytes; the limit is {MAX_BINARY_BYTES}",
-                first.size
-            )));
-        }
+        check_header(&first)?;
         let io = |e: std::io::Error| ServiceError::internal(format!("storing the job binary: {e}"));
         tokio::fs::create_dir_all(&self.binaries)
             .await
