@@ -93,6 +93,54 @@ fn parse_client(s: &str) -> Result<(String, Role)> {
     Ok((name.to_string(), role))
 }
 
+/// The names a server certificate is valid for: the loopback names and `hosts`.
+fn server_names(hosts: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for h in hosts {
+        let h = h.trim();
+        if !h.is_empty() && !names.iter().any(|n| n == h) {
+            names.push(h.to_string());
+        }
+    }
+    names
+}
+
+/// A leaf certificate's parameters: common name `cn`, its role (if any) in the
+/// organizational unit, and for a server the names it is valid for.
+fn leaf_params(
+    cn: String,
+    role: Option<Role>,
+    server_names: Option<&[String]>,
+) -> Result<CertificateParams> {
+    let mut p = match server_names {
+        Some(names) => CertificateParams::new(names.to_vec())
+            .with_context(|| format!("a host in {names:?} is no DNS name or IP address"))?,
+        None => CertificateParams::new(Vec::<String>::new())?,
+    };
+    p.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(r) = role {
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, r.to_string());
+    }
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = if server_names.is_some() {
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    };
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
 /// Makes a CA and the certificates in `dir`; returns the files written.
 ///
 /// # Errors
@@ -135,16 +183,7 @@ pub fn init(
     save("ca", &ca_cert, &ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for h in hosts {
-        let h = h.trim();
-        if !h.is_empty() && !names.iter().any(|n| n == h) {
-            names.push(h.to_string());
-        }
-    }
+    let names = server_names(hosts);
     // (file name, common name, role in the OU, server certificate?)
     let mut leaves: Vec<(String, String, Option<Role>, bool)> = vec![
         ("coordinator".into(), "quern coordinator".into(), None, true),
@@ -169,30 +208,7 @@ pub fn init(
     }
     for (file, cn, role, server) in leaves {
         let key = KeyPair::generate()?;
-        let mut p = if server {
-            CertificateParams::new(names.clone())
-                .with_context(|| format!("a host in {names:?} is no DNS name or IP address"))?
-        } else {
-            CertificateParams::new(Vec::<String>::new())?
-        };
-        p.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(r) = role {
-            p.distinguished_name
-                .push(DnType::OrganizationalUnitName, r.to_string());
-        }
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = if server {
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ]
-        } else {
-            vec![ExtendedKeyUsagePurpose::ClientAuth]
-        };
-        p.use_authority_key_identifier_extension = true;
+        let mut p = leaf_params(cn, role, server.then_some(&names[..]))?;
         validity(&mut p);
         let cert = p.signed_by(&key, &issuer)?;
         save(&file, &cert, &key)?;
