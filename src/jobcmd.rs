@@ -562,7 +562,7 @@ async fn logs(
             let channel = protocol::tls::endpoint(&a.worker_addr, tls)?
                 .connect()
                 .await
-                .map_err(|e| anyhow::anyhow!(protocol::tls::chain(&e)))?;
+                .map_err(|e| anyhow::anyhow!(protocol::error_chain(&e)))?;
             let mut w = WorkerServiceClient::new(channel);
             let r = w
                 .fetch_log(protocol::pb::FetchLogRequest {

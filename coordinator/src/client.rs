@@ -84,7 +84,7 @@ impl From<pb::JobStatus> for JobStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No connection.
-    #[error("cannot connect to coordinator at {addr}: {}", protocol::tls::chain(.source))]
+    #[error("cannot connect to coordinator at {addr}: {}", protocol::error_chain(.source))]
     Connect {
         /// The address tried.
         addr: String,
@@ -122,7 +122,7 @@ fn status_message(s: &tonic::Status) -> String {
     }
     format!(
         "connection to the coordinator failed: {} (a cluster with TLS needs --tls-ca, and with mutual TLS --tls-cert/--tls-key)",
-        source.map_or_else(|| s.message().to_string(), protocol::tls::chain)
+        source.map_or_else(|| s.message().to_string(), protocol::error_chain)
     )
 }
 

@@ -360,10 +360,10 @@ async fn attempt_log(
     };
     let log = async {
         let channel = protocol::tls::endpoint(&addr, c.peer_tls())
-            .map_err(|e| protocol::tls::chain(&e))?
+            .map_err(|e| protocol::error_chain(&e))?
             .connect()
             .await
-            .map_err(|e| protocol::tls::chain(&e))?;
+            .map_err(|e| protocol::error_chain(&e))?;
         let mut w = protocol::pb::worker_service_client::WorkerServiceClient::new(channel);
         w.fetch_log(protocol::pb::FetchLogRequest {
             attempt_id: attempt.0,

@@ -331,7 +331,7 @@ impl GroupCommit {
             }
             Err(e) => {
                 // Without its journal the coordinator cannot keep its promises after a crash.
-                let text = protocol::tls::chain(&e);
+                let text = protocol::error_chain(&e);
                 tracing::error!(error = %text, "cannot write the journal; stopping");
                 let down = self.down.get_or_init(|| JournalDown(text.into())).clone();
                 self.stop.cancel();

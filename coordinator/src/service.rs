@@ -257,7 +257,7 @@ impl Coordinator {
                             storage.rename(&from, &to).map_err(|e| e.to_string())
                         }
                         Action::DeleteStaged { path } => {
-                            storage.delete(&path).map_err(|e| protocol::tls::chain(&e))
+                            storage.delete(&path).map_err(|e| protocol::error_chain(&e))
                         }
                         Action::Publish {
                             output,
@@ -277,11 +277,11 @@ impl Coordinator {
                                 match output::discard(&storage, &output, reducers) {
                                     Ok(()) => break Ok(()),
                                     Err(e) if tries < 2 => {
-                                        tracing::debug!(%output, error = %protocol::tls::chain(&e), "cleanup retried");
+                                        tracing::debug!(%output, error = %protocol::error_chain(&e), "cleanup retried");
                                         tries += 1;
                                         std::thread::sleep(std::time::Duration::from_millis(300 << tries));
                                     }
-                                    Err(e) => break Err(protocol::tls::chain(&e)),
+                                    Err(e) => break Err(protocol::error_chain(&e)),
                                 }
                             }
                         }

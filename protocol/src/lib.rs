@@ -33,7 +33,8 @@ pub use task::{JobState, TaskKind};
 
 /// An error with its causes, joined with `: `; a cause already written out by the error
 /// before it (as `"...: {source}"` does) is not repeated. The one way Quern shows an error's
-/// chain to people.
+/// chain to people (a connection's "transport error" alone does not say that the
+/// certificate was refused).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();

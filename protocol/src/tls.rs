@@ -238,12 +238,6 @@ pub fn env_client() -> Result<Option<&'static ClientTls>, String> {
     }
 }
 
-/// An error with its sources (see [`crate::error_chain`]): a connection's "transport error"
-/// alone does not say that the certificate was refused.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::error_chain(e)
-}
-
 /// Concurrent HTTP/2 streams (calls) one connection may have open on a Quern server; more
 /// wait for the client's turn (the stream limit is advertised in the HTTP/2 settings, and
 /// calls beyond it queue on the server too).

@@ -75,7 +75,7 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
         .local_addr()
         .map_err(io_err("read shuffle address"))?;
     let server = protocol::tls::server(config.tls.as_ref())
-        .map_err(|e| WorkerError::Tls(protocol::tls::chain(&e)))?
+        .map_err(|e| WorkerError::Tls(protocol::error_chain(&e)))?
         .add_service(ShuffleService::new(config.dir.clone()).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -178,7 +178,7 @@ async fn connect(
             Err(e) if Instant::now() >= deadline => {
                 return Err(WorkerError::Coordinator {
                     addr: config.coordinator.clone(),
-                    message: protocol::tls::chain(&e),
+                    message: protocol::error_chain(&e),
                 })
             }
             Err(_) => {}

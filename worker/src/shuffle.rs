@@ -233,7 +233,7 @@ pub async fn fetch(
     let channel = async { protocol::tls::endpoint(&m.addr, tls)?.connect().await };
     let channel = channel
         .await
-        .map_err(|e| lost(FetchFailure::Unreachable, protocol::tls::chain(&e)))?;
+        .map_err(|e| lost(FetchFailure::Unreachable, protocol::error_chain(&e)))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let req = FetchPartitionRequest {
         job_id: job.0,
