@@ -2,7 +2,7 @@
 //! library so that a crate of custom jobs can be a Quern binary of its own:
 //!
 //! ```no_run
-//! use quern::sdk::{Job, MapContext, ReduceContext, Values};
+//! use quern::sdk::{self, Combiner, Job, MapContext, ReduceContext, Values};
 //! use quern::{JobInfo, Registry};
 //!
 //! struct Lengths;
@@ -10,12 +10,9 @@
 //! impl Job for Lengths {
 //!     type Key = u64;
 //!     type Value = u64;
-//!     const COMBINES: bool = true;
-//!     fn map(&self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
+//!     const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
+//!     fn map(&mut self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
 //!         ctx.emit(&(line.len() as u64), 1);
-//!     }
-//!     fn combine(&self, acc: &mut u64, n: u64) {
-//!         *acc += n;
 //!     }
 //!     fn reduce(&self, len: u64, n: Values<'_, u64>, out: &mut ReduceContext<'_>) {
 //!         out.write_line(format!("{len}\t{}", n.sum::<u64>()).as_bytes());

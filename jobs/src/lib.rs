@@ -22,21 +22,17 @@
 //! A job in a few lines:
 //!
 //! ```
-//! use jobs::sdk::{Job, MapContext, ReduceContext, Values};
+//! use jobs::sdk::{self, Combiner, Job, MapContext, ReduceContext, Values};
 //!
 //! struct LineLengths;
 //!
 //! impl Job for LineLengths {
 //!     type Key = u64;
 //!     type Value = u64;
-//!     const COMBINES: bool = true;
+//!     const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
 //!
-//!     fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+//!     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
 //!         ctx.emit(&(record.len() as u64), 1);
-//!     }
-//!
-//!     fn combine(&self, acc: &mut u64, next: u64) {
-//!         *acc += next;
 //!     }
 //!
 //!     fn reduce(&self, len: u64, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {
@@ -62,4 +58,4 @@ pub mod split;
 
 pub use records::InputFormat;
 pub use registry::{DynJob, JobError, Params, Registry};
-pub use sdk::{Counters, Job, Key, MapContext, ReduceContext, Value, Values};
+pub use sdk::{Combiner, Counters, Job, Key, MapContext, ReduceContext, Value, Values};

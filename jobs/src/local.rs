@@ -105,7 +105,21 @@ pub fn run_local(
         task: "setup".into(),
         source: TaskError::io(work_dir, e),
     })?;
-    let result = run_tasks(&storage, &*job, spec, &splits, work_dir, progress);
+    // Every map attempt gets a job of its own, set up afresh, as on a cluster: state a job
+    // keeps per task never leaks from a failed attempt into its retry.
+    let new_job = || -> Result<Box<dyn crate::DynJob>, TaskError> {
+        let mut job = registry.create(&spec.job, &spec.params)?;
+        job.setup(&setup).map_err(TaskError::Setup)?;
+        Ok(job)
+    };
+    let result = run_tasks(
+        &storage,
+        (&*job, &new_job),
+        spec,
+        &splits,
+        work_dir,
+        progress,
+    );
     let _ = std::fs::remove_dir_all(work_dir);
     if result.is_err() {
         let _ = output::discard(&storage, &spec.output, spec.reducers);
@@ -116,7 +130,7 @@ pub fn run_local(
 /// Runs one map task with the cluster's retry rules: up to `max_attempts` attempts; in skip
 /// mode, a record the map panicked on twice is skipped by the next attempt and listed.
 fn run_map_attempts(
-    job: &dyn crate::DynJob,
+    new_job: &NewJob<'_>,
     spec: &JobSpec,
     path: &str,
     input: &[u8],
@@ -130,7 +144,8 @@ fn run_map_attempts(
     loop {
         attempt += 1;
         cfg.listed.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let res = crate::runtime::map_attempt(job, input, &cfg, out);
+        let res =
+            new_job().and_then(|mut job| crate::runtime::map_attempt(&mut *job, input, &cfg, out));
         let (message, offset) = match res {
             // Listed as the cluster lists it: the attempt's error, offset included.
             Err(
@@ -155,9 +170,13 @@ fn run_map_attempts(
     }
 }
 
+/// Makes a job and runs its setup, for one map attempt.
+type NewJob<'a> = dyn Fn() -> Result<Box<dyn crate::DynJob>, TaskError> + 'a;
+
+/// Runs the maps (each attempt with a job from `new_job`), then the reduces with `job`.
 fn run_tasks(
     storage: &Storage,
-    job: &dyn crate::DynJob,
+    (job, new_job): (&dyn crate::DynJob, &NewJob<'_>),
     spec: &JobSpec,
     splits: &[crate::plan::PlannedSplit],
     work_dir: &Path,
@@ -178,7 +197,7 @@ fn run_tasks(
         let out = work_dir.join(format!("map-{i:05}"));
         let c = run_map(
             storage,
-            job,
+            (job.input_format(), new_job),
             spec,
             (i, planned),
             work_dir,
@@ -232,7 +251,7 @@ fn run_tasks(
 /// `out`, adding to the records skipped and listed so far; returns its counters.
 fn run_map(
     storage: &Storage,
-    job: &dyn crate::DynJob,
+    (format, new_job): (crate::InputFormat, &NewJob<'_>),
     spec: &JobSpec,
     (i, planned): (usize, &crate::plan::PlannedSplit),
     work_dir: &Path,
@@ -253,11 +272,11 @@ fn run_map(
         base_offset: read.offset,
         skip: Vec::new(),
         input: planned.split.path.clone(),
-        format: job.input_format(),
+        format,
         listed: Default::default(),
     };
     let path = &planned.split.path;
-    let mut c = run_map_attempts(job, spec, path, &read.data, cfg, out, skipped, listed)
+    let mut c = run_map_attempts(new_job, spec, path, &read.data, cfg, out, skipped, listed)
         .map_err(|source| LocalError::Task { task, source })?;
     if let Some(n) = read.compressed_bytes {
         c.add("map_input_compressed_bytes", n);

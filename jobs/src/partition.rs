@@ -17,6 +17,31 @@ pub fn stable_partition(key: &[u8], partitions: u32) -> u32 {
     ((u128::from(xxh3_64(key)) * u128::from(partitions)) >> 64) as u32
 }
 
+/// How a job's map tasks assign keys to reducers, decided once per task after
+/// [`crate::Job::setup`] (so it may use what setup derived, such as sampled boundaries).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Partitioner {
+    /// [`stable_partition`]: the stable hash of the encoded key (the default).
+    #[default]
+    Hash,
+    /// Ranges of encoded keys, for a total order across reducers (a sort): `bounds` holds the
+    /// `partitions - 1` lowest keys of partitions 1 and up, increasing; a key goes to the number
+    /// of bounds at or below it.
+    Ranges(Vec<Vec<u8>>),
+}
+
+impl Partitioner {
+    /// Returns the partition in `0..partitions` for an encoded key.
+    #[inline]
+    pub fn partition(&self, key: &[u8], partitions: u32) -> u32 {
+        match self {
+            Partitioner::Hash => stable_partition(key, partitions),
+            Partitioner::Ranges(bounds) => (bounds.partition_point(|b| b.as_slice() <= key) as u32)
+                .min(partitions.saturating_sub(1)),
+        }
+    }
+}
+
 /// A fast hasher for in-memory tables of byte keys (map-side combining). Not used for
 /// partitioning, so it need not be stable; it is, though, since it has no seed.
 #[derive(Clone, Copy, Default, Debug)]

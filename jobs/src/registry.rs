@@ -48,12 +48,6 @@ pub enum JobError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The job says it combines but does not define how: its values would be dropped.
-    #[error("job {job} sets COMBINES = true but does not override Job::combine, which would drop values; define combine or leave COMBINES false")]
-    NoCombine {
-        /// The job.
-        job: String,
-    },
 }
 
 /// A job with its types erased, so one executor can run any registered job. The runners
@@ -67,7 +61,7 @@ pub trait DynJob: Send + Sync {
     /// Runs a map task over `input` and writes its output file at `out`; `current` holds the
     /// input offset of the record being mapped (read it after a panic).
     fn run_map(
-        &self,
+        &mut self,
         input: &[u8],
         cfg: &MapConfig,
         out: &Path,
@@ -102,7 +96,7 @@ impl<J: Job> DynJob for J {
     }
 
     fn run_map(
-        &self,
+        &mut self,
         input: &[u8],
         cfg: &MapConfig,
         out: &Path,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use crate::partition::Partitioner;
 use crate::runtime::map::MapBuffer;
 use crate::runtime::merge::Merger;
 pub use crate::InputFormat;
@@ -101,10 +102,18 @@ pub trait Value: Serialize + DeserializeOwned + Send + 'static {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 
+/// A map-side combiner: folds `next` into `acc`. It must be associative and commutative.
+pub type Combiner<V> = fn(acc: &mut V, next: V);
+
+/// The combiner of counts and sums: `Some(sdk::sum)` as a job's [`Job::COMBINE`].
+pub fn sum<T: std::ops::AddAssign>(acc: &mut T, next: T) {
+    *acc += next;
+}
+
 /// A map/reduce job.
 ///
 /// ```
-/// use jobs::sdk::{Job, MapContext, ReduceContext, Values};
+/// use jobs::sdk::{Combiner, Job, MapContext, ReduceContext, Values};
 ///
 /// /// Words per first letter, with a map-side combine.
 /// struct Initials;
@@ -112,16 +121,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 /// impl Job for Initials {
 ///     type Key = String;
 ///     type Value = u64;
-///     const COMBINES: bool = true;
+///     const COMBINE: Option<Combiner<u64>> = Some(|acc, n| *acc += n);
 ///
-///     fn map(&self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
+///     fn map(&mut self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
 ///         for word in line.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
 ///             ctx.emit(&(word[0] as char).to_string(), 1);
 ///         }
-///     }
-///
-///     fn combine(&self, acc: &mut u64, n: u64) {
-///         *acc += n;
 ///     }
 ///
 ///     fn reduce(&self, initial: String, n: Values<'_, u64>, out: &mut ReduceContext<'_>) {
@@ -130,17 +135,21 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 /// }
 /// ```
 ///
-/// `map` is called once per input record (a line, without its line terminator). When
-/// `COMBINES` is true, values of equal keys are folded with `combine` on the map side, in
-/// memory and when spilling, which must be associative and commutative. `reduce` is called once
-/// per key, in increasing key order within each partition, with all values of that key.
+/// A job value lives for one task attempt: it is built from the job's parameters,
+/// [`Job::setup`] runs, then `map` is called once per input record (a line, without its line
+/// terminator) and [`Job::map_end`] once after the last; or, in a reduce task, `reduce` once
+/// per key, in increasing key order within each partition, with all values of that key. So
+/// `map` takes `&mut self`: per-task state (a batch for a model, a running total) is a plain
+/// field, no lock needed. When [`Job::COMBINE`] is set, values of equal keys are folded with it
+/// on the map side, in memory and when spilling.
 pub trait Job: Send + Sync + Sized + 'static {
     /// The shuffle key.
     type Key: Key;
     /// The shuffle value.
     type Value: Value;
-    /// Whether [`Job::combine`] folds values on the map side.
-    const COMBINES: bool = false;
+    /// The map-side combiner, if values of one key may be folded before the shuffle (a count,
+    /// a sum, a set union). `None` (the default) ships every emitted value to the reducer.
+    const COMBINE: Option<Combiner<Self::Value>> = None;
     /// How input files are cut into records: lines (the default), whole files, or the members
     /// of tar shards ([`crate::InputFormat`]).
     const INPUT: crate::InputFormat = crate::InputFormat::Lines;
@@ -161,20 +170,17 @@ pub trait Job: Send + Sync + Sized + 'static {
     }
 
     /// Maps one input record.
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>);
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>);
 
     /// Called once per map task after its last record: emit what was held back, for example
     /// the results of records batched for a model. Hadoop's `cleanup`.
-    fn map_end(&self, ctx: &mut MapContext<'_, Self>) {
+    ///
+    /// # Errors
+    /// Any error; the attempt fails with it and is retried like any failed attempt (no record
+    /// is blamed, so skip mode does not start).
+    fn map_end(&mut self, ctx: &mut MapContext<'_, Self>) -> Result<(), HookError> {
         let _ = ctx;
-    }
-
-    /// Folds `next` into `acc` (only called when `COMBINES` is true). A job that sets
-    /// `COMBINES` must override it: the default drops nothing silently, it fails the task with
-    /// [`crate::JobError::NoCombine`] the first time it is called.
-    fn combine(&self, acc: &mut Self::Value, next: Self::Value) {
-        let _ = (acc, next);
-        DEFAULT_COMBINE_CALLED.with(|c| c.set(true));
+        Ok(())
     }
 
     /// Reduces one key and all its values to output.
@@ -186,21 +192,11 @@ pub trait Job: Send + Sync + Sized + 'static {
         false
     }
 
-    /// Returns the partition of an encoded key; the default is the stable hash.
-    fn partition(&self, key: &[u8], partitions: u32) -> u32 {
-        crate::partition::stable_partition(key, partitions)
+    /// Returns how this task's keys are assigned to reducers; asked once per map task, after
+    /// [`Job::setup`]. The default is the stable hash ([`Partitioner::Hash`]).
+    fn partitioner(&self) -> Partitioner {
+        Partitioner::Hash
     }
-}
-
-thread_local! {
-    /// Set by the default [`Job::combine`]; the map runtime checks it after its first combine.
-    static DEFAULT_COMBINE_CALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Returns whether the default [`Job::combine`] ran on this thread since the last call, and
-/// clears the mark.
-pub(crate) fn take_default_combine() -> bool {
-    DEFAULT_COMBINE_CALLED.with(|c| c.replace(false))
 }
 
 /// What a task's [`Job::setup`] can see: the job's inputs and partition count, and a
@@ -409,7 +405,6 @@ impl FastCounters {
 
 /// What `map` emits into; also carries job counters and parameters.
 pub struct MapContext<'a, J: Job> {
-    pub(crate) job: &'a J,
     pub(crate) buffer: &'a mut MapBuffer<J>,
     pub(crate) counters: &'a mut FastCounters,
     pub(crate) scratch: Vec<u8>,
@@ -442,14 +437,14 @@ impl<J: Job> MapContext<'_, J> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         key.encode_key(&mut scratch);
-        self.buffer.insert(self.job, &scratch, value);
+        self.buffer.insert(&scratch, value);
         self.scratch = scratch;
     }
 
     /// Emits a pair whose key is already encoded (for example a `String` key as its UTF-8
     /// bytes), saving an allocation per record.
     pub fn emit_encoded(&mut self, key: &[u8], value: J::Value) {
-        self.buffer.insert(self.job, key, value);
+        self.buffer.insert(key, value);
     }
 
     /// Adds `n` to a named job counter.

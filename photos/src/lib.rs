@@ -5,11 +5,14 @@
 //! - [`model`]: the network, loaded from safetensors;
 //! - [`preprocess`]: photo bytes to model input, as torchvision prepares them;
 //! - [`job`]: the `photos` job: a pipelined decode-and-infer map, a label-index reduce;
+//! - [`pipeline`]: the map side's decode threads and model thread;
 //! - [`pack`]: a directory of photos into tar shards (`quern photos pack`).
 
 pub mod job;
 pub mod model;
 pub mod pack;
+pub mod pipeline;
 pub mod preprocess;
 
 pub use job::PHOTOS;
+pub use pipeline::top5;

@@ -146,16 +146,15 @@ fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
             split,
             file_len,
             skip,
-        } => {
-            run_map(&storage, &*job, task, (split, *file_len, skip)).unwrap_or_else(|e| failed(&e))
-        }
+        } => run_map(&storage, &mut *job, task, (split, *file_len, skip))
+            .unwrap_or_else(|e| failed(&e)),
         Work::Reduce { map_outputs } => run_reduce(&storage, &*job, task, map_outputs),
     }
 }
 
 fn run_map(
     storage: &Storage,
-    job: &dyn jobs::DynJob,
+    job: &mut dyn jobs::DynJob,
     task: &ExecutorTask,
     (split, file_len, skip): (&jobs::split::Split, u64, &[u64]),
 ) -> Result<ExecutorResult, TaskError> {

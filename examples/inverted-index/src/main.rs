@@ -10,19 +10,19 @@
 
 use std::collections::BTreeSet;
 
-use quern::sdk::{Job, MapContext, ReduceContext, Values};
+use quern::sdk::{Combiner, Job, MapContext, ReduceContext, Values};
 use quern::{JobInfo, Registry};
 
-/// The job. Values are sets of document names, merged on the map side by `combine`, so a
+/// The job. Values are sets of document names, merged on the map side by `union`, so a
 /// word repeated in a document crosses the shuffle once per map task.
 struct InvertedIndex;
 
 impl Job for InvertedIndex {
     type Key = String;
     type Value = BTreeSet<String>;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<BTreeSet<String>>> = Some(union);
 
-    fn map(&self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
         let doc = ctx
             .input()
             .rsplit('/')
@@ -38,10 +38,6 @@ impl Job for InvertedIndex {
         }
     }
 
-    fn combine(&self, acc: &mut BTreeSet<String>, next: BTreeSet<String>) {
-        acc.extend(next);
-    }
-
     fn reduce(
         &self,
         word: String,
@@ -52,6 +48,11 @@ impl Job for InvertedIndex {
         let list: Vec<&str> = all.iter().map(String::as_str).collect();
         out.write_line(format!("{word}\t{}", list.join(",")).as_bytes());
     }
+}
+
+/// Merges two sets of document names (the combiner).
+fn union(acc: &mut BTreeSet<String>, next: BTreeSet<String>) {
+    acc.extend(next);
 }
 
 fn main() -> std::process::ExitCode {

@@ -35,7 +35,7 @@ impl Job for PhotoJoin {
     type Key = u64;
     type Value = Side;
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if ctx.input().ends_with(".jsonl") {
             match serde_json::from_slice::<Photo>(record) {
                 Ok(p) => ctx.emit(

@@ -48,7 +48,7 @@ impl Job for Sessions {
     type Key = String;
     type Value = (u64, String);
 
-    fn map(&self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
         let Some(l) = parse(line) else {
             ctx.count("malformed_records", 1);
             return;

@@ -12,7 +12,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{push_u64, HookError, Job, MapContext, ReduceContext, TaskSetup, Values};
+use crate::sdk::{
+    self, push_u64, Combiner, HookError, Job, MapContext, ReduceContext, TaskSetup, Values,
+};
 
 /// The `crash` job.
 pub struct Crash {
@@ -106,20 +108,16 @@ impl Crash {
 impl Job for Crash {
     type Key = Vec<u8>;
     type Value = u64;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
 
     fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), HookError> {
         self.roll.store(self.draw(task), Ordering::Relaxed);
         Ok(())
     }
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         self.misbehave();
         ctx.emit_encoded(record, 1);
-    }
-
-    fn combine(&self, acc: &mut u64, next: u64) {
-        *acc += next;
     }
 
     fn reduce(&self, line: Vec<u8>, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {

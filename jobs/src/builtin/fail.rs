@@ -4,7 +4,7 @@
 //! retried, reported, or run in skip mode.
 
 use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{push_u64, Job, MapContext, ReduceContext, Values};
+use crate::sdk::{self, push_u64, Combiner, Job, MapContext, ReduceContext, Values};
 
 /// The `fail` job.
 pub struct Fail {
@@ -28,9 +28,9 @@ pub const FAIL: JobInfo = JobInfo {
 impl Job for Fail {
     type Key = Vec<u8>;
     type Value = u64;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         let hit = self.panic_on.is_empty()
             || self
                 .panic_on
@@ -43,10 +43,6 @@ impl Job for Fail {
             );
         }
         ctx.emit_encoded(record, 1);
-    }
-
-    fn combine(&self, acc: &mut u64, next: u64) {
-        *acc += next;
     }
 
     fn reduce(&self, line: Vec<u8>, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {

@@ -32,7 +32,7 @@ impl Job for Identity {
     type Key = Vec<u8>;
     type Value = Vec<u8>;
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         let (id, payload) = match memchr::memchr(b'\t', record) {
             Some(i) => (&record[..i], &record[i + 1..]),
             None => (record, &[][..]),

@@ -11,7 +11,7 @@
 //! partition boundaries. All tasks sample the same records, so they agree on the boundaries.
 
 use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{HookError, Job, MapContext, ReduceContext, TaskSetup, Values};
+use crate::sdk::{HookError, Job, MapContext, Partitioner, ReduceContext, TaskSetup, Values};
 
 /// Bytes of a record's key.
 pub const KEY_BYTES: usize = 10;
@@ -65,7 +65,7 @@ impl Job for Sort {
         Ok(())
     }
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         let body = record.strip_suffix(b"\n").unwrap_or(record);
         if body.strip_suffix(b"\r").unwrap_or(body).len() < KEY_BYTES {
             ctx.count("malformed_records", 1);
@@ -74,8 +74,8 @@ impl Job for Sort {
         ctx.emit_encoded(&record[..KEY_BYTES], record[KEY_BYTES..].to_vec());
     }
 
-    fn partition(&self, key: &[u8], partitions: u32) -> u32 {
-        (self.bounds.partition_point(|b| b.as_slice() <= key) as u32).min(partitions - 1)
+    fn partitioner(&self) -> Partitioner {
+        Partitioner::Ranges(self.bounds.clone())
     }
 
     fn reduce(&self, key: Vec<u8>, rest: Values<'_, Vec<u8>>, out: &mut ReduceContext<'_>) {
@@ -104,7 +104,7 @@ mod tests {
             sample: 0,
             bounds: b,
         };
-        let p = |k: u8| s.partition(&[k], 4);
+        let p = |k: u8| s.partitioner().partition(&[k], 4);
         assert_eq!(
             (p(0), p(24), p(25), p(49), p(50), p(99)),
             (0, 0, 1, 1, 2, 3)
@@ -114,6 +114,7 @@ mod tests {
                 sample: 0,
                 bounds: vec![]
             }
+            .partitioner()
             .partition(&[9], 4),
             0
         );

@@ -24,7 +24,7 @@ impl Job for TarIndex {
     type Value = (u64, u32);
     const INPUT: InputFormat = InputFormat::Tar;
 
-    fn map(&self, member: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, member: &[u8], ctx: &mut MapContext<'_, Self>) {
         let key = format!(
             "{}\t{}",
             ctx.input(),
@@ -56,7 +56,7 @@ mod tests {
         type Value = u64;
         const INPUT: InputFormat = InputFormat::WholeFiles;
 
-        fn map(&self, file: &[u8], ctx: &mut MapContext<'_, Self>) {
+        fn map(&mut self, file: &[u8], ctx: &mut MapContext<'_, Self>) {
             let name = String::from_utf8_lossy(ctx.record_name()).into_owned();
             let name = name.rsplit('/').next().unwrap_or_default().to_string();
             ctx.emit(&name, file.len() as u64);

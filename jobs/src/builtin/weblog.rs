@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::Histogram;
 use crate::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{push_u64, Job, MapContext, ReduceContext, Values};
+use crate::sdk::{self, push_u64, Combiner, Job, MapContext, ReduceContext, Values};
 
 /// The fields of a well-formed line that the jobs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,16 +181,12 @@ pub const VIEWS: JobInfo = JobInfo {
 impl Job for Views {
     type Key = u64;
     type Value = u64;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if let Some(photo) = parsed(record, ctx).as_ref().and_then(photo_view) {
             ctx.emit(&photo, 1);
         }
-    }
-
-    fn combine(&self, acc: &mut u64, next: u64) {
-        *acc += next;
     }
 
     fn reduce(&self, photo: u64, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {
@@ -258,18 +254,14 @@ fn merge_counts(acc: &mut PhotoCounts, next: PhotoCounts) {
 impl Job for TopPhotos {
     type Key = Vec<u8>;
     type Value = PhotoCounts;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<PhotoCounts>> = Some(merge_counts);
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if let Some(l) = parsed(record, ctx) {
             if let (Some(user), Some(photo)) = (l.user, photo_view(&l)) {
                 ctx.emit_encoded(user, vec![(photo, 1)]);
             }
         }
-    }
-
-    fn combine(&self, acc: &mut PhotoCounts, next: PhotoCounts) {
-        merge_counts(acc, next);
     }
 
     fn reduce(&self, user: Vec<u8>, values: Values<'_, PhotoCounts>, out: &mut ReduceContext<'_>) {
@@ -334,6 +326,17 @@ pub struct EndpointStats {
     pub latency: Histogram,
 }
 
+impl EndpointStats {
+    /// Folds `next` into `acc` (the job's combiner).
+    pub fn merge(acc: &mut EndpointStats, next: EndpointStats) {
+        acc.requests += next.requests;
+        for (a, b) in acc.status.iter_mut().zip(next.status) {
+            *a += b;
+        }
+        acc.latency.merge(&next.latency);
+    }
+}
+
 /// `endpoint-stats`: per endpoint class, requests, per status class, latency p50/p95/p99.
 /// Output `class<TAB>requests<TAB>2xx<TAB>3xx<TAB>4xx<TAB>5xx<TAB>p50_ms<TAB>p95_ms<TAB>p99_ms`.
 pub struct EndpointStatsJob;
@@ -351,9 +354,9 @@ pub const ENDPOINT_STATS: JobInfo = JobInfo {
 impl Job for EndpointStatsJob {
     type Key = Vec<u8>;
     type Value = EndpointStats;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<EndpointStats>> = Some(EndpointStats::merge);
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if let Some(l) = parsed(record, ctx) {
             let mut s = EndpointStats {
                 requests: 1,
@@ -367,14 +370,6 @@ impl Job for EndpointStatsJob {
         }
     }
 
-    fn combine(&self, acc: &mut EndpointStats, next: EndpointStats) {
-        acc.requests += next.requests;
-        for (a, b) in acc.status.iter_mut().zip(next.status) {
-            *a += b;
-        }
-        acc.latency.merge(&next.latency);
-    }
-
     fn reduce(
         &self,
         class: Vec<u8>,
@@ -383,7 +378,7 @@ impl Job for EndpointStatsJob {
     ) {
         let mut total = EndpointStats::default();
         for v in values {
-            self.combine(&mut total, v);
+            EndpointStats::merge(&mut total, v);
         }
         let buf = out.buffer();
         buf.extend_from_slice(&class);

@@ -1,7 +1,7 @@
 //! `wordcount`: words are maximal runs of ASCII letters, lower-cased; output `word<TAB>count`.
 
 use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
-use crate::sdk::{push_u64, Job, MapContext, ReduceContext, Values};
+use crate::sdk::{self, push_u64, Combiner, Job, MapContext, ReduceContext, Values};
 
 /// The `wordcount` job.
 pub struct WordCount;
@@ -19,9 +19,9 @@ pub const WORDCOUNT: JobInfo = JobInfo {
 impl Job for WordCount {
     type Key = Vec<u8>;
     type Value = u64;
-    const COMBINES: bool = true;
+    const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
 
-    fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+    fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         let mut word = Vec::with_capacity(32);
         for &b in record {
             if b.is_ascii_alphabetic() {
@@ -34,10 +34,6 @@ impl Job for WordCount {
         if !word.is_empty() {
             ctx.emit_encoded(&word, 1);
         }
-    }
-
-    fn combine(&self, acc: &mut u64, next: u64) {
-        *acc += next;
     }
 
     fn reduce(&self, word: Vec<u8>, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {

@@ -67,16 +67,7 @@ pub struct MapBuffer<J: Job> {
     spilled_records: u64,
     emitted: u64,
     error: Option<TaskError>,
-    /// Whether the first combine was checked for the default `combine` (which would drop).
-    combine_checked: bool,
-}
-
-/// The error for a job that combines with the default [`Job::combine`].
-fn no_combine<J: Job>() -> TaskError {
-    let name = std::any::type_name::<J>();
-    TaskError::Job(crate::JobError::NoCombine {
-        job: name.rsplit("::").next().unwrap_or(name).to_string(),
-    })
+    partitioner: crate::partition::Partitioner,
 }
 
 fn prefix(key: &[u8]) -> u64 {
@@ -87,7 +78,7 @@ fn prefix(key: &[u8]) -> u64 {
 }
 
 impl<J: Job> MapBuffer<J> {
-    fn new(cfg: &MapConfig) -> Self {
+    fn new(cfg: &MapConfig, partitioner: crate::partition::Partitioner) -> Self {
         MapBuffer {
             partitions: cfg.partitions.max(1),
             budget: cfg.memory_budget.max(4096),
@@ -101,32 +92,25 @@ impl<J: Job> MapBuffer<J> {
             spilled_records: 0,
             emitted: 0,
             error: None,
-            combine_checked: false,
+            partitioner,
         }
     }
 
-    pub(crate) fn insert(&mut self, job: &J, key: &[u8], value: J::Value) {
+    pub(crate) fn insert(&mut self, key: &[u8], value: J::Value) {
         if self.error.is_some() {
             return;
         }
         self.emitted += 1;
-        if J::COMBINES {
-            let Upsert::Vacant(value) = self.table.upsert(key, value, |acc, v| job.combine(acc, v))
-            else {
-                if !self.combine_checked {
-                    self.combine_checked = true;
-                    if crate::sdk::take_default_combine() {
-                        self.error = Some(no_combine::<J>());
-                    }
-                }
+        if let Some(combine) = J::COMBINE {
+            let Upsert::Vacant(value) = self.table.upsert(key, value, combine) else {
                 return;
             };
-            let partition = job.partition(key, self.partitions);
+            let partition = self.partitioner.partition(key, self.partitions);
             self.table.insert(key, partition, value);
             let heap_key = if key.len() > 16 { key.len() } else { 0 };
             self.used += heap_key + CombineTable::<J::Value>::slot_bytes() + ENTRY_OVERHEAD;
         } else {
-            let partition = job.partition(key, self.partitions);
+            let partition = self.partitioner.partition(key, self.partitions);
             let offset = self.arena.len();
             self.arena.extend_from_slice(key);
             value.encode_value(&mut self.arena);
@@ -150,7 +134,7 @@ impl<J: Job> MapBuffer<J> {
     /// Writes the buffer, sorted, to `out`; returns what was written.
     fn write_sorted<W: std::io::Write>(&mut self, out: W) -> Result<(W, FileSummary), TaskError> {
         let mut w = ShuffleWriter::new(out, self.partitions);
-        if J::COMBINES {
+        if J::COMBINE.is_some() {
             let mut buf = Vec::new();
             for (partition, key, value) in self.table.drain_sorted() {
                 buf.clear();
@@ -197,7 +181,7 @@ impl<J: Job> MapBuffer<J> {
     }
 
     /// Writes the task's output file: the buffer itself, or the merge of all spill runs.
-    fn finish(mut self, job: &J, out: &Path) -> Result<(FileSummary, Counters), TaskError> {
+    fn finish(mut self, out: &Path) -> Result<(FileSummary, Counters), TaskError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -209,7 +193,7 @@ impl<J: Job> MapBuffer<J> {
             if self.used > 0 {
                 self.spill()?;
             }
-            let summary = self.merge_spills(job, writer)?;
+            let summary = self.merge_spills(writer)?;
             for s in &self.spills {
                 let _ = std::fs::remove_file(s);
             }
@@ -217,7 +201,7 @@ impl<J: Job> MapBuffer<J> {
         };
         let mut counters = Counters::default();
         counters.add("map_output_records", self.emitted);
-        if J::COMBINES {
+        if J::COMBINE.is_some() {
             counters.add("combine_input_records", self.emitted);
             counters.add("combine_output_records", summary.records);
         }
@@ -227,7 +211,7 @@ impl<J: Job> MapBuffer<J> {
         Ok((summary, counters))
     }
 
-    fn merge_spills(&self, job: &J, out: BufWriter<File>) -> Result<FileSummary, TaskError> {
+    fn merge_spills(&self, out: BufWriter<File>) -> Result<FileSummary, TaskError> {
         let mut files = Vec::with_capacity(self.spills.len());
         for s in &self.spills {
             files.push(ShuffleFile::open(mmap(s)?)?);
@@ -237,13 +221,13 @@ impl<J: Job> MapBuffer<J> {
         let mut buf = Vec::new();
         for p in 0..self.partitions {
             let mut m = Merger::new(files.iter().map(|f| f.partition(p)).collect())?;
-            if J::COMBINES {
+            if let Some(combine) = J::COMBINE {
                 while let Some((k, v)) = m.next_record()? {
                     key.clear();
                     key.extend_from_slice(k);
                     let mut acc = J::Value::decode_value(v)?;
                     while let Some(v) = m.next_value_for(&key)? {
-                        job.combine(&mut acc, J::Value::decode_value(v)?);
+                        combine(&mut acc, J::Value::decode_value(v)?);
                     }
                     buf.clear();
                     acc.encode_value(&mut buf);
@@ -254,10 +238,6 @@ impl<J: Job> MapBuffer<J> {
                     w.push(p, k, v)?;
                 }
             }
-        }
-        // Checked once, not per key: the file is not kept when the check fails.
-        if J::COMBINES && crate::sdk::take_default_combine() {
-            return Err(no_combine::<J>());
         }
         Ok(w.finish()?.1)
     }
@@ -280,19 +260,18 @@ pub(crate) fn mmap(path: &Path) -> Result<Bytes, TaskError> {
 /// # Errors
 /// [`TaskError`] if a spill or the output cannot be written.
 pub fn run_map<J: Job>(
-    job: &J,
+    job: &mut J,
     input: &[u8],
     cfg: &MapConfig,
     out: &Path,
     current: &std::cell::Cell<u64>,
 ) -> Result<Counters, TaskError> {
-    let mut buffer = MapBuffer::new(cfg);
+    let mut buffer = MapBuffer::new(cfg, job.partitioner());
     let mut fast = FastCounters::default();
     let (mut records, mut skipped) = (0u64, 0u64);
     let mut listed = Vec::new();
     {
         let mut ctx = MapContext {
-            job,
             buffer: &mut buffer,
             counters: &mut fast,
             scratch: Vec::new(),
@@ -345,9 +324,9 @@ pub fn run_map<J: Job>(
                 &format!("input cut short ({e}): its last {unread} bytes were not read"),
             );
         }
-        job.map_end(&mut ctx);
+        job.map_end(&mut ctx).map_err(TaskError::MapEnd)?;
     }
-    let (_, mut counters) = buffer.finish(job, out)?;
+    let (_, mut counters) = buffer.finish(out)?;
     cfg.listed
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -378,21 +357,21 @@ mod tests {
     impl<const C: bool> Job for Prefix<C> {
         type Key = Vec<u8>;
         type Value = u64;
-        const COMBINES: bool = C;
+        const COMBINE: Option<crate::sdk::Combiner<u64>> = if C {
+            Some(|acc, next| *acc += next)
+        } else {
+            None
+        };
 
-        fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+        fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
             ctx.emit_encoded(&record[..record.len().min(3)], record.len() as u64);
-        }
-
-        fn combine(&self, acc: &mut u64, next: u64) {
-            *acc += next;
         }
 
         fn reduce(&self, _: Vec<u8>, _: Values<'_, u64>, _: &mut ReduceContext<'_>) {}
     }
 
     fn output<J: Job>(
-        job: &J,
+        job: &mut J,
         input: &[u8],
         budget: usize,
     ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
@@ -427,58 +406,51 @@ mod tests {
         (parts, counters)
     }
 
-    /// Says it combines but keeps the default `combine` (issue 15: values were dropped).
-    struct ForgotCombine;
+    /// Counts its records and fails in `map_end`.
+    struct FailsAtEnd(u64);
 
-    impl Job for ForgotCombine {
+    impl Job for FailsAtEnd {
         type Key = Vec<u8>;
         type Value = u64;
-        const COMBINES: bool = true;
 
-        fn map(&self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
-            ctx.emit_encoded(&record[..record.len().min(1)], 1);
+        fn map(&mut self, _: &[u8], _: &mut MapContext<'_, Self>) {
+            self.0 += 1;
+        }
+
+        fn map_end(&mut self, _: &mut MapContext<'_, Self>) -> Result<(), crate::sdk::HookError> {
+            Err(format!("gave up after {} records", self.0).into())
         }
 
         fn reduce(&self, _: Vec<u8>, _: Values<'_, u64>, _: &mut ReduceContext<'_>) {}
     }
 
     #[test]
-    fn combining_with_the_default_combine_fails_the_task_as_fatal() {
-        for budget in [1 << 30, 4096] {
-            let dir = tempfile::tempdir().unwrap();
-            let cfg = MapConfig {
-                input: String::new(),
-                format: crate::InputFormat::Lines,
-                listed: Default::default(),
-                partitions: 2,
-                memory_budget: budget,
-                spill_dir: dir.path().join("spill"),
-                base_offset: 0,
-                skip: Vec::new(),
-            };
-            let input: Vec<u8> = (0..5000)
-                .flat_map(|i| format!("{}\n", i % 7).into_bytes())
-                .collect();
-            let err = run_map(
-                &ForgotCombine,
-                &input,
-                &cfg,
-                &dir.path().join("out"),
-                &std::cell::Cell::new(0),
-            )
-            .unwrap_err();
-            assert!(
-                err.to_string().contains("ForgotCombine sets COMBINES"),
-                "{err}"
-            );
-            assert_eq!(err.kind(), protocol::FailureKind::Fatal);
-        }
-        // A job that defines combine is not mistaken for one that does not.
-        let (_, c) = output(&Prefix::<true>, b"aaa\naab\naaa\n", 1 << 30);
-        assert_eq!(c.get("map_output_records"), 3);
+    fn a_failing_map_end_fails_the_attempt_as_retryable_with_its_state_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MapConfig {
+            input: String::new(),
+            format: crate::InputFormat::Lines,
+            listed: Default::default(),
+            partitions: 2,
+            memory_budget: 1 << 20,
+            spill_dir: dir.path().join("spill"),
+            base_offset: 0,
+            skip: Vec::new(),
+        };
+        let err = run_map(
+            &mut FailsAtEnd(0),
+            b"a\nb\nc\n",
+            &cfg,
+            &dir.path().join("out"),
+            &std::cell::Cell::new(0),
+        )
+        .unwrap_err();
+        let chain = crate::runtime::error_chain(&err);
+        assert!(chain.contains("gave up after 3 records"), "{chain}");
+        assert_eq!(err.kind(), protocol::FailureKind::Retryable);
     }
 
-    fn check<J: Job>(job: &J, input: &[u8]) -> Result<(), TestCaseError> {
+    fn check<J: Job>(job: &mut J, input: &[u8]) -> Result<(), TestCaseError> {
         let (big, c_big) = output(job, input, 1 << 30);
         let (small, c_small) = output(job, input, 4096);
         prop_assert_eq!(c_big.get("spilled_bytes"), 0);
@@ -493,7 +465,7 @@ mod tests {
         if c_small.get("spilled_records") > 0 {
             prop_assert!(c_small.get("spilled_bytes") > 0);
         }
-        if !J::COMBINES {
+        if J::COMBINE.is_none() {
             prop_assert_eq!(records as u64, c_big.get("map_output_records"));
         }
         Ok(())
@@ -506,8 +478,8 @@ mod tests {
             lines in proptest::collection::vec("[a-e]{1,6}", 0..3000)
         ) {
             let input = lines.join("\n").into_bytes();
-            check(&Prefix::<true>, &input)?;
-            check(&Prefix::<false>, &input)?;
+            check(&mut Prefix::<true>, &input)?;
+            check(&mut Prefix::<false>, &input)?;
         }
     }
 
@@ -528,7 +500,7 @@ mod tests {
         };
         let current = std::cell::Cell::new(0);
         let c = run_map(
-            &Prefix::<false>,
+            &mut Prefix::<false>,
             input,
             &cfg,
             &dir.path().join("out"),
@@ -547,7 +519,7 @@ mod tests {
         let input: Vec<u8> = (0..20_000)
             .flat_map(|i| format!("k{i}\n").into_bytes())
             .collect();
-        let (_, c) = output(&Prefix::<false>, &input, 4096);
+        let (_, c) = output(&mut Prefix::<false>, &input, 4096);
         assert!(
             c.get("spilled_bytes") > 0 && c.get("spilled_records") > 0,
             "{c:?}"

@@ -67,6 +67,9 @@ pub enum TaskError {
     /// The job's per-task setup failed (a model or lookup table could not be loaded).
     #[error("job setup failed")]
     Setup(#[source] crate::sdk::HookError),
+    /// The job's [`crate::Job::map_end`] failed.
+    #[error("the job's map_end failed")]
+    MapEnd(#[source] crate::sdk::HookError),
 }
 
 impl From<crate::input::InputError> for TaskError {
@@ -177,7 +180,7 @@ impl SkipMode {
 /// # Errors
 /// What the map run failed with, or the panic.
 pub fn map_attempt(
-    job: &dyn crate::DynJob,
+    job: &mut dyn crate::DynJob,
     input: &[u8],
     cfg: &map::MapConfig,
     out: &std::path::Path,
