@@ -86,7 +86,7 @@ fn parse_client(s: &str) -> Result<(String, Role)> {
     let Some((name, role)) = s.split_once('=') else {
         bail!("--client {s:?}: expected NAME=ROLE");
     };
-    protocol::check_name("client", name).map_err(anyhow::Error::msg)?;
+    protocol::check_name("client", name)?;
     let Some(role) = Role::parse(role) else {
         bail!("--client {s:?}: unknown role {role:?} (admin, submit, read or worker)");
     };

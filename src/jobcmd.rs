@@ -244,7 +244,7 @@ pub async fn connect(c: &ClusterArgs) -> Result<Client> {
 /// its SHA-256) so that workers run its executors.
 pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) -> Result<()> {
     if let Ok(job) = registry.create(&spec.job, &spec.params) {
-        spec.input_format = job.input_format().name().into();
+        spec.input_format = job.input_format();
         spec.gpu = job.wants_gpu();
     }
     resolve_path_params(registry, spec)?;

@@ -136,7 +136,7 @@ pub struct Compiled {
 /// Checks a name of a schedule (or anything else the user names): see
 /// [`protocol::check_name`].
 pub fn check_name(what: &str, name: &str) -> Result<(), ScheduleError> {
-    protocol::check_name(what, name).map_err(err)
+    protocol::check_name(what, name).map_err(|e| err(e.to_string()))
 }
 
 impl Compiled {

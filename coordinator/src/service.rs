@@ -23,7 +23,7 @@ mod binaries;
 mod error;
 pub mod guard;
 mod schedules;
-use crate::state::{Action, State};
+use crate::state::{Action, ActionFailed, State};
 
 /// The coordinator service; cheap to clone.
 #[derive(Clone)]
@@ -250,14 +250,14 @@ impl Coordinator {
             let storage = self.storage.clone();
             let done = tokio::task::spawn_blocking({
                 let action = action.clone();
-                move || -> Result<(), String> {
+                move || -> Result<(), ActionFailed> {
                     match action {
                         Action::Commit { from, to, .. } => {
                             protocol::failpoint::hit("commit.rename");
-                            storage.rename(&from, &to).map_err(|e| e.to_string())
+                            storage.rename(&from, &to).map_err(|e| ActionFailed::of(&e))
                         }
                         Action::DeleteStaged { path } => {
-                            storage.delete(&path).map_err(|e| protocol::error_chain(&e))
+                            storage.delete(&path).map_err(|e| ActionFailed::of(&e))
                         }
                         Action::Publish {
                             output,
@@ -267,7 +267,7 @@ impl Coordinator {
                         } => {
                             protocol::failpoint::hit("job.publish");
                             output::publish(&storage, &output, &manifest, &skipped)
-                                .map_err(|e| e.to_string())
+                                .map_err(|e| ActionFailed::of(&e))
                         }
                         Action::Discard { output, reducers } => {
                             // Attempts being cancelled may still write into `_temporary` while
@@ -281,7 +281,7 @@ impl Coordinator {
                                         tries += 1;
                                         std::thread::sleep(std::time::Duration::from_millis(300 << tries));
                                     }
-                                    Err(e) => break Err(protocol::error_chain(&e)),
+                                    Err(e) => break Err(ActionFailed::of(&e)),
                                 }
                             }
                         }
@@ -289,7 +289,7 @@ impl Coordinator {
                 }
             })
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .unwrap_or_else(|e| Err(ActionFailed::of(&e)));
             let now = Instant::now();
             let next = match action {
                 Action::Commit {
@@ -350,8 +350,9 @@ impl Coordinator {
     /// Checks `spec` and plans its splits; for a job of the cluster's own binary, also sets
     /// what the job itself says about its input format and GPU use.
     fn plan(&self, spec: &mut JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, ServiceError> {
-        spec.validate().map_err(ServiceError::InvalidArgument)?;
-        let mut format = jobs::InputFormat::from_name(&spec.input_format);
+        spec.validate()
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let mut format = spec.input_format;
         if spec.binary.is_empty() {
             let job = self
                 .registry
@@ -514,7 +515,8 @@ impl CoordinatorService for Coordinator {
                 .into_inner()
                 .spec
                 .ok_or_else(|| ServiceError::invalid_argument("missing spec"))?,
-        );
+        )
+        .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         let this = self.clone();
         let (spec, splits) = tokio::task::spawn_blocking(move || {
             let mut spec = spec;

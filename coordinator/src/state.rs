@@ -281,6 +281,19 @@ struct Attempt {
     started: Instant,
 }
 
+/// Why an action the coordinator performed on storage failed: its error and causes, as
+/// text, because it goes into the journal and into the job's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ActionFailed(pub String);
+
+impl ActionFailed {
+    /// The failure of `e`, causes included.
+    pub fn of(e: &dyn std::error::Error) -> Self {
+        ActionFailed(protocol::error_chain(e))
+    }
+}
+
 /// Storage work the service must do outside the state lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -67,7 +67,7 @@ pub enum InputError {
         /// Its codec's name.
         codec: &'static str,
         /// What is wrong, with the decoded offset where it was found.
-        reason: String,
+        reason: DecodeError,
     },
 }
 
@@ -113,23 +113,43 @@ pub fn read_input(
     })
 }
 
+/// Why a compressed file could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// It decodes to more than [`MAX_DECODED_BYTES`].
+    #[error("decodes to more than {} GiB (the limit for one compressed file)", MAX_DECODED_BYTES >> 30)]
+    TooLarge,
+    /// It is corrupt or truncated.
+    #[error("{cause} after {after} decoded bytes")]
+    Corrupt {
+        /// Bytes decoded before the fault.
+        after: usize,
+        /// What the decoder said (in the message, so not also a source).
+        cause: std::io::Error,
+    },
+}
+
 /// Decodes all of `raw`; the error names the decoded offset where decoding failed.
-pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, String> {
+///
+/// # Errors
+/// [`DecodeError`]: a corrupt or truncated file, or one too large.
+pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let reader: Box<dyn Read + '_> = match codec {
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        Codec::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| e.to_string())?)
-        }
+        Codec::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(|cause| DecodeError::Corrupt { after: 0, cause })?,
+        ),
     };
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(1 << 30));
     let mut limited = reader.take(MAX_DECODED_BYTES + 1);
     match limited.read_to_end(&mut out) {
-        Ok(_) if out.len() as u64 > MAX_DECODED_BYTES => Err(format!(
-            "decodes to more than {} GiB (the limit for one compressed file)",
-            MAX_DECODED_BYTES >> 30
-        )),
+        Ok(_) if out.len() as u64 > MAX_DECODED_BYTES => Err(DecodeError::TooLarge),
         Ok(_) => Ok(out),
-        Err(e) => Err(format!("{e} after {} decoded bytes", out.len())),
+        Err(cause) => Err(DecodeError::Corrupt {
+            after: out.len(),
+            cause,
+        }),
     }
 }
 

@@ -1,54 +1,8 @@
 //! Records of a split in each input format: lines, whole files, or the members of tar shards.
 
-use serde::{Deserialize, Serialize};
-
 use crate::split::{Lines, RawLines};
 
-/// How a job's input is cut into records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InputFormat {
-    /// One record per line, without its terminator (text, JSON lines, CSV ...). Splits cut
-    /// files at any byte; a line belongs to the split it starts in.
-    #[default]
-    Lines,
-    /// As [`InputFormat::Lines`], but each record keeps its terminator (`\n` or `\r\n`; a
-    /// last line without one has none): for jobs that write their input records back
-    /// unchanged, such as `sort`.
-    RawLines,
-    /// One record per file, the whole file; [`crate::MapContext::record_name`] is its path.
-    /// Each file is one split.
-    WholeFiles,
-    /// One record per regular member of a tar file (a WebDataset-style shard); its name is
-    /// the member's path. Each file is one split.
-    Tar,
-}
-
-impl InputFormat {
-    /// The name used in job specs: `lines`, `whole-files` or `tar`.
-    pub fn name(self) -> &'static str {
-        match self {
-            InputFormat::Lines => "lines",
-            InputFormat::RawLines => "raw-lines",
-            InputFormat::WholeFiles => "whole-files",
-            InputFormat::Tar => "tar",
-        }
-    }
-
-    /// Reads a name; unknown or empty names are [`InputFormat::Lines`].
-    pub fn from_name(s: &str) -> Self {
-        match s {
-            "raw-lines" => InputFormat::RawLines,
-            "whole-files" => InputFormat::WholeFiles,
-            "tar" => InputFormat::Tar,
-            _ => InputFormat::Lines,
-        }
-    }
-
-    /// Whether a split is always a whole file.
-    pub fn whole_files(self) -> bool {
-        matches!(self, InputFormat::WholeFiles | InputFormat::Tar)
-    }
-}
+pub use protocol::spec::InputFormat;
 
 /// The records of one split: (name, data) pairs, borrowed from the split's bytes.
 pub enum Records<'a> {

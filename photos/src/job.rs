@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use jobs::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
-use jobs::sdk::{HookError, Job, MapContext, ReduceContext, TaskSetup, Values};
+use jobs::sdk::{HookError, Job, MapContext, ReduceContext, SetupError, TaskSetup, Values};
 use jobs::InputFormat;
 use serde::{Deserialize, Serialize};
 
@@ -176,16 +176,19 @@ fn first_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
+/// `device=cuda` was asked for and no GPU is usable.
+#[derive(Debug, thiserror::Error)]
+#[error("no usable CUDA GPU: {0}")]
+pub struct NoGpu(pub String);
+
 /// Picks the device for `choice`, saying so when the CPU stands in for a GPU.
 ///
 /// # Errors
-/// A message when `cuda` was asked for and none is usable.
-pub fn pick_device(choice: DeviceChoice) -> Result<Device, String> {
+/// [`NoGpu`] when `cuda` was asked for and none is usable.
+pub fn pick_device(choice: DeviceChoice) -> Result<Device, NoGpu> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => {
-            Device::new_cuda(0).map_err(|e| format!("no usable CUDA GPU: {}", first_line(&e)))
-        }
+        DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| NoGpu(first_line(&e))),
         DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
             match Device::new_cuda(0) {
                 Ok(d) => Ok(d),
@@ -202,14 +205,42 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device, String> {
     }
 }
 
+/// Why the model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `device=cuda` and no GPU.
+    #[error(transparent)]
+    NoGpu(#[from] NoGpu),
+    /// The weights or the class names could not be read.
+    #[error(transparent)]
+    Read(#[from] SetupError),
+    /// The weights are not the model's.
+    #[error("model {path}")]
+    Model {
+        /// The weights file.
+        path: String,
+        /// What is wrong with them.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// The class names do not match the model.
+    #[error("the model scores {classes} classes but there are {names} class names")]
+    Labels {
+        /// Classes the model scores.
+        classes: usize,
+        /// Names given.
+        names: usize,
+    },
+}
+
 /// Loads (or finds already loaded) the model of `cfg`, reading files through `read`.
 ///
 /// # Errors
-/// A message naming the file or tensor at fault.
+/// [`LoadError`], naming the file or tensor at fault.
 pub fn load(
     cfg: &Config,
-    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
-) -> Result<Arc<Loaded>, String> {
+    read: &dyn Fn(&str) -> Result<Vec<u8>, SetupError>,
+) -> Result<Arc<Loaded>, LoadError> {
     let device = pick_device(cfg.device)?;
     let id = format!(
         "{}\0{}\0{:?}",
@@ -222,8 +253,12 @@ pub fn load(
         return Ok(m.clone());
     }
     let started = Instant::now();
-    let net = MobileNetV2::from_safetensors(read(&cfg.model)?, &device)
-        .map_err(|e| format!("model {}: {e}", cfg.model))?;
+    let net = MobileNetV2::from_safetensors(read(&cfg.model)?, &device).map_err(|source| {
+        LoadError::Model {
+            path: cfg.model.clone(),
+            source,
+        }
+    })?;
     let labels: Vec<String> = match &cfg.labels {
         Some(path) => String::from_utf8_lossy(&read(path)?)
             .lines()
@@ -232,11 +267,10 @@ pub fn load(
         None => IMAGENET_CLASSES.lines().map(str::to_string).collect(),
     };
     if labels.len() != net.classes() {
-        return Err(format!(
-            "the model scores {} classes but there are {} class names",
-            net.classes(),
-            labels.len()
-        ));
+        return Err(LoadError::Labels {
+            classes: net.classes(),
+            names: labels.len(),
+        });
     }
     tracing::info!(model = %cfg.model, device = ?device.location(), ms = started.elapsed().as_millis() as u64, "model loaded");
     let loaded = Arc::new(Loaded {
@@ -390,11 +424,7 @@ impl Job for Photos {
         if task.reduce {
             return Ok(());
         }
-        let read = |p: &str| {
-            task.read_file(p)
-                .map_err(|e| jobs::runtime::error_chain(&e))
-        };
-        self.model = Some(load(&self.cfg, &read)?);
+        self.model = Some(load(&self.cfg, &|p| task.read_file(p))?);
         Ok(())
     }
 

@@ -47,20 +47,36 @@ pub fn valid_sha256(sha: &str) -> bool {
     sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Why a binary cannot run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRunnable {
+    /// It is not an ELF file.
+    #[error("not a Linux executable (no ELF header)")]
+    NotElf,
+    /// It is built for another architecture.
+    #[error("binary is built for {theirs}; this cluster runs on {ours}")]
+    OtherArch {
+        /// What it is built for.
+        theirs: String,
+        /// What this machine runs.
+        ours: &'static str,
+    },
+}
+
 /// Checks that `head` (the first bytes of a binary) is an executable this machine can run:
 /// on Linux, an ELF file for this architecture.
 ///
 /// # Errors
-/// A message saying what the binary is and what this machine runs.
-pub fn check_runnable(head: &[u8]) -> Result<(), String> {
+/// [`NotRunnable`], saying what the binary is and what this machine runs.
+pub fn check_runnable(head: &[u8]) -> Result<(), NotRunnable> {
     if std::env::consts::OS != "linux" {
         return Ok(());
     }
     if head.len() < 20 || &head[..4] != b"\x7fELF" {
-        return Err("not a Linux executable (no ELF header)".into());
+        return Err(NotRunnable::NotElf);
     }
     let machine = u16::from_le_bytes([head[18], head[19]]);
-    let (name, want) = match std::env::consts::ARCH {
+    let (ours, want) = match std::env::consts::ARCH {
         "x86_64" => ("x86_64", 62),
         "aarch64" => ("aarch64", 183),
         _ => return Ok(()),
@@ -73,9 +89,7 @@ pub fn check_runnable(head: &[u8]) -> Result<(), String> {
             3 => "x86".to_string(),
             m => format!("ELF machine {m}"),
         };
-        return Err(format!(
-            "binary is built for {theirs}; this cluster runs on {name}"
-        ));
+        return Err(NotRunnable::OtherArch { theirs, ours });
     }
     Ok(())
 }
@@ -101,8 +115,8 @@ mod tests {
             other[19] = 0;
             if std::env::consts::ARCH == "x86_64" {
                 assert_eq!(
-                    check_runnable(&other),
-                    Err("binary is built for aarch64; this cluster runs on x86_64".into())
+                    check_runnable(&other).unwrap_err().to_string(),
+                    "binary is built for aarch64; this cluster runs on x86_64"
                 );
             }
         }

@@ -28,7 +28,7 @@ pub mod tls;
 
 pub use failure::FailureKind;
 pub use ids::{AttemptId, Epoch, JobId, WorkerId};
-pub use spec::JobSpec;
+pub use spec::{InputFormat, JobSpec, SpecError};
 pub use task::{JobState, TaskKind};
 
 /// An error with its causes, joined with `: `; a cause already written out by the error
@@ -56,13 +56,23 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Size of one shuffle frame on the wire.
 pub const SHUFFLE_FRAME_BYTES: usize = 1024 * 1024;
 
+/// A name that breaks the rule of [`check_name`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad {what} name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")]
+pub struct NameError {
+    /// What the name names (`job`, `schedule`, ...).
+    pub what: String,
+    /// The name.
+    pub name: String,
+}
+
 /// Checks a name people give to something (a schedule, a job, a parameter key, a
 /// certificate): 1-64 of `[A-Za-z0-9._-]`, not starting with `.` or `-`, so that it is safe as
 /// a file name, a URL segment and a log field.
 ///
 /// # Errors
-/// A message naming `what` and the rule.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+/// [`NameError`], naming `what` and the rule.
+pub fn check_name(what: &str, name: &str) -> Result<(), NameError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
@@ -72,9 +82,10 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "bad {what} name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-        ))
+        Err(NameError {
+            what: what.to_string(),
+            name: name.to_string(),
+        })
     }
 }
 

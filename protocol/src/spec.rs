@@ -25,6 +25,106 @@ pub const MIN_SPLIT_SIZE: u64 = 1024;
 /// Most attempts per task.
 pub const MAX_ATTEMPTS: u32 = 100;
 
+/// How a job's input is cut into records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InputFormat {
+    /// One record per line, without its terminator (text, JSON lines, CSV ...). Splits cut
+    /// files at any byte; a line belongs to the split it starts in.
+    #[default]
+    Lines,
+    /// As [`InputFormat::Lines`], but each record keeps its terminator (`\n` or `\r\n`; a
+    /// last line without one has none): for jobs that write their input records back
+    /// unchanged, such as `sort`.
+    RawLines,
+    /// One record per file, the whole file; its name is the file's path. Each file is one
+    /// split.
+    WholeFiles,
+    /// One record per regular member of a tar file (a WebDataset-style shard); its name is
+    /// the member's path. Each file is one split.
+    Tar,
+}
+
+impl InputFormat {
+    /// Every format, in the order the docs list them.
+    pub const ALL: [InputFormat; 4] = [
+        InputFormat::Lines,
+        InputFormat::RawLines,
+        InputFormat::WholeFiles,
+        InputFormat::Tar,
+    ];
+
+    /// The name used in job specs, on the wire and in the journal.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Lines => "lines",
+            InputFormat::RawLines => "raw-lines",
+            InputFormat::WholeFiles => "whole-files",
+            InputFormat::Tar => "tar",
+        }
+    }
+
+    /// Reads a name; the empty name (a spec that says nothing) is [`InputFormat::Lines`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        if s.is_empty() {
+            return Some(InputFormat::Lines);
+        }
+        Self::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Whether a split is always a whole file.
+    pub fn whole_files(self) -> bool {
+        matches!(self, InputFormat::WholeFiles | InputFormat::Tar)
+    }
+}
+
+impl Serialize for InputFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for InputFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        InputFormat::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(SpecError::InputFormat(name)))
+    }
+}
+
+/// A spec that breaks one of the rules of [`JobSpec::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The job name or a parameter key breaks the name rule.
+    #[error(transparent)]
+    Name(#[from] crate::NameError),
+    /// Too many parameters.
+    #[error("at most {MAX_PARAMS} parameters")]
+    TooManyParams,
+    /// A parameter value too long or with control characters.
+    #[error(
+        "parameter {0:?}: a value is at most {MAX_PARAM_BYTES} bytes, without control characters"
+    )]
+    ParamValue(String),
+    /// Too many inputs.
+    #[error("at most {MAX_INPUTS} inputs (use a directory or a glob)")]
+    TooManyInputs,
+    /// A reducer count out of range.
+    #[error("reducers must be 1 to {MAX_REDUCERS}")]
+    Reducers,
+    /// A split size too small.
+    #[error("the split size must be at least {MIN_SPLIT_SIZE} bytes")]
+    SplitSize,
+    /// An attempt bound out of range.
+    #[error("max attempts must be 1 to {MAX_ATTEMPTS}")]
+    MaxAttempts,
+    /// A job binary not named by a SHA-256.
+    #[error("a job binary is named by its SHA-256: 64 lowercase hex digits")]
+    Binary,
+    /// An input format with no such name.
+    #[error("unknown input format {0:?} (lines, raw-lines, whole-files or tar)")]
+    InputFormat(String),
+}
+
 /// A job to run: which job, over what, into where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -56,10 +156,11 @@ pub struct JobSpec {
     /// of the cluster's own binary.
     #[serde(default)]
     pub binary: String,
-    /// How the job cuts its input into records (`lines`, `whole-files`, `tar`), so that a
-    /// coordinator can plan a job of an uploaded binary it cannot inspect; empty: lines.
+    /// How the job cuts its input into records, so that a coordinator can plan a job of an
+    /// uploaded binary it cannot inspect (by name in the journal: `lines`, `raw-lines`,
+    /// `whole-files`, `tar`; an empty name, as older journals hold, is lines).
     #[serde(default)]
-    pub input_format: String,
+    pub input_format: InputFormat,
     /// Whether its map tasks want a GPU (set from the job at submit).
     #[serde(default)]
     pub gpu: bool,
@@ -84,7 +185,7 @@ impl JobSpec {
             max_bad_records: 0,
             priority: 0,
             binary: String::new(),
-            input_format: String::new(),
+            input_format: InputFormat::Lines,
             gpu: false,
             overwrite: false,
         }
@@ -105,7 +206,7 @@ impl JobSpec {
             max_bad_records: self.max_bad_records,
             priority: self.priority,
             binary: self.binary.clone(),
-            input_format: self.input_format.clone(),
+            input_format: self.input_format.name().to_string(),
             gpu: self.gpu,
             overwrite: self.overwrite,
         }
@@ -118,54 +219,44 @@ impl JobSpec {
     ///
     /// # Errors
     /// A message saying which rule the spec breaks.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SpecError> {
         crate::check_name("job", &self.job)?;
         if self.params.len() > MAX_PARAMS {
-            return Err(format!("at most {MAX_PARAMS} parameters"));
+            return Err(SpecError::TooManyParams);
         }
         for (k, v) in &self.params {
             crate::check_name("parameter", k)?;
             if v.len() > MAX_PARAM_BYTES || v.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(format!(
-                    "parameter {k:?}: a value is at most {MAX_PARAM_BYTES} bytes, without control characters"
-                ));
+                return Err(SpecError::ParamValue(k.clone()));
             }
         }
         if self.inputs.len() > MAX_INPUTS {
-            return Err(format!(
-                "at most {MAX_INPUTS} inputs (use a directory or a glob)"
-            ));
+            return Err(SpecError::TooManyInputs);
         }
         if self.reducers == 0 || self.reducers > MAX_REDUCERS {
-            return Err(format!("reducers must be 1 to {MAX_REDUCERS}"));
+            return Err(SpecError::Reducers);
         }
         if self.split_size < MIN_SPLIT_SIZE {
-            return Err(format!(
-                "the split size must be at least {MIN_SPLIT_SIZE} bytes"
-            ));
+            return Err(SpecError::SplitSize);
         }
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
-            return Err(format!("max attempts must be 1 to {MAX_ATTEMPTS}"));
+            return Err(SpecError::MaxAttempts);
         }
         if !self.binary.is_empty() && !crate::binary::valid_sha256(&self.binary) {
-            return Err("a job binary is named by its SHA-256: 64 lowercase hex digits".into());
-        }
-        if !matches!(
-            self.input_format.as_str(),
-            "" | "lines" | "raw-lines" | "whole-files" | "tar"
-        ) {
-            return Err(format!(
-                "unknown input format {:?} (lines, raw-lines, whole-files or tar)",
-                self.input_format
-            ));
+            return Err(SpecError::Binary);
         }
         Ok(())
     }
 
     /// Reads the wire form, filling defaults for zero sizes.
-    pub fn from_pb(p: pb::JobSpec) -> Self {
+    ///
+    /// # Errors
+    /// [`SpecError::InputFormat`] for an input format with no such name.
+    pub fn from_pb(p: pb::JobSpec) -> Result<Self, SpecError> {
         let or = |v: u64, d: u64| if v == 0 { d } else { v };
-        JobSpec {
+        let input_format = InputFormat::from_name(&p.input_format)
+            .ok_or_else(|| SpecError::InputFormat(p.input_format.clone()))?;
+        Ok(JobSpec {
             job: p.job,
             params: p.params.into_iter().collect(),
             inputs: p.inputs,
@@ -182,10 +273,10 @@ impl JobSpec {
             max_bad_records: p.max_bad_records,
             priority: p.priority,
             binary: p.binary,
-            input_format: p.input_format,
+            input_format,
             gpu: p.gpu,
             overwrite: p.overwrite,
-        }
+        })
     }
 }
 
@@ -224,13 +315,12 @@ mod tests {
             (|s| s.split_size = 1, "split size"),
             (|s| s.max_attempts = 1000, "max attempts"),
             (|s| s.binary = "../../etc/passwd".into(), "SHA-256"),
-            (|s| s.input_format = "zip".into(), "input format"),
             (|s| s.inputs = vec!["a".into(); 2000], "inputs"),
         ];
         for (breaks, rule) in bad {
             let mut s = ok.clone();
             breaks(&mut s);
-            let err = s.validate().unwrap_err();
+            let err = s.validate().unwrap_err().to_string();
             assert!(err.contains(rule), "{err} (expected {rule})");
         }
     }
@@ -240,14 +330,40 @@ mod tests {
         let mut s = JobSpec::new("views", vec!["a".into()], "out");
         s.params.insert("n".into(), "3".into());
         s.reducers = 7;
-        assert_eq!(JobSpec::from_pb(s.to_pb()), s);
+        s.input_format = InputFormat::Tar;
+        assert_eq!(JobSpec::from_pb(s.to_pb()), Ok(s));
         let d = JobSpec::from_pb(pb::JobSpec {
             job: "x".into(),
             ..Default::default()
-        });
+        })
+        .unwrap();
         assert_eq!(
             (d.reducers, d.split_size, d.max_attempts),
             (1, DEFAULT_SPLIT_SIZE, 4)
         );
+        assert_eq!(d.input_format, InputFormat::Lines);
+        let zip = pb::JobSpec {
+            input_format: "zip".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            JobSpec::from_pb(zip),
+            Err(SpecError::InputFormat("zip".into()))
+        );
+    }
+
+    #[test]
+    fn input_formats_are_stored_by_name_and_older_empty_names_read_as_lines() {
+        for f in InputFormat::ALL {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.name()));
+            assert_eq!(serde_json::from_str::<InputFormat>(&json).unwrap(), f);
+        }
+        let mut old = serde_json::to_value(JobSpec::new("v", vec![], "o")).unwrap();
+        old["input_format"] = "".into();
+        let spec: JobSpec = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(spec.input_format, InputFormat::Lines);
+        old["input_format"] = "zip".into();
+        assert!(serde_json::from_value::<JobSpec>(old).is_err());
     }
 }

@@ -228,14 +228,14 @@ pub fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, tonic::
 /// output with these.
 ///
 /// # Errors
-/// The message of the [`TlsError`] met reading them.
-pub fn env_client() -> Result<Option<&'static ClientTls>, String> {
-    static CACHED: std::sync::OnceLock<Result<Option<ClientTls>, String>> =
+/// The [`TlsError`] met reading them (the same one on every call).
+pub fn env_client() -> Result<Option<&'static ClientTls>, &'static TlsError> {
+    static CACHED: std::sync::OnceLock<Result<Option<ClientTls>, TlsError>> =
         std::sync::OnceLock::new();
-    match CACHED.get_or_init(|| ClientTls::from_env().map_err(|e| e.to_string())) {
-        Ok(t) => Ok(t.as_ref()),
-        Err(e) => Err(e.clone()),
-    }
+    CACHED
+        .get_or_init(ClientTls::from_env)
+        .as_ref()
+        .map(Option::as_ref)
 }
 
 /// Concurrent HTTP/2 streams (calls) one connection may have open on a Quern server; more

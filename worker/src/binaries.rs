@@ -36,18 +36,72 @@ pub fn prune(dir: &Path, retention: std::time::Duration) -> usize {
 /// One fetch at a time per worker: concurrent attempts of a new job wait for the first.
 static FETCH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Why a job binary could not be made ready on this worker.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Not a SHA-256 in hex.
+    #[error("bad job binary hash {0:?}")]
+    BadHash(String),
+    /// The coordinator did not hand it over.
+    #[error("cannot fetch job binary {sha}: {message}")]
+    Rpc {
+        /// The binary.
+        sha: String,
+        /// What the coordinator or the connection said.
+        message: String,
+    },
+    /// A local file could not be written.
+    #[error("cannot {what} {}", .path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its bytes hash to something else.
+    #[error("job binary {sha} arrived with hash {got} ({size} bytes): refused")]
+    Mismatch {
+        /// The binary asked for.
+        sha: String,
+        /// The hash of what arrived.
+        got: String,
+        /// Bytes that arrived.
+        size: u64,
+    },
+}
+
+impl FetchError {
+    fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
+        FetchError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn rpc(sha: &str, status: tonic::Status) -> Self {
+        FetchError::Rpc {
+            sha: sha.to_string(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
 /// Returns the path of job binary `sha`, fetching it from the coordinator if it is not cached.
 ///
 /// # Errors
-/// A message for a bad hash, an unreachable coordinator, or a binary whose bytes do not hash
-/// to `sha`.
+/// [`FetchError`]: a bad hash, an unreachable coordinator, a local file that cannot be
+/// written, or a binary whose bytes do not hash to `sha`.
 pub async fn ensure(
     dir: &Path,
     client: &mut CoordinatorServiceClient<protocol::auth::Authed<Channel>>,
     sha: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, FetchError> {
     if !valid_sha256(sha) {
-        return Err(format!("bad job binary hash {sha:?}"));
+        return Err(FetchError::BadHash(sha.to_string()));
     }
     let cache = dir.join("binaries");
     let path = cache.join(sha);
@@ -61,48 +115,50 @@ pub async fn ensure(
     }
     tokio::fs::create_dir_all(&cache)
         .await
-        .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+        .map_err(|e| FetchError::io("create", &cache, e))?;
     let tmp = cache.join(format!("{sha}.partial"));
     let mut stream = client
         .fetch_binary(FetchBinaryRequest {
             sha256: sha.to_string(),
         })
         .await
-        .map_err(|e| format!("cannot fetch job binary {sha}: {}", e.message()))?
+        .map_err(|e| FetchError::rpc(sha, e))?
         .into_inner();
     let mut file = tokio::fs::File::create(&tmp)
         .await
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        .map_err(|e| FetchError::io("write", &tmp, e))?;
     let mut hasher = Hasher::default();
     let mut size = 0u64;
     while let Some(chunk) = stream
         .message()
         .await
-        .map_err(|e| format!("fetching job binary {sha}: {}", e.message()))?
+        .map_err(|e| FetchError::rpc(sha, e))?
     {
         hasher.update(&chunk.data);
         size += chunk.data.len() as u64;
         file.write_all(&chunk.data)
             .await
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            .map_err(|e| FetchError::io("write", &tmp, e))?;
     }
     file.sync_all()
         .await
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        .map_err(|e| FetchError::io("write", &tmp, e))?;
     drop(file);
     let got = hasher.finish();
     if got != sha {
         let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(format!(
-            "job binary {sha} arrived with hash {got} ({size} bytes): refused"
-        ));
+        return Err(FetchError::Mismatch {
+            sha: sha.to_string(),
+            got,
+            size,
+        });
     }
     tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
         .await
-        .map_err(|e| format!("cannot make {} executable: {e}", tmp.display()))?;
+        .map_err(|e| FetchError::io("make executable", &tmp, e))?;
     tokio::fs::rename(&tmp, &path)
         .await
-        .map_err(|e| format!("cannot install {}: {e}", path.display()))?;
+        .map_err(|e| FetchError::io("install", &path, e))?;
     tracing::info!(
         binary = sha,
         bytes = size,

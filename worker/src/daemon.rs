@@ -489,7 +489,9 @@ async fn executor_for(
     let executable = if task.spec.binary.is_empty() {
         config.executable.clone()
     } else {
-        crate::binaries::ensure(&config.dir, client, &task.spec.binary).await?
+        crate::binaries::ensure(&config.dir, client, &task.spec.binary)
+            .await
+            .map_err(|e| protocol::error_chain(&e))?
     };
     let key = crate::executors::Key {
         job: task.job_id,

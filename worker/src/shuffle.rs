@@ -229,7 +229,8 @@ pub async fn fetch(
         reason,
         detail,
     };
-    let tls = protocol::tls::env_client().map_err(|e| lost(FetchFailure::Unreachable, e))?;
+    let tls = protocol::tls::env_client()
+        .map_err(|e| lost(FetchFailure::Unreachable, protocol::error_chain(e)))?;
     let channel = async { protocol::tls::endpoint(&m.addr, tls)?.connect().await };
     let channel = channel
         .await

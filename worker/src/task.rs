@@ -83,6 +83,9 @@ pub enum BadAssignment {
     /// It carries no job spec.
     #[error("assignment of attempt {0} has no job spec")]
     Spec(AttemptId),
+    /// Its job spec cannot be read.
+    #[error("assignment of attempt {0} has a bad job spec")]
+    BadSpec(AttemptId, #[source] protocol::SpecError),
     /// A map without its split.
     #[error("map assignment of attempt {0} has no split")]
     Split(AttemptId),
@@ -165,7 +168,8 @@ pub fn from_assignment(
 ) -> Result<ExecutorTask, BadAssignment> {
     let attempt = AttemptId(a.attempt_id);
     let job_id = JobId(a.job_id);
-    let spec = JobSpec::from_pb(a.spec.ok_or(BadAssignment::Spec(attempt))?);
+    let spec = JobSpec::from_pb(a.spec.ok_or(BadAssignment::Spec(attempt))?)
+        .map_err(|e| BadAssignment::BadSpec(attempt, e))?;
     let (work, output) = match TaskKind::from_pb(a.kind).ok_or(BadAssignment::Kind(attempt))? {
         TaskKind::Map => {
             let s = a.split.ok_or(BadAssignment::Split(attempt))?;

@@ -24,7 +24,8 @@ fn spec_from_pb(d: ScheduleDef) -> Result<ScheduleSpec, ScheduleError> {
     let template = d
         .template
         .map(JobSpec::from_pb)
-        .ok_or_else(|| ScheduleError("a schedule needs a job".into()))?;
+        .ok_or_else(|| ScheduleError("a schedule needs a job".into()))?
+        .map_err(|e| ScheduleError(e.to_string()))?;
     if template.inputs.is_empty() || template.output.is_empty() {
         return Err(ScheduleError(
             "a schedule needs --input and --output templates".into(),

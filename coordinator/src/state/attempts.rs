@@ -186,7 +186,7 @@ impl State {
         job_id: JobId,
         index: u32,
         attempt: AttemptId,
-        result: Result<(), String>,
+        result: Result<(), ActionFailed>,
         now: Instant,
     ) -> Vec<Action> {
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -256,7 +256,7 @@ impl State {
     pub fn publish_done(
         &mut self,
         job_id: JobId,
-        result: Result<(), String>,
+        result: Result<(), ActionFailed>,
         now: Instant,
     ) -> Vec<Action> {
         match result {
