@@ -67,7 +67,11 @@ fn views_reads_seaweedfs_writes_s3_runs_data_local_and_matches_the_oracle() {
     // 1 MiB chunks, one replica each: every chunk lives on exactly one volume server.
     put(&inputs.log, &input, "1", "000", &[]);
     let hosts: Vec<String> = volumes.split(',').map(str::to_string).collect();
-    let cluster = Cluster::start_with(3, &hosts, &[]);
+    let cluster = Cluster::start_with(Options {
+        workers: 3,
+        storage_hosts: &hosts,
+        ..Options::default()
+    });
     let output = format!("s3://quern-test/it/{run_id}/views");
     let stdout = ok(cluster.job().args([
         "submit",
@@ -112,7 +116,12 @@ fn a_volume_server_killed_mid_job_fails_over_to_a_replica() {
         .split(',')
         .map(str::to_string)
         .collect();
-    let cluster = Cluster::start_with(2, &hosts[1..], &env);
+    let cluster = Cluster::start_with(Options {
+        workers: 2,
+        storage_hosts: &hosts[1..],
+        env: &env,
+        ..Options::default()
+    });
     let out = cluster.dir.path().join("views");
     let id = ok(cluster
         .job()

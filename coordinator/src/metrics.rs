@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use jobs::Counters;
 
@@ -30,6 +30,12 @@ type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
+}
+
+/// Registers `metric` under `name` and returns it (a handle on the registered one).
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Journal append-and-sync latency: observed by the journal, which has no handle on the
@@ -93,10 +99,47 @@ struct Inner {
     lost_map_outputs: Counter,
     task_duration: Family<Labels, Histogram>,
     scheduling_latency: Histogram,
+    gauges: Gauges,
+}
+
+/// The gauges: they describe the present and are set when `/metrics` is scraped.
+#[derive(Debug)]
+struct Gauges {
     jobs: Family<Labels, Gauge>,
     tasks: Family<Labels, Gauge>,
     heartbeat_lag: Family<Labels, FloatGauge>,
     heartbeat_gap_max: Family<Labels, FloatGauge>,
+}
+
+impl Gauges {
+    fn new(r: &mut Registry) -> Self {
+        Gauges {
+            jobs: add(
+                r,
+                "quern_jobs",
+                "Jobs the coordinator keeps (see --keep-jobs), by state.",
+                Family::default(),
+            ),
+            tasks: add(
+                r,
+                "quern_tasks",
+                "Tasks of running jobs by state.",
+                Family::default(),
+            ),
+            heartbeat_lag: add(
+                r,
+                "quern_worker_heartbeat_lag_seconds",
+                "Time since each worker's last heartbeat.",
+                Family::default(),
+            ),
+            heartbeat_gap_max: add(
+                r,
+                "quern_worker_heartbeat_gap_max_seconds",
+                "The longest time between two heartbeats of each worker.",
+                Family::default(),
+            ),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -108,104 +151,65 @@ impl Default for Metrics {
 impl Metrics {
     /// Returns a fresh set of metrics, all at zero.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let mut r = Registry::default();
         let from_winners = FROM_WINNERS
             .iter()
-            .map(|(name, counter, help)| {
-                let c = Counter::default();
-                registry.register(*name, *help, c.clone());
-                (*counter, c)
-            })
+            .map(|(name, counter, help)| (*counter, add(&mut r, name, help, Counter::default())))
             .collect();
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            registry.register(name, help, c.clone());
-            c
-        };
-        let failed_attempts = counter(
-            &mut registry,
-            "quern_failed_attempts",
-            "Failed attempts (each one retried or fatal).",
-        );
-        let backup_attempts = counter(
-            &mut registry,
-            "quern_backup_attempts",
-            "Backup attempts for stragglers.",
-        );
-        let fetch_failures = counter(
-            &mut registry,
-            "quern_fetch_failures",
-            "Map output fetch failures reported.",
-        );
-        let lost_map_outputs = counter(
-            &mut registry,
-            "quern_lost_map_outputs",
-            "Finished map outputs lost and produced again.",
-        );
-        let jobs_ended = Family::<Labels, Counter>::default();
-        registry.register(
-            "quern_jobs_ended",
-            "Jobs that ended, by how they ended.",
-            jobs_ended.clone(),
-        );
-        let task_duration =
-            Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        registry.register(
-            "quern_task_duration_seconds",
-            "Run time of winning task attempts.",
-            task_duration.clone(),
-        );
-        let scheduling_latency = histogram();
-        registry.register(
-            "quern_scheduling_latency_seconds",
-            "From a task becoming ready to run to its attempt's start.",
-            scheduling_latency.clone(),
-        );
-        registry.register(
+        r.register(
             "quern_journal_append_seconds",
             "Journal append-and-sync latency.",
             JOURNAL_APPEND.clone(),
         );
-        let jobs = Family::<Labels, Gauge>::default();
-        registry.register(
-            "quern_jobs",
-            "Jobs the coordinator keeps (see --keep-jobs), by state.",
-            jobs.clone(),
-        );
-        let tasks = Family::<Labels, Gauge>::default();
-        registry.register(
-            "quern_tasks",
-            "Tasks of running jobs by state.",
-            tasks.clone(),
-        );
-        let heartbeat_lag = Family::<Labels, FloatGauge>::default();
-        registry.register(
-            "quern_worker_heartbeat_lag_seconds",
-            "Time since each worker's last heartbeat.",
-            heartbeat_lag.clone(),
-        );
-        let heartbeat_gap_max = Family::<Labels, FloatGauge>::default();
-        registry.register(
-            "quern_worker_heartbeat_gap_max_seconds",
-            "The longest time between two heartbeats of each worker.",
-            heartbeat_gap_max.clone(),
-        );
+        let inner = Inner {
+            from_winners,
+            failed_attempts: add(
+                &mut r,
+                "quern_failed_attempts",
+                "Failed attempts (each one retried or fatal).",
+                Counter::default(),
+            ),
+            backup_attempts: add(
+                &mut r,
+                "quern_backup_attempts",
+                "Backup attempts for stragglers.",
+                Counter::default(),
+            ),
+            fetch_failures: add(
+                &mut r,
+                "quern_fetch_failures",
+                "Map output fetch failures reported.",
+                Counter::default(),
+            ),
+            lost_map_outputs: add(
+                &mut r,
+                "quern_lost_map_outputs",
+                "Finished map outputs lost and produced again.",
+                Counter::default(),
+            ),
+            jobs_ended: add(
+                &mut r,
+                "quern_jobs_ended",
+                "Jobs that ended, by how they ended.",
+                Family::default(),
+            ),
+            task_duration: add(
+                &mut r,
+                "quern_task_duration_seconds",
+                "Run time of winning task attempts.",
+                Family::new_with_constructor(histogram as fn() -> Histogram),
+            ),
+            scheduling_latency: add(
+                &mut r,
+                "quern_scheduling_latency_seconds",
+                "From a task becoming ready to run to its attempt's start.",
+                histogram(),
+            ),
+            gauges: Gauges::new(&mut r),
+            registry: r,
+        };
         Metrics {
-            inner: Arc::new(Inner {
-                registry,
-                from_winners,
-                jobs_ended,
-                failed_attempts,
-                backup_attempts,
-                fetch_failures,
-                lost_map_outputs,
-                task_duration,
-                scheduling_latency,
-                jobs,
-                tasks,
-                heartbeat_lag,
-                heartbeat_gap_max,
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -257,12 +261,14 @@ impl Metrics {
     pub fn set_jobs(&self, by_state: &[(&str, u64)], tasks: &[(&str, u64)]) {
         for (state, n) in by_state {
             self.inner
+                .gauges
                 .jobs
                 .get_or_create(&vec![("state", state.to_string())])
                 .set(*n as i64);
         }
         for (state, n) in tasks {
             self.inner
+                .gauges
                 .tasks
                 .get_or_create(&vec![("state", state.to_string())])
                 .set(*n as i64);
@@ -272,14 +278,16 @@ impl Metrics {
     /// Sets the per-worker heartbeat gauges to exactly these workers: (id, alive, seconds
     /// since the last heartbeat, longest gap in seconds).
     pub fn set_workers(&self, workers: &[(String, bool, f64, f64)]) {
-        self.inner.heartbeat_lag.clear();
-        self.inner.heartbeat_gap_max.clear();
+        self.inner.gauges.heartbeat_lag.clear();
+        self.inner.gauges.heartbeat_gap_max.clear();
         for (id, alive, lag, gap) in workers {
             self.inner
+                .gauges
                 .heartbeat_lag
                 .get_or_create(&vec![("worker", id.clone()), ("alive", alive.to_string())])
                 .set(*lag);
             self.inner
+                .gauges
                 .heartbeat_gap_max
                 .get_or_create(&vec![("worker", id.clone())])
                 .set(*gap);

@@ -118,6 +118,16 @@ pub struct WeblogGen {
     secs: i64,
 }
 
+/// One request of the log, drawn before it is written.
+struct Request {
+    method: &'static str,
+    path: String,
+    status: u32,
+    bytes: u64,
+    /// The median latency of such requests, in milliseconds.
+    base: f64,
+}
+
 impl WeblogGen {
     /// Starts a generator for `seed`.
     pub fn new(seed: u64) -> Self {
@@ -147,60 +157,73 @@ impl WeblogGen {
         } else {
             Some(self.users.sample(r))
         };
+        let req = self.request();
+        let latency = self.latency(req.base);
+        self.write_line(out, ip, user, &req, latency);
+        if self.rng.below(1000) == 0 {
+            self.corrupt(start, out);
+        }
+        out.push(b'\n');
+    }
+
+    /// Draws what a request asks for and how it is answered.
+    fn request(&mut self) -> Request {
+        let r = &mut self.rng;
         let pick = r.below(1000);
         let photo = self.photos.sample(r);
-        let (method, path, mut status, bytes, base): (&str, String, u32, u64, f64) = match pick {
-            0..=549 => (
-                "GET",
-                format!("/photos/{photo}.jpg"),
-                200,
-                150_000 + r.below(2_000_000),
-                35.0,
-            ),
-            550..=749 => (
-                "GET",
-                format!("/thumbs/{photo}_256.jpg"),
-                200,
-                8_000 + r.below(30_000),
-                12.0,
-            ),
-            750..=829 => {
-                let p = match r.below(4) {
-                    0 => "/".to_string(),
-                    1 => "/explore".to_string(),
-                    2 => format!("/u/{}", self.users.sample(r)),
-                    _ => format!("/search?q={}", WORDS[r.below(8) as usize]),
-                };
-                ("GET", p, 200, 20_000 + r.below(60_000), 80.0)
-            }
-            830..=909 => {
-                if r.below(3) == 0 {
-                    ("POST", "/api/v1/likes".to_string(), 201, 90, 25.0)
-                } else {
-                    (
-                        "GET",
-                        format!("/api/v1/photos/{photo}/comments"),
-                        200,
-                        500 + r.below(5000),
-                        30.0,
-                    )
+        let (method, path, mut status, bytes, base): (&'static str, String, u32, u64, f64) =
+            match pick {
+                0..=549 => (
+                    "GET",
+                    format!("/photos/{photo}.jpg"),
+                    200,
+                    150_000 + r.below(2_000_000),
+                    35.0,
+                ),
+                550..=749 => (
+                    "GET",
+                    format!("/thumbs/{photo}_256.jpg"),
+                    200,
+                    8_000 + r.below(30_000),
+                    12.0,
+                ),
+                750..=829 => {
+                    let p = match r.below(4) {
+                        0 => "/".to_string(),
+                        1 => "/explore".to_string(),
+                        2 => format!("/u/{}", self.users.sample(r)),
+                        _ => format!("/search?q={}", WORDS[r.below(8) as usize]),
+                    };
+                    ("GET", p, 200, 20_000 + r.below(60_000), 80.0)
                 }
-            }
-            910..=969 => {
-                let p = if r.below(2) == 0 {
-                    "/static/app.3f9c2a.js"
-                } else {
-                    "/static/site.css"
-                };
-                ("GET", p.to_string(), 200, 40_000 + r.below(200_000), 5.0)
-            }
-            970..=989 => ("POST", "/upload".to_string(), 201, 120, 600.0),
-            _ => {
-                let p =
-                    ["/favicon.ico", "/robots.txt", "/wp-login.php", "/.env"][r.below(4) as usize];
-                ("GET", p.to_string(), 404, 0, 3.0)
-            }
-        };
+                830..=909 => {
+                    if r.below(3) == 0 {
+                        ("POST", "/api/v1/likes".to_string(), 201, 90, 25.0)
+                    } else {
+                        (
+                            "GET",
+                            format!("/api/v1/photos/{photo}/comments"),
+                            200,
+                            500 + r.below(5000),
+                            30.0,
+                        )
+                    }
+                }
+                910..=969 => {
+                    let p = if r.below(2) == 0 {
+                        "/static/app.3f9c2a.js"
+                    } else {
+                        "/static/site.css"
+                    };
+                    ("GET", p.to_string(), 200, 40_000 + r.below(200_000), 5.0)
+                }
+                970..=989 => ("POST", "/upload".to_string(), 201, 120, 600.0),
+                _ => {
+                    let p = ["/favicon.ico", "/robots.txt", "/wp-login.php", "/.env"]
+                        [r.below(4) as usize];
+                    ("GET", p.to_string(), 404, 0, 3.0)
+                }
+            };
         let roll = r.below(1000);
         if method == "GET" && status == 200 {
             status = match roll {
@@ -211,11 +234,35 @@ impl WeblogGen {
                 _ => 200,
             };
         }
-        let latency = self.latency(base);
+        Request {
+            method,
+            path,
+            status,
+            bytes,
+            base,
+        }
+    }
+
+    /// Writes `req` as a combined-log line, without its newline.
+    fn write_line(
+        &mut self,
+        out: &mut Vec<u8>,
+        ip: u64,
+        user: Option<u64>,
+        req: &Request,
+        latency: u64,
+    ) {
+        let Request {
+            method,
+            path,
+            status,
+            bytes,
+            ..
+        } = req;
         let r = &mut self.rng;
         let (y, m, d) = civil_from_days(self.secs.div_euclid(86_400));
         let t = self.secs.rem_euclid(86_400);
-        let bytes_field = if status == 304 {
+        let bytes_field = if *status == 304 {
             "-".to_string()
         } else {
             bytes.to_string()
@@ -243,10 +290,6 @@ impl WeblogGen {
             AGENTS[r.below(5) as usize],
             latency
         );
-        if r.below(1000) == 0 {
-            self.corrupt(start, out);
-        }
-        out.push(b'\n');
     }
 
     /// Turns the line at `out[start..]` into one of the malformed kinds.

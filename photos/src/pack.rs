@@ -99,28 +99,7 @@ pub fn pack(
     if photos.is_empty() {
         return Err(PackError::Empty(src.to_path_buf()));
     }
-    let mut keyed = Vec::with_capacity(photos.len());
-    for p in photos {
-        let rel = p.strip_prefix(src).unwrap_or(&p).to_path_buf();
-        let name = rel
-            .to_str()
-            .filter(|n| !n.contains(['\t', '\n', '\r']))
-            .ok_or_else(|| PackError::BadName(p.clone()))?
-            .to_string();
-        keyed.push((name, p));
-    }
-    keyed.sort();
-    let mut keys = std::collections::HashMap::with_capacity(keyed.len());
-    for (name, path) in &keyed {
-        let key = crate::job::split_name(name).0;
-        if let Some(first) = keys.insert(key, path) {
-            return Err(PackError::DuplicateKey {
-                key: key.to_string(),
-                first: first.clone(),
-                second: path.clone(),
-            });
-        }
-    }
+    let keyed = keyed(src, photos)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let total = keyed.len() as u64;
     let mut done = Packed::default();
@@ -171,6 +150,34 @@ pub fn pack(
     }
     finish(shard)?;
     Ok(done)
+}
+
+/// The photos' names under `src`, sorted, each with its path; refuses a name with a tab or
+/// line break and two photos with one key.
+fn keyed(src: &Path, photos: Vec<PathBuf>) -> Result<Vec<(String, PathBuf)>, PackError> {
+    let mut keyed = Vec::with_capacity(photos.len());
+    for p in photos {
+        let rel = p.strip_prefix(src).unwrap_or(&p).to_path_buf();
+        let name = rel
+            .to_str()
+            .filter(|n| !n.contains(['\t', '\n', '\r']))
+            .ok_or_else(|| PackError::BadName(p.clone()))?
+            .to_string();
+        keyed.push((name, p));
+    }
+    keyed.sort();
+    let mut keys = std::collections::HashMap::with_capacity(keyed.len());
+    for (name, path) in &keyed {
+        let key = crate::job::split_name(name).0;
+        if let Some(first) = keys.insert(key, path) {
+            return Err(PackError::DuplicateKey {
+                key: key.to_string(),
+                first: first.clone(),
+                second: path.clone(),
+            });
+        }
+    }
+    Ok(keyed)
 }
 
 fn append(

@@ -33,16 +33,20 @@ struct Registration {
     interval: Duration,
 }
 
-/// Attempts running on this worker, each with the token that kills its executor.
-/// The attempts this worker runs: their cancel tokens, the wake-up a finished one gives the
-/// heartbeat loop (a freed slot is offered at once rather than at the next tick), and the
-/// idle executors kept for the next attempt of their job.
+/// The attempts this worker runs: their cancel tokens, the tasks that run and report them
+/// (awaited at shutdown), the wake-up a finished one gives the heartbeat loop (a freed slot
+/// is offered at once rather than at the next tick), and the idle executors kept for the
+/// next attempt of their job.
 #[derive(Default)]
 struct Attempts {
     running: Mutex<HashMap<AttemptId, CancellationToken>>,
+    tasks: tokio_util::task::TaskTracker,
     wake: tokio::sync::Notify,
     executors: crate::executors::Pool,
 }
+
+/// How long a stopping worker waits for its cancelled attempts to report.
+const REPORT_GRACE: Duration = Duration::from_secs(5);
 
 impl Attempts {
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptId, CancellationToken>> {
@@ -96,6 +100,18 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     let shuffle_addr = shuffle_addr.to_string();
     let result = heartbeat_loop(&config, client, shuffle_addr, &attempts, &shutdown).await;
     shutdown.cancel();
+    // Cancelled by the heartbeat loop, each attempt kills its executor and reports; a
+    // coordinator that does not answer is not waited for beyond the grace.
+    attempts.tasks.close();
+    if tokio::time::timeout(REPORT_GRACE, attempts.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = attempts.tasks.len(),
+            "attempts still reporting at shutdown; leaving them"
+        );
+    }
     attempts.executors.reap(Duration::ZERO);
     // Every task the worker started for itself ends before it returns.
     while tasks.join_next().await.is_some() {}
@@ -353,7 +369,7 @@ fn handle_heartbeat(
             .dir
             .join("shuffle")
             .join(protocol::JobId(job).to_string());
-        tokio::spawn(async move {
+        attempts.tasks.spawn(async move {
             let _ = tokio::fs::remove_dir_all(dir).await;
         });
         attempts.executors.forget_job(protocol::JobId(job));
@@ -370,14 +386,17 @@ fn handle_heartbeat(
                     error: Some((FailureKind::Fatal, e.to_string())),
                     ..Default::default()
                 };
-                tokio::spawn(report(client.clone(), reg, attempt, result));
+                attempts
+                    .tasks
+                    .spawn(report(client.clone(), reg, attempt, result));
                 continue;
             }
         };
         let token = CancellationToken::new();
         attempts.running().insert(task.attempt, token.clone());
-        let (config, client, attempts) = (config.clone(), client.clone(), attempts.clone());
-        tokio::spawn(async move {
+        let (config, client, this) = (config.clone(), client.clone(), attempts.clone());
+        attempts.tasks.spawn(async move {
+            let attempts = this;
             let attempt = task.attempt;
             let pool = &attempts.executors;
             let result = run_attempt(&config, &mut client.clone(), &task, token, pool).await;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use quern_testkit::{assert_same_output, read_parts, run_job, StockCluster};
+use quern_testkit::{assert_same_output, read_parts, run_job, Cluster, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inverted-index");
 
@@ -35,7 +35,11 @@ fn the_index_on_stock_workers_equals_the_oracle_and_plain_code() {
         }
         std::fs::write(docs.join(&name), text).unwrap();
     }
-    let cluster = StockCluster::start(dir.path(), 2);
+    let cluster = Cluster::start_with(Options {
+        workers: 2,
+        slots: 1,
+        ..Options::default()
+    });
     let out = dir.path().join("index");
     let args = [
         "job",

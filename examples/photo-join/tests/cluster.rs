@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use quern_testkit::{assert_same_output, check, read_parts, run_job, stock_quern, StockCluster};
+use quern_testkit::{
+    assert_same_output, check, read_parts, run_job, stock_quern, Cluster, Options,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_photo-join");
 
@@ -31,7 +33,11 @@ fn the_join_on_stock_workers_equals_the_oracle_and_plain_code() {
     lines.insert(10, "{not json".into());
     std::fs::write(&meta, lines.join("\n") + "\n").unwrap();
 
-    let cluster = StockCluster::start(dir.path(), 2);
+    let cluster = Cluster::start_with(Options {
+        workers: 2,
+        slots: 1,
+        ..Options::default()
+    });
     let args = [
         "job",
         "submit",

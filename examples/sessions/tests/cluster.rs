@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use quern_testkit::{assert_same_output, check, read_parts, run_job, stock_quern, StockCluster};
+use quern_testkit::{
+    assert_same_output, check, read_parts, run_job, stock_quern, Cluster, Options,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessions");
 
@@ -18,7 +20,11 @@ fn sessions_on_stock_workers_equal_the_oracle_and_plain_code() {
             .output()
             .unwrap(),
     );
-    let cluster = StockCluster::start(dir.path(), 2);
+    let cluster = Cluster::start_with(Options {
+        workers: 2,
+        slots: 1,
+        ..Options::default()
+    });
     // A 5-minute gap, so the generated hour and a half of traffic holds many sessions.
     let args = [
         "job",
