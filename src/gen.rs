@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use jobs::gen::{RecordsGen, SortRecordsGen, WeblogGen, WordsGen};
+use jobs::gen::{Generator, RecordsGen, SortRecordsGen, WeblogGen, WordsGen};
 
 use crate::util::{human_bytes, parse_size};
 

@@ -146,26 +146,6 @@ impl WeblogGen {
         (base * (n * 0.8).exp()).round().max(1.0) as u64
     }
 
-    /// Appends one line (with its newline) to `out`.
-    pub fn line(&mut self, out: &mut Vec<u8>) {
-        let start = out.len();
-        self.secs += (self.rng.below(3)) as i64;
-        let r = &mut self.rng;
-        let ip = r.next_u64();
-        let user = if r.below(10) < 3 {
-            None
-        } else {
-            Some(self.users.sample(r))
-        };
-        let req = self.request();
-        let latency = self.latency(req.base);
-        self.write_line(out, ip, user, &req, latency);
-        if self.rng.below(1000) == 0 {
-            self.corrupt(start, out);
-        }
-        out.push(b'\n');
-    }
-
     /// Draws what a request asks for and how it is answered.
     fn request(&mut self) -> Request {
         let r = &mut self.rng;
@@ -324,39 +304,58 @@ impl WeblogGen {
             }
         }
     }
+}
 
-    /// Writes about `size` bytes of whole lines to `out`.
+impl Generator for WeblogGen {
+    fn line(&mut self, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.secs += (self.rng.below(3)) as i64;
+        let r = &mut self.rng;
+        let ip = r.next_u64();
+        let user = if r.below(10) < 3 {
+            None
+        } else {
+            Some(self.users.sample(r))
+        };
+        let req = self.request();
+        let latency = self.latency(req.base);
+        self.write_line(out, ip, user, &req, latency);
+        if self.rng.below(1000) == 0 {
+            self.corrupt(start, out);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// A generator of lines: each kind of generated input.
+pub trait Generator {
+    /// Appends one line (with its newline) to `out`.
+    fn line(&mut self, out: &mut Vec<u8>);
+
+    /// Writes about `size` bytes of whole lines to `out`, calling `progress` with the bytes
+    /// written so far after each MiB.
     ///
     /// # Errors
     /// I/O errors from `out`.
-    pub fn write(
+    fn write(
         &mut self,
         size: u64,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<u64> {
-        write_lines(size, out, progress, |buf| self.line(buf))
-    }
-}
-
-fn write_lines(
-    size: u64,
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(u64),
-    mut line: impl FnMut(&mut Vec<u8>),
-) -> io::Result<u64> {
-    let mut buf = Vec::with_capacity(1 << 21);
-    let mut written = 0u64;
-    while written < size {
-        buf.clear();
-        while buf.len() < (1 << 20) && written + (buf.len() as u64) < size {
-            line(&mut buf);
+        let mut buf = Vec::with_capacity(1 << 21);
+        let mut written = 0u64;
+        while written < size {
+            buf.clear();
+            while buf.len() < (1 << 20) && written + (buf.len() as u64) < size {
+                self.line(&mut buf);
+            }
+            out.write_all(&buf)?;
+            written += buf.len() as u64;
+            progress(written);
         }
-        out.write_all(&buf)?;
-        written += buf.len() as u64;
-        progress(written);
+        Ok(written)
     }
-    Ok(written)
 }
 
 /// Writes lines of words: a vocabulary of 50k pseudo-words with Zipf(1.0) frequencies, some
@@ -388,7 +387,9 @@ impl WordsGen {
             zipf: Zipf::new(50_000, 1.0),
         }
     }
+}
 
+impl Generator for WordsGen {
     fn line(&mut self, out: &mut Vec<u8>) {
         let n = 4 + self.rng.below(12);
         for i in 0..n {
@@ -416,19 +417,6 @@ impl WordsGen {
         }
         out.push(b'\n');
     }
-
-    /// Writes about `size` bytes of whole lines to `out`.
-    ///
-    /// # Errors
-    /// I/O errors from `out`.
-    pub fn write(
-        &mut self,
-        size: u64,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> io::Result<u64> {
-        write_lines(size, out, progress, |buf| self.line(buf))
-    }
 }
 
 /// Generates `ID<TAB>PAYLOAD` records with unique, increasing ids (`r000000000001`, ...)
@@ -446,7 +434,9 @@ impl RecordsGen {
             next: 1,
         }
     }
+}
 
+impl Generator for RecordsGen {
     fn line(&mut self, out: &mut Vec<u8>) {
         out.push(b'r');
         let id = format!("{:012}", self.next);
@@ -457,19 +447,6 @@ impl RecordsGen {
             out.push(b'a' + self.rng.below(26) as u8);
         }
         out.push(b'\n');
-    }
-
-    /// Writes about `size` bytes of whole lines to `out`.
-    ///
-    /// # Errors
-    /// I/O errors from `out`.
-    pub fn write(
-        &mut self,
-        size: u64,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> io::Result<u64> {
-        write_lines(size, out, progress, |buf| self.line(buf))
     }
 }
 
@@ -489,7 +466,9 @@ impl SortRecordsGen {
             row: 0,
         }
     }
+}
 
+impl Generator for SortRecordsGen {
     fn line(&mut self, out: &mut Vec<u8>) {
         for _ in 0..10 {
             out.push(b' ' + self.rng.below(95) as u8);
@@ -503,19 +482,6 @@ impl SortRecordsGen {
         }
         out.extend_from_slice(b"\r\n");
         self.row += 1;
-    }
-
-    /// Writes about `size` bytes of whole records to `out`.
-    ///
-    /// # Errors
-    /// I/O errors from `out`.
-    pub fn write(
-        &mut self,
-        size: u64,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
-    ) -> io::Result<u64> {
-        write_lines(size, out, progress, |buf| self.line(buf))
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::MobileNetV2;
 pub use crate::pipeline::top5;
-use crate::pipeline::{starved_pct, Pipeline};
+use crate::pipeline::{starved_pct, Outcome, Pipeline};
 use crate::preprocess::Limits;
 
 /// The ImageNet class names, in class-index order (see `testdata/README.md`).
@@ -477,9 +477,11 @@ impl Job for Photos {
         }
         for p in &inf.photos {
             let meta = run.meta.get(&p.key);
-            match &p.result {
-                Ok((top, emb)) => self.emit_scored(ctx, &loaded, &p.key, top, emb.as_deref(), meta),
-                Err(why) => self.emit_skipped(ctx, &p.key, p.offset, why, meta),
+            match &p.outcome {
+                Outcome::Labelled { top5, embedding } => {
+                    self.emit_scored(ctx, &loaded, &p.key, top5, embedding.as_deref(), meta)
+                }
+                Outcome::Unreadable(why) => self.emit_skipped(ctx, &p.key, p.offset, why, meta),
             }
         }
         ctx.count("model_batches", inf.batches);

@@ -20,8 +20,21 @@ pub struct Scored {
     pub key: String,
     /// The offset of its member in the shard.
     pub offset: u64,
-    /// Top-5 (class, probability), or why the photo was skipped.
-    pub result: Result<(Vec<(usize, f32)>, Option<Vec<f32>>), String>,
+    /// Its labels, or why it has none.
+    pub outcome: Outcome,
+}
+
+/// What became of one photo.
+pub enum Outcome {
+    /// The model scored it.
+    Labelled {
+        /// Top-5 (class, probability).
+        top5: Vec<(usize, f32)>,
+        /// The pooled features, when asked for.
+        embedding: Option<Vec<f32>>,
+    },
+    /// It could not be decoded or prepared: why.
+    Unreadable(String),
 }
 
 /// What the model thread hands back at the end of a task.
@@ -172,7 +185,7 @@ fn model_loop(
                     Err(e) => inf.photos.push(Scored {
                         key: d.key,
                         offset: d.offset,
-                        result: Err(e),
+                        outcome: Outcome::Unreadable(e),
                     }),
                 }
                 continue;
@@ -254,7 +267,10 @@ fn run_batch(
                 inf.photos.push(Scored {
                     key: key.clone(),
                     offset: *offset,
-                    result: Ok((top5(&p), emb)),
+                    outcome: Outcome::Labelled {
+                        top5: top5(&p),
+                        embedding: emb,
+                    },
                 });
             }
             Ok(())
@@ -341,7 +357,10 @@ mod tests {
         let got: Vec<(String, usize)> = inf
             .photos
             .iter()
-            .map(|s| (s.key.clone(), s.result.as_ref().unwrap().0[0].0))
+            .map(|s| match &s.outcome {
+                Outcome::Labelled { top5, .. } => (s.key.clone(), top5[0].0),
+                Outcome::Unreadable(why) => panic!("{why}"),
+            })
             .collect();
         assert_eq!(
             got,

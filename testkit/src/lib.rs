@@ -25,6 +25,26 @@ pub fn stock_quern() -> PathBuf {
     path
 }
 
+/// Writes `size` of generated input of `kind` (`weblog`, `words`, ...) with `seed` to `out`,
+/// with the stock `quern gen`.
+pub fn generate(kind: &str, size: &str, seed: u64, out: &Path) {
+    check(
+        Command::new(stock_quern())
+            .args([
+                "gen",
+                kind,
+                "--size",
+                size,
+                "--seed",
+                &seed.to_string(),
+                "--out",
+            ])
+            .arg(out)
+            .output()
+            .expect("quern gen runs"),
+    );
+}
+
 /// Panics with the output of a failed command; returns its stdout.
 pub fn check(out: Output) -> String {
     assert!(

@@ -176,15 +176,9 @@ mod tests {
         std::fs::create_dir_all(&cache).unwrap();
         let old = std::time::SystemTime::now() - super::CACHE_RETENTION * 2;
         for (name, is_old) in [("a".repeat(64), true), ("b".repeat(64), false)] {
-            let path = cache.join(name);
-            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::create(cache.join(name)).unwrap();
             if is_old {
-                std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_modified(old)
-                    .unwrap();
+                file.set_modified(old).unwrap();
             }
         }
         assert_eq!(super::prune(dir.path(), super::CACHE_RETENTION), 1);

@@ -232,15 +232,9 @@ mod tests {
             (sha('c'), false),                       // recent: stays
             (format!("{}.partial", sha('d')), true), // abandoned upload: goes
         ] {
-            let path = dir.path().join(&name);
-            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::create(dir.path().join(&name)).unwrap();
             if age_old {
-                std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_modified(old)
-                    .unwrap();
+                file.set_modified(old).unwrap();
             }
         }
         let in_use = [sha('b')].into_iter().collect();

@@ -22,6 +22,20 @@ fn state() -> State {
     State::new(Epoch(1), Timeouts::default(), Instant::now())
 }
 
+/// A state with worker `a:1` on host `a`, registered at `now`.
+fn one_worker(now: Instant) -> (State, WorkerId) {
+    let mut s = state();
+    let a = s.register_worker("a:1".into(), "a".into(), now);
+    (s, a)
+}
+
+/// A state with workers `a:1` on host `a` and `b:1` on host `b`, registered at `now`.
+fn two_workers(now: Instant) -> (State, WorkerId, WorkerId) {
+    let (mut s, a) = one_worker(now);
+    let b = s.register_worker("b:1".into(), "b".into(), now);
+    (s, a, b)
+}
+
 fn ids(resp: &pb::HeartbeatResponse) -> Vec<(i32, u32, AttemptId)> {
     resp.assignments
         .iter()
@@ -62,8 +76,7 @@ fn maps_go_to_free_slots_data_local_first_then_reduces_after_all_maps() {
 #[test]
 fn exactly_one_reduce_attempt_commits_and_late_reports_change_nothing() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, now);
     let m = ids(&s.heartbeat(w, 1, now))[0].2;
@@ -97,8 +110,7 @@ fn exactly_one_reduce_attempt_commits_and_late_reports_change_nothing() {
 #[test]
 fn retryable_failures_retry_until_the_cap_then_fail_the_job_naming_the_task() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, now);
     let a1 = ids(&s.heartbeat(w, 1, now))[0].2;
@@ -123,8 +135,7 @@ fn retryable_failures_retry_until_the_cap_then_fail_the_job_naming_the_task() {
 #[test]
 fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
     let t0 = Instant::now();
-    let mut s = state();
-    let w1 = s.register_worker("a:1".into(), "a".into(), t0);
+    let (mut s, w1) = one_worker(t0);
     let (sp, splits) = spec(2, 1);
     let job = s.submit(sp, splits, t0);
     let first = ids(&s.heartbeat(w1, 1, t0))[0].2;
@@ -150,8 +161,7 @@ fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
 #[test]
 fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, now);
     let m = ids(&s.heartbeat(w, 1, now))[0].2;
@@ -184,8 +194,7 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
 #[test]
 fn killing_a_job_cancels_its_running_attempts() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     let (sp, splits) = spec(2, 1);
     let job = s.submit(sp, splits, now);
     let running = ids(&s.heartbeat(w, 2, now));
@@ -205,9 +214,7 @@ fn killing_a_job_cancels_its_running_attempts() {
 #[test]
 fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
     let t0 = Instant::now();
-    let mut s = state();
-    let wa = s.register_worker("a:1".into(), "a".into(), t0);
-    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (mut s, wa, wb) = two_workers(t0);
     let (sp, splits) = spec(4, 1);
     let job = s.submit(sp, splits, t0);
     // b takes its own two splits and is not given a's.
@@ -232,8 +239,7 @@ fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
 fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_maps() {
     let t0 = Instant::now();
     let timeouts = Timeouts::default();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), t0);
+    let (mut s, w) = one_worker(t0);
     let (sp, splits) = spec(3, 1);
     let job = s.submit(sp, splits, t0);
     let maps = ids(&s.heartbeat(w, 2, t0));
@@ -319,9 +325,7 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
 #[test]
 fn a_worker_that_fails_three_attempts_of_a_job_gets_no_more_of_it() {
     let now = Instant::now();
-    let mut s = state();
-    let wa = s.register_worker("a:1".into(), "a".into(), now);
-    let wb = s.register_worker("b:1".into(), "b".into(), now);
+    let (mut s, wa, wb) = two_workers(now);
     let (mut sp, mut splits) = spec(4, 1);
     splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
     sp.max_attempts = 10;
@@ -356,9 +360,7 @@ fn a_worker_that_fails_three_attempts_of_a_job_gets_no_more_of_it() {
 #[test]
 fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
     let t0 = Instant::now();
-    let mut s = state();
-    let wa = s.register_worker("a:1".into(), "a".into(), t0);
-    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (mut s, wa, wb) = two_workers(t0);
     let (sp, mut splits) = spec(3, 1);
     splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
     let job = s.submit(sp, splits, t0);
@@ -402,9 +404,7 @@ fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
 #[test]
 fn no_backup_before_the_speculation_floor_however_quick_the_peers() {
     let t0 = Instant::now();
-    let mut s = state();
-    let wa = s.register_worker("a:1".into(), "a".into(), t0);
-    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (mut s, wa, wb) = two_workers(t0);
     let (sp, mut splits) = spec(2, 1);
     splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
     s.submit(sp, splits, t0);
@@ -424,9 +424,7 @@ fn no_backup_before_the_speculation_floor_however_quick_the_peers() {
 #[test]
 fn jobs_with_speculation_off_get_no_backups() {
     let t0 = Instant::now();
-    let mut s = state();
-    let wa = s.register_worker("a:1".into(), "a".into(), t0);
-    let wb = s.register_worker("b:1".into(), "b".into(), t0);
+    let (mut s, wa, wb) = two_workers(t0);
     let (mut sp, mut splits) = spec(2, 1);
     splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
     sp.speculation = false;
@@ -466,8 +464,7 @@ fn map_outputs_a_worker_brings_back_are_deleted_once_their_job_is_over() {
 #[test]
 fn higher_priority_jobs_get_slots_first_so_backfills_never_starve_todays_run() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     let (mut backfill, splits) = spec(2, 1);
     backfill.priority = BACKFILL_PRIORITY;
     let old = s.submit(backfill, splits, now);
@@ -487,8 +484,7 @@ fn higher_priority_jobs_get_slots_first_so_backfills_never_starve_todays_run() {
 #[test]
 fn gpu_maps_run_only_in_gpu_slots_where_the_cluster_has_gpus() {
     let now = Instant::now();
-    let mut s = state();
-    let cpu = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, cpu) = one_worker(now);
     s.set_worker_slots(cpu, 8, 0);
     let gpu = s.register_worker("b:1".into(), "b".into(), now);
     s.set_worker_slots(gpu, 8, 1);
@@ -518,8 +514,7 @@ fn gpu_maps_run_only_in_gpu_slots_where_the_cluster_has_gpus() {
 #[test]
 fn gpu_maps_run_on_cpu_slots_where_no_worker_has_a_gpu() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     s.set_worker_slots(w, 4, 0);
     let (mut sp, splits) = spec(3, 1);
     sp.gpu = true;
@@ -530,8 +525,7 @@ fn gpu_maps_run_on_cpu_slots_where_no_worker_has_a_gpu() {
 #[test]
 fn records_a_winning_map_listed_go_to_the_skip_file_once_and_survive_a_restart() {
     let now = Instant::now();
-    let mut s = state();
-    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (mut s, w) = one_worker(now);
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, now);
     let m = ids(&s.heartbeat(w, 1, now))[0].2;
@@ -639,8 +633,7 @@ fn attempts_lost_with_their_workers_are_killed_not_failed_up_to_their_own_bound(
 #[test]
 fn a_worker_restarted_on_its_directory_replaces_the_old_one_at_once_and_keeps_its_outputs() {
     let t0 = Instant::now();
-    let mut s = state();
-    let old = s.register_worker("a:1".into(), "a".into(), t0);
+    let (mut s, old) = one_worker(t0);
     s.replace_worker_at(old, "a:/w", &[], t0);
     let (sp, splits) = spec(3, 1);
     let job = s.submit(sp, splits, t0);
@@ -688,8 +681,7 @@ fn a_worker_restarted_on_its_directory_replaces_the_old_one_at_once_and_keeps_it
 #[test]
 fn fetch_failures_against_a_replaced_workers_address_do_not_rerun_a_kept_map() {
     let t0 = Instant::now();
-    let mut s = state();
-    let old = s.register_worker("a:1".into(), "a".into(), t0);
+    let (mut s, old) = one_worker(t0);
     s.replace_worker_at(old, "a:/w", &[], t0);
     let other = s.register_worker("b:1".into(), "b".into(), t0);
     let (sp, splits) = spec(1, 1);
@@ -726,8 +718,7 @@ fn fetch_failures_against_a_replaced_workers_address_do_not_rerun_a_kept_map() {
 #[test]
 fn a_worker_back_after_the_timeout_reclaims_its_map_outputs_and_the_rerun_is_cancelled() {
     let t0 = Instant::now();
-    let mut s = state();
-    let old = s.register_worker("a:1".into(), "a".into(), t0);
+    let (mut s, old) = one_worker(t0);
     let (sp, splits) = spec(2, 1);
     let job = s.submit(sp, splits, t0);
     let maps = ids(&s.heartbeat(old, 2, t0));

@@ -1,11 +1,8 @@
 //! The join on stock `quern` workers, against the oracle and against plain code.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use quern_testkit::{
-    assert_same_output, check, read_parts, run_job, stock_quern, Cluster, Options,
-};
+use quern_testkit::{assert_same_output, generate, read_parts, run_job, Cluster, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_photo-join");
 
@@ -13,13 +10,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_photo-join");
 fn the_join_on_stock_workers_equals_the_oracle_and_plain_code() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    check(
-        Command::new(stock_quern())
-            .args(["gen", "weblog", "--size", "2MiB", "--seed", "3", "--out"])
-            .arg(&log)
-            .output()
-            .unwrap(),
-    );
+    generate("weblog", "2MiB", 3, &log);
     // Metadata for photo ids 0..3000 (some viewed photos have none), and one bad line.
     let meta = dir.path().join("photos.jsonl");
     let mut lines: Vec<String> = (0..3000)

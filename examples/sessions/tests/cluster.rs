@@ -1,11 +1,8 @@
 //! Sessions on stock `quern` workers, against the oracle and against plain code.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use quern_testkit::{
-    assert_same_output, check, read_parts, run_job, stock_quern, Cluster, Options,
-};
+use quern_testkit::{assert_same_output, generate, read_parts, run_job, Cluster, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessions");
 
@@ -13,13 +10,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sessions");
 fn sessions_on_stock_workers_equal_the_oracle_and_plain_code() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    check(
-        Command::new(stock_quern())
-            .args(["gen", "weblog", "--size", "2MiB", "--seed", "8", "--out"])
-            .arg(&log)
-            .output()
-            .unwrap(),
-    );
+    generate("weblog", "2MiB", 8, &log);
     let cluster = Cluster::start_with(Options {
         workers: 2,
         slots: 1,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::gen::WeblogGen;
+use crate::gen::{Generator, WeblogGen};
 use crate::split::Lines;
 
 const GRAMMAR: &str = r#"(?-u)^[0-9.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$"#;
