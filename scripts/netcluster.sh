@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A Quern cluster across network namespaces: each namespace is a host with an address of its
+# own on one virtual bridge, as machines on one switch. Needs root.
+#
+#   scripts/netcluster.sh up N DIR    N hosts: h0 runs the coordinator, h1..h(N-1) a worker
+#                                     each; one more namespace is the client. Prints the
+#                                     environment to reach the cluster (eval it).
+#   scripts/netcluster.sh down DIR    stops every process, removes every namespace and link
+#                                     that `up` made (also after a partial `up`).
+#   scripts/netcluster.sh link DIR I up|down   brings host I's link up or down.
+#
+# Every daemon binds its host's address (nothing listens on loopback only) and the workers
+# advertise it. Addresses are private ones, used only inside the namespaces made here; the
+# bridge itself has none, so nothing is routed to or from the rest of the machine. Names start
+# with a per-cluster id (QN_ID, default random), so several clusters can exist at once.
+# QUERN is the quern binary (default: the release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUERN="${QUERN:-${CARGO_TARGET_DIR:-/var/cache/quern/target}/release/quern}"
+
+die() { echo "netcluster: $*" >&2; exit 1; }
+
+up() {
+  local n="$1" dir="$2"
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+  [ "$n" -ge 2 ] || die "needs at least 2 hosts (a coordinator and a worker)"
+  [ -x "$QUERN" ] || die "no quern binary at $QUERN"
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  [ ! -e "$dir/netcluster.env" ] || die "$dir already holds a cluster; bring it down first"
+  local id="${QN_ID:-qn$(printf %04x $((RANDOM)))}"
+  local net="${QN_NET:-10.213.$((RANDOM % 200 + 20))}"
+  # Written first, so that `down` cleans up after an `up` that failed halfway.
+  printf 'ID=%s\nNET=%s\nN=%s\n' "$id" "$net" "$n" >"$dir/netcluster.env"
+  ip link add "${id}br" type bridge
+  ip link set "${id}br" up
+  # Hosts 0..n-1, then the client as host n.
+  local i
+  for i in $(seq 0 "$n"); do
+    local ns="${id}h$i"
+    ip netns add "$ns"
+    ip link add "${id}v$i" type veth peer name eth0 netns "$ns"
+    ip link set "${id}v$i" master "${id}br" up
+    ip -n "$ns" addr add "$net.$((i + 1))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+  done
+  local coord="$net.1:7070"
+  # Tokens, as on real machines: one for the workers, one for the user.
+  "$QUERN" token create --tokens "$dir/tokens.json" --role worker --name workers >"$dir/worker.token"
+  "$QUERN" token create --tokens "$dir/tokens.json" --role admin --name netcluster >"$dir/admin.token"
+  mkdir -p "$dir/h0"
+  ip netns exec "${id}h0" "$QUERN" coordinator --listen "$coord" --http "$net.1:7080" \
+    --tokens "$dir/tokens.json" --state-dir "$dir/h0/coordinator" \
+    --heartbeat-ms "${QN_HEARTBEAT_MS:-200}" --worker-timeout-s "${QN_WORKER_TIMEOUT_S:-3}" \
+    >/dev/null 2>"$dir/h0/coordinator.log" &
+  echo $! >"$dir/h0/pid"
+  for i in $(seq 1 $((n - 1))); do
+    mkdir -p "$dir/h$i"
+    ip netns exec "${id}h$i" env QUERN_TOKEN="$(cat "$dir/worker.token")" "$QUERN" worker \
+      --coordinator "http://$coord" --dir "$dir/h$i/worker" --slots "${QN_SLOTS:-1}" \
+      --shuffle-listen "$net.$((i + 1)):7071" --storage-host "h$i" \
+      >/dev/null 2>"$dir/h$i/worker.log" &
+    echo $! >"$dir/h$i/pid"
+  done
+  # Ready when every worker has registered (over the bridge, from its own address).
+  local tries=0
+  until [ "$(cat "$dir"/h*/worker.log 2>/dev/null | grep -c 'registered with coordinator')" -ge $((n - 1)) ]; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 150 ] || die "the cluster did not come up (logs in $dir/h*/)"
+    sleep 0.2
+  done
+  echo "export QUERN_NETNS=${id}h$n"
+  echo "export QUERN_COORDINATOR=http://$coord"
+  echo "export QUERN_TOKEN=$(cat "$dir/admin.token")"
+}
+
+down() {
+  local dir="$1"
+  [ -f "$dir/netcluster.env" ] || return 0
+  # shellcheck disable=SC1091
+  . "$dir/netcluster.env"
+  local i ns
+  for i in $(seq 0 "$N"); do
+    ns="${ID}h$i"
+    if ip netns list | grep -qw "$ns"; then
+      # Every process in the namespace, the daemons and anything they started.
+      ip netns pids "$ns" | xargs -r kill -9 2>/dev/null || true
+      ip netns del "$ns"
+    fi
+  done
+  ip link del "${ID}br" 2>/dev/null || true
+  rm -f "$dir/netcluster.env"
+}
+
+link() {
+  local dir="$1" i="$2" state="$3"
+  # shellcheck disable=SC1091
+  . "$dir/netcluster.env"
+  ip link set "${ID}v$i" "$state"
+}
+
+case "${1:-}" in
+  up) up "${2:?N}" "${3:?DIR}" ;;
+  down) down "${2:?DIR}" ;;
+  link) link "${2:?DIR}" "${3:?I}" "${4:?up|down}" ;;
+  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down" ;;
+esac

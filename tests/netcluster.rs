@@ -1,0 +1,256 @@
+//! A cluster across network namespaces (`scripts/netcluster.sh`): a coordinator host, three
+//! worker hosts and a client host, each with an address of its own on a virtual bridge. The
+//! job is submitted from the client's namespace; its output must equal `run --local`'s byte
+//! for byte, shuffle bytes must cross the hosts' virtual links, and it must survive a worker
+//! host's link going down mid-job. Needs root; everything it makes is removed at the end, also
+//! when it fails.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+const HOSTS: usize = 4;
+
+/// A network-namespace cluster, brought down on drop.
+struct NetCluster {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netcluster.sh")
+}
+
+impl NetCluster {
+    fn up(hosts: usize) -> NetCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["up", &hosts.to_string()])
+            .arg(dir.path())
+            .env("QUERN", env!("CARGO_BIN_EXE_quern"))
+            // Maps take a while, so that a link can go down while they run.
+            .env("FAILPOINTS", "map.start=sleep(300)")
+            .output()
+            .expect("scripts/netcluster.sh runs");
+        // Down on drop from here on, also after an `up` that failed halfway.
+        let mut c = NetCluster {
+            dir,
+            env: Vec::new(),
+        };
+        assert!(
+            out.status.success(),
+            "netcluster up failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.logs()
+        );
+        c.env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.strip_prefix("export ")?.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect();
+        c
+    }
+
+    fn var(&self, k: &str) -> &str {
+        &self.env.iter().find(|(n, _)| n == k).expect(k).1
+    }
+
+    /// `quern ARGS` run in the client's namespace.
+    fn client(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.var("QUERN_NETNS")])
+            .arg(env!("CARGO_BIN_EXE_quern"))
+            .env("QUERN_COORDINATOR", self.var("QUERN_COORDINATOR"))
+            .env("QUERN_TOKEN", self.var("QUERN_TOKEN"));
+        c
+    }
+
+    /// Host `i`'s link brought up or down.
+    fn link(&self, i: usize, state: &str) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("link")
+            .arg(self.dir.path())
+            .args([&i.to_string(), state])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Bytes received and sent on host `i`'s link, as its namespace counts them.
+    fn link_bytes(&self, i: usize) -> (u64, u64) {
+        let ns = self.var("QUERN_NETNS").trim_end_matches(char::is_numeric);
+        let read = |what: &str| -> u64 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &format!("{ns}{i}")])
+                .args(["cat", &format!("/sys/class/net/eth0/statistics/{what}")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        };
+        (read("rx_bytes"), read("tx_bytes"))
+    }
+
+    /// The daemons' logs, for a failure message.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for i in 0..HOSTS {
+            for name in ["coordinator.log", "worker.log"] {
+                let p = self.dir.path().join(format!("h{i}")).join(name);
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    all += &format!("\n== {} ==\n", p.display());
+                    all += &tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                }
+            }
+        }
+        all
+    }
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("down")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Whether this test can make namespaces here; under CI it must.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: the network-namespace cluster test must run there"
+        );
+        eprintln!("not root; skipping the network-namespace cluster test");
+    }
+    root
+}
+
+#[test]
+fn a_job_across_namespace_hosts_matches_the_oracle_and_survives_a_link_cut() {
+    if !can_run() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("access.log");
+    ok(quern()
+        .args(["gen", "weblog", "--size", "24MiB", "--seed", "5", "--out"])
+        .arg(&log));
+    let oracle = data.path().join("oracle");
+    ok(quern()
+        .args([
+            "run",
+            "--local",
+            "views",
+            "--reducers",
+            "3",
+            "--split-size",
+            "2MiB",
+        ])
+        .arg("--input")
+        .arg(&log)
+        .arg("--output")
+        .arg(&oracle));
+
+    let c = NetCluster::up(HOSTS);
+    let before: Vec<(u64, u64)> = (1..HOSTS).map(|i| c.link_bytes(i)).collect();
+    let out = data.path().join("cluster");
+    let stdout = String::from_utf8_lossy(
+        &c.client()
+            .args([
+                "job",
+                "submit",
+                "views",
+                "--reducers",
+                "3",
+                "--split-size",
+                "2MiB",
+            ])
+            .arg("--input")
+            .arg(&log)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
+    assert_eq!(read_output(&out), read_output(&oracle), "{}", c.logs());
+    // The shuffle crossed the virtual links: every worker host sent and received data.
+    for (i, (rx0, tx0)) in before.iter().enumerate() {
+        let (rx, tx) = c.link_bytes(i + 1);
+        eprintln!(
+            "host h{}: received {} B, sent {} B",
+            i + 1,
+            rx - rx0,
+            tx - tx0
+        );
+        assert!(
+            rx - rx0 > 10_000 && tx - tx0 > 10_000,
+            "host h{} idle",
+            i + 1
+        );
+    }
+
+    // A worker host's link goes down mid-job and comes back after the worker timeout: the
+    // job still ends with the oracle's bytes.
+    let out2 = data.path().join("cut");
+    let job = c
+        .client()
+        .args([
+            "job",
+            "submit",
+            "views",
+            "--reducers",
+            "3",
+            "--split-size",
+            "2MiB",
+        ])
+        .arg("--input")
+        .arg(&log)
+        .arg("--output")
+        .arg(&out2)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    c.link(2, "down");
+    let status = String::from_utf8_lossy(
+        &c.client()
+            .args(["job", "status", "job-2"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        status.contains("running"),
+        "the link went down after the job ended: {status}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    c.link(2, "up");
+    let done = job.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
+    assert_eq!(read_output(&out2), read_output(&oracle), "{}", c.logs());
+}
