@@ -47,21 +47,31 @@ up() {
   done
   local coord="$net.1:7070"
   # Tokens, as on real machines: one for the workers, one for the user.
-  "$QUERN" token create --tokens "$dir/tokens.json" --role worker --name workers >"$dir/worker.token"
-  "$QUERN" token create --tokens "$dir/tokens.json" --role admin --name netcluster >"$dir/admin.token"
-  mkdir -p "$dir/h0"
-  ip netns exec "${id}h0" "$QUERN" coordinator --listen "$coord" --http "$net.1:7080" \
-    --tokens "$dir/tokens.json" --state-dir "$dir/h0/coordinator" \
-    --heartbeat-ms "${QN_HEARTBEAT_MS:-200}" --worker-timeout-s "${QN_WORKER_TIMEOUT_S:-3}" \
-    >/dev/null 2>"$dir/h0/coordinator.log" &
-  echo $! >"$dir/h0/pid"
+  mkdir -p "$dir/etc"
+  "$QUERN" token create --tokens "$dir/etc/tokens.json" --role worker --name workers \
+    >"$dir/worker.token" 2>/dev/null
+  "$QUERN" token create --tokens "$dir/etc/tokens.json" --role admin --name netcluster \
+    >"$dir/admin.token" 2>/dev/null
+  # The daemons start from the systemd units in deploy/systemd as they are written: their
+  # ExecStart line, with the install paths mapped into $dir and the settings in env files,
+  # so the units and docs/DEPLOY.md cannot drift from what this cluster runs.
+  cat >"$dir/etc/coordinator.env" <<EOF
+QUERN_LISTEN=$coord
+QUERN_HTTP=$net.1:7080
+QUERN_COORDINATOR_FLAGS="--heartbeat-ms ${QN_HEARTBEAT_MS:-200} --worker-timeout-s ${QN_WORKER_TIMEOUT_S:-3}"
+EOF
+  run_unit "$dir" "${id}h0" quern-coordinator.service "$dir/etc/coordinator.env" "$dir/h0" coordinator
   for i in $(seq 1 $((n - 1))); do
-    mkdir -p "$dir/h$i"
-    ip netns exec "${id}h$i" env QUERN_TOKEN="$(cat "$dir/worker.token")" "$QUERN" worker \
-      --coordinator "http://$coord" --dir "$dir/h$i/worker" --slots "${QN_SLOTS:-1}" \
-      --shuffle-listen "$net.$((i + 1)):7071" --storage-host "h$i" \
-      >/dev/null 2>"$dir/h$i/worker.log" &
-    echo $! >"$dir/h$i/pid"
+    cat >"$dir/etc/worker-h$i.env" <<EOF
+QUERN_COORDINATOR=http://$coord
+QUERN_TOKEN=$(cat "$dir/worker.token")
+QUERN_SHUFFLE_LISTEN=0.0.0.0:7071
+QUERN_ADVERTISE_HOST=$net.$((i + 1))
+QUERN_STORAGE_HOST=h$i
+QUERN_WORKER_FLAGS="--slots ${QN_SLOTS:-1}"
+EOF
+    chmod 600 "$dir/etc/worker-h$i.env"
+    run_unit "$dir" "${id}h$i" quern-worker.service "$dir/etc/worker-h$i.env" "$dir/h$i" worker
   done
   # Ready when every worker has registered (over the bridge, from its own address).
   local tries=0
@@ -73,6 +83,23 @@ up() {
   echo "export QUERN_NETNS=${id}h$n"
   echo "export QUERN_COORDINATOR=http://$coord"
   echo "export QUERN_TOKEN=$(cat "$dir/admin.token")"
+}
+
+# run_unit DIR NS UNIT ENVFILE HOSTDIR NAME: starts UNIT's ExecStart in namespace NS, with
+# /usr/local/bin/quern, /var/lib/quern and /etc/quern mapped to $QUERN, HOSTDIR and DIR/etc,
+# and the unit's variables from ENVFILE (expanded as systemd does for these simple values).
+run_unit() {
+  local dir="$1" ns="$2" unit="$3" envfile="$4" hostdir="$5" name="$6"
+  local cmd
+  cmd="$(sed -n 's/^ExecStart=//p' "deploy/systemd/$unit")"
+  [ -n "$cmd" ] || die "no ExecStart in deploy/systemd/$unit"
+  cmd="${cmd//\/usr\/local\/bin\/quern/$QUERN}"
+  cmd="${cmd//\/var\/lib\/quern/$hostdir}"
+  cmd="${cmd//\/etc\/quern/$dir/etc}"
+  mkdir -p "$hostdir"
+  ip netns exec "$ns" bash -c "set -a; . '$envfile'; set +a; exec $cmd" \
+    >/dev/null 2>"$hostdir/$name.log" &
+  echo $! >"$hostdir/pid"
 }
 
 down() {

@@ -161,9 +161,13 @@ pub struct WorkerArgs {
     /// their /dev/nvidiaN device files).
     #[arg(long)]
     gpus: Option<u32>,
-    /// Address the shuffle service listens on.
+    /// Address the shuffle service listens on (`0.0.0.0:7071`: every address, port 7071).
     #[arg(long, default_value = "127.0.0.1:0")]
     shuffle_listen: SocketAddr,
+    /// This machine's name or address as the other machines reach it, advertised with the
+    /// shuffle port (required when --shuffle-listen is on every address).
+    #[arg(long)]
+    advertise_host: Option<String>,
     /// The storage host this worker runs beside (default: this machine's host name).
     #[arg(long)]
     storage_host: Option<String>,
@@ -309,6 +313,7 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
         config.storage_host = h;
     }
     config.shuffle_listen = a.shuffle_listen;
+    config.advertise_host = a.advertise_host;
     config.fault_delay = Duration::from_millis(a.fault_delay_ms);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

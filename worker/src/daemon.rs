@@ -75,9 +75,10 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     let listener = TcpListener::bind(config.shuffle_listen)
         .await
         .map_err(io_err("bind shuffle port"))?;
-    let shuffle_addr = listener
+    let bound = listener
         .local_addr()
         .map_err(io_err("read shuffle address"))?;
+    let shuffle_addr = advertised(bound, config.advertise_host.as_deref())?;
     let server = protocol::tls::server(config.tls.as_ref())
         .map_err(|e| WorkerError::Tls(protocol::error_chain(&e)))?
         .add_service(ShuffleService::new(config.dir.clone()).into_server())
@@ -97,7 +98,6 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     let attempts = Arc::new(Attempts::default());
     tasks.spawn(reap_loop(attempts.clone(), shutdown.clone()));
     let client = connect(&config, &shutdown).await?;
-    let shuffle_addr = shuffle_addr.to_string();
     let result = heartbeat_loop(&config, client, shuffle_addr, &attempts, &shutdown).await;
     shutdown.cancel();
     // Cancelled by the heartbeat loop, each attempt kills its executor and reports; a
@@ -116,6 +116,17 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     // Every task the worker started for itself ends before it returns.
     while tasks.join_next().await.is_some() {}
     result
+}
+
+/// The shuffle address told to the coordinator (and by it to reducers on other machines):
+/// `host` with the bound port, or the bound address itself when it is a specific one.
+fn advertised(bound: std::net::SocketAddr, host: Option<&str>) -> Result<String, WorkerError> {
+    match host {
+        Some(h) if h.contains(':') && !h.starts_with('[') => Ok(format!("[{h}]:{}", bound.port())),
+        Some(h) => Ok(format!("{h}:{}", bound.port())),
+        None if bound.ip().is_unspecified() => Err(WorkerError::NoAdvertiseAddress(bound)),
+        None => Ok(bound.to_string()),
+    }
 }
 
 /// A worker whose directory was removed (a test's temporary directory, a decommissioned
@@ -666,5 +677,22 @@ mod tests {
         left.sort();
         assert_eq!(left, ["attempt-3.log", "attempt-4.log"]);
         assert_eq!(super::prune_logs(dir.path(), 2), 0);
+    }
+
+    #[test]
+    fn the_advertised_address_is_the_given_host_or_a_specific_bound_one() {
+        let any: std::net::SocketAddr = "0.0.0.0:7071".parse().unwrap();
+        let one: std::net::SocketAddr = "10.0.0.5:7071".parse().unwrap();
+        assert_eq!(
+            super::advertised(any, Some("w1.example")).unwrap(),
+            "w1.example:7071"
+        );
+        assert_eq!(
+            super::advertised(any, Some("fd00::5")).unwrap(),
+            "[fd00::5]:7071"
+        );
+        assert_eq!(super::advertised(one, None).unwrap(), "10.0.0.5:7071");
+        let err = super::advertised(any, None).unwrap_err().to_string();
+        assert!(err.contains("--advertise-host"), "{err}");
     }
 }

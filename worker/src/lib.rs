@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     /// Address the shuffle service listens on (port 0 picks one).
     pub shuffle_listen: SocketAddr,
+    /// The host name or address other machines reach this worker at, advertised with the
+    /// shuffle port; none: the listening address, which must then be a specific one.
+    pub advertise_host: Option<String>,
     /// The storage host this worker runs beside, for data-local placement.
     pub storage_host: String,
     /// The binary that runs executors (`<exe> executor --task FILE`).
@@ -64,6 +67,7 @@ impl WorkerConfig {
             gpus: detect_gpus(),
             token: None,
             shuffle_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_host: None,
             storage_host: dfs_client::local_host(),
             executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quern")),
             connect_timeout: Duration::from_secs(30),
@@ -111,6 +115,9 @@ pub enum WorkerError {
     /// The TLS settings cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The shuffle port listens on every address and no address to advertise was given.
+    #[error("the shuffle service listens on {0}, which other machines cannot be told to reach: give --advertise-host (this machine's name or address as the others see it)")]
+    NoAdvertiseAddress(SocketAddr),
     /// Another process owns the worker directory.
     #[error(transparent)]
     Locked(#[from] protocol::dirlock::DirLockError),
