@@ -19,7 +19,8 @@ SIZE="${SIZE:-1GiB}"
 SLOTS="${SLOTS:-1}"
 REDUCERS="${REDUCERS:-2}"
 
-# One build of the whole workspace (the same feature set as the tests: no rebuild between them).
+# One build of the whole workspace, without failpoints (as users build it; the tests add the
+# `failpoints` feature, so switching between them rebuilds the crates it touches).
 cargo build --release --workspace --bins --examples >&2
 Q="$CARGO_TARGET_DIR/release/quern"
 B="$CARGO_TARGET_DIR/release/examples/baseline"
