@@ -8,6 +8,10 @@
 #   scripts/netcluster.sh down DIR    stops every process, removes every namespace and link
 #                                     that `up` made (also after a partial `up`).
 #   scripts/netcluster.sh link DIR I up|down   brings host I's link up or down.
+#   scripts/netcluster.sh netem DIR I ARGS...|off   `tc netem` on host I's link (e.g.
+#                                     `delay 100ms loss 5%`), or none.
+#   scripts/netcluster.sh block DIR I J | unblock DIR I J   host I can (not) send to host J
+#                                     (a blackhole route in I: a one-way partition).
 #
 # Every daemon binds its host's address (nothing listens on loopback only) and the workers
 # advertise it. Addresses are private ones, used only inside the namespaces made here; the
@@ -127,9 +131,31 @@ link() {
   ip link set "${ID}v$i" "$state"
 }
 
+netem() {
+  local dir="$1" i="$2"
+  shift 2
+  # shellcheck disable=SC1091
+  . "$dir/netcluster.env"
+  if [ "$1" = off ]; then
+    ip netns exec "${ID}h$i" tc qdisc del dev eth0 root 2>/dev/null || true
+  else
+    ip netns exec "${ID}h$i" tc qdisc replace dev eth0 root netem "$@"
+  fi
+}
+
+block() {
+  local dir="$1" i="$2" j="$3" verb="$4"
+  # shellcheck disable=SC1091
+  . "$dir/netcluster.env"
+  ip -n "${ID}h$i" route "$verb" blackhole "$NET.$((j + 1))/32"
+}
+
 case "${1:-}" in
   up) up "${2:?N}" "${3:?DIR}" ;;
   down) down "${2:?DIR}" ;;
   link) link "${2:?DIR}" "${3:?I}" "${4:?up|down}" ;;
-  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down" ;;
+  netem) netem "${2:?DIR}" "${3:?I}" "${@:4}" ;;
+  block) block "${2:?DIR}" "${3:?I}" "${4:?J}" add ;;
+  unblock) block "${2:?DIR}" "${3:?I}" "${4:?J}" del ;;
+  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down | netem DIR I ARGS|off | block|unblock DIR I J" ;;
 esac

@@ -1,9 +1,10 @@
 //! A cluster across network namespaces (`scripts/netcluster.sh`): a coordinator host, three
-//! worker hosts and a client host, each with an address of its own on a virtual bridge. The
-//! job is submitted from the client's namespace; its output must equal `run --local`'s byte
-//! for byte, shuffle bytes must cross the hosts' virtual links, and it must survive a worker
-//! host's link going down mid-job. Needs root; everything it makes is removed at the end, also
-//! when it fails.
+//! worker hosts and a client host, each with an address of its own on a virtual bridge. Jobs
+//! are submitted from the client's namespace; each output must equal `run --local`'s byte for
+//! byte: without faults (when shuffle bytes must cross the hosts' virtual links), with a worker
+//! host's link down mid-job, and with a worker and the
+//! coordinator cut off from each other one way. Needs root; everything it makes is removed at
+//! the end, also when it fails.
 
 mod support;
 
@@ -71,13 +72,13 @@ impl NetCluster {
         c
     }
 
-    /// Host `i`'s link brought up or down.
-    fn link(&self, i: usize, state: &str) {
+    /// `netcluster.sh VERB DIR ARGS...`: a change to the virtual network.
+    fn net(&self, verb: &str, args: &[&str]) {
         let out = Command::new("bash")
             .arg(script())
-            .arg("link")
+            .arg(verb)
             .arg(self.dir.path())
-            .args([&i.to_string(), state])
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -145,8 +146,51 @@ fn can_run() -> bool {
     root
 }
 
+/// Submits `views` over `log` into `out` from the client's namespace and, while it runs,
+/// injects a fault after `after_ms` (none: no fault) and undoes it after `for_ms`; checks
+/// that the job succeeds with the oracle's bytes.
+fn run_views(
+    c: &NetCluster,
+    (log, oracle, out): (&Path, &Path, &Path),
+    fault: Option<(u64, &[&str], &[&str])>,
+    for_ms: u64,
+) {
+    let mut job = c.client();
+    job.args([
+        "job",
+        "submit",
+        "views",
+        "--reducers",
+        "3",
+        "--split-size",
+        "2MiB",
+    ])
+    .arg("--input")
+    .arg(log)
+    .arg("--output")
+    .arg(out)
+    .stdout(std::process::Stdio::piped());
+    let job = job.spawn().unwrap();
+    if let Some((after_ms, (verb, args), undo)) = fault.map(|(a, f, u)| (a, f.split_at(1), u)) {
+        std::thread::sleep(std::time::Duration::from_millis(after_ms));
+        c.net(verb[0], args);
+        let status = c.client().args(["job", "list"]).output().unwrap();
+        let status = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(
+            status.contains("running"),
+            "the fault came after the job ended: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(for_ms));
+        c.net(undo[0], &undo[1..]);
+    }
+    let done = job.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
+    assert_eq!(read_output(out), read_output(oracle), "{}", c.logs());
+}
+
 #[test]
-fn a_job_across_namespace_hosts_matches_the_oracle_and_survives_a_link_cut() {
+fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
     if !can_run() {
         return;
     }
@@ -170,33 +214,12 @@ fn a_job_across_namespace_hosts_matches_the_oracle_and_survives_a_link_cut() {
         .arg(&log)
         .arg("--output")
         .arg(&oracle));
-
     let c = NetCluster::up(HOSTS);
+    let paths = |name: &str| data.path().join(name);
+
+    // No fault: the shuffle crosses the virtual links, every worker host sends and receives.
     let before: Vec<(u64, u64)> = (1..HOSTS).map(|i| c.link_bytes(i)).collect();
-    let out = data.path().join("cluster");
-    let stdout = String::from_utf8_lossy(
-        &c.client()
-            .args([
-                "job",
-                "submit",
-                "views",
-                "--reducers",
-                "3",
-                "--split-size",
-                "2MiB",
-            ])
-            .arg("--input")
-            .arg(&log)
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
-    assert_eq!(read_output(&out), read_output(&oracle), "{}", c.logs());
-    // The shuffle crossed the virtual links: every worker host sent and received data.
+    run_views(&c, (&log, &oracle, &paths("plain")), None, 0);
     for (i, (rx0, tx0)) in before.iter().enumerate() {
         let (rx, tx) = c.link_bytes(i + 1);
         eprintln!(
@@ -211,46 +234,31 @@ fn a_job_across_namespace_hosts_matches_the_oracle_and_survives_a_link_cut() {
             i + 1
         );
     }
-
-    // A worker host's link goes down mid-job and comes back after the worker timeout: the
-    // job still ends with the oracle's bytes.
-    let out2 = data.path().join("cut");
-    let job = c
-        .client()
-        .args([
-            "job",
-            "submit",
-            "views",
-            "--reducers",
-            "3",
-            "--split-size",
-            "2MiB",
-        ])
-        .arg("--input")
-        .arg(&log)
-        .arg("--output")
-        .arg(&out2)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    c.link(2, "down");
-    let status = String::from_utf8_lossy(
-        &c.client()
-            .args(["job", "status", "job-2"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    assert!(
-        status.contains("running"),
-        "the link went down after the job ended: {status}"
+    // A worker host's link goes down mid-map for longer than the worker timeout.
+    let down: &[&str] = &["link", "2", "down"];
+    let up: &[&str] = &["link", "2", "up"];
+    run_views(
+        &c,
+        (&log, &oracle, &paths("cut")),
+        Some((700, down, up)),
+        5000,
     );
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    c.link(2, "up");
-    let done = job.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
-    assert_eq!(read_output(&out2), read_output(&oracle), "{}", c.logs());
+    // A worker cut off from the coordinator (its peers still fetch from it), then the
+    // coordinator cut off from a worker.
+    let block: &[&str] = &["block", "3", "0"];
+    let unblock: &[&str] = &["unblock", "3", "0"];
+    run_views(
+        &c,
+        (&log, &oracle, &paths("w-c")),
+        Some((700, block, unblock)),
+        5000,
+    );
+    let block: &[&str] = &["block", "0", "1"];
+    let unblock: &[&str] = &["unblock", "0", "1"];
+    run_views(
+        &c,
+        (&log, &oracle, &paths("c-w")),
+        Some((700, block, unblock)),
+        5000,
+    );
 }
