@@ -12,6 +12,8 @@
 #                                     `delay 100ms loss 5%`), or none.
 #   scripts/netcluster.sh block DIR I J | unblock DIR I J   host I can (not) send to host J
 #                                     (a blackhole route in I: a one-way partition).
+#   scripts/netcluster.sh restart DIR I   kills host I's daemon (SIGKILL, as a power cut) and
+#                                     starts it again from its unit, on the same state.
 #
 # Every daemon binds its host's address (nothing listens on loopback only) and the workers
 # advertise it. Addresses are private ones, used only inside the namespaces made here; the
@@ -104,6 +106,15 @@ run_unit() {
   ip netns exec "$ns" bash -c "set -a; . '$envfile'; set +a; exec $cmd" \
     >/dev/null 2>"$hostdir/$name.log" &
   echo $! >"$hostdir/pid"
+  printf '%s %s %s %s\n' "$ns" "$unit" "$envfile" "$name" >"$hostdir/unit"
+}
+
+restart() {
+  local dir="$1" i="$2" ns unit envfile name
+  read -r ns unit envfile name <"$dir/h$i/unit"
+  kill -9 "$(cat "$dir/h$i/pid")" 2>/dev/null || true
+  while kill -0 "$(cat "$dir/h$i/pid")" 2>/dev/null; do sleep 0.05; done
+  run_unit "$dir" "$ns" "$unit" "$envfile" "$dir/h$i" "$name-restarted"
 }
 
 down() {
@@ -157,5 +168,6 @@ case "${1:-}" in
   netem) netem "${2:?DIR}" "${3:?I}" "${@:4}" ;;
   block) block "${2:?DIR}" "${3:?I}" "${4:?J}" add ;;
   unblock) block "${2:?DIR}" "${3:?I}" "${4:?J}" del ;;
-  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down | netem DIR I ARGS|off | block|unblock DIR I J" ;;
+  restart) restart "${2:?DIR}" "${3:?I}" ;;
+  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down | netem DIR I ARGS|off | block|unblock DIR I J | restart DIR I" ;;
 esac

@@ -2,9 +2,9 @@
 //! worker hosts and a client host, each with an address of its own on a virtual bridge. Jobs
 //! are submitted from the client's namespace; each output must equal `run --local`'s byte for
 //! byte: without faults (when shuffle bytes must cross the hosts' virtual links), with a worker
-//! host's link down mid-job, and with a worker and the
-//! coordinator cut off from each other one way. Needs root; everything it makes is removed at
-//! the end, also when it fails.
+//! host's link down mid-job, with a worker and the coordinator cut off from each other one
+//! way, and with the coordinator's host restarted. Needs root; everything it makes is removed
+//! at the end, also when it fails.
 
 mod support;
 
@@ -109,7 +109,7 @@ impl NetCluster {
     fn logs(&self) -> String {
         let mut all = String::new();
         for i in 0..HOSTS {
-            for name in ["coordinator.log", "worker.log"] {
+            for name in ["coordinator.log", "coordinator-restarted.log", "worker.log"] {
                 let p = self.dir.path().join(format!("h{i}")).join(name);
                 if let Ok(text) = std::fs::read_to_string(&p) {
                     let tail: Vec<&str> = text.lines().rev().take(15).collect();
@@ -174,8 +174,16 @@ fn run_views(
     if let Some((after_ms, (verb, args), undo)) = fault.map(|(a, f, u)| (a, f.split_at(1), u)) {
         std::thread::sleep(std::time::Duration::from_millis(after_ms));
         c.net(verb[0], args);
-        let status = c.client().args(["job", "list"]).output().unwrap();
-        let status = String::from_utf8_lossy(&status.stdout).into_owned();
+        // Asked until answered: a restarted coordinator takes a moment to listen again.
+        let mut status = String::new();
+        for _ in 0..50 {
+            let out = c.client().args(["job", "list"]).output().unwrap();
+            status = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         assert!(
             status.contains("running"),
             "the fault came after the job ended: {status}"
@@ -260,5 +268,15 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
         (&log, &oracle, &paths("c-w")),
         Some((700, block, unblock)),
         5000,
+    );
+    // The coordinator's host loses power mid-map and comes back on the same state (the
+    // restart is the fault; bringing its link up again changes nothing).
+    let restart: &[&str] = &["restart", "0"];
+    let nothing: &[&str] = &["link", "0", "up"];
+    run_views(
+        &c,
+        (&log, &oracle, &paths("restart")),
+        Some((700, restart, nothing)),
+        0,
     );
 }
