@@ -14,6 +14,8 @@ use std::process::Command;
 use support::*;
 
 const HOSTS: usize = 4;
+/// The job every run of the test submits (13 maps of 2 MiB over the 24 MiB log).
+const VIEWS: [&str; 5] = ["views", "--reducers", "3", "--split-size", "2MiB"];
 
 /// A network-namespace cluster, brought down on drop.
 struct NetCluster {
@@ -156,20 +158,13 @@ fn run_views(
     for_ms: u64,
 ) {
     let mut job = c.client();
-    job.args([
-        "job",
-        "submit",
-        "views",
-        "--reducers",
-        "3",
-        "--split-size",
-        "2MiB",
-    ])
-    .arg("--input")
-    .arg(log)
-    .arg("--output")
-    .arg(out)
-    .stdout(std::process::Stdio::piped());
+    job.args(["job", "submit"])
+        .args(VIEWS)
+        .arg("--input")
+        .arg(log)
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::piped());
     let job = job.spawn().unwrap();
     if let Some((after_ms, (verb, args), undo)) = fault.map(|(a, f, u)| (a, f.split_at(1), u)) {
         std::thread::sleep(std::time::Duration::from_millis(after_ms));
@@ -209,15 +204,8 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
         .arg(&log));
     let oracle = data.path().join("oracle");
     ok(quern()
-        .args([
-            "run",
-            "--local",
-            "views",
-            "--reducers",
-            "3",
-            "--split-size",
-            "2MiB",
-        ])
+        .args(["run", "--local"])
+        .args(VIEWS)
         .arg("--input")
         .arg(&log)
         .arg("--output")
@@ -242,41 +230,47 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             i + 1
         );
     }
-    // A worker host's link goes down mid-map for longer than the worker timeout.
-    let down: &[&str] = &["link", "2", "down"];
-    let up: &[&str] = &["link", "2", "up"];
-    run_views(
-        &c,
-        (&log, &oracle, &paths("cut")),
-        Some((700, down, up)),
-        5000,
-    );
-    // A worker cut off from the coordinator (its peers still fetch from it), then the
-    // coordinator cut off from a worker.
-    let block: &[&str] = &["block", "3", "0"];
-    let unblock: &[&str] = &["unblock", "3", "0"];
-    run_views(
-        &c,
-        (&log, &oracle, &paths("w-c")),
-        Some((700, block, unblock)),
-        5000,
-    );
-    let block: &[&str] = &["block", "0", "1"];
-    let unblock: &[&str] = &["unblock", "0", "1"];
-    run_views(
-        &c,
-        (&log, &oracle, &paths("c-w")),
-        Some((700, block, unblock)),
-        5000,
-    );
-    // The coordinator's host loses power mid-map and comes back on the same state (the
-    // restart is the fault; bringing its link up again changes nothing).
-    let restart: &[&str] = &["restart", "0"];
-    let nothing: &[&str] = &["link", "0", "up"];
-    run_views(
-        &c,
-        (&log, &oracle, &paths("restart")),
-        Some((700, restart, nothing)),
-        0,
-    );
+    // Each fault comes 0.7 s into a job (while maps run) and is undone after the time given,
+    // longer than the worker timeout (3 s):
+    // - a worker host's link goes down, then up;
+    // - a worker is cut off from the coordinator (its peers still fetch from it);
+    // - the coordinator is cut off from a worker (the worker's heartbeats get no answer);
+    // - the coordinator's host loses power and its daemon starts again on the same state
+    //   (the restart is the fault; bringing its link up again changes nothing).
+    type Fault<'a> = (&'a str, &'a [&'a str], &'a [&'a str], u64);
+    let faults: [Fault<'_>; 4] = [
+        (
+            "link-cut",
+            &["link", "2", "down"],
+            &["link", "2", "up"],
+            5000,
+        ),
+        (
+            "worker-to-coordinator",
+            &["block", "3", "0"],
+            &["unblock", "3", "0"],
+            5000,
+        ),
+        (
+            "coordinator-to-worker",
+            &["block", "0", "1"],
+            &["unblock", "0", "1"],
+            5000,
+        ),
+        (
+            "coordinator-restart",
+            &["restart", "0"],
+            &["link", "0", "up"],
+            0,
+        ),
+    ];
+    for (name, fault, undo, ms) in faults {
+        eprintln!("fault: {name}");
+        run_views(
+            &c,
+            (&log, &oracle, &paths(name)),
+            Some((700, fault, undo)),
+            ms,
+        );
+    }
 }
