@@ -16,7 +16,9 @@
 #                                     starts it again from its unit, on the same state.
 #
 # Every daemon binds its host's address (nothing listens on loopback only) and the workers
-# advertise it. Addresses are private ones, used only inside the namespaces made here; the
+# advertise it. With QN_SEAWEEDFS=1, storage is a SeaweedFS cluster across the same hosts:
+# master and filer on h0, a volume server on each worker host, beside its worker, whose
+# storage host it is (data-local maps are maps on the host holding their chunk). Addresses are private ones, used only inside the namespaces made here; the
 # bridge itself has none, so nothing is routed to or from the rest of the machine. Names start
 # with a per-cluster id (QN_ID, default random), so several clusters can exist at once.
 # QUERN is the quern binary (default: the release build).
@@ -53,6 +55,11 @@ up() {
   done
   local coord="$net.1:7070"
   # Tokens, as on real machines: one for the workers, one for the user.
+  local storage_env=""
+  if [ "${QN_SEAWEEDFS:-0}" = 1 ]; then
+    start_seaweedfs "$dir" "$id" "$net" "$n"
+    storage_env="QUERN_SEAWEEDFS_MASTER=$net.1:9333"
+  fi
   mkdir -p "$dir/etc"
   "$QUERN" token create --tokens "$dir/etc/tokens.json" --role worker --name workers \
     >"$dir/worker.token" 2>/dev/null
@@ -65,6 +72,7 @@ up() {
 QUERN_LISTEN=$coord
 QUERN_HTTP=$net.1:7080
 QUERN_COORDINATOR_FLAGS="--heartbeat-ms ${QN_HEARTBEAT_MS:-200} --worker-timeout-s ${QN_WORKER_TIMEOUT_S:-3}"
+$storage_env
 EOF
   run_unit "$dir" "${id}h0" quern-coordinator.service "$dir/etc/coordinator.env" "$dir/h0" coordinator
   for i in $(seq 1 $((n - 1))); do
@@ -73,8 +81,9 @@ QUERN_COORDINATOR=http://$coord
 QUERN_TOKEN=$(cat "$dir/worker.token")
 QUERN_SHUFFLE_LISTEN=0.0.0.0:7071
 QUERN_ADVERTISE_HOST=$net.$((i + 1))
-QUERN_STORAGE_HOST=h$i
+QUERN_STORAGE_HOST=$([ -n "$storage_env" ] && echo "$net.$((i + 1)):8080" || echo "h$i")
 QUERN_WORKER_FLAGS="--slots ${QN_SLOTS:-1}"
+$storage_env
 EOF
     chmod 600 "$dir/etc/worker-h$i.env"
     run_unit "$dir" "${id}h$i" quern-worker.service "$dir/etc/worker-h$i.env" "$dir/h$i" worker
@@ -86,9 +95,46 @@ EOF
     [ "$tries" -lt 150 ] || die "the cluster did not come up (logs in $dir/h*/)"
     sleep 0.2
   done
+  if [ -n "$storage_env" ]; then
+    echo "export QUERN_SEAWEEDFS_MASTER=$net.1:9333"
+    echo "export QUERN_SEAWEEDFS_FILER=$net.1:8888"
+  fi
   echo "export QUERN_NETNS=${id}h$n"
   echo "export QUERN_COORDINATOR=http://$coord"
   echo "export QUERN_TOKEN=$(cat "$dir/admin.token")"
+}
+
+# start_seaweedfs DIR ID NET N: master and filer on h0, a volume server on h1..h(N-1).
+start_seaweedfs() {
+  local dir="$1" id="$2" net="$3" n="$4" i weed
+  weed="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed"
+  [ -x "$weed" ] || weed="$(command -v weed)" || die "no weed binary (scripts/seaweedfs.sh installs it)"
+  mkdir -p "$dir/h0/seaweedfs/master" "$dir/h0/seaweedfs/filer"
+  ip netns exec "${id}h0" "$weed" master -ip="$net.1" -ip.bind="$net.1" -port=9333 \
+    -mdir="$dir/h0/seaweedfs/master" -volumeSizeLimitMB=256 -defaultReplication=000 \
+    >"$dir/h0/seaweedfs/master.log" 2>&1 &
+  wait_up "${id}h0" "http://$net.1:9333/cluster/status"
+  for i in $(seq 1 $((n - 1))); do
+    mkdir -p "$dir/h$i/seaweedfs"
+    ip netns exec "${id}h$i" "$weed" volume -ip="$net.$((i + 1))" -ip.bind="$net.$((i + 1))" \
+      -port=8080 -dir="$dir/h$i/seaweedfs" -max=30 -mserver="$net.1:9333" \
+      -dataCenter=dc1 -rack=rack1 >"$dir/h$i/seaweedfs.log" 2>&1 &
+  done
+  for i in $(seq 1 $((n - 1))); do wait_up "${id}h$i" "http://$net.$((i + 1)):8080/status"; done
+  ip netns exec "${id}h0" "$weed" filer -ip="$net.1" -ip.bind="$net.1" -port=8888 \
+    -master="$net.1:9333" -defaultStoreDir="$dir/h0/seaweedfs/filer" \
+    >"$dir/h0/seaweedfs/filer.log" 2>&1 &
+  wait_up "${id}h0" "http://$net.1:8888/"
+}
+
+# wait_up NS URL: waits until URL answers from namespace NS.
+wait_up() {
+  local _
+  for _ in $(seq 1 150); do
+    ip netns exec "$1" curl -sf -o /dev/null "$2" && return 0
+    sleep 0.2
+  done
+  die "timed out waiting for $2"
 }
 
 # run_unit DIR NS UNIT ENVFILE HOSTDIR NAME: starts UNIT's ExecStart in namespace NS, with

@@ -28,7 +28,8 @@ fn script() -> PathBuf {
 }
 
 impl NetCluster {
-    fn up(hosts: usize) -> NetCluster {
+    /// Brings up `hosts` hosts; with `seaweedfs`, a SeaweedFS across them too.
+    fn up(hosts: usize, seaweedfs: bool) -> NetCluster {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("bash")
             .arg(script())
@@ -37,6 +38,7 @@ impl NetCluster {
             .env("QUERN", env!("CARGO_BIN_EXE_quern"))
             // Maps take a while, so that a link can go down while they run.
             .env("FAILPOINTS", "map.start=sleep(300)")
+            .env("QN_SEAWEEDFS", if seaweedfs { "1" } else { "0" })
             .output()
             .expect("scripts/netcluster.sh runs");
         // Down on drop from here on, also after an `up` that failed halfway.
@@ -210,7 +212,9 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
         .arg(&log)
         .arg("--output")
         .arg(&oracle));
-    let c = NetCluster::up(HOSTS);
+    // SeaweedFS across the hosts where scripts/test.sh has installed it (under CI it has).
+    let seaweedfs = seaweedfs_var("QUERN_SEAWEEDFS_FILER").is_some();
+    let c = NetCluster::up(HOSTS, seaweedfs);
     let paths = |name: &str| data.path().join(name);
 
     // No fault: the shuffle crosses the virtual links, every worker host sends and receives.
@@ -229,6 +233,44 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             "host h{} idle",
             i + 1
         );
+    }
+    if seaweedfs {
+        // The log in SeaweedFS, 2 MiB chunks on the worker hosts' volume servers: maps run
+        // beside their chunks, and the output is still the oracle's.
+        let url = format!(
+            "seaweedfs://{}/in/access.log",
+            c.var("QUERN_SEAWEEDFS_FILER")
+        );
+        let put = c
+            .client()
+            .env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
+            .env("QUERN_SEAWEEDFS_CHUNK_MB", "2")
+            .args(["fs", "put"])
+            .arg(&log)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        let out = paths("seaweedfs");
+        let done = c
+            .client()
+            .args(["job", "submit"])
+            .args(VIEWS)
+            .args(["--input", &url, "--output"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+        assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
+        assert_eq!(read_output(&out), read_output(&oracle), "{}", c.logs());
+        let n = counters(&stdout);
+        let (local, remote) = (n["data_local_maps"], n["remote_maps"]);
+        eprintln!("SeaweedFS input: {local} data-local maps, {remote} remote");
+        assert!(local * 10 >= (local + remote) * 9, "{stdout}");
     }
     // Each fault comes 0.7 s into a job (while maps run) and is undone after the time given,
     // longer than the worker timeout (3 s):
