@@ -36,8 +36,11 @@ impl NetCluster {
             .args(["up", &hosts.to_string()])
             .arg(dir.path())
             .env("QUERN", env!("CARGO_BIN_EXE_quern"))
-            // Maps take a while, so that a link can go down while they run.
-            .env("FAILPOINTS", "map.start=sleep(300)")
+            // Maps and fetches take a while, so that a link can go down while they run.
+            .env(
+                "FAILPOINTS",
+                "map.start=sleep(300);reduce.fetch=sleep(1500)",
+            )
             .env("QN_SEAWEEDFS", if seaweedfs { "1" } else { "0" })
             .output()
             .expect("scripts/netcluster.sh runs");
@@ -150,15 +153,55 @@ fn can_run() -> bool {
     root
 }
 
+/// When a fault comes.
+#[derive(Clone, Copy)]
+enum When {
+    /// This many milliseconds after the submission (while maps run).
+    After(u64),
+    /// Once every map is done (while reducers fetch).
+    MapsDone,
+}
+
+/// `quern job status ID` from the client's namespace, asked until answered (a restarted
+/// coordinator takes a moment to listen again).
+fn status(c: &NetCluster, id: &str) -> String {
+    for _ in 0..50 {
+        let out = c.client().args(["job", "status", id]).output().unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no answer about {id}{}", c.logs());
+}
+
+/// Whether a `job status` answer shows every map done (`maps:     N/N`).
+fn all_maps_done(status: &str) -> bool {
+    let total = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("maps:")?
+                .split_whitespace()
+                .next()?
+                .split('/')
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    total > 0 && maps_done(status) == total
+}
+
 /// Submits `views` over `log` into `out` from the client's namespace and, while it runs,
-/// injects a fault after `after_ms` (none: no fault) and undoes it after `for_ms`; checks
-/// that the job succeeds with the oracle's bytes.
+/// injects a fault (`fault`: when, the `netcluster.sh` verb and arguments, and those that
+/// undo it) and undoes it after `for_ms`; checks that the job succeeds with the oracle's bytes.
 fn run_views(
     c: &NetCluster,
     (log, oracle, out): (&Path, &Path, &Path),
-    fault: Option<(u64, &[&str], &[&str])>,
+    fault: Option<(When, &[&str], &[&str])>,
     for_ms: u64,
 ) {
+    use std::io::{BufRead, Read};
     let mut job = c.client();
     job.args(["job", "submit"])
         .args(VIEWS)
@@ -166,31 +209,48 @@ fn run_views(
         .arg(log)
         .arg("--output")
         .arg(out)
-        .stdout(std::process::Stdio::piped());
-    let job = job.spawn().unwrap();
-    if let Some((after_ms, (verb, args), undo)) = fault.map(|(a, f, u)| (a, f.split_at(1), u)) {
-        std::thread::sleep(std::time::Duration::from_millis(after_ms));
-        c.net(verb[0], args);
-        // Asked until answered: a restarted coordinator takes a moment to listen again.
-        let mut status = String::new();
-        for _ in 0..50 {
-            let out = c.client().args(["job", "list"]).output().unwrap();
-            status = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() {
-                break;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut job = job.spawn().unwrap();
+    // `submitted job-N (views)` comes first on stderr; the progress lines after it.
+    let mut err = std::io::BufReader::new(job.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    let id = first
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(id.starts_with("job-"), "{first}{}", c.logs());
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        rest
+    });
+    if let Some((when, fault, undo)) = fault {
+        match when {
+            When::After(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            When::MapsDone => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !all_maps_done(&status(c, &id)) {
+                    assert!(std::time::Instant::now() < deadline, "maps never finished");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        c.net(fault[0], &fault[1..]);
+        let now = status(c, &id);
         assert!(
-            status.contains("running"),
-            "the fault came after the job ended: {status}"
+            now.contains("running"),
+            "the fault came after the job ended: {now}"
         );
         std::thread::sleep(std::time::Duration::from_millis(for_ms));
         c.net(undo[0], &undo[1..]);
     }
     let done = job.wait_with_output().unwrap();
+    let stderr = drain.join().unwrap();
     let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(stdout.contains("succeeded"), "{stdout}{}", c.logs());
+    assert!(stdout.contains("succeeded"), "{stdout}{stderr}{}", c.logs());
     assert_eq!(read_output(out), read_output(oracle), "{}", c.logs());
 }
 
@@ -279,39 +339,52 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
     // - the coordinator is cut off from a worker (the worker's heartbeats get no answer);
     // - the coordinator's host loses power and its daemon starts again on the same state
     //   (the restart is the fault; bringing its link up again changes nothing).
-    type Fault<'a> = (&'a str, &'a [&'a str], &'a [&'a str], u64);
-    let faults: [Fault<'_>; 4] = [
+    // - a worker host's link goes down once every map is done, while reducers fetch;
+    type Fault<'a> = (&'a str, When, &'a [&'a str], &'a [&'a str], u64);
+    let at = When::After(700);
+    let faults: [Fault<'_>; 5] = [
         (
             "link-cut",
+            at,
             &["link", "2", "down"],
             &["link", "2", "up"],
             5000,
         ),
         (
+            "shuffle-cut",
+            When::MapsDone,
+            &["link", "1", "down"],
+            &["link", "1", "up"],
+            5000,
+        ),
+        (
             "worker-to-coordinator",
+            at,
             &["block", "3", "0"],
             &["unblock", "3", "0"],
             5000,
         ),
         (
             "coordinator-to-worker",
+            at,
             &["block", "0", "1"],
             &["unblock", "0", "1"],
             5000,
         ),
         (
             "coordinator-restart",
+            at,
             &["restart", "0"],
             &["link", "0", "up"],
             0,
         ),
     ];
-    for (name, fault, undo, ms) in faults {
+    for (name, when, fault, undo, ms) in faults {
         eprintln!("fault: {name}");
         run_views(
             &c,
             (&log, &oracle, &paths(name)),
-            Some((700, fault, undo)),
+            Some((when, fault, undo)),
             ms,
         );
     }
