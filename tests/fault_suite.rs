@@ -533,16 +533,8 @@ impl Cluster3 {
         while Instant::now() < deadline {
             if let Some(s) = self.status() {
                 if maps_done(&s) >= n {
-                    let total: Option<u32> = s.lines().find_map(|l| {
-                        l.strip_prefix("maps:")?
-                            .split_whitespace()
-                            .next()?
-                            .split('/')
-                            .nth(1)?
-                            .parse()
-                            .ok()
-                    });
-                    return (total != Some(maps_done(&s))).then_some(());
+                    let (done, total) = maps_progress(&s);
+                    return (total != done).then_some(());
                 }
                 if !s.contains("state:    running") {
                     return None;

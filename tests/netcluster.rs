@@ -177,19 +177,8 @@ fn status(c: &NetCluster, id: &str) -> String {
 
 /// Whether a `job status` answer shows every map done (`maps:     N/N`).
 fn all_maps_done(status: &str) -> bool {
-    let total = status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("maps:")?
-                .split_whitespace()
-                .next()?
-                .split('/')
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
-    total > 0 && maps_done(status) == total
+    let (done, total) = maps_progress(status);
+    total > 0 && done == total
 }
 
 /// Submits `views` over `log` into `out` from the client's namespace and, while it runs,

@@ -135,18 +135,23 @@ pub fn spawn_worker(addr: &str, dir: &Path, extra: &[&str]) -> Child {
 
 /// Returns the maps done in `quern job status` output (`maps:     N/M`).
 pub fn maps_done(status: &str) -> u32 {
+    maps_progress(status).0
+}
+
+/// Returns (done, total) of the maps in `quern job status` output (`maps:     N/M`); (0, 0)
+/// when it has no such line.
+pub fn maps_progress(status: &str) -> (u32, u32) {
     status
         .lines()
         .find_map(|l| {
-            l.strip_prefix("maps:")?
+            let (done, total) = l
+                .strip_prefix("maps:")?
                 .split_whitespace()
                 .next()?
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
+                .split_once('/')?;
+            Some((done.parse().ok()?, total.parse().ok()?))
         })
-        .unwrap_or(0)
+        .unwrap_or((0, 0))
 }
 
 /// What a raw HTTP/2 gRPC call got back: `grpc-status`, `grpc-message`, and the server's
