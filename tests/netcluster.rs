@@ -20,7 +20,7 @@ const VIEWS: [&str; 5] = ["views", "--reducers", "3", "--split-size", "2MiB"];
 /// A network-namespace cluster, brought down on drop.
 struct NetCluster {
     dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
+    env: std::collections::BTreeMap<String, String>,
 }
 
 fn script() -> PathBuf {
@@ -47,7 +47,7 @@ impl NetCluster {
         // Down on drop from here on, also after an `up` that failed halfway.
         let mut c = NetCluster {
             dir,
-            env: Vec::new(),
+            env: Default::default(),
         };
         assert!(
             out.status.success(),
@@ -55,18 +55,12 @@ impl NetCluster {
             String::from_utf8_lossy(&out.stderr),
             c.logs()
         );
-        c.env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.strip_prefix("export ")?.split_once('=')?;
-                Some((k.to_string(), v.to_string()))
-            })
-            .collect();
+        c.env = quern_testkit::exports(&String::from_utf8_lossy(&out.stdout));
         c
     }
 
     fn var(&self, k: &str) -> &str {
-        &self.env.iter().find(|(n, _)| n == k).expect(k).1
+        self.env.get(k).expect(k)
     }
 
     /// `quern ARGS` run in the client's namespace.

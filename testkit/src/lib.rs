@@ -207,6 +207,17 @@ pub fn seaweedfs_var(var: &str) -> Option<String> {
     }
 }
 
+/// The `export NAME=VALUE` lines a script printed (for `eval`), as a map.
+pub fn exports(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.strip_prefix("export ")?.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 fn seaweedfs_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/seaweedfs.sh")
 }
@@ -240,14 +251,7 @@ impl OwnSeaweedFs {
             "seaweedfs did not start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        sw.env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("export ")?
-                    .split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
+        sw.env = exports(&String::from_utf8_lossy(&out.stdout));
         sw
     }
 
