@@ -35,6 +35,7 @@
 //! executors; `./target/release/myjobs run --local line-lengths ...` runs it in-process.
 //! Each subcommand parses its flags and calls a library function; see `quern --help`.
 
+mod bench;
 mod certcmd;
 mod cluster;
 mod demo;
@@ -108,6 +109,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
     Jobs,
+    /// Benchmarks of Quern itself (the coordinator under thousands of simulated workers).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Run one task attempt (started by a worker; not for direct use).
     #[command(hide = true)]
     Executor {
@@ -192,6 +196,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Command::Backfill(a) => runtime().and_then(|rt| rt.block_on(schedcmd::backfill(a))),
         Command::Gen(c) => gen::run(c),
+        Command::Bench(c) => runtime().and_then(|rt| rt.block_on(bench::run(c))),
         Command::Fs(c) => fs::run(c),
         Command::Token(c) => tokencmd::run(c),
         Command::Certs(c) => certcmd::run(c),

@@ -243,22 +243,30 @@ impl Journal {
 #[error("the coordinator cannot write its journal and is stopping: {0}")]
 pub struct JournalDown(std::sync::Arc<str>);
 
-/// Group commit of journal records, outside the state lock.
+/// Group commit of journal records, outside the state lock, by a writer thread of its own.
 ///
 /// A change's records are queued, numbered, while the state lock is still held (so the queue
 /// holds them in the order of the changes); the lock is then released and the caller waits
-/// in [`GroupCommit::durable`] until everything queued up to its number is on disk. Whoever
-/// gets the writer first writes and syncs the whole queue in one go, so concurrent changes
-/// share one `fdatasync`, and readers of the state never wait for the disk. The first write
-/// that fails stops the coordinator: `stop` is cancelled and every later wait fails.
+/// ([`GroupCommit::wait_durable`], or [`GroupCommit::durable`] off the async runtime) until
+/// everything queued up to its number is on disk. The writer thread writes and syncs whatever
+/// is queued in one go, so the changes made during one `fdatasync` share the next, readers
+/// of the state never wait for the disk, and the async runtime never blocks on it. The first
+/// write that fails stops the coordinator: `stop` is cancelled and every later wait fails.
 #[derive(Debug)]
 pub struct GroupCommit {
+    shared: std::sync::Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
     queue: std::sync::Mutex<Queue>,
-    writer: std::sync::Mutex<Journal>,
-    /// The number of the last record on disk, readable without the writer's lock: a change
-    /// that queued nothing new does not wait behind a sync in progress for records it did
-    /// not see.
-    synced: std::sync::atomic::AtomicU64,
+    /// Wakes the writer when records are queued (or the journal closes).
+    queued: std::sync::Condvar,
+    /// The number of the last record on disk; async waiters watch it.
+    synced: tokio::sync::watch::Sender<u64>,
+    /// Wakes synchronous waiters when `synced` moves (or the journal goes down).
+    moved: std::sync::Condvar,
     down: std::sync::OnceLock<JournalDown>,
     stop: tokio_util::sync::CancellationToken,
 }
@@ -268,75 +276,146 @@ struct Queue {
     records: Vec<Record>,
     /// The number of the last record queued.
     last: u64,
+    /// The journal is being dropped: the writer finishes the queue and ends.
+    closing: bool,
 }
 
 impl GroupCommit {
-    /// Writes through `journal`; cancels `stop` when a write fails.
+    /// Writes through `journal` on a thread of its own; cancels `stop` when a write fails.
     pub fn new(journal: Journal, stop: tokio_util::sync::CancellationToken) -> Self {
-        GroupCommit {
+        let shared = std::sync::Arc::new(Shared {
             queue: Default::default(),
-            writer: std::sync::Mutex::new(journal),
-            synced: std::sync::atomic::AtomicU64::new(0),
+            queued: std::sync::Condvar::new(),
+            synced: tokio::sync::watch::Sender::new(0),
+            moved: std::sync::Condvar::new(),
             down: std::sync::OnceLock::new(),
             stop,
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("journal".into())
+                .spawn(move || shared.write_loop(journal))
+                .expect("starting the journal writer thread")
+        };
+        GroupCommit {
+            shared,
+            writer: Some(writer),
         }
     }
 
     /// Cancelled when a write fails.
     pub fn stop_token(&self) -> tokio_util::sync::CancellationToken {
-        self.stop.clone()
+        self.shared.stop.clone()
     }
 
     /// The failure that stopped the journal, if one did.
     pub fn down(&self) -> Option<&JournalDown> {
-        self.down.get()
+        self.shared.down.get()
     }
 
     /// Queues `records` (call with the state lock held); returns the number to wait for.
     pub fn queue(&self, records: Vec<Record>) -> u64 {
-        let mut q = self.queue.lock().expect("journal queue lock poisoned");
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .expect("journal queue lock poisoned");
         q.last += records.len() as u64;
-        q.records.extend(records);
+        if !records.is_empty() {
+            q.records.extend(records);
+            self.shared.queued.notify_one();
+        }
         q.last
     }
 
-    /// Returns once every record up to number `upto` is on disk.
+    /// Returns once every record up to number `upto` is on disk, without blocking the async
+    /// runtime.
+    ///
+    /// # Errors
+    /// [`JournalDown`] if a write failed (this one or an earlier one).
+    pub async fn wait_durable(&self, upto: u64) -> Result<(), JournalDown> {
+        let mut rx = self.shared.synced.subscribe();
+        // The sender lives as long as `shared`, so the wait ends only when a condition holds.
+        let _ = rx
+            .wait_for(|synced| *synced >= upto || self.shared.down.get().is_some())
+            .await;
+        match self.shared.down.get() {
+            Some(down) => Err(down.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns once every record up to number `upto` is on disk, blocking this thread.
     ///
     /// # Errors
     /// [`JournalDown`] if a write failed (this one or an earlier one).
     pub fn durable(&self, upto: u64) -> Result<(), JournalDown> {
-        use std::sync::atomic::Ordering;
-        if let Some(down) = self.down.get() {
-            return Err(down.clone());
-        }
-        if self.synced.load(Ordering::Acquire) >= upto {
-            return Ok(());
-        }
-        let mut journal = self.writer.lock().expect("journal writer lock poisoned");
-        if let Some(down) = self.down.get() {
-            return Err(down.clone());
-        }
-        // Another caller may have written this far while we waited for the writer.
-        if self.synced.load(Ordering::Acquire) >= upto {
-            return Ok(());
-        }
-        let (records, last) = {
-            let mut q = self.queue.lock().expect("journal queue lock poisoned");
-            (std::mem::take(&mut q.records), q.last)
-        };
-        match journal.append(&records) {
-            Ok(()) => {
-                self.synced.store(last, Ordering::Release);
-                Ok(())
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .expect("journal queue lock poisoned");
+        loop {
+            if let Some(down) = self.shared.down.get() {
+                return Err(down.clone());
             }
-            Err(e) => {
+            if *self.shared.synced.borrow() >= upto {
+                return Ok(());
+            }
+            q = self
+                .shared
+                .moved
+                .wait(q)
+                .expect("journal queue lock poisoned");
+        }
+    }
+}
+
+impl Shared {
+    /// The writer thread: writes and syncs what is queued, until the journal closes or a
+    /// write fails.
+    fn write_loop(&self, mut journal: Journal) {
+        loop {
+            let (records, last) = {
+                let mut q = self.queue.lock().expect("journal queue lock poisoned");
+                while q.records.is_empty() && !q.closing {
+                    q = self.queued.wait(q).expect("journal queue lock poisoned");
+                }
+                if q.records.is_empty() {
+                    return;
+                }
+                (std::mem::take(&mut q.records), q.last)
+            };
+            let result = journal.append(&records);
+            // Under the queue lock, so a synchronous waiter cannot miss the wake-up.
+            let _q = self.queue.lock().expect("journal queue lock poisoned");
+            if let Err(e) = result {
                 // Without its journal the coordinator cannot keep its promises after a crash.
                 let text = protocol::error_chain(&e);
                 tracing::error!(error = %text, "cannot write the journal; stopping");
-                let down = self.down.get_or_init(|| JournalDown(text.into())).clone();
+                let _ = self.down.set(JournalDown(text.into()));
                 self.stop.cancel();
-                Err(down)
+                self.synced.send_modify(|_| {});
+                self.moved.notify_all();
+                return;
             }
+            self.synced.send_replace(last);
+            self.moved.notify_all();
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.shared
+            .queue
+            .lock()
+            .expect("journal queue lock poisoned")
+            .closing = true;
+        self.shared.queued.notify_one();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
 }
@@ -384,7 +463,6 @@ mod tests {
         let second = g.queue(vec![ended(3)]);
         // Whoever writes first writes everything queued: the second change is on disk too.
         g.durable(first).unwrap();
-        assert!(g.synced.load(std::sync::atomic::Ordering::Acquire) >= second);
         g.durable(second).unwrap();
         // A change that queued nothing waits for nothing new.
         g.durable(g.queue(Vec::new())).unwrap();

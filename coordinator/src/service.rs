@@ -201,7 +201,7 @@ impl Coordinator {
     /// # Errors
     /// [`JournalDown`] when the journal cannot be written; the coordinator then stops (see
     /// [`Self::stopping`]) and nothing is changed any more.
-    pub fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, JournalDown> {
+    pub async fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, JournalDown> {
         let (r, upto) = {
             let mut state = self.state.lock().expect("coordinator state lock poisoned");
             if let Some(down) = self.journal.down() {
@@ -210,7 +210,7 @@ impl Coordinator {
             let r = f(&mut state);
             (r, self.journal.queue(state.take_records()))
         };
-        self.journal.durable(upto)?;
+        self.journal.wait_durable(upto).await?;
         Ok(r)
     }
 
@@ -297,8 +297,13 @@ impl Coordinator {
                     index,
                     attempt,
                     ..
-                } => self.mutate(|s| s.commit_done(job, index, attempt, done, now)),
-                Action::Publish { job, .. } => self.mutate(|s| s.publish_done(job, done, now)),
+                } => {
+                    self.mutate(|s| s.commit_done(job, index, attempt, done, now))
+                        .await
+                }
+                Action::Publish { job, .. } => {
+                    self.mutate(|s| s.publish_done(job, done, now)).await
+                }
                 Action::DeleteStaged { path } | Action::Discard { output: path, .. } => {
                     if let Err(e) = done {
                         tracing::warn!(%path, error = %e, "cleanup failed");
@@ -340,7 +345,7 @@ impl Coordinator {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(actions) = self.mutate(|s| s.expire_workers(Instant::now())) else {
+            let Ok(actions) = self.mutate(|s| s.expire_workers(Instant::now())).await else {
                 return;
             };
             self.run_actions(actions).await;
@@ -400,25 +405,27 @@ impl CoordinatorService for Coordinator {
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         let r = request.into_inner();
-        let (id, epoch, actions) = self.mutate(|state| {
-            let now = Instant::now();
-            let id = state.register_worker(r.shuffle_addr.clone(), r.storage_host.clone(), now);
-            state.set_worker_slots(id, r.cpu_slots, r.gpus);
-            let held: Vec<_> = r
-                .held_outputs
-                .iter()
-                .map(|h| (JobId(h.job_id), h.map_index, AttemptId(h.attempt_id)))
-                .collect();
-            // A worker restarted on its directory replaces the one that ran there at once, and
-            // keeps the finished map outputs it finds on its disk.
-            let actions = if r.dir.is_empty() {
-                Vec::new()
-            } else {
-                state.replace_worker_at(id, &format!("{}:{}", r.host, r.dir), &held, now)
-            };
-            state.claim_outputs(id, &held, now);
-            (id, state.epoch.0, actions)
-        })?;
+        let (id, epoch, actions) = self
+            .mutate(|state| {
+                let now = Instant::now();
+                let id = state.register_worker(r.shuffle_addr.clone(), r.storage_host.clone(), now);
+                state.set_worker_slots(id, r.cpu_slots, r.gpus);
+                let held: Vec<_> = r
+                    .held_outputs
+                    .iter()
+                    .map(|h| (JobId(h.job_id), h.map_index, AttemptId(h.attempt_id)))
+                    .collect();
+                // A worker restarted on its directory replaces the one that ran there at once, and
+                // keeps the finished map outputs it finds on its disk.
+                let actions = if r.dir.is_empty() {
+                    Vec::new()
+                } else {
+                    state.replace_worker_at(id, &format!("{}:{}", r.host, r.dir), &held, now)
+                };
+                state.claim_outputs(id, &held, now);
+                (id, state.epoch.0, actions)
+            })
+            .await?;
         tracing::info!(worker = %id, host = %r.host, shuffle = %r.shuffle_addr, slots = r.cpu_slots, "worker registered");
         self.run_actions(actions).await;
         Ok(Response::new(RegisterWorkerResponse {
@@ -434,8 +441,9 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
-        let reply =
-            self.mutate(|s| s.heartbeat(WorkerId(r.worker_id), r.free_slots, Instant::now()))?;
+        let reply = self
+            .mutate(|s| s.heartbeat(WorkerId(r.worker_id), r.free_slots, Instant::now()))
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -472,12 +480,15 @@ impl CoordinatorService for Coordinator {
                     state.add_listed(attempt, listed);
                 }
                 (actions, state.is_winner(attempt))
-            })?
+            })
+            .await?
         } else {
             let kind = FailureKind::from_pb(r.failure_kind);
-            let actions = self.mutate(|s| {
-                s.report_failure(attempt, kind, &r.error, r.bad_record_offset, Instant::now())
-            })?;
+            let actions = self
+                .mutate(|s| {
+                    s.report_failure(attempt, kind, &r.error, r.bad_record_offset, Instant::now())
+                })
+                .await?;
             (actions, false)
         };
         let (actions, accepted) = actions;
@@ -501,7 +512,8 @@ impl CoordinatorService for Coordinator {
                 AttemptId(r.map_attempt_id),
                 Instant::now(),
             )
-        })?;
+        })
+        .await?;
         Ok(Response::new(ReportFetchFailureResponse {}))
     }
 
@@ -524,13 +536,15 @@ impl CoordinatorService for Coordinator {
         })
         .await
         .map_err(|e| ServiceError::internal(e.to_string()))??;
-        let id = self.mutate(|state| match state.job_writing(&spec.output) {
-            Some(other) => Err(ServiceError::already_exists(format!(
-                "{other} is already writing {}",
-                spec.output
-            ))),
-            None => Ok(state.submit(spec, splits, Instant::now())),
-        })??;
+        let id = self
+            .mutate(|state| match state.job_writing(&spec.output) {
+                Some(other) => Err(ServiceError::already_exists(format!(
+                    "{other} is already writing {}",
+                    spec.output
+                ))),
+                None => Ok(state.submit(spec, splits, Instant::now())),
+            })
+            .await??;
         Ok(Response::new(SubmitJobResponse { job_id: id.0 }))
     }
 
@@ -561,7 +575,7 @@ impl CoordinatorService for Coordinator {
         request: Request<KillJobRequest>,
     ) -> Result<Response<KillJobResponse>, Status> {
         let id = JobId(request.into_inner().job_id);
-        let actions = self.mutate(|s| s.kill(id, Instant::now()))?;
+        let actions = self.mutate(|s| s.kill(id, Instant::now())).await?;
         let killed = actions.is_some();
         self.run_actions(actions.unwrap_or_default()).await;
         Ok(Response::new(KillJobResponse { killed }))
@@ -572,7 +586,7 @@ impl CoordinatorService for Coordinator {
         request: Request<AddScheduleRequest>,
     ) -> Result<Response<AddScheduleResponse>, Status> {
         self.limit_submission(&request)?;
-        let schedule = self.add_schedule_rpc(request.into_inner())?;
+        let schedule = self.add_schedule_rpc(request.into_inner()).await?;
         Ok(Response::new(AddScheduleResponse {
             schedule: Some(schedule),
         }))

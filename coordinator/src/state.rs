@@ -34,6 +34,7 @@ mod failures;
 mod placement;
 mod recovery;
 mod schedules;
+mod tally;
 mod views;
 mod workers;
 
@@ -107,7 +108,7 @@ impl Task {
     }
 
     /// Its finished map output is gone: the map waits to run again. Returns the winner the
-    /// task had. The caller reports it with [`map_lost`].
+    /// task had. The caller reports it with [`map_lost`], and marks the job's tally stale.
     fn output_lost(&mut self, now: Instant) -> Option<Winner> {
         self.state = TaskState::Pending;
         self.ready = Some(now);
@@ -175,6 +176,11 @@ pub struct Job {
     origin: Option<Origin>,
     /// Every attempt of this incarnation, in start order (for the UI and `quern job logs`).
     history: Vec<AttemptRecord>,
+    /// Its tasks by state, for placement.
+    tally: tally::Tally,
+    /// The median run time of winning attempts per phase (maps, reduces), and how many
+    /// attempts it was taken over (see [`Job::refresh_medians`]).
+    medians: [(usize, Option<Duration>); 2],
 }
 
 /// How an attempt ended, or that it has not.
@@ -232,10 +238,6 @@ pub struct AttemptRecord {
 pub const EXCLUDE_AFTER: u32 = 3;
 
 impl Job {
-    fn maps_done(&self) -> bool {
-        self.maps.iter().all(|t| t.state == TaskState::Done)
-    }
-
     fn tasks(&self, kind: TaskKind) -> &[Task] {
         match kind {
             TaskKind::Map => &self.maps,
@@ -405,6 +407,10 @@ pub struct State {
     next_attempt: u64,
     jobs: BTreeMap<JobId, Job>,
     workers: HashMap<WorkerId, Worker>,
+    /// Live workers per storage host (placement's locality, without a scan of every worker).
+    live_hosts: HashMap<String, usize>,
+    /// When the tallies were last checked against the tasks.
+    tallies_checked: Instant,
     attempts: HashMap<AttemptId, Attempt>,
     /// Prometheus counters and histograms, fed as events happen.
     metrics: crate::metrics::Metrics,
@@ -440,6 +446,8 @@ impl State {
             next_attempt: epoch.0 << 32,
             jobs: BTreeMap::new(),
             workers: HashMap::new(),
+            live_hosts: HashMap::new(),
+            tallies_checked: now,
             attempts: HashMap::new(),
             metrics: crate::metrics::Metrics::new(),
             // Replaced by the persisted key when the coordinator serves (see `lib.rs`).
@@ -508,6 +516,8 @@ impl State {
             last_map_end: None,
             origin,
             history: Vec::new(),
+            tally: tally::Tally::stale(),
+            medians: [(0, None); 2],
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);

@@ -329,8 +329,12 @@ pub struct Counters(pub BTreeMap<String, u64>);
 impl Counters {
     /// Adds `n` to counter `name`.
     pub fn add(&mut self, name: &str, n: u64) {
-        if n > 0 || !self.0.contains_key(name) {
-            *self.0.entry(name.to_string()).or_default() += n;
+        // Found without allocating: a job's status adds up every task's counters.
+        match self.0.get_mut(name) {
+            Some(v) => *v += n,
+            None => {
+                self.0.insert(name.to_string(), n);
+            }
         }
     }
 

@@ -94,7 +94,7 @@ impl Coordinator {
         })
     }
 
-    pub(super) fn add_schedule_rpc(
+    pub(super) async fn add_schedule_rpc(
         &self,
         r: AddScheduleRequest,
     ) -> Result<ScheduleInfo, ServiceError> {
@@ -119,7 +119,8 @@ impl Coordinator {
         }
         let name = spec.name.clone();
         let now = self.clock.now();
-        self.mutate(|s| s.add_schedule(spec, now))?
+        self.mutate(|s| s.add_schedule(spec, now))
+            .await?
             .map_err(|e| ServiceError::already_exists(e.0))?;
         self.schedule_info(&name)
             .ok_or_else(|| ServiceError::internal("schedule vanished"))
@@ -151,9 +152,9 @@ impl Coordinator {
     pub(super) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), ServiceError> {
         let op = ScheduleOp::try_from(r.op).unwrap_or(ScheduleOp::Unspecified);
         let found = match op {
-            ScheduleOp::Pause => self.mutate(|s| s.pause_schedule(&r.name, true))?,
-            ScheduleOp::Resume => self.mutate(|s| s.pause_schedule(&r.name, false))?,
-            ScheduleOp::Remove => self.mutate(|s| s.remove_schedule(&r.name))?,
+            ScheduleOp::Pause => self.mutate(|s| s.pause_schedule(&r.name, true)).await?,
+            ScheduleOp::Resume => self.mutate(|s| s.pause_schedule(&r.name, false)).await?,
+            ScheduleOp::Remove => self.mutate(|s| s.remove_schedule(&r.name)).await?,
             ScheduleOp::Unspecified => {
                 return Err(ServiceError::invalid_argument("no operation given"))
             }
@@ -245,7 +246,8 @@ impl Coordinator {
         let backfill_id = if r.dry_run || run.is_empty() {
             0
         } else {
-            self.mutate(|s| s.start_backfill(&r.schedule, run, r.max_active.max(1), reprocess))?
+            self.mutate(|s| s.start_backfill(&r.schedule, run, r.max_active.max(1), reprocess))
+                .await?
         };
         Ok(StartBackfillResponse {
             backfill_id,
@@ -333,7 +335,9 @@ impl Coordinator {
     }
 
     pub(super) async fn cancel_backfill_rpc(&self, id: u64) -> Result<(), ServiceError> {
-        let actions = self.mutate(|s| s.cancel_backfill(id, Instant::now()))??;
+        let actions = self
+            .mutate(|s| s.cancel_backfill(id, Instant::now()))
+            .await??;
         self.run_actions(actions).await;
         Ok(())
     }
@@ -353,12 +357,13 @@ impl Coordinator {
             let due = tokio::task::spawn_blocking(move || crate::state::compute_due(work, now))
                 .await
                 .unwrap_or_default();
-            let Ok((mut firings, actions)) = self.mutate(|s| s.apply_due(due, now, Instant::now()))
+            let Ok((mut firings, actions)) =
+                self.mutate(|s| s.apply_due(due, now, Instant::now())).await
             else {
                 return;
             };
             self.run_actions(actions).await;
-            let Ok(more) = self.mutate(|s| s.backfill_tick()) else {
+            let Ok(more) = self.mutate(|s| s.backfill_tick()).await else {
                 return;
             };
             firings.extend(more);
@@ -374,7 +379,7 @@ impl Coordinator {
             Ok(s) => s,
             Err(e) => {
                 // A journal that cannot be written stops the coordinator; nothing more to do.
-                let _ = self.mutate(|s| s.firing_failed(&f.origin, &e.0));
+                let _ = self.mutate(|s| s.firing_failed(&f.origin, &e.0)).await;
                 return;
             }
         };
@@ -406,7 +411,7 @@ impl Coordinator {
                 }
                 Err(e) => state.firing_failed(&f.origin, &e.to_string()),
             }
-        });
+        }).await;
     }
 
     /// Removes a committed output so that a backfill under `--reprocess all` can replace it.

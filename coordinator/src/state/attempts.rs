@@ -36,10 +36,17 @@ impl State {
 
     /// Returns true if `attempt` is the winning attempt of a task of a job still on record.
     pub fn is_winner(&self, attempt: AttemptId) -> bool {
-        self.jobs
-            .values()
-            .flat_map(|j| j.maps.iter().chain(j.reduces.iter()))
-            .any(|t| t.winner.as_ref().is_some_and(|w| w.attempt == attempt))
+        // A job's history is in start order, so in attempt-id order.
+        self.jobs.values().any(|j| {
+            let Ok(at) = j.history.binary_search_by_key(&attempt, |r| r.attempt) else {
+                return false;
+            };
+            let r = &j.history[at];
+            j.tasks(r.kind)[r.index as usize]
+                .winner
+                .as_ref()
+                .is_some_and(|w| w.attempt == attempt)
+        })
     }
 
     /// Ends an attempt: forgets it and takes it off its task's running list. Returns it if it
@@ -149,10 +156,6 @@ impl State {
             }),
             replaced_at: None,
         });
-        task.state = match a.kind {
-            TaskKind::Map => TaskState::Done,
-            TaskKind::Reduce => TaskState::Committing(attempt),
-        };
         for other in &task.running {
             if let Some(w) = self
                 .attempts
@@ -162,6 +165,11 @@ impl State {
                 w.cancels.push(*other);
             }
         }
+        let state = match a.kind {
+            TaskKind::Map => TaskState::Done,
+            TaskKind::Reduce => TaskState::Committing(attempt),
+        };
+        job.set_state(a.kind, a.index, state);
     }
 
     /// Why the job must fail if its parts so far are more than one job may write.
@@ -198,7 +206,6 @@ impl State {
         }
         match result {
             Ok(()) => {
-                task.state = TaskState::Done;
                 if let Some(w) = &task.winner {
                     self.outbox.push(Record::ReduceDone {
                         job: job_id,
@@ -212,10 +219,11 @@ impl State {
                         }),
                     });
                 }
+                job.set_state(TaskKind::Reduce, index, TaskState::Done);
             }
             Err(e) => {
                 task.winner = None;
-                task.state = TaskState::Pending;
+                job.set_state(TaskKind::Reduce, index, TaskState::Pending);
                 return self.count_failure(
                     job_id,
                     TaskKind::Reduce,

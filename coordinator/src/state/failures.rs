@@ -42,6 +42,7 @@ impl State {
             FailureKind::Cancelled | FailureKind::LostInput => {
                 if task.running.is_empty() {
                     task.state = TaskState::Pending;
+                    job.tally_stale();
                 }
             }
             FailureKind::Fatal => {
@@ -142,6 +143,7 @@ impl State {
         } else if task.running.is_empty() {
             task.state = TaskState::Pending;
             task.ready = Some(now);
+            job.tally_stale();
         }
         actions
     }
@@ -178,6 +180,7 @@ impl State {
         }
         if task.running.is_empty() {
             task.state = TaskState::Pending;
+            job.tally_stale();
         }
         Vec::new()
     }
@@ -217,6 +220,7 @@ impl State {
             task.fetch_reports = 0;
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
             task.output_lost(now);
+            job.tally_stale();
             map_lost(
                 &mut job.lost_outputs,
                 &self.metrics,

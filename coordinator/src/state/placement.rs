@@ -19,8 +19,9 @@ impl State {
         now: Instant,
     ) -> Vec<pb::TaskAssignment> {
         let mut out = Vec::new();
-        let offer = Offer::new(&self.workers, worker, self.timeouts.locality_wait, now);
-        let mut free_gpus = self.free_gpus(worker);
+        if free == 0 {
+            return out;
+        }
         let mut job_ids: Vec<(i32, JobId)> = self
             .jobs
             .iter()
@@ -28,16 +29,31 @@ impl State {
             .map(|(id, j)| (-j.spec.priority, *id))
             .collect();
         job_ids.sort_unstable();
+        // Computed for the first job that wants a GPU, kept up to date after.
+        let mut free_gpus = None;
         for (_, id) in job_ids {
             if free == 0 {
                 break;
             }
+            if self.jobs[&id].spec.gpu && free_gpus.is_none() {
+                free_gpus = Some(self.free_gpus(worker));
+            }
+            let offer = Offer {
+                worker,
+                host: &self.workers[&worker].storage_host,
+                workers: &self.workers,
+                live_hosts: &self.live_hosts,
+                locality_wait: self.timeouts.locality_wait,
+                now,
+            };
             let job = self.jobs.get_mut(&id).expect("listed job");
+            job.refresh_tally();
             let Some((mut picks, gpu_maps)) = offer.picks(job, free as usize, &mut free_gpus)
             else {
                 continue;
             };
             if picks.len() < free as usize && job.spec.speculation && !gpu_maps {
+                job.refresh_medians();
                 let backups = self.stragglers(id, worker, now, free as usize - picks.len());
                 self.jobs.get_mut(&id).expect("listed job").backups += backups.len() as u64;
                 self.metrics.backups_started(backups.len() as u64);
@@ -69,6 +85,7 @@ impl State {
     /// their phase has nothing left to start, they have run longer than the floor and more
     /// than 1.5 times the median of their finished peers, they have no backup yet, and they
     /// run elsewhere. Backups are capped at a tenth of the phase's running tasks (at least one).
+    /// The job's tally and medians are fresh.
     pub(super) fn stragglers(
         &self,
         job_id: JobId,
@@ -79,24 +96,16 @@ impl State {
         let job = &self.jobs[&job_id];
         let mut out = Vec::new();
         for kind in [TaskKind::Map, TaskKind::Reduce] {
-            let tasks = match kind {
-                TaskKind::Map => &job.maps,
-                TaskKind::Reduce => &job.reduces,
-            };
-            if tasks.iter().any(|t| t.state == TaskState::Pending) {
+            if job.pending_tasks(kind).next().is_some() {
                 continue;
             }
-            let Some(median) = job.durations.get(&kind).and_then(|d| {
-                let mut d = d.clone();
-                d.sort();
-                d.get(d.len() / 2).copied()
-            }) else {
+            let Some(median) = job.median(kind) else {
                 continue;
             };
-            let running: Vec<(usize, &Task)> = tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.state == TaskState::Running)
+            let tasks = job.tasks(kind);
+            let running: Vec<(u32, &Task)> = job
+                .running_tasks(kind)
+                .map(|i| (i, &tasks[i as usize]))
                 .collect();
             let cap = (running.len() / 10).max(1);
             let mut backups = running.iter().filter(|(_, t)| t.running.len() > 1).count();
@@ -114,7 +123,7 @@ impl State {
                     && ran.as_secs_f64() > 1.5 * median.as_secs_f64()
                 {
                     tracing::info!(job = %job_id, task = kind.name(), index = i, attempt = %only, ran = ?ran, ?median, "starting a backup attempt for a straggler");
-                    out.push((kind, i as u32, false));
+                    out.push((kind, i, false));
                     backups += 1;
                 }
             }
@@ -156,8 +165,8 @@ impl State {
             self.metrics
                 .attempt_scheduled(now.saturating_duration_since(ready));
         }
-        task.state = TaskState::Running;
         task.running.push(attempt);
+        job.set_state(kind, index, TaskState::Running);
         job.attempts += 1;
         job.history.push(AttemptRecord {
             attempt,
@@ -249,117 +258,191 @@ impl State {
 /// A task to start: its kind, index, and whether it runs beside its data.
 type Pick = (TaskKind, u32, bool);
 
+impl Job {
+    /// Takes the median run time of each phase's winners again when their number grew by
+    /// more than 1% since it was last taken (so a heartbeat never sorts 100,000 run times).
+    fn refresh_medians(&mut self) {
+        for (slot, kind) in [TaskKind::Map, TaskKind::Reduce].into_iter().enumerate() {
+            let Some(d) = self.durations.get(&kind) else {
+                continue;
+            };
+            let (taken_over, _) = self.medians[slot];
+            if d.len() > taken_over + taken_over / 100 {
+                let mut d = d.clone();
+                let mid = d.len() / 2;
+                let median = *d.select_nth_unstable(mid).1;
+                self.medians[slot] = (d.len(), Some(median));
+            }
+        }
+    }
+
+    /// The median run time of `kind`'s winners (as of [`Job::refresh_medians`]).
+    fn median(&self, kind: TaskKind) -> Option<Duration> {
+        match kind {
+            TaskKind::Map => self.medians[0].1,
+            TaskKind::Reduce => self.medians[1].1,
+        }
+    }
+}
+
 /// A worker's free slots as placement sees them: the worker, its storage host and the live
 /// cluster, at one moment.
-struct Offer {
+struct Offer<'a> {
     worker: WorkerId,
-    host: String,
-    /// Live workers and their storage hosts.
-    live: Vec<(WorkerId, String)>,
-    /// Whether any live worker has GPUs: then maps of jobs that want one run only in free
-    /// GPU slots; on a cluster without GPUs they run like any task.
-    gpu_cluster: bool,
+    host: &'a str,
+    workers: &'a HashMap<WorkerId, Worker>,
+    /// Live workers per storage host.
+    live_hosts: &'a HashMap<String, usize>,
     locality_wait: Duration,
     now: Instant,
 }
 
-impl Offer {
-    fn new(
-        workers: &HashMap<WorkerId, Worker>,
-        worker: WorkerId,
-        locality_wait: Duration,
-        now: Instant,
-    ) -> Offer {
-        Offer {
-            worker,
-            host: workers[&worker].storage_host.clone(),
-            live: workers
-                .iter()
-                .filter(|(_, w)| w.alive)
-                .map(|(id, w)| (*id, w.storage_host.clone()))
-                .collect(),
-            gpu_cluster: workers.values().any(|w| w.alive && w.gpus > 0),
-            locality_wait,
-            now,
+/// The workers a job has excluded (after [`EXCLUDE_AFTER`] failures each). Rare, so only a
+/// job that has some pays for a look at every live worker.
+struct Exclusions<'a> {
+    excluded: HashSet<WorkerId>,
+    /// Live workers that may run the job's tasks, and their storage hosts.
+    allowed: Vec<(WorkerId, &'a str)>,
+}
+
+impl<'a> Exclusions<'a> {
+    fn of(job: &Job, workers: &'a HashMap<WorkerId, Worker>) -> Option<Exclusions<'a>> {
+        let excluded: HashSet<WorkerId> = job
+            .worker_failures
+            .iter()
+            .filter(|(_, n)| **n >= EXCLUDE_AFTER)
+            .map(|(w, _)| *w)
+            .collect();
+        if excluded.is_empty() {
+            return None;
         }
+        let allowed = workers
+            .iter()
+            .filter(|(id, w)| w.alive && !excluded.contains(id))
+            .map(|(id, w)| (*id, w.storage_host.as_str()))
+            .collect();
+        Some(Exclusions { excluded, allowed })
+    }
+}
+
+impl Offer<'_> {
+    /// Whether a live worker that may run `job`'s tasks is on `host` (so a map stored there
+    /// is worth waiting for).
+    fn job_host(&self, ex: Option<&Exclusions>, host: &str) -> bool {
+        match ex {
+            None => self.live_hosts.contains_key(host),
+            Some(x) => x.allowed.iter().any(|(_, h)| *h == host),
+        }
+    }
+
+    /// Whether `t` failed on this worker while some other live worker may run it.
+    fn avoid(&self, ex: Option<&Exclusions>, t: &Task) -> bool {
+        t.failed_on.contains(&self.worker)
+            && match ex {
+                None => self
+                    .workers
+                    .iter()
+                    .any(|(id, w)| w.alive && !t.failed_on.contains(id)),
+                Some(x) => x.allowed.iter().any(|(id, _)| !t.failed_on.contains(id)),
+            }
+    }
+
+    /// Whether any live worker has GPUs: then maps of jobs that want one run only in free GPU
+    /// slots; on a cluster without GPUs they run like any task.
+    fn gpu_cluster(&self) -> bool {
+        self.workers.values().any(|w| w.alive && w.gpus > 0)
     }
 
     /// Up to `free` of `job`'s pending tasks for this worker, and whether the job's maps use
     /// GPU slots; None when the job has excluded this worker. Backups are not chosen here.
-    fn picks(&self, job: &mut Job, free: usize, free_gpus: &mut u32) -> Option<(Vec<Pick>, bool)> {
-        let excluded =
-            |w: &WorkerId| job.worker_failures.get(w).copied().unwrap_or(0) >= EXCLUDE_AFTER;
+    /// Reads the job's tally (fresh) and the pending tasks it needs, not every task.
+    fn picks(
+        &self,
+        job: &mut Job,
+        free: usize,
+        free_gpus: &mut Option<u32>,
+    ) -> Option<(Vec<Pick>, bool)> {
+        let ex = Exclusions::of(job, self.workers);
         // Exclusion stops below the attempt cap; if every live worker is excluded the job
         // still runs, and fails at the cap with its last error.
-        if excluded(&self.worker) && !self.live.iter().all(|(w, _)| excluded(w)) {
-            return None;
+        if let Some(x) = &ex {
+            if x.excluded.contains(&self.worker) && !x.allowed.is_empty() {
+                return None;
+            }
         }
-        // Only workers that may run this job's tasks count for delay scheduling.
-        let job_hosts: HashSet<&String> = self
-            .live
-            .iter()
-            .filter(|(w, _)| !excluded(w))
-            .map(|(_, h)| h)
-            .collect();
-        // A task that failed on this worker goes elsewhere while some other worker may run it.
-        let avoid = |t: &Task| {
-            t.failed_on.contains(&self.worker)
-                && self
-                    .live
-                    .iter()
-                    .any(|(w, _)| !excluded(w) && !t.failed_on.contains(w))
+        let ex = ex.as_ref();
+        let gpu_maps = job.spec.gpu && self.gpu_cluster();
+        let room = if gpu_maps {
+            free.min(free_gpus.unwrap_or(0) as usize)
+        } else {
+            free
         };
-        let gpu_maps = self.gpu_cluster && job.spec.gpu;
-        let (mut local, mut anywhere, mut elsewhere) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, t) in job.maps.iter().enumerate() {
-            if t.state != TaskState::Pending || avoid(t) || (gpu_maps && *free_gpus == 0) {
-                continue;
-            }
-            let hosts = &job.splits[i].hosts;
-            if hosts.contains(&self.host) {
-                local.push((TaskKind::Map, i as u32, true));
-            } else if hosts.iter().any(|h| job_hosts.contains(h)) {
-                elsewhere.push((TaskKind::Map, i as u32, false));
-            } else {
-                anywhere.push((TaskKind::Map, i as u32, false));
+        let waited = |since: Option<Instant>| {
+            self.locality_wait.is_zero()
+                || since.is_some_and(|s| self.now.duration_since(s) >= self.locality_wait)
+        };
+        let can_wait_over = waited(job.locality_wait_since);
+        let mut local: Vec<Pick> = job
+            .pending_maps_on(self.host)
+            .filter(|i| !self.avoid(ex, &job.maps[*i as usize]))
+            .take(room)
+            .map(|i| (TaskKind::Map, i, true))
+            .collect();
+        let (mut anywhere, mut elsewhere) = (Vec::new(), Vec::new());
+        if local.len() < room {
+            for i in job.pending_tasks(TaskKind::Map) {
+                let hosts = &job.splits[i as usize].hosts;
+                if hosts.iter().any(|h| h == self.host) || self.avoid(ex, &job.maps[i as usize]) {
+                    continue;
+                }
+                if hosts.iter().any(|h| self.job_host(ex, h)) {
+                    elsewhere.push((TaskKind::Map, i, false));
+                } else {
+                    anywhere.push((TaskKind::Map, i, false));
+                }
+                let sure = local.len() + anywhere.len();
+                if sure >= room || (can_wait_over && sure + elsewhere.len() >= room) {
+                    break;
+                }
             }
         }
-        // Reduces start when every map is done and its output has a known location.
-        let reduces: Vec<Pick> = if job.maps_done()
-            && job
+        let reduces = self.pending_reduces(job, ex, free);
+        if !local.is_empty() {
+            job.locality_wait_since = None;
+        }
+        local.append(&mut anywhere);
+        if local.len() < room && !elsewhere.is_empty() {
+            let since = *job.locality_wait_since.get_or_insert(self.now);
+            if waited(Some(since)) {
+                local.append(&mut elsewhere);
+            }
+        }
+        local.truncate(room);
+        let mut picks = local;
+        if gpu_maps {
+            *free_gpus = Some(free_gpus.unwrap_or(0) - picks.len() as u32);
+        }
+        picks.extend(reduces);
+        picks.truncate(free);
+        Some((picks, gpu_maps))
+    }
+
+    /// Up to `free` pending reduces of `job`: they start when every map is done and its
+    /// output has a known location.
+    fn pending_reduces(&self, job: &Job, ex: Option<&Exclusions>, free: usize) -> Vec<Pick> {
+        if !job.all_done(TaskKind::Map)
+            || job.pending_tasks(TaskKind::Reduce).next().is_none()
+            || !job
                 .maps
                 .iter()
                 .all(|t| t.winner.as_ref().is_some_and(|w| w.worker.is_some()))
         {
-            job.reduces
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.state == TaskState::Pending && !avoid(t))
-                .map(|(i, _)| (TaskKind::Reduce, i as u32, true))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut picks = local;
-        if !picks.is_empty() {
-            job.locality_wait_since = None;
+            return Vec::new();
         }
-        picks.append(&mut anywhere);
-        if picks.len() < free && !elsewhere.is_empty() {
-            let since = *job.locality_wait_since.get_or_insert(self.now);
-            if self.now.duration_since(since) >= self.locality_wait {
-                picks.append(&mut elsewhere);
-            }
-        }
-        picks.extend(reduces);
-        picks.truncate(free);
-        if gpu_maps {
-            let mut room = *free_gpus;
-            picks.retain(|(kind, _, _)| {
-                *kind == TaskKind::Reduce || room.checked_sub(1).map(|r| room = r).is_some()
-            });
-            *free_gpus = room;
-        }
-        Some((picks, gpu_maps))
+        job.pending_tasks(TaskKind::Reduce)
+            .filter(|i| !self.avoid(ex, &job.reduces[*i as usize]))
+            .take(free)
+            .map(|i| (TaskKind::Reduce, i, true))
+            .collect()
     }
 }

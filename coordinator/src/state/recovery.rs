@@ -21,6 +21,10 @@ impl State {
         for r in records {
             s.replay(r, now);
         }
+        // Replay set task states directly.
+        for job in s.jobs.values_mut() {
+            job.tally_stale();
+        }
         s.settle_cursors();
         // Records replayed above are already in the journal.
         s.outbox.clear();

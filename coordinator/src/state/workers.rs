@@ -16,6 +16,7 @@ impl State {
     ) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
+        *self.live_hosts.entry(storage_host.clone()).or_default() += 1;
         self.workers.insert(
             id,
             Worker {
@@ -78,6 +79,7 @@ impl State {
 
     pub fn expire_workers(&mut self, now: Instant) -> Vec<Action> {
         self.prune_history();
+        self.check_tallies(now);
         let dead: Vec<WorkerId> = self
             .workers
             .iter()
@@ -136,7 +138,15 @@ impl State {
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        self.workers.get_mut(&id).expect("known worker").alive = false;
+        let w = self.workers.get_mut(&id).expect("known worker");
+        if std::mem::replace(&mut w.alive, false) {
+            if let Some(n) = self.live_hosts.get_mut(&w.storage_host) {
+                *n -= 1;
+                if *n == 0 {
+                    self.live_hosts.remove(&w.storage_host);
+                }
+            }
+        }
         let lost: Vec<AttemptId> = self
             .attempts
             .iter()
@@ -174,6 +184,7 @@ impl State {
                     }
                 }
                 t.lost_winner = t.output_lost(now);
+                job.tally.stale = true;
                 let (lost, job_id) = (&mut job.lost_outputs, job.id);
                 map_lost(lost, &self.metrics, &mut self.outbox, job_id, i as u32);
             }
@@ -194,6 +205,7 @@ impl State {
                 {
                     tracing::warn!(job = %job.id, map = i, "recovered map output was not reclaimed; running the map again");
                     t.output_lost(now);
+                    job.tally.stale = true;
                     let (lost, job_id) = (&mut job.lost_outputs, job.id);
                     map_lost(lost, &self.metrics, &mut self.outbox, job_id, i as u32);
                 }
@@ -253,6 +265,7 @@ impl State {
                 });
                 t.winner = Some(w);
                 t.state = TaskState::Done;
+                job.tally.stale = true;
                 t.fetch_reports = 0;
                 for other in t.running.drain(..) {
                     if let Some(ow) = self
