@@ -181,6 +181,8 @@ pub struct Job {
     /// The median run time of winning attempts per phase (maps, reduces), and how many
     /// attempts it was taken over (see [`Job::refresh_medians`]).
     medians: [(usize, Option<Duration>); 2],
+    /// The winners' counters as last merged for its status, and when (see `views`).
+    counters_cache: std::sync::Mutex<Option<(Instant, Counters)>>,
 }
 
 /// How an attempt ended, or that it has not.
@@ -518,6 +520,7 @@ impl State {
             history: Vec::new(),
             tally: tally::Tally::stale(),
             medians: [(0, None); 2],
+            counters_cache: std::sync::Mutex::new(None),
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);

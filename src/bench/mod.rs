@@ -201,14 +201,11 @@ async fn measure(a: &SchedulerArgs, workers: usize, dir: &Path) -> Result<Row> {
     spec.split_size = protocol::spec::MIN_SPLIT_SIZE;
     spec.reducers = a.reduces;
     let mut client = coordinator::Client::connect(&coord.addr).await?;
+    let (assigned0, uj0) = (stats.assigned.load(Ordering::Relaxed), coord.usage()?);
     let t = Instant::now();
     let id = client.submit(&spec).await?;
     let plan = t.elapsed();
-    let (assigned0, j0, uj0) = (
-        stats.assigned.load(Ordering::Relaxed),
-        Instant::now(),
-        coord.usage()?,
-    );
+    let j0 = Instant::now();
     stats.take_latencies();
     wait_for(&mut client, id, Duration::from_secs(a.timeout_s)).await?;
     let job_s = j0.elapsed().as_secs_f64();
@@ -231,7 +228,7 @@ async fn measure(a: &SchedulerArgs, workers: usize, dir: &Path) -> Result<Row> {
         attempts,
         tasks,
         busy,
-        job_cpu: Usage::share(&uj0, &uj1, job_s),
+        job_cpu: Usage::share(&uj0, &uj1, job_s + plan.as_secs_f64()),
         cpu_per_task: (uj1.cpu - uj0.cpu) / attempts.max(1) as u32,
         rss_after: uj1.rss,
         journal_bytes: journal1.saturating_sub(journal0),

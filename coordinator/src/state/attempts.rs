@@ -66,7 +66,9 @@ impl State {
         if a.kind == TaskKind::Map {
             job.last_map_end = Some(now);
         }
-        if let Some(r) = job.history.iter_mut().rev().find(|r| r.attempt == attempt) {
+        // The history is in start order, so in attempt-id order.
+        if let Ok(at) = job.history.binary_search_by_key(&attempt, |r| r.attempt) {
+            let r = &mut job.history[at];
             r.finished = Some(now);
             r.outcome = outcome;
             r.error = error.to_string();

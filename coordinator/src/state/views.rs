@@ -1,11 +1,11 @@
 //! Read-only views of the state for the web UI, the JSON API and metrics.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jobs::sdk::Counters;
 use protocol::{pb, JobId, WorkerId};
 
-use super::{State, Task, TaskKind, TaskState};
+use super::{Job, State, Task, TaskKind, TaskState};
 
 /// A worker as the UI shows it.
 #[derive(Clone, Debug)]
@@ -104,22 +104,7 @@ impl State {
         let count = |ts: &[Task], s: fn(&TaskState) -> bool| {
             ts.iter().filter(|t| s(&t.state)).count() as u32
         };
-        let mut counters = Counters::default();
-        let (mut local, mut remote) = (0, 0);
-        for t in job.maps.iter().chain(job.reduces.iter()) {
-            if let Some(w) = &t.winner {
-                counters.merge(&w.counters);
-            }
-        }
-        for t in &job.maps {
-            match &t.winner {
-                Some(w) if w.local => local += 1,
-                Some(_) => remote += 1,
-                None => {}
-            }
-        }
-        counters.add("data_local_maps", local);
-        counters.add("remote_maps", remote);
+        let mut counters = job.winners_counters(now);
         counters.add("fetch_failures", job.fetch_failures);
         counters.add("recovered_maps", job.recovered_maps);
         counters.add("backup_attempts", job.backups);
@@ -166,5 +151,53 @@ impl State {
             .keys()
             .filter_map(|id| self.status(*id, now))
             .collect()
+    }
+}
+
+/// A job with more tasks than this has its winners' counters merged at most once per
+/// [`COUNTERS_FRESH`] while it runs: 100,000 maps take tens of milliseconds to merge, and
+/// every `job status`, page refresh and waiting client asks.
+const CACHE_COUNTERS_OVER: usize = 1000;
+const COUNTERS_FRESH: Duration = Duration::from_secs(1);
+
+impl Job {
+    /// The counters of the winning attempts merged, with the data-local and remote map
+    /// counts. For a big job, taken again at most once a second while it runs, and once more
+    /// after it ended.
+    fn winners_counters(&self, now: Instant) -> Counters {
+        let big = self.maps.len() + self.reduces.len() > CACHE_COUNTERS_OVER;
+        let mut cache = self
+            .counters_cache
+            .lock()
+            .expect("counters cache lock poisoned");
+        if let Some((at, c)) = &*cache {
+            let fresh = match self.finished {
+                Some(end) => *at >= end,
+                None => now.saturating_duration_since(*at) < COUNTERS_FRESH,
+            };
+            if big && fresh {
+                return c.clone();
+            }
+        }
+        let mut counters = Counters::default();
+        let (mut local, mut remote) = (0, 0);
+        for t in self.maps.iter().chain(self.reduces.iter()) {
+            if let Some(w) = &t.winner {
+                counters.merge(&w.counters);
+            }
+        }
+        for t in &self.maps {
+            match &t.winner {
+                Some(w) if w.local => local += 1,
+                Some(_) => remote += 1,
+                None => {}
+            }
+        }
+        counters.add("data_local_maps", local);
+        counters.add("remote_maps", remote);
+        if big {
+            *cache = Some((now, counters.clone()));
+        }
+        counters
     }
 }
