@@ -218,8 +218,17 @@ pub fn exports(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `scripts/seaweedfs.sh` of the checkout under test: found from the directory of the package
+/// whose tests run (cargo sets it when running them), not from where this crate was compiled
+/// (a build cache shared by two checkouts would point into the other one).
 fn seaweedfs_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/seaweedfs.sh")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    start
+        .ancestors()
+        .map(|d| d.join("scripts/seaweedfs.sh"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/seaweedfs.sh"))
 }
 
 /// A SeaweedFS cluster of this test's own (so a test may kill parts of it), stopped on drop.
