@@ -247,8 +247,7 @@ pub struct JournalDown(std::sync::Arc<str>);
 ///
 /// A change's records are queued, numbered, while the state lock is still held (so the queue
 /// holds them in the order of the changes); the lock is then released and the caller waits
-/// ([`GroupCommit::wait_durable`], or [`GroupCommit::durable`] off the async runtime) until
-/// everything queued up to its number is on disk. The writer thread writes and syncs whatever
+/// ([`GroupCommit::wait_durable`]) until everything queued up to its number is on disk. The writer thread writes and syncs whatever
 /// is queued in one go, so the changes made during one `fdatasync` share the next, readers
 /// of the state never wait for the disk, and the async runtime never blocks on it. The first
 /// write that fails stops the coordinator: `stop` is cancelled and every later wait fails.
@@ -265,8 +264,6 @@ struct Shared {
     queued: std::sync::Condvar,
     /// The number of the last record on disk; async waiters watch it.
     synced: tokio::sync::watch::Sender<u64>,
-    /// Wakes synchronous waiters when `synced` moves (or the journal goes down).
-    moved: std::sync::Condvar,
     down: std::sync::OnceLock<JournalDown>,
     stop: tokio_util::sync::CancellationToken,
 }
@@ -287,7 +284,6 @@ impl GroupCommit {
             queue: Default::default(),
             queued: std::sync::Condvar::new(),
             synced: tokio::sync::watch::Sender::new(0),
-            moved: std::sync::Condvar::new(),
             down: std::sync::OnceLock::new(),
             stop,
         });
@@ -345,31 +341,6 @@ impl GroupCommit {
             None => Ok(()),
         }
     }
-
-    /// Returns once every record up to number `upto` is on disk, blocking this thread.
-    ///
-    /// # Errors
-    /// [`JournalDown`] if a write failed (this one or an earlier one).
-    pub fn durable(&self, upto: u64) -> Result<(), JournalDown> {
-        let mut q = self
-            .shared
-            .queue
-            .lock()
-            .expect("journal queue lock poisoned");
-        loop {
-            if let Some(down) = self.shared.down.get() {
-                return Err(down.clone());
-            }
-            if *self.shared.synced.borrow() >= upto {
-                return Ok(());
-            }
-            q = self
-                .shared
-                .moved
-                .wait(q)
-                .expect("journal queue lock poisoned");
-        }
-    }
 }
 
 impl Shared {
@@ -387,21 +358,17 @@ impl Shared {
                 }
                 (std::mem::take(&mut q.records), q.last)
             };
-            let result = journal.append(&records);
-            // Under the queue lock, so a synchronous waiter cannot miss the wake-up.
-            let _q = self.queue.lock().expect("journal queue lock poisoned");
-            if let Err(e) = result {
+            if let Err(e) = journal.append(&records) {
                 // Without its journal the coordinator cannot keep its promises after a crash.
                 let text = protocol::error_chain(&e);
                 tracing::error!(error = %text, "cannot write the journal; stopping");
                 let _ = self.down.set(JournalDown(text.into()));
                 self.stop.cancel();
+                // Wakes the waiters, who find the journal down.
                 self.synced.send_modify(|_| {});
-                self.moved.notify_all();
                 return;
             }
             self.synced.send_replace(last);
-            self.moved.notify_all();
         }
     }
 }
@@ -461,11 +428,16 @@ mod tests {
         let g = GroupCommit::new(j, stop.clone());
         let first = g.queue(vec![ended(1), ended(2)]);
         let second = g.queue(vec![ended(3)]);
-        // Whoever writes first writes everything queued: the second change is on disk too.
-        g.durable(first).unwrap();
-        g.durable(second).unwrap();
-        // A change that queued nothing waits for nothing new.
-        g.durable(g.queue(Vec::new())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            g.wait_durable(first).await.unwrap();
+            g.wait_durable(second).await.unwrap();
+            // A change that queued nothing waits for nothing new.
+            g.wait_durable(g.queue(Vec::new())).await.unwrap();
+        });
         drop(g);
         let (_, r) = Journal::open(dir.path()).unwrap();
         assert_eq!(r, vec![ended(1), ended(2), ended(3)]);

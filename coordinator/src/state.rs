@@ -178,11 +178,11 @@ pub struct Job {
     history: Vec<AttemptRecord>,
     /// Its tasks by state, for placement.
     tally: tally::Tally,
-    /// The median run time of winning attempts per phase (maps, reduces), and how many
+    /// The median run time of winning attempts per phase (by `tally::kind_slot`), and how many
     /// attempts it was taken over (see [`Job::refresh_medians`]).
     medians: [(usize, Option<Duration>); 2],
     /// The winners' counters as last merged for its status, and when (see `views`).
-    counters_cache: std::sync::Mutex<Option<(Instant, Counters)>>,
+    counters_cache: std::cell::RefCell<Option<(Instant, Counters)>>,
 }
 
 /// How an attempt ended, or that it has not.
@@ -520,7 +520,7 @@ impl State {
             history: Vec::new(),
             tally: tally::Tally::stale(),
             medians: [(0, None); 2],
-            counters_cache: std::sync::Mutex::new(None),
+            counters_cache: std::cell::RefCell::new(None),
         };
         tracing::info!(job = %id, name = %job.spec.job, maps = job.maps.len(), reduces = job.reduces.len(), "job submitted");
         self.jobs.insert(id, job);

@@ -124,14 +124,12 @@ struct Row {
 }
 
 async fn scheduler(a: SchedulerArgs) -> Result<u8> {
-    let tmp;
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile_dir()?;
-            tmp.0.clone()
-        }
-    };
+    // Removed when dropped, at the end.
+    let tmp = tempfile::Builder::new()
+        .prefix("quern-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     coord::pin_self_away_from(a.coordinator_cpu);
     let mut rows = Vec::new();
     for &w in &a.workers {
@@ -146,21 +144,6 @@ async fn scheduler(a: SchedulerArgs) -> Result<u8> {
     }
     print!("{}", table(&a, &rows));
     Ok(0)
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> Result<TempDir> {
-    let d = std::env::temp_dir().join(format!("quern-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    Ok(TempDir(d))
 }
 
 async fn measure(a: &SchedulerArgs, workers: usize, dir: &Path) -> Result<Row> {
@@ -180,7 +163,7 @@ async fn measure(a: &SchedulerArgs, workers: usize, dir: &Path) -> Result<Row> {
         task: Duration::from_millis(a.task_ms),
     };
     let started = Instant::now();
-    let (mut sims, _) = sim::start(&rpcs, workers, model, &stats, &stop)
+    let mut sims = sim::start(&rpcs, workers, model, &stats, &stop)
         .await
         .context("registering the simulated workers")?;
     let register_s = started.elapsed().as_secs_f64();

@@ -25,8 +25,6 @@ pub struct Stats {
     latencies: Mutex<Vec<u32>>,
     /// Assignments received.
     pub assigned: AtomicU64,
-    /// Tasks reported done (and accepted or not).
-    pub reported: AtomicU64,
     /// RPCs that failed (a worker the coordinator declared dead registers again).
     pub errors: AtomicU64,
 }
@@ -57,14 +55,14 @@ pub struct Model {
 }
 
 /// Registers `n` workers over `rpcs` (worker `i` uses connection `i % rpcs.len()`) and runs
-/// them until `stop`; returns the running set and the heartbeat interval they were given.
+/// them until `stop`; returns the running set.
 pub async fn start(
     rpcs: &[Rpc],
     n: usize,
     model: Model,
     stats: &Arc<Stats>,
     stop: &CancellationToken,
-) -> Result<(JoinSet<()>, Duration), tonic::Status> {
+) -> Result<JoinSet<()>, tonic::Status> {
     let mut regs = Vec::with_capacity(n);
     let mut interval = Duration::from_millis(200);
     for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
@@ -95,7 +93,7 @@ pub async fn start(
         };
         set.spawn(w.run(interval, offset, stop.clone()));
     }
-    Ok((set, interval))
+    Ok(set)
 }
 
 async fn register(rpc: &mut Rpc, i: usize, slots: u32) -> Result<(Reg, Duration), tonic::Status> {
@@ -205,10 +203,9 @@ impl Sim {
             } else {
                 req.counters = Some(map_counters(&a));
             }
-            match rpc.report_task(req).await {
-                Ok(_) => stats.reported.fetch_add(1, Ordering::Relaxed),
-                Err(_) => stats.errors.fetch_add(1, Ordering::Relaxed),
-            };
+            if rpc.report_task(req).await.is_err() {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
             running.fetch_sub(1, Ordering::Relaxed);
             wake.notify_one();
         }

@@ -262,7 +262,8 @@ impl Job {
     /// Takes the median run time of each phase's winners again when their number grew by
     /// more than 1% since it was last taken (so a heartbeat never sorts 100,000 run times).
     fn refresh_medians(&mut self) {
-        for (slot, kind) in [TaskKind::Map, TaskKind::Reduce].into_iter().enumerate() {
+        for kind in [TaskKind::Map, TaskKind::Reduce] {
+            let slot = tally::kind_slot(kind);
             let Some(d) = self.durations.get(&kind) else {
                 continue;
             };
@@ -278,10 +279,7 @@ impl Job {
 
     /// The median run time of `kind`'s winners (as of [`Job::refresh_medians`]).
     fn median(&self, kind: TaskKind) -> Option<Duration> {
-        match kind {
-            TaskKind::Map => self.medians[0].1,
-            TaskKind::Reduce => self.medians[1].1,
-        }
+        self.medians[tally::kind_slot(kind)].1
     }
 }
 

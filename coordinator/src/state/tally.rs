@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-/// A job's tasks by state, per kind ([`kind_slot`]: maps, then reduces).
+/// A job's tasks by state, per kind (indexed by [`kind_slot`]: maps, then reduces).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Tally {
     /// Pending tasks, in index order.
@@ -30,7 +30,7 @@ pub(super) struct Tally {
     pub(super) stale: bool,
 }
 
-fn kind_slot(kind: TaskKind) -> usize {
+pub(super) fn kind_slot(kind: TaskKind) -> usize {
     match kind {
         TaskKind::Map => 0,
         TaskKind::Reduce => 1,

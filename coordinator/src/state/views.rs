@@ -166,10 +166,7 @@ impl Job {
     /// after it ended.
     fn winners_counters(&self, now: Instant) -> Counters {
         let big = self.maps.len() + self.reduces.len() > CACHE_COUNTERS_OVER;
-        let mut cache = self
-            .counters_cache
-            .lock()
-            .expect("counters cache lock poisoned");
+        let mut cache = self.counters_cache.borrow_mut();
         if let Some((at, c)) = &*cache {
             let fresh = match self.finished {
                 Some(end) => *at >= end,
