@@ -196,7 +196,7 @@ pub async fn serve(
     let result = protocol::tls::server(config.tls.as_ref())?
         .add_service(coordinator.clone().into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            protocol::tls::incoming(listener),
             shutdown.clone().cancelled_owned(),
         )
         .await;

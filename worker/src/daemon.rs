@@ -83,7 +83,7 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
         .map_err(|e| WorkerError::Tls(protocol::error_chain(&e)))?
         .add_service(ShuffleService::new(config.dir.clone()).into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            protocol::tls::incoming(listener),
             shutdown.clone().cancelled_owned(),
         );
     let mut tasks = tokio::task::JoinSet::new();
