@@ -81,6 +81,24 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         assert_eq!(code, 200);
         assert!(log.contains("injected failure"), "{log}");
     }
+    // Attempts a page at a time, with the total in a header; the page keeps start_ms from
+    // the job's first attempt.
+    let mut r = ureq::get(&format!(
+        "http://{http}/api/v1/jobs/job-2/attempts?offset=1&limit=5"
+    ))
+    .call()
+    .unwrap();
+    assert_eq!(r.headers()["x-total-count"], "2");
+    let page: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        page.as_array().unwrap(),
+        &attempts[1..],
+        "offset 1 is the second attempt"
+    );
+    let (_, body) = get(&http, "/api/v1/jobs/job-2/attempts?limit=1");
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first.as_array().unwrap(), &attempts[..1]);
     // A worker serves an attempt's log only with the token the coordinator hands out.
     let (_, body) = get(&http, "/api/v1/cluster");
     let c: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -90,7 +108,34 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         .trim_start_matches("attempt-")
         .parse()
         .unwrap();
-    let refused = tokio::runtime::Runtime::new().unwrap().block_on(async {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The same page over gRPC.
+    let listed = rt.block_on(async {
+        let mut client =
+            protocol::pb::coordinator_service_client::CoordinatorServiceClient::connect(format!(
+                "http://{}",
+                cluster.addr
+            ))
+            .await
+            .unwrap();
+        client
+            .list_attempts(protocol::pb::ListAttemptsRequest {
+                job_id: 2,
+                offset: 1,
+                limit: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(listed.total, 2);
+    let ids: Vec<String> = listed
+        .attempts
+        .iter()
+        .map(|a| protocol::AttemptId(a.attempt_id).to_string())
+        .collect();
+    assert_eq!(ids, [attempts[1]["attempt"].as_str().unwrap()]);
+    let refused = rt.block_on(async {
         let mut codes = Vec::new();
         for w in c["workers"].as_array().unwrap() {
             let addr = format!("http://{}", w["shuffle_addr"].as_str().unwrap());

@@ -199,7 +199,10 @@ impl Client {
     pub async fn attempts(&mut self, id: JobId) -> Result<Vec<AttemptInfo>, ClientError> {
         let r = self
             .inner
-            .list_attempts(ListAttemptsRequest { job_id: id.0 })
+            .list_attempts(ListAttemptsRequest {
+                job_id: id.0,
+                ..Default::default()
+            })
             .await?;
         Ok(r.into_inner().attempts)
     }

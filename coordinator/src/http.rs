@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Coordinator;
+use crate::state::Page;
 
 const PAGE: &str = include_str!("ui/index.html");
 
@@ -260,17 +261,36 @@ async fn job(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+/// A page of a job's attempts (`?offset=&limit=`; all of them when no limit is given), with
+/// how many it has in all in the `X-Total-Count` header.
+async fn attempts(
+    Ax(c): Ax<Coordinator>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Response {
     let Ok(id) = id.parse::<JobId>() else {
         return (StatusCode::BAD_REQUEST, "bad job id").into_response();
     };
     let now = Instant::now();
-    let Some(list) = c.read(|s| s.attempts_of(id)) else {
+    let page = Page {
+        offset: q.offset,
+        limit: q.limit,
+    };
+    let Some(page) = c.read(|s| s.attempts_of(id, page)) else {
         return (StatusCode::NOT_FOUND, "no such job").into_response();
     };
     // Start times are relative to the job's first attempt, for the timeline.
-    let t0 = list.iter().map(|a| a.record.started).min().unwrap_or(now);
-    let list: Vec<Value> = list
+    let t0 = page.first_started.unwrap_or(now);
+    let total = page.total;
+    let list: Vec<Value> = page
+        .attempts
         .into_iter()
         .map(|a| {
             let r = a.record;
@@ -289,7 +309,11 @@ async fn attempts(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
             })
         })
         .collect();
-    Json(Value::Array(list)).into_response()
+    (
+        [("x-total-count", total.to_string())],
+        Json(Value::Array(list)),
+    )
+        .into_response()
 }
 
 /// Files the storage browser lists at most per request.
@@ -348,11 +372,7 @@ async fn attempt_log(
         return (StatusCode::BAD_REQUEST, "bad job or attempt id").into_response();
     };
     let (addr, secret) = c.read(|state| {
-        let addr = state.attempts_of(id).and_then(|l| {
-            l.into_iter()
-                .find(|a| a.record.attempt == attempt)
-                .map(|a| a.worker_addr)
-        });
+        let addr = state.attempt_of(id, attempt).map(|a| a.worker_addr);
         (addr, state.job_secret(id))
     });
     let Some(addr) = addr else {

@@ -23,7 +23,7 @@ mod binaries;
 mod error;
 pub mod guard;
 mod schedules;
-use crate::state::{Action, ActionFailed, State};
+use crate::state::{Action, ActionFailed, Page, State};
 
 /// The coordinator service; cheap to clone.
 #[derive(Clone)]
@@ -666,11 +666,18 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<ListAttemptsRequest>,
     ) -> Result<Response<ListAttemptsResponse>, Status> {
-        let id = JobId(request.into_inner().job_id);
+        let r = request.into_inner();
+        let id = JobId(r.job_id);
+        let page = Page {
+            offset: usize::try_from(r.offset).unwrap_or(usize::MAX),
+            limit: (r.limit > 0).then(|| usize::try_from(r.limit).unwrap_or(usize::MAX)),
+        };
         let now = Instant::now();
-        let (secret, attempts) = self.read(|s| (s.job_secret(id), s.attempts_of(id)));
-        let attempts = attempts
-            .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?
+        let (secret, page) = self.read(|s| (s.job_secret(id), s.attempts_of(id, page)));
+        let page = page.ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
+        let total = page.total as u64;
+        let attempts = page
+            .attempts
             .into_iter()
             .map(|a| {
                 let r = a.record;
@@ -692,7 +699,7 @@ impl CoordinatorService for Coordinator {
                 }
             })
             .collect();
-        Ok(Response::new(ListAttemptsResponse { attempts }))
+        Ok(Response::new(ListAttemptsResponse { attempts, total }))
     }
 
     type FetchBinaryStream = binaries::BinaryStream;

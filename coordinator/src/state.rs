@@ -42,7 +42,7 @@ pub use schedules::{
     compute_due, Backfill, CancelBackfillError, Due, Firing, HistoryEntry, Origin, Schedule, Skip,
     BACKFILL_PRIORITY,
 };
-pub use views::{AttemptView, WorkerView};
+pub use views::{AttemptPage, AttemptView, Page, WorkerView};
 
 pub use protocol::{JobState, TaskKind};
 

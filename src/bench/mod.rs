@@ -118,8 +118,7 @@ struct Row {
     rss_after: u64,
     journal_bytes: u64,
     fsyncs: u64,
-    status_bytes: (usize, usize),
-    attempts_bytes: (usize, usize),
+    answers: Answers,
     errors: u64,
 }
 
@@ -197,7 +196,7 @@ async fn measure(a: &SchedulerArgs, workers: usize, dir: &Path) -> Result<Row> {
     let attempts = stats.assigned.load(Ordering::Relaxed) - assigned0;
     let tasks = a.maps + u64::from(a.reduces);
     let (journal1, syncs1) = (coord.journal_bytes(), coord.journal_syncs().await?);
-    let status_bytes = answer_sizes(&rpcs[0], &coord, id).await?;
+    let answers = answer_sizes(&rpcs[0], &coord, id).await?;
     stop.cancel();
     while sims.join_next().await.is_some() {}
     Ok(Row {
@@ -216,8 +215,7 @@ async fn measure(a: &SchedulerArgs, workers: usize, dir: &Path) -> Result<Row> {
         rss_after: uj1.rss,
         journal_bytes: journal1.saturating_sub(journal0),
         fsyncs: syncs1.saturating_sub(syncs0),
-        status_bytes: status_bytes.0,
-        attempts_bytes: status_bytes.1,
+        answers,
         errors: stats.errors.load(Ordering::Relaxed),
     })
 }
@@ -244,13 +242,18 @@ async fn wait_for(client: &mut coordinator::Client, id: JobId, timeout: Duration
     }
 }
 
-/// The sizes of the answers about job `id`: its status and its attempt list, each as a gRPC
-/// message and as the JSON API's body.
-async fn answer_sizes(
-    rpc: &Rpc,
-    coord: &CoordProc,
-    id: JobId,
-) -> Result<((usize, usize), (usize, usize))> {
+/// The sizes of the answers about a job, in bytes.
+struct Answers {
+    /// Its status, as a gRPC message and as the JSON API's body.
+    status: (usize, usize),
+    /// All its attempts, likewise.
+    attempts: (usize, usize),
+    /// The page of attempts the web UI asks for (500), as JSON.
+    page: usize,
+}
+
+/// The sizes of the answers about job `id`.
+async fn answer_sizes(rpc: &Rpc, coord: &CoordProc, id: JobId) -> Result<Answers> {
     let mut rpc = rpc.clone();
     let status = rpc
         .get_job(pb::GetJobRequest { job_id: id.0 })
@@ -258,16 +261,22 @@ async fn answer_sizes(
         .into_inner()
         .encoded_len();
     let listed = rpc
-        .list_attempts(pb::ListAttemptsRequest { job_id: id.0 })
+        .list_attempts(pb::ListAttemptsRequest {
+            job_id: id.0,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .encoded_len();
-    let status_json = coord.get(&format!("/api/v1/jobs/{}", id.0)).await?.len();
-    let listed_json = coord
-        .get(&format!("/api/v1/jobs/{}/attempts", id.0))
-        .await?
-        .len();
-    Ok(((status, status_json), (listed, listed_json)))
+    let json = |path: String| async move { coord.get(&path).await.map(|b| b.len()) };
+    Ok(Answers {
+        status: (status, json(format!("/api/v1/jobs/{}", id.0)).await?),
+        attempts: (
+            listed,
+            json(format!("/api/v1/jobs/{}/attempts", id.0)).await?,
+        ),
+        page: json(format!("/api/v1/jobs/{}/attempts?limit=500", id.0)).await?,
+    })
 }
 
 fn ms(micros: u32) -> String {
@@ -306,10 +315,10 @@ fn table(a: &SchedulerArgs, rows: &[Row]) -> String {
             mib(r.idle_rss)
         );
     }
-    s += "\nOne job, submit to end:\n\n| workers | plan (submit) | attempts | assignments/s | heartbeat p50 / p99 | coordinator CPU | CPU per attempt | RSS after | journal per task | fsyncs per task | job status (gRPC / JSON) | attempt list (gRPC / JSON) | RPC errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "\nOne job, submit to end:\n\n| workers | plan (submit) | attempts | assignments/s | heartbeat p50 / p99 | coordinator CPU | CPU per attempt | RSS after | journal per task | fsyncs per task | job status (gRPC / JSON) | all attempts (gRPC / JSON) | a page of 500 (JSON) | RPC errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         s += &format!(
-            "| {} | {:.2} s | {} | {:.0} | {} | {:.0}% | {:.0} µs | {} | {:.0} B | {:.3} | {} / {} | {} / {} | {} |\n",
+            "| {} | {:.2} s | {} | {:.0} | {} | {:.0}% | {:.0} µs | {} | {:.0} B | {:.3} | {} / {} | {} / {} | {} | {} |\n",
             r.workers,
             r.plan.as_secs_f64(),
             r.attempts,
@@ -320,10 +329,11 @@ fn table(a: &SchedulerArgs, rows: &[Row]) -> String {
             mib(r.rss_after),
             r.journal_bytes as f64 / r.tasks as f64,
             r.fsyncs as f64 / r.tasks as f64,
-            size(r.status_bytes.0),
-            size(r.status_bytes.1),
-            size(r.attempts_bytes.0),
-            size(r.attempts_bytes.1),
+            size(r.answers.status.0),
+            size(r.answers.status.1),
+            size(r.answers.attempts.0),
+            size(r.answers.attempts.1),
+            size(r.answers.page),
             r.errors
         );
     }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use jobs::sdk::Counters;
-use protocol::{pb, JobId, WorkerId};
+use protocol::{pb, AttemptId, JobId, WorkerId};
 
 use super::{Job, State, Task, TaskKind, TaskState};
 
@@ -62,38 +62,77 @@ pub struct AttemptView {
     pub bytes: Option<(u64, u64)>,
 }
 
+/// Which of a job's attempts to list: `limit` of them (none: all) from the `offset`-th, in
+/// start order. A job of 100,000 tasks has at least as many attempts: the UI and the API ask
+/// for a page at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Attempts skipped from the first.
+    pub offset: usize,
+    /// Attempts listed at most (none: all the rest).
+    pub limit: Option<usize>,
+}
+
+/// A page of a job's attempts.
+#[derive(Clone, Debug)]
+pub struct AttemptPage {
+    /// Attempts the job has in all (this incarnation).
+    pub total: usize,
+    /// When its first attempt started (the timeline's origin).
+    pub first_started: Option<Instant>,
+    /// The page.
+    pub attempts: Vec<AttemptView>,
+}
+
 impl State {
-    /// The attempts of a job this incarnation started, in start order.
-    pub fn attempts_of(&self, job: JobId) -> Option<Vec<AttemptView>> {
+    /// A page of the attempts of a job this incarnation started, in start order.
+    pub fn attempts_of(&self, job: JobId, page: Page) -> Option<AttemptPage> {
         let j = self.jobs.get(&job)?;
-        Some(
-            j.history
-                .iter()
-                .map(|r| AttemptView {
-                    bytes: j
-                        .tasks(r.kind)
-                        .get(r.index as usize)
-                        .and_then(|t| t.winner.as_ref())
-                        .filter(|w| w.attempt == r.attempt)
-                        .map(|w| match r.kind {
-                            TaskKind::Map => (
-                                w.counters.get("map_input_bytes"),
-                                w.counters.get("map_output_materialized_bytes"),
-                            ),
-                            TaskKind::Reduce => (
-                                w.counters.get("reduce_input_bytes"),
-                                w.counters.get("output_bytes"),
-                            ),
-                        }),
-                    record: r.clone(),
-                    worker_addr: self
-                        .workers
-                        .get(&r.worker)
-                        .map(|w| w.shuffle_addr.clone())
-                        .unwrap_or_default(),
-                })
+        let rest = j.history.iter().skip(page.offset);
+        Some(AttemptPage {
+            total: j.history.len(),
+            first_started: j.history.first().map(|r| r.started),
+            attempts: rest
+                .take(page.limit.unwrap_or(usize::MAX))
+                .map(|r| self.attempt_view(j, r))
                 .collect(),
-        )
+        })
+    }
+
+    /// One attempt of a job (found by binary search: the history is in attempt-id order).
+    pub fn attempt_of(&self, job: JobId, attempt: AttemptId) -> Option<AttemptView> {
+        let j = self.jobs.get(&job)?;
+        let at = j
+            .history
+            .binary_search_by_key(&attempt, |r| r.attempt)
+            .ok()?;
+        Some(self.attempt_view(j, &j.history[at]))
+    }
+
+    fn attempt_view(&self, j: &Job, r: &super::AttemptRecord) -> AttemptView {
+        AttemptView {
+            bytes: j
+                .tasks(r.kind)
+                .get(r.index as usize)
+                .and_then(|t| t.winner.as_ref())
+                .filter(|w| w.attempt == r.attempt)
+                .map(|w| match r.kind {
+                    TaskKind::Map => (
+                        w.counters.get("map_input_bytes"),
+                        w.counters.get("map_output_materialized_bytes"),
+                    ),
+                    TaskKind::Reduce => (
+                        w.counters.get("reduce_input_bytes"),
+                        w.counters.get("output_bytes"),
+                    ),
+                }),
+            record: r.clone(),
+            worker_addr: self
+                .workers
+                .get(&r.worker)
+                .map(|w| w.shuffle_addr.clone())
+                .unwrap_or_default(),
+        }
     }
 }
 
