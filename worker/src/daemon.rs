@@ -442,12 +442,8 @@ async fn run_attempt(
             "failpoint task.fail: this worker fails every attempt".into(),
         );
     }
-    let task_file = config
-        .dir
-        .join("tasks")
-        .join(format!("{}.json", task.attempt));
     let log_path = crate::shuffle::attempt_log_path(&config.dir, task.job_id, task.attempt);
-    let started = match prepare(config, task, &task_file, &log_path).await {
+    let started = match prepare(config, task, &log_path).await {
         Ok(log) => executor_for(config, client, task, log, pool).await,
         Err(e) => Err(e),
     };
@@ -455,53 +451,45 @@ async fn run_attempt(
         Ok(started) => started,
         Err(e) => return fail(FailureKind::Retryable, e),
     };
-    let code = tokio::select! {
-        c = exec.run(&task_file, &log_path) => c,
+    let json = serde_json::to_string(task).expect("task serialises");
+    let reply = tokio::select! {
+        r = exec.run(&json, &log_path) => r,
         _ = cancel.cancelled() => {
             exec.kill().await;
-            cleanup(task, &task_file).await;
+            discard_work(task).await;
             return fail(FailureKind::Cancelled, "attempt cancelled".into());
         }
     };
-    let result = match tokio::fs::read(&task.result_path).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            fail(
-                FailureKind::Retryable,
-                format!("unreadable executor result: {e}"),
-            )
-        }),
-        Err(_) => {
-            let why = no_result(config, exec, code, &log_path).await;
-            cleanup(task, &task_file).await;
-            return fail(FailureKind::Retryable, why);
-        }
+    let Some(reply) = reply else {
+        let why = no_result(config, exec, &log_path).await;
+        discard_work(task).await;
+        return fail(FailureKind::Retryable, why);
     };
+    let result: ExecutorResult = serde_json::from_str(&reply).unwrap_or_else(|e| {
+        fail(
+            FailureKind::Retryable,
+            format!("unreadable executor result: {e}"),
+        )
+    });
     // Only an executor that ran its attempt cleanly is fit for the next one.
-    if code == Some(0) && result.error.is_none() {
+    if result.error.is_none() {
         pool.put(key, exec);
     } else {
         exec.kill().await;
     }
-    cleanup(task, &task_file).await;
     result
 }
 
-/// Keeps the job's shuffle secret, writes the task file and creates the attempt log; returns
-/// the log.
+/// Keeps the job's shuffle secret and creates the attempt log; returns the log.
 async fn prepare(
     config: &WorkerConfig,
     task: &ExecutorTask,
-    task_file: &PathBuf,
     log_path: &PathBuf,
 ) -> Result<std::fs::File, String> {
     // The shuffle service checks reducers' fetch tokens and log readers' tokens with the
     // job's secret.
     crate::shuffle::keep_job_secret(&config.dir, task.job_id, &task.shuffle_secret)
         .map_err(|e| format!("cannot keep the job's shuffle secret: {}", describe_io(&e)))?;
-    let json = serde_json::to_vec(task).expect("task serialises");
-    tokio::fs::write(task_file, json)
-        .await
-        .map_err(|e| format!("cannot write task file: {}", describe_io(&e)))?;
     std::fs::File::create(log_path)
         .map_err(|e| format!("cannot create attempt log: {}", describe_io(&e)))
 }
@@ -539,15 +527,11 @@ async fn executor_for(
 async fn no_result(
     config: &WorkerConfig,
     exec: crate::executors::Executor,
-    code: Option<i32>,
     log_path: &PathBuf,
 ) -> String {
-    let status = match code {
-        Some(c) => format!("exit code {c}"),
-        None => exec.exit_status().await,
-    };
+    let status = exec.exit_status().await;
     let tail = log_tail(log_path).await;
-    // An executor that could not write its result may have died of a full disk.
+    // An executor that died without answering may have died of a full disk.
     let full = if disk_nearly_full(&config.dir) {
         "no space left on the worker's disk; "
     } else {
@@ -556,9 +540,9 @@ async fn no_result(
     format!("{full}executor exited without a result ({status}): {tail}")
 }
 
-async fn cleanup(task: &ExecutorTask, task_file: &PathBuf) {
-    let _ = tokio::fs::remove_file(task_file).await;
-    let _ = tokio::fs::remove_file(&task.result_path).await;
+/// Removes the scratch directory of an attempt whose executor did not finish it (one that
+/// finishes removes it itself).
+async fn discard_work(task: &ExecutorTask) {
     let _ = tokio::fs::remove_dir_all(&task.work_dir).await;
 }
 

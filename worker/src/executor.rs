@@ -1,7 +1,9 @@
-//! The executor process: runs one map or reduce attempt described by a task file and writes
-//! its result file. The worker daemon starts it as `quern executor --task FILE`; a panic in
-//! job code is caught and reported as the attempt's error, and if the process dies some other
-//! way the daemon reports the exit status and the end of its log.
+//! The executor process: runs map and reduce attempts. The worker daemon starts it as `quern
+//! executor --serve` and hands it one attempt at a time over its stdin, getting the result
+//! back on its stdout (see [`serve`]); `quern executor --task FILE` runs one attempt from a
+//! task file and writes its result file, for debugging. A panic in job code is caught and
+//! reported as the attempt's error; if the process dies some other way the daemon reports
+//! the exit status and the end of its log.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -32,9 +34,23 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
             return 2;
         }
     };
+    let json = serde_json::to_vec(&attempt(registry, &task)).expect("result serialises");
+    let tmp = task.result_path.with_extension("tmp");
+    match std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &task.result_path)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write result file");
+            3
+        }
+    }
+}
+
+/// Runs one attempt and returns its result, whatever happened: a panic in job code is a
+/// retryable failure. Its scratch directory is removed after.
+fn attempt(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
     let span = tracing::info_span!("task", attempt = %task.attempt, kind = ?task.kind(), index = task.index);
     let _enter = span.enter();
-    let result = catch_unwind(AssertUnwindSafe(|| execute(registry, &task))).unwrap_or_else(|p| {
+    let result = catch_unwind(AssertUnwindSafe(|| execute(registry, task))).unwrap_or_else(|p| {
         ExecutorResult {
             error: Some((
                 FailureKind::Retryable,
@@ -51,20 +67,14 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
     if let Some((kind, e)) = &result.error {
         tracing::error!(?kind, error = %e, "attempt failed");
     }
-    let json = serde_json::to_vec(&result).expect("result serialises");
-    let tmp = task.result_path.with_extension("tmp");
-    match std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &task.result_path)) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot write result file");
-            3
-        }
-    }
+    result
 }
 
-/// Serves attempts of one job, one per line of stdin (`TASK_FILE<TAB>LOG_FILE`), each run as
-/// [`run`] runs it with stdout and stderr sent to its log; answers each with its exit code
-/// on a line of the original stdout. Returns at the end of stdin.
+/// Serves attempts of one job, one per line of stdin: `LOG_FILE<TAB>TASK` (the task as
+/// compact JSON, which holds no raw tab or newline). Each runs with stdout and stderr sent to
+/// its log, and is answered on a line of the original stdout with its result as JSON. No
+/// files pass between the worker and its executor: on small tasks, creating and deleting them
+/// cost more than the work. Returns at the end of stdin, or 2 on a request it cannot read.
 pub fn serve(registry: &Registry) -> i32 {
     use std::io::{BufRead, Write};
     use std::os::fd::{AsRawFd, FromRawFd};
@@ -79,8 +89,8 @@ pub fn serve(registry: &Registry) -> i32 {
     let mut replies = unsafe { std::fs::File::from_raw_fd(reply_fd) };
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { return 2 };
-        let Some((task, log)) = line.split_once('\t') else {
-            tracing::error!(request = %line, "malformed executor request");
+        let Some((log, task)) = line.split_once('\t') else {
+            tracing::error!("malformed executor request");
             return 2;
         };
         match std::fs::OpenOptions::new()
@@ -98,8 +108,15 @@ pub fn serve(registry: &Registry) -> i32 {
             }
             Err(e) => tracing::warn!(error = %e, log, "cannot open attempt log"),
         }
-        let code = run(registry, Path::new(task));
-        if writeln!(replies, "{code}")
+        let task: ExecutorTask = match serde_json::from_str(task) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable executor request");
+                return 2;
+            }
+        };
+        let result = serde_json::to_string(&attempt(registry, &task)).expect("result serialises");
+        if writeln!(replies, "{result}")
             .and_then(|()| replies.flush())
             .is_err()
         {

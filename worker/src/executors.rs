@@ -2,9 +2,8 @@
 //! process (a model, a lookup table) is loaded once per worker slot, not once per task.
 //!
 //! An executor started with `quern executor --serve` reads one request per line on stdin,
-//! `TASK_FILE<TAB>LOG_FILE`, runs the attempt with its stdout and stderr sent to that log,
-//! writes the result file as a one-shot executor does, and answers with its exit code on a
-//! line. After an attempt that succeeded, the worker keeps the process idle for the next
+//! `LOG_FILE<TAB>TASK_JSON`, runs the attempt with its stdout and stderr sent to that log,
+//! and answers with the attempt's result as JSON on a line. After an attempt that succeeded, the worker keeps the process idle for the next
 //! attempt of the same job; one that failed, was cancelled or died is not reused. Idle
 //! executors are stopped when their job finishes or after [`IDLE_TIMEOUT`].
 
@@ -132,21 +131,22 @@ pub fn spawn(
 }
 
 impl Executor {
-    /// Runs the attempt in `task_file`, logging to `log`; returns the executor's exit code
-    /// for it, or `None` if the process died first.
-    pub async fn run(&mut self, task_file: &Path, log: &Path) -> Option<i32> {
-        let (task, log) = (task_file.to_str()?, log.to_str()?);
-        if task.contains(['\t', '\n']) || log.contains(['\t', '\n']) {
+    /// Runs `task` (compact JSON), logging to `log`; returns the result line it answered
+    /// (JSON), or `None` if the process died first or the log path cannot be sent.
+    pub async fn run(&mut self, task: &str, log: &Path) -> Option<String> {
+        let log = log.to_str()?;
+        if log.contains(['\t', '\n']) || task.contains('\n') {
             return None;
         }
-        let line = format!("{task}\t{log}\n");
+        let line = format!("{log}\t{task}\n");
         self.stdin.write_all(line.as_bytes()).await.ok()?;
         self.stdin.flush().await.ok()?;
         let mut reply = String::new();
         match self.replies.read_line(&mut reply).await {
-            Ok(n) if n > 0 => {
+            Ok(n) if n > 0 && reply.ends_with('\n') => {
                 self.served += 1;
-                reply.trim().parse().ok()
+                reply.pop();
+                Some(reply)
             }
             _ => None,
         }
