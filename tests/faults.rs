@@ -61,9 +61,11 @@ fn a_straggling_worker_gets_a_backup_attempt_and_the_output_is_unchanged() {
     let inputs = inputs("2MiB");
     let dir = tempfile::tempdir().unwrap();
     // Worker 1 is 30 s behind on every attempt: only backups can finish its tasks in time.
+    // Worker 0 takes 300 ms an attempt, so that it cannot run every map before worker 1's
+    // first heartbeat (a few milliseconds a task otherwise).
     let (_procs, addr) = cluster(
         dir.path(),
-        &[0, 30_000],
+        &[300, 30_000],
         &["--speculation-floor-ms", "1000", "--locality-wait-ms", "0"],
     );
     std::thread::sleep(Duration::from_millis(500));

@@ -28,7 +28,7 @@ pub use daemon::serve;
 pub struct WorkerConfig {
     /// The coordinator's address, e.g. `http://127.0.0.1:7070`.
     pub coordinator: String,
-    /// Directory for shuffle files, task files and attempt logs.
+    /// Directory for shuffle files, scratch space and attempt logs.
     pub dir: PathBuf,
     /// Concurrent task slots (default: one per core).
     pub slots: u32,
@@ -43,7 +43,7 @@ pub struct WorkerConfig {
     pub advertise_host: Option<String>,
     /// The storage host this worker runs beside, for data-local placement.
     pub storage_host: String,
-    /// The binary that runs executors (`<exe> executor --task FILE`).
+    /// The binary that runs executors (`<exe> executor --serve`).
     pub executable: PathBuf,
     /// How long to keep retrying the coordinator at start-up.
     pub connect_timeout: Duration,
