@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use jobs::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params};
 use jobs::sdk::{HookError, Job, MapContext, ReduceContext, SetupError, TaskSetup, Values};
 use jobs::InputFormat;
@@ -41,6 +41,7 @@ const PARAMS: &[&str] = &[
     "decode-threads",
     "embeddings",
     "device",
+    "precision",
     "index-min-score",
     "max-side",
     "max-decoded-mib",
@@ -84,6 +85,8 @@ pub struct Config {
     pub embeddings: bool,
     /// Where the model runs.
     pub device: DeviceChoice,
+    /// What the model computes in: `F32`, `F16` or `BF16`.
+    pub precision: DType,
     /// Non-top-1 labels at least this likely are indexed too.
     pub index_min_score: f32,
     /// Limits on declared image sizes.
@@ -120,6 +123,12 @@ impl Config {
             Some("cuda") => DeviceChoice::Cuda,
             Some(_) => return Err(bad("device", "expected auto, cpu or cuda")),
         };
+        let precision = match p.get("precision").map(String::as_str) {
+            None | Some("f32") => DType::F32,
+            Some("f16") => DType::F16,
+            Some("bf16") => DType::BF16,
+            Some(_) => return Err(bad("precision", "expected f32, f16 or bf16")),
+        };
         let embeddings = match p.get("embeddings").map(String::as_str) {
             None | Some("false") => false,
             Some("true") => true,
@@ -141,6 +150,7 @@ impl Config {
                 as usize,
             embeddings,
             device,
+            precision,
             index_min_score,
             limits: Limits {
                 max_side: int_param("photos", p, "max-side", 16_384, 1, 65_535)? as u32,
@@ -223,6 +233,9 @@ pub enum LoadError {
         #[source]
         source: candle_core::Error,
     },
+    /// Half precision was asked for and the model would run on the CPU.
+    #[error("precision={0} runs on a GPU only: the model would run on the CPU here, which computes in f32 (the default)")]
+    HalfOnCpu(&'static str),
     /// The class names do not match the model.
     #[error("the model scores {classes} classes but there are {names} class names")]
     Labels {
@@ -242,23 +255,29 @@ pub fn load(
     read: &dyn Fn(&str) -> Result<Vec<u8>, SetupError>,
 ) -> Result<Arc<Loaded>, LoadError> {
     let device = pick_device(cfg.device)?;
+    match cfg.precision {
+        DType::F16 if device.is_cpu() => return Err(LoadError::HalfOnCpu("f16")),
+        DType::BF16 if device.is_cpu() => return Err(LoadError::HalfOnCpu("bf16")),
+        _ => {}
+    }
     let id = format!(
-        "{}\0{}\0{:?}",
+        "{}\0{}\0{:?}\0{:?}",
         cfg.model,
         cfg.labels.as_deref().unwrap_or(""),
-        device.location()
+        device.location(),
+        cfg.precision
     );
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, m)) = cache.iter().find(|(k, _)| *k == id) {
         return Ok(m.clone());
     }
     let started = Instant::now();
-    let net = MobileNetV2::from_safetensors(read(&cfg.model)?, &device).map_err(|source| {
-        LoadError::Model {
+    let net = MobileNetV2::from_safetensors(read(&cfg.model)?, &device, cfg.precision).map_err(
+        |source| LoadError::Model {
             path: cfg.model.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     let labels: Vec<String> = match &cfg.labels {
         Some(path) => String::from_utf8_lossy(&read(path)?)
             .lines()
@@ -272,7 +291,7 @@ pub fn load(
             names: labels.len(),
         });
     }
-    tracing::info!(model = %cfg.model, device = ?device.location(), ms = started.elapsed().as_millis() as u64, "model loaded");
+    tracing::info!(model = %cfg.model, device = ?device.location(), precision = ?cfg.precision, ms = started.elapsed().as_millis() as u64, "model loaded");
     let loaded = Arc::new(Loaded {
         net,
         labels,
@@ -558,9 +577,12 @@ mod tests {
         assert!(Config::from_params(&p(&[])).is_err(), "model is required");
         let c = Config::from_params(&p(&[("model", "m.safetensors")])).unwrap();
         assert_eq!(
-            (c.batch, c.device, c.embeddings),
-            (32, DeviceChoice::Auto, false)
+            (c.batch, c.device, c.embeddings, c.precision),
+            (32, DeviceChoice::Auto, false, DType::F32)
         );
+        let half = Config::from_params(&p(&[("model", "m"), ("precision", "bf16")])).unwrap();
+        assert_eq!(half.precision, DType::BF16);
+        assert!(Config::from_params(&p(&[("model", "m"), ("precision", "f8")])).is_err());
         assert!(Config::from_params(&p(&[("model", "m"), ("batch", "0")])).is_err());
         assert!(Config::from_params(&p(&[("model", "m"), ("device", "tpu")])).is_err());
         assert!(Config::from_params(&p(&[("model", "m"), ("colour", "red")])).is_err());

@@ -39,6 +39,7 @@ pub struct MobileNetV2 {
     head: Pointwise,
     classifier: Linear,
     classes: usize,
+    dtype: DType,
 }
 
 /// What one forward pass gives per image.
@@ -93,15 +94,15 @@ impl Pointwise {
         vb: &VarBuilder,
         conv: &str,
         bn: &str,
-        cin: usize,
-        cout: usize,
+        (cin, cout): (usize, usize),
         relu6: bool,
+        dtype: DType,
     ) -> Result<Self> {
         let w = vb.get((cout, cin, 1, 1), &format!("{conv}.weight"))?;
         let (w, b) = fold_bn(w, vb, bn)?;
         Ok(Pointwise {
-            weight: w.reshape((cout, cin))?,
-            bias: b.reshape((cout, 1))?,
+            weight: w.reshape((cout, cin))?.to_dtype(dtype)?,
+            bias: b.reshape((cout, 1))?.to_dtype(dtype)?,
             relu6,
         })
     }
@@ -120,7 +121,14 @@ impl Pointwise {
 }
 
 impl Depthwise {
-    fn load(vb: &VarBuilder, conv: &str, bn: &str, c: usize, stride: usize) -> Result<Self> {
+    fn load(
+        vb: &VarBuilder,
+        conv: &str,
+        bn: &str,
+        c: usize,
+        stride: usize,
+        dtype: DType,
+    ) -> Result<Self> {
         let w = vb.get((c, 1, 3, 3), &format!("{conv}.weight"))?;
         let (w, b) = fold_bn(w, vb, bn)?;
         let cpu = DepthwiseCpu {
@@ -129,15 +137,15 @@ impl Depthwise {
             stride,
         };
         Ok(Depthwise {
-            weight: w.reshape((c, 9))?,
-            bias: b.reshape((c, 1, 1))?,
+            weight: w.reshape((c, 9))?.to_dtype(dtype)?,
+            bias: b.reshape((c, 1, 1))?.to_dtype(dtype)?,
             cpu,
             stride,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
             x.contiguous()?.apply_op1_no_bwd(&self.cpu)
         } else {
             self.forward_generic(x)
@@ -241,17 +249,23 @@ impl CustomOp1 for DepthwiseCpu {
 }
 
 impl MobileNetV2 {
-    /// Loads the model from safetensors bytes onto `device`.
+    /// Loads the model from safetensors bytes onto `device`, to compute in `dtype` (`F32`,
+    /// or `F16`/`BF16` for half precision). Batch norm is folded in `F32` either way; the
+    /// input is converted to `dtype` and the outputs come back as `F32`.
     ///
     /// # Errors
-    /// A missing tensor or a tensor of the wrong shape, naming it.
-    pub fn from_safetensors(bytes: Vec<u8>, device: &Device) -> Result<Self> {
+    /// A missing tensor or a tensor of the wrong shape, naming it; a `dtype` other than
+    /// those three.
+    pub fn from_safetensors(bytes: Vec<u8>, device: &Device, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            candle_core::bail!("the model computes in f32, f16 or bf16, not {dtype:?}");
+        }
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)?;
         let stem_w = vb.get((32, 3, 3, 3), "features.0.0.weight")?;
         let (stem_w, stem_b) = fold_bn(stem_w, &vb, "features.0.1")?;
         let stem = Conv2d::new(
-            stem_w,
-            Some(stem_b),
+            stem_w.to_dtype(dtype)?,
+            Some(stem_b.to_dtype(dtype)?),
             Conv2dConfig {
                 padding: 1,
                 stride: 2,
@@ -272,9 +286,9 @@ impl MobileNetV2 {
                         &vb,
                         &format!("{p}.0.0"),
                         &format!("{p}.0.1"),
-                        cin,
-                        hidden,
+                        (cin, hidden),
                         true,
+                        dtype,
                     )?;
                     (Some(e), 1)
                 };
@@ -284,14 +298,15 @@ impl MobileNetV2 {
                     &format!("{p}.{layer}.1"),
                     hidden,
                     stride,
+                    dtype,
                 )?;
                 let project = Pointwise::load(
                     &vb,
                     &format!("{p}.{}", layer + 1),
                     &format!("{p}.{}", layer + 2),
-                    hidden,
-                    cout,
+                    (hidden, cout),
                     false,
+                    dtype,
                 )?;
                 blocks.push(Block {
                     expand,
@@ -303,15 +318,27 @@ impl MobileNetV2 {
                 idx += 1;
             }
         }
-        let head = Pointwise::load(&vb, "features.18.0", "features.18.1", cin, FEATURES, true)?;
+        let head = Pointwise::load(
+            &vb,
+            "features.18.0",
+            "features.18.1",
+            (cin, FEATURES),
+            true,
+            dtype,
+        )?;
         let classes = vb.get_unchecked("classifier.1.bias")?.dim(0)?;
-        let classifier = candle_nn::linear(FEATURES, classes, vb.pp("classifier.1"))?;
+        let fc = vb.pp("classifier.1");
+        let classifier = Linear::new(
+            fc.get((classes, FEATURES), "weight")?.to_dtype(dtype)?,
+            Some(fc.get(classes, "bias")?.to_dtype(dtype)?),
+        );
         Ok(MobileNetV2 {
             stem,
             blocks,
             head,
             classifier,
             classes,
+            dtype,
         })
     }
 
@@ -325,7 +352,10 @@ impl MobileNetV2 {
     /// # Errors
     /// Device errors (out of memory among them).
     pub fn forward(&self, x: &Tensor) -> Result<Output> {
-        let mut x = self.stem.forward(x)?.clamp(0f32, 6f32)?;
+        let mut x = self
+            .stem
+            .forward(&x.to_dtype(self.dtype)?)?
+            .clamp(0f32, 6f32)?;
         for b in &self.blocks {
             let mut y = match &b.expand {
                 Some(e) => e.forward(&x)?,
@@ -337,8 +367,9 @@ impl MobileNetV2 {
         }
         let x = self.head.forward(&x)?;
         let features = x.mean(D::Minus1)?.mean(D::Minus1)?;
-        let logits = self.classifier.forward(&features)?;
+        let logits = self.classifier.forward(&features)?.to_dtype(DType::F32)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        let features = features.to_dtype(DType::F32)?;
         Ok(Output { probs, features })
     }
 }
