@@ -6,6 +6,7 @@
 # time). Kernels are compiled for compute capability $CUDA_COMPUTE_CAP (default 90: H100).
 #
 #   bash scripts/photos/build-cuda.sh            # -> $QUERN_CUDA_TARGET_DIR/release/quern
+#                                                #    and release/examples/plain_loop
 #
 # Environment: QUERN_CUDA_TOOLKIT (default target/cuda-toolkit), QUERN_CUDA_TARGET_DIR
 # (default: target-cuda beside the CPU build's target directory, so neither build evicts
@@ -50,6 +51,8 @@ export PATH="$CUDA/bin:$PATH"
 export LIBRARY_PATH="$CUDA/lib:$CUDA/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 nvcc --version | tail -2 >&2
 cargo build --release --features cuda -p quern
+# The plain candle loop (no engine), the GPU baseline of scripts/photos/gpu-check.sh.
+cargo build --release --features cuda -p quern-photos --example plain_loop
 bin="$CARGO_TARGET_DIR/release/quern"
 echo "build-cuda: built $bin" >&2
 # What the binary needs from the GPU host at run time: the driver, and the CUDA 13 libraries

@@ -26,7 +26,7 @@
 #      $THREADS - 1 decode workers, same photos and batch, in f32 and f16, and compares its
 #      top-1 labels with the job's;
 #   5. top-1 agreement of f16 and bf16 with f32 over all the photos.
-# The report goes to $WORK/report.md (and $OUT/report.md when OUT is set), logs beside it.
+# The report and the logs go to $OUT when it is set, else to $WORK/logs.
 # DEVICE=cpu runs the same steps on the CPU (what a machine without a GPU can check).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -65,8 +65,11 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-150}"
 # Half precision runs on a GPU only.
 PRECISIONS="f32 f16 bf16"
 [ "$DEVICE" = cpu ] && PRECISIONS=f32
-rm -rf "$WORK" && mkdir -p "$WORK/bin"
-REPORT="$WORK/report.md"
+# Logs and the report go straight to $OUT when it is set (what a GPU run brings back, even
+# when it is cut short), else beside the work.
+L="${OUT:-$WORK/logs}"
+rm -rf "$WORK" && mkdir -p "$WORK/bin" "$L"
+REPORT="$L/report.md"
 : > "$REPORT"
 say() { echo "$*" | tee -a "$REPORT"; }
 now() { date +%s.%N; }
@@ -77,10 +80,6 @@ starved() {
   awk -v w="$(counter "$1" model_wait_ms)" -v b="$(counter "$1" model_busy_ms)" \
     'BEGIN { if (w + b > 0) printf "%.1f%%", 100 * w / (w + b); else print "-" }'
 }
-finish() {
-  if [ -n "${OUT:-}" ]; then cp "$WORK"/*.md "$WORK"/*.log "$OUT"/ 2>/dev/null; fi
-}
-trap finish EXIT
 
 # Binaries: the carried CUDA build, or QUERN_BIN / PLAIN_BIN (a CPU build, for DEVICE=cpu).
 unpack() {
@@ -103,9 +102,19 @@ PY=""
 for p in "${PYTHON:-}" python3 python /opt/conda/bin/python /usr/local/bin/python3 /usr/bin/python3 $(ls -d /opt/*/bin/python3 /root/*/bin/python3 /venv/bin/python3 2>/dev/null); do
   [ -n "$p" ] && command -v "$p" >/dev/null && "$p" -c 'import torch, torchvision' 2>/dev/null && { PY="$p"; break; }
 done
+if [ -z "$PY" ]; then
+  for p in $(find / -xdev -maxdepth 5 -type f -name 'python3*' -path '*/bin/*' 2>/dev/null); do
+    "$p" -c 'import torch, torchvision' 2>/dev/null && { PY="$p"; break; }
+  done
+fi
 [ -n "$PY" ] || PY=python3
 H="$PY $ROOT/scripts/photos/gpucheck.py"
 export LD_LIBRARY_PATH="$($H cuda-libs)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The driver library, where the loader's default paths lack it.
+if [ "$DEVICE" = cuda ] && ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+  d=$(find / -xdev -maxdepth 6 -name libcuda.so.1 -not -path '*/stubs/*' 2>/dev/null | head -1)
+  [ -n "$d" ] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$d")"
+fi
 
 say "# Photos job GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
 say ""
@@ -120,41 +129,41 @@ say ""
 # 1. Golden photos on the device, three precisions, against the reference and the CPU.
 say "## 1. Golden photos"
 say ""
-"$Q" photos pack "$GOLDEN" --out "$WORK/golden-shards" > "$WORK/pack-golden.log" 2>&1
+"$Q" photos pack "$GOLDEN" --out "$WORK/golden-shards" > "$L/pack-golden.log" 2>&1
 gold() { # NAME DEVICE PRECISION
   timeout "$STEP_TIMEOUT" "$Q" run --local photos --param model="$MODEL" --param device="$2" --param precision="$3" \
-    --param batch="$BATCH" --input "$WORK/golden-shards" --output "$WORK/golden-$1" > "$WORK/golden-$1.log" 2>&1
+    --param batch="$BATCH" --input "$WORK/golden-shards" --output "$WORK/golden-$1" > "$L/golden-$1.log" 2>&1
 }
-gold cpu cpu f32 || say "- CPU run failed: $(tail -3 "$WORK/golden-cpu.log")"
+gold cpu cpu f32 || say "- CPU run failed: $(tail -3 "$L/golden-cpu.log")"
 fails=0
 for prec in $PRECISIONS; do
   if gold "$DEVICE-$prec" "$DEVICE" "$prec"; then
     res=$($H golden "$WORK/golden-$DEVICE-$prec" "$ROOT/testdata/photos/expected.json" "$WORK/golden-cpu" 2>&1) || fails=$((fails + 1))
-    g=$(counter "$WORK/golden-$DEVICE-$prec.log" gpu_tasks)
+    g=$(counter "$L/golden-$DEVICE-$prec.log" gpu_tasks)
     say "- $DEVICE $prec (GPU tasks: ${g:-0}): $res"
   else
     fails=$((fails + 1))
-    say "- $DEVICE $prec: FAILED: $(grep -m1 -E '^error|Error' "$WORK/golden-$DEVICE-$prec.log")"
+    say "- $DEVICE $prec: FAILED: $(grep -m1 -E '^error|Error' "$L/golden-$DEVICE-$prec.log")"
   fi
 done
 say ""
 
 # 2. Photos to time.
 t0=$(now)
-$H make-photos "$GOLDEN" "$WORK/photos" "$PHOTOS" > "$WORK/make-photos.log" 2>&1 || say "make-photos failed: $(tail -3 "$WORK/make-photos.log")"
-"$Q" photos pack "$WORK/photos" --out "$WORK/shards" --shard-size "$SHARD" > "$WORK/pack.log" 2>&1
+$H make-photos "$GOLDEN" "$WORK/photos" "$PHOTOS" > "$L/make-photos.log" 2>&1 || say "make-photos failed: $(tail -3 "$L/make-photos.log")"
+"$Q" photos pack "$WORK/photos" --out "$WORK/shards" --shard-size "$SHARD" > "$L/pack.log" 2>&1
 n=$(ls "$WORK/photos" | wc -l)
 cat "$WORK/photos"/* > /dev/null
 say "## 2. Throughput"
 say ""
-say "$(cat "$WORK/make-photos.log"); $(tail -1 "$WORK/pack.log") (made in $(since "$t0") s)"
+say "$(cat "$L/make-photos.log"); $(tail -1 "$L/pack.log") (made in $(since "$t0") s)"
 say ""
 say "| runner | precision | seconds | photos/s | model starved |"
 say "|---|---|---:|---:|---:|"
 row() { say "| $1 | $2 | $3 | $(rate "$n" "$3") | $4 |"; }
 
 plain() { # PRECISION
-  local log="$WORK/plain-$1.log" t
+  local log="$L/plain-$1.log" t
   t0=$(now)
   if timeout "$STEP_TIMEOUT" "$P" "$WORK/photos" "$MODEL" "$BATCH" "$THREADS" "$DEVICE" "$1" > "$log" 2>&1; then
     t=$(since "$t0"); row "plain candle loop" "$1" "$t" "$(grep -oE 'waited [0-9.]+%' "$log" | cut -d' ' -f2)"
@@ -164,17 +173,17 @@ plain f32
 
 t0=$(now)
 if timeout "$STEP_TIMEOUT" "$Q" run --local photos --param model="$MODEL" --param device="$DEVICE" --param batch="$BATCH" \
-  --param decode-threads="$THREADS" --input "$WORK/shards" --output "$WORK/out-local" > "$WORK/local.log" 2>&1; then
-  row "quern run --local" f32 "$(since "$t0")" "$(starved "$WORK/local.log")"
-else say "| quern run --local | f32 | FAILED: $(tail -1 "$WORK/local.log") | | |"; fi
+  --param decode-threads="$THREADS" --input "$WORK/shards" --output "$WORK/out-local" > "$L/local.log" 2>&1; then
+  row "quern run --local" f32 "$(since "$t0")" "$(starved "$L/local.log")"
+else say "| quern run --local | f32 | FAILED: $(tail -1 "$L/local.log") | | |"; fi
 
-"$Q" local --workers 1 --slots "$SLOTS" --dir "$WORK/cluster" --no-http > "$WORK/cluster-daemons.log" 2>&1 &
+"$Q" local --workers 1 --slots "$SLOTS" --dir "$WORK/cluster" --no-http > "$L/cluster-daemons.log" 2>&1 &
 CLUSTER=$!
-trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null; finish' EXIT
+trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
 for _ in $(seq 300); do [ -f "$WORK/cluster/coordinator.addr" ] && break; sleep 0.1; done
 export QUERN_COORDINATOR="$(cat "$WORK/cluster/coordinator.addr" 2>/dev/null)"
 cluster() { # PRECISION
-  local log="$WORK/cluster-$1.log"
+  local log="$L/cluster-$1.log"
   t0=$(now)
   if timeout "$STEP_TIMEOUT" "$Q" job submit photos --param model="$MODEL" --param device="$DEVICE" --param precision="$1" \
     --param batch="$BATCH" --param decode-threads=$((THREADS / SLOTS)) \
@@ -184,11 +193,11 @@ cluster() { # PRECISION
 }
 cluster f32
 same="differ"
-cmp -s <(cat "$WORK/out-local"/part-* 2>/dev/null) <(cat "$WORK/out-cluster-f32"/part-* 2>/dev/null) && same="byte-identical"
+[ -s "$WORK/out-local/part-00000" ] && cmp -s <(cat "$WORK/out-local"/part-*) <(cat "$WORK/out-cluster-f32"/part-* 2>/dev/null) && same="byte-identical"
 for prec in $PRECISIONS; do [ "$prec" = f32 ] || cluster "$prec"; done
 
 torch() { # PRECISION
-  local log="$WORK/torch-$1.log"
+  local log="$L/torch-$1.log"
   if timeout "$STEP_TIMEOUT" $H torch "$WORK/photos" "$MODEL" "$BATCH" $((THREADS - 1)) "$1" "$WORK/out-torch-$1" > "$log" 2>&1; then
     row "torchvision DataLoader, $((THREADS - 1)) workers" "$1" "$(grep -oE 'in [0-9.]+ s' "$log" | cut -d' ' -f2)" "$(grep -oE 'waited [0-9.]+%' "$log" | cut -d' ' -f2)"
   else say "| torchvision DataLoader | $1 | FAILED: $(tail -1 "$log") | | |"; fi
@@ -210,4 +219,5 @@ say "- torchvision f16 against torchvision f32: $($H agree "$WORK/out-torch-f16"
 say ""
 say "Golden failures: $fails"
 echo "gpu-check: report in $REPORT" >&2
+cp "$L"/report.md "$WORK"/ 2>/dev/null || true
 [ "$fails" -eq 0 ]
