@@ -552,9 +552,9 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
     };
     let cluster = LocalCluster::start(&a.dir, &options, registry).await?;
     println!(
-        "quern local cluster: coordinator at {} with {} workers; state in {}",
+        "quern local cluster: coordinator at {} with {}; state in {}",
         cluster.addr,
-        a.workers,
+        crate::util::plural(a.workers as u64, "worker"),
         a.dir.display()
     );
     if let Some(h) = &cluster.http_addr {

@@ -12,22 +12,47 @@ use crate::util::human_bytes;
 #[derive(Subcommand, Debug)]
 pub enum FsCommand {
     /// List files (a file, a directory's data files, or a glob).
-    Ls { url: String },
+    Ls {
+        /// A local path, a `seaweedfs://FILER/PATH` or an `s3://BUCKET/KEY` URL; may hold a glob.
+        url: String,
+    },
     /// Show a file's size and its pieces with the hosts holding each replica.
-    Stat { url: String },
+    Stat {
+        /// The file: a local path, `seaweedfs://...` or `s3://...`.
+        url: String,
+    },
     /// Upload a local file.
-    Put { local: PathBuf, url: String },
+    Put {
+        /// The local file to upload.
+        local: PathBuf,
+        /// Where it goes: `seaweedfs://...`, `s3://...` or a local path.
+        url: String,
+    },
     /// Download a file.
-    Get { url: String, local: PathBuf },
+    Get {
+        /// The file to download: `seaweedfs://...`, `s3://...` or a local path.
+        url: String,
+        /// The local file to write.
+        local: PathBuf,
+    },
     /// Print a file.
-    Cat { url: String },
+    Cat {
+        /// The file to print: a local path, `seaweedfs://...` or `s3://...`.
+        url: String,
+    },
     /// Delete files or directories.
     Rm {
+        /// What to delete (files, or directories with all under them).
         #[arg(required = true)]
         urls: Vec<String>,
     },
     /// Rename a file (on one backend).
-    Mv { from: String, to: String },
+    Mv {
+        /// The file to rename.
+        from: String,
+        /// Its new name, on the same backend.
+        to: String,
+    },
 }
 
 pub fn run(cmd: FsCommand) -> Result<u8> {
@@ -86,11 +111,13 @@ pub fn run(cmd: FsCommand) -> Result<u8> {
             );
         }
         FsCommand::Get { url, local } => {
+            want_file(&storage, &url)?;
             let data = storage.read_all(&url)?;
             std::fs::write(&local, &data)
                 .with_context(|| format!("writing {}", local.display()))?;
         }
         FsCommand::Cat { url } => {
+            want_file(&storage, &url)?;
             let data = storage.read_all(&url)?;
             std::io::stdout().write_all(&data)?;
         }
@@ -102,4 +129,15 @@ pub fn run(cmd: FsCommand) -> Result<u8> {
         FsCommand::Mv { from, to } => storage.rename(&from, &to)?,
     }
     Ok(0)
+}
+
+/// Fails, saying so, unless `url` names a file.
+fn want_file(storage: &Storage, url: &str) -> Result<()> {
+    match storage.probe(url)? {
+        dfs_client::PathKind::File => Ok(()),
+        dfs_client::PathKind::Missing => anyhow::bail!("{url} does not exist"),
+        dfs_client::PathKind::Directory { .. } => {
+            anyhow::bail!("{url} is a directory (`quern fs ls {url}` lists its files)")
+        }
+    }
 }

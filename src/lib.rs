@@ -139,8 +139,10 @@ struct RunArgs {
 fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: a log file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -213,7 +215,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: a message that already quotes its source is not followed by
+            // that source again.
+            eprintln!("error: {}", protocol::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

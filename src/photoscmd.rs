@@ -50,11 +50,11 @@ pub fn run(cmd: PhotosCommand) -> anyhow::Result<u8> {
                 eprintln!();
             }
             println!(
-                "packed {} photos ({} with metadata, {} bytes) into {} shards in {}",
-                packed.photos,
+                "packed {} ({} with metadata, {} bytes) into {} in {}",
+                crate::util::plural(packed.photos as u64, "photo"),
                 packed.sidecars,
                 packed.bytes,
-                packed.shards,
+                crate::util::plural(packed.shards as u64, "shard"),
                 out.display()
             );
             Ok(0)

@@ -43,6 +43,16 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `n` and a noun, in the plural unless `n` is 1: "1 worker", "2 workers".
+pub fn plural(n: impl Into<u64> + Copy, noun: &str) -> String {
+    let n: u64 = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Name of the file in a state directory that holds a local cluster's coordinator address.
 pub const ADDR_FILE: &str = "coordinator.addr";
 

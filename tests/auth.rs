@@ -146,7 +146,7 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
     assert!(wrong_answers.is_empty(), "{wrong_answers:#?}");
     assert_eq!(refused, checks);
 
-    // HTTP: everything but the page itself needs a token that may read.
+    // HTTP: everything but the page itself and the health checks needs a token that may read.
     let routes = coordinator::http::route_paths();
     for route in &routes {
         let path = route
@@ -158,8 +158,8 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
             } else {
                 ""
             };
-        if *route == "/" {
-            assert_eq!(http_get(&http, &path, None).0, 200);
+        if coordinator::http::OPEN_PATHS.contains(route) {
+            assert_eq!(http_get(&http, &path, None).0, 200, "{path}");
             continue;
         }
         assert_eq!(http_get(&http, &path, None).0, 401, "{path}");

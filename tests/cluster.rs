@@ -366,3 +366,85 @@ fn skip_mode_skips_poison_records_lists_them_and_matches_the_oracle() {
         "{stderr}"
     );
 }
+
+/// The mistakes people make in their first hour each get a message that names the problem
+/// and the fix, and the health checks answer without a token.
+#[test]
+fn errors_name_the_problem_and_the_fix() {
+    let cluster = Cluster::start(1);
+    let http = std::fs::read_to_string(cluster.state.join("http.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let stderr = |cmd: &mut std::process::Command| {
+        let out = run(cmd);
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = stderr(cluster.job().args(["status", "foo"]));
+    assert!(e.contains("expected an id such as job-4"), "{e}");
+    // The web UI's port given as the coordinator's.
+    let e = stderr(quern().args(["job", "list", "--coordinator", &http]));
+    assert!(e.contains("web UI's port"), "{e}");
+    // Nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let e = stderr(quern().args(["job", "list", "--coordinator", &format!("127.0.0.1:{port}")]));
+    assert!(
+        e.contains("connection refused") && e.contains("Is the cluster running"),
+        "{e}"
+    );
+    assert_eq!(e.matches("Connection refused").count(), 0, "{e}");
+    // A directory where a file is wanted.
+    let e = stderr(quern().args(["fs", "cat"]).arg(cluster.dir.path()));
+    assert!(
+        e.contains("is a directory") && e.contains("quern fs ls"),
+        "{e}"
+    );
+    // A setup failure is said once.
+    let not_a_model = cluster.dir.path().join("model.safetensors");
+    std::fs::write(&not_a_model, b"not a model").unwrap();
+    let e = stderr(
+        quern()
+            .args(["run", "--local", "photos", "--param"])
+            .arg(format!("model={}", not_a_model.display()))
+            .arg("--input")
+            .arg(cluster.dir.path())
+            .arg("--output")
+            .arg(cluster.dir.path().join("out")),
+    );
+    assert_eq!(e.matches("setup failed").count(), 1, "{e}");
+    // Schedules: cron macros, one folder for every run, a backfill into the future.
+    let schedule = |name: &str, cron: &str, output: &str| {
+        run(quern()
+            .args(["schedule", "add", name, "--cron", cron, "--job", "views"])
+            .arg("--input")
+            .arg(cluster.dir.path())
+            .args(["--output", output])
+            .env("QUERN_COORDINATOR", &cluster.addr))
+    };
+    let daily = schedule("daily", "@daily", "/o/{{date}}");
+    assert!(daily.status.success(), "{daily:?}");
+    let e =
+        String::from_utf8_lossy(&schedule("hourly", "@hourly", "/o/{{date}}").stderr).into_owned();
+    assert!(e.contains("the same folder"), "{e}");
+    let e = stderr(
+        quern()
+            .args([
+                "backfill",
+                "daily",
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2099-12-31",
+            ])
+            .env("QUERN_COORDINATOR", &cluster.addr),
+    );
+    assert!(e.contains("into the future"), "{e}");
+    // Health checks, no token needed.
+    assert_eq!(http_get(&http, "/healthz", None).0, 200);
+    let (code, body) = http_get(&http, "/readyz", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"workers_alive\":1"), "{body}");
+}

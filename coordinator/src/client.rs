@@ -84,13 +84,12 @@ impl From<pb::JobStatus> for JobStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No connection.
-    #[error("cannot connect to coordinator at {addr}: {}", protocol::error_chain(.source))]
+    #[error("cannot connect to the coordinator at {addr}: {}", connect_reason(.error))]
     Connect {
         /// The address tried.
         addr: String,
-        /// Why.
-        #[source]
-        source: tonic::transport::Error,
+        /// Why (summarised in the message, so not a source: the chain would repeat it).
+        error: tonic::transport::Error,
     },
     /// The client's TLS settings cannot be used.
     #[error("TLS settings: {0}")]
@@ -106,6 +105,23 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
+/// Why a connection could not be made: for a refused one, what that means and what to do;
+/// else the transport's own chain of errors.
+fn connect_reason(e: &tonic::transport::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return "connection refused: nothing listens there. Is the cluster running? \
+                        (`quern local` starts one; --coordinator or QUERN_COORDINATOR name another)"
+                    .into();
+            }
+        }
+        cause = c.source();
+    }
+    protocol::error_chain(e)
+}
+
 /// A refusal's message; for a connection that failed under the call (a TLS handshake
 /// refused, a plaintext client at a TLS port), what failed and a hint.
 fn status_message(s: &tonic::Status) -> String {
@@ -117,6 +133,16 @@ fn status_message(s: &tonic::Status) -> String {
         s.code(),
         Code::Unknown | Code::Internal | Code::Unavailable | Code::Cancelled
     ) && (source.is_some() || s.message() == "operation was canceled");
+    if let Some(http) = s
+        .message()
+        .strip_prefix("grpc-status header missing, mapped from HTTP status code ")
+    {
+        return format!(
+            "the address answered with HTTP status {http}, not with Quern's gRPC: is it the web UI's port? \
+             The coordinator's gRPC address is the one it logs as `coordinator listening` \
+             (a `quern local` writes it to .quern/coordinator.addr, and the web UI's to .quern/http.addr)"
+        );
+    }
     if !connection {
         return s.message().to_string();
     }
@@ -155,9 +181,9 @@ impl Client {
         tls: Option<&protocol::tls::ClientTls>,
     ) -> Result<Self, ClientError> {
         let connect = async { protocol::tls::endpoint(addr, tls)?.connect().await };
-        let channel = connect.await.map_err(|source| ClientError::Connect {
+        let channel = connect.await.map_err(|error| ClientError::Connect {
             addr: addr.to_string(),
-            source,
+            error,
         })?;
         let inner = CoordinatorServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);

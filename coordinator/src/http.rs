@@ -28,7 +28,7 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     if let Some(auth) = c.auth() {
-        if request.uri().path() != "/" {
+        if !OPEN_PATHS.contains(&request.uri().path()) {
             let header = request
                 .headers()
                 .get(protocol::auth::HEADER)
@@ -46,6 +46,10 @@ async fn authenticate(
     next.run(request).await
 }
 
+/// Paths served without a token: the page (which asks for one) and the health checks that
+/// load balancers and service managers call.
+pub const OPEN_PATHS: [&str; 3] = ["/", "/healthz", "/readyz"];
+
 /// Every route, with its handler: the router is built from this list, and tests walk it.
 fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
     vec![
@@ -59,6 +63,8 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
         ("/api/v1/schedules/{name}", get(schedule)),
         ("/api/v1/storage", get(storage)),
         ("/metrics", get(metrics)),
+        ("/healthz", get(|| async { "ok\n" })),
+        ("/readyz", get(readyz)),
     ]
 }
 
@@ -222,6 +228,27 @@ fn job_json(s: &protocol::pb::JobStatus) -> Value {
         "warnings": warnings,
         "counters": counters,
     })
+}
+
+/// Ready to take jobs: the journal is written and the coordinator is not stopping (503 and
+/// the reason otherwise); says how many workers are alive.
+async fn readyz(Ax(c): Ax<Coordinator>) -> Response {
+    let alive = c.read(crate::state::State::live_workers);
+    let not_ready = if let Some(down) = c.journal_down() {
+        Some(format!("the journal cannot be written: {down}"))
+    } else if c.stopping().is_cancelled() {
+        Some("the coordinator is stopping".to_string())
+    } else {
+        None
+    };
+    match not_ready {
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": why, "workers_alive": alive})),
+        )
+            .into_response(),
+        None => Json(json!({"ready": true, "workers_alive": alive})).into_response(),
+    }
 }
 
 async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {

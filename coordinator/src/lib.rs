@@ -191,7 +191,9 @@ pub async fn serve(
     let _lock = protocol::dirlock::DirLock::acquire(&config.state_dir, "coordinator.lock")?;
     let (coordinator, unfinished, epoch) = recover(&mut config, registry)?;
     coordinator.finish_recovered(unfinished).await;
-    tracing::info!(addr = ?listener.local_addr().ok(), epoch = epoch.0, "coordinator listening");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, epoch = epoch.0, "coordinator listening");
+    }
     let mut tasks = background(&coordinator, &mut config, &shutdown);
     let result = protocol::tls::server(config.tls.as_ref())?
         .add_service(coordinator.clone().into_server())
@@ -267,7 +269,9 @@ fn background(
     tasks.spawn(c.schedule_loop(config.schedule_tick, shutdown.clone()));
     tasks.spawn(coordinator.clone().prune_binaries_loop(shutdown.clone()));
     if let Some(l) = config.http.take() {
-        tracing::info!(addr = ?l.local_addr().ok(), "web UI, API and metrics listening");
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "web UI, API and metrics listening");
+        }
         let c = coordinator.clone();
         tasks.spawn(http::serve(l, c, config.tls.clone(), shutdown.clone()));
     }

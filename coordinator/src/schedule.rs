@@ -124,6 +124,27 @@ fn err(msg: impl Into<String>) -> ScheduleError {
     ScheduleError(msg.into())
 }
 
+/// The expression a cron macro stands for (Vixie cron's `@yearly` ... `@hourly`); any other
+/// expression as it is.
+///
+/// # Errors
+/// A macro cron has and this does not (`@reboot`, a misspelt one).
+fn cron_macro(expr: &str) -> Result<&str, ScheduleError> {
+    Ok(match expr.trim() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        m if m.starts_with('@') => {
+            return Err(err(format!(
+                "bad cron expression {m:?}: the macros are @yearly (or @annually), @monthly, @weekly, @daily (or @midnight) and @hourly"
+            )))
+        }
+        e => e,
+    })
+}
+
 /// A checked schedule: its cron expression parsed and its zone known.
 #[derive(Clone, Debug)]
 pub struct Compiled {
@@ -146,14 +167,15 @@ impl Compiled {
     /// [`ScheduleError`] saying what is wrong.
     pub fn new(spec: ScheduleSpec) -> Result<Compiled, ScheduleError> {
         check_name("schedule", &spec.name)?;
-        let fields = spec.cron.split_whitespace().count();
+        let expr = cron_macro(&spec.cron)?;
+        let fields = expr.split_whitespace().count();
         if !(5..=6).contains(&fields) {
             return Err(err(format!(
-                "bad cron expression {:?}: expected 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first",
+                "bad cron expression {:?}: expected 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, or a macro such as @daily",
                 spec.cron
             )));
         }
-        let cron = Cron::from_str(&spec.cron)
+        let cron = Cron::from_str(expr)
             .map_err(|e| err(format!("bad cron expression {:?}: {e}", spec.cron)))?;
         let tz: Tz = spec.tz.parse().map_err(|_| {
             err(format!(
@@ -167,6 +189,29 @@ impl Compiled {
             .next_after(NaiveDateTime::default())
             .ok_or_else(|| err(format!("cron expression {:?} never fires", c.spec.cron)))?;
         c.expand(sample)?;
+        Ok(c)
+    }
+
+    /// [`Compiled::new`] for a schedule being added, which must also give each run an output
+    /// folder of its own: two runs writing one folder would see the second fail, or with
+    /// `--overwrite` replace the first's output. (A journaled schedule is replayed with
+    /// [`Compiled::new`], so one added before this check keeps running.)
+    ///
+    /// # Errors
+    /// [`ScheduleError`] saying what is wrong.
+    pub fn new_schedule(spec: ScheduleSpec) -> Result<Compiled, ScheduleError> {
+        let c = Compiled::new(spec)?;
+        let first = c
+            .next_after(NaiveDateTime::default())
+            .ok_or_else(|| err(format!("cron expression {:?} never fires", c.spec.cron)))?;
+        if let Some(second) = c.next_after(first) {
+            if c.expand(first)?.output == c.expand(second)?.output {
+                return Err(err(format!(
+                    "output template {:?} gives consecutive runs of {:?} the same folder: put the logical time in it as finely as the schedule fires, such as {{{{date}}}} for a daily schedule, or {{{{ts}}}}",
+                    c.spec.template.output, c.spec.cron
+                )));
+            }
+        }
         Ok(c)
     }
 

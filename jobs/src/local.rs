@@ -29,6 +29,9 @@ pub enum LocalError {
     /// The output could not be committed.
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    /// The job's setup (loading a model or a lookup table, say) failed.
+    #[error("job setup failed")]
+    Setup(#[source] crate::sdk::HookError),
     /// A task failed.
     #[error("{task} failed: {source}")]
     Task {
@@ -90,10 +93,7 @@ pub fn run_local(
     let storage = Storage::default();
     let mut job = registry.create(&spec.job, &spec.params)?;
     let setup = crate::sdk::TaskSetup::new(&spec.inputs, spec.reducers, &storage);
-    job.setup(&setup).map_err(|e| LocalError::Task {
-        task: "setup".into(),
-        source: TaskError::Setup(e),
-    })?;
+    job.setup(&setup).map_err(LocalError::Setup)?;
     let mode = if spec.overwrite {
         output::OutputMode::Overwrite
     } else {

@@ -17,13 +17,24 @@ macro_rules! id_type {
         }
 
         impl std::str::FromStr for $name {
-            type Err = std::num::ParseIntError;
+            type Err = IdError;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                s.strip_prefix($prefix).unwrap_or(s).parse().map($name)
+                s.strip_prefix($prefix)
+                    .unwrap_or(s)
+                    .parse()
+                    .map($name)
+                    .map_err(|_| IdError { prefix: $prefix })
             }
         }
     };
+}
+
+/// A string that is not an id of the kind wanted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected an id such as {prefix}4 (or just 4)")]
+pub struct IdError {
+    prefix: &'static str,
 }
 
 id_type!(
@@ -56,6 +67,10 @@ mod tests {
         assert_eq!(JobId(7).to_string(), "job-7");
         assert_eq!("job-7".parse::<JobId>().unwrap(), JobId(7));
         assert_eq!("7".parse::<JobId>().unwrap(), JobId(7));
+        assert_eq!(
+            "foo".parse::<JobId>().unwrap_err().to_string(),
+            "expected an id such as job-4 (or just 4)"
+        );
         assert!("job-x".parse::<JobId>().is_err());
     }
 }

@@ -9,7 +9,11 @@ fn utc(s: &str) -> chrono::DateTime<Utc> {
 }
 
 fn compiled(cron: &str, tz: &str) -> Compiled {
-    let mut template = JobSpec::new("views", vec!["logs/{{date}}/".into()], "out/{{date}}");
+    compiled_to(cron, tz, "out/{{date}}")
+}
+
+fn compiled_to(cron: &str, tz: &str, output: &str) -> Compiled {
+    let mut template = JobSpec::new("views", vec!["logs/{{date}}/".into()], output);
     template.params.insert("day".into(), "{{date-1d}}".into());
     Compiled::new(ScheduleSpec {
         name: "daily".into(),
@@ -61,7 +65,7 @@ fn bad_schedules_are_refused_with_a_clear_message() {
     let bad = |f: &dyn Fn(&mut ScheduleSpec)| {
         let mut s = base.clone();
         f(&mut s);
-        Compiled::new(s).unwrap_err().0
+        Compiled::new_schedule(s).unwrap_err().0
     };
     assert!(bad(&|s| s.cron = "61 * * * *".into()).contains("bad cron expression"));
     assert!(bad(&|s| s.cron = "* * *".into()).contains("expected 5 fields"));
@@ -69,6 +73,10 @@ fn bad_schedules_are_refused_with_a_clear_message() {
     assert!(bad(&|s| s.tz = "Mars/Olympus".into()).contains("unknown time zone"));
     assert!(bad(&|s| s.template.output = "out/{{week}}".into()).contains("unknown template"));
     assert!(bad(&|s| s.name = "../x".into()).contains("bad schedule name"));
+    assert!(bad(&|s| s.cron = "@reboot".into()).contains("the macros are"));
+    // Every run would write one folder.
+    assert!(bad(&|s| s.template.output = "out/views".into()).contains("same folder"));
+    assert!(bad(&|s| s.cron = "0 * * * *".into()).contains("same folder"));
     assert!("sometimes"
         .parse::<Catchup>()
         .unwrap_err()
@@ -77,14 +85,30 @@ fn bad_schedules_are_refused_with_a_clear_message() {
 }
 
 #[test]
+fn cron_macros_stand_for_their_expressions() {
+    for (m, at, next) in [
+        ("@hourly", "2026-05-01T10:30", "2026-05-01T11:00"),
+        ("@daily", "2026-05-01T10:30", "2026-05-02T00:00"),
+        ("@midnight", "2026-05-01T10:30", "2026-05-02T00:00"),
+        ("@weekly", "2026-05-01T10:30", "2026-05-03T00:00"),
+        ("@monthly", "2026-05-01T10:30", "2026-06-01T00:00"),
+        ("@yearly", "2026-05-01T10:30", "2027-01-01T00:00"),
+        ("@annually", "2026-05-01T10:30", "2027-01-01T00:00"),
+    ] {
+        let c = compiled_to(m, "UTC", "out/{{ts}}");
+        assert_eq!(c.next_after(t(at)).unwrap(), t(next), "{m}");
+    }
+}
+
+#[test]
 fn five_and_six_field_expressions() {
-    let c = compiled("*/15 * * * *", "UTC");
+    let c = compiled_to("*/15 * * * *", "UTC", "out/{{ts}}");
     assert_eq!(
         c.between(t("2026-05-01T00:00"), t("2026-05-01T00:59"))
             .len(),
         4
     );
-    let c = compiled("30 */20 * * * *", "UTC");
+    let c = compiled_to("30 */20 * * * *", "UTC", "out/{{ts}}");
     assert_eq!(
         c.next_after(t("2026-05-01T00:00")).unwrap(),
         t("2026-05-01T00:00:30")
@@ -114,7 +138,7 @@ fn a_local_time_repeated_by_fall_back_runs_once() {
     // The first 02:30 is CEST, 00:30 UTC.
     assert_eq!(c.instant(t("2026-10-25T02:30")), utc("2026-10-25T00:30"));
     // Hourly: 24 logical hours on the 25-hour day; the repeated hour runs once.
-    let c = compiled("0 * * * *", "Europe/Berlin");
+    let c = compiled_to("0 * * * *", "Europe/Berlin", "out/{{ts}}");
     let hours = c.between(t("2026-10-25T00:00"), t("2026-10-25T23:59"));
     assert_eq!(hours.len(), 24);
     // ... and 24 on the 23-hour day in spring, 02:00 running at 03:00.
@@ -145,7 +169,7 @@ fn due_times_start_at_the_start_and_never_go_back() {
 
 #[test]
 fn catch_up_policies() {
-    let c = compiled("0 * * * *", "UTC");
+    let c = compiled_to("0 * * * *", "UTC", "out/{{ts}}");
     let due: Vec<Logical> = (0..5).map(|h| t("2026-01-01") + Span::hours(h)).collect();
     let inst = |l| c.instant(l);
     // Down from 00:00 to 04:00:30: 04:00 is on time.

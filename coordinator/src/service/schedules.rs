@@ -102,7 +102,7 @@ impl Coordinator {
             .def
             .ok_or_else(|| ServiceError::invalid_argument("missing schedule"))?;
         let spec = spec_from_pb(def).map_err(bad)?;
-        let compiled = Compiled::new(spec.clone()).map_err(bad)?;
+        let compiled = Compiled::new_schedule(spec.clone()).map_err(bad)?;
         // The job must exist and take these parameters (checked on the first expansion).
         let sample = compiled
             .expand(compiled.next_after(Logical::default()).unwrap_or_default())
@@ -226,6 +226,16 @@ impl Coordinator {
             return Err(ServiceError::invalid_argument(format!(
                 "the range holds {} logical times; split it (at most {MAX_TIMES} per backfill)",
                 times.len()
+            )));
+        }
+        // Times yet to come have no input yet; the schedule runs them when they come.
+        let now = compiled.local(self.clock.now());
+        if let Some(first) = times.iter().find(|t| **t > now) {
+            let now = now.format("%Y-%m-%dT%H:%M:%S");
+            return Err(ServiceError::invalid_argument(format!(
+                "the range reaches into the future: {} is after now ({now} in {}); the schedule runs such times when they come, so end the backfill at --to {now} or earlier",
+                first.format("%Y-%m-%dT%H:%M:%S"),
+                compiled.spec.tz,
             )));
         }
         let outcomes = self.read(|s| s.outcomes(&r.schedule));

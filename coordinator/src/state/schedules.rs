@@ -149,7 +149,7 @@ impl State {
                 spec.name
             )));
         }
-        let compiled = Compiled::new(spec.clone())?;
+        let compiled = Compiled::new_schedule(spec.clone())?;
         if spec.start.is_none() {
             spec.start = Some(compiled.local(now));
         }

@@ -7,6 +7,11 @@
 use super::*;
 
 impl State {
+    /// How many workers are alive (from the per-host counts, without a scan).
+    pub fn live_workers(&self) -> usize {
+        self.live_hosts.values().sum()
+    }
+
     /// Registers a worker and returns its new id.
     pub fn register_worker(
         &mut self,
