@@ -15,11 +15,15 @@ pub enum FsCommand {
     Ls {
         /// A local path, a `seaweedfs://FILER/PATH` or an `s3://BUCKET/KEY` URL; may hold a glob.
         url: String,
+        #[command(flatten)]
+        output: crate::output::OutputArgs,
     },
     /// Show a file's size and its pieces with the hosts holding each replica.
     Stat {
         /// The file: a local path, `seaweedfs://...` or `s3://...`.
         url: String,
+        #[command(flatten)]
+        output: crate::output::OutputArgs,
     },
     /// Upload a local file.
     Put {
@@ -58,13 +62,36 @@ pub enum FsCommand {
 pub fn run(cmd: FsCommand) -> Result<u8> {
     let storage = Storage::default();
     match cmd {
-        FsCommand::Ls { url } => {
-            for f in storage.list(&url)? {
+        FsCommand::Ls { url, output } => {
+            let files = storage.list(&url)?;
+            if output.json() {
+                crate::output::print_json(&serde_json::Value::Array(
+                    files
+                        .iter()
+                        .map(|f| serde_json::json!({"path": f.path, "len": f.len}))
+                        .collect(),
+                ));
+                return Ok(0);
+            }
+            for f in files {
                 println!("{:>14}  {}", f.len, f.path);
             }
         }
-        FsCommand::Stat { url } => {
+        FsCommand::Stat { url, output } => {
             let st = storage.stat(&url)?;
+            if output.json() {
+                let pieces: Vec<serde_json::Value> = storage
+                    .locations(&url)?
+                    .iter()
+                    .map(
+                        |p| serde_json::json!({"offset": p.offset, "len": p.len, "hosts": p.hosts}),
+                    )
+                    .collect();
+                crate::output::print_json(
+                    &serde_json::json!({"path": st.path, "len": st.len, "pieces": pieces}),
+                );
+                return Ok(0);
+            }
             println!("{}  {} bytes ({})", st.path, st.len, human_bytes(st.len));
             for p in storage.locations(&url)? {
                 let hosts = if p.hosts.is_empty() {

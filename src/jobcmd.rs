@@ -196,10 +196,14 @@ pub enum JobCommand {
         /// The job id (`job-N` or `N`).
         id: JobId,
         #[command(flatten)]
+        output: crate::output::OutputArgs,
+        #[command(flatten)]
         cluster: ClusterArgs,
     },
     /// List jobs.
     List {
+        #[command(flatten)]
+        output: crate::output::OutputArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -298,13 +302,27 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             eprintln!("submitted {id} ({})", spec.job);
             follow(&mut client, id).await
         }
-        JobCommand::Status { id, cluster } => {
+        JobCommand::Status {
+            id,
+            output,
+            cluster,
+        } => {
             let s = connect(&cluster).await?.status(id).await?;
-            print_status(&s);
+            if output.json() {
+                crate::output::print_json(&coordinator::json::job(&s));
+            } else {
+                print_status(&s);
+            }
             Ok(0)
         }
-        JobCommand::List { cluster } => {
+        JobCommand::List { output, cluster } => {
             let jobs = connect(&cluster).await?.list().await?;
+            if output.json() {
+                crate::output::print_json(&serde_json::Value::Array(
+                    jobs.iter().map(coordinator::json::job).collect(),
+                ));
+                return Ok(0);
+            }
             println!(
                 "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>9}",
                 "ID", "JOB", "STATE", "MAPS", "REDUCES", "READ", "ELAPSED"

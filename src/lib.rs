@@ -42,6 +42,7 @@ mod demo;
 mod fs;
 mod gen;
 mod jobcmd;
+mod output;
 #[cfg(feature = "photos")]
 mod photoscmd;
 mod schedcmd;
@@ -108,7 +109,7 @@ enum Command {
     /// Start a local cluster, generate an access log, run `views` and `top-photos`, show results.
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
-    Jobs,
+    Jobs(output::OutputArgs),
     /// Benchmarks of Quern itself (the coordinator under thousands of simulated workers).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -205,9 +206,19 @@ pub fn main_with(registry: Registry) -> ExitCode {
         #[cfg(feature = "photos")]
         Command::Photos(c) => photoscmd::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),
-        Command::Jobs => {
-            for j in registry.jobs() {
-                println!("{:<16} {}", j.name, j.about);
+        Command::Jobs(o) => {
+            if o.json() {
+                output::print_json(&serde_json::Value::Array(
+                    registry
+                        .jobs()
+                        .iter()
+                        .map(|j| serde_json::json!({"name": j.name, "about": j.about}))
+                        .collect(),
+                ));
+            } else {
+                for j in registry.jobs() {
+                    println!("{:<16} {}", j.name, j.about);
+                }
             }
             Ok(0)
         }

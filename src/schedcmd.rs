@@ -8,7 +8,10 @@ use clap::{Args, Subcommand};
 use protocol::pb::{ScheduleDef, ScheduleInfo, ScheduleOp, StartBackfillRequest};
 
 use crate::jobcmd::{connect, parse_param, ClusterArgs, JobSpecArgs};
+use crate::output::{print_json, OutputArgs};
 use crate::util::{human_bytes, parse_size};
+use coordinator::json;
+use serde_json::{json, Value};
 
 #[derive(Subcommand, Debug)]
 pub enum ScheduleCommand {
@@ -17,12 +20,16 @@ pub enum ScheduleCommand {
     /// List schedules with their next logical time.
     List {
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         cluster: ClusterArgs,
     },
     /// Show a schedule's definition and its recent history.
     Show {
         /// The schedule.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -51,6 +58,8 @@ pub enum ScheduleCommand {
     History {
         /// The schedule.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -132,6 +141,9 @@ pub struct BackfillArgs {
     /// Cancel a backfill (its running jobs are killed, no more of its times start).
     #[arg(long, value_name = "ID", conflicts_with = "name")]
     cancel: Option<u64>,
+    /// For --list and --dry-run.
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -207,9 +219,15 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             }
             Ok(0)
         }
-        ScheduleCommand::List { cluster } => {
+        ScheduleCommand::List { output, cluster } => {
             let mut c = connect(&cluster).await?;
             let schedules = c.schedules().await?;
+            if output.json() {
+                print_json(&Value::Array(
+                    schedules.iter().map(json::schedule).collect(),
+                ));
+                return Ok(0);
+            }
             println!(
                 "{:<20} {:<16} {:<14} {:<8} {:<20} {:>5}",
                 "NAME", "CRON", "TZ", "STATE", "NEXT", "RUNS"
@@ -228,9 +246,21 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             }
             Ok(0)
         }
-        ScheduleCommand::Show { name, cluster } => {
+        ScheduleCommand::Show {
+            name,
+            output,
+            cluster,
+        } => {
             let mut c = connect(&cluster).await?;
             let r = c.schedule_history(&name).await?;
+            if output.json() {
+                let recent = &r.entries[r.entries.len().saturating_sub(10)..];
+                print_json(&json!({
+                    "schedule": r.schedule.as_ref().map(json::schedule),
+                    "recent": recent.iter().map(json::history_entry).collect::<Vec<_>>(),
+                }));
+                return Ok(0);
+            }
             if let Some(s) = &r.schedule {
                 print_info(s);
             }
@@ -238,9 +268,19 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             print_history(&r.entries[r.entries.len().saturating_sub(10)..]);
             Ok(0)
         }
-        ScheduleCommand::History { name, cluster } => {
+        ScheduleCommand::History {
+            name,
+            output,
+            cluster,
+        } => {
             let mut c = connect(&cluster).await?;
             let r = c.schedule_history(&name).await?;
+            if output.json() {
+                print_json(&Value::Array(
+                    r.entries.iter().map(json::history_entry).collect(),
+                ));
+                return Ok(0);
+            }
             print_history(&r.entries);
             Ok(0)
         }
@@ -305,13 +345,7 @@ fn print_backfills(backfills: &[protocol::pb::BackfillStatus]) {
         "ID", "SCHEDULE", "REPROCESS", "TOTAL", "FINISHED", "FAILED", "RUNNING", "STATE"
     );
     for b in backfills {
-        let state = if b.cancelled {
-            "cancelled"
-        } else if b.finished == b.total {
-            "done"
-        } else {
-            "running"
-        };
+        let state = json::backfill_state(b);
         println!(
             "{:>4} {:<20} {:<10} {:>6} {:>8} {:>7} {:>7} {:<9}",
             b.id, b.schedule, b.reprocess, b.total, b.finished, b.failed, b.running, state
@@ -349,7 +383,14 @@ fn print_plan(times: &[protocol::pb::BackfillTime]) {
 pub async fn backfill(a: BackfillArgs) -> Result<u8> {
     let mut c = connect(&a.cluster).await?;
     if a.list {
-        print_backfills(&c.backfills().await?);
+        let backfills = c.backfills().await?;
+        if a.output.json() {
+            print_json(&Value::Array(
+                backfills.iter().map(json::backfill).collect(),
+            ));
+        } else {
+            print_backfills(&backfills);
+        }
         return Ok(0);
     }
     if let Some(id) = a.cancel {
@@ -372,7 +413,20 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
         .await?;
     let runs = r.times.iter().filter(|t| t.run).count();
     if a.dry_run {
-        print_plan(&r.times);
+        if a.output.json() {
+            print_json(&Value::Array(
+                r.times
+                    .iter()
+                    .map(|t| {
+                        json!({"logical": t.logical, "run": t.run, "reason": t.reason,
+                               "inputs": t.inputs, "input_exists": t.input_exists,
+                               "input_bytes": t.input_bytes, "output": t.output})
+                    })
+                    .collect(),
+            ));
+        } else {
+            print_plan(&r.times);
+        }
         return Ok(0);
     }
     if r.backfill_id == 0 {

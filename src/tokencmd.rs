@@ -28,6 +28,8 @@ pub enum TokenCommand {
         /// The token file.
         #[arg(long, default_value = ".quern/coordinator/tokens.json")]
         tokens: PathBuf,
+        #[command(flatten)]
+        output: crate::output::OutputArgs,
     },
     /// Revoke a token by id or name; a running coordinator refuses it from the next call.
     Revoke {
@@ -64,8 +66,19 @@ pub fn run(cmd: TokenCommand) -> Result<u8> {
             );
             println!("{token}");
         }
-        TokenCommand::List { tokens } => {
+        TokenCommand::List { tokens, output } => {
             let file = TokenFile::load(&tokens)?;
+            if output.json() {
+                crate::output::print_json(&serde_json::Value::Array(
+                    file.tokens
+                        .iter()
+                        .map(|t| {
+                            serde_json::json!({"id": t.id, "name": t.name, "role": t.role.to_string(), "created": t.created})
+                        })
+                        .collect(),
+                ));
+                return Ok(0);
+            }
             println!("{:<18} {:<8} {:<12} name", "id", "role", "created");
             for t in &file.tokens {
                 println!("{:<18} {:<8} {:<12} {}", t.id, t.role, t.created, t.name);

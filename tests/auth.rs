@@ -84,6 +84,20 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
     assert_eq!(listed.lines().count(), 5, "{listed}");
     assert!(tokens.values().all(|t| !listed.contains(&t[21..])
         && !std::fs::read_to_string(&file).unwrap().contains(&t[21..])));
+    let listed = ok(quern()
+        .args(["token", "list", "-o", "json", "--tokens"])
+        .arg(&file));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let roles: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["admin", "submit", "read", "worker"]);
+    assert!(tokens
+        .values()
+        .all(|t| !listed.to_string().contains(&t[21..])));
 
     let (port, http) = (free_port(), free_port());
     let _coordinator = Procs(vec![spawn_coordinator(

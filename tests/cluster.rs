@@ -206,6 +206,42 @@ fn job_commands_find_the_local_cluster_and_report_state() {
         !run(cluster.job().args(["kill", &id])).status.success(),
         "a finished job cannot be killed"
     );
+    // The same as JSON, for scripts: the HTTP API's schema.
+    let json = |cmd: &mut std::process::Command| -> serde_json::Value {
+        serde_json::from_str(&ok(cmd)).unwrap()
+    };
+    let v = json(cluster.job().args(["status", &id, "--output", "json"]));
+    assert_eq!(
+        (v["id"].as_str(), v["state"].as_str()),
+        (Some(&*id), Some("succeeded"))
+    );
+    assert_eq!(v["maps"]["total"], 2);
+    assert_eq!(
+        v["counters"]["map_input_records"].as_u64(),
+        counters(&status).get("map_input_records").copied()
+    );
+    let listed = json(cluster.job().args(["list", "-o", "json"]));
+    assert!(
+        listed.as_array().unwrap().iter().any(|j| j["id"] == *id),
+        "{listed}"
+    );
+    let jobs = json(quern().args(["jobs", "-o", "json"]));
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == "views"),
+        "{jobs}"
+    );
+    let files = json(quern().args(["fs", "ls", "-o", "json"]).arg(&out));
+    assert!(
+        files
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["len"].as_u64() > Some(0)),
+        "{files}"
+    );
 
     // The same output directory again is refused with a clear reason.
     let again = run(cluster
@@ -426,6 +462,12 @@ fn errors_name_the_problem_and_the_fix() {
     };
     let daily = schedule("daily", "@daily", "/o/{{date}}");
     assert!(daily.status.success(), "{daily:?}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(quern()
+        .args(["schedule", "list", "-o", "json"])
+        .env("QUERN_COORDINATOR", &cluster.addr)))
+    .unwrap();
+    assert_eq!(listed[0]["cron"], "@daily", "{listed}");
+    assert_eq!(listed[0]["template"]["output"], "/o/{{date}}", "{listed}");
     let e =
         String::from_utf8_lossy(&schedule("hourly", "@hourly", "/o/{{date}}").stderr).into_owned();
     assert!(e.contains("the same folder"), "{e}");

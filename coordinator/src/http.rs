@@ -201,33 +201,7 @@ impl axum::serve::Listener for TlsListener {
 }
 
 fn job_json(s: &protocol::pb::JobStatus) -> Value {
-    let state = protocol::pb::JobState::try_from(s.state)
-        .map(|st| {
-            st.as_str_name()
-                .trim_start_matches("JOB_STATE_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    let counters = s.counters.clone().unwrap_or_default().values;
-    let warnings = if state == "succeeded" {
-        jobs::Counters(counters.iter().map(|(k, v)| (k.clone(), *v)).collect()).warnings()
-    } else {
-        Vec::new()
-    };
-    json!({
-        "id": format!("job-{}", s.job_id),
-        "job": s.job,
-        "state": state,
-        "maps": {"done": s.maps_done, "running": s.maps_running, "total": s.maps_total},
-        "reduces": {"done": s.reduces_done, "running": s.reduces_running, "total": s.reduces_total},
-        "elapsed_ms": s.elapsed_ms,
-        "input_bytes": s.bytes_read,
-        "output_bytes": counters.get("output_bytes").copied().unwrap_or(0),
-        "output": s.output,
-        "error": s.error,
-        "warnings": warnings,
-        "counters": counters,
-    })
+    crate::json::job(&crate::client::JobStatus::from(s.clone()))
 }
 
 /// Ready to take jobs: the journal is written and the coordinator is not stopping (503 and
@@ -435,12 +409,8 @@ async fn attempt_log(
 async fn schedules(Ax(c): Ax<Coordinator>) -> Json<Value> {
     let list: Vec<Value> = c
         .schedule_infos()
-        .into_iter()
-        .map(|s| {
-            let d = s.def.unwrap_or_default();
-            json!({"name": d.name, "cron": d.cron, "tz": d.tz, "paused": s.paused,
-                   "next": s.next, "next_at_utc": s.next_at_utc, "runs": s.runs})
-        })
+        .iter()
+        .map(crate::json::schedule)
         .collect();
     Json(Value::Array(list))
 }
@@ -448,15 +418,7 @@ async fn schedules(Ax(c): Ax<Coordinator>) -> Json<Value> {
 async fn schedule(Ax(c): Ax<Coordinator>, Path(name): Path<String>) -> Response {
     match c.schedule_history(&name) {
         Ok(h) => Json(Value::Array(
-            h.entries
-                .into_iter()
-                .map(|e| {
-                    json!({"logical": e.logical, "through": e.through, "count": e.count,
-                           "job": (e.job_id > 0).then(|| format!("job-{}", e.job_id)),
-                           "state": e.state, "duration_ms": e.duration_ms, "output": e.output,
-                           "note": e.note})
-                })
-                .collect(),
+            h.entries.iter().map(crate::json::history_entry).collect(),
         ))
         .into_response(),
         Err(s) => (StatusCode::NOT_FOUND, s.to_string()).into_response(),

@@ -27,6 +27,7 @@
 pub mod client;
 pub mod http;
 pub mod journal;
+pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod schedule;
