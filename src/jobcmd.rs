@@ -200,8 +200,18 @@ pub enum JobCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// List jobs.
+    /// List jobs, oldest first.
     List {
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["running", "succeeded", "failed", "killed"])]
+        state: Option<String>,
+        /// Only jobs submitted since: a span back from now (`90s`, `30m`, `2h`, `7d`) or a
+        /// UTC time (`2026-12-01`, `2026-12-01T06:00`).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<u64>,
+        /// Only the newest N (after the other filters).
+        #[arg(long)]
+        limit: Option<usize>,
         #[command(flatten)]
         output: crate::output::OutputArgs,
         #[command(flatten)]
@@ -235,6 +245,33 @@ pub enum JobCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+}
+
+/// `--since`: a span back from now (`90s`, `30m`, `2h`, `7d`) or a UTC date or date-time, as
+/// ms since the Unix epoch.
+fn parse_since(s: &str) -> Result<u64, String> {
+    let unit = |c: char| match c {
+        's' => Some(1_000u64),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Some((n, ms)) = s
+        .char_indices()
+        .last()
+        .and_then(|(i, c)| Some((s[..i].parse::<u64>().ok()?, unit(c)?)))
+    {
+        return Ok(now.saturating_sub(n * ms));
+    }
+    coordinator::schedule::parse_logical(s)
+        .map(|t| t.and_utc().timestamp_millis().max(0) as u64)
+        .map_err(|_| {
+            format!("{s:?}: expected a span such as 30m, 2h or 7d, or a UTC time such as 2026-12-01 or 2026-12-01T06:00")
+        })
 }
 
 pub async fn connect(c: &ClusterArgs) -> Result<Client> {
@@ -315,8 +352,21 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             }
             Ok(0)
         }
-        JobCommand::List { output, cluster } => {
-            let jobs = connect(&cluster).await?.list().await?;
+        JobCommand::List {
+            state,
+            since,
+            limit,
+            output,
+            cluster,
+        } => {
+            let mut jobs = connect(&cluster).await?.list().await?;
+            jobs.retain(|j| {
+                state.as_deref().is_none_or(|s| j.state.name() == s)
+                    && since.is_none_or(|t| j.submitted_unix_ms >= t)
+            });
+            if let Some(n) = limit {
+                jobs.drain(..jobs.len().saturating_sub(n));
+            }
             if output.json() {
                 crate::output::print_json(&serde_json::Value::Array(
                     jobs.iter().map(coordinator::json::job).collect(),
@@ -324,19 +374,20 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
                 return Ok(0);
             }
             println!(
-                "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>9}",
-                "ID", "JOB", "STATE", "MAPS", "REDUCES", "READ", "ELAPSED"
+                "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>9}  {:<19}",
+                "ID", "JOB", "STATE", "MAPS", "REDUCES", "READ", "ELAPSED", "SUBMITTED"
             );
             for s in jobs {
                 println!(
-                    "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>8.1}s",
+                    "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>8.1}s  {:<19}",
                     s.id.to_string(),
                     s.job,
                     s.state.name(),
                     format!("{}/{}", s.maps_done, s.maps_total),
                     format!("{}/{}", s.reduces_done, s.reduces_total),
                     human_bytes(s.bytes_read),
-                    s.elapsed.as_secs_f64()
+                    s.elapsed.as_secs_f64(),
+                    coordinator::json::local_time(s.submitted_unix_ms)
                 );
             }
             Ok(0)
@@ -487,6 +538,13 @@ fn print_status(s: &JobStatus) {
         s.maps_running, s.reduces_running
     );
     println!("elapsed:  {:.2}s", s.elapsed.as_secs_f64());
+    if s.submitted_unix_ms > 0 {
+        println!(
+            "times:    submitted {}, finished {} (local time)",
+            coordinator::json::local_time(s.submitted_unix_ms),
+            coordinator::json::local_time(s.finished_unix_ms)
+        );
+    }
     println!("output:   {}", s.output);
     if !s.error.is_empty() {
         println!("error:    {}", s.error);

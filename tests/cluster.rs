@@ -225,6 +225,28 @@ fn job_commands_find_the_local_cluster_and_report_state() {
         listed.as_array().unwrap().iter().any(|j| j["id"] == *id),
         "{listed}"
     );
+    let submitted = v["submitted_at"].as_str().unwrap();
+    assert!(
+        submitted.starts_with("20") && submitted.ends_with('Z'),
+        "{v}"
+    );
+    assert!(v["finished_at"].as_str().unwrap() >= submitted, "{v}");
+    // Filters: by state, by submit time, the newest N.
+    let ids = |args: &[&str]| -> Vec<String> {
+        json(cluster.job().arg("list").args(args).args(["-o", "json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&["--state", "succeeded", "--since", "1h"]),
+        [id.clone()]
+    );
+    assert!(ids(&["--state", "failed"]).is_empty());
+    assert!(ids(&["--since", "2099-01-01"]).is_empty());
+    assert_eq!(ids(&["--limit", "1"]).len(), 1);
     let jobs = json(quern().args(["jobs", "-o", "json"]));
     assert!(
         jobs.as_array()

@@ -51,6 +51,11 @@ pub struct JobStatus {
     pub error: String,
     /// Its output directory.
     pub output: String,
+    /// When it was submitted and when it ended, in ms since the Unix epoch (0: not known,
+    /// or not ended).
+    pub submitted_unix_ms: u64,
+    /// See `submitted_unix_ms`.
+    pub finished_unix_ms: u64,
 }
 
 impl From<pb::JobStatus> for JobStatus {
@@ -76,6 +81,8 @@ impl From<pb::JobStatus> for JobStatus {
                 .unwrap_or_default(),
             error: s.error,
             output: s.output,
+            submitted_unix_ms: s.submitted_unix_ms,
+            finished_unix_ms: s.finished_unix_ms,
         }
     }
 }

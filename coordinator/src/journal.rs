@@ -41,6 +41,9 @@ pub enum Record {
         /// count as run).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         origin: Option<Origin>,
+        /// When (ms since the Unix epoch; 0 in journals from before it was kept).
+        #[serde(default)]
+        at_ms: u64,
     },
     /// A map's attempt won; its output is on the worker that ran it.
     MapDone {
@@ -100,6 +103,9 @@ pub enum Record {
         state: protocol::JobState,
         /// Why it failed or was killed.
         error: Option<String>,
+        /// When (ms since the Unix epoch; 0 in journals from before it was kept).
+        #[serde(default)]
+        at_ms: u64,
     },
     /// A schedule was added.
     ScheduleAdded {
@@ -396,6 +402,7 @@ mod tests {
             job: JobId(n),
             state: protocol::JobState::Succeeded,
             error: None,
+            at_ms: 1_764_806_400_000 + n,
         }
     }
 

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use crate::client::JobStatus;
 
 /// A job: `{"id", "job", "state", "maps": {"done", "running", "total"}, "reduces": {...},
-/// "elapsed_ms", "input_bytes", "output_bytes", "output", "error", "warnings", "counters"}`.
+/// "elapsed_ms", "input_bytes", "output_bytes", "output", "submitted_at", "finished_at",
+/// "error", "warnings", "counters"}`; the times in RFC 3339 (UTC), null when not known.
 pub fn job(s: &JobStatus) -> Value {
     let warnings = if s.state == protocol::JobState::Succeeded {
         jobs::Counters(s.counters.iter().map(|(k, v)| (k.clone(), *v)).collect()).warnings()
@@ -25,6 +26,8 @@ pub fn job(s: &JobStatus) -> Value {
         "input_bytes": s.bytes_read,
         "output_bytes": s.counters.get("output_bytes").copied().unwrap_or(0),
         "output": s.output,
+        "submitted_at": rfc3339(s.submitted_unix_ms),
+        "finished_at": rfc3339(s.finished_unix_ms),
         "error": s.error,
         "warnings": warnings,
         "counters": s.counters,
@@ -101,5 +104,24 @@ pub fn backfill_state(b: &pb::BackfillStatus) -> &'static str {
         "done"
     } else {
         "running"
+    }
+}
+
+/// `ms` since the Unix epoch in RFC 3339, UTC, to the millisecond; `None` for 0 (not known).
+pub fn rfc3339(ms: u64) -> Option<String> {
+    (ms > 0)
+        .then(|| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64))
+        .flatten()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// `ms` since the Unix epoch as local time for people (`2026-12-04 09:15:02`); `-` for 0.
+pub fn local_time(ms: u64) -> String {
+    match chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64) {
+        Some(t) if ms > 0 => t
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        _ => "-".into(),
     }
 }

@@ -144,6 +144,10 @@ pub struct Job {
     error: Option<String>,
     submitted: Instant,
     finished: Option<Instant>,
+    /// Wall-clock times (ms since the Unix epoch; 0: not known, in journals from before
+    /// they were kept), journaled, so they and the elapsed time survive a restart.
+    submitted_ms: u64,
+    finished_ms: u64,
     shuffle_workers: HashSet<WorkerId>,
     fetch_failures: u64,
     /// Since when maps that could run data-local elsewhere have been passed over.
@@ -413,6 +417,9 @@ pub struct State {
     live_hosts: HashMap<String, usize>,
     /// When the tallies were last checked against the tasks.
     tallies_checked: Instant,
+    /// A reading of the monotonic clock and the wall clock (ms since the Unix epoch) taken
+    /// together, so that wall times follow from the `now` every method is given.
+    wall_base: (Instant, u64),
     attempts: HashMap<AttemptId, Attempt>,
     /// Prometheus counters and histograms, fed as events happen.
     metrics: crate::metrics::Metrics,
@@ -450,6 +457,7 @@ impl State {
             workers: HashMap::new(),
             live_hosts: HashMap::new(),
             tallies_checked: now,
+            wall_base: (now, unix_ms_now()),
             attempts: HashMap::new(),
             metrics: crate::metrics::Metrics::new(),
             // Replaced by the persisted key when the coordinator serves (see `lib.rs`).
@@ -470,6 +478,17 @@ impl State {
             .map(|j| j.id)
     }
 
+    /// The wall-clock time of `now`, in ms since the Unix epoch.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let (base, base_ms) = self.wall_base;
+        // Rounded down on both sides of the base, so that spans between times are exact.
+        let nanos = match now.checked_duration_since(base) {
+            Some(d) => d.as_nanos() as i128,
+            None => -(base.duration_since(now).as_nanos() as i128),
+        };
+        (base_ms as i128 + nanos.div_euclid(1_000_000)).max(0) as u64
+    }
+
     /// Adds a planned job.
     pub fn submit(&mut self, spec: JobSpec, splits: Vec<PlannedSplit>, now: Instant) -> JobId {
         self.submit_with(spec, splits, None, now)
@@ -485,11 +504,13 @@ impl State {
     ) -> JobId {
         let id = JobId(self.next_job);
         self.next_job += 1;
+        let at_ms = self.unix_ms(now);
         self.outbox.push(Record::Submitted {
             job: id,
             spec: spec.clone(),
             splits: splits.clone(),
             origin: origin.clone(),
+            at_ms,
         });
         let job = Job {
             id,
@@ -501,6 +522,8 @@ impl State {
             error: None,
             submitted: now,
             finished: None,
+            submitted_ms: at_ms,
+            finished_ms: 0,
             shuffle_workers: HashSet::new(),
             fetch_failures: 0,
             locality_wait_since: None,
@@ -575,3 +598,10 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+/// The wall clock now, in ms since the Unix epoch.
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -271,14 +271,17 @@ impl State {
     ) -> Vec<Action> {
         match result {
             Ok(()) => {
+                let at_ms = self.unix_ms(now);
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.state = JobState::Succeeded;
                     job.finished = Some(now);
+                    job.finished_ms = at_ms;
                     self.metrics.job_ended("succeeded");
                     self.outbox.push(Record::Ended {
                         job: job_id,
                         state: JobState::Succeeded,
                         error: None,
+                        at_ms,
                     });
                     tracing::info!(job = %job_id, "job succeeded");
                 }

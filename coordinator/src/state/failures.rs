@@ -252,6 +252,7 @@ impl State {
         error: String,
         now: Instant,
     ) -> Vec<Action> {
+        let at_ms = self.unix_ms(now);
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return Vec::new();
         };
@@ -262,12 +263,14 @@ impl State {
             job: job_id,
             state,
             error: Some(error.clone()),
+            at_ms,
         });
         tracing::warn!(job = %job_id, ?state, %error, "job ended");
         self.metrics.job_ended(state.name());
         job.state = state;
         job.error = Some(error);
         job.finished = Some(now);
+        job.finished_ms = at_ms;
         let running: Vec<AttemptId> = job
             .maps
             .iter()

@@ -40,9 +40,13 @@ impl State {
                 spec,
                 splits,
                 origin,
+                at_ms,
             } => {
                 self.next_job = self.next_job.max(job.0);
-                self.submit_with(spec, splits, origin, now);
+                let id = self.submit_with(spec, splits, origin, now);
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.submitted_ms = at_ms;
+                }
             }
             Record::MapDone {
                 job,
@@ -87,11 +91,17 @@ impl State {
             | Record::ScheduleSkipped { .. }
             | Record::BackfillStarted { .. }
             | Record::BackfillCancelled { .. }) => self.replay_schedule(r),
-            Record::Ended { job, state, error } => {
+            Record::Ended {
+                job,
+                state,
+                error,
+                at_ms,
+            } => {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.state = state;
                     j.error = error;
                     j.finished = Some(now);
+                    j.finished_ms = at_ms;
                 }
             }
         }

@@ -323,6 +323,36 @@ fn a_restarted_coordinator_resumes_from_its_journal_without_rerunning_finished_m
 }
 
 #[test]
+fn submit_and_end_times_are_journaled_and_the_elapsed_time_survives_a_restart() {
+    let t0 = Instant::now();
+    let mut s = state();
+    let (sp, splits) = spec(2, 1);
+    let job = s.submit(sp, splits, t0);
+    s.kill(job, t0 + Duration::from_secs(5)).unwrap();
+    let st = s.status(job, t0 + Duration::from_secs(9)).unwrap();
+    assert_eq!(st.elapsed_ms, 5000);
+    assert_eq!(st.finished_unix_ms - st.submitted_unix_ms, 5000);
+    assert!(
+        st.submitted_unix_ms > 1_700_000_000_000,
+        "{}",
+        st.submitted_unix_ms
+    );
+
+    // A later incarnation replays the journal at another instant: the times are the journal's.
+    let later = t0 + Duration::from_secs(100);
+    let (r, _) = State::recover(Epoch(2), Timeouts::default(), s.take_records(), later);
+    let again = r.status(job, later).unwrap();
+    assert_eq!(
+        (
+            again.elapsed_ms,
+            again.submitted_unix_ms,
+            again.finished_unix_ms
+        ),
+        (5000, st.submitted_unix_ms, st.finished_unix_ms)
+    );
+}
+
+#[test]
 fn a_worker_that_fails_three_attempts_of_a_job_gets_no_more_of_it() {
     let now = Instant::now();
     let (mut s, wa, wb) = two_workers(now);

@@ -153,6 +153,12 @@ impl State {
         counters.add("kept_map_outputs", job.kept_outputs);
         counters.add("lost_map_outputs", job.lost_outputs);
         let end = job.finished.unwrap_or(now);
+        // From the journaled wall times where known, so that a restart keeps it.
+        let elapsed_ms = match (job.submitted_ms, job.finished_ms) {
+            (s, f) if s > 0 && f > 0 => f.saturating_sub(s),
+            (s, _) if s > 0 && !job.state.is_over() => self.unix_ms(now).saturating_sub(s),
+            _ => end.duration_since(job.submitted).as_millis() as u64,
+        };
         Some(pb::JobStatus {
             job_id: job_id.0,
             job: job.spec.job.clone(),
@@ -162,7 +168,9 @@ impl State {
             reduces_total: job.reduces.len() as u32,
             reduces_done: count(&job.reduces, |s| *s == TaskState::Done),
             bytes_read: counters.get("map_input_bytes"),
-            elapsed_ms: end.duration_since(job.submitted).as_millis() as u64,
+            elapsed_ms,
+            submitted_unix_ms: job.submitted_ms,
+            finished_unix_ms: job.finished_ms,
             error: job.error.clone().unwrap_or_default(),
             output: job.spec.output.clone(),
             // An ended job runs nothing: attempts still out are being cancelled.
