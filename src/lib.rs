@@ -110,6 +110,19 @@ enum Command {
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
     Jobs(output::OutputArgs),
+    /// Print a shell completion script: `quern completions bash > /etc/bash_completion.d/quern`
+    /// (zsh: as `_quern` in a directory of $fpath; fish: ~/.config/fish/completions/quern.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for quern and each of its commands (quern.1, quern-job-submit.1, ...)
+    /// into a directory: `quern man --out /usr/local/share/man/man1`.
+    Man {
+        /// The directory to write them to (made if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Benchmarks of Quern itself (the coordinator under thousands of simulated workers).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -135,6 +148,42 @@ struct RunArgs {
     /// Scratch directory for map outputs and spills (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+}
+
+/// Writes `quern.1` and a page per command and subcommand (`quern-job-submit.1`) into `out`.
+fn man_pages(out: &std::path::Path) -> Result<u8> {
+    use anyhow::Context;
+    std::fs::create_dir_all(out).with_context(|| format!("making {}", out.display()))?;
+    /// Page `quern-job-list` (`name`), whose synopsis reads `quern job list` (`bin`).
+    fn write(
+        cmd: &clap::Command,
+        (name, bin): (&str, &str),
+        out: &std::path::Path,
+        n: &mut usize,
+    ) -> Result<()> {
+        use anyhow::Context;
+        let cmd = cmd.clone().name(name.to_string()).bin_name(bin.to_string());
+        let path = out.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        *n += 1;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let sub_name = format!("{name}-{}", sub.get_name());
+            let sub_bin = format!("{bin} {}", sub.get_name());
+            write(sub, (&sub_name, &sub_bin), out, n)?;
+        }
+        Ok(())
+    }
+    let mut n = 0;
+    write(
+        &<Cli as clap::CommandFactory>::command(),
+        ("quern", "quern"),
+        out,
+        &mut n,
+    )?;
+    println!("wrote {n} man pages to {}", out.display());
+    Ok(0)
 }
 
 fn init_tracing(format: LogFormat, default: &str) {
@@ -206,6 +255,17 @@ pub fn main_with(registry: Registry) -> ExitCode {
         #[cfg(feature = "photos")]
         Command::Photos(c) => photoscmd::run(c),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a, registry))),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "quern", &mut script);
+            // A closed pipe (`| head`) is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
+        }
+        Command::Man { out } => man_pages(&out),
         Command::Jobs(o) => {
             if o.json() {
                 output::print_json(&serde_json::Value::Array(

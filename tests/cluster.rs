@@ -512,3 +512,30 @@ fn errors_name_the_problem_and_the_fix() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"workers_alive\":1"), "{body}");
 }
+
+/// Shell completions and man pages come from the same definitions as the parser, so they
+/// cover every command.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(quern().args(["completions", shell]));
+        for word in ["submit", "backfill", "schedule", "reducers"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ok(quern().args(["man", "--out"]).arg(dir.path()));
+    let submit = std::fs::read_to_string(dir.path().join("quern-job-submit.1")).unwrap();
+    assert!(
+        submit.contains("reducers") && submit.contains("quern job submit"),
+        "{submit}"
+    );
+    for page in [
+        "quern.1",
+        "quern-schedule-add.1",
+        "quern-fs-ls.1",
+        "quern-completions.1",
+    ] {
+        assert!(dir.path().join(page).exists(), "{page}");
+    }
+}
