@@ -216,6 +216,19 @@ pub struct LocalArgs {
     /// by their certificates and carry no token.
     #[arg(long)]
     tls: bool,
+    /// Log the coordinator to stderr instead of <dir>/logs/coordinator.log (the workers
+    /// always log to <dir>/logs/worker-N.log).
+    #[arg(long)]
+    log_stderr: bool,
+}
+
+impl LocalArgs {
+    /// Where the coordinator of this cluster logs: a file in the state directory, so that a
+    /// cluster started in the background does not write into the terminal; `None` with
+    /// --log-stderr.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        (!self.log_stderr).then(|| self.dir.join("logs").join("coordinator.log"))
+    }
 }
 
 async fn shutdown_signal() {
@@ -569,6 +582,16 @@ pub async fn local(a: LocalArgs, registry: Registry) -> Result<u8> {
                 .join("ca.pem")
                 .display()
         );
+    }
+    match a.log_file() {
+        Some(f) => println!(
+            "logs in {} (coordinator.log, worker-N.log)",
+            f.parent().unwrap_or(&a.dir).display()
+        ),
+        None => println!(
+            "coordinator logs on stderr, workers' in {}",
+            a.dir.join("logs").display()
+        ),
     }
     println!(
         "submit jobs from this directory with `quern job submit ...`; Ctrl-C stops the cluster"

@@ -186,17 +186,41 @@ fn man_pages(out: &std::path::Path) -> Result<u8> {
     Ok(0)
 }
 
-fn init_tracing(format: LogFormat, default: &str) {
+/// Logs to stderr, or appends to `file` (made with its directory) when given and it opens.
+fn init_tracing(format: LogFormat, default: &str, file: Option<&std::path::Path>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUERN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let opened = file.and_then(|f| {
+        let open = std::fs::create_dir_all(f.parent().unwrap_or(f)).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+        });
+        match open {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot log to {}: {e}; logging to stderr",
+                    f.display()
+                );
+                None
+            }
+        }
+    });
     // Colour only on a terminal: a log file or a pipe gets plain text.
+    let tty = opened.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        .with_ansi(tty);
+    match (opened, format) {
+        (Some(log), LogFormat::Text) => builder.with_writer(std::sync::Mutex::new(log)).init(),
+        (Some(log), LogFormat::Json) => builder
+            .json()
+            .with_writer(std::sync::Mutex::new(log))
+            .init(),
+        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
+        (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).init(),
     }
 }
 
@@ -225,7 +249,11 @@ pub fn main_with(registry: Registry) -> ExitCode {
         | Command::Executor { .. } => "info",
         _ => "warn",
     };
-    init_tracing(cli.log_format, default_level);
+    let log_file = match &cli.command {
+        Command::Local(a) => a.log_file(),
+        _ => None,
+    };
+    init_tracing(cli.log_format, default_level, log_file.as_deref());
     protocol::failpoint::setup();
     quiet_on_closed_stdout();
     let result = match cli.command {

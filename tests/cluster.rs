@@ -506,6 +506,9 @@ fn errors_name_the_problem_and_the_fix() {
             .env("QUERN_COORDINATOR", &cluster.addr),
     );
     assert!(e.contains("into the future"), "{e}");
+    // The coordinator of a local cluster logs to its state directory, not the terminal.
+    let log = std::fs::read_to_string(cluster.state.join("logs/coordinator.log")).unwrap();
+    assert!(log.contains("coordinator listening") && !log.contains('\x1b'), "{log}");
     // Health checks, no token needed.
     assert_eq!(http_get(&http, "/healthz", None).0, 200);
     let (code, body) = http_get(&http, "/readyz", None);
