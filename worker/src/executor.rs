@@ -50,6 +50,21 @@ pub fn run(registry: &Registry, task_file: &Path) -> i32 {
 fn attempt(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
     let span = tracing::info_span!("task", attempt = %task.attempt, kind = ?task.kind(), index = task.index);
     let _enter = span.enter();
+    let started = std::time::Instant::now();
+    match &task.work {
+        crate::task::Work::Map { split, skip, .. } => tracing::info!(
+            job = %task.spec.job,
+            input = %split.path,
+            bytes = format!("{}..{}", split.start, split.end),
+            skipping = skip.len(),
+            "map started"
+        ),
+        crate::task::Work::Reduce { map_outputs } => tracing::info!(
+            job = %task.spec.job,
+            map_outputs = map_outputs.len(),
+            "reduce started"
+        ),
+    }
     let result = catch_unwind(AssertUnwindSafe(|| execute(registry, task))).unwrap_or_else(|p| {
         ExecutorResult {
             error: Some((
@@ -64,8 +79,19 @@ fn attempt(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
         }
     });
     let _ = std::fs::remove_dir_all(&task.work_dir);
+    let ms = started.elapsed().as_millis() as u64;
     if let Some((kind, e)) = &result.error {
-        tracing::error!(?kind, error = %e, "attempt failed");
+        tracing::error!(?kind, error = %e, ms, "attempt failed");
+    } else {
+        // What it did, in its counters (those that are not zero).
+        let did: Vec<String> = result
+            .counters
+            .0
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        tracing::info!(ms, counters = %did.join(" "), "attempt succeeded");
     }
     result
 }
