@@ -242,6 +242,10 @@ pub enum JobCommand {
         /// Only this attempt (`attempt-N` or `N`).
         #[arg(long)]
         attempt: Option<protocol::AttemptId>,
+        /// Keep printing new lines, and attempts as they start, until the job ends (Ctrl-C
+        /// stops following).
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -397,17 +401,20 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             id,
             task,
             attempt,
+            follow,
             cluster,
         } => {
             let tls = cluster.tls()?;
-            logs(
-                &mut connect(&cluster).await?,
-                tls.as_ref(),
-                id,
-                task,
-                attempt,
-            )
-            .await
+            let mut client = connect(&cluster).await?;
+            let filter = LogFilter::new(task, attempt)?;
+            if follow {
+                tokio::select! {
+                    r = follow_logs(&mut client, tls.as_ref(), id, &filter) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(130),
+                }
+            } else {
+                logs(&mut client, tls.as_ref(), id, &filter).await
+            }
         }
         JobCommand::Kill { id, cluster } => {
             let mut c = connect(&cluster).await?;
@@ -597,61 +604,88 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
 }
 
 /// `quern job logs`: fetches each selected attempt's log from the worker that ran it.
+/// Which attempts `job logs` shows.
+struct LogFilter {
+    /// `(is_map, index)` of `--task`.
+    task: Option<(bool, u32)>,
+    attempt: Option<protocol::AttemptId>,
+}
+
+impl LogFilter {
+    fn new(task: Option<String>, attempt: Option<protocol::AttemptId>) -> Result<LogFilter> {
+        let task = match task.as_deref().map(|t| t.split_once('-')) {
+            None => None,
+            Some(Some((kind @ ("map" | "reduce"), n))) => Some((
+                kind == "map",
+                n.parse::<u32>()
+                    .with_context(|| format!("bad task number in {n:?}"))?,
+            )),
+            Some(_) => bail!("--task takes map-N or reduce-N"),
+        };
+        Ok(LogFilter { task, attempt })
+    }
+
+    fn wants(&self, a: &protocol::pb::AttemptInfo) -> bool {
+        let is_map = a.kind == protocol::pb::TaskKind::Map as i32;
+        self.attempt.is_none_or(|x| x.0 == a.attempt_id)
+            && self.task.is_none_or(|(m, n)| m == is_map && n == a.index)
+    }
+}
+
+/// `== attempt-N (map 3 on worker-1, succeeded: error) ==`.
+fn attempt_header(a: &protocol::pb::AttemptInfo) -> String {
+    let kind = if a.kind == protocol::pb::TaskKind::Map as i32 {
+        "map"
+    } else {
+        "reduce"
+    };
+    let error = if a.error.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", a.error)
+    };
+    format!(
+        "== attempt-{} ({kind} {} on worker-{}, {}{error}) ==",
+        a.attempt_id, a.index, a.worker_id, a.outcome
+    )
+}
+
+/// The end (at most 1 MiB) of an attempt's log, from the worker that ran it.
+async fn fetch_log(
+    tls: Option<&protocol::tls::ClientTls>,
+    job: JobId,
+    a: &protocol::pb::AttemptInfo,
+) -> Result<protocol::pb::FetchLogResponse> {
+    use protocol::pb::worker_service_client::WorkerServiceClient;
+    let channel = protocol::tls::endpoint(&a.worker_addr, tls)?
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!(protocol::error_chain(&e)))?;
+    let r = WorkerServiceClient::new(channel)
+        .fetch_log(protocol::pb::FetchLogRequest {
+            attempt_id: a.attempt_id,
+            job_id: job.0,
+            token: a.log_token.clone(),
+        })
+        .await?
+        .into_inner();
+    Ok(r)
+}
+
 async fn logs(
     client: &mut Client,
     tls: Option<&protocol::tls::ClientTls>,
     id: JobId,
-    task: Option<String>,
-    attempt: Option<protocol::AttemptId>,
+    filter: &LogFilter,
 ) -> Result<u8> {
-    use protocol::pb::worker_service_client::WorkerServiceClient;
-    let task = match task.as_deref().map(|t| t.split_once('-')) {
-        None => None,
-        Some(Some((kind @ ("map" | "reduce"), n))) => Some((
-            kind == "map",
-            n.parse::<u32>()
-                .with_context(|| format!("bad task number in {n:?}"))?,
-        )),
-        Some(_) => bail!("--task takes map-N or reduce-N"),
-    };
-    let attempts = client.attempts(id).await?;
     let mut shown = 0;
-    for a in attempts {
-        let is_map = a.kind == protocol::pb::TaskKind::Map as i32;
-        if attempt.is_some_and(|x| x.0 != a.attempt_id)
-            || task.is_some_and(|(m, n)| m != is_map || n != a.index)
-        {
+    for a in client.attempts(id).await? {
+        if !filter.wants(&a) {
             continue;
         }
         shown += 1;
-        let kind = if is_map { "map" } else { "reduce" };
-        let error = if a.error.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", a.error)
-        };
-        println!(
-            "== attempt-{} ({kind} {} on worker-{}, {}{error}) ==",
-            a.attempt_id, a.index, a.worker_id, a.outcome
-        );
-        let log = async {
-            let channel = protocol::tls::endpoint(&a.worker_addr, tls)?
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!(protocol::error_chain(&e)))?;
-            let mut w = WorkerServiceClient::new(channel);
-            let r = w
-                .fetch_log(protocol::pb::FetchLogRequest {
-                    attempt_id: a.attempt_id,
-                    job_id: id.0,
-                    token: a.log_token.clone(),
-                })
-                .await?
-                .into_inner();
-            anyhow::Ok(r)
-        }
-        .await;
-        match log {
+        println!("{}", attempt_header(&a));
+        match fetch_log(tls, id, &a).await {
             Ok(r) => {
                 if r.truncated {
                     println!("[... earlier lines left out]");
@@ -665,6 +699,76 @@ async fn logs(
         bail!("no attempt of {id} matches");
     }
     Ok(0)
+}
+
+/// `job logs --follow`: every second, the attempts that match and the new end of each one's
+/// log, until the job has ended and every log has been read to its end.
+async fn follow_logs(
+    client: &mut Client,
+    tls: Option<&protocol::tls::ClientTls>,
+    id: JobId,
+    filter: &LogFilter,
+) -> Result<u8> {
+    use std::collections::HashMap;
+    use std::io::Write;
+    /// What was printed of one attempt: its outcome, how much of its log, and that log's
+    /// last bytes (to find the place again once the log is longer than what a worker sends).
+    struct Seen {
+        outcome: String,
+        printed: usize,
+        tail: Vec<u8>,
+    }
+    let mut seen: HashMap<u64, Seen> = HashMap::new();
+    loop {
+        // The state first: attempts and logs read after it include all the job wrote.
+        let over = client.status(id).await?.state.is_over();
+        for a in client.attempts(id).await? {
+            if !filter.wants(&a) {
+                continue;
+            }
+            let s = seen.entry(a.attempt_id).or_insert_with(|| Seen {
+                outcome: String::new(),
+                printed: 0,
+                tail: Vec::new(),
+            });
+            if s.outcome != a.outcome {
+                println!("{}", attempt_header(&a));
+                s.outcome = a.outcome.clone();
+            }
+            let Ok(r) = fetch_log(tls, id, &a).await else {
+                continue;
+            };
+            // The log only grows; the worker sends its last 1 MiB. Print what follows what
+            // was printed (found again by its last bytes when the start was cut off).
+            let new = if !r.truncated && r.data.len() >= s.printed {
+                &r.data[s.printed..]
+            } else {
+                let tail = &s.tail[..];
+                match r.data.windows(tail.len().max(1)).rposition(|w| w == tail) {
+                    Some(at) if !tail.is_empty() => &r.data[at + tail.len()..],
+                    _ => {
+                        println!("[... lines left out]");
+                        &r.data[..]
+                    }
+                }
+            };
+            if !new.is_empty() {
+                print!("{}", String::from_utf8_lossy(new));
+                s.printed += new.len();
+                s.tail.extend_from_slice(new);
+                let cut = s.tail.len().saturating_sub(256);
+                s.tail.drain(..cut);
+            }
+        }
+        std::io::stdout().flush()?;
+        if over {
+            if seen.is_empty() {
+                bail!("no attempt of {id} matches");
+            }
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 #[cfg(test)]

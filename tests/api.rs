@@ -166,7 +166,10 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     assert_eq!(logs.matches("== attempt-").count(), 2, "{logs}");
     assert!(logs.contains("panicked at"), "{logs}");
     // Attempt logs hold the task's own lines (what it read, what it did), never colour codes.
-    assert!(logs.contains("map started") && logs.contains("input="), "{logs}");
+    assert!(
+        logs.contains("map started") && logs.contains("input="),
+        "{logs}"
+    );
     assert!(!logs.contains('\x1b'), "{logs}");
     let one = attempts[0]["attempt"].as_str().unwrap();
     let logs = ok(cluster.job().args(["logs", "job-2", "--attempt", one]));

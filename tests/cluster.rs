@@ -265,6 +265,24 @@ fn job_commands_find_the_local_cluster_and_report_state() {
         "{files}"
     );
 
+    // Following the logs of a job just submitted ends when the job does, with every
+    // attempt's log read to its end.
+    let second = ok(cluster.job().args(["submit", "--detach"]).args(spec_args(
+        "views",
+        &inputs.log,
+        &out.with_extension("2"),
+        2,
+    )))
+    .trim()
+    .to_string();
+    let followed = ok(cluster.job().args(["logs", &second, "--follow"]));
+    assert_eq!(
+        followed.matches("attempt succeeded").count(),
+        4,
+        "2 maps and 2 reduces: {followed}"
+    );
+    assert!(ok(cluster.job().args(["status", &second])).contains("succeeded"));
+
     // The same output directory again is refused with a clear reason.
     let again = run(cluster
         .job()
@@ -508,7 +526,10 @@ fn errors_name_the_problem_and_the_fix() {
     assert!(e.contains("into the future"), "{e}");
     // The coordinator of a local cluster logs to its state directory, not the terminal.
     let log = std::fs::read_to_string(cluster.state.join("logs/coordinator.log")).unwrap();
-    assert!(log.contains("coordinator listening") && !log.contains('\x1b'), "{log}");
+    assert!(
+        log.contains("coordinator listening") && !log.contains('\x1b'),
+        "{log}"
+    );
     // Health checks, no token needed.
     assert_eq!(http_get(&http, "/healthz", None).0, 200);
     let (code, body) = http_get(&http, "/readyz", None);
