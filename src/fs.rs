@@ -11,7 +11,9 @@ use crate::util::human_bytes;
 
 #[derive(Subcommand, Debug)]
 pub enum FsCommand {
-    /// List files (a file, a directory's data files, or a glob).
+    /// List files: a file, a directory's data files, or a glob. Names starting with `_` or
+    /// `.` are left out, as a job's input leaves them out; a glob that starts with one lists
+    /// them (`quern fs ls 'out/views/_*'` shows `_SUCCESS` and `_MANIFEST.json`).
     Ls {
         /// A local path, a `seaweedfs://FILER/PATH` or an `s3://BUCKET/KEY` URL; may hold a glob.
         url: String,

@@ -140,8 +140,9 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Run locally, sequentially, in this process (the only mode `run` has).
-    #[arg(long, required = true)]
+    /// Run locally, sequentially, in this process: the only mode `run` has, so it may be
+    /// left out (`quern run views ...` is `quern run --local views ...`).
+    #[arg(long)]
     local: bool,
     #[command(flatten)]
     job: jobcmd::JobSpecArgs,

@@ -54,6 +54,21 @@ pub enum ScheduleCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Run a schedule's job now for one logical time (the latest that is due, or --at), even
+    /// if that time ran before: a one-time backfill with --reprocess all.
+    Run {
+        /// The schedule.
+        name: String,
+        /// The logical time (a date, or a date-time like 2026-11-01T06:00); it must be one
+        /// the cron expression gives, and not after now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Return once started instead of following the run.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Every logical time of a schedule: run id, state, duration and output, or why skipped.
     History {
         /// The schedule.
@@ -283,6 +298,55 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             }
             print_history(&r.entries);
             Ok(0)
+        }
+        ScheduleCommand::Run {
+            name,
+            at,
+            detach,
+            cluster,
+        } => {
+            let mut c = connect(&cluster).await?;
+            let Some(info) = c.schedule_history(&name).await?.schedule else {
+                bail!("no schedule named {name:?}");
+            };
+            let spec = coordinator::schedule::ScheduleSpec::from_pb(info.def.unwrap_or_default())?;
+            let compiled = coordinator::schedule::Compiled::new(spec)?;
+            let t = match at {
+                Some(at) => {
+                    let t = coordinator::schedule::parse_logical(&at)?;
+                    if compiled.between(t, t).is_empty() {
+                        bail!(
+                            "{at} is not a logical time of {:?}; the next one after it is {}",
+                            compiled.spec.cron,
+                            compiled.next_after(t).map_or("never".into(), |n| n
+                                .format("%Y-%m-%dT%H:%M:%S")
+                                .to_string())
+                        );
+                    }
+                    t
+                }
+                None => compiled
+                    .last_at_or_before(compiled.local_now())
+                    .ok_or_else(|| anyhow::anyhow!("{name} has no logical time due yet"))?,
+            };
+            let t = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+            eprintln!("running {name} for {t}");
+            backfill(BackfillArgs {
+                name: Some(name),
+                from: Some(t.clone()),
+                to: Some(t),
+                reprocess: "all".into(),
+                max_active: 1,
+                dry_run: false,
+                detach,
+                list: false,
+                cancel: None,
+                output: OutputArgs {
+                    format: crate::output::Format::Text,
+                },
+                cluster,
+            })
+            .await
         }
         ScheduleCommand::Pause { name, cluster } => set(cluster, name, ScheduleOp::Pause).await,
         ScheduleCommand::Resume { name, cluster } => set(cluster, name, ScheduleOp::Resume).await,

@@ -524,6 +524,33 @@ fn errors_name_the_problem_and_the_fix() {
             .env("QUERN_COORDINATOR", &cluster.addr),
     );
     assert!(e.contains("into the future"), "{e}");
+    // A schedule run by hand for one of its logical times, even one that is not due.
+    let log = cluster.dir.path().join("access.log");
+    ok(quern()
+        .args(["gen", "weblog", "--size", "16KiB", "--out"])
+        .arg(&log));
+    let manual = format!("{}/manual/{{{{date}}}}", cluster.dir.path().display());
+    ok(quern()
+        .args([
+            "schedule", "add", "manual", "--cron", "@daily", "--job", "views", "--input",
+        ])
+        .arg(&log)
+        .args(["--output", &manual])
+        .env("QUERN_COORDINATOR", &cluster.addr));
+    ok(quern()
+        .args(["schedule", "run", "manual", "--at", "2026-11-30"])
+        .env("QUERN_COORDINATOR", &cluster.addr));
+    assert!(cluster
+        .dir
+        .path()
+        .join("manual/2026-11-30/_SUCCESS")
+        .exists());
+    let e = stderr(
+        quern()
+            .args(["schedule", "run", "manual", "--at", "2026-11-30T05:00"])
+            .env("QUERN_COORDINATOR", &cluster.addr),
+    );
+    assert!(e.contains("not a logical time"), "{e}");
     // The coordinator of a local cluster logs to its state directory, not the terminal.
     let log = std::fs::read_to_string(cluster.state.join("logs/coordinator.log")).unwrap();
     assert!(

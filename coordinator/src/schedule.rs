@@ -145,6 +145,40 @@ fn cron_macro(expr: &str) -> Result<&str, ScheduleError> {
     })
 }
 
+impl ScheduleSpec {
+    /// Reads a schedule definition from the wire, checking every field.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] naming the field at fault.
+    pub fn from_pb(d: protocol::pb::ScheduleDef) -> Result<ScheduleSpec, ScheduleError> {
+        let template = d
+            .template
+            .map(protocol::JobSpec::from_pb)
+            .ok_or_else(|| ScheduleError("a schedule needs a job".into()))?
+            .map_err(|e| ScheduleError(e.to_string()))?;
+        if template.inputs.is_empty() || template.output.is_empty() {
+            return Err(ScheduleError(
+                "a schedule needs --input and --output templates".into(),
+            ));
+        }
+        let or = |s: String, d: &str| if s.is_empty() { d.to_string() } else { s };
+        Ok(ScheduleSpec {
+            name: d.name,
+            cron: d.cron,
+            tz: or(d.tz, "UTC"),
+            template,
+            catchup: or(d.catchup, "latest").parse::<Catchup>()?,
+            max_catchup: d.max_catchup,
+            concurrency: or(d.concurrency, "forbid").parse::<Concurrency>()?,
+            start: if d.start.is_empty() {
+                None
+            } else {
+                Some(parse_logical(&d.start)?)
+            },
+        })
+    }
+}
+
 /// A checked schedule: its cron expression parsed and its zone known.
 #[derive(Clone, Debug)]
 pub struct Compiled {
@@ -213,6 +247,20 @@ impl Compiled {
             }
         }
         Ok(c)
+    }
+
+    /// The schedule's logical time now.
+    pub fn local_now(&self) -> Logical {
+        self.local(Utc::now())
+    }
+
+    /// The last logical time at or before `t` (looked for up to ten years back).
+    pub fn last_at_or_before(&self, t: Logical) -> Option<Logical> {
+        [1, 32, 367, 3653].into_iter().find_map(|days| {
+            self.between(t - chrono::Duration::days(days), t)
+                .last()
+                .copied()
+        })
     }
 
     /// The first logical time strictly after `t`.

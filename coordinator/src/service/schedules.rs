@@ -5,47 +5,16 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use jobs::output;
 use protocol::pb::*;
-use protocol::JobSpec;
 use tokio_util::sync::CancellationToken;
 
 use super::{Coordinator, ServiceError};
 use crate::schedule::{
-    parse_logical, show, Catchup, Compiled, Concurrency, Logical, Reprocess, ScheduleError,
-    ScheduleSpec,
+    parse_logical, show, Compiled, Logical, Reprocess, ScheduleError, ScheduleSpec,
 };
 use crate::state::{Firing, JobState, Schedule};
 
 fn bad(e: ScheduleError) -> ServiceError {
     ServiceError::Schedule(e)
-}
-
-/// Reads a schedule definition from the wire, checking every field.
-fn spec_from_pb(d: ScheduleDef) -> Result<ScheduleSpec, ScheduleError> {
-    let template = d
-        .template
-        .map(JobSpec::from_pb)
-        .ok_or_else(|| ScheduleError("a schedule needs a job".into()))?
-        .map_err(|e| ScheduleError(e.to_string()))?;
-    if template.inputs.is_empty() || template.output.is_empty() {
-        return Err(ScheduleError(
-            "a schedule needs --input and --output templates".into(),
-        ));
-    }
-    let or = |s: String, d: &str| if s.is_empty() { d.to_string() } else { s };
-    Ok(ScheduleSpec {
-        name: d.name,
-        cron: d.cron,
-        tz: or(d.tz, "UTC"),
-        template,
-        catchup: or(d.catchup, "latest").parse::<Catchup>()?,
-        max_catchup: d.max_catchup,
-        concurrency: or(d.concurrency, "forbid").parse::<Concurrency>()?,
-        start: if d.start.is_empty() {
-            None
-        } else {
-            Some(parse_logical(&d.start)?)
-        },
-    })
 }
 
 fn info(s: &Schedule, runs: u32, now: DateTime<Utc>) -> ScheduleInfo {
@@ -101,7 +70,7 @@ impl Coordinator {
         let def = r
             .def
             .ok_or_else(|| ServiceError::invalid_argument("missing schedule"))?;
-        let spec = spec_from_pb(def).map_err(bad)?;
+        let spec = ScheduleSpec::from_pb(def).map_err(bad)?;
         let compiled = Compiled::new_schedule(spec.clone()).map_err(bad)?;
         // The job must exist and take these parameters (checked on the first expansion).
         let sample = compiled
