@@ -29,19 +29,19 @@ pub struct JobSpecArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Number of reduce tasks (part files).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "QUERN_REDUCERS", default_value_t = 1)]
     pub reducers: u32,
     /// Job parameter `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
     /// Bytes per map split.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    #[arg(long, env = "QUERN_SPLIT_SIZE", value_parser = parse_size, default_value = "64MiB")]
     pub split_size: u64,
     /// Sort-buffer memory per task; maps and reduces spill to disk beyond it.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    #[arg(long, env = "QUERN_TASK_MEMORY", value_parser = parse_size, default_value = "64MiB")]
     pub task_memory: u64,
     /// Attempts per task before the job fails.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "QUERN_MAX_ATTEMPTS", default_value_t = 4)]
     pub max_attempts: u32,
     /// Backup attempts for straggling tasks (`off` for jobs with side effects).
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]

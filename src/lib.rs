@@ -38,6 +38,7 @@
 mod bench;
 mod certcmd;
 mod cluster;
+mod config;
 mod demo;
 mod fs;
 mod gen;
@@ -62,6 +63,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Settings file (default: ./quern.toml, else ~/.config/quern/quern.toml); flags and
+    /// QUERN_* variables override it. `quern config show` prints the result.
+    #[arg(long, global = true, env = "QUERN_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,6 +115,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// List the jobs this binary can run.
     Jobs(output::OutputArgs),
+    /// The settings in effect (quern.toml, QUERN_* variables) and where each comes from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script: `quern completions bash > /etc/bash_completion.d/quern`
     /// (zsh: as `_quern` in a directory of $fpath; fish: ~/.config/fish/completions/quern.fish).
     Completions {
@@ -136,6 +144,12 @@ enum Command {
         #[arg(long, conflicts_with = "task")]
         serve: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print each setting, its value and its source (environment, file or default).
+    Show(output::OutputArgs),
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +255,12 @@ pub use jobs::{builtin, registry, sdk, Registry};
 /// Runs the `quern` command line with the jobs of `registry`: the `main` of `quern` itself
 /// (with [`Registry::builtin`]) and of any crate of custom jobs.
 pub fn main_with(registry: Registry) -> ExitCode {
+    // The settings file first: what it holds becomes environment for the flags to read.
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(e) = config::load(&args) {
+        eprintln!("error: {}", protocol::error_chain(e.as_ref()));
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     // Daemons log their lifecycle; user commands stay quiet unless something goes wrong.
     let default_level = match cli.command {
@@ -295,6 +315,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             }
         }
         Command::Man { out } => man_pages(&out),
+        Command::Config(ConfigCommand::Show(o)) => config::show(o.json()),
         Command::Jobs(o) => {
             if o.json() {
                 output::print_json(&serde_json::Value::Array(

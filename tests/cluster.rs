@@ -551,6 +551,58 @@ fn errors_name_the_problem_and_the_fix() {
             .env("QUERN_COORDINATOR", &cluster.addr),
     );
     assert!(e.contains("not a logical time"), "{e}");
+    // A quern.toml in the working directory: under the environment, over the defaults.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg_dir.path().join("quern.toml"),
+        format!(
+            "coordinator = \"{}\"\n[submit]\nreducers = 3\n",
+            cluster.addr
+        ),
+    )
+    .unwrap();
+    let in_cfg = || {
+        let mut c = quern();
+        c.current_dir(cfg_dir.path())
+            .env_remove("QUERN_COORDINATOR")
+            .env_remove("QUERN_REDUCERS");
+        c
+    };
+    assert!(ok(in_cfg().args(["job", "list"])).starts_with("ID"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(in_cfg().args(["config", "show", "-o", "json"]))).unwrap();
+    let setting = |key: &str| {
+        shown["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(setting("submit.reducers")["value"], "3", "{shown}");
+    assert!(setting("coordinator")["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("file"));
+    let overridden: serde_json::Value = serde_json::from_str(&ok(in_cfg()
+        .env("QUERN_REDUCERS", "5")
+        .args(["config", "show", "-o", "json"])))
+    .unwrap();
+    let reducers = overridden["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "submit.reducers")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (reducers["value"].as_str(), reducers["source"].as_str()),
+        (Some("5"), Some("environment"))
+    );
+    std::fs::write(cfg_dir.path().join("quern.toml"), "colour = 1\n").unwrap();
+    let e = stderr(in_cfg().args(["job", "list"]));
+    assert!(e.contains("unknown setting \"colour\""), "{e}");
     // The coordinator of a local cluster logs to its state directory, not the terminal.
     let log = std::fs::read_to_string(cluster.state.join("logs/coordinator.log")).unwrap();
     assert!(
