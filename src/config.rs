@@ -122,7 +122,7 @@ static LOADED: OnceLock<Loaded> = OnceLock::new();
 
 /// The file to read: `--config FILE` among `args`, else `QUERN_CONFIG`, else `./quern.toml`,
 /// else `$XDG_CONFIG_HOME/quern/quern.toml` (`~/.config/quern/quern.toml`), if one exists;
-/// an explicit file must exist.
+/// an explicit file must exist, and `none` reads no file at all.
 fn find(args: &[String]) -> Result<Option<PathBuf>> {
     let explicit = args
         .iter()
@@ -134,6 +134,9 @@ fn find(args: &[String]) -> Result<Option<PathBuf>> {
         })
         .or_else(|| std::env::var("QUERN_CONFIG").ok().filter(|v| !v.is_empty()));
     if let Some(f) = explicit {
+        if f == "none" {
+            return Ok(None);
+        }
         let f = PathBuf::from(f);
         if !f.is_file() {
             bail!("config file {} does not exist", f.display());

@@ -269,7 +269,7 @@ fn parse_since(s: &str) -> Result<u64, String> {
         .last()
         .and_then(|(i, c)| Some((s[..i].parse::<u64>().ok()?, unit(c)?)))
     {
-        return Ok(now.saturating_sub(n * ms));
+        return Ok(now.saturating_sub(n.saturating_mul(ms)));
     }
     coordinator::schedule::parse_logical(s)
         .map(|t| t.and_utc().timestamp_millis().max(0) as u64)

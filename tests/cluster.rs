@@ -564,6 +564,7 @@ fn errors_name_the_problem_and_the_fix() {
     let in_cfg = || {
         let mut c = quern();
         c.current_dir(cfg_dir.path())
+            .env_remove("QUERN_CONFIG")
             .env_remove("QUERN_COORDINATOR")
             .env_remove("QUERN_REDUCERS");
         c

@@ -503,6 +503,15 @@ impl Job for Photos {
                 Outcome::Unreadable(why) => self.emit_skipped(ctx, &p.key, p.offset, why, meta),
             }
         }
+        // Every counter the docs list shows, 0 included.
+        for name in [
+            "photos",
+            "invalid_images",
+            "invalid_metadata",
+            "ignored_members",
+        ] {
+            ctx.count(name, 0);
+        }
         ctx.count("model_batches", inf.batches);
         ctx.count("batch_halvings", inf.halvings);
         ctx.count("model_wait_ms", inf.waited.as_millis() as u64);

@@ -112,7 +112,8 @@ impl Cluster {
         let state = dir.path().join(".quern");
         let binary = o.binary.map_or_else(stock_quern, Path::to_path_buf);
         let mut cmd = Command::new(&binary);
-        cmd.arg("local")
+        cmd.env("QUERN_CONFIG", "none")
+            .arg("local")
             .args(["--workers", &o.workers.to_string()])
             .args(["--slots", &o.slots.to_string()])
             .arg("--dir")

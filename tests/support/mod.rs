@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// `quern`, reading no settings file (a developer's ~/.config/quern/quern.toml included).
 pub fn quern() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_quern"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quern"));
+    c.env("QUERN_CONFIG", "none");
+    c
 }
 
 /// Runs a command and returns its output, printing it when `QUERN_TEST_VERBOSE` is set.
