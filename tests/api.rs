@@ -162,6 +162,25 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
             .all(|c| *c == Some(tonic::Code::PermissionDenied)),
         "{refused:?}"
     );
+    // Kill through the API: only with a JSON body's content type (no cross-site forms), and
+    // only a running job.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, json: bool| {
+        let mut req = agent.post(format!("http://{http}{path}"));
+        if json {
+            req = req.header("content-type", "application/json");
+        }
+        let mut r = req.send("{}").unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(post("/api/v1/jobs/job-1/kill", false).0, 415);
+    let (code, body) = post("/api/v1/jobs/job-1/kill", true);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("\"state\":\"succeeded\""), "{body}");
+    assert_eq!(post("/api/v1/jobs/job-99/kill", true).0, 404);
     let logs = ok(cluster.job().args(["logs", "job-2", "--task", "map-0"]));
     assert_eq!(logs.matches("== attempt-").count(), 2, "{logs}");
     assert!(logs.contains("panicked at"), "{logs}");

@@ -206,6 +206,19 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
         .http_status_as_error(false)
         .build()
         .into();
+    // Acting through the API needs a token that may submit.
+    let kill = |token: &str| {
+        agent
+            .post(format!("http://{http}/api/v1/jobs/job-1/kill"))
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send("{}")
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(kill(&tokens["read"]), 403);
+    assert_eq!(kill(&tokens["submit"]), 404, "no job-1 here");
     let cluster = agent
         .get(format!("http://{http}/api/v1/cluster"))
         .header("authorization", &format!("Bearer {}", tokens["read"]))

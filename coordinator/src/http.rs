@@ -33,8 +33,14 @@ async fn authenticate(
                 .headers()
                 .get(protocol::auth::HEADER)
                 .and_then(|v| v.to_str().ok());
-            let what = format!("read {}", request.uri().path());
-            if let Err(d) = auth.check(header, protocol::auth::Role::Read, &what) {
+            // Reading needs a token that may read; acting (POST) one that may submit.
+            let (role, verb) = if request.method() == axum::http::Method::GET {
+                (protocol::auth::Role::Read, "read")
+            } else {
+                (protocol::auth::Role::Submit, "act on")
+            };
+            let what = format!("{verb} {}", request.uri().path());
+            if let Err(d) = auth.check(header, role, &what) {
                 let code = match d {
                     protocol::auth::Denied::Role { .. } => StatusCode::FORBIDDEN,
                     _ => StatusCode::UNAUTHORIZED,
@@ -58,6 +64,7 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
         ("/api/v1/jobs", get(jobs)),
         ("/api/v1/jobs/{id}", get(job)),
         ("/api/v1/jobs/{id}/attempts", get(attempts)),
+        ("/api/v1/jobs/{id}/kill", axum::routing::post(kill)),
         ("/api/v1/jobs/{id}/attempts/{attempt}/log", get(attempt_log)),
         ("/api/v1/schedules", get(schedules)),
         ("/api/v1/schedules/{name}", get(schedule)),
@@ -68,7 +75,8 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
     ]
 }
 
-/// The paths the HTTP server serves (with `{param}` placeholders), all `GET`.
+/// The paths the HTTP server serves (with `{param}` placeholders): `GET`, but for
+/// `/api/v1/jobs/{id}/kill` (`POST`).
 pub fn route_paths() -> Vec<&'static str> {
     routes().into_iter().map(|(p, _)| p).collect()
 }
@@ -202,6 +210,45 @@ impl axum::serve::Listener for TlsListener {
 
 fn job_json(s: &protocol::pb::JobStatus) -> Value {
     crate::json::job(&crate::client::JobStatus::from(s.clone()))
+}
+
+/// `POST /api/v1/jobs/{id}/kill` with `Content-Type: application/json` (which a page of
+/// another origin cannot send without the browser asking first, and nothing here answers
+/// such a request: no cross-site kills on a cluster without tokens): 200 `{"killed": true}`,
+/// 409 with the state of a job that is not running, 404 for none.
+async fn kill(
+    Ax(c): Ax<Coordinator>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "actions are POSTed with Content-Type: application/json\n",
+        )
+            .into_response();
+    }
+    let Ok(id) = id.parse::<JobId>() else {
+        return (StatusCode::BAD_REQUEST, format!("bad job id {id:?}\n")).into_response();
+    };
+    match c.kill_job_now(id).await {
+        Ok(true) => Json(json!({"killed": true, "id": id.to_string()})).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Ok(false) => match c.read(|s| s.status(id, Instant::now())) {
+            Some(s) => (
+                StatusCode::CONFLICT,
+                Json(
+                    json!({"killed": false, "id": id.to_string(), "state": job_json(&s)["state"]}),
+                ),
+            )
+                .into_response(),
+            None => (StatusCode::NOT_FOUND, format!("no job {id}\n")).into_response(),
+        },
+    }
 }
 
 /// Ready to take jobs: the journal is written and the coordinator is not stopping (503 and

@@ -237,6 +237,17 @@ impl Coordinator {
     /// Performs actions (and the actions their outcomes lead to) until none are left, on a
     /// task of their own: an RPC whose caller goes away (a reducer killed while its commit is
     /// under way) must not cancel a commit half-way, with the rename done and never recorded.
+    /// Kills a running job (for the RPC and the HTTP API); false when it is not running.
+    ///
+    /// # Errors
+    /// [`JournalDown`]: the kill could not be made durable.
+    pub async fn kill_job_now(&self, id: JobId) -> Result<bool, JournalDown> {
+        let actions = self.mutate(|s| s.kill(id, Instant::now())).await?;
+        let killed = actions.is_some();
+        self.run_actions(actions.unwrap_or_default()).await;
+        Ok(killed)
+    }
+
     async fn run_actions(&self, actions: Vec<Action>) {
         if actions.is_empty() {
             return;
@@ -574,10 +585,9 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<KillJobRequest>,
     ) -> Result<Response<KillJobResponse>, Status> {
-        let id = JobId(request.into_inner().job_id);
-        let actions = self.mutate(|s| s.kill(id, Instant::now())).await?;
-        let killed = actions.is_some();
-        self.run_actions(actions.unwrap_or_default()).await;
+        let killed = self
+            .kill_job_now(JobId(request.into_inner().job_id))
+            .await?;
         Ok(Response::new(KillJobResponse { killed }))
     }
 
