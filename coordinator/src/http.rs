@@ -34,7 +34,11 @@ async fn authenticate(
                 .get(protocol::auth::HEADER)
                 .and_then(|v| v.to_str().ok());
             // Reading needs a token that may read; acting (POST) one that may submit.
-            let (role, verb) = if request.method() == axum::http::Method::GET {
+            let reading = matches!(
+                *request.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            let (role, verb) = if reading {
                 (protocol::auth::Role::Read, "read")
             } else {
                 (protocol::auth::Role::Submit, "act on")
