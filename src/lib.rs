@@ -256,8 +256,11 @@ pub use jobs::{builtin, registry, sdk, Registry};
 /// (with [`Registry::builtin`]) and of any crate of custom jobs.
 pub fn main_with(registry: Registry) -> ExitCode {
     // The settings file first: what it holds becomes environment for the flags to read.
+    // An executor inherits its worker's environment, settings included, and reads no file.
     let args: Vec<String> = std::env::args().collect();
-    if let Err(e) = config::load(&args) {
+    let executor = args.get(1).is_some_and(|a| a == "executor");
+    let no_file = ["--config".to_string(), "none".to_string()];
+    if let Err(e) = config::load(if executor { &no_file } else { &args }) {
         eprintln!("error: {}", protocol::error_chain(e.as_ref()));
         return ExitCode::FAILURE;
     }

@@ -205,7 +205,7 @@ def torch_run(photos, model_path, batch, workers, precision, out=None):
         prefetch_factor=4 if workers else None,
     )
     wait = busy = 0.0
-    top1 = {}
+    tops = {}
     it = iter(loader)
     with torch.inference_mode():
         while True:
@@ -225,7 +225,7 @@ def torch_run(photos, model_path, batch, workers, precision, out=None):
             busy += time.perf_counter() - t1
             for i, v, c in zip(idx.tolist(), values.tolist(), indices.tolist()):
                 key = os.path.splitext(os.path.relpath(files[i], photos))[0]
-                top1[key] = [{"label": classes[k], "score": round(s, 4)} for k, s in zip(c, v)]
+                tops[key] = [{"label": classes[k], "score": round(s, 4)} for k, s in zip(c, v)]
     secs = time.perf_counter() - t0
     print(f"{len(files)} photos in {secs:.2f} s ({len(files) / secs:.1f} photos/s), "
           f"model waited {100 * wait / max(wait + busy, 1e-9):.1f}%, device {device}, "
@@ -233,8 +233,8 @@ def torch_run(photos, model_path, batch, workers, precision, out=None):
     if out:
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "part-00000"), "w") as f:
-            for k in sorted(top1):
-                f.write(json.dumps({"key": k, "top5": top1[k]}) + "\n")
+            for k in sorted(tops):
+                f.write(json.dumps({"key": k, "top5": tops[k]}) + "\n")
 
 
 def main():
