@@ -28,6 +28,16 @@ pub struct JobSpecArgs {
     /// other files) instead of refusing it.
     #[arg(long)]
     pub overwrite: bool,
+    /// Run incrementally from an earlier output of this job: read only the input it did not
+    /// cover (new files, and what was appended to files it read) and fold that into its
+    /// state. The output is the same as a full run over all the input. Refused, naming the
+    /// file, if an input it covered shrank, was rewritten or is gone (see docs/INCREMENTAL.md).
+    #[arg(long, value_name = "EARLIER_OUTPUT")]
+    pub from: Option<String>,
+    /// With --from: run in full (with a warning) instead of refusing when an input it
+    /// covered changed.
+    #[arg(long, requires = "from")]
+    pub full_if_changed: bool,
     /// Number of reduce tasks (part files).
     #[arg(long, env = "QUERN_REDUCERS", default_value_t = 1)]
     pub reducers: u32,
@@ -130,6 +140,10 @@ impl JobSpecArgs {
         spec.speculation = self.speculation == "on";
         spec.max_bad_records = self.max_bad_records;
         spec.overwrite = self.overwrite;
+        if let Some(from) = &self.from {
+            spec.from = absolute(from)?;
+        }
+        spec.full_if_changed = self.full_if_changed;
         Ok(spec)
     }
 }
@@ -335,7 +349,13 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             let mut spec = spec.to_spec()?;
             let mut client = connect(&cluster).await?;
             ship(&mut client, registry, &mut spec).await?;
-            let id = client.submit(&spec).await.context("submitting the job")?;
+            let (id, warnings) = client
+                .submit_warned(&spec)
+                .await
+                .context("submitting the job")?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
             if detach {
                 println!("{id}");
                 return Ok(0);
@@ -591,10 +611,19 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
     let report = jobs::local::run_local(registry, &spec, &work, &mut progress);
     display.finish();
     let report = report?;
+    if let Some(change) = &report.full_because {
+        eprintln!(
+            "warning: ran in full, not from {}: input {change}",
+            spec.from
+        );
+    }
     println!(
         "job:      {} (local, {} maps, {} reducers)",
         spec.job, report.maps, spec.reducers
     );
+    if !spec.from.is_empty() && report.full_because.is_none() {
+        println!("from:     {}", spec.from);
+    }
     println!("state:    succeeded");
     println!("elapsed:  {:.2}s", start.elapsed().as_secs_f64());
     println!("output:   {}", spec.output);

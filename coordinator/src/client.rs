@@ -307,13 +307,26 @@ impl Client {
 
     /// Submits a job and returns its id.
     pub async fn submit(&mut self, spec: &JobSpec) -> Result<JobId, ClientError> {
+        Ok(self.submit_warned(spec).await?.0)
+    }
+
+    /// Submits a job; returns its id and what the coordinator warns of (an incremental run
+    /// that runs in full instead, say).
+    ///
+    /// # Errors
+    /// As [`Client::submit`].
+    pub async fn submit_warned(
+        &mut self,
+        spec: &JobSpec,
+    ) -> Result<(JobId, Vec<String>), ClientError> {
         let r = self
             .inner
             .submit_job(SubmitJobRequest {
                 spec: Some(spec.to_pb()),
             })
-            .await?;
-        Ok(JobId(r.into_inner().job_id))
+            .await?
+            .into_inner();
+        Ok((JobId(r.job_id), r.warnings))
     }
 
     /// Returns a job's status.

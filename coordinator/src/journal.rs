@@ -37,6 +37,9 @@ pub enum Record {
         spec: JobSpec,
         /// Its map splits.
         splits: Vec<PlannedSplit>,
+        /// What its output will cover (empty in journals from before coverage was kept).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        coverage: Vec<jobs::coverage::CoveredFile>,
         /// The schedule or backfill that started it (this record is what makes a logical time
         /// count as run).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,9 @@ pub enum Record {
         counters: Counters,
         /// The committed part file.
         part: PartInfo,
+        /// The committed state file, for a job that keeps state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<PartInfo>,
     },
     /// Every reduce committed; the manifest and `_SUCCESS` are being written.
     Publishing {

@@ -263,8 +263,15 @@ impl Coordinator {
                 let action = action.clone();
                 move || -> Result<(), ActionFailed> {
                     match action {
-                        Action::Commit { from, to, .. } => {
+                        Action::Commit {
+                            from, to, state, ..
+                        } => {
                             protocol::failpoint::hit("commit.rename");
+                            // The state first: a reduce counts as committed when its part
+                            // file is in place.
+                            if let Some((from, to)) = state {
+                                storage.rename(&from, &to).map_err(|e| ActionFailed::of(&e))?;
+                            }
                             storage.rename(&from, &to).map_err(|e| ActionFailed::of(&e))
                         }
                         Action::DeleteStaged { path } => {
@@ -365,7 +372,7 @@ impl Coordinator {
 
     /// Checks `spec` and plans its splits; for a job of the cluster's own binary, also sets
     /// what the job itself says about its input format and GPU use.
-    fn plan(&self, spec: &mut JobSpec) -> Result<Vec<jobs::plan::PlannedSplit>, ServiceError> {
+    fn plan(&self, spec: &mut JobSpec) -> Result<jobs::plan::Plan, ServiceError> {
         spec.validate()
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let mut format = spec.input_format;
@@ -396,16 +403,22 @@ impl Coordinator {
             dfs_client::DfsPath::parse(path)
                 .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         }
+        if !spec.from.is_empty() {
+            dfs_client::DfsPath::parse(&spec.from)
+                .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
+        }
         // Inputs first: a job refused for its input must not have replaced its output.
-        let splits = jobs::plan::plan_inputs(&self.storage, &spec.inputs, spec.split_size, format)
-            .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
+        let plan = jobs::plan::plan_job(&self.storage, spec, format).map_err(|e| match e {
+            jobs::plan::PlanError::Storage(e) => ServiceError::invalid_argument(e.to_string()),
+            e => ServiceError::failed_precondition(protocol::error_chain(&e)),
+        })?;
         let mode = if spec.overwrite {
             output::OutputMode::Overwrite
         } else {
             output::OutputMode::New
         };
         output::prepare_output(&self.storage, &spec.output, &spec.inputs, mode)?;
-        Ok(splits)
+        Ok(plan)
     }
 }
 
@@ -481,10 +494,13 @@ impl CoordinatorService for Coordinator {
                 })
                 .collect();
             self.mutate(|state| {
-                let actions = state.report_success(
+                let actions = state.report_success_with_state(
                     attempt,
                     counters,
-                    Some((r.output_bytes, r.output_crc32)),
+                    (
+                        Some((r.output_bytes, r.output_crc32)),
+                        r.state.map(|s| (s.bytes, s.crc32)),
+                    ),
                     Instant::now(),
                 );
                 if !listed.is_empty() {
@@ -541,22 +557,30 @@ impl CoordinatorService for Coordinator {
         )
         .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         let this = self.clone();
-        let (spec, splits) = tokio::task::spawn_blocking(move || {
+        let (spec, plan) = tokio::task::spawn_blocking(move || {
             let mut spec = spec;
             this.plan(&mut spec).map(|s| (spec, s))
         })
         .await
         .map_err(|e| ServiceError::internal(e.to_string()))??;
+        let warnings = plan
+            .full_because
+            .iter()
+            .map(|c| format!("runs in full, not from {}: input {c}", spec.from))
+            .collect();
         let id = self
             .mutate(|state| match state.job_writing(&spec.output) {
                 Some(other) => Err(ServiceError::already_exists(format!(
                     "{other} is already writing {}",
                     spec.output
                 ))),
-                None => Ok(state.submit(spec, splits, Instant::now())),
+                None => Ok(state.submit(spec, plan, Instant::now())),
             })
             .await??;
-        Ok(Response::new(SubmitJobResponse { job_id: id.0 }))
+        Ok(Response::new(SubmitJobResponse {
+            job_id: id.0,
+            warnings,
+        }))
     }
 
     async fn get_job(

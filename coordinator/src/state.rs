@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use dfs_client::Storage;
 use jobs::output::{part_name, Manifest, PartInfo, SkippedRecord, TEMPORARY};
-use jobs::plan::PlannedSplit;
+use jobs::plan::{Plan, PlannedSplit};
 use jobs::sdk::Counters;
 use protocol::pb;
 use protocol::{AttemptId, Epoch, FailureKind, JobId, JobSpec, WorkerId};
@@ -63,6 +63,8 @@ struct Winner {
     counters: Counters,
     local: bool,
     part: Option<PartInfo>,
+    /// A reduce's state file, for a job that keeps state.
+    state: Option<PartInfo>,
     /// When a replacement worker took it over: fetch failures reported by reducers that
     /// started before (and so fetched from the address it replaced) do not count.
     replaced_at: Option<Instant>,
@@ -139,6 +141,8 @@ pub struct Job {
     /// Where it is.
     pub state: JobState,
     splits: Vec<PlannedSplit>,
+    /// What its output covers (for the manifest).
+    coverage: Vec<jobs::coverage::CoveredFile>,
     maps: Vec<Task>,
     reduces: Vec<Task>,
     error: Option<String>,
@@ -317,6 +321,8 @@ pub enum Action {
         from: String,
         /// The final part file.
         to: String,
+        /// Its staged state file and where it goes, for a job that keeps state (moved first).
+        state: Option<(String, String)>,
     },
     /// Delete a losing attempt's staged file.
     DeleteStaged {
@@ -489,19 +495,22 @@ impl State {
         (base_ms as i128 + nanos.div_euclid(1_000_000)).max(0) as u64
     }
 
-    /// Adds a planned job.
-    pub fn submit(&mut self, spec: JobSpec, splits: Vec<PlannedSplit>, now: Instant) -> JobId {
-        self.submit_with(spec, splits, None, now)
+    /// Adds a planned job (its splits, or its whole plan with the coverage it records).
+    pub fn submit(&mut self, spec: JobSpec, plan: impl Into<Plan>, now: Instant) -> JobId {
+        self.submit_with(spec, plan, None, now)
     }
 
     /// Adds a planned job that a schedule or backfill started.
     pub fn submit_with(
         &mut self,
         spec: JobSpec,
-        splits: Vec<PlannedSplit>,
+        plan: impl Into<Plan>,
         origin: Option<Origin>,
         now: Instant,
     ) -> JobId {
+        let Plan {
+            splits, coverage, ..
+        } = plan.into();
         let id = JobId(self.next_job);
         self.next_job += 1;
         let at_ms = self.unix_ms(now);
@@ -509,6 +518,7 @@ impl State {
             job: id,
             spec: spec.clone(),
             splits: splits.clone(),
+            coverage: coverage.clone(),
             origin: origin.clone(),
             at_ms,
         });
@@ -519,6 +529,7 @@ impl State {
             spec,
             state: JobState::Running,
             splits,
+            coverage,
             error: None,
             submitted: now,
             finished: None,

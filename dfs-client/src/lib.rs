@@ -114,6 +114,8 @@ pub struct FileStatus {
     pub path: String,
     /// Length in bytes.
     pub len: u64,
+    /// Last modification, in milliseconds since the Unix epoch, where the backend says.
+    pub mtime_ms: Option<u64>,
 }
 
 /// What a path names, as [`Storage::probe`] finds it.

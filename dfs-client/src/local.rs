@@ -21,6 +21,11 @@ fn status(path: &Path) -> Result<FileStatus, DfsError> {
     Ok(FileStatus {
         path: path.display().to_string(),
         len: meta.len(),
+        mtime_ms: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64),
     })
 }
 

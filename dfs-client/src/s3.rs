@@ -95,27 +95,27 @@ impl S3 {
         Key::from(p.path.as_str())
     }
 
-    fn status(p: &DfsPath, key: &Key, len: u64) -> FileStatus {
+    fn status(p: &DfsPath, key: &Key, len: u64, mtime_ms: Option<u64>) -> FileStatus {
         FileStatus {
             path: format!("s3://{}/{}", bucket(p), key),
             len,
+            mtime_ms,
         }
     }
 
     /// Returns the objects directly under `prefix` and the "directories" (common prefixes)
     /// there.
-    fn children(&self, p: &DfsPath, prefix: &Key) -> Result<(Vec<(Key, u64)>, Vec<Key>), DfsError> {
+    fn children(
+        &self,
+        p: &DfsPath,
+        prefix: &Key,
+    ) -> Result<(Vec<object_store::ObjectMeta>, Vec<Key>), DfsError> {
         let store = self.store(p)?;
         let prefix = prefix.clone();
         let list = runtime()
             .block_on(async move { store.list_with_delimiter(Some(&prefix)).await })
             .map_err(|e| err(p, e))?;
-        let objects = list
-            .objects
-            .into_iter()
-            .map(|o| (o.location, o.size))
-            .collect();
-        Ok((objects, list.common_prefixes))
+        Ok((list.objects, list.common_prefixes))
     }
 
     pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
@@ -123,9 +123,14 @@ impl S3 {
         let mut out = Vec::new();
         if name.contains(['*', '?']) {
             let (objects, prefixes) = self.children(p, &Key::from(dir))?;
-            for (k, len) in objects {
-                if glob_names(name, k.filename().unwrap_or("")) {
-                    out.push(Self::status(p, &k, len));
+            for o in objects {
+                if glob_names(name, o.location.filename().unwrap_or("")) {
+                    out.push(Self::status(
+                        p,
+                        &o.location,
+                        o.size,
+                        millis(&o.last_modified),
+                    ));
                 }
             }
             for prefix in prefixes {
@@ -162,7 +167,12 @@ impl S3 {
                 .skip(depth)
                 .all(|c| is_data_file(c.as_ref()))
             {
-                out.push(Self::status(p, &o.location, o.size));
+                out.push(Self::status(
+                    p,
+                    &o.location,
+                    o.size,
+                    millis(&o.last_modified),
+                ));
             }
         }
         Ok(())
@@ -176,7 +186,12 @@ impl S3 {
         let meta = runtime()
             .block_on(async { store.head(&key).await })
             .map_err(|e| err(p, e))?;
-        Ok(Self::status(p, &key, meta.size))
+        Ok(Self::status(
+            p,
+            &key,
+            meta.size,
+            millis(&meta.last_modified),
+        ))
     }
 
     pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
@@ -188,7 +203,7 @@ impl S3 {
         let (objects, dirs) = self.children(p, &Self::key(p))?;
         let some_entry = objects
             .first()
-            .map(|(k, _)| k.filename().unwrap_or("").to_string())
+            .map(|o| o.location.filename().unwrap_or("").to_string())
             .or_else(|| dirs.first().map(|d| d.filename().unwrap_or("").to_string()));
         Ok(match some_entry {
             // An object store has no empty directories: a prefix without objects is nothing.
@@ -321,4 +336,9 @@ impl S3 {
             hosts: Vec::new(),
         }])
     }
+}
+
+/// Milliseconds since the Unix epoch of an object's last modification (`None` before 1970).
+fn millis(t: &chrono::DateTime<chrono::Utc>) -> Option<u64> {
+    u64::try_from(t.timestamp_millis()).ok()
 }

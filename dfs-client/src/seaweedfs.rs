@@ -29,6 +29,9 @@ struct Entry {
     file_size: u64,
     #[serde(rename = "Mode", default)]
     mode: u64,
+    /// RFC 3339.
+    #[serde(rename = "Mtime", default)]
+    mtime: String,
     #[serde(default)]
     chunks: Option<Vec<Chunk>>,
 }
@@ -169,6 +172,9 @@ impl SeaweedFs {
         FileStatus {
             path: child.url(),
             len: e.file_size,
+            mtime_ms: chrono::DateTime::parse_from_rfc3339(&e.mtime)
+                .ok()
+                .and_then(|t| u64::try_from(t.timestamp_millis()).ok()),
         }
     }
 

@@ -14,6 +14,7 @@
 //! - [`partition`]: the stable partitioner (the same on every machine and build);
 //! - [`runtime`]: shuffle file format, map-side sort/combine/spill, merge, reduce;
 //! - [`plan`]: turning inputs into splits;
+//! - [`coverage`]: what an output read, so an incremental run reads only what is new;
 //! - [`local`]: `quern run --local`, the sequential oracle;
 //! - [`output`]: committed outputs: part files, manifest, `_SUCCESS`;
 //! - [`builtin`]: web-log analytics, word count, and a fault-injection job;
@@ -44,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod builtin;
+pub mod coverage;
 pub mod gen;
 pub mod input;
 pub mod local;

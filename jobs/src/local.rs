@@ -11,7 +11,7 @@ use protocol::JobSpec;
 
 use crate::input::read_input;
 use crate::output::{self, Manifest, PartInfo};
-use crate::plan::plan_inputs;
+use crate::plan::{plan_job, Plan, PlanError};
 use crate::registry::{JobError, Registry};
 use crate::runtime::map::{mmap, MapConfig};
 use crate::runtime::{format::ShuffleFile, panic_message, TaskError};
@@ -26,6 +26,9 @@ pub enum LocalError {
     /// Planning or committing touched storage and failed.
     #[error(transparent)]
     Storage(#[from] dfs_client::DfsError),
+    /// The job cannot be planned (an incremental run's base is unusable, say).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// The output could not be committed.
     #[error(transparent)]
     Output(#[from] output::OutputError),
@@ -50,6 +53,8 @@ pub struct LocalReport {
     pub counters: Counters,
     /// Map tasks run.
     pub maps: usize,
+    /// Why an incremental run ran in full (`--full-if-changed`).
+    pub full_because: Option<crate::coverage::Change>,
 }
 
 /// Progress of a local run, for a progress display.
@@ -99,8 +104,10 @@ pub fn run_local(
     } else {
         output::OutputMode::New
     };
+    // Inputs first (as on a cluster): a run refused for its input must not have replaced its
+    // output.
+    let plan = plan_job(&storage, spec, job.input_format())?;
     output::prepare_output(&storage, &spec.output, &spec.inputs, mode)?;
-    let splits = plan_inputs(&storage, &spec.inputs, spec.split_size, job.input_format())?;
     std::fs::create_dir_all(work_dir).map_err(|e| LocalError::Task {
         task: "setup".into(),
         source: TaskError::io(work_dir, e),
@@ -112,14 +119,7 @@ pub fn run_local(
         job.setup(&setup).map_err(TaskError::Setup)?;
         Ok(job)
     };
-    let result = run_tasks(
-        &storage,
-        (&*job, &new_job),
-        spec,
-        &splits,
-        work_dir,
-        progress,
-    );
+    let result = run_tasks(&storage, (&*job, &new_job), spec, &plan, work_dir, progress);
     let _ = std::fs::remove_dir_all(work_dir);
     if result.is_err() {
         let _ = output::discard(&storage, &spec.output, spec.reducers);
@@ -178,10 +178,11 @@ fn run_tasks(
     storage: &Storage,
     (job, new_job): (&dyn crate::DynJob, &NewJob<'_>),
     spec: &JobSpec,
-    splits: &[crate::plan::PlannedSplit],
+    plan: &Plan,
     work_dir: &Path,
     progress: &mut dyn FnMut(LocalProgress),
 ) -> Result<LocalReport, LocalError> {
+    let splits = &plan.splits;
     let mut counters = Counters::default();
     let mut p = LocalProgress {
         maps_done: 0,
@@ -215,11 +216,24 @@ fn run_tasks(
         .map(|f| guarded("reduce input", || Ok(ShuffleFile::open(mmap(f)?)?)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut parts = Vec::new();
+    let mut states = Vec::new();
     for r in 0..spec.reducers {
         let summary = guarded(&format!("reduce {r}"), || {
-            let mut w = storage.create(&output::committed_path(&spec.output, r))?;
-            let s = job.run_reduce(files.iter().map(|f| f.partition(r)).collect(), &mut w)?;
+            let committed = output::committed_path(&spec.output, r);
+            let mut w = storage.create(&committed)?;
+            let mut state = match job.keeps_state() {
+                true => Some(storage.create(&output::state_staging(&committed))?),
+                false => None,
+            };
+            let s = job.run_reduce(
+                files.iter().map(|f| f.partition(r)).collect(),
+                &mut w,
+                state.as_mut().map(|w| w as &mut dyn std::io::Write),
+            )?;
             w.commit()?;
+            if let Some(state) = state {
+                state.commit()?;
+            }
             Ok(s)
         })?;
         counters.merge(&summary.counters);
@@ -228,12 +242,21 @@ fn run_tasks(
             bytes: summary.output_bytes,
             crc32: summary.output_crc32,
         });
+        if let Some(s) = summary.state {
+            states.push(PartInfo {
+                name: output::part_name(r),
+                bytes: s.bytes,
+                crc32: s.crc32,
+            });
+        }
         p.reduces_done += 1;
         progress(p);
     }
     let manifest = Manifest {
         job: spec.job.clone(),
         parts,
+        state: states,
+        coverage: plan.coverage.clone(),
     };
     output::publish(
         storage,
@@ -244,6 +267,7 @@ fn run_tasks(
     Ok(LocalReport {
         counters,
         maps: splits.len(),
+        full_because: plan.full_because.clone(),
     })
 }
 
@@ -263,7 +287,15 @@ fn run_map(
 ) -> Result<Counters, LocalError> {
     let task = format!("map {i}");
     let read = guarded(&task, || {
-        Ok(read_input(storage, &planned.split, planned.file_len)?)
+        Ok(if planned.state {
+            crate::input::InputData {
+                offset: 0,
+                data: storage.read_all(&planned.split.path)?,
+                compressed_bytes: None,
+            }
+        } else {
+            read_input(storage, &planned.split, planned.file_len)?
+        })
     })?;
     let cfg = MapConfig {
         partitions: spec.reducers,
@@ -274,6 +306,7 @@ fn run_map(
         input: planned.split.path.clone(),
         format,
         listed: Default::default(),
+        state: planned.state,
     };
     let path = &planned.split.path;
     let mut c = run_map_attempts(new_job, spec, path, &read.data, cfg, out, skipped, listed)

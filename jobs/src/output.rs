@@ -14,6 +14,8 @@ pub const SUCCESS: &str = "_SUCCESS";
 pub const MANIFEST: &str = "_MANIFEST.json";
 /// Directory for attempts' staged files inside the output.
 pub const TEMPORARY: &str = "_temporary";
+/// Directory of a job's state inside its output (jobs that keep state: [`crate::Job::STATE`]).
+pub const STATE: &str = "_state";
 
 /// One committed part file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,13 @@ pub struct Manifest {
     pub job: String,
     /// The part files, in partition order.
     pub parts: Vec<PartInfo>,
+    /// The state files under `_state/`, in partition order (jobs that keep state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<PartInfo>,
+    /// What the output covers: each input file read, and how far (outputs of older versions
+    /// have none).
+    #[serde(default)]
+    pub coverage: Vec<crate::coverage::CoveredFile>,
 }
 
 /// A record skipped in skip mode: the map function panicked on it twice.
@@ -63,6 +72,11 @@ pub fn committed_path(output: &str, r: u32) -> String {
         &Storage::join(&Storage::join(output, TEMPORARY), "committed"),
         &part_name(r),
     )
+}
+
+/// Returns where a reduce attempt stages its state file, given where it stages its part file.
+pub fn state_staging(staged_part: &str) -> String {
+    format!("{staged_part}.state")
 }
 
 /// What to do with an output location that already holds something.
@@ -164,26 +178,20 @@ pub fn publish(
     // The parts move into place first, then the manifest, then `_SUCCESS`. A publish cut
     // short (a coordinator crash) is run again after recovery and finds some parts moved.
     for part in &manifest.parts {
-        let index = part
-            .name
-            .strip_prefix("part-")
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or_else(|| OutputError::MissingPart {
-                output: output.to_string(),
-                part: part.name.clone(),
-            })?;
+        let index = part_index(output, &part.name)?;
         let (from, to) = (
             committed_path(output, index),
             Storage::join(output, &part.name),
         );
-        if storage.exists(&from)? {
-            storage.rename(&from, &to)?;
-        } else if !storage.exists(&to)? {
-            return Err(OutputError::MissingPart {
-                output: output.to_string(),
-                part: part.name.clone(),
-            });
-        }
+        move_committed(storage, output, &part.name, (&from, &to))?;
+    }
+    for state in &manifest.state {
+        let index = part_index(output, &state.name)?;
+        let (from, to) = (
+            state_staging(&committed_path(output, index)),
+            Storage::join(&Storage::join(output, STATE), &state.name),
+        );
+        move_committed(storage, output, &state.name, (&from, &to))?;
     }
     let mut json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
     json.push(b'\n');
@@ -193,14 +201,42 @@ pub fn publish(
     Ok(())
 }
 
+fn part_index(output: &str, name: &str) -> Result<u32, OutputError> {
+    name.strip_prefix("part-")
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| OutputError::MissingPart {
+            output: output.to_string(),
+            part: name.to_string(),
+        })
+}
+
+/// Moves one committed file into place; a move done before (a publish run again after a
+/// crash) is found done.
+fn move_committed(
+    storage: &Storage,
+    output: &str,
+    name: &str,
+    (from, to): (&str, &str),
+) -> Result<(), OutputError> {
+    if storage.exists(from)? {
+        storage.rename(from, to)?;
+    } else if !storage.exists(to)? {
+        return Err(OutputError::MissingPart {
+            output: output.to_string(),
+            part: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Removes every file a failed or killed job may have left in `output` (part files, staging,
-/// manifest, skip list). Every removal is tried even when one fails.
+/// state, manifest, skip list). Every removal is tried even when one fails.
 ///
 /// # Errors
 /// The first storage error.
 pub fn discard(storage: &Storage, output: &str, reducers: u32) -> Result<(), OutputError> {
     let mut first = None;
-    let names = [TEMPORARY, MANIFEST, "_skipped"]
+    let names = [TEMPORARY, MANIFEST, STATE, "_skipped"]
         .into_iter()
         .map(String::from)
         .chain((0..reducers).map(part_name));

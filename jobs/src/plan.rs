@@ -1,7 +1,9 @@
 //! Planning: inputs become splits, one map task each.
 
-use dfs_client::{DfsError, Storage};
+use dfs_client::{DfsError, FileStatus, Storage};
+use protocol::JobSpec;
 
+use crate::coverage::{self, Base, BaseError, Change, CoveredFile};
 use crate::split::Split;
 
 /// One planned map task: its split, the file's length, and the storage hosts holding it.
@@ -13,6 +15,152 @@ pub struct PlannedSplit {
     pub file_len: u64,
     /// Storage hosts holding a replica of the split's first byte.
     pub hosts: Vec<String>,
+    /// The file is an earlier output's state, folded in as it is (an incremental run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state: bool,
+}
+
+/// A job's plan: its map tasks and the input they cover.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// One map task each: new input first, then an incremental run's state files.
+    pub splits: Vec<PlannedSplit>,
+    /// What the output will cover (recorded in its manifest).
+    pub coverage: Vec<CoveredFile>,
+    /// Why an incremental run runs in full instead (`--full-if-changed`).
+    pub full_because: Option<Change>,
+}
+
+impl From<Vec<PlannedSplit>> for Plan {
+    /// A plan of these splits that records no coverage.
+    fn from(splits: Vec<PlannedSplit>) -> Self {
+        Plan {
+            splits,
+            ..Plan::default()
+        }
+    }
+}
+
+/// Why a job cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The output it continues cannot be used.
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    /// An input it covered changed.
+    #[error("cannot continue from {from}: input {change}; pass --full-if-changed to run in full instead")]
+    Changed {
+        /// The output it continues.
+        from: String,
+        /// How.
+        change: Change,
+    },
+    /// Storage failed (an input that matches nothing is [`DfsError::NotFound`]).
+    #[error(transparent)]
+    Storage(#[from] DfsError),
+}
+
+/// Plans `spec`, whose job reads input in `format`: every input file cut into splits as by
+/// [`plan_inputs`], with the coverage the output will record. An incremental run
+/// ([`JobSpec::from`]) plans only the input its base did not cover (new files, and the grown
+/// tails of covered ones), then one split per state file of the base; an input the base
+/// covered that changed otherwise refuses the run ([`PlanError::Changed`]), or with
+/// [`JobSpec::full_if_changed`] plans it in full ([`Plan::full_because`]).
+///
+/// # Errors
+/// [`PlanError`].
+pub fn plan_job(
+    storage: &Storage,
+    spec: &JobSpec,
+    format: crate::InputFormat,
+) -> Result<Plan, PlanError> {
+    if spec.from.is_empty() {
+        return Ok(plan_with(storage, spec, format, None)?.expect("no base, no change"));
+    }
+    if spec.from.trim_end_matches('/') == spec.output.trim_end_matches('/') {
+        return Err(BaseError::SameOutput {
+            output: spec.output.clone(),
+        }
+        .into());
+    }
+    let base = Base::load(storage, &spec.from, &spec.job)?;
+    match plan_with(storage, spec, format, Some(&base))? {
+        Ok(plan) => Ok(plan),
+        Err(change) if spec.full_if_changed => {
+            tracing::warn!(from = %spec.from, %change, "input changed: running in full");
+            let mut plan = plan_with(storage, spec, format, None)?.expect("no base, no change");
+            plan.full_because = Some(change);
+            Ok(plan)
+        }
+        Err(change) => Err(PlanError::Changed {
+            from: spec.from.clone(),
+            change,
+        }),
+    }
+}
+
+fn plan_with(
+    storage: &Storage,
+    spec: &JobSpec,
+    format: crate::InputFormat,
+    base: Option<&Base>,
+) -> Result<Result<Plan, Change>, DfsError> {
+    let mut plan = Plan::default();
+    let mut seen = std::collections::HashSet::new();
+    for input in &spec.inputs {
+        for file in storage.list(input)? {
+            seen.insert(file.path.clone());
+            let start = match base {
+                Some(b) => match b.continue_from(storage, &file)? {
+                    Ok(start) => start,
+                    Err(change) => return Ok(Err(change)),
+                },
+                None => 0,
+            };
+            if file.len == 0 {
+                continue;
+            }
+            plan.coverage.push(coverage::cover(storage, &file, format)?);
+            if start < file.len {
+                file_splits(
+                    storage,
+                    &file,
+                    start,
+                    spec.split_size,
+                    format,
+                    &mut plan.splits,
+                )?;
+            }
+        }
+    }
+    if let Some(b) = base {
+        let mut covered: Vec<_> = b.coverage.keys().collect();
+        covered.sort();
+        if let Some(gone) = covered.into_iter().find(|p| !seen.contains(*p)) {
+            return Ok(Err(Change::Gone {
+                path: gone.clone(),
+                from: b.from.clone(),
+            }));
+        }
+        for st in &b.state {
+            let hosts = storage
+                .locations(&st.path)?
+                .first()
+                .map(|p| p.hosts.clone())
+                .unwrap_or_default();
+            plan.splits.push(PlannedSplit {
+                split: Split {
+                    path: st.path.clone(),
+                    start: 0,
+                    end: st.len,
+                },
+                file_len: st.len,
+                hosts,
+                state: true,
+            });
+        }
+    }
+    Ok(Ok(plan))
 }
 
 /// Returns the splits of `inputs` (files, directories or globs), in input order then file
@@ -42,64 +190,80 @@ pub fn plan_inputs(
     split_size: u64,
     format: crate::InputFormat,
 ) -> Result<Vec<PlannedSplit>, DfsError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        for file in storage.list(input)? {
+            file_splits(storage, &file, 0, split_size, format, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the splits of `file` from byte `from` on (0, or where an earlier output's coverage
+/// ends) to `out`.
+fn file_splits(
+    storage: &Storage,
+    file: &FileStatus,
+    from: u64,
+    split_size: u64,
+    format: crate::InputFormat,
+    out: &mut Vec<PlannedSplit>,
+) -> Result<(), DfsError> {
     let split_size = if format.whole_files() {
         u64::MAX
     } else {
         split_size.max(1)
     };
-    let mut out = Vec::new();
-    for input in inputs {
-        for file in storage.list(input)? {
-            if file.len == 0 {
-                continue;
-            }
-            let mut pieces = storage.locations(&file.path)?;
-            pieces.sort_by_key(|p| p.offset);
-            let covers = pieces.first().is_some_and(|p| p.offset == 0)
-                && pieces
-                    .windows(2)
-                    .all(|w| w[0].offset + w[0].len == w[1].offset)
-                && pieces.last().is_some_and(|p| p.offset + p.len == file.len);
-            if !covers {
-                pieces = vec![dfs_client::Piece {
-                    offset: 0,
-                    len: file.len,
-                    hosts: Vec::new(),
-                }];
-            }
-            // A compressed file cannot be entered at an arbitrary byte: one split, read whole.
-            if format.whole_files() || crate::input::Codec::of(&file.path).is_some() {
-                out.push(PlannedSplit {
-                    split: Split {
-                        path: file.path.clone(),
-                        start: 0,
-                        end: file.len,
-                    },
-                    file_len: file.len,
-                    hosts: pieces.first().map(|p| p.hosts.clone()).unwrap_or_default(),
-                });
-                continue;
-            }
-            for piece in pieces {
-                let mut start = piece.offset;
-                let piece_end = piece.offset + piece.len;
-                while start < piece_end {
-                    let end = (start + split_size).min(piece_end);
-                    out.push(PlannedSplit {
-                        split: Split {
-                            path: file.path.clone(),
-                            start,
-                            end,
-                        },
-                        file_len: file.len,
-                        hosts: piece.hosts.clone(),
-                    });
-                    start = end;
-                }
-            }
+    if file.len <= from {
+        return Ok(());
+    }
+    let mut pieces = storage.locations(&file.path)?;
+    pieces.sort_by_key(|p| p.offset);
+    let covers = pieces.first().is_some_and(|p| p.offset == 0)
+        && pieces
+            .windows(2)
+            .all(|w| w[0].offset + w[0].len == w[1].offset)
+        && pieces.last().is_some_and(|p| p.offset + p.len == file.len);
+    if !covers {
+        pieces = vec![dfs_client::Piece {
+            offset: 0,
+            len: file.len,
+            hosts: Vec::new(),
+        }];
+    }
+    // A compressed file cannot be entered at an arbitrary byte: one split, read whole.
+    if coverage::read_whole(&file.path, format) {
+        out.push(PlannedSplit {
+            split: Split {
+                path: file.path.clone(),
+                start: 0,
+                end: file.len,
+            },
+            file_len: file.len,
+            hosts: pieces.first().map(|p| p.hosts.clone()).unwrap_or_default(),
+            state: false,
+        });
+        return Ok(());
+    }
+    for piece in pieces {
+        let piece_end = piece.offset + piece.len;
+        let mut start = piece.offset.max(from);
+        while start < piece_end {
+            let end = (start + split_size).min(piece_end);
+            out.push(PlannedSplit {
+                split: Split {
+                    path: file.path.clone(),
+                    start,
+                    end,
+                },
+                file_len: file.len,
+                hosts: piece.hosts.clone(),
+                state: false,
+            });
+            start = end;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

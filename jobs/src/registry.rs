@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::runtime::map::{run_map, MapConfig};
+use crate::runtime::map::{run_map, run_state_map, MapConfig};
 use crate::runtime::reduce::{run_reduce, ReduceSummary};
 use crate::runtime::TaskError;
 use crate::sdk::{Counters, Job};
@@ -59,7 +59,8 @@ pub trait DynJob: Send + Sync {
     /// The job's error.
     fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), crate::sdk::HookError>;
     /// Runs a map task over `input` and writes its output file at `out`; `current` holds the
-    /// input offset of the record being mapped (read it after a panic).
+    /// input offset of the record being mapped (read it after a panic). With `cfg.state`,
+    /// `input` is a state file of an earlier output, folded in as it is.
     fn run_map(
         &mut self,
         input: &[u8],
@@ -73,9 +74,16 @@ pub trait DynJob: Send + Sync {
     fn wants_gpu(&self) -> bool;
     /// The parameters that name files ([`crate::Job::PATH_PARAMS`]).
     fn path_params(&self) -> &'static [&'static str];
-    /// Runs a reduce task over `runs` (one per map, in map order) into `out`.
-    fn run_reduce(&self, runs: Vec<Bytes>, out: &mut dyn Write)
-        -> Result<ReduceSummary, TaskError>;
+    /// Whether the job keeps state beside its output ([`crate::Job::STATE`] with a combiner).
+    fn keeps_state(&self) -> bool;
+    /// Runs a reduce task over `runs` (one per map, in map order) into `out`, and its state
+    /// into `state` where the job keeps state.
+    fn run_reduce(
+        &self,
+        runs: Vec<Bytes>,
+        out: &mut dyn Write,
+        state: Option<&mut dyn Write>,
+    ) -> Result<ReduceSummary, TaskError>;
 }
 
 impl<J: Job> DynJob for J {
@@ -102,15 +110,24 @@ impl<J: Job> DynJob for J {
         out: &Path,
         current: &Cell<u64>,
     ) -> Result<Counters, TaskError> {
-        run_map(self, input, cfg, out, current)
+        if cfg.state {
+            run_state_map(self, Bytes::copy_from_slice(input), cfg, out)
+        } else {
+            run_map(self, input, cfg, out, current)
+        }
+    }
+
+    fn keeps_state(&self) -> bool {
+        J::STATE && J::COMBINE.is_some()
     }
 
     fn run_reduce(
         &self,
         runs: Vec<Bytes>,
         out: &mut dyn Write,
+        state: Option<&mut dyn Write>,
     ) -> Result<ReduceSummary, TaskError> {
-        run_reduce(self, runs, out)
+        run_reduce(self, runs, out, state)
     }
 }
 

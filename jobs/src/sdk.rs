@@ -157,6 +157,14 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// made absolute like `--input` (workers run elsewhere) and must exist, so a wrong path
     /// fails the submission rather than every attempt on the workers.
     const PATH_PARAMS: &'static [&'static str] = &[];
+    /// Whether the job keeps its state beside its output, so that a later run can continue
+    /// from that output (`--from`: an incremental run reads only the input it did not cover
+    /// and folds it into this state). The state is every key with its values folded by
+    /// [`Job::COMBINE`] into one, under the output's `_state/`; `reduce` is then called with
+    /// that one folded value. A job can keep state only if it has a combiner and its `reduce`
+    /// depends on the fold of a key's values alone (a count, a sum, a histogram, a top-N over
+    /// counts), which is what a combiner already promises. Ignored without a combiner.
+    const STATE: bool = false;
 
     /// Called once per task before any record: load a model or a lookup table, or sample the
     /// input (see [`TaskSetup`]). Not called when a job is only checked (at submit).
@@ -507,32 +515,45 @@ impl ReduceContext<'_> {
     }
 }
 
-/// The values of one key, decoded lazily from the merged sorted runs.
+/// The values of one key, decoded lazily from the merged sorted runs (or, for a job that
+/// keeps state, the one value they fold to).
 pub struct Values<'a, V> {
-    pub(crate) merger: &'a mut Merger,
-    pub(crate) key: &'a [u8],
-    pub(crate) error: &'a mut Option<String>,
-    pub(crate) _v: std::marker::PhantomData<V>,
+    pub(crate) source: ValueSource<'a, V>,
+}
+
+pub(crate) enum ValueSource<'a, V> {
+    /// Decoded from the merger as the reduce asks.
+    Merged {
+        merger: &'a mut Merger,
+        key: &'a [u8],
+        error: &'a mut Option<String>,
+    },
+    /// Already folded with the job's combiner.
+    Folded(Option<V>),
 }
 
 impl<V: Value> Iterator for Values<'_, V> {
     type Item = V;
 
     fn next(&mut self) -> Option<V> {
-        if self.error.is_some() {
+        let (merger, key, error) = match &mut self.source {
+            ValueSource::Folded(v) => return v.take(),
+            ValueSource::Merged { merger, key, error } => (merger, key, error),
+        };
+        if error.is_some() {
             return None;
         }
-        match self.merger.next_value_for(self.key) {
+        match merger.next_value_for(key) {
             Ok(Some(bytes)) => match V::decode_value(bytes) {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    *self.error = Some(e.to_string());
+                    **error = Some(e.to_string());
                     None
                 }
             },
             Ok(None) => None,
             Err(e) => {
-                *self.error = Some(e.to_string());
+                **error = Some(e.to_string());
                 None
             }
         }

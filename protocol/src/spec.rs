@@ -167,6 +167,15 @@ pub struct JobSpec {
     /// Replace what the output directory holds instead of refusing it (`--overwrite`).
     #[serde(default)]
     pub overwrite: bool,
+    /// An incremental run (`--from`): the earlier output of this job it continues. Only input
+    /// that output did not cover is read, and the output's state is folded in. Empty: a full
+    /// run.
+    #[serde(default)]
+    pub from: String,
+    /// With [`JobSpec::from`]: run in full instead of refusing when an input file covered
+    /// there shrank, was rewritten or is gone (`--full-if-changed`).
+    #[serde(default)]
+    pub full_if_changed: bool,
 }
 
 impl JobSpec {
@@ -188,6 +197,8 @@ impl JobSpec {
             input_format: InputFormat::Lines,
             gpu: false,
             overwrite: false,
+            from: String::new(),
+            full_if_changed: false,
         }
     }
 
@@ -209,6 +220,8 @@ impl JobSpec {
             input_format: self.input_format.name().to_string(),
             gpu: self.gpu,
             overwrite: self.overwrite,
+            from: self.from.clone(),
+            full_if_changed: self.full_if_changed,
         }
     }
 
@@ -276,6 +289,8 @@ impl JobSpec {
             input_format,
             gpu: p.gpu,
             overwrite: p.overwrite,
+            from: p.from,
+            full_if_changed: p.full_if_changed,
         })
     }
 }
@@ -331,6 +346,8 @@ mod tests {
         s.params.insert("n".into(), "3".into());
         s.reducers = 7;
         s.input_format = InputFormat::Tar;
+        s.from = "out/views-1".into();
+        s.full_if_changed = true;
         assert_eq!(JobSpec::from_pb(s.to_pb()), Ok(s));
         let d = JobSpec::from_pb(pb::JobSpec {
             job: "x".into(),

@@ -596,6 +596,9 @@ async fn report(mut client: Client, reg: Registration, attempt: AttemptId, resul
                 reason: r.message.clone(),
             })
             .collect(),
+        state: result
+            .state
+            .map(|(bytes, crc32)| pb::StagedFile { bytes, crc32 }),
     };
     // A report lost to a transient error would leave the task hanging until the worker is
     // declared dead, so retry a few times.

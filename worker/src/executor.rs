@@ -189,7 +189,8 @@ fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
             split,
             file_len,
             skip,
-        } => run_map(&storage, &mut *job, task, (split, *file_len, skip))
+            state,
+        } => run_map(&storage, &mut *job, task, (split, *file_len, skip, *state))
             .unwrap_or_else(|e| failed(&e)),
         Work::Reduce { map_outputs } => run_reduce(&storage, &*job, task, map_outputs),
     }
@@ -199,10 +200,18 @@ fn run_map(
     storage: &Storage,
     job: &mut dyn jobs::DynJob,
     task: &ExecutorTask,
-    (split, file_len, skip): (&jobs::split::Split, u64, &[u64]),
+    (split, file_len, skip, state): (&jobs::split::Split, u64, &[u64], bool),
 ) -> Result<ExecutorResult, TaskError> {
     protocol::failpoint::hit("map.start");
-    let read = read_input(storage, split, file_len)?;
+    let read = if state {
+        jobs::input::InputData {
+            offset: 0,
+            data: storage.read_all(&split.path)?,
+            compressed_bytes: None,
+        }
+    } else {
+        read_input(storage, split, file_len)?
+    };
     let (offset, input) = (read.offset, read.data);
     let out = Path::new(&task.output);
     let dir = out.parent().expect("map output has a directory");
@@ -220,6 +229,7 @@ fn run_map(
         input: split.path.clone(),
         format: job.input_format(),
         listed: Default::default(),
+        state,
     };
     let mut counters = jobs::runtime::map_attempt(job, &input, &cfg, &tmp)?;
     if let Some(n) = read.compressed_bytes {
@@ -251,7 +261,19 @@ fn run_reduce(
     let shuffle_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
     let attempt = || -> Result<ExecutorResult, TaskError> {
         let mut w = storage.create(&task.output)?;
-        let summary = job.run_reduce(fetched, &mut FailAfterFirstWrite(&mut w, false))?;
+        let mut state = match job.keeps_state() {
+            true => Some(storage.create(&jobs::output::state_staging(&task.output))?),
+            false => None,
+        };
+        let summary = job.run_reduce(
+            fetched,
+            &mut FailAfterFirstWrite(&mut w, false),
+            state.as_mut().map(|w| w as &mut dyn std::io::Write),
+        )?;
+        // The state first: the part file's arrival is what the attempt's success stands on.
+        if let Some(state) = state {
+            state.commit()?;
+        }
         w.commit()?;
         let mut counters = summary.counters;
         counters.add("shuffle_bytes", shuffle_bytes);
@@ -259,6 +281,7 @@ fn run_reduce(
             counters,
             output_bytes: summary.output_bytes,
             output_crc32: summary.output_crc32,
+            state: summary.state.map(|s| (s.bytes, s.crc32)),
             ..Default::default()
         })
     };

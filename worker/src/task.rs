@@ -56,6 +56,9 @@ pub enum Work {
         file_len: u64,
         /// Input offsets of records to skip (skip mode).
         skip: Vec<u64>,
+        /// The split is an earlier output's state file (an incremental run).
+        #[serde(default)]
+        state: bool,
     },
     /// A reduce of one partition.
     Reduce {
@@ -144,6 +147,9 @@ pub struct ExecutorResult {
     /// Map: records the job listed as skipped, for the job's skip file.
     #[serde(default)]
     pub listed: Vec<jobs::output::SkippedRecord>,
+    /// Reduce of a job that keeps state: size and CRC32 of the staged state file.
+    #[serde(default)]
+    pub state: Option<(u64, u32)>,
 }
 
 /// Returns the path of a map output file inside a worker directory.
@@ -181,6 +187,7 @@ pub fn from_assignment(
                 },
                 file_len: s.file_len,
                 skip: a.skip_offsets,
+                state: s.state,
             };
             let output = map_output_path(dir, job_id, a.index, attempt);
             (work, output.display().to_string())

@@ -88,6 +88,18 @@ impl State {
         part: Option<(u64, u32)>,
         now: Instant,
     ) -> Vec<Action> {
+        self.report_success_with_state(attempt, counters, (part, None), now)
+    }
+
+    /// As [`State::report_success`], for a reduce of a job that keeps state: `files` is the
+    /// size and CRC32 of its staged part file and of its staged state file.
+    pub fn report_success_with_state(
+        &mut self,
+        attempt: AttemptId,
+        counters: Counters,
+        files: (Option<(u64, u32)>, Option<(u64, u32)>),
+        now: Instant,
+    ) -> Vec<Action> {
         let Some(a) = self.finish_attempt(attempt, Outcome::Succeeded, "", now) else {
             return Vec::new();
         };
@@ -104,7 +116,7 @@ impl State {
                 TaskKind::Map => Vec::new(),
             };
         }
-        self.win(&a, attempt, counters, part, now);
+        self.win(&a, attempt, counters, files, now);
         if a.kind == TaskKind::Map {
             return Vec::new();
         }
@@ -113,12 +125,19 @@ impl State {
             actions.extend(self.end_job(a.job, JobState::Failed, error, now));
             return actions;
         }
+        let to = jobs::output::committed_path(&output, a.index);
         vec![Action::Commit {
             job: a.job,
             index: a.index,
             attempt,
+            state: files.1.map(|_| {
+                (
+                    jobs::output::state_staging(&staged()),
+                    jobs::output::state_staging(&to),
+                )
+            }),
             from: staged(),
-            to: jobs::output::committed_path(&output, a.index),
+            to,
         }]
     }
 
@@ -129,7 +148,7 @@ impl State {
         a: &Attempt,
         attempt: AttemptId,
         counters: Counters,
-        part: Option<(u64, u32)>,
+        (part, state): (Option<(u64, u32)>, Option<(u64, u32)>),
         now: Instant,
     ) {
         if a.kind == TaskKind::Map {
@@ -152,6 +171,11 @@ impl State {
             counters,
             local: a.local,
             part: part.map(|(bytes, crc32)| PartInfo {
+                name: part_name(a.index),
+                bytes,
+                crc32,
+            }),
+            state: state.map(|(bytes, crc32)| PartInfo {
                 name: part_name(a.index),
                 bytes,
                 crc32,
@@ -219,6 +243,7 @@ impl State {
                             bytes: 0,
                             crc32: 0,
                         }),
+                        state: w.state.clone(),
                     });
                 }
                 job.set_state(TaskKind::Reduce, index, TaskState::Done);
@@ -251,12 +276,19 @@ impl State {
             .iter()
             .filter_map(|t| t.winner.as_ref()?.part.clone())
             .collect();
+        let state = job
+            .reduces
+            .iter()
+            .filter_map(|t| t.winner.as_ref()?.state.clone())
+            .collect();
         Action::Publish {
             job: job.id,
             output: job.spec.output.clone(),
             manifest: Manifest {
                 job: job.spec.job.clone(),
                 parts,
+                state,
+                coverage: job.coverage.clone(),
             },
             skipped: [job.skipped.clone(), job.listed.clone()].concat(),
         }

@@ -207,6 +207,7 @@ impl State {
                 start: s.split.start,
                 end: s.split.end,
                 file_len: s.file_len,
+                state: s.state,
             }
         });
         pb::TaskAssignment {

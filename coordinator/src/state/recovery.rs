@@ -39,11 +39,17 @@ impl State {
                 job,
                 spec,
                 splits,
+                coverage,
                 origin,
                 at_ms,
             } => {
                 self.next_job = self.next_job.max(job.0);
-                let id = self.submit_with(spec, splits, origin, now);
+                let plan = jobs::plan::Plan {
+                    splits,
+                    coverage,
+                    full_because: None,
+                };
+                let id = self.submit_with(spec, plan, origin, now);
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.submitted_ms = at_ms;
                 }
@@ -54,13 +60,22 @@ impl State {
                 attempt,
                 counters,
                 local,
-            } => self.replay_winner(job, TaskKind::Map, index, attempt, counters, local, None),
+            } => self.replay_winner(
+                job,
+                TaskKind::Map,
+                index,
+                attempt,
+                counters,
+                local,
+                (None, None),
+            ),
             Record::ReduceDone {
                 job,
                 index,
                 attempt,
                 counters,
                 part,
+                state,
             } => self.replay_winner(
                 job,
                 TaskKind::Reduce,
@@ -68,7 +83,7 @@ impl State {
                 attempt,
                 counters,
                 true,
-                Some(part),
+                (Some(part), state),
             ),
             Record::Forgotten { job } => {
                 self.jobs.remove(&job);
@@ -124,7 +139,7 @@ impl State {
         attempt: AttemptId,
         counters: Counters,
         local: bool,
-        part: Option<PartInfo>,
+        (part, state): (Option<PartInfo>, Option<PartInfo>),
     ) {
         if let Some(t) = self.task_mut(job, kind, index) {
             t.state = TaskState::Done;
@@ -134,6 +149,7 @@ impl State {
                 counters,
                 local,
                 part,
+                state,
                 replaced_at: None,
             });
         }

@@ -13,6 +13,7 @@ fn spec(maps: usize, reducers: u32) -> (JobSpec, Vec<PlannedSplit>) {
             },
             file_len: maps as u64 * 10,
             hosts: vec![if i % 2 == 0 { "a".into() } else { "b".into() }],
+            state: false,
         })
         .collect();
     (s, splits)

@@ -182,6 +182,7 @@ impl Job for Views {
     type Key = u64;
     type Value = u64;
     const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
+    const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if let Some(photo) = parsed(record, ctx).as_ref().and_then(photo_view) {
@@ -255,6 +256,7 @@ impl Job for TopPhotos {
     type Key = Vec<u8>;
     type Value = PhotoCounts;
     const COMBINE: Option<Combiner<PhotoCounts>> = Some(merge_counts);
+    const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if let Some(l) = parsed(record, ctx) {
@@ -355,6 +357,7 @@ impl Job for EndpointStatsJob {
     type Key = Vec<u8>;
     type Value = EndpointStats;
     const COMBINE: Option<Combiner<EndpointStats>> = Some(EndpointStats::merge);
+    const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         if let Some(l) = parsed(record, ctx) {

@@ -20,6 +20,7 @@ impl Job for WordCount {
     type Key = Vec<u8>;
     type Value = u64;
     const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
+    const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         let mut word = Vec::with_capacity(32);

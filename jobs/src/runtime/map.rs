@@ -40,6 +40,9 @@ pub struct MapConfig {
     /// Where the task leaves the records its job listed as skipped
     /// ([`MapContext::list_skipped`]); the caller reports them after a success.
     pub listed: std::sync::Mutex<Vec<crate::output::SkippedRecord>>,
+    /// The input is an earlier output's state file (an incremental run): its records are
+    /// folded in as they are ([`run_state_map`]), not mapped.
+    pub state: bool,
 }
 
 /// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
@@ -339,6 +342,39 @@ pub fn run_map<J: Job>(
     Ok(counters)
 }
 
+/// Runs the map task of an incremental run over one part of an earlier output's state (a
+/// shuffle file of one partition, keys sorted, each with the fold of its values): every key
+/// goes into the map buffer with its value as it is, so it is partitioned, combined and
+/// shuffled like the new input's and folded into it in the reduces. Counts
+/// `state_input_records`.
+///
+/// # Errors
+/// [`TaskError`] if the state file is corrupt or a spill or the output cannot be written.
+pub fn run_state_map<J: Job>(
+    job: &J,
+    state: Bytes,
+    cfg: &MapConfig,
+    out: &Path,
+) -> Result<Counters, TaskError> {
+    let input_bytes = state.len() as u64;
+    let file = ShuffleFile::open(state)?;
+    let mut merger = Merger::new((0..file.partitions()).map(|p| file.partition(p)).collect())?;
+    let mut buffer = MapBuffer::<J>::new(cfg, job.partitioner());
+    let mut records = 0u64;
+    while let Some((key, value)) = merger.next_record()? {
+        buffer.insert(key, J::Value::decode_value(value)?);
+        records += 1;
+        if buffer.error.is_some() {
+            break;
+        }
+    }
+    let (_, mut counters) = buffer.finish(out)?;
+    let _ = std::fs::remove_dir(&cfg.spill_dir);
+    counters.add("state_input_records", records);
+    counters.add("state_input_bytes", input_bytes);
+    Ok(counters)
+}
+
 /// Decodes a key for display in error messages and tests.
 pub fn decode_key<J: Job>(bytes: &[u8]) -> Result<J::Key, TaskError> {
     Ok(J::Key::decode_key(bytes)?)
@@ -377,6 +413,7 @@ mod tests {
     ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = MapConfig {
+            state: false,
             input: String::new(),
             format: crate::InputFormat::Lines,
             listed: Default::default(),
@@ -428,6 +465,7 @@ mod tests {
     fn a_failing_map_end_fails_the_attempt_as_retryable_with_its_state_seen() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = MapConfig {
+            state: false,
             input: String::new(),
             format: crate::InputFormat::Lines,
             listed: Default::default(),
@@ -489,6 +527,7 @@ mod tests {
         let input = b"aaa\nbbb\nccc\nddd";
         // Offsets 100 (aaa), 104 (bbb), 108 (ccc), 112 (ddd); 50 is before the split.
         let cfg = MapConfig {
+            state: false,
             input: String::new(),
             format: crate::InputFormat::Lines,
             listed: Default::default(),

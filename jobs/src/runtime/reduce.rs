@@ -4,9 +4,10 @@ use std::io::Write;
 
 use bytes::Bytes;
 
+use super::format::ShuffleWriter;
 use super::merge::Merger;
 use super::TaskError;
-use crate::sdk::{Counters, FastCounters, Job, Key, ReduceContext, Values};
+use crate::sdk::{Counters, FastCounters, Job, Key, ReduceContext, Value, ValueSource, Values};
 
 /// Output is handed to the writer in pieces of about this size.
 const FLUSH_BYTES: usize = 1 << 20;
@@ -20,10 +21,43 @@ pub struct ReduceSummary {
     pub output_bytes: u64,
     /// CRC32 of the bytes written.
     pub output_crc32: u32,
+    /// The state file written beside the output, for a job that keeps state.
+    pub state: Option<Written>,
+}
+
+/// Size and CRC32 of a file a task wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes.
+    pub bytes: u64,
+    /// CRC32 of them.
+    pub crc32: u32,
+}
+
+/// A writer that counts and checksums what passes through it.
+struct Checksummed<W> {
+    inner: W,
+    written: Written,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Runs `job`'s reduce over `runs` (one run of blocks per map, in map order) and writes the
-/// output lines to `out`.
+/// output lines to `out`. With `state` (a job that keeps state), each key's values are first
+/// folded with the job's combiner; the key and its folded value go to `state` (a shuffle file
+/// of one partition, what an incremental run reads back), and `reduce` gets the folded value.
 ///
 /// # Errors
 /// [`TaskError`] if a run is corrupt or the output cannot be written.
@@ -31,7 +65,21 @@ pub fn run_reduce<J: Job>(
     job: &J,
     runs: Vec<Bytes>,
     out: &mut dyn Write,
+    state: Option<&mut dyn Write>,
 ) -> Result<ReduceSummary, TaskError> {
+    let fold = J::COMBINE.filter(|_| J::STATE);
+    let mut state = match (state, fold) {
+        (Some(w), Some(_)) => Some(ShuffleWriter::new(
+            Checksummed {
+                inner: w,
+                written: Written::default(),
+                hasher: crc32fast::Hasher::new(),
+            },
+            1,
+        )),
+        _ => None,
+    };
+    let mut encoded = Vec::new();
     let input_bytes: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let mut merger = Merger::new(runs)?;
     let mut buf = Vec::with_capacity(FLUSH_BYTES + 4096);
@@ -56,11 +104,31 @@ pub fn run_reduce<J: Job>(
             records: 0,
             counters: &mut fast,
         };
-        let values = Values {
-            merger: &mut merger,
-            key: &key,
-            error: &mut error,
-            _v: std::marker::PhantomData,
+        let values = match (&mut state, fold) {
+            (Some(w), Some(combine)) => {
+                let mut acc: Option<J::Value> = None;
+                while let Some(v) = merger.next_value_for(&key)? {
+                    let v = J::Value::decode_value(v)?;
+                    match &mut acc {
+                        Some(a) => combine(a, v),
+                        None => acc = Some(v),
+                    }
+                }
+                let acc = acc.expect("a key has at least one value");
+                encoded.clear();
+                acc.encode_value(&mut encoded);
+                w.push(0, &key, &encoded)?;
+                Values {
+                    source: ValueSource::Folded(Some(acc)),
+                }
+            }
+            _ => Values {
+                source: ValueSource::Merged {
+                    merger: &mut merger,
+                    key: &key,
+                    error: &mut error,
+                },
+            },
         };
         job.reduce(typed, values, &mut ctx);
         records_out += ctx.records;
@@ -85,9 +153,22 @@ pub fn run_reduce<J: Job>(
     counters.add("reduce_output_records", records_out);
     counters.add("output_bytes", written);
     fast.drain_into(&mut counters);
+    let state = match state {
+        Some(w) => {
+            let (w, summary) = w.finish()?;
+            counters.add("state_output_records", summary.records);
+            counters.add("state_output_bytes", summary.bytes);
+            Some(Written {
+                bytes: w.written.bytes,
+                crc32: w.hasher.finalize(),
+            })
+        }
+        None => None,
+    };
     Ok(ReduceSummary {
         counters,
         output_bytes: written,
         output_crc32: hasher.finalize(),
+        state,
     })
 }
