@@ -215,6 +215,8 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 speculation: "on".into(),
                 max_bad_records: 0,
                 overwrite: false,
+                from: None,
+                full_if_changed: false,
             }
             .to_spec()?;
             let mut c = connect(&a.cluster).await?;

@@ -643,3 +643,115 @@ fn completions_and_man_pages_cover_every_command() {
         assert!(dir.path().join(page).exists(), "{page}");
     }
 }
+
+/// Incremental runs (`job submit --from`) on a cluster: over a log that grew (an appended
+/// tail, a new compressed file), the output is byte for byte that of one full `run --local`
+/// over all of it, manifest and state included; a covered file that shrank is refused naming
+/// it, and `--full-if-changed` runs in full with a warning.
+#[test]
+fn incremental_runs_on_a_cluster_match_one_full_run() {
+    use std::io::Write;
+    let cluster = Cluster::start(2);
+    let dir = cluster.dir.path();
+    let all = dir.join("all.log");
+    ok(quern()
+        .args(["gen", "weblog", "--size", "768KiB", "--seed", "5", "--out"])
+        .arg(&all));
+    let text = std::fs::read(&all).unwrap();
+    let cut = text[..text.len() * 6 / 10]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let log = dir.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("a.log"), &text[..cut]).unwrap();
+    let jobs = ["top-photos", "endpoint-stats"];
+    for job in jobs {
+        ok(cluster.job().arg("submit").args(spec_args(
+            job,
+            &log,
+            &dir.join(format!("{job}-0")),
+            3,
+        )));
+    }
+    // The log grows: its tail is appended, and a compressed file arrives.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(log.join("a.log"))
+        .unwrap()
+        .write_all(&text[cut..])
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&text[..text.len() / 5]).unwrap();
+    std::fs::write(log.join("b.log.gz"), gz.finish().unwrap()).unwrap();
+    for job in jobs {
+        let next = dir.join(format!("{job}-1"));
+        let stdout = ok(cluster
+            .job()
+            .arg("submit")
+            .args(spec_args(job, &log, &next, 3))
+            .arg("--from")
+            .arg(dir.join(format!("{job}-0"))));
+        let c = counters(&stdout);
+        assert!(c["state_input_records"] > 0, "{job}: {stdout}");
+        assert!(
+            c["map_input_bytes"] < text.len() as u64,
+            "{job} read only what is new: {stdout}"
+        );
+        let full = dir.join(format!("{job}-full"));
+        ok(quern()
+            .args(["run", "--local"])
+            .args(spec_args(job, &log, &full, 3)));
+        let (got, want) = (read_output(&next), read_output(&full));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        assert!(got.keys().any(|k| k.starts_with("_state/part-")), "{job}");
+        for (name, bytes) in &want {
+            assert!(
+                got[name] == *bytes,
+                "{job}: {name} differs from the full run"
+            );
+        }
+    }
+
+    // a.log is cut short: refused, naming the file; with --full-if-changed, run in full.
+    std::fs::write(log.join("a.log"), &text[..cut]).unwrap();
+    let out = run(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args("top-photos", &log, &dir.join("refused"), 3))
+        .arg("--from")
+        .arg(dir.join("top-photos-1")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("a.log shrank") && err.contains("--full-if-changed"),
+        "{err}"
+    );
+    assert!(!dir.join("refused").exists());
+    let out = run(cluster
+        .job()
+        .arg("submit")
+        .args(spec_args("top-photos", &log, &dir.join("in-full"), 3))
+        .args(["--full-if-changed", "--from"])
+        .arg(dir.join("top-photos-1")));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: runs in full") && err.contains("shrank"),
+        "{err}"
+    );
+    ok(quern().args(["run", "--local"]).args(spec_args(
+        "top-photos",
+        &log,
+        &dir.join("in-full-oracle"),
+        3,
+    )));
+    assert_eq!(
+        read_output(&dir.join("in-full")),
+        read_output(&dir.join("in-full-oracle"))
+    );
+}

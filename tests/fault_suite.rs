@@ -32,12 +32,25 @@ const RUN_DEADLINE: Duration = Duration::from_secs(120);
 enum JobKind {
     Views,
     Identity,
+    /// `views` run incrementally: from an earlier output over part of its input, which has
+    /// grown since (an appended tail and a new file).
+    Incremental,
 }
 
 impl JobKind {
+    /// The label in reports.
     fn name(self) -> &'static str {
         match self {
             JobKind::Views => "views",
+            JobKind::Identity => "identity",
+            JobKind::Incremental => "views --from",
+        }
+    }
+
+    /// The job it runs.
+    fn job(self) -> &'static str {
+        match self {
+            JobKind::Views | JobKind::Incremental => "views",
             JobKind::Identity => "identity",
         }
     }
@@ -94,6 +107,9 @@ struct Scenario {
 }
 
 const BOTH: &[JobKind] = &[JobKind::Identity, JobKind::Views];
+/// Scenarios that also run an incremental job: faults during the maps over new input and
+/// the earlier output's state, and during the commit of parts and state files.
+const WITH_INCREMENTAL: &[JobKind] = &[JobKind::Identity, JobKind::Views, JobKind::Incremental];
 const IDENTITY: &[JobKind] = &[JobKind::Identity];
 
 /// The poison record of the poison scenarios: one id per seed.
@@ -105,7 +121,7 @@ fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "kill a worker mid-map",
-            jobs: BOTH,
+            jobs: WITH_INCREMENTAL,
             expect: Expect::Success,
             setup: |_, _| Setup::default().all_workers("map.start=sleep(300)"),
             inject: |c, seed| {
@@ -155,7 +171,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "kill a reducer between commit authorization and rename",
-            jobs: BOTH,
+            jobs: WITH_INCREMENTAL,
             expect: Expect::Success,
             setup: |_, _| Setup::default().coordinator("commit.rename=sleep(1500)"),
             inject: |c, seed| {
@@ -167,7 +183,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "kill the coordinator mid-map and restart it",
-            jobs: BOTH,
+            jobs: WITH_INCREMENTAL,
             expect: Expect::Success,
             setup: |_, _| Setup::default().all_workers("map.start=sleep(300)"),
             inject: |c, seed| {
@@ -180,7 +196,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "kill the coordinator during job commit and restart it",
-            jobs: BOTH,
+            jobs: WITH_INCREMENTAL,
             expect: Expect::Success,
             setup: |_, seed| {
                 Setup::default().coordinator(if seed % 2 == 0 {
@@ -653,6 +669,11 @@ struct Suite {
     root: PathBuf,
     log: PathBuf,
     records: PathBuf,
+    /// The incremental job's input (grown since `base` was written) and its earlier output,
+    /// with that output's files, which no run may change.
+    growing: PathBuf,
+    base: PathBuf,
+    base_files: BTreeMap<String, Option<Vec<u8>>>,
     oracles: HashMap<(JobKind, Vec<String>), PathBuf>,
     /// Fault-free durations per job and pacing, for the slowdown column.
     baseline: HashMap<(JobKind, Option<String>), Duration>,
@@ -670,11 +691,37 @@ impl Suite {
         ok(quern()
             .args(["gen", "records", "--size", "1MiB", "--seed", "22", "--out"])
             .arg(&records));
+        // The incremental job's history: the first 70% of the log, then it grows.
+        let growing = root.join("growing");
+        std::fs::create_dir_all(&growing).unwrap();
+        let text = std::fs::read(&log).unwrap();
+        let cut = text[..text.len() * 7 / 10]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap()
+            + 1;
+        std::fs::write(growing.join("a.log"), &text[..cut]).unwrap();
+        let base = root.join("base");
+        ok(quern()
+            .args(["run", "--local"])
+            .args(Self::job_args(JobKind::Views, &[]))
+            .arg("--input")
+            .arg(&growing)
+            .arg("--output")
+            .arg(&base));
+        std::fs::write(growing.join("a.log"), &text).unwrap();
+        ok(quern()
+            .args(["gen", "weblog", "--size", "256KiB", "--seed", "23", "--out"])
+            .arg(growing.join("b.log")));
+        let base_files = snapshot(&base);
         Suite {
             _dir: dir,
             root,
             log,
             records,
+            growing,
+            base,
+            base_files,
             oracles: HashMap::new(),
             baseline: HashMap::new(),
         }
@@ -683,17 +730,28 @@ impl Suite {
     fn input(&self, job: JobKind) -> &Path {
         match job {
             JobKind::Views => &self.log,
+            JobKind::Incremental => &self.growing,
             JobKind::Identity => &self.records,
         }
     }
 
     /// The whole argument list of a job run (without `--input` and `--output`).
     fn job_args(job: JobKind, extra: &[String]) -> Vec<String> {
-        let mut args: Vec<String> = [job.name(), "--reducers", "3", "--split-size", "128KiB"]
+        let mut args: Vec<String> = [job.job(), "--reducers", "3", "--split-size", "128KiB"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         args.extend_from_slice(extra);
+        args
+    }
+
+    /// The arguments of a run of `job` (the incremental one names its earlier output).
+    fn args(&self, job: JobKind, extra: &[String]) -> Vec<String> {
+        let mut args = Self::job_args(job, extra);
+        if job == JobKind::Incremental {
+            args.push("--from".into());
+            args.push(self.base.display().to_string());
+        }
         args
     }
 
@@ -827,15 +885,19 @@ fn count_ids(out: &Path, oracle: &Path, input: &Path) -> (u64, u64, u64) {
 
 /// Every entry of an output directory (files by content; a directory as a marker).
 fn snapshot(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let data = std::fs::read(e.path()).ok();
-            (e.file_name().to_string_lossy().into_owned(), data)
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            // Subdirectories (`_state/`), by `dir/name`.
+            for (sub, data) in snapshot(&e.path()) {
+                out.insert(format!("{name}/{sub}"), data);
+            }
+        } else {
+            out.insert(name, std::fs::read(e.path()).ok());
+        }
+    }
+    out
 }
 
 /// Files a live worker still holds under `shuffle/` once the job is over (after a grace
@@ -866,7 +928,7 @@ fn leftovers(c: &Cluster3) -> Vec<String> {
 
 fn run_one(suite: &mut Suite, sc: &Scenario, job: JobKind, seed: u64) -> Outcome {
     let setup = (sc.setup)(job, seed);
-    let args = Suite::job_args(job, &setup.job_args);
+    let args = suite.args(job, &setup.job_args);
     let oracle = suite.oracle(job, &args);
     let dir = tempfile::tempdir().unwrap();
     let mut result = Outcome {
@@ -962,7 +1024,10 @@ fn run_one(suite: &mut Suite, sc: &Scenario, job: JobKind, seed: u64) -> Outcome
         result.reexecuted = Some(a.saturating_sub(t));
     }
     let succeeded = stdout.contains("state:    succeeded");
-    let left = leftovers(&cluster);
+    let mut left = leftovers(&cluster);
+    if job == JobKind::Incremental && snapshot(&suite.base) != suite.base_files {
+        left.push("the earlier output it continued was changed".into());
+    }
     match (sc.expect, &oracle) {
         (Expect::Success, Some(oracle)) => {
             let identical = succeeded && snapshot(&out) == snapshot(oracle);
@@ -1164,7 +1229,11 @@ fn fault_suite() {
     let only = std::env::var("QUERN_FAULTS_ONLY").ok();
     let mut suite = Suite::new();
     let mut results = Vec::new();
-    let jobs: &[JobKind] = if full { BOTH } else { IDENTITY };
+    let jobs: &[JobKind] = if full {
+        WITH_INCREMENTAL
+    } else {
+        &[JobKind::Identity, JobKind::Incremental]
+    };
     let seeds: &[u64] = if full { &[0, 1, 2] } else { &[1] };
     for sc in scenarios() {
         if only.as_deref().is_some_and(|o| !sc.name.contains(o)) {
