@@ -123,6 +123,11 @@ pub struct AddArgs {
     /// First logical time that may run (default: now), e.g. 2026-11-01.
     #[arg(long)]
     start: Option<String>,
+    /// Each run continues from the output of the last successful run before it (as `job
+    /// submit --from`): it reads only what was appended to the input since, for jobs that
+    /// keep state. Give the whole growing input (no date in --input) and a dated --output.
+    #[arg(long)]
+    incremental: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -192,6 +197,9 @@ fn print_info(s: &ScheduleInfo) {
         d.concurrency
     );
     println!("start:       {}", d.start);
+    if d.incremental {
+        println!("incremental: each run continues from the last successful one");
+    }
     println!(
         "last:        {}",
         if s.last.is_empty() { "-" } else { &s.last }
@@ -230,6 +238,7 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 max_catchup: a.max_catchup,
                 concurrency: a.concurrency,
                 start: a.start.unwrap_or_default(),
+                incremental: a.incremental,
             };
             if let Some(s) = c.add_schedule(def).await? {
                 print_info(&s);

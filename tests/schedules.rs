@@ -332,3 +332,105 @@ fn bad_definitions_are_refused_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no schedule named"));
     assert!(env.ok(&["schedule", "list"]).lines().count() == 1);
 }
+
+/// `schedule add --incremental`: each hourly run of `endpoint-stats` over one growing log
+/// continues from the last successful run; every run's output is that of a full run over the
+/// log as it was, and a backfill of an earlier hour recomputes from the run before it.
+#[test]
+fn an_incremental_schedule_chains_its_runs() {
+    use std::io::Write;
+    let env = Env::start(0);
+    let data = env.data();
+    let log = data.join("log");
+    let all = data.join("all.log");
+    ok(quern()
+        .args(["gen", "weblog", "--size", "600KiB", "--seed", "77", "--out"])
+        .arg(&all));
+    let text = std::fs::read(&all).unwrap();
+    // Cut points at line ends: the log as it is at each hour.
+    let cuts: Vec<usize> = [4, 7, 10]
+        .iter()
+        .map(|tenth| {
+            let at = text.len() * tenth / 10;
+            text[..at].iter().rposition(|&b| b == b'\n').unwrap() + 1
+        })
+        .collect();
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("access.log"), &text[..cuts[0]]).unwrap();
+    env.set_clock("2026-11-27T05:00:30Z");
+    let output = format!("{}/stats/{{{{date}}}}-{{{{hour}}}}", data.display());
+    let add = env.ok(&[
+        "schedule",
+        "add",
+        "hourly",
+        "--cron",
+        "@hourly",
+        "--job",
+        "endpoint-stats",
+        "--input",
+        &log.display().to_string(),
+        "--output",
+        &output,
+        "--start",
+        "2026-11-27T05:00",
+        "--incremental",
+    ]);
+    assert!(add.contains("incremental:"), "{add}");
+    env.wait_for("hourly", "2026-11-27T05:00:00", "succeeded");
+    for (hour, (from, to)) in [(6, (cuts[0], cuts[1])), (7, (cuts[1], cuts[2]))] {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.join("access.log"))
+            .unwrap()
+            .write_all(&text[from..to])
+            .unwrap();
+        env.set_clock(&format!("2026-11-27T{hour:02}:00:30Z"));
+        env.wait_for(
+            "hourly",
+            &format!("2026-11-27T{hour:02}:00:00"),
+            "succeeded",
+        );
+    }
+    // Each hour's output is a full run's over the log as it was then; the last one is
+    // checked against the log now.
+    let expected = env.dir.path().join("full");
+    ok(quern()
+        .args(["run", "--local", "endpoint-stats", "--input"])
+        .arg(&log)
+        .arg("--output")
+        .arg(&expected));
+    let last = data.join("stats/2026-11-27-07");
+    assert_eq!(read_output(&last), read_output(&expected));
+    // The 07:00 run read only what came after 06:00's coverage.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(last.join("_MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(manifest["coverage"][0]["end"], cuts[2] as u64);
+    let h = env.history("hourly");
+    let job = h
+        .iter()
+        .find(|l| l.starts_with("2026-11-27T07:00:00"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("job-")))
+        .unwrap_or_else(|| panic!("{h:#?}"))
+        .to_string();
+    let status = env.ok(&["job", "status", &job]);
+    assert!(status.contains("state_input_records"), "{status}");
+
+    // Re-processing 06:00 recomputes it from 05:00's output: the log has grown since, so the
+    // result covers the log as it is now, and still equals a full run.
+    env.ok(&[
+        "backfill",
+        "hourly",
+        "--from",
+        "2026-11-27T06:00",
+        "--to",
+        "2026-11-27T06:00",
+        "--reprocess",
+        "all",
+    ]);
+    // The backfill command follows its runs until they end.
+    env.wait_for("hourly", "2026-11-27T06:00:00", "succeeded");
+    assert_eq!(
+        read_output(&data.join("stats/2026-11-27-06")),
+        read_output(&expected)
+    );
+}

@@ -35,7 +35,7 @@ pub fn job(s: &JobStatus) -> Value {
 }
 
 /// A schedule: `{"name", "cron", "tz", "paused", "last", "next", "next_at_utc", "runs",
-/// "catchup", "max_catchup", "concurrency", "start", "template": {"job", "inputs", "output",
+/// "catchup", "max_catchup", "concurrency", "start", "incremental", "template": {"job", "inputs", "output",
 /// "params", "reducers"}}`.
 pub fn schedule(s: &pb::ScheduleInfo) -> Value {
     let d = s.def.clone().unwrap_or_default();
@@ -53,6 +53,7 @@ pub fn schedule(s: &pb::ScheduleInfo) -> Value {
         "max_catchup": d.max_catchup,
         "concurrency": d.concurrency,
         "start": d.start,
+        "incremental": d.incremental,
         "template": {
             "job": t.job,
             "inputs": t.inputs,

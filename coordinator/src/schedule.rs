@@ -113,6 +113,9 @@ pub struct ScheduleSpec {
     pub concurrency: Concurrency,
     /// No logical time before this runs (default: the time the schedule was added).
     pub start: Option<Logical>,
+    /// Each run continues from the output of the last successful run before it (`--from`).
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 /// A schedule that cannot be accepted, or a template that cannot be expanded.
@@ -175,6 +178,7 @@ impl ScheduleSpec {
             } else {
                 Some(parse_logical(&d.start)?)
             },
+            incremental: d.incremental,
         })
     }
 }

@@ -24,6 +24,7 @@ fn compiled_to(cron: &str, tz: &str, output: &str) -> Compiled {
         max_catchup: 0,
         concurrency: Concurrency::Forbid,
         start: Some(t("2026-01-01")),
+        incremental: false,
     })
     .unwrap()
 }

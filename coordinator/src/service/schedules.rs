@@ -35,6 +35,7 @@ fn info(s: &Schedule, runs: u32, now: DateTime<Utc>) -> ScheduleInfo {
             max_catchup: spec.max_catchup,
             concurrency: spec.concurrency.name().into(),
             start: spec.start.map(show).unwrap_or_default(),
+            incremental: spec.incremental,
         }),
         paused: s.paused,
         last: s.cursor.map(show).unwrap_or_default(),

@@ -348,9 +348,29 @@ impl State {
                 logical: t,
                 backfill: None,
             },
-            spec: c.expand(t),
+            spec: c.expand(t).map(|spec| self.chained(c, t, spec)),
             replace_output: false,
         })
+    }
+
+    /// For an incremental schedule, `spec` (of logical time `t`) continues from the output of
+    /// the schedule's last successful run before `t`, if any (a first run, or one after
+    /// every earlier run failed, runs in full). Re-processing a time recomputes it from the
+    /// run before it, so a chain is right whatever order its times run in.
+    fn chained(&self, c: &Compiled, t: Logical, mut spec: JobSpec) -> JobSpec {
+        if !c.spec.incremental {
+            return spec;
+        }
+        let base = self
+            .jobs_of(&c.spec.name)
+            .filter(|j| j.state == JobState::Succeeded && j.spec.output != spec.output)
+            .filter_map(|j| Some((j.origin.as_ref()?.logical, j)))
+            .filter(|(l, _)| *l < t)
+            .max_by_key(|(l, j)| (*l, j.id));
+        if let Some((_, j)) = base {
+            spec.from = j.spec.output.clone();
+        }
+        spec
     }
 
     fn record_skip(&mut self, name: &str, skip: Skip) {
@@ -525,7 +545,7 @@ impl State {
             for &t in b.times.iter().filter(|t| !started.contains(t)).take(room) {
                 let spec = s.compiled.expand(t).map(|mut spec| {
                     spec.priority = BACKFILL_PRIORITY;
-                    spec
+                    self.chained(&s.compiled, t, spec)
                 });
                 out.push(Firing {
                     origin: Origin {

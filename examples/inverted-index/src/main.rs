@@ -6,6 +6,9 @@
 //! cargo build --release
 //! ./target/release/inverted-index job submit inverted-index --input docs/ --output out/index
 //! ./target/release/inverted-index run --local inverted-index --input docs/ --output out/local
+//! # new documents arrived: index only them, folded into the index so far
+//! ./target/release/inverted-index job submit inverted-index --input docs/ --output out/index-2 \
+//!     --from out/index
 //! ```
 
 use std::collections::BTreeSet;
@@ -14,13 +17,17 @@ use quern::sdk::{Combiner, Job, MapContext, ReduceContext, Values};
 use quern::{JobInfo, Registry};
 
 /// The job. Values are sets of document names, merged on the map side by `union`, so a
-/// word repeated in a document crosses the shuffle once per map task.
+/// word repeated in a document crosses the shuffle once per map task. The reduce depends on
+/// the union of a word's sets alone, so the job keeps state (`STATE`): each output holds every
+/// word with its set under `_state/`, and a run `--from` it reads only new documents and the
+/// grown tails of old ones.
 struct InvertedIndex;
 
 impl Job for InvertedIndex {
     type Key = String;
     type Value = BTreeSet<String>;
     const COMBINE: Option<Combiner<BTreeSet<String>>> = Some(union);
+    const STATE: bool = true;
 
     fn map(&mut self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
         let doc = ctx

@@ -79,3 +79,49 @@ fn the_index_on_stock_workers_equals_the_oracle_and_plain_code() {
         .collect();
     assert_eq!(got, expected);
 }
+
+/// New documents arrive and an old one grows: a run `--from` the earlier index, on stock
+/// workers running this binary, reads only what is new and gives the index a full run gives.
+#[test]
+fn an_incremental_index_equals_a_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let doc = |d: usize| -> String {
+        (0..300)
+            .map(|i| format!("w{} ", (d * 13 + i * i) % 97))
+            .collect::<String>()
+            .replace("w", "word")
+            + "\n"
+    };
+    for d in 0..6 {
+        std::fs::write(docs.join(format!("doc-{d}.txt")), doc(d)).unwrap();
+    }
+    let cluster = Cluster::start_with(Options {
+        workers: 2,
+        slots: 1,
+        ..Options::default()
+    });
+    let submit = ["job", "submit", "inverted-index", "--reducers", "2"];
+    let first = dir.path().join("index-1");
+    run_job(BIN, Some(&cluster.addr), &submit, &[&docs], &first);
+    for d in 6..9 {
+        std::fs::write(docs.join(format!("doc-{d}.txt")), doc(d)).unwrap();
+    }
+    std::fs::write(docs.join("doc-0.txt"), doc(0) + "zebra quokka\n").unwrap();
+    let second = dir.path().join("index-2");
+    let from = first.display().to_string();
+    let stdout = run_job(
+        BIN,
+        Some(&cluster.addr),
+        &[&submit[..], &["--from", &from]].concat(),
+        &[&docs],
+        &second,
+    );
+    assert!(stdout.contains("state_input_records"), "{stdout}");
+    let full = dir.path().join("full");
+    let local = ["run", "--local", "inverted-index", "--reducers", "2"];
+    run_job(BIN, None, &local, &[&docs], &full);
+    assert_same_output(&second, &full);
+    assert!(read_parts(&second).contains("zebra\tdoc-0.txt"));
+}

@@ -24,6 +24,7 @@ fn hourly(catchup: Catchup, max_catchup: u32, concurrency: Concurrency) -> Sched
         max_catchup,
         concurrency,
         start: Some(t("2026-01-01T00:00")),
+        incremental: false,
     }
 }
 
