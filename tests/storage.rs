@@ -90,10 +90,24 @@ fn views_reads_seaweedfs_writes_s3_runs_data_local_and_matches_the_oracle() {
         c["data_local_maps"] * 10 >= maps * 9,
         "fewer than 90% of maps ran data-local: {c:?}"
     );
+    let got = remote_output(&output, &[]);
+    let want = oracle(&inputs.log, inputs.dir.path());
+    let parts = |m: &BTreeMap<String, Vec<u8>>| -> Vec<(String, Vec<u8>)> {
+        m.iter()
+            .filter(|(n, _)| n.starts_with("part-"))
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect()
+    };
+    assert!(parts(&got) == parts(&want), "not the oracle's part files");
+    // The manifest covers the input by its URL, up to its size.
+    let manifest: serde_json::Value = serde_json::from_slice(&got["_MANIFEST.json"]).unwrap();
+    let covered = &manifest["coverage"][0];
+    assert_eq!(covered["path"], input.as_str());
     assert_eq!(
-        remote_output(&output, &[]),
-        oracle(&inputs.log, inputs.dir.path())
+        covered["end"],
+        std::fs::metadata(&inputs.log).unwrap().len()
     );
+    assert!(covered["mtime_unix_ms"].as_u64().is_some(), "{covered}");
 }
 
 #[test]
@@ -220,5 +234,42 @@ fn nested_and_compressed_inputs_read_alike_on_seaweedfs_and_s3() {
             .filter(|(n, _)| n.starts_with("part-"))
             .collect();
         assert!(got == want, "{root}: not the plain log's output");
+
+        // A new file arrives: a run --from that output reads only it (the compressed files it
+        // covered are checked by their fingerprints, not read), and writes what a full run does.
+        put(&noise, &format!("{root}/day.three/c.log"), "1", "000", &[]);
+        let scheme = root.split(':').next().unwrap();
+        let next = dir.join(format!("next-{scheme}"));
+        let stdout = ok(quern()
+            .args([
+                "run",
+                "--local",
+                "views",
+                "--reducers",
+                "3",
+                "--input",
+                &root,
+            ])
+            .arg("--output")
+            .arg(&next)
+            .arg("--from")
+            .arg(&out));
+        let c = counters(&stdout);
+        assert_eq!(c.get("map_input_compressed_bytes"), None, "{stdout}");
+        assert_eq!(c["map_input_bytes"], 2200, "{stdout}");
+        let full = dir.join(format!("full-{scheme}"));
+        ok(quern()
+            .args([
+                "run",
+                "--local",
+                "views",
+                "--reducers",
+                "3",
+                "--input",
+                &root,
+            ])
+            .arg("--output")
+            .arg(&full));
+        assert_eq!(read_output(&next), read_output(&full), "{root}");
     }
 }

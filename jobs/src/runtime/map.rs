@@ -358,6 +358,10 @@ pub fn run_state_map<J: Job>(
 ) -> Result<Counters, TaskError> {
     let input_bytes = state.len() as u64;
     let file = ShuffleFile::open(state)?;
+    for p in 0..file.partitions() {
+        // Every block's checksum, before anything of it is folded in.
+        super::format::verify_run(&file.partition(p))?;
+    }
     let mut merger = Merger::new((0..file.partitions()).map(|p| file.partition(p)).collect())?;
     let mut buffer = MapBuffer::<J>::new(cfg, job.partitioner());
     let mut records = 0u64;
