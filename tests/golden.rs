@@ -1,6 +1,8 @@
 //! Golden outputs: the built-in jobs over a fixed log must keep producing the same bytes
 //! (job semantics, key order, the stable partitioner and the output format all show up here).
-//! `UPDATE_GOLDEN=1` rewrites the files; review the diff before committing it.
+//! `UPDATE_GOLDEN=1` rewrites the files; review the diff before committing it. The manifest is
+//! kept without its coverage, which names the input by its absolute path and modification
+//! time.
 
 mod support;
 
@@ -29,13 +31,21 @@ fn builtin_jobs_match_their_golden_outputs() {
             .arg(root.join("small.log"))
             .arg("--output")
             .arg(&out));
-        let got = read_output(&out);
+        let mut got = read_output(&out);
+        let manifest = got.get_mut("_MANIFEST.json").expect("a manifest");
+        let mut m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+        let coverage = m.as_object_mut().unwrap().remove("coverage").unwrap();
+        let size = std::fs::metadata(root.join("small.log")).unwrap().len();
+        assert_eq!(coverage[0]["end"], size, "{job}: {coverage}");
+        *manifest = serde_json::to_vec_pretty(&m).unwrap();
+        manifest.push(b'\n');
         let golden = root.join("golden").join(job);
         if update {
             let _ = std::fs::remove_dir_all(&golden);
-            std::fs::create_dir_all(&golden).unwrap();
             for (name, bytes) in &got {
-                std::fs::write(golden.join(name), bytes).unwrap();
+                let path = golden.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
             }
             continue;
         }
