@@ -23,18 +23,7 @@ impl Job for WordCount {
     const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
-        let mut word = Vec::with_capacity(32);
-        for &b in record {
-            if b.is_ascii_alphabetic() {
-                word.push(b.to_ascii_lowercase());
-            } else if !word.is_empty() {
-                ctx.emit_encoded(&word, 1);
-                word.clear();
-            }
-        }
-        if !word.is_empty() {
-            ctx.emit_encoded(&word, 1);
-        }
+        for_each_word(record, |word| ctx.emit_encoded(word.bytes, 1));
     }
 
     fn reduce(&self, word: Vec<u8>, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {
@@ -44,5 +33,192 @@ impl Job for WordCount {
         buf.push(b'\t');
         push_u64(buf, total);
         out.end_line();
+    }
+}
+
+/// The bytes of a `u64`, each `0x01`.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of each byte.
+const HIGH: u64 = ONES * 0x80;
+/// Each byte's case bit.
+const CASE: u64 = ONES * 0x20;
+
+/// Returns the high bit of each byte of `w` that is an ASCII letter (SWAR: eight bytes at
+/// once, exact per byte, no carries between bytes). With the case bit set, letters are the
+/// bytes strictly between 0x60 and 0x7b; bytes of 0x80 and up never are.
+#[inline(always)]
+fn letters(w: u64) -> u64 {
+    let x = w | CASE;
+    let low7 = x & (ONES * 0x7f);
+    (ONES * (0x7f + 0x7b)).wrapping_sub(low7) & !x & (low7 + ONES * (0x7f - 0x60)) & HIGH
+}
+
+/// Reads eight bytes of `text` from `at`, zero-padded past its end (zero is no letter).
+#[inline(always)]
+fn load(text: &[u8], at: usize) -> u64 {
+    match text.get(at..at + 8) {
+        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        None => {
+            let mut buf = [0u8; 8];
+            let rest = &text[at.min(text.len())..];
+            buf[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// A word found by [`for_each_word`].
+#[derive(Clone, Copy, Debug)]
+pub struct Word<'a> {
+    /// Its bytes, lower-cased.
+    pub bytes: &'a [u8],
+    /// For a word of up to 16 bytes, the same bytes as two little-endian `u64`s padded with
+    /// zeros (no letter is zero, so the padding is unambiguous): a hash-table key that needs
+    /// no copy through memory.
+    pub padded: Option<[u64; 2]>,
+}
+
+/// Keeps the low `n` bytes of `w` (`n` at most 8).
+#[inline(always)]
+fn low_bytes(w: u64, n: usize) -> u64 {
+    if n >= 8 {
+        w
+    } else {
+        w & ((1u64 << (8 * n)) - 1)
+    }
+}
+
+/// Calls `f` with each word of `text` (a maximal run of ASCII letters), lower-cased. Letters
+/// are found eight bytes at a time; a word of up to 64 bytes is lower-cased on the stack
+/// (a letter with its case bit set is its lower-case form), a longer one in a `Vec`.
+#[inline]
+pub fn for_each_word(text: &[u8], mut f: impl FnMut(Word<'_>)) {
+    let n = text.len();
+    let mut buf = [0u8; 64];
+    let mut i = 0;
+    while i < n {
+        // The next letter.
+        let m = letters(load(text, i));
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        i += (m.trailing_zeros() / 8) as usize;
+        if i >= n {
+            break;
+        }
+        // The end of its word.
+        let start = i;
+        loop {
+            let rest = !letters(load(text, i)) & HIGH;
+            if rest != 0 {
+                i += (rest.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        let end = i.min(n);
+        let len = end - start;
+        if len <= 64 {
+            let w0 = load(text, start) | CASE;
+            let w1 = if len > 8 {
+                load(text, start + 8) | CASE
+            } else {
+                0
+            };
+            buf[..8].copy_from_slice(&w0.to_le_bytes());
+            buf[8..16].copy_from_slice(&w1.to_le_bytes());
+            for (k, chunk) in buf
+                .chunks_exact_mut(8)
+                .enumerate()
+                .take(len.div_ceil(8))
+                .skip(2)
+            {
+                chunk.copy_from_slice(&(load(text, start + 8 * k) | CASE).to_le_bytes());
+            }
+            let padded =
+                (len <= 16).then(|| [low_bytes(w0, len), low_bytes(w1, len.saturating_sub(8))]);
+            f(Word {
+                bytes: &buf[..len],
+                padded,
+            });
+        } else {
+            let long: Vec<u8> = text[start..end].iter().map(|b| b | 0x20).collect();
+            f(Word {
+                bytes: &long,
+                padded: None,
+            });
+        }
+        i = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The definition: maximal runs of ASCII letters, lower-cased, a byte at a time.
+    fn naive(text: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut w = Vec::new();
+        for &b in text {
+            if b.is_ascii_alphabetic() {
+                w.push(b.to_ascii_lowercase());
+            } else if !w.is_empty() {
+                out.push(std::mem::take(&mut w));
+            }
+        }
+        if !w.is_empty() {
+            out.push(w);
+        }
+        out
+    }
+
+    fn words(text: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for_each_word(text, |w| {
+            if let Some([lo, hi]) = w.padded {
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&lo.to_le_bytes());
+                b[8..].copy_from_slice(&hi.to_le_bytes());
+                assert_eq!(&b[..w.bytes.len()], w.bytes);
+                assert!(b[w.bytes.len()..].iter().all(|&x| x == 0));
+            }
+            out.push(w.bytes.to_vec())
+        });
+        out
+    }
+
+    #[test]
+    fn every_byte_is_classified_as_the_definition_says() {
+        for b in 0..=255u8 {
+            let text = [b'x', b, b'y'];
+            assert_eq!(words(&text), naive(&text), "byte {b:#04x}");
+        }
+        let long = "Ab".repeat(50);
+        for text in [
+            "",
+            "a",
+            "Hello, World!",
+            "é café",
+            "x1y2z",
+            &long,
+            "The END",
+        ] {
+            assert_eq!(words(text.as_bytes()), naive(text.as_bytes()), "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn words_are_found_as_a_byte_at_a_time(
+            text in prop::collection::vec(
+                prop_oneof![4 => b'a'..=b'z', 2 => b'A'..=b'Z', 2 => Just(b' '), 1 => any::<u8>()],
+                0..300,
+            )
+        ) {
+            prop_assert_eq!(words(&text), naive(&text));
+        }
     }
 }

@@ -108,10 +108,7 @@ impl<J: Job> MapBuffer<J> {
             let Upsert::Vacant(value) = self.table.upsert(key, value, combine) else {
                 return;
             };
-            let partition = self.partitioner.partition(key, self.partitions);
-            self.table.insert(key, partition, value);
-            let heap_key = if key.len() > 16 { key.len() } else { 0 };
-            self.used += heap_key + CombineTable::<J::Value>::slot_bytes() + ENTRY_OVERHEAD;
+            self.used += self.table.insert(key, value) + ENTRY_OVERHEAD;
         } else {
             let partition = self.partitioner.partition(key, self.partitions);
             let offset = self.arena.len();
@@ -139,7 +136,11 @@ impl<J: Job> MapBuffer<J> {
         let mut w = ShuffleWriter::new(out, self.partitions);
         if J::COMBINE.is_some() {
             let mut buf = Vec::new();
-            for (partition, key, value) in self.table.drain_sorted() {
+            let (partitioner, partitions) = (&self.partitioner, self.partitions);
+            for (partition, key, value) in self
+                .table
+                .drain_sorted(|k| partitioner.partition(k, partitions))
+            {
                 buf.clear();
                 value.encode_value(&mut buf);
                 w.push(partition, &key, &buf)?;
