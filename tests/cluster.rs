@@ -666,7 +666,7 @@ fn incremental_runs_on_a_cluster_match_one_full_run() {
     let log = dir.join("log");
     std::fs::create_dir_all(&log).unwrap();
     std::fs::write(log.join("a.log"), &text[..cut]).unwrap();
-    let jobs = ["top-photos", "endpoint-stats"];
+    let jobs = ["views", "top-photos", "endpoint-stats", "wordcount"];
     for job in jobs {
         ok(cluster.job().arg("submit").args(spec_args(
             job,
