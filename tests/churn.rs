@@ -169,6 +169,28 @@ fn one_run(run: u32, seed: u64, inputs: &[PathBuf], expected: &Path) {
         c["kept_map_outputs"],
         c["lost_map_outputs"]
     );
+    if parts(&out) != parts(expected) {
+        // Which part files differ, and how, before the assertion fails; the run's directory
+        // (coordinator and worker logs) is kept for a look.
+        let (got, want) = (parts(&out), parts(expected));
+        for ((name, g), (_, w)) in got.iter().zip(&want).filter(|(g, w)| g != w) {
+            let lines = |b: &[u8]| -> std::collections::BTreeSet<String> {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            };
+            let (g, w) = (lines(g), lines(w));
+            eprintln!(
+                "{name}: {} lines, the oracle's {}; {} only here, {} only in the oracle",
+                g.len(),
+                w.len(),
+                g.difference(&w).count(),
+                w.difference(&g).count()
+            );
+        }
+        eprintln!("{stdout}\nrun directory kept: {}", dir.keep().display());
+    }
     assert!(
         parts(&out) == parts(expected),
         "crash run {run} (seed {seed}): output differs from the oracle"

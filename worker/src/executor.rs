@@ -59,7 +59,7 @@ fn attempt(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
             skipping = skip.len(),
             "map started"
         ),
-        crate::task::Work::Reduce { map_outputs } => tracing::info!(
+        crate::task::Work::Reduce { map_outputs, .. } => tracing::info!(
             job = %task.spec.job,
             map_outputs = map_outputs.len(),
             "reduce started"
@@ -192,7 +192,16 @@ fn execute(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
             state,
         } => run_map(&storage, &mut *job, task, (split, *file_len, skip, *state))
             .unwrap_or_else(|e| failed(&e)),
-        Work::Reduce { map_outputs } => run_reduce(&storage, &*job, task, map_outputs),
+        Work::Reduce {
+            map_outputs,
+            map_count,
+        } => match incomplete(map_outputs, *map_count) {
+            Some(error) => ExecutorResult {
+                error: Some((FailureKind::Retryable, error)),
+                ..Default::default()
+            },
+            None => run_reduce(&storage, &*job, task, map_outputs),
+        },
     }
 }
 
@@ -244,6 +253,34 @@ fn run_map(
         counters,
         listed: cfg.listed.into_inner().unwrap_or_else(|e| e.into_inner()),
         ..Default::default()
+    })
+}
+
+/// Why a reduce's list of map outputs is not one output of each of the job's `map_count` maps
+/// (`None` when it is, or when an older coordinator did not say how many there are). A
+/// reduce over part of its input would commit wrong output as if it were right.
+fn incomplete(map_outputs: &[MapOutput], map_count: u32) -> Option<String> {
+    if map_count == 0 {
+        return None;
+    }
+    let mut seen = vec![false; map_count as usize];
+    for m in map_outputs {
+        match seen.get_mut(m.map_index as usize) {
+            Some(s) if !*s => *s = true,
+            _ => {
+                return Some(format!(
+                    "the assignment names map {} twice or out of range (of {map_count} maps); refusing to reduce",
+                    m.map_index
+                ))
+            }
+        }
+    }
+    let missing = seen.iter().filter(|s| !**s).count();
+    (missing > 0).then(|| {
+        format!(
+            "the assignment lists {} of the job's {map_count} map outputs; refusing to reduce part of the input",
+            map_outputs.len()
+        )
     })
 }
 
@@ -400,5 +437,38 @@ impl<W: std::io::Write> std::io::Write for FailAfterFirstWrite<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::AttemptId;
+
+    fn outputs(indexes: &[u32]) -> Vec<MapOutput> {
+        indexes
+            .iter()
+            .map(|&i| MapOutput {
+                map_index: i,
+                attempt: AttemptId(u64::from(i) + 1),
+                addr: "127.0.0.1:1".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reduce_refuses_an_assignment_missing_a_map_output() {
+        assert_eq!(incomplete(&outputs(&[0, 1, 2]), 3), None);
+        assert_eq!(incomplete(&outputs(&[]), 0), None, "older coordinators");
+        let missing = incomplete(&outputs(&[0, 2]), 3).unwrap();
+        assert!(
+            missing.contains("2 of the job's 3 map outputs"),
+            "{missing}"
+        );
+        assert!(incomplete(&outputs(&[0, 0, 1]), 3).is_some(), "twice");
+        assert!(
+            incomplete(&outputs(&[0, 1, 5]), 3).is_some(),
+            "out of range"
+        );
     }
 }

@@ -64,6 +64,9 @@ pub enum Work {
     Reduce {
         /// Every map's output, in map order.
         map_outputs: Vec<MapOutput>,
+        /// How many maps the job has (0 from an older coordinator: not checked).
+        #[serde(default)]
+        map_count: u32,
     },
 }
 
@@ -202,7 +205,14 @@ pub fn from_assignment(
                     addr: m.shuffle_addr,
                 })
                 .collect();
-            (Work::Reduce { map_outputs }, a.staging_path)
+            let map_count = a.map_count;
+            (
+                Work::Reduce {
+                    map_outputs,
+                    map_count,
+                },
+                a.staging_path,
+            )
         }
     };
     Ok(ExecutorTask {

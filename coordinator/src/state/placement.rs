@@ -109,6 +109,12 @@ impl State {
                 .collect();
             let cap = (running.len() / 10).max(1);
             let mut backups = running.iter().filter(|(_, t)| t.running.len() > 1).count();
+            // A reduce attempt is handed the location of every map's output: none may start
+            // (a backup no more than a first attempt) while a map output is missing, as it is
+            // when a lost one is produced again, or it would reduce part of the input.
+            if kind == TaskKind::Reduce && !reduces_ready(job) {
+                continue;
+            }
             for (i, t) in running {
                 if out.len() >= room || backups >= cap {
                     break;
@@ -258,6 +264,16 @@ impl State {
 
 /// A task to start: its kind, index, and whether it runs beside its data.
 type Pick = (TaskKind, u32, bool);
+
+/// Whether a reduce attempt of `job` may start: every map is done and its output has a known
+/// location (a map recovered from the journal has none until its worker offers it back).
+fn reduces_ready(job: &Job) -> bool {
+    job.all_done(TaskKind::Map)
+        && job
+            .maps
+            .iter()
+            .all(|t| t.winner.as_ref().is_some_and(|w| w.worker.is_some()))
+}
 
 impl Job {
     /// Takes the median run time of each phase's winners again when their number grew by
@@ -429,13 +445,7 @@ impl Offer<'_> {
     /// Up to `free` pending reduces of `job`: they start when every map is done and its
     /// output has a known location.
     fn pending_reduces(&self, job: &Job, ex: Option<&Exclusions>, free: usize) -> Vec<Pick> {
-        if !job.all_done(TaskKind::Map)
-            || job.pending_tasks(TaskKind::Reduce).next().is_none()
-            || !job
-                .maps
-                .iter()
-                .all(|t| t.winner.as_ref().is_some_and(|w| w.worker.is_some()))
-        {
+        if job.pending_tasks(TaskKind::Reduce).next().is_none() || !reduces_ready(job) {
             return Vec::new();
         }
         job.pending_tasks(TaskKind::Reduce)

@@ -432,6 +432,66 @@ fn a_straggler_gets_one_backup_and_the_first_to_finish_wins() {
     );
 }
 
+/// The crash test found it: a straggling reduce got a backup while a lost map output was
+/// being produced again, and the backup, handed the outputs of the maps done at that moment,
+/// reduced part of the input and committed it. No reduce attempt starts before every map
+/// output is there again.
+#[test]
+fn no_backup_reduce_starts_while_a_map_output_is_missing() {
+    let t0 = Instant::now();
+    let (mut s, wa, wb) = two_workers(t0);
+    let wc = s.register_worker("c:1".into(), "c".into(), t0);
+    let (sp, mut splits) = spec(2, 2);
+    splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
+    let job = s.submit(sp, splits, t0);
+    let maps = ids(&s.heartbeat(wa, 2, t0));
+    assert_eq!(maps.len(), 2);
+    let t1 = t0 + Duration::from_secs(1);
+    for m in &maps {
+        s.report_success(m.2, Counters::default(), None, t1);
+    }
+    let on_b = ids(&s.heartbeat(wb, 1, t1));
+    let on_c = ids(&s.heartbeat(wc, 1, t1));
+    assert_eq!((on_b.len(), on_c.len()), (1, 1), "one reduce each");
+    // The reduce on b is done in a second; the one on c straggles.
+    let t2 = t1 + Duration::from_secs(1);
+    for action in s.report_success(on_b[0].2, Counters::default(), Some((0, 0)), t2) {
+        if let Action::Commit {
+            job,
+            index,
+            attempt,
+            ..
+        } = action
+        {
+            s.commit_done(job, index, attempt, Ok(()), t2);
+        }
+    }
+    // Worker a, which holds both map outputs, goes silent and is declared dead: both maps
+    // run again.
+    let t = t2 + Duration::from_secs(60);
+    s.heartbeat(wc, 0, t);
+    s.heartbeat(wb, 0, t);
+    s.expire_workers(t);
+    assert_eq!(s.status(job, t).unwrap().maps_done, 0);
+    let picks = s.heartbeat(wb, 4, t);
+    assert!(
+        picks
+            .assignments
+            .iter()
+            .all(|a| a.kind == pb::TaskKind::Map as i32),
+        "only the maps, no backup reduce: {:?}",
+        ids(&picks)
+    );
+    // Once both are done again, a backup may start, and it is handed both outputs.
+    for m in ids(&picks) {
+        s.report_success(m.2, Counters::default(), None, t);
+    }
+    let backup = s.heartbeat(wb, 4, t);
+    assert_eq!(backup.assignments.len(), 1, "{:?}", ids(&backup));
+    assert_eq!(backup.assignments[0].kind, pb::TaskKind::Reduce as i32);
+    assert_eq!(backup.assignments[0].map_outputs.len(), 2);
+}
+
 #[test]
 fn no_backup_before_the_speculation_floor_however_quick_the_peers() {
     let t0 = Instant::now();
