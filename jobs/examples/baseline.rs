@@ -1,7 +1,8 @@
-//! The plain-code baseline for `scripts/bench.sh`: the same computations as the built-in
-//! `views`, `top-photos` and `wordcount` jobs, written as a straightforward Rust program with
-//! hash maps and no engine (no shuffle, no sort, no files in between). It uses the engine's
-//! log-line parser so that the comparison measures the engine's overhead, not the parser.
+//! The plain-code baseline for `scripts/bench.sh` and `scripts/bench-sort.sh`: the same
+//! computations as the built-in `views`, `top-photos`, `wordcount` and `sort` jobs, written as
+//! a straightforward Rust program with hash maps (or an in-memory sort) and no engine (no
+//! shuffle, no files in between). It uses the engine's log-line parser and word tokeniser so
+//! that the comparison measures the engine's overhead, not the parser.
 //!
 //! Usage: `baseline JOB FILE THREADS OUT`; prints the seconds it took.
 
@@ -147,6 +148,72 @@ impl Counts {
     }
 }
 
+/// The sort key of a record: its first 10 bytes, big-endian, zero-padded.
+fn sort_key(line: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = line.len().min(10);
+    b[..n].copy_from_slice(&line[..n]);
+    u128::from_be_bytes(b)
+}
+
+/// Sorts the records (lines, terminators kept) of `data` by their 10-byte key, equal keys in
+/// input order, on `threads` threads (each sorts a part; the parts are merged while writing),
+/// and writes them to `out`. Lines shorter than the key are left out, as the engine's `sort`
+/// counts them malformed.
+fn sort_records(data: &[u8], threads: usize, out: &mut impl Write) {
+    let parts: Vec<Vec<(u128, &[u8])>> = parallel_sort(data, threads);
+    // A k-way merge of the sorted parts (ties: the earlier part first, as in the input).
+    let mut heads: Vec<usize> = vec![0; parts.len()];
+    loop {
+        let mut best: Option<usize> = None;
+        for (p, part) in parts.iter().enumerate() {
+            if let Some(r) = part.get(heads[p]) {
+                if best.is_none_or(|b| r.0 < parts[b][heads[b]].0) {
+                    best = Some(p);
+                }
+            }
+        }
+        let Some(p) = best else { break };
+        out.write_all(parts[p][heads[p]].1).expect("write output");
+        heads[p] += 1;
+    }
+}
+
+fn parallel_sort(data: &[u8], threads: usize) -> Vec<Vec<(u128, &[u8])>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks(data, threads)
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let mut recs: Vec<(u128, &[u8])> = Vec::with_capacity(c.len() / 100 + 1);
+                    let mut start = 0;
+                    for end in memchr::memchr_iter(b'\n', c)
+                        .map(|i| i + 1)
+                        .chain(std::iter::once(c.len()))
+                    {
+                        let line = &c[start..end];
+                        start = end;
+                        let body = line.strip_suffix(b"\n").unwrap_or(line);
+                        let body = body.strip_suffix(b"\r").unwrap_or(body);
+                        if body.len() >= 10 {
+                            recs.push((sort_key(line), line));
+                        }
+                    }
+                    // Equal keys keep their input order: ties broken by position.
+                    recs.sort_unstable_by(|a, b| {
+                        a.0.cmp(&b.0).then(a.1.as_ptr().cmp(&b.1.as_ptr()))
+                    });
+                    recs
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sort thread"))
+            .collect()
+    })
+}
+
 fn parallel<T: Send>(data: &[u8], threads: usize, f: fn(&[u8]) -> T) -> Vec<T> {
     std::thread::scope(|s| {
         let handles: Vec<_> = chunks(data, threads)
@@ -163,7 +230,7 @@ fn parallel<T: Send>(data: &[u8], threads: usize, f: fn(&[u8]) -> T) -> Vec<T> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 {
-        eprintln!("usage: baseline views|top-photos|wordcount FILE THREADS OUT");
+        eprintln!("usage: baseline views|top-photos|wordcount|sort FILE THREADS OUT");
         std::process::exit(2);
     }
     let (job, file, threads, out) = (
@@ -230,6 +297,7 @@ fn main() {
                 writeln!(o, "{}\t{n}", String::from_utf8_lossy(&w)).unwrap();
             }
         }
+        "sort" => sort_records(data, threads, &mut o),
         other => {
             eprintln!("unknown job {other}");
             std::process::exit(2);

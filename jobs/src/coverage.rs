@@ -232,6 +232,18 @@ pub enum BaseError {
         /// The job.
         job: String,
     },
+    /// The manifest lists a state file for some partitions only.
+    #[error(
+        "{from} lists state files for {state} of its {parts} partitions; its state is incomplete"
+    )]
+    StateIncomplete {
+        /// The directory.
+        from: String,
+        /// State files listed.
+        state: usize,
+        /// Part files listed.
+        parts: usize,
+    },
     /// A state file listed in the manifest is missing or of another size.
     #[error("state file {path} of {from} is missing or not the size its manifest records ({bytes} bytes)")]
     StateMissing {
@@ -281,6 +293,13 @@ impl Base {
             return Err(BaseError::NoState {
                 from: from.into(),
                 job: job.into(),
+            });
+        }
+        if manifest.state.len() != manifest.parts.len() {
+            return Err(BaseError::StateIncomplete {
+                from: from.into(),
+                state: manifest.state.len(),
+                parts: manifest.parts.len(),
             });
         }
         let dir = Storage::join(from, output::STATE);

@@ -322,6 +322,18 @@ fn bases_that_cannot_be_continued_are_refused_with_the_reason() {
     let m = msg(sort.go(&dir.path().join("y"), Some(&sorted)));
     assert!(m.contains("keeps no state"), "{m}");
 
+    // A manifest that lists state for some partitions only.
+    let partial = dir.path().join("partial");
+    views.go(&partial, None).unwrap();
+    let manifest = partial.join("_MANIFEST.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let first = m["parts"][0].clone();
+    m["parts"].as_array_mut().unwrap().push(first);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let m = msg(views.go(&dir.path().join("w"), Some(&partial)));
+    assert!(m.contains("state is incomplete"), "{m}");
+
     // A state file that is gone.
     std::fs::remove_file(out0.join("_state/part-00000")).unwrap();
     let m = msg(views.go(&dir.path().join("z"), Some(&out0)));
