@@ -51,7 +51,10 @@ pub fn boundaries(mut keys: Vec<Vec<u8>>, partitions: u32) -> Vec<Vec<u8>> {
 
 impl Job for Sort {
     type Key = Vec<u8>;
-    type Value = Vec<u8>;
+    // Bytes, not `Vec<u8>`: serde encodes a `Vec<u8>` as a sequence, one call per byte each
+    // way (a fifth of the sort's time went there); as bytes it is a length and one copy, with
+    // the same encoding on the wire.
+    type Value = serde_bytes::ByteBuf;
     const INPUT: crate::InputFormat = crate::InputFormat::RawLines;
 
     fn setup(&mut self, task: &TaskSetup<'_>) -> Result<(), HookError> {
@@ -71,14 +74,22 @@ impl Job for Sort {
             ctx.count("malformed_records", 1);
             return;
         }
-        ctx.emit_encoded(&record[..KEY_BYTES], record[KEY_BYTES..].to_vec());
+        ctx.emit_encoded(
+            &record[..KEY_BYTES],
+            serde_bytes::ByteBuf::from(&record[KEY_BYTES..]),
+        );
     }
 
     fn partitioner(&self) -> Partitioner {
         Partitioner::Ranges(self.bounds.clone())
     }
 
-    fn reduce(&self, key: Vec<u8>, rest: Values<'_, Vec<u8>>, out: &mut ReduceContext<'_>) {
+    fn reduce(
+        &self,
+        key: Vec<u8>,
+        rest: Values<'_, serde_bytes::ByteBuf>,
+        out: &mut ReduceContext<'_>,
+    ) {
         for r in rest {
             let buf = out.buffer();
             buf.extend_from_slice(&key);
