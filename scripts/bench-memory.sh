@@ -54,7 +54,7 @@ tree() {
 }
 role() {
   local args
-  args=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)
+  args=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true)
   case "$args" in
     *" executor"*) echo executor ;;
     *" worker"*) echo worker ;;
