@@ -14,7 +14,7 @@ use crate::output::{self, Manifest, PartInfo};
 use crate::plan::{plan_job, Plan, PlanError};
 use crate::registry::{JobError, Registry};
 use crate::runtime::map::{mmap, MapConfig};
-use crate::runtime::{format::ShuffleFile, panic_message, TaskError};
+use crate::runtime::{format::ShuffleFile, panic_message, Run, TaskError};
 use crate::sdk::Counters;
 
 /// Errors of a local run.
@@ -211,9 +211,17 @@ fn run_tasks(
         p.maps_done += 1;
         progress(p);
     }
+    // Each map output's index is read from a mapping; the reduces read their runs a block at
+    // a time from the files, so memory does not grow with the input.
     let files = map_files
         .iter()
-        .map(|f| guarded("reduce input", || Ok(ShuffleFile::open(mmap(f)?)?)))
+        .map(|f| {
+            guarded("reduce input", || {
+                let index = ShuffleFile::open(mmap(f)?)?;
+                let file = std::fs::File::open(f).map_err(|e| TaskError::io(f, e))?;
+                Ok((std::sync::Arc::new(file), index))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut parts = Vec::new();
     let mut states = Vec::new();
@@ -226,7 +234,17 @@ fn run_tasks(
                 false => None,
             };
             let s = job.run_reduce(
-                files.iter().map(|f| f.partition(r)).collect(),
+                files
+                    .iter()
+                    .map(|(file, index)| {
+                        let range = index.partition_range(r);
+                        Run::File {
+                            file: file.clone(),
+                            start: range.start,
+                            len: range.end - range.start,
+                        }
+                    })
+                    .collect(),
                 &mut w,
                 state.as_mut().map(|w| w as &mut dyn std::io::Write),
             )?;

@@ -80,7 +80,7 @@ pub trait DynJob: Send + Sync {
     /// into `state` where the job keeps state.
     fn run_reduce(
         &self,
-        runs: Vec<Bytes>,
+        runs: Vec<crate::runtime::format::Run>,
         out: &mut dyn Write,
         state: Option<&mut dyn Write>,
     ) -> Result<ReduceSummary, TaskError>;
@@ -123,7 +123,7 @@ impl<J: Job> DynJob for J {
 
     fn run_reduce(
         &self,
-        runs: Vec<Bytes>,
+        runs: Vec<crate::runtime::format::Run>,
         out: &mut dyn Write,
         state: Option<&mut dyn Write>,
     ) -> Result<ReduceSummary, TaskError> {

@@ -8,12 +8,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use bytes::Bytes;
 use dfs_client::Storage;
 use jobs::input::read_input;
 use jobs::registry::Registry;
 use jobs::runtime::map::MapConfig;
-use jobs::runtime::{panic_message, TaskError};
+use jobs::runtime::{panic_message, Run, TaskError};
 use protocol::FailureKind;
 
 use crate::task::{ExecutorResult, ExecutorTask, MapOutput, TaskKind, Work};
@@ -291,11 +290,11 @@ fn run_reduce(
     map_outputs: &[MapOutput],
 ) -> ExecutorResult {
     protocol::failpoint::hit("reduce.fetch");
-    let fetched = match fetch_all(task, map_outputs) {
+    let (fetched, on_disk) = match fetch_all(task, map_outputs) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    let shuffle_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
+    let shuffle_bytes: u64 = fetched.iter().map(Run::len).sum();
     let attempt = || -> Result<ExecutorResult, TaskError> {
         let mut w = storage.create(&task.output)?;
         let mut state = match job.keeps_state() {
@@ -314,6 +313,7 @@ fn run_reduce(
         w.commit()?;
         let mut counters = summary.counters;
         counters.add("shuffle_bytes", shuffle_bytes);
+        counters.add("reduce_spilled_bytes", on_disk);
         Ok(ExecutorResult {
             counters,
             output_bytes: summary.output_bytes,
@@ -326,8 +326,12 @@ fn run_reduce(
 }
 
 /// Fetches this reduce's partition of every map output; runs that would push the total past
-/// the task's memory budget are written to the work directory and memory-mapped instead.
-fn fetch_all(task: &ExecutorTask, map_outputs: &[MapOutput]) -> Result<Vec<Bytes>, ExecutorResult> {
+/// the task's memory budget are appended to one file of the work directory and read back a block at a time.
+/// Returns the runs in map order and how many of their bytes are on disk.
+fn fetch_all(
+    task: &ExecutorTask,
+    map_outputs: &[MapOutput],
+) -> Result<(Vec<Run>, u64), ExecutorResult> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -340,7 +344,8 @@ fn fetch_all(task: &ExecutorTask, map_outputs: &[MapOutput]) -> Result<Vec<Bytes
         })?;
     let budget = task.spec.task_memory;
     rt.block_on(async {
-        let mut runs: Vec<Option<Bytes>> = vec![None; map_outputs.len()];
+        let mut runs: Vec<Option<Run>> = vec![None; map_outputs.len()];
+        let mut spilled = SpilledRuns::new(task);
         let mut lost = Vec::new();
         let mut in_memory = 0u64;
         let mut set = tokio::task::JoinSet::new();
@@ -365,9 +370,9 @@ fn fetch_all(task: &ExecutorTask, map_outputs: &[MapOutput]) -> Result<Vec<Bytes
             match res {
                 Ok(data) if in_memory + data.len() as u64 <= budget => {
                     in_memory += data.len() as u64;
-                    runs[i] = Some(data);
+                    runs[i] = Some(Run::Memory(data));
                 }
-                Ok(data) => match spill_run(task, i, &data) {
+                Ok(data) => match spilled.push(&data) {
                     Ok(mapped) => runs[i] = Some(mapped),
                     Err(e) => return Err(failed(&e)),
                 },
@@ -389,35 +394,62 @@ fn fetch_all(task: &ExecutorTask, map_outputs: &[MapOutput]) -> Result<Vec<Bytes
                 ..Default::default()
             });
         }
-        Ok(runs
+        let runs = runs
             .into_iter()
             .map(|r| r.expect("every run fetched"))
-            .collect())
+            .collect();
+        Ok((runs, spilled.len))
     })
 }
 
-fn spill_run(task: &ExecutorTask, i: usize, data: &[u8]) -> Result<Bytes, TaskError> {
-    let dir = task.work_dir.join("fetched");
-    std::fs::create_dir_all(&dir).map_err(|e| TaskError::Io {
-        path: dir.clone(),
-        source: e,
-    })?;
-    let path = dir.join(format!("map-{i:05}"));
-    std::fs::write(&path, data).map_err(|e| TaskError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    let file = std::fs::File::open(&path).map_err(|e| TaskError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    if data.is_empty() {
-        return Ok(Bytes::new());
+/// Runs that do not fit the reduce's memory budget, appended to one file of the attempt's
+/// work directory and read back a block at a time by the merge.
+struct SpilledRuns {
+    path: std::path::PathBuf,
+    file: Option<std::sync::Arc<std::fs::File>>,
+    len: u64,
+}
+
+impl SpilledRuns {
+    fn new(task: &ExecutorTask) -> Self {
+        SpilledRuns {
+            path: task.work_dir.join("fetched-runs"),
+            file: None,
+            len: 0,
+        }
     }
-    // SAFETY: a private file of this attempt, never modified after this point.
-    let map =
-        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TaskError::Io { path, source: e })?;
-    Ok(Bytes::from_owner(map))
+
+    fn push(&mut self, data: &[u8]) -> Result<Run, TaskError> {
+        let io = |e| TaskError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => {
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&self.path)
+                    .map_err(io)?;
+                self.file.insert(std::sync::Arc::new(f)).clone()
+            }
+        };
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(data, self.len).map_err(io)?;
+        let run = Run::File {
+            file,
+            start: self.len,
+            len: data.len() as u64,
+        };
+        self.len += data.len() as u64;
+        Ok(run)
+    }
 }
 
 /// Passes writes through, evaluating the `reduce.write` failpoint after the first one, so a

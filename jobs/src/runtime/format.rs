@@ -12,8 +12,11 @@
 //! sends to a reducer. Every block is checksummed, so corruption anywhere is detected before a
 //! record is decoded; declared sizes are checked before anything is allocated.
 
+use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -43,6 +46,9 @@ pub enum FormatError {
     /// Writing failed.
     #[error("failed to write shuffle data")]
     Write(#[source] std::io::Error),
+    /// Reading a run kept in a local file failed.
+    #[error("failed to read shuffle data")]
+    Read(#[source] std::io::Error),
 }
 
 fn corrupt(reason: impl Into<String>) -> FormatError {
@@ -236,6 +242,54 @@ impl ShuffleFile {
             None => Bytes::new(),
         }
     }
+
+    /// Returns where one partition's blocks lie in the file (empty if out of range).
+    pub fn partition_range(&self, p: u32) -> Range<u64> {
+        match self.index.get(p as usize) {
+            Some(r) => r.start as u64..r.end as u64,
+            None => 0..0,
+        }
+    }
+}
+
+/// A run of blocks (one partition of one shuffle file) as a merge reads it: in memory, or as
+/// a byte range of a local file read one block at a time, so a reduce over more runs than fit
+/// its memory budget holds one block per run, not the pages of every run it has read (a
+/// memory-mapped run keeps each page it touched resident until the run is dropped).
+#[derive(Clone, Debug)]
+pub enum Run {
+    /// Blocks in memory.
+    Memory(Bytes),
+    /// Blocks in `file` from byte `start`, `len` bytes long.
+    File {
+        /// The file, shared by every run kept in it.
+        file: Arc<File>,
+        /// Offset of the run's first block.
+        start: u64,
+        /// Length of the run in bytes.
+        len: u64,
+    },
+}
+
+impl Run {
+    /// Returns the run's size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Run::Memory(b) => b.len() as u64,
+            Run::File { len, .. } => *len,
+        }
+    }
+
+    /// Returns true if the run holds no blocks.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for Run {
+    fn from(b: Bytes) -> Self {
+        Run::Memory(b)
+    }
 }
 
 /// Checks every block checksum of a run of blocks without decompressing it, so a reducer can
@@ -253,16 +307,22 @@ pub fn verify_run(src: &[u8]) -> Result<(), FormatError> {
 
 /// Returns the uncompressed length and the checked compressed bytes of the block at `at`,
 /// and the offset of the next block.
-fn block_at(src: &[u8], at: usize) -> Result<(usize, &[u8], usize), FormatError> {
-    let header = src
-        .get(at..at + HEADER)
-        .ok_or_else(|| corrupt("truncated block header"))?;
+/// Reads a block header: (raw length, compressed length, checksum of the compressed bytes).
+fn parse_header(header: &[u8]) -> Result<(usize, usize, u32), FormatError> {
     let raw_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
     let comp_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if raw_len > MAX_BLOCK_BYTES || raw_len == 0 {
         return Err(corrupt(format!("block declares {raw_len} bytes")));
     }
+    Ok((raw_len, comp_len, crc))
+}
+
+fn block_at(src: &[u8], at: usize) -> Result<(usize, &[u8], usize), FormatError> {
+    let header = src
+        .get(at..at + HEADER)
+        .ok_or_else(|| corrupt("truncated block header"))?;
+    let (raw_len, comp_len, crc) = parse_header(header)?;
     let comp = src
         .get(at + HEADER..at + HEADER + comp_len)
         .ok_or_else(|| corrupt("truncated block"))?;
@@ -274,21 +334,35 @@ fn block_at(src: &[u8], at: usize) -> Result<(usize, &[u8], usize), FormatError>
 
 /// Reads the records of one run of blocks, one block in memory at a time.
 pub struct BlockCursor {
-    src: Bytes,
+    src: Run,
     pos: usize,
     block: Vec<u8>,
+    /// Compressed bytes of a block read from a file, and the header after it where the run
+    /// goes on (read in the same call).
+    comp: Vec<u8>,
     bpos: usize,
     key: Range<usize>,
     value: Range<usize>,
 }
 
+fn decompress(raw_len: usize, comp: &[u8], block: &mut Vec<u8>) -> Result<(), FormatError> {
+    block.resize(raw_len, 0);
+    let n = lz4_flex::block::decompress_into(comp, block)
+        .map_err(|e| corrupt(format!("block does not decompress: {e}")))?;
+    if n != raw_len {
+        return Err(corrupt("block shorter than declared"));
+    }
+    Ok(())
+}
+
 impl BlockCursor {
     /// Starts reading `src`, a run of blocks (one partition).
-    pub fn new(src: Bytes) -> Self {
+    pub fn new(src: impl Into<Run>) -> Self {
         BlockCursor {
-            src,
+            src: src.into(),
             pos: 0,
             block: Vec::new(),
+            comp: Vec::new(),
             bpos: 0,
             key: 0..0,
             value: 0..0,
@@ -296,17 +370,49 @@ impl BlockCursor {
     }
 
     fn load_block(&mut self) -> Result<bool, FormatError> {
-        if self.pos >= self.src.len() {
+        let len = self.src.len() as usize;
+        if self.pos >= len {
             return Ok(false);
         }
-        let (raw_len, comp, next) = block_at(&self.src, self.pos)?;
-        self.block.resize(raw_len, 0);
-        let n = lz4_flex::block::decompress_into(comp, &mut self.block)
-            .map_err(|e| corrupt(format!("block does not decompress: {e}")))?;
-        if n != raw_len {
-            return Err(corrupt("block shorter than declared"));
+        match &self.src {
+            Run::Memory(src) => {
+                let (raw_len, comp, next) = block_at(src, self.pos)?;
+                decompress(raw_len, comp, &mut self.block)?;
+                self.pos = next;
+            }
+            Run::File { file, start, .. } => {
+                // The header was read with the previous block, except for the first one.
+                if self.pos == 0 {
+                    if len < HEADER {
+                        return Err(corrupt("truncated block header"));
+                    }
+                    self.comp.resize(HEADER, 0);
+                    file.read_exact_at(&mut self.comp, *start)
+                        .map_err(FormatError::Read)?;
+                }
+                let (raw_len, comp_len, crc) =
+                    parse_header(&self.comp[self.comp.len() - HEADER..])?;
+                let body = self.pos + HEADER;
+                if comp_len > len - body {
+                    return Err(corrupt("truncated block"));
+                }
+                let next = body + comp_len;
+                // The block and, where the run goes on, the next block's header.
+                let want = comp_len + if len - next >= HEADER { HEADER } else { 0 };
+                self.comp.resize(want, 0);
+                file.read_exact_at(&mut self.comp, start + body as u64)
+                    .map_err(FormatError::Read)?;
+                let comp = &self.comp[..comp_len];
+                if crc32fast::hash(comp) != crc {
+                    return Err(FormatError::Checksum { offset: self.pos });
+                }
+                decompress(raw_len, comp, &mut self.block)?;
+                if next < len && want == comp_len {
+                    return Err(corrupt("truncated block header"));
+                }
+                self.pos = next;
+            }
         }
-        self.pos = next;
         self.bpos = 0;
         Ok(true)
     }
@@ -438,5 +544,50 @@ mod tests {
             read_all(Bytes::from(src)),
             Err(FormatError::Corrupt { .. })
         ));
+    }
+
+    fn read_file_run(
+        data: &[u8],
+        range: Range<u64>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FormatError> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        let mut c = BlockCursor::new(Run::File {
+            file: Arc::new(f),
+            start: range.start,
+            len: range.end - range.start,
+        });
+        let mut out = Vec::new();
+        while c.advance()? {
+            out.push((c.key().to_vec(), c.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_run_read_from_a_file_matches_the_run_in_memory() {
+        let data = sample(3, 20_000);
+        let file = ShuffleFile::open(Bytes::from(data.clone())).unwrap();
+        for p in 0..4 {
+            assert_eq!(
+                read_file_run(&data, file.partition_range(p)).unwrap(),
+                read_all(file.partition(p)).unwrap(),
+                "partition {p}"
+            );
+        }
+        // Corruption and truncation anywhere are found as in memory.
+        let r = file.partition_range(0);
+        let len = (r.end - r.start) as usize;
+        for at in [5, 40, len / 2, len - 1] {
+            let mut bad = data.clone();
+            bad[r.start as usize + at] ^= 0x20;
+            assert!(read_file_run(&bad, r.clone()).is_err(), "flip at {at}");
+        }
+        for cut in [1, 11, 12, 13, len / 3, len - 1] {
+            assert!(
+                read_file_run(&data, r.start..r.start + cut as u64).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 }

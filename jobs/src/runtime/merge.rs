@@ -5,9 +5,7 @@
 //! order, which keeps outputs deterministic however the maps were scheduled. Only one
 //! decompressed block per run is in memory.
 
-use bytes::Bytes;
-
-use super::format::{BlockCursor, FormatError};
+use super::format::{BlockCursor, FormatError, Run};
 
 /// Merges sorted runs into one sorted stream.
 pub struct Merger {
@@ -21,7 +19,7 @@ impl Merger {
     ///
     /// # Errors
     /// [`FormatError`] if a run's first block is corrupt.
-    pub fn new(runs: Vec<Bytes>) -> Result<Self, FormatError> {
+    pub fn new<R: Into<Run>>(runs: Vec<R>) -> Result<Self, FormatError> {
         let mut cursors = Vec::with_capacity(runs.len());
         let mut heap = Vec::with_capacity(runs.len());
         for run in runs {
@@ -122,6 +120,7 @@ impl Merger {
 mod tests {
     use super::super::format::{ShuffleFile, ShuffleWriter};
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     fn run(keys: &[Vec<u8>], tag: u8) -> Bytes {

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use protocol::FailureKind;
 
-pub use format::FormatError;
+pub use format::{FormatError, Run};
 
 /// Errors that end a task attempt.
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,7 @@
 
 use std::io::Write;
 
-use bytes::Bytes;
-
-use super::format::ShuffleWriter;
+use super::format::{Run, ShuffleWriter};
 use super::merge::Merger;
 use super::TaskError;
 use crate::sdk::{Counters, FastCounters, Job, Key, ReduceContext, Value, ValueSource, Values};
@@ -63,7 +61,7 @@ impl<W: Write> Write for Checksummed<W> {
 /// [`TaskError`] if a run is corrupt or the output cannot be written.
 pub fn run_reduce<J: Job>(
     job: &J,
-    runs: Vec<Bytes>,
+    runs: Vec<Run>,
     out: &mut dyn Write,
     state: Option<&mut dyn Write>,
 ) -> Result<ReduceSummary, TaskError> {
@@ -80,7 +78,7 @@ pub fn run_reduce<J: Job>(
         _ => None,
     };
     let mut encoded = Vec::new();
-    let input_bytes: u64 = runs.iter().map(|r| r.len() as u64).sum();
+    let input_bytes: u64 = runs.iter().map(Run::len).sum();
     let mut merger = Merger::new(runs)?;
     let mut buf = Vec::with_capacity(FLUSH_BYTES + 4096);
     let mut fast = FastCounters::default();
