@@ -62,6 +62,29 @@ pub struct JobSpecArgs {
     pub max_bad_records: u64,
 }
 
+/// How people find a submitted job again: `job submit --name/--label`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct JobMetaArgs {
+    /// A name for the job, shown by `job list`, `job status`, the API and the web UI
+    /// (several jobs may share one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A label `key=value` (repeatable) to find and group jobs by: `job list --label
+    /// team=vision`. Keys as job names (letters, digits, `.`, `_`, `-`).
+    #[arg(long = "label", value_parser = parse_param)]
+    pub labels: Vec<(String, String)>,
+}
+
+impl JobMetaArgs {
+    /// Puts the name and labels into `spec`.
+    pub fn apply(&self, spec: &mut JobSpec) {
+        if let Some(n) = &self.name {
+            spec.name = n.clone();
+        }
+        spec.labels.extend(self.labels.iter().cloned());
+    }
+}
+
 /// Makes a local path absolute (workers and executors may run in another directory) and
 /// resolves its `.` and `..` components lexically, so `../logs/x.log` names what it names in
 /// the shell (the storage layer refuses `..` in the paths it is given). URLs are left alone:
@@ -199,6 +222,8 @@ pub enum JobCommand {
     Submit {
         #[command(flatten)]
         spec: JobSpecArgs,
+        #[command(flatten)]
+        meta: JobMetaArgs,
         /// Print the job id and return at once.
         #[arg(long)]
         detach: bool,
@@ -223,6 +248,12 @@ pub enum JobCommand {
         /// UTC time (`2026-12-01`, `2026-12-01T06:00`).
         #[arg(long, value_parser = parse_since)]
         since: Option<u64>,
+        /// Only jobs of this name (`job submit --name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only jobs with this label `key=value` (repeatable: all must match).
+        #[arg(long = "label", value_parser = parse_param)]
+        labels: Vec<(String, String)>,
         /// Only the newest N (after the other filters).
         #[arg(long)]
         limit: Option<usize>,
@@ -343,10 +374,12 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
     match cmd {
         JobCommand::Submit {
             spec,
+            meta,
             detach,
             cluster,
         } => {
             let mut spec = spec.to_spec()?;
+            meta.apply(&mut spec);
             let mut client = connect(&cluster).await?;
             ship(&mut client, registry, &mut spec).await?;
             let (id, warnings) = client
@@ -379,6 +412,8 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
         JobCommand::List {
             state,
             since,
+            name,
+            labels,
             limit,
             output,
             cluster,
@@ -387,6 +422,8 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
             jobs.retain(|j| {
                 state.as_deref().is_none_or(|s| j.state.name() == s)
                     && since.is_none_or(|t| j.submitted_unix_ms >= t)
+                    && name.as_deref().is_none_or(|n| j.name == n)
+                    && labels.iter().all(|(k, v)| j.labels.get(k) == Some(v))
             });
             if let Some(n) = limit {
                 jobs.drain(..jobs.len().saturating_sub(n));
@@ -397,15 +434,31 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
                 ));
                 return Ok(0);
             }
+            // The NAME column is as wide as the longest name shown (at least 4, at most 32).
+            let width = jobs
+                .iter()
+                .map(|j| j.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .clamp(4, 32);
             println!(
-                "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>9}  {:<19}",
-                "ID", "JOB", "STATE", "MAPS", "REDUCES", "READ", "ELAPSED", "SUBMITTED"
+                "{:<10} {:<16} {:<width$} {:<10} {:>9} {:>9} {:>10} {:>9}  {:<19}",
+                "ID", "JOB", "NAME", "STATE", "MAPS", "REDUCES", "READ", "ELAPSED", "SUBMITTED"
             );
             for s in jobs {
+                let name = match s.name.as_str() {
+                    "" => "-".to_string(),
+                    n if n.chars().count() > width => {
+                        let cut: String = n.chars().take(width - 1).collect();
+                        format!("{cut}…")
+                    }
+                    n => n.to_string(),
+                };
                 println!(
-                    "{:<10} {:<16} {:<10} {:>9} {:>9} {:>10} {:>8.1}s  {:<19}",
+                    "{:<10} {:<16} {:<width$} {:<10} {:>9} {:>9} {:>10} {:>8.1}s  {:<19}",
                     s.id.to_string(),
                     s.job,
+                    name,
                     s.state.name(),
                     format!("{}/{}", s.maps_done, s.maps_total),
                     format!("{}/{}", s.reduces_done, s.reduces_total),
@@ -555,6 +608,12 @@ impl Progress {
 
 fn print_status(s: &JobStatus) {
     println!("job:      {} ({})", s.id, s.job);
+    if !s.name.is_empty() {
+        println!("name:     {}", s.name);
+    }
+    if !s.labels.is_empty() {
+        println!("labels:   {}", labels_text(&s.labels));
+    }
     println!("state:    {}", s.state.name());
     println!(
         "maps:     {}/{}   reduces: {}/{}",
@@ -578,6 +637,12 @@ fn print_status(s: &JobStatus) {
     }
     print_counters(s.counters.iter().map(|(k, v)| (k.as_str(), *v)));
     print_warnings(&jobs::Counters(s.counters.clone().into_iter().collect()));
+}
+
+/// Labels as `k=v,k=v` (sorted by key).
+fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
 }
 
 /// Prints the summary's warnings (see [`jobs::Counters::warnings`]) to stderr.

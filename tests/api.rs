@@ -23,10 +23,20 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         .args(["submit", "views", "--reducers", "2", "--input"])
         .arg(&inputs.log)
         .arg("--output")
-        .arg(&out));
+        .arg(&out)
+        .args(["--name", "nightly views", "--label", "team=web"])
+        .args(["--label", "tier=gold"]));
     let failed = run(cluster
         .job()
-        .args(["submit", "fail", "--max-attempts", "2", "--input"])
+        .args([
+            "submit",
+            "fail",
+            "--max-attempts",
+            "2",
+            "--label",
+            "team=web",
+        ])
+        .arg("--input")
         .arg(&inputs.log)
         .arg("--output")
         .arg(cluster.dir.path().join("never")));
@@ -57,6 +67,59 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         "{j2}"
     );
     assert_eq!(get(&http, "/api/v1/jobs/job-1").1, j1.to_string());
+    // Names and labels, and the list's filters.
+    assert_eq!(j1["name"], "nightly views");
+    assert_eq!(
+        j1["labels"],
+        serde_json::json!({"team": "web", "tier": "gold"})
+    );
+    assert_eq!(j2["name"], "");
+    let ids = |query: &str| -> Vec<String> {
+        let (code, body) = get(&http, &format!("/api/v1/jobs?{query}"));
+        assert_eq!(code, 200, "{query}: {body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("label=team=web"), ["job-2", "job-1"]);
+    assert_eq!(ids("label=team=web&label=tier=gold"), ["job-1"]);
+    assert_eq!(ids("name=nightly%20views"), ["job-1"]);
+    assert_eq!(ids("state=failed"), ["job-2"]);
+    assert_eq!(ids("label=team=web&limit=1"), ["job-2"]);
+    assert!(ids("label=team=mobile").is_empty());
+    assert_eq!(get(&http, "/api/v1/jobs?labels=x").0, 400);
+    assert_eq!(get(&http, "/api/v1/jobs?label=x").0, 400);
+    let list = ok(cluster.job().args(["list", "--label", "tier=gold"]));
+    assert!(
+        list.contains("nightly views") && list.contains("job-1") && !list.contains("job-2"),
+        "{list}"
+    );
+    let list = ok(cluster
+        .job()
+        .args(["list", "--name", "nightly views", "--output", "json"]));
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["labels"]["tier"], "gold", "{list}");
+    let status = ok(cluster.job().args(["status", "job-1"]));
+    assert!(
+        status.contains("name:     nightly views")
+            && status.contains("labels:   team=web,tier=gold"),
+        "{status}"
+    );
+    // A label the spec rules refuse is refused at submit, naming it.
+    let bad = run(cluster
+        .job()
+        .args(["submit", "views", "--label", "te am=x", "--input"])
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(cluster.dir.path().join("bad-label")));
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("bad label name"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     assert_eq!(get(&http, "/api/v1/jobs/job-9").0, 404);
     // The failed job's attempts, each with its error and its log, kept on its worker.
     // The succeeded job's winning attempts carry their bytes.

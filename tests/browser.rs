@@ -116,6 +116,11 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
     assert!(dom.contains(">job-1<") && dom.contains(">views<"), "{dom}");
     assert!(dom.contains("state-succeeded\">succeeded<"), "{dom}");
     assert!(dom.contains("map_input_records"), "counters shown: {dom}");
+    // The schedule's job, named after it, its labels on hover.
+    assert!(
+        dom.contains("schedule=every-minute\">every-minute<"),
+        "{dom}"
+    );
     assert!(dom.contains("workers alive"), "{dom}");
     // The timeline: a lane per worker that ran its tasks, a bar per attempt.
     assert!(dom.contains("id=\"timeline\""), "{dom}");

@@ -247,6 +247,20 @@ fn a_daily_schedule_catches_up_survives_a_coordinator_crash_and_backfills() {
             .any(|l| l.starts_with("2026-11-24") && l.contains("failed to start")),
         "{h:#?}"
     );
+    // Its jobs are named after it and labelled with it and their logical time.
+    let day = env.ok(&[
+        "job",
+        "list",
+        "--label",
+        "schedule=daily",
+        "--label",
+        "logical_time=2026-11-25T06:00:00",
+        "-o",
+        "json",
+    ]);
+    let day: serde_json::Value = serde_json::from_str(&day).unwrap();
+    assert_eq!(day.as_array().map(Vec::len), Some(1), "{day}");
+    assert_eq!(day[0]["name"], "daily", "{day}");
     // Reprocess modes: `none` finds nothing left; `failed` retries the 24th once its input
     // exists; `all` reruns the 25th, replacing its output with the same bytes.
     let none = env.ok(&[

@@ -56,6 +56,10 @@ pub struct JobStatus {
     pub submitted_unix_ms: u64,
     /// See `submitted_unix_ms`.
     pub finished_unix_ms: u64,
+    /// Its name (`--name`; empty: none).
+    pub name: String,
+    /// Its labels (`--label key=value`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl From<pb::JobStatus> for JobStatus {
@@ -83,6 +87,8 @@ impl From<pb::JobStatus> for JobStatus {
             output: s.output,
             submitted_unix_ms: s.submitted_unix_ms,
             finished_unix_ms: s.finished_unix_ms,
+            name: s.name,
+            labels: s.labels.into_iter().collect(),
         }
     }
 }

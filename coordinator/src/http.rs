@@ -298,9 +298,54 @@ async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
     Json(json!({"epoch": epoch.0, "workers": workers, "input_bytes_total": bytes}))
 }
 
-async fn jobs(Ax(c): Ax<Coordinator>) -> Json<Value> {
+/// Jobs, newest first; `?state=S`, `?name=N`, `?label=k=v` (repeatable, all must match) keep
+/// those that match, `?limit=N` the newest N of them.
+async fn jobs(
+    Ax(c): Ax<Coordinator>,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let (mut state, mut name, mut labels, mut limit) = (None, None, Vec::new(), usize::MAX);
+    for (k, v) in &query {
+        match k.as_str() {
+            "state" => state = Some(v.as_str()),
+            "name" => name = Some(v.as_str()),
+            "label" => match v.split_once('=') {
+                Some(kv) => labels.push(kv),
+                None => {
+                    return (StatusCode::BAD_REQUEST, "label: expected key=value").into_response()
+                }
+            },
+            "limit" => match v.parse() {
+                Ok(n) => limit = n,
+                Err(_) => return (StatusCode::BAD_REQUEST, "limit: a number").into_response(),
+            },
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {k:?} (state, name, label, limit)"),
+                )
+                    .into_response()
+            }
+        }
+    }
     let list = c.read(|s| s.list(Instant::now()));
-    Json(Value::Array(list.iter().rev().map(job_json).collect()))
+    let keep = |j: &crate::client::JobStatus| {
+        state.is_none_or(|s| j.state.name() == s)
+            && name.is_none_or(|n| j.name == n)
+            && labels
+                .iter()
+                .all(|(k, v)| j.labels.get(*k).map(String::as_str) == Some(*v))
+    };
+    Json(Value::Array(
+        list.into_iter()
+            .rev()
+            .map(crate::client::JobStatus::from)
+            .filter(keep)
+            .take(limit)
+            .map(|j| crate::json::job(&j))
+            .collect(),
+    ))
+    .into_response()
 }
 
 async fn job(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {

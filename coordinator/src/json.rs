@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::client::JobStatus;
 
-/// A job: `{"id", "job", "state", "maps": {"done", "running", "total"}, "reduces": {...},
+/// A job: `{"id", "job", "name", "labels", "state", "maps": {"done", "running", "total"}, "reduces": {...},
 /// "elapsed_ms", "input_bytes", "output_bytes", "output", "submitted_at", "finished_at",
 /// "error", "warnings", "counters"}`; the times in RFC 3339 (UTC), null when not known.
 pub fn job(s: &JobStatus) -> Value {
@@ -19,6 +19,8 @@ pub fn job(s: &JobStatus) -> Value {
     json!({
         "id": s.id.to_string(),
         "job": s.job,
+        "name": s.name,
+        "labels": s.labels,
         "state": s.state.name(),
         "maps": {"done": s.maps_done, "running": s.maps_running, "total": s.maps_total},
         "reduces": {"done": s.reduces_done, "running": s.reduces_running, "total": s.reduces_total},

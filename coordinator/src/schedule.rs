@@ -335,7 +335,8 @@ impl Compiled {
         out
     }
 
-    /// The job of logical time `t`: every template expanded.
+    /// The job of logical time `t`: every template expanded, named after the schedule (unless
+    /// the template has a name) and labelled `schedule=NAME` and `logical_time=T`.
     ///
     /// # Errors
     /// A [`ScheduleError`] naming a bad template.
@@ -354,6 +355,15 @@ impl Compiled {
             .collect::<Result<BTreeMap<_, _>, ScheduleError>>()?
             .into_iter()
             .collect();
+        if spec.name.is_empty() {
+            spec.name = self.spec.name.clone();
+        }
+        spec.labels
+            .insert("schedule".into(), self.spec.name.clone());
+        spec.labels.insert(
+            "logical_time".into(),
+            t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        );
         Ok(spec)
     }
 }

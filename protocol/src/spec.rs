@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 pub const MAX_PARAMS: usize = 64;
 /// Longest parameter value.
 pub const MAX_PARAM_BYTES: usize = 4096;
+/// Most labels on one job.
+pub const MAX_LABELS: usize = 32;
+/// Longest job name or label value, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
 /// Most input paths a spec may name (each may be a directory or a glob).
 pub const MAX_INPUTS: usize = 1024;
 /// Most reduce tasks of one job.
@@ -105,6 +109,15 @@ pub enum SpecError {
         "parameter {0:?}: a value is at most {MAX_PARAM_BYTES} bytes, without control characters"
     )]
     ParamValue(String),
+    /// A job name too long or with control characters.
+    #[error("a job name is at most {MAX_NAME_BYTES} bytes, without control characters")]
+    JobName,
+    /// Too many labels.
+    #[error("at most {MAX_LABELS} labels")]
+    TooManyLabels,
+    /// A label value too long or with control characters.
+    #[error("label {0:?}: a value is at most {MAX_NAME_BYTES} bytes, without control characters")]
+    LabelValue(String),
     /// Too many inputs.
     #[error("at most {MAX_INPUTS} inputs (use a directory or a glob)")]
     TooManyInputs,
@@ -176,6 +189,12 @@ pub struct JobSpec {
     /// there shrank, was rewritten or is gone (`--full-if-changed`).
     #[serde(default)]
     pub full_if_changed: bool,
+    /// A name for people (`--name`); several jobs may share one. Empty: none.
+    #[serde(default)]
+    pub name: String,
+    /// Labels (`--label key=value`) to find and group jobs by.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl JobSpec {
@@ -199,6 +218,8 @@ impl JobSpec {
             overwrite: false,
             from: String::new(),
             full_if_changed: false,
+            name: String::new(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -222,6 +243,8 @@ impl JobSpec {
             overwrite: self.overwrite,
             from: self.from.clone(),
             full_if_changed: self.full_if_changed,
+            name: self.name.clone(),
+            labels: self.labels.clone().into_iter().collect(),
         }
     }
 
@@ -241,6 +264,18 @@ impl JobSpec {
             crate::check_name("parameter", k)?;
             if v.len() > MAX_PARAM_BYTES || v.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(SpecError::ParamValue(k.clone()));
+            }
+        }
+        if self.name.len() > MAX_NAME_BYTES || self.name.chars().any(char::is_control) {
+            return Err(SpecError::JobName);
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(SpecError::TooManyLabels);
+        }
+        for (k, v) in &self.labels {
+            crate::check_name("label", k)?;
+            if v.len() > MAX_NAME_BYTES || v.chars().any(char::is_control) {
+                return Err(SpecError::LabelValue(k.clone()));
             }
         }
         if self.inputs.len() > MAX_INPUTS {
@@ -291,6 +326,8 @@ impl JobSpec {
             overwrite: p.overwrite,
             from: p.from,
             full_if_changed: p.full_if_changed,
+            name: p.name,
+            labels: p.labels.into_iter().collect(),
         })
     }
 }
@@ -331,6 +368,26 @@ mod tests {
             (|s| s.max_attempts = 1000, "max attempts"),
             (|s| s.binary = "../../etc/passwd".into(), "SHA-256"),
             (|s| s.inputs = vec!["a".into(); 2000], "inputs"),
+            (|s| s.name = "a\u{1b}[31mb".into(), "job name"),
+            (|s| s.name = "n".repeat(300), "job name"),
+            (
+                |s| {
+                    s.labels.insert("team a".into(), "x".into());
+                },
+                "bad label name",
+            ),
+            (
+                |s| {
+                    s.labels.insert("team".into(), "x\ny".into());
+                },
+                "label \"team\"",
+            ),
+            (
+                |s| {
+                    s.labels = (0..40).map(|i| (format!("k{i}"), String::new())).collect();
+                },
+                "at most 32 labels",
+            ),
         ];
         for (breaks, rule) in bad {
             let mut s = ok.clone();

@@ -173,6 +173,8 @@ impl State {
             finished_unix_ms: job.finished_ms,
             error: job.error.clone().unwrap_or_default(),
             output: job.spec.output.clone(),
+            name: job.spec.name.clone(),
+            labels: job.spec.labels.clone().into_iter().collect(),
             // An ended job runs nothing: attempts still out are being cancelled.
             maps_running: if job.state.is_over() {
                 0
