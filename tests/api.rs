@@ -334,3 +334,169 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         !page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("@import")
     );
 }
+
+/// POSTs `body` (JSON) to the API; returns the status and the body.
+fn post(base: &str, path: &str, body: &str, content_type: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!("http://{base}{path}"))
+        .header("content-type", content_type)
+        .send(body)
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+#[test]
+fn the_api_submits_jobs_and_pauses_resumes_and_runs_schedules() {
+    let inputs = inputs("1MiB");
+    let cluster = Cluster::start(2);
+    let http = std::fs::read_to_string(cluster.dir.path().join(".quern/http.addr")).unwrap();
+    let out = cluster.dir.path().join("from-api");
+    let body = serde_json::json!({
+        "job": "views",
+        "inputs": [inputs.log.display().to_string()],
+        "output": out.display().to_string(),
+        "reducers": 2,
+        "name": "from the API",
+        "labels": {"via": "http"},
+    })
+    .to_string();
+    let (code, answer) = post(&http, "/api/v1/jobs", &body, "application/json");
+    assert_eq!(code, 201, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let id = answer["id"].as_str().unwrap().to_string();
+    // The job runs as one the CLI submitted, and writes what `run --local` writes.
+    let waited = ok(cluster.job().args(["wait", &id]));
+    assert!(waited.contains("state:    succeeded"), "{waited}");
+    let oracle = inputs.dir.path().join("oracle-views");
+    ok(quern()
+        .args(["run", "--local", "views", "--reducers", "2", "--input"])
+        .arg(&inputs.log)
+        .arg("--output")
+        .arg(&oracle));
+    assert_eq!(read_output(&out), read_output(&oracle));
+    let (_, job) = get(&http, &format!("/api/v1/jobs/{id}"));
+    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    assert_eq!(
+        (job["name"].as_str(), job["labels"]["via"].as_str()),
+        (Some("from the API"), Some("http"))
+    );
+
+    // Refusals name the problem: the output exists, a path is relative, a field is unknown,
+    // the job is unknown, the body is not JSON.
+    let (code, answer) = post(&http, "/api/v1/jobs", &body, "application/json");
+    assert!(
+        code == 409 && answer.contains("already holds"),
+        "{code} {answer}"
+    );
+    let relative = body.replace(&out.display().to_string(), "relative/out");
+    let (code, answer) = post(&http, "/api/v1/jobs", &relative, "application/json");
+    assert!(
+        code == 400 && answer.contains("relative/out"),
+        "{code} {answer}"
+    );
+    let unknown = body.replace("\"reducers\"", "\"reducer\"");
+    let (code, answer) = post(&http, "/api/v1/jobs", &unknown, "application/json");
+    assert!(code == 400 && answer.contains("reducer"), "{code} {answer}");
+    let other = body
+        .replace("\"views\"", "\"veiws\"")
+        .replace("from-api", "other");
+    let (code, answer) = post(&http, "/api/v1/jobs", &other, "application/json");
+    assert!(code == 400 && answer.contains("views"), "{code} {answer}");
+    assert_eq!(post(&http, "/api/v1/jobs", &body, "text/plain").0, 415);
+
+    // Schedules: pause, resume, and a run for one logical time.
+    let output = format!("{}/daily/{{{{date}}}}", cluster.dir.path().display());
+    ok(quern()
+        .args([
+            "schedule",
+            "add",
+            "daily",
+            "--cron",
+            "0 6 * * *",
+            "--job",
+            "views",
+            "--reducers",
+            "2",
+        ])
+        .args(["--start", "2026-01-01", "--catchup", "none", "--input"])
+        .arg(&inputs.log)
+        .args(["--output", &output])
+        .env("QUERN_COORDINATOR", &cluster.addr));
+    let state = || {
+        let (_, s) = get(&http, "/api/v1/schedules");
+        serde_json::from_str::<serde_json::Value>(&s).unwrap()[0]["paused"].clone()
+    };
+    let (code, answer) = post(
+        &http,
+        "/api/v1/schedules/daily/pause",
+        "",
+        "application/json",
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(state(), true);
+    assert_eq!(
+        post(
+            &http,
+            "/api/v1/schedules/daily/resume",
+            "",
+            "application/json"
+        )
+        .0,
+        200
+    );
+    assert_eq!(state(), false);
+    let (code, answer) = post(
+        &http,
+        "/api/v1/schedules/daily/run",
+        r#"{"at": "2026-11-30T06:00"}"#,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["logical_time"], "2026-11-30T06:00:00", "{answer}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let run_out = cluster.dir.path().join("daily/2026-11-30");
+    while !run_out.join("_SUCCESS").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(read_output(&run_out), read_output(&oracle));
+    let (code, answer) = post(
+        &http,
+        "/api/v1/schedules/daily/run",
+        r#"{"at": "2026-11-30T07:00"}"#,
+        "application/json",
+    );
+    assert!(
+        code == 400 && answer.contains("not a logical time"),
+        "{code} {answer}"
+    );
+    assert_eq!(
+        post(
+            &http,
+            "/api/v1/schedules/nope/pause",
+            "",
+            "application/json"
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        post(
+            &http,
+            "/api/v1/schedules/daily/explode",
+            "",
+            "application/json"
+        )
+        .0,
+        404
+    );
+}

@@ -167,6 +167,7 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
             .replace("{id}", "job-1")
             .replace("{attempt}", "attempt-1")
             .replace("{name}", "nightly")
+            .replace("{action}", "pause")
             + if *route == "/api/v1/storage" {
                 "?path=%2F"
             } else {
@@ -219,6 +220,26 @@ fn every_rpc_and_route_refuses_missing_wrong_and_wrong_role_tokens_without_side_
     };
     assert_eq!(kill(&tokens["read"]), 403);
     assert_eq!(kill(&tokens["submit"]), 404, "no job-1 here");
+    let post = |path: &str, token: &str| {
+        agent
+            .post(format!("http://{http}{path}"))
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send(r#"{"job": "views", "inputs": ["/nowhere"], "output": "/nowhere-out"}"#)
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post("/api/v1/jobs", &tokens["read"]), 403);
+    assert_eq!(
+        post("/api/v1/schedules/nightly/pause", &tokens["read"]),
+        403
+    );
+    assert_eq!(
+        post("/api/v1/schedules/nightly/pause", &tokens["submit"]),
+        404,
+        "no schedule here"
+    );
     let cluster = agent
         .get(format!("http://{http}/api/v1/cluster"))
         .header("authorization", &format!("Bearer {}", tokens["read"]))

@@ -65,13 +65,17 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
     vec![
         ("/", get(|| async { Html(PAGE) })),
         ("/api/v1/cluster", get(cluster)),
-        ("/api/v1/jobs", get(jobs)),
+        ("/api/v1/jobs", get(jobs).post(submit)),
         ("/api/v1/jobs/{id}", get(job)),
         ("/api/v1/jobs/{id}/attempts", get(attempts)),
         ("/api/v1/jobs/{id}/kill", axum::routing::post(kill)),
         ("/api/v1/jobs/{id}/attempts/{attempt}/log", get(attempt_log)),
         ("/api/v1/schedules", get(schedules)),
         ("/api/v1/schedules/{name}", get(schedule)),
+        (
+            "/api/v1/schedules/{name}/{action}",
+            axum::routing::post(schedule_action),
+        ),
         ("/api/v1/storage", get(storage)),
         ("/metrics", get(metrics)),
         ("/healthz", get(|| async { "ok\n" })),
@@ -79,8 +83,8 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
     ]
 }
 
-/// The paths the HTTP server serves (with `{param}` placeholders): `GET`, but for
-/// `/api/v1/jobs/{id}/kill` (`POST`).
+/// The paths the HTTP server serves (with `{param}` placeholders): `GET`, and `POST` for the
+/// actions (submit, kill, schedule pause, resume and run).
 pub fn route_paths() -> Vec<&'static str> {
     routes().into_iter().map(|(p, _)| p).collect()
 }
@@ -216,6 +220,193 @@ fn job_json(s: &protocol::pb::JobStatus) -> Value {
     crate::json::job(&crate::client::JobStatus::from(s.clone()))
 }
 
+/// Actions are POSTed with `Content-Type: application/json`: a 415 answer where they are not.
+fn require_json(headers: &axum::http::HeaderMap) -> Option<Response> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    (!json).then(|| {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "actions are POSTed with Content-Type: application/json\n",
+        )
+            .into_response()
+    })
+}
+
+/// A refused action: the HTTP status of its gRPC code, and `{"error": message}`.
+fn refused(e: crate::service::ServiceError) -> Response {
+    let status = tonic::Status::from(e);
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(json!({"error": status.message()}))).into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+/// The body of `POST /api/v1/jobs`: what `quern job submit` takes, by the flags' names.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    job: String,
+    inputs: Vec<String>,
+    output: String,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    reducers: Option<u32>,
+    split_size: Option<u64>,
+    task_memory: Option<u64>,
+    max_attempts: Option<u32>,
+    speculation: Option<bool>,
+    #[serde(default)]
+    max_bad_records: u64,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    full_if_changed: bool,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Who submits, for the per-caller rate limit: the token's id (never its secret).
+fn http_caller(headers: &axum::http::HeaderMap) -> String {
+    let id = headers
+        .get(protocol::auth::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.split('_').nth(1));
+    match id {
+        Some(id) => format!("token:{id}"),
+        None => "http".to_string(),
+    }
+}
+
+/// `POST /api/v1/jobs`: submits a job of the cluster's own binary (a job binary is uploaded
+/// with `quern job submit`). Paths are absolute or URLs: the coordinator has no working
+/// directory of the caller's. 201 `{"id", "warnings"}` with a `Location`; 400, 404, 409,
+/// 429 or 503 with `{"error"}`.
+async fn submit(
+    Ax(c): Ax<Coordinator>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = require_json(&headers) {
+        return r;
+    }
+    let b: SubmitBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("bad job: {e}")),
+    };
+    let absolute = |p: &String| p.starts_with('/') || p.contains("://");
+    if let Some(p) = b
+        .inputs
+        .iter()
+        .chain([&b.output])
+        .chain((!b.from.is_empty()).then_some(&b.from))
+        .find(|p| !absolute(p))
+    {
+        return bad_request(format!(
+            "{p:?} is relative: give absolute paths or URLs (the coordinator does not know the caller's directory)"
+        ));
+    }
+    if let Err(e) = c.limit_caller(&http_caller(&headers)) {
+        return refused(e);
+    }
+    let mut spec = protocol::JobSpec::new(b.job, b.inputs, b.output);
+    spec.params = b.params;
+    spec.reducers = b.reducers.unwrap_or(1);
+    spec.split_size = b.split_size.unwrap_or(spec.split_size);
+    spec.task_memory = b.task_memory.unwrap_or(spec.task_memory);
+    spec.max_attempts = b.max_attempts.unwrap_or(spec.max_attempts);
+    spec.speculation = b.speculation.unwrap_or(true);
+    spec.max_bad_records = b.max_bad_records;
+    spec.overwrite = b.overwrite;
+    spec.from = b.from;
+    spec.full_if_changed = b.full_if_changed;
+    spec.name = b.name;
+    spec.labels = b.labels;
+    match c.submit_spec(spec).await {
+        Ok((id, warnings)) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/api/v1/jobs/{id}"))],
+            Json(json!({"id": id.to_string(), "warnings": warnings})),
+        )
+            .into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// `POST /api/v1/schedules/{name}/pause|resume|run`; `run` takes an optional body
+/// `{"at": "2026-11-30"}` (default: the latest time due) and answers `{"backfill",
+/// "logical_time"}`, as `quern schedule run` does.
+async fn schedule_action(
+    Ax(c): Ax<Coordinator>,
+    Path((name, action)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = require_json(&headers) {
+        return r;
+    }
+    let op = match action.as_str() {
+        "pause" => protocol::pb::ScheduleOp::Pause,
+        "resume" => protocol::pb::ScheduleOp::Resume,
+        "run" => {
+            #[derive(serde::Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct RunBody {
+                at: Option<String>,
+            }
+            let b: RunBody = if body.iter().all(u8::is_ascii_whitespace) {
+                RunBody::default()
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(b) => b,
+                    Err(e) => return bad_request(format!("bad body: {e}")),
+                }
+            };
+            return match c.run_schedule_now(&name, b.at.as_deref()).await {
+                Ok((backfill, t)) => {
+                    Json(json!({"schedule": name, "backfill": backfill, "logical_time": t}))
+                        .into_response()
+                }
+                Err(e) => refused(e),
+            };
+        }
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("no action {action:?} (pause, resume, run)")})),
+            )
+                .into_response()
+        }
+    };
+    let request = protocol::pb::SetScheduleRequest {
+        name: name.clone(),
+        op: op as i32,
+    };
+    match c.set_schedule_rpc(request).await {
+        Ok(()) => Json(json!({"schedule": name, "paused": action == "pause"})).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
 /// `POST /api/v1/jobs/{id}/kill` with `Content-Type: application/json` (which a page of
 /// another origin cannot send without the browser asking first, and nothing here answers
 /// such a request: no cross-site kills on a cluster without tokens): 200 `{"killed": true}`,
@@ -225,16 +416,8 @@ async fn kill(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "actions are POSTed with Content-Type: application/json\n",
-        )
-            .into_response();
+    if let Some(r) = require_json(&headers) {
+        return r;
     }
     let Ok(id) = id.parse::<JobId>() else {
         return (StatusCode::BAD_REQUEST, format!("bad job id {id:?}\n")).into_response();

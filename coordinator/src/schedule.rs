@@ -360,10 +360,7 @@ impl Compiled {
         }
         spec.labels
             .insert("schedule".into(), self.spec.name.clone());
-        spec.labels.insert(
-            "logical_time".into(),
-            t.format("%Y-%m-%dT%H:%M:%S").to_string(),
-        );
+        spec.labels.insert("logical_time".into(), show(t));
         Ok(spec)
     }
 }

@@ -99,8 +99,13 @@ impl Coordinator {
     /// Takes a submission (already authorized by the [`guard`]) from the caller's rate limit.
     #[allow(clippy::result_large_err)]
     fn limit_submission<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
+        self.limit_caller(&self.caller(request))
+    }
+
+    /// Takes one submission from `caller`'s allowance (`--submit-rate`).
+    pub(crate) fn limit_caller(&self, caller: &str) -> Result<(), ServiceError> {
         self.submit_limit
-            .take(&self.caller(request), Instant::now())
+            .take(caller, Instant::now())
             .map_err(|wait| {
                 ServiceError::resource_exhausted(format!(
                     "too many submissions from this caller: retry in {:.1} s (coordinator --submit-rate)",
@@ -372,6 +377,36 @@ impl Coordinator {
 
     /// Checks `spec` and plans its splits; for a job of the cluster's own binary, also sets
     /// what the job itself says about its input format and GPU use.
+    /// Plans and accepts a job (for `SubmitJob` and `POST /api/v1/jobs`); returns its id and
+    /// the warnings for the submitter.
+    pub(crate) async fn submit_spec(
+        &self,
+        spec: JobSpec,
+    ) -> Result<(JobId, Vec<String>), ServiceError> {
+        let this = self.clone();
+        let (spec, plan) = tokio::task::spawn_blocking(move || {
+            let mut spec = spec;
+            this.plan(&mut spec).map(|s| (spec, s))
+        })
+        .await
+        .map_err(|e| ServiceError::internal(e.to_string()))??;
+        let warnings = plan
+            .full_because
+            .iter()
+            .map(|c| format!("runs in full, not from {}: input {c}", spec.from))
+            .collect();
+        let id = self
+            .mutate(|state| match state.job_writing(&spec.output) {
+                Some(other) => Err(ServiceError::already_exists(format!(
+                    "{other} is already writing {}",
+                    spec.output
+                ))),
+                None => Ok(state.submit(spec, plan, Instant::now())),
+            })
+            .await??;
+        Ok((id, warnings))
+    }
+
     fn plan(&self, spec: &mut JobSpec) -> Result<jobs::plan::Plan, ServiceError> {
         spec.validate()
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
@@ -556,27 +591,7 @@ impl CoordinatorService for Coordinator {
                 .ok_or_else(|| ServiceError::invalid_argument("missing spec"))?,
         )
         .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
-        let this = self.clone();
-        let (spec, plan) = tokio::task::spawn_blocking(move || {
-            let mut spec = spec;
-            this.plan(&mut spec).map(|s| (spec, s))
-        })
-        .await
-        .map_err(|e| ServiceError::internal(e.to_string()))??;
-        let warnings = plan
-            .full_because
-            .iter()
-            .map(|c| format!("runs in full, not from {}: input {c}", spec.from))
-            .collect();
-        let id = self
-            .mutate(|state| match state.job_writing(&spec.output) {
-                Some(other) => Err(ServiceError::already_exists(format!(
-                    "{other} is already writing {}",
-                    spec.output
-                ))),
-                None => Ok(state.submit(spec, plan, Instant::now())),
-            })
-            .await??;
+        let (id, warnings) = self.submit_spec(spec).await?;
         Ok(Response::new(SubmitJobResponse {
             job_id: id.0,
             warnings,

@@ -119,7 +119,7 @@ impl Coordinator {
         names.iter().filter_map(|n| self.schedule_info(n)).collect()
     }
 
-    pub(super) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), ServiceError> {
+    pub(crate) async fn set_schedule_rpc(&self, r: SetScheduleRequest) -> Result<(), ServiceError> {
         let op = ScheduleOp::try_from(r.op).unwrap_or(ScheduleOp::Unspecified);
         let found = match op {
             ScheduleOp::Pause => self.mutate(|s| s.pause_schedule(&r.name, true)).await?,
@@ -164,7 +164,50 @@ impl Coordinator {
         })
     }
 
-    pub(super) async fn start_backfill_rpc(
+    /// Runs schedule `name` now for logical time `at` (default: the latest one due), as a
+    /// one-time backfill of that time with `--reprocess all` (what `quern schedule run`
+    /// does); returns the backfill's id and the logical time.
+    pub(crate) async fn run_schedule_now(
+        &self,
+        name: &str,
+        at: Option<&str>,
+    ) -> Result<(u64, String), ServiceError> {
+        let compiled = self
+            .read(|state| state.schedule(name).map(|s| s.compiled.clone()))
+            .ok_or_else(|| ServiceError::not_found(format!("no schedule named {name:?}")))?;
+        let t = match at {
+            Some(at) => {
+                let t = parse_logical(at).map_err(bad)?;
+                if compiled.between(t, t).is_empty() {
+                    return Err(ServiceError::invalid_argument(format!(
+                        "{at} is not a logical time of {:?}; the next one after it is {}",
+                        compiled.spec.cron,
+                        compiled.next_after(t).map_or("never".into(), show)
+                    )));
+                }
+                t
+            }
+            None => compiled
+                .last_at_or_before(compiled.local(self.clock.now()))
+                .ok_or_else(|| {
+                    ServiceError::failed_precondition(format!("{name} has no logical time due yet"))
+                })?,
+        };
+        let t = show(t);
+        let r = self
+            .start_backfill_rpc(StartBackfillRequest {
+                schedule: name.to_string(),
+                from: t.clone(),
+                to: t.clone(),
+                reprocess: "all".into(),
+                max_active: 1,
+                dry_run: false,
+            })
+            .await?;
+        Ok((r.backfill_id, t))
+    }
+
+    pub(crate) async fn start_backfill_rpc(
         &self,
         r: StartBackfillRequest,
     ) -> Result<StartBackfillResponse, ServiceError> {
