@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 pub enum ScheduleCommand {
     /// Add a schedule: one run of a job template per logical time of a cron expression.
     Add(AddArgs),
+    /// Change a schedule in place: only the flags given change. Its history, the times it
+    /// ran and whether it is paused stay, so no time runs twice.
+    Update(UpdateArgs),
     /// List schedules with their next logical time.
     List {
         #[command(flatten)]
@@ -133,6 +136,50 @@ pub struct AddArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// The schedule.
+    name: String,
+    /// New cron expression.
+    #[arg(long)]
+    cron: Option<String>,
+    /// New time zone.
+    #[arg(long)]
+    tz: Option<String>,
+    /// New input templates (repeatable; replace all the old ones).
+    #[arg(long = "input", num_args = 1..)]
+    inputs: Vec<String>,
+    /// New output template.
+    #[arg(long)]
+    output: Option<String>,
+    /// Set a job parameter `key=value` (repeatable; others stay).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Remove a job parameter (repeatable).
+    #[arg(long = "unset-param", value_name = "KEY")]
+    unset_params: Vec<String>,
+    /// New number of reduce tasks.
+    #[arg(long)]
+    reducers: Option<u32>,
+    /// New bytes per map split.
+    #[arg(long, value_parser = parse_size)]
+    split_size: Option<u64>,
+    /// New catch-up policy.
+    #[arg(long, value_parser = ["none", "latest", "all"])]
+    catchup: Option<String>,
+    /// New limit of missed times run under --catchup all.
+    #[arg(long)]
+    max_catchup: Option<u32>,
+    /// New overlap policy.
+    #[arg(long, value_parser = ["allow", "forbid", "replace"])]
+    concurrency: Option<String>,
+    /// Chain runs from the last successful one (`on`) or run each in full (`off`).
+    #[arg(long, value_parser = ["on", "off"])]
+    incremental: Option<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct BackfillArgs {
     /// The schedule whose template runs over the range.
     name: Option<String>,
@@ -241,6 +288,71 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 incremental: a.incremental,
             };
             if let Some(s) = c.add_schedule(def).await? {
+                print_info(&s);
+            }
+            Ok(0)
+        }
+        ScheduleCommand::Update(a) => {
+            let mut c = connect(&a.cluster).await?;
+            let Some(info) = c.schedule_history(&a.name).await?.schedule else {
+                bail!("no schedule named {:?}", a.name);
+            };
+            let mut def = info.def.unwrap_or_default();
+            let mut t = def.template.take().unwrap_or_default();
+            let mut changed = false;
+            let mut set = |field: &mut String, value: Option<String>| {
+                if let Some(v) = value {
+                    *field = v;
+                    changed = true;
+                }
+            };
+            set(&mut def.cron, a.cron);
+            set(&mut def.tz, a.tz);
+            set(&mut def.catchup, a.catchup);
+            set(&mut def.concurrency, a.concurrency);
+            if let Some(o) = a.output {
+                t.output = crate::jobcmd::absolute(&o)?;
+                changed = true;
+            }
+            if !a.inputs.is_empty() {
+                t.inputs = a
+                    .inputs
+                    .iter()
+                    .map(|i| crate::jobcmd::absolute(i))
+                    .collect::<Result<_>>()?;
+                changed = true;
+            }
+            for (k, v) in a.params {
+                t.params.insert(k, v);
+                changed = true;
+            }
+            for k in a.unset_params {
+                if t.params.remove(&k).is_none() {
+                    bail!("{} has no parameter {k:?}", a.name);
+                }
+                changed = true;
+            }
+            if let Some(n) = a.reducers {
+                t.reducers = n;
+                changed = true;
+            }
+            if let Some(n) = a.split_size {
+                t.split_size = n;
+                changed = true;
+            }
+            if let Some(n) = a.max_catchup {
+                def.max_catchup = n;
+                changed = true;
+            }
+            if let Some(i) = a.incremental {
+                def.incremental = i == "on";
+                changed = true;
+            }
+            if !changed {
+                bail!("nothing to change: give the flags to change (see `quern schedule update --help`)");
+            }
+            def.template = Some(t);
+            if let Some(s) = c.update_schedule(def).await? {
                 print_info(&s);
             }
             Ok(0)

@@ -299,6 +299,37 @@ fn a_daily_schedule_catches_up_survives_a_coordinator_crash_and_backfills() {
     assert_eq!(read_output(&data.join("views/2026-11-25")), before);
     let list = env.ok(&["backfill", "--list"]);
     assert_eq!(list.lines().count(), 4, "{list}");
+
+    // Changed in place: an hour later, two reducers. Nothing handled runs again, the change
+    // survives a restart, and the next time runs under the new definition.
+    let before = env.history("daily").len();
+    let shown = env.ok(&[
+        "schedule",
+        "update",
+        "daily",
+        "--cron",
+        "0 7 * * *",
+        "--reducers",
+        "2",
+    ]);
+    assert!(shown.contains("0 7 * * *"), "{shown}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.history("daily").len(), before);
+    env.procs.0[0].kill().unwrap();
+    env.procs.0[0].wait().unwrap();
+    env.procs.0.remove(0);
+    env.start_coordinator();
+    assert!(env.ok(&["schedule", "show", "daily"]).contains("0 7 * * *"));
+    make_day(&data, "2026-11-29", 49);
+    env.set_clock("2026-11-29T06:00:01Z");
+    env.wait_for("daily", "2026-11-29T07:00:00", "succeeded");
+    assert!(data.join("views/2026-11-29/part-00001").exists());
+    let out = env.quern(&["schedule", "update", "daily"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to change"));
+    let out = env.quern(&["schedule", "update", "nope", "--reducers", "3"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no schedule named"));
+    let out = env.quern(&["schedule", "update", "daily", "--cron", "0 25 * * *"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad cron expression"));
 }
 
 #[test]

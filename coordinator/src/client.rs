@@ -253,7 +253,25 @@ impl Client {
     ) -> Result<Option<ScheduleInfo>, ClientError> {
         let r = self
             .inner
-            .add_schedule(AddScheduleRequest { def: Some(def) })
+            .add_schedule(AddScheduleRequest {
+                def: Some(def),
+                replace: false,
+            })
+            .await?;
+        Ok(r.into_inner().schedule)
+    }
+
+    /// Changes the schedule of `def`'s name in place (its history stays); returns it.
+    pub async fn update_schedule(
+        &mut self,
+        def: ScheduleDef,
+    ) -> Result<Option<ScheduleInfo>, ClientError> {
+        let r = self
+            .inner
+            .add_schedule(AddScheduleRequest {
+                def: Some(def),
+                replace: true,
+            })
             .await?;
         Ok(r.into_inner().schedule)
     }

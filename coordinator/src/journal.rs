@@ -118,6 +118,11 @@ pub enum Record {
         /// Its definition (with its start filled in).
         spec: ScheduleSpec,
     },
+    /// A schedule's definition was changed in place (its history and cursor stay).
+    ScheduleUpdated {
+        /// Its new definition (with its start filled in).
+        spec: ScheduleSpec,
+    },
     /// A schedule was removed.
     ScheduleRemoved {
         /// Its name.

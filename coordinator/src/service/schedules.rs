@@ -89,9 +89,21 @@ impl Coordinator {
         }
         let name = spec.name.clone();
         let now = self.clock.now();
-        self.mutate(|s| s.add_schedule(spec, now))
-            .await?
-            .map_err(|e| ServiceError::already_exists(e.0))?;
+        if r.replace {
+            let found = self
+                .mutate(|s| s.update_schedule(spec))
+                .await?
+                .map_err(bad)?;
+            if !found {
+                return Err(ServiceError::not_found(format!(
+                    "no schedule named {name:?}"
+                )));
+            }
+        } else {
+            self.mutate(|s| s.add_schedule(spec, now))
+                .await?
+                .map_err(|e| ServiceError::already_exists(e.0))?;
+        }
         self.schedule_info(&name)
             .ok_or_else(|| ServiceError::internal("schedule vanished"))
     }

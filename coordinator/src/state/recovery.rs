@@ -101,6 +101,7 @@ impl State {
             }
             Record::Publishing { .. } => {}
             r @ (Record::ScheduleAdded { .. }
+            | Record::ScheduleUpdated { .. }
             | Record::ScheduleRemoved { .. }
             | Record::SchedulePaused { .. }
             | Record::ScheduleSkipped { .. }

@@ -169,6 +169,27 @@ impl State {
         Ok(())
     }
 
+    /// Changes a schedule's definition in place: its history, cursor and pause state stay,
+    /// so times it ran do not run again; a spec without a start keeps the old start. False
+    /// if there is no schedule of that name.
+    pub fn update_schedule(&mut self, mut spec: ScheduleSpec) -> Result<bool, ScheduleError> {
+        let Some(old) = self.schedules.get(&spec.name) else {
+            return Ok(false);
+        };
+        if spec.start.is_none() {
+            spec.start = old.compiled.spec.start;
+        }
+        Compiled::new_schedule(spec.clone())?;
+        let compiled = Compiled::new(spec.clone())?;
+        self.outbox
+            .push(Record::ScheduleUpdated { spec: spec.clone() });
+        tracing::info!(schedule = %spec.name, cron = %spec.cron, tz = %spec.tz, "schedule changed");
+        if let Some(s) = self.schedules.get_mut(&spec.name) {
+            s.compiled = compiled;
+        }
+        Ok(true)
+    }
+
     /// Removes a schedule (its jobs, running or not, stay); false if there is none.
     pub fn remove_schedule(&mut self, name: &str) -> bool {
         let found = self.schedules.remove(name).is_some();
@@ -636,6 +657,14 @@ impl State {
                             skips: Vec::new(),
                         },
                     );
+                }
+                Err(e) => tracing::error!(error = %e, "journaled schedule no longer valid"),
+            },
+            Record::ScheduleUpdated { spec } => match Compiled::new(spec) {
+                Ok(compiled) => {
+                    if let Some(s) = self.schedules.get_mut(&compiled.spec.name) {
+                        s.compiled = compiled;
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "journaled schedule no longer valid"),
             },
