@@ -131,6 +131,17 @@ pub struct AddArgs {
     /// keep state. Give the whole growing input (no date in --input) and a dated --output.
     #[arg(long)]
     incremental: bool,
+    /// Run a failed logical time (or one that failed to start, such as for input not there
+    /// yet) again, up to N times.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Wait this long after a failure before its retry (30s, 10m, 2h).
+    #[arg(long, value_parser = crate::util::parse_span_secs, default_value = "5m")]
+    retry_delay: u64,
+    /// POST a JSON notice to this http:// URL when a logical time has failed for good (its
+    /// retries spent): {"schedule", "logical_time", "failures", "error", "job", "output"}.
+    #[arg(long, value_name = "URL")]
+    on_failure_webhook: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -175,6 +186,15 @@ pub struct UpdateArgs {
     /// Chain runs from the last successful one (`on`) or run each in full (`off`).
     #[arg(long, value_parser = ["on", "off"])]
     incremental: Option<String>,
+    /// New number of retries of a failed logical time.
+    #[arg(long)]
+    retries: Option<u32>,
+    /// New wait before a retry (30s, 10m, 2h).
+    #[arg(long, value_parser = crate::util::parse_span_secs)]
+    retry_delay: Option<u64>,
+    /// New failure webhook (an http:// URL; "" removes it).
+    #[arg(long, value_name = "URL")]
+    on_failure_webhook: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -247,6 +267,15 @@ fn print_info(s: &ScheduleInfo) {
     if d.incremental {
         println!("incremental: each run continues from the last successful one");
     }
+    if d.retries > 0 {
+        println!(
+            "retries:     {} ({} s after a failure)",
+            d.retries, d.retry_delay_s
+        );
+    }
+    if !d.on_failure_webhook.is_empty() {
+        println!("on failure:  POST {}", d.on_failure_webhook);
+    }
     println!(
         "last:        {}",
         if s.last.is_empty() { "-" } else { &s.last }
@@ -286,6 +315,9 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 concurrency: a.concurrency,
                 start: a.start.unwrap_or_default(),
                 incremental: a.incremental,
+                retries: a.retries,
+                retry_delay_s: a.retry_delay,
+                on_failure_webhook: a.on_failure_webhook.unwrap_or_default(),
             };
             if let Some(s) = c.add_schedule(def).await? {
                 print_info(&s);
@@ -310,6 +342,7 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             set(&mut def.tz, a.tz);
             set(&mut def.catchup, a.catchup);
             set(&mut def.concurrency, a.concurrency);
+            set(&mut def.on_failure_webhook, a.on_failure_webhook);
             if let Some(o) = a.output {
                 t.output = crate::jobcmd::absolute(&o)?;
                 changed = true;
@@ -342,6 +375,14 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             }
             if let Some(n) = a.max_catchup {
                 def.max_catchup = n;
+                changed = true;
+            }
+            if let Some(n) = a.retries {
+                def.retries = n;
+                changed = true;
+            }
+            if let Some(n) = a.retry_delay {
+                def.retry_delay_s = n;
                 changed = true;
             }
             if let Some(i) = a.incremental {

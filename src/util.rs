@@ -124,3 +124,21 @@ mod tests {
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }
+
+/// Parses a span such as `90s`, `10m`, `2h` or `1d` (or plain seconds) into seconds.
+pub fn parse_span_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: expected a span such as 30s, 10m, 2h or 1d");
+    let (n, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let mul = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(n.saturating_mul(mul))
+}

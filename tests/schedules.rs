@@ -479,3 +479,180 @@ fn an_incremental_schedule_chains_its_runs() {
         read_output(&expected)
     );
 }
+
+/// Collects the bodies of HTTP requests sent to it, answering each with 204.
+struct Hook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        // Ends with the test process (it only ever accepts).
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Hook { url, bodies }
+    }
+}
+
+#[test]
+fn failed_times_are_retried_and_a_final_failure_is_posted_to_the_webhook() {
+    let mut env = Env::start(0);
+    let data = env.data();
+    let hook = Hook::start();
+    make_day(&data, "2026-11-27", 7);
+    let add = |name: &str, job: &[&str], extra: &[&str]| {
+        let input = format!("{}/logs/{{{{date}}}}/", data.display());
+        let output = format!("{}/{name}/{{{{date}}}}", data.display());
+        let mut args = vec!["schedule", "add", name, "--cron", "0 6 * * *", "--job"];
+        args.extend(job);
+        args.extend([
+            "--input",
+            &input,
+            "--output",
+            &output,
+            "--start",
+            "2026-11-27",
+            "--retry-delay",
+            "0s",
+            "--on-failure-webhook",
+            &hook.url,
+        ]);
+        args.extend(extra);
+        env.ok(&args);
+    };
+    // Always fails: the original run and its 2 retries, then one notice.
+    add(
+        "broken",
+        &["fail", "--param", "panic_on=GET"],
+        &["--retries", "2"],
+    );
+    // Its input comes late: failed to start at first, then a retry finds it and succeeds.
+    let late = data.join("late-logs");
+    let late_input = format!("{}/{{{{date}}}}/", late.display());
+    let late_output = format!("{}/late/{{{{date}}}}", data.display());
+    env.ok(&[
+        "schedule",
+        "add",
+        "late",
+        "--cron",
+        "0 6 * * *",
+        "--job",
+        "views",
+        "--input",
+        &late_input,
+        "--output",
+        &late_output,
+        "--start",
+        "2026-11-27",
+        "--retries",
+        "50",
+        "--retry-delay",
+        "1s",
+        "--on-failure-webhook",
+        &hook.url,
+    ]);
+    env.set_clock("2026-11-27T06:00:01Z");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let failed = |env: &Env, name: &str| {
+        env.history(name)
+            .iter()
+            .filter(|l| l.starts_with("2026-11-27T06:00:00") && l.contains("failed"))
+            .count()
+    };
+    while hook.bodies.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no notice: {:#?}",
+            env.history("broken")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(failed(&env, "broken"), 3, "{:#?}", env.history("broken"));
+    let notice: serde_json::Value = serde_json::from_str(&hook.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(notice["schedule"], "broken", "{notice}");
+    assert_eq!(notice["logical_time"], "2026-11-27T06:00:00", "{notice}");
+    assert_eq!(notice["failures"], 3, "{notice}");
+    assert!(
+        notice["error"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure"),
+        "{notice}"
+    );
+    assert!(
+        notice["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken/2026-11-27"),
+        "{notice}"
+    );
+
+    // The late input arrives: the next retry runs the day, and no notice is sent for it.
+    assert!(failed(&env, "late") >= 1, "{:#?}", env.history("late"));
+    let day = late.join("2026-11-27");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::copy(
+        data.join("logs/2026-11-27/access.log"),
+        day.join("access.log"),
+    )
+    .unwrap();
+    env.wait_for("late", "2026-11-27T06:00:00", "succeeded");
+    let expected = env.dir.path().join("oracle-late");
+    oracle(&day, &expected);
+    assert_eq!(
+        read_output(&data.join("late/2026-11-27")),
+        read_output(&expected)
+    );
+    // Nothing more: no retry after the success or after the retries ran out, one notice,
+    // also after a coordinator restart (the notice was journaled).
+    env.procs.0[0].kill().unwrap();
+    env.procs.0[0].wait().unwrap();
+    env.procs.0.remove(0);
+    env.start_coordinator();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(failed(&env, "broken"), 3);
+    assert_eq!(hook.bodies.lock().unwrap().len(), 1);
+    let shown = env.ok(&["schedule", "show", "broken"]);
+    assert!(
+        shown.contains("retries:     2") && shown.contains(&hook.url),
+        "{shown}"
+    );
+    let out = env.quern(&[
+        "schedule",
+        "update",
+        "late",
+        "--on-failure-webhook",
+        "https://example.invalid/x",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give an http:// URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -142,6 +142,15 @@ pub enum Record {
         /// The times and why.
         skip: Skip,
     },
+    /// A schedule's webhook was told that a logical time failed for good.
+    ScheduleNotified {
+        /// The schedule.
+        name: String,
+        /// The logical time.
+        logical: crate::schedule::Logical,
+        /// How many times it had failed.
+        failures: u32,
+    },
     /// A backfill started.
     BackfillStarted {
         /// It, with the logical times it runs.

@@ -37,7 +37,7 @@ pub fn job(s: &JobStatus) -> Value {
 }
 
 /// A schedule: `{"name", "cron", "tz", "paused", "last", "next", "next_at_utc", "runs",
-/// "catchup", "max_catchup", "concurrency", "start", "incremental", "template": {"job", "inputs", "output",
+/// "catchup", "max_catchup", "concurrency", "start", "incremental", "retries", "retry_delay_s", "on_failure_webhook", "template": {"job", "inputs", "output",
 /// "params", "reducers"}}`.
 pub fn schedule(s: &pb::ScheduleInfo) -> Value {
     let d = s.def.clone().unwrap_or_default();
@@ -56,6 +56,9 @@ pub fn schedule(s: &pb::ScheduleInfo) -> Value {
         "concurrency": d.concurrency,
         "start": d.start,
         "incremental": d.incremental,
+        "retries": d.retries,
+        "retry_delay_s": d.retry_delay_s,
+        "on_failure_webhook": d.on_failure_webhook,
         "template": {
             "job": t.job,
             "inputs": t.inputs,

@@ -116,7 +116,28 @@ pub struct ScheduleSpec {
     /// Each run continues from the output of the last successful run before it (`--from`).
     #[serde(default)]
     pub incremental: bool,
+    /// Retries and the failure notice.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
 }
+
+/// What a schedule does when a run fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailurePolicy {
+    /// A failed logical time runs again up to this many times.
+    pub retries: u32,
+    /// Seconds from a failure to its retry.
+    pub retry_delay_s: u64,
+    /// An http:// URL POSTed a JSON notice when a logical time failed for good (empty: none).
+    pub webhook: String,
+    /// When the webhook was set (ms since the Unix epoch): failures from before are not
+    /// announced (set by the coordinator).
+    #[serde(default)]
+    pub since_ms: u64,
+}
+
+/// Most retries a schedule may ask for.
+pub const MAX_RETRIES: u32 = 100;
 
 /// A schedule that cannot be accepted, or a template that cannot be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,6 +200,12 @@ impl ScheduleSpec {
                 Some(parse_logical(&d.start)?)
             },
             incremental: d.incremental,
+            on_failure: FailurePolicy {
+                retries: d.retries,
+                retry_delay_s: d.retry_delay_s,
+                webhook: d.on_failure_webhook,
+                since_ms: 0,
+            },
         })
     }
 }
@@ -205,6 +232,25 @@ impl Compiled {
     /// [`ScheduleError`] saying what is wrong.
     pub fn new(spec: ScheduleSpec) -> Result<Compiled, ScheduleError> {
         check_name("schedule", &spec.name)?;
+        let f = &spec.on_failure;
+        if f.retries > MAX_RETRIES {
+            return Err(err(format!("--retries is at most {MAX_RETRIES}")));
+        }
+        if !f.webhook.is_empty() {
+            // Plain http only: the coordinator's HTTP client is built without TLS.
+            let ok = f.webhook.len() > "http://".len()
+                && f.webhook.starts_with("http://")
+                && !f
+                    .webhook
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(err(format!(
+                    "--on-failure-webhook {:?}: give an http:// URL (https is not supported yet: post to a relay on the coordinator's network)",
+                    f.webhook
+                )));
+            }
+        }
         let expr = cron_macro(&spec.cron)?;
         let fields = expr.split_whitespace().count();
         if !(5..=6).contains(&fields) {

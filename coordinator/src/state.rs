@@ -39,8 +39,8 @@ mod views;
 mod workers;
 
 pub use schedules::{
-    compute_due, Backfill, CancelBackfillError, Due, Firing, HistoryEntry, Origin, Schedule, Skip,
-    BACKFILL_PRIORITY,
+    compute_due, Backfill, CancelBackfillError, Due, FailureNotice, Firing, HistoryEntry, Origin,
+    Schedule, Skip, BACKFILL_PRIORITY,
 };
 pub use views::{AttemptPage, AttemptView, Page, WorkerView};
 
@@ -611,7 +611,7 @@ impl State {
 mod tests;
 
 /// The wall clock now, in ms since the Unix epoch.
-fn unix_ms_now() -> u64 {
+pub(crate) fn unix_ms_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -25,6 +25,7 @@ fn compiled_to(cron: &str, tz: &str, output: &str) -> Compiled {
         concurrency: Concurrency::Forbid,
         start: Some(t("2026-01-01")),
         incremental: false,
+        on_failure: Default::default(),
     })
     .unwrap()
 }

@@ -36,6 +36,9 @@ fn info(s: &Schedule, runs: u32, now: DateTime<Utc>) -> ScheduleInfo {
             concurrency: spec.concurrency.name().into(),
             start: spec.start.map(show).unwrap_or_default(),
             incremental: spec.incremental,
+            retries: spec.on_failure.retries,
+            retry_delay_s: spec.on_failure.retry_delay_s,
+            on_failure_webhook: spec.on_failure.webhook.clone(),
         }),
         paused: s.paused,
         last: s.cursor.map(show).unwrap_or_default(),
@@ -402,6 +405,14 @@ impl Coordinator {
                 return;
             };
             firings.extend(more);
+            let wall_ms = crate::state::unix_ms_now();
+            firings.extend(self.read(|s| s.retry_tick(wall_ms)));
+            let Ok(notices) = self.mutate(|s| s.notify_tick()).await else {
+                return;
+            };
+            for n in notices {
+                tokio::task::spawn_blocking(move || deliver(&n));
+            }
             for f in firings {
                 self.fire(f).await;
             }
@@ -409,6 +420,9 @@ impl Coordinator {
     }
 
     /// Plans and submits one firing, or records why it could not start.
+    ///
+    /// (A retry fired at one tick is submitted, or recorded as failed to start, before the
+    /// next tick looks: firings run in this loop, one after another.)
     async fn fire(&self, f: Firing) {
         let spec = match f.spec {
             Ok(s) => s,
@@ -461,5 +475,24 @@ impl Coordinator {
         self.storage
             .delete(&join("_skipped"))
             .map_err(|e| err(e.to_string()))
+    }
+}
+
+/// POSTs a failure notice to its webhook (10 s to answer); a failure is logged, not retried
+/// (the notice was journaled as sent: at most once).
+fn deliver(n: &crate::state::FailureNotice) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent
+        .post(&n.url)
+        .header("content-type", "application/json")
+        .send(n.body.to_string())
+    {
+        Ok(_) => {
+            tracing::info!(url = %n.url, schedule = %n.body["schedule"], logical = %n.body["logical_time"], "failure notice sent")
+        }
+        Err(e) => tracing::warn!(url = %n.url, error = %e, "failure notice could not be sent"),
     }
 }

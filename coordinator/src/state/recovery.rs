@@ -105,6 +105,7 @@ impl State {
             | Record::ScheduleRemoved { .. }
             | Record::SchedulePaused { .. }
             | Record::ScheduleSkipped { .. }
+            | Record::ScheduleNotified { .. }
             | Record::BackfillStarted { .. }
             | Record::BackfillCancelled { .. }) => self.replay_schedule(r),
             Record::Ended {

@@ -41,6 +41,9 @@ pub struct Skip {
     pub note: String,
     /// The backfill this happened in, if any.
     pub backfill: Option<u64>,
+    /// When (ms since the Unix epoch; 0 in journals from before it was kept).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// A schedule and what it has done.
@@ -55,6 +58,47 @@ pub struct Schedule {
     pub cursor: Option<Logical>,
     /// Logical times that started no job.
     pub skips: Vec<Skip>,
+    /// Logical times whose final failure the webhook was told of, with the failure count.
+    pub notified: BTreeSet<(Logical, u32)>,
+}
+
+/// A notice for a schedule's webhook: a logical time failed for good.
+#[derive(Clone, Debug)]
+pub struct FailureNotice {
+    /// Where it goes.
+    pub url: String,
+    /// `{"schedule", "logical_time", "failures", "error", "job", "output"}`.
+    pub body: serde_json::Value,
+}
+
+/// What the schedule's own runs (not backfills) of one logical time came to.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Runs that failed, and firings that failed to start.
+    failures: u32,
+    /// A run is active.
+    running: bool,
+    /// When the latest one ended, and its error if it failed (None: succeeded or killed).
+    last: Option<(u64, Option<(String, Option<JobId>)>)>,
+}
+
+impl Tally {
+    fn ended(&mut self, at_ms: u64, failed: Option<(String, Option<JobId>)>) {
+        if failed.is_some() {
+            self.failures += 1;
+        }
+        if self.last.as_ref().is_none_or(|(t, _)| at_ms >= *t) {
+            self.last = Some((at_ms, failed));
+        }
+    }
+
+    /// The error of a time whose latest run failed and none is active.
+    fn failed(&self) -> Option<(u64, &(String, Option<JobId>))> {
+        match &self.last {
+            Some((at, Some(f))) if !self.running => Some((*at, f)),
+            _ => None,
+        }
+    }
 }
 
 /// A backfill: a schedule's template over a list of past logical times.
@@ -153,6 +197,7 @@ impl State {
         if spec.start.is_none() {
             spec.start = Some(compiled.local(now));
         }
+        spec.on_failure.since_ms = super::unix_ms_now();
         let compiled = Compiled::new(spec.clone())?;
         self.outbox
             .push(Record::ScheduleAdded { spec: spec.clone() });
@@ -164,6 +209,7 @@ impl State {
                 paused: false,
                 cursor: None,
                 skips: Vec::new(),
+                notified: BTreeSet::new(),
             },
         );
         Ok(())
@@ -179,6 +225,12 @@ impl State {
         if spec.start.is_none() {
             spec.start = old.compiled.spec.start;
         }
+        let old_policy = &old.compiled.spec.on_failure;
+        spec.on_failure.since_ms = if spec.on_failure.webhook == old_policy.webhook {
+            old_policy.since_ms
+        } else {
+            super::unix_ms_now()
+        };
         Compiled::new_schedule(spec.clone())?;
         let compiled = Compiled::new(spec.clone())?;
         self.outbox
@@ -303,6 +355,7 @@ impl State {
                         count: skipped.len() as u64,
                         note,
                         backfill: None,
+                        at_ms: 0,
                     },
                 );
             }
@@ -347,6 +400,7 @@ impl State {
                     count: 1,
                     note,
                     backfill: None,
+                    at_ms: 0,
                 };
                 self.record_skip(name, skip);
                 return None;
@@ -394,7 +448,8 @@ impl State {
         spec
     }
 
-    fn record_skip(&mut self, name: &str, skip: Skip) {
+    fn record_skip(&mut self, name: &str, mut skip: Skip) {
+        skip.at_ms = super::unix_ms_now();
         self.outbox.push(Record::ScheduleSkipped {
             name: name.to_string(),
             skip: skip.clone(),
@@ -418,6 +473,7 @@ impl State {
                 count: 1,
                 note: format!("failed to start: {error}"),
                 backfill: origin.backfill,
+                at_ms: 0,
             },
         );
     }
@@ -582,6 +638,123 @@ impl State {
         out
     }
 
+    /// What the schedule's own runs of each logical time came to (backfills aside).
+    fn tallies(&self, name: &str) -> BTreeMap<Logical, Tally> {
+        let mut out: BTreeMap<Logical, Tally> = BTreeMap::new();
+        for j in self.jobs_of(name) {
+            let Some(o) = j.origin.as_ref().filter(|o| o.backfill.is_none()) else {
+                continue;
+            };
+            let t = out.entry(o.logical).or_default();
+            match j.state {
+                s if !s.is_over() => t.running = true,
+                JobState::Failed => {
+                    let error = j.error.clone().unwrap_or_default();
+                    t.ended(j.finished_ms, Some((error, Some(j.id))));
+                }
+                // Succeeded, or killed on purpose: nothing to retry.
+                _ => t.ended(j.finished_ms, None),
+            }
+        }
+        if let Some(s) = self.schedules.get(name) {
+            for k in &s.skips {
+                if k.backfill.is_none() && k.note.starts_with("failed to start") {
+                    let t = out.entry(k.logical).or_default();
+                    t.ended(k.at_ms, Some((k.note.clone(), None)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Retries due at `now_ms` (wall clock): each logical time whose latest own run failed,
+    /// with failures left under `--retries`, `--retry-delay` after it failed. Under
+    /// `--concurrency forbid` a retry waits while another run of the schedule is active.
+    pub fn retry_tick(&self, now_ms: u64) -> Vec<Firing> {
+        let mut out = Vec::new();
+        for s in self.schedules.values().filter(|s| !s.paused) {
+            let c = &s.compiled;
+            let policy = &c.spec.on_failure;
+            if policy.retries == 0 {
+                continue;
+            }
+            let busy = self.jobs_of(&c.spec.name).any(|j| !j.state.is_over());
+            if busy && c.spec.concurrency == Concurrency::Forbid {
+                continue;
+            }
+            for (t, tally) in self.tallies(&c.spec.name) {
+                let Some((at_ms, _)) = tally.failed() else {
+                    continue;
+                };
+                if tally.failures > policy.retries
+                    || at_ms.saturating_add(policy.retry_delay_s.saturating_mul(1000)) > now_ms
+                {
+                    continue;
+                }
+                tracing::info!(schedule = %c.spec.name, logical = %show(t), failures = tally.failures, "retrying a failed logical time");
+                out.push(Firing {
+                    origin: Origin {
+                        schedule: c.spec.name.clone(),
+                        logical: t,
+                        backfill: None,
+                    },
+                    spec: c.expand(t).map(|spec| self.chained(c, t, spec)),
+                    replace_output: true,
+                });
+            }
+        }
+        out
+    }
+
+    /// Notices for the webhooks: logical times whose latest own run failed with no retry
+    /// left, not announced yet and failed since the webhook was set. Each is journaled as
+    /// announced before it is sent (at most once).
+    pub fn notify_tick(&mut self) -> Vec<FailureNotice> {
+        let mut out = Vec::new();
+        let mut told = Vec::new();
+        for s in self.schedules.values() {
+            let c = &s.compiled;
+            let policy = &c.spec.on_failure;
+            if policy.webhook.is_empty() {
+                continue;
+            }
+            for (t, tally) in self.tallies(&c.spec.name) {
+                let Some((at_ms, (error, job))) = tally.failed() else {
+                    continue;
+                };
+                if tally.failures <= policy.retries
+                    || at_ms < policy.since_ms
+                    || s.notified.contains(&(t, tally.failures))
+                {
+                    continue;
+                }
+                told.push((c.spec.name.clone(), t, tally.failures));
+                out.push(FailureNotice {
+                    url: policy.webhook.clone(),
+                    body: serde_json::json!({
+                        "schedule": c.spec.name,
+                        "logical_time": show(t),
+                        "failures": tally.failures,
+                        "error": error,
+                        "job": job.map(|j| j.to_string()),
+                        "output": c.expand(t).map(|s| s.output).unwrap_or_default(),
+                    }),
+                });
+            }
+        }
+        for (name, logical, failures) in told {
+            self.outbox.push(Record::ScheduleNotified {
+                name: name.clone(),
+                logical,
+                failures,
+            });
+            if let Some(s) = self.schedules.get_mut(&name) {
+                s.notified.insert((logical, failures));
+            }
+        }
+        out
+    }
+
     /// The latest state of each logical time of `schedule` that ran or failed to start (a
     /// failure to start reads as failed).
     pub fn outcomes(&self, schedule: &str) -> BTreeMap<Logical, JobState> {
@@ -655,6 +828,7 @@ impl State {
                             paused: false,
                             cursor: None,
                             skips: Vec::new(),
+                            notified: BTreeSet::new(),
                         },
                     );
                 }
@@ -670,6 +844,15 @@ impl State {
             },
             Record::ScheduleRemoved { name } => {
                 self.schedules.remove(&name);
+            }
+            Record::ScheduleNotified {
+                name,
+                logical,
+                failures,
+            } => {
+                if let Some(s) = self.schedules.get_mut(&name) {
+                    s.notified.insert((logical, failures));
+                }
             }
             Record::SchedulePaused { name, paused } => {
                 if let Some(s) = self.schedules.get_mut(&name) {

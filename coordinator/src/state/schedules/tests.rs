@@ -25,6 +25,7 @@ fn hourly(catchup: Catchup, max_catchup: u32, concurrency: Concurrency) -> Sched
         concurrency,
         start: Some(t("2026-01-01T00:00")),
         incremental: false,
+        on_failure: Default::default(),
     }
 }
 
