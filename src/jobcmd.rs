@@ -284,9 +284,11 @@ pub enum JobCommand {
         /// Only this task: `map-N` or `reduce-N`.
         #[arg(long)]
         task: Option<String>,
-        /// Only this attempt (`attempt-N` or `N`).
+        /// Only this attempt: its name (`job-4/map-3/2` or `map-3/2`: the second attempt of
+        /// map 3), its number (`2`: the second attempt of --task, or of every task), or its id
+        /// (`attempt-8589934593`).
         #[arg(long)]
-        attempt: Option<protocol::AttemptId>,
+        attempt: Option<String>,
         /// Keep printing new lines, and attempts as they start, until the job ends (Ctrl-C
         /// stops following).
         #[arg(long, short = 'f')]
@@ -479,7 +481,7 @@ pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
         } => {
             let tls = cluster.tls()?;
             let mut client = connect(&cluster).await?;
-            let filter = LogFilter::new(task, attempt)?;
+            let filter = LogFilter::new(id, task, attempt)?;
             if follow {
                 tokio::select! {
                     r = follow_logs(&mut client, tls.as_ref(), id, &filter) => r,
@@ -700,47 +702,100 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
 /// `quern job logs`: fetches each selected attempt's log from the worker that ran it.
 /// Which attempts `job logs` shows.
 struct LogFilter {
-    /// `(is_map, index)` of `--task`.
+    /// `(is_map, index)` of `--task` (or of the task an attempt name names).
     task: Option<(bool, u32)>,
-    attempt: Option<protocol::AttemptId>,
+    attempt: Option<AttemptSel>,
+}
+
+/// Which attempt `--attempt` names.
+enum AttemptSel {
+    /// An attempt id.
+    Id(u64),
+    /// The Nth attempt (of the task, or of every task).
+    Number(u32),
+    /// A bare number: the Nth attempt of each task, or the attempt of that id.
+    NumberOrId(u64),
+}
+
+/// Parses `map-N` or `reduce-N`.
+fn parse_task(t: &str) -> Result<(bool, u32)> {
+    match t.split_once('-') {
+        Some((kind @ ("map" | "reduce"), n)) => Ok((
+            kind == "map",
+            n.parse::<u32>()
+                .with_context(|| format!("bad task number in {t:?}"))?,
+        )),
+        _ => bail!("{t:?}: a task is map-N or reduce-N"),
+    }
 }
 
 impl LogFilter {
-    fn new(task: Option<String>, attempt: Option<protocol::AttemptId>) -> Result<LogFilter> {
-        let task = match task.as_deref().map(|t| t.split_once('-')) {
+    fn new(job: JobId, task: Option<String>, attempt: Option<String>) -> Result<LogFilter> {
+        let mut task = task.as_deref().map(parse_task).transpose()?;
+        let attempt = match attempt.as_deref() {
             None => None,
-            Some(Some((kind @ ("map" | "reduce"), n))) => Some((
-                kind == "map",
-                n.parse::<u32>()
-                    .with_context(|| format!("bad task number in {n:?}"))?,
-            )),
-            Some(_) => bail!("--task takes map-N or reduce-N"),
+            Some(a) if a.contains('/') => {
+                // job-4/map-3/2 or map-3/2
+                let mut parts: Vec<&str> = a.split('/').collect();
+                if parts.len() == 3 {
+                    let named: JobId = parts[0]
+                        .parse()
+                        .with_context(|| format!("--attempt {a:?}: bad job"))?;
+                    if named != job {
+                        bail!("--attempt {a:?} is an attempt of {named}, not of {job}");
+                    }
+                    parts.remove(0);
+                }
+                let [t, n] = parts[..] else {
+                    bail!("--attempt {a:?}: expected job-N/map-N/K, map-N/K, K or attempt-N");
+                };
+                let named = parse_task(t).with_context(|| format!("--attempt {a:?}"))?;
+                if task.is_some_and(|t| t != named) {
+                    bail!("--attempt {a:?} is not an attempt of --task");
+                }
+                task = Some(named);
+                Some(AttemptSel::Number(n.parse().with_context(|| {
+                    format!("--attempt {a:?}: bad attempt number {n:?}")
+                })?))
+            }
+            Some(a) if a.starts_with("attempt-") => {
+                Some(AttemptSel::Id(a.parse::<protocol::AttemptId>()?.0))
+            }
+            Some(a) => {
+                let n: u64 = a.parse().with_context(|| {
+                    format!("--attempt {a:?}: expected job-N/map-N/K, map-N/K, K or attempt-N")
+                })?;
+                Some(match task {
+                    Some(_) => AttemptSel::Number(u32::try_from(n).unwrap_or(u32::MAX)),
+                    None => AttemptSel::NumberOrId(n),
+                })
+            }
         };
         Ok(LogFilter { task, attempt })
     }
 
     fn wants(&self, a: &protocol::pb::AttemptInfo) -> bool {
         let is_map = a.kind == protocol::pb::TaskKind::Map as i32;
-        self.attempt.is_none_or(|x| x.0 == a.attempt_id)
-            && self.task.is_none_or(|(m, n)| m == is_map && n == a.index)
+        let attempt = match self.attempt {
+            None => true,
+            Some(AttemptSel::Id(id)) => id == a.attempt_id,
+            Some(AttemptSel::Number(n)) => n == a.number,
+            Some(AttemptSel::NumberOrId(n)) => n == u64::from(a.number) || n == a.attempt_id,
+        };
+        attempt && self.task.is_none_or(|(m, n)| m == is_map && n == a.index)
     }
 }
 
-/// `== attempt-N (map 3 on worker-1, succeeded: error) ==`.
+/// `== job-4/map-3/1 (attempt-N on worker-1, succeeded: error) ==`.
 fn attempt_header(a: &protocol::pb::AttemptInfo) -> String {
-    let kind = if a.kind == protocol::pb::TaskKind::Map as i32 {
-        "map"
-    } else {
-        "reduce"
-    };
     let error = if a.error.is_empty() {
         String::new()
     } else {
         format!(": {}", a.error)
     };
     format!(
-        "== attempt-{} ({kind} {} on worker-{}, {}{error}) ==",
-        a.attempt_id, a.index, a.worker_id, a.outcome
+        "== {} (attempt-{} on worker-{}, {}{error}) ==",
+        a.name, a.attempt_id, a.worker_id, a.outcome
     )
 }
 

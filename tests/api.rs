@@ -245,7 +245,7 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     assert!(body.contains("\"state\":\"succeeded\""), "{body}");
     assert_eq!(post("/api/v1/jobs/job-99/kill", true).0, 404);
     let logs = ok(cluster.job().args(["logs", "job-2", "--task", "map-0"]));
-    assert_eq!(logs.matches("== attempt-").count(), 2, "{logs}");
+    assert_eq!(logs.matches("== job-2/map-0/").count(), 2, "{logs}");
     assert!(logs.contains("panicked at"), "{logs}");
     // Attempt logs hold the task's own lines (what it read, what it did), never colour codes.
     assert!(
@@ -255,7 +255,34 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
     assert!(!logs.contains('\x1b'), "{logs}");
     let one = attempts[0]["attempt"].as_str().unwrap();
     let logs = ok(cluster.job().args(["logs", "job-2", "--attempt", one]));
-    assert_eq!(logs.matches("== attempt-").count(), 1, "{logs}");
+    assert_eq!(logs.matches("(attempt-").count(), 1, "{logs}");
+    // Attempts have names people type: job-2/map-0/2 is the second attempt of map 0.
+    assert_eq!(attempts[0]["name"], "job-2/map-0/1", "{attempts:?}");
+    for (sel, task, want) in [
+        ("job-2/map-0/2", None, "== job-2/map-0/2 ("),
+        ("map-0/2", None, "== job-2/map-0/2 ("),
+        ("2", Some("map-0"), "== job-2/map-0/2 ("),
+        ("1", None, "== job-2/map-0/1 ("),
+    ] {
+        let mut cmd = cluster.job();
+        cmd.args(["logs", "job-2", "--attempt", sel]);
+        if let Some(t) = task {
+            cmd.args(["--task", t]);
+        }
+        let logs = ok(&mut cmd);
+        assert!(
+            logs.matches("== job-2/").count() == 1 && logs.contains(want),
+            "{sel}: {logs}"
+        );
+    }
+    let wrong = run(cluster
+        .job()
+        .args(["logs", "job-2", "--attempt", "job-1/map-0/1"]));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("is an attempt of job-1, not of job-2"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     assert_eq!(get(&http, "/api/v1/jobs/nonsense").0, 400);
 
     let (_, body) = get(&http, "/api/v1/cluster");

@@ -116,6 +116,8 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
     assert!(dom.contains(">job-1<") && dom.contains(">views<"), "{dom}");
     assert!(dom.contains("state-succeeded\">succeeded<"), "{dom}");
     assert!(dom.contains("map_input_records"), "counters shown: {dom}");
+    // Attempts by their readable names.
+    assert!(dom.contains(">job-1/map-0/1<"), "{dom}");
     // The schedule's job, named after it, its labels on hover.
     assert!(
         dom.contains("schedule=every-minute\">every-minute<"),

@@ -144,7 +144,7 @@ fn a_mutual_tls_cluster_runs_jobs_and_refuses_plaintext_strangers_and_wrong_role
     assert_eq!(read_output(&out), read_output(&oracle));
     // Attempt logs come from the workers' TLS ports, to the CLI and through the web API.
     let logs = ok(job("logs", &addr, Some(&ca), Some(&admin)).args(["1", "--task", "map-0"]));
-    assert!(logs.contains("== attempt-"), "{logs}");
+    assert!(logs.contains("== job-1/map-0/1 (attempt-"), "{logs}");
     let (ok_attempts, attempts) = curl(&[
         "--cacert",
         &cacert,

@@ -577,6 +577,7 @@ async fn attempts(
             json!({
                 "start_ms": r.started.duration_since(t0).as_millis() as u64,
                 "attempt": r.attempt.to_string(),
+                "name": r.name(id),
                 "task": format!("{}-{}", r.kind.name(), r.index),
                 "worker": r.worker.to_string(),
                 "outcome": r.outcome.name(),

@@ -731,6 +731,8 @@ impl CoordinatorService for Coordinator {
             .map(|a| {
                 let r = a.record;
                 AttemptInfo {
+                    name: r.name(id),
+                    number: r.number,
                     attempt_id: r.attempt.0,
                     kind: r.kind.to_pb() as i32,
                     index: r.index,

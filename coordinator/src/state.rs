@@ -88,6 +88,8 @@ struct Task {
     failed_on: Vec<WorkerId>,
     /// Fetch-failure reports against this map's current output.
     fetch_reports: u32,
+    /// Attempts started (since the coordinator started): numbers them.
+    started: u32,
     /// When it last became ready to run again (an attempt ended, or its output was lost);
     /// none: since its job was submitted.
     ready: Option<Instant>,
@@ -105,6 +107,7 @@ impl Task {
             skip: Default::default(),
             failed_on: Vec::new(),
             fetch_reports: 0,
+            started: 0,
             ready: None,
         }
     }
@@ -242,6 +245,15 @@ pub struct AttemptRecord {
     pub error: String,
     /// Whether it ran beside its data (maps).
     pub local: bool,
+    /// Its number among its task's attempts (from 1; counted since the coordinator started).
+    pub number: u32,
+}
+
+impl AttemptRecord {
+    /// The name people read and type: `job-4/map-3/2`, the second attempt of map 3 of job 4.
+    pub fn name(&self, job: JobId) -> String {
+        format!("{job}/{}-{}/{}", self.kind.name(), self.index, self.number)
+    }
 }
 
 /// A worker that failed this many attempts of a job is given no more of its tasks.

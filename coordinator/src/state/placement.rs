@@ -172,6 +172,8 @@ impl State {
                 .attempt_scheduled(now.saturating_duration_since(ready));
         }
         task.running.push(attempt);
+        task.started += 1;
+        let number = task.started;
         job.set_state(kind, index, TaskState::Running);
         job.attempts += 1;
         job.history.push(AttemptRecord {
@@ -184,6 +186,7 @@ impl State {
             outcome: Outcome::Running,
             error: String::new(),
             local,
+            number,
         });
         if kind == TaskKind::Map {
             job.shuffle_workers.insert(worker);
