@@ -48,7 +48,12 @@ fn render(browser: &Path, url: &str, screenshot: &Path) -> String {
     let mut dom = Command::new(browser);
     common(&mut dom);
     let out = dom.arg("--dump-dom").arg(url).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    // What the page drew, without its script (whose templates hold the same markup).
+    match dom.find("<script") {
+        Some(at) => dom[..at].to_string(),
+        None => dom,
+    }
 }
 
 #[test]
@@ -124,13 +129,29 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
         "{dom}"
     );
     assert!(dom.contains("workers alive"), "{dom}");
-    // The timeline: a lane per worker that ran its tasks, a bar per attempt.
+    // The timeline: lanes per worker slot, a bar per attempt, a time axis and a legend.
     assert!(dom.contains("id=\"timeline\""), "{dom}");
     assert!(dom.matches("class=\"lane\"").count() >= 1, "{dom}");
+    assert!(dom.contains("data-slot=\"0\""), "{dom}");
     assert!(
-        dom.contains("<i class=\"map\"") && dom.contains("<i class=\"reduce\""),
+        dom.contains("<i class=\"map\" style=") && dom.contains("<i class=\"reduce\" style="),
         "{dom}"
     );
+    assert!(
+        dom.contains("class=\"axis\"") && dom.contains("class=\"legend\""),
+        "{dom}"
+    );
+    // The phases with their bytes, and the activity charts.
+    assert!(
+        dom.contains("id=\"phases\"") && dom.contains("fetched "),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("running tasks: ") && dom.contains("<polyline"),
+        "{dom}"
+    );
+    // A finished job has no kill button (the failed job below neither).
+    assert!(!dom.contains("id=\"kill\""), "{dom}");
 
     let dom = render(
         &browser,
@@ -152,6 +173,8 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
         &shots.join("schedule.png"),
     );
     assert!(dom.contains("schedule every-minute: history"), "{dom}");
+    // Each run links to its job.
+    assert!(dom.contains("<a href=\"#job-"), "{dom}");
     assert!(
         dom.contains("skipped: missed") && dom.contains("state-succeeded"),
         "{dom}"
