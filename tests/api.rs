@@ -486,6 +486,10 @@ fn the_api_submits_jobs_and_pauses_resumes_and_runs_schedules() {
     assert_eq!(code, 200, "{answer}");
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["logical_time"], "2026-11-30T06:00:00", "{answer}");
+    let (_, list) = get(&http, "/api/v1/backfills");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["id"], answer["backfill"], "{list}");
+    assert_eq!(list[0]["schedule"], "daily", "{list}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let run_out = cluster.dir.path().join("daily/2026-11-30");
     while !run_out.join("_SUCCESS").exists() {

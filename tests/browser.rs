@@ -110,6 +110,10 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // A manual run of the schedule: a one-time backfill, listed with its progress.
+    ok(quern()
+        .args(["schedule", "run", "every-minute", "--detach"])
+        .env("QUERN_COORDINATOR", &cluster.addr));
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui");
     std::fs::create_dir_all(&shots).unwrap();
 
@@ -175,6 +179,11 @@ fn the_web_ui_shows_jobs_states_counters_and_errors() {
     assert!(dom.contains("schedule every-minute: history"), "{dom}");
     // Each run links to its job.
     assert!(dom.contains("<a href=\"#job-"), "{dom}");
+    // The backfill of the manual run, with its progress.
+    assert!(
+        dom.contains("data-schedule=\"every-minute\"><td>1</td><td>every-minute</td><td>all</td>"),
+        "{dom}"
+    );
     assert!(
         dom.contains("skipped: missed") && dom.contains("state-succeeded"),
         "{dom}"

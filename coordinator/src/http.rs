@@ -76,6 +76,7 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<Coordinator>)> {
             "/api/v1/schedules/{name}/{action}",
             axum::routing::post(schedule_action),
         ),
+        ("/api/v1/backfills", get(backfills)),
         ("/api/v1/storage", get(storage)),
         ("/metrics", get(metrics)),
         ("/healthz", get(|| async { "ok\n" })),
@@ -693,6 +694,14 @@ async fn schedules(Ax(c): Ax<Coordinator>) -> Json<Value> {
         .map(crate::json::schedule)
         .collect();
     Json(Value::Array(list))
+}
+
+/// Every backfill with its progress, newest first (`quern backfill --list -o json`).
+async fn backfills(Ax(c): Ax<Coordinator>) -> Json<Value> {
+    let list = c.list_backfills_rpc();
+    Json(Value::Array(
+        list.iter().rev().map(crate::json::backfill).collect(),
+    ))
 }
 
 async fn schedule(Ax(c): Ax<Coordinator>, Path(name): Path<String>) -> Response {

@@ -349,7 +349,7 @@ impl Coordinator {
         ))
     }
 
-    pub(super) fn list_backfills_rpc(&self) -> Vec<BackfillStatus> {
+    pub(crate) fn list_backfills_rpc(&self) -> Vec<BackfillStatus> {
         self.read(|state| {
             state
                 .backfills()
