@@ -612,7 +612,7 @@ impl State {
         let mut oldest = finished;
         oldest.sort_unstable();
         for job in oldest.into_iter().take(excess) {
-            self.jobs.remove(&job);
+            self.forget_job(job);
             self.outbox.push(Record::Forgotten { job });
         }
         excess

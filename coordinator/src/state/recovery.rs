@@ -85,9 +85,7 @@ impl State {
                 true,
                 (Some(part), state),
             ),
-            Record::Forgotten { job } => {
-                self.jobs.remove(&job);
-            }
+            Record::Forgotten { job } => self.forget_job(job),
             Record::Listed { job, records } => {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.listed.extend(records);

@@ -60,6 +60,9 @@ pub struct Schedule {
     pub skips: Vec<Skip>,
     /// Logical times whose final failure the webhook was told of, with the failure count.
     pub notified: BTreeSet<(Logical, u32)>,
+    /// How the runs of jobs no longer kept (`--keep-jobs`) ended, by logical time: what
+    /// they decided (a time that ran does not run again) outlives them.
+    pub forgotten: BTreeMap<Logical, JobState>,
 }
 
 /// A notice for a schedule's webhook: a logical time failed for good.
@@ -116,6 +119,10 @@ pub struct Backfill {
     pub reprocess: Reprocess,
     /// Cancelled as a whole.
     pub cancelled: bool,
+    /// How its runs of jobs no longer kept ended (rebuilt from the journal's `Submitted`,
+    /// `Ended` and `Forgotten` records, so not journaled itself).
+    #[serde(skip)]
+    pub forgotten: BTreeMap<Logical, JobState>,
 }
 
 /// The logical times of one schedule due at a tick, found outside the state lock (a long
@@ -210,6 +217,7 @@ impl State {
                 cursor: None,
                 skips: Vec::new(),
                 notified: BTreeSet::new(),
+                forgotten: BTreeMap::new(),
             },
         );
         Ok(())
@@ -502,6 +510,7 @@ impl State {
             max_active: max_active.max(1),
             reprocess,
             cancelled: false,
+            forgotten: BTreeMap::new(),
         };
         tracing::info!(
             backfill = b.id,
@@ -567,6 +576,9 @@ impl State {
             .filter(|o| o.backfill == Some(id))
             .map(|o| o.logical)
             .collect();
+        if let Some(b) = self.backfills.get(&id) {
+            done.extend(b.forgotten.keys());
+        }
         if let Some(s) = self.schedules.get(schedule) {
             done.extend(
                 s.skips
@@ -592,9 +604,14 @@ impl State {
         let succeeded = jobs
             .iter()
             .filter(|j| j.state == JobState::Succeeded)
-            .count();
-        let failed = jobs.len() - running - succeeded + failed_to_start;
-        let started = jobs.len() + failed_to_start;
+            .count()
+            + b.forgotten
+                .values()
+                .filter(|s| **s == JobState::Succeeded)
+                .count();
+        let ran = jobs.len() + b.forgotten.len();
+        let failed = ran - running - succeeded + failed_to_start;
+        let started = ran + failed_to_start;
         Some((started, succeeded + failed, failed, running, b.times.len()))
     }
 
@@ -665,6 +682,27 @@ impl State {
             }
         }
         out
+    }
+
+    /// Drops a finished job from the state (`--keep-jobs`), keeping what a schedule or
+    /// backfill that started it needs: the time it ran stays run (the schedule's cursor,
+    /// its outcomes) and the backfill's time stays started, with its outcome counted.
+    pub(super) fn forget_job(&mut self, job: JobId) {
+        let Some(j) = self.jobs.remove(&job) else {
+            return;
+        };
+        let Some(o) = j.origin else {
+            return;
+        };
+        if let Some(s) = self.schedules.get_mut(&o.schedule) {
+            s.forgotten.insert(o.logical, j.state);
+            if o.backfill.is_none() {
+                s.cursor = Some(s.cursor.map_or(o.logical, |c| c.max(o.logical)));
+            }
+        }
+        if let Some(b) = o.backfill.and_then(|id| self.backfills.get_mut(&id)) {
+            b.forgotten.insert(o.logical, j.state);
+        }
     }
 
     /// Retries due at `now_ms` (wall clock): each logical time whose latest own run failed,
@@ -760,6 +798,7 @@ impl State {
     pub fn outcomes(&self, schedule: &str) -> BTreeMap<Logical, JobState> {
         let mut out = BTreeMap::new();
         if let Some(s) = self.schedules.get(schedule) {
+            out.extend(s.forgotten.iter().map(|(t, st)| (*t, *st)));
             for k in s.skips.iter().filter(|k| k.note.starts_with("failed")) {
                 out.insert(k.logical, JobState::Failed);
             }
@@ -829,6 +868,7 @@ impl State {
                             cursor: None,
                             skips: Vec::new(),
                             notified: BTreeSet::new(),
+                            forgotten: BTreeMap::new(),
                         },
                     );
                 }

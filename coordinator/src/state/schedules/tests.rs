@@ -243,3 +243,44 @@ fn due_times_walked_outside_the_lock_apply_once() {
     let (again, _) = s.apply_due(due, now, Instant::now());
     assert!(again.is_empty());
 }
+
+#[test]
+fn runs_of_forgotten_jobs_stay_run_for_their_schedule_and_backfill() {
+    let mut timeouts = Timeouts::default();
+    timeouts.keep_jobs = 1;
+    let mut s = State::new(Epoch(1), timeouts, Instant::now());
+    s.add_schedule(
+        hourly(Catchup::All, 0, Concurrency::Allow),
+        utc("2026-01-01T00:00"),
+    )
+    .unwrap();
+    // Three scheduled runs and a backfill of three times, all finished; all but one job
+    // forgotten.
+    assert_eq!(tick(&mut s, "2026-01-01T02:00:01").len(), 3);
+    let id = s.start_backfill("hourly", hours("2025-12-01T00:00", 3), 3, Reprocess::None);
+    for f in s.backfill_tick() {
+        s.submit_with(f.spec.unwrap(), Vec::new(), Some(f.origin), Instant::now());
+    }
+    finish_all(&mut s);
+    assert_eq!(s.prune_history(), 5);
+    assert_eq!(s.jobs.len(), 1);
+    let check = |s: &mut State| {
+        assert!(
+            s.backfill_tick().is_empty(),
+            "a forgotten backfill time runs again"
+        );
+        assert_eq!(s.backfill_progress(id), Some((3, 3, 0, 0, 3)));
+        assert_eq!(s.outcomes("hourly").len(), 6);
+        assert_eq!(
+            tick(s, "2026-01-01T02:30"),
+            vec![],
+            "a forgotten run fires again"
+        );
+    };
+    check(&mut s);
+    // The same after a restart: the journal holds the forgotten jobs' records.
+    let records = s.take_records();
+    let (mut r, _) = State::recover(Epoch(2), timeouts, records, Instant::now());
+    assert_eq!(r.jobs.len(), 1);
+    check(&mut r);
+}
