@@ -251,14 +251,7 @@ impl Client {
         &mut self,
         def: ScheduleDef,
     ) -> Result<Option<ScheduleInfo>, ClientError> {
-        let r = self
-            .inner
-            .add_schedule(AddScheduleRequest {
-                def: Some(def),
-                replace: false,
-            })
-            .await?;
-        Ok(r.into_inner().schedule)
+        self.put_schedule(def, false).await
     }
 
     /// Changes the schedule of `def`'s name in place (its history stays); returns it.
@@ -266,11 +259,19 @@ impl Client {
         &mut self,
         def: ScheduleDef,
     ) -> Result<Option<ScheduleInfo>, ClientError> {
+        self.put_schedule(def, true).await
+    }
+
+    async fn put_schedule(
+        &mut self,
+        def: ScheduleDef,
+        replace: bool,
+    ) -> Result<Option<ScheduleInfo>, ClientError> {
         let r = self
             .inner
             .add_schedule(AddScheduleRequest {
                 def: Some(def),
-                replace: true,
+                replace,
             })
             .await?;
         Ok(r.into_inner().schedule)
