@@ -218,6 +218,11 @@ impl ClusterArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
+    /// List the jobs this binary can run, with what each does (also `quern jobs`).
+    Types {
+        #[command(flatten)]
+        output: crate::output::OutputArgs,
+    },
     /// Submit a job, show its progress, and print its counters at the end.
     Submit {
         #[command(flatten)]
@@ -372,8 +377,27 @@ pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) 
     Ok(())
 }
 
+/// `quern job types` and `quern jobs`: the job types of this binary.
+pub fn list_types(registry: &Registry, json: bool) -> Result<u8> {
+    if json {
+        crate::output::print_json(&serde_json::Value::Array(
+            registry
+                .jobs()
+                .iter()
+                .map(|j| serde_json::json!({"name": j.name, "about": j.about}))
+                .collect(),
+        ));
+    } else {
+        for j in registry.jobs() {
+            println!("{:<16} {}", j.name, j.about);
+        }
+    }
+    Ok(0)
+}
+
 pub async fn run(cmd: JobCommand, registry: &Registry) -> Result<u8> {
     match cmd {
+        JobCommand::Types { output } => list_types(registry, output.json()),
         JobCommand::Submit {
             spec,
             meta,

@@ -113,7 +113,7 @@ enum Command {
     Certs(certcmd::CertsCommand),
     /// Start a local cluster, generate an access log, run `views` and `top-photos`, show results.
     Demo(demo::DemoArgs),
-    /// List the jobs this binary can run.
+    /// List the jobs this binary can run (the same as `quern job types`).
     Jobs(output::OutputArgs),
     /// The settings in effect (quern.toml, QUERN_* variables) and where each comes from.
     #[command(subcommand)]
@@ -319,22 +319,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Command::Man { out } => man_pages(&out),
         Command::Config(ConfigCommand::Show(o)) => config::show(o.json()),
-        Command::Jobs(o) => {
-            if o.json() {
-                output::print_json(&serde_json::Value::Array(
-                    registry
-                        .jobs()
-                        .iter()
-                        .map(|j| serde_json::json!({"name": j.name, "about": j.about}))
-                        .collect(),
-                ));
-            } else {
-                for j in registry.jobs() {
-                    println!("{:<16} {}", j.name, j.about);
-                }
-            }
-            Ok(0)
-        }
+        Command::Jobs(o) => jobcmd::list_types(&registry, o.json()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -260,6 +260,8 @@ fn job_commands_find_the_local_cluster_and_report_state() {
             .any(|j| j["name"] == "views"),
         "{jobs}"
     );
+    // `job types` is the same list, beside the commands that act on runs.
+    assert_eq!(json(quern().args(["job", "types", "-o", "json"])), jobs);
     let files = json(quern().args(["fs", "ls", "-o", "json"]).arg(&out));
     assert!(
         files
