@@ -326,8 +326,8 @@ fn run_reduce(
 }
 
 /// Fetches this reduce's partition of every map output; runs that would push the total past
-/// the task's memory budget are appended to one file of the work directory and read back a block at a time.
-/// Returns the runs in map order and how many of their bytes are on disk.
+/// the task's memory budget are appended to one file of the work directory and read back a
+/// block at a time. Returns the runs in map order and how many of their bytes are on disk.
 fn fetch_all(
     task: &ExecutorTask,
     map_outputs: &[MapOutput],
@@ -373,7 +373,7 @@ fn fetch_all(
                     runs[i] = Some(Run::Memory(data));
                 }
                 Ok(data) => match spilled.push(&data) {
-                    Ok(mapped) => runs[i] = Some(mapped),
+                    Ok(run) => runs[i] = Some(run),
                     Err(e) => return Err(failed(&e)),
                 },
                 Err(l) => lost.push(l),
