@@ -30,14 +30,10 @@ rm -rf "$D/logs" "$D/out" "$D/.quern"
 mkdir -p "$D/logs" "$D/out"
 cp "$D/history.log" "$D/logs/access.log"
 
-"$Q" local --workers 2 --dir "$D/.quern" >/dev/null 2>"$D/cluster.log" &
-CLUSTER=$!
-trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
-while [ ! -f "$D/.quern/coordinator.addr" ]; do sleep 0.1; done
-export QUERN_COORDINATOR="$(cat "$D/.quern/coordinator.addr")"
+. scripts/bench-lib.sh
+start_cluster "$D" --workers 2
 
 now() { date +%s.%N; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 submit() { "$Q" job submit "$@" --input "$D/logs" --reducers "$REDUCERS" >/dev/null 2>&1; }
 timed() { local t0 t1; t0=$(now); submit "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'; }
 same() { diff -r -q "$1" "$2" >/dev/null || { echo "error: $1 differs from $2" >&2; exit 1; }; }
@@ -71,13 +67,4 @@ done
 cat "$table"
 
 # Into docs/PERFORMANCE.md, between the markers.
-python3 - "$table" docs/PERFORMANCE.md <<'PYEOF'
-import sys
-table, doc = open(sys.argv[1]).read().strip(), sys.argv[2]
-text = open(doc).read()
-begin, end = "<!-- incremental:begin -->", "<!-- incremental:end -->"
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PYEOF
-echo "written to docs/PERFORMANCE.md" >&2
+write_doc_table "$table" incremental

@@ -25,25 +25,8 @@ Q="$CARGO_TARGET_DIR/release/quern"
 D="$BENCH_DIR/memory"
 mkdir -p "$D"
 declare -A SRC=([views]=weblog [top-photos]=weblog [wordcount]=words [sort]=sort-records)
-for kind in weblog words sort-records; do
-  [ -f "$D/$kind.1g" ] || "$Q" gen "$kind" --size 1GiB --seed 1 --out "$D/$kind.1g" >&2
-done
-
-# A fresh cluster for each run, so that each peak is that run's (the kernel's high-water
-# marks only grow while a process lives).
-CLUSTER=
-start_cluster() {
-  rm -rf "$D/.quern"
-  "$Q" local --workers 2 --dir "$D/.quern" >/dev/null 2>"$D/cluster.log" &
-  CLUSTER=$!
-  while [ ! -f "$D/.quern/coordinator.addr" ]; do sleep 0.1; done
-  export QUERN_COORDINATOR="$(cat "$D/.quern/coordinator.addr")"
-}
-stop_cluster() {
-  [ -n "$CLUSTER" ] && { kill -INT "$CLUSTER" 2>/dev/null; wait "$CLUSTER" 2>/dev/null || true; }
-  CLUSTER=
-}
-trap stop_cluster EXIT
+. scripts/bench-lib.sh
+gen_inputs "$D"
 rm -rf "$D/out"
 
 # Every process below the cluster's, with its role.
@@ -81,7 +64,9 @@ for job in views top-photos wordcount sort; do
     fi
     out="$D/out/$job-$n"
     rm -rf "$out"
-    start_cluster
+    # A fresh cluster for each run, so that each peak is that run's (the kernel's
+    # high-water marks only grow while a process lives).
+    start_cluster "$D" --workers 2
     t0=$(date +%s.%N)
     "$Q" job submit "$job" --input "$in" --output "$out" --reducers "$REDUCERS" >/dev/null 2>&1 &
     job_pid=$!
@@ -104,13 +89,4 @@ for job in views top-photos wordcount sort; do
 done
 cat "$table"
 
-python3 - "$table" docs/PERFORMANCE.md <<'PYEOF'
-import sys
-table, doc = open(sys.argv[1]).read().strip(), sys.argv[2]
-text = open(doc).read()
-begin, end = "<!-- memory:begin -->", "<!-- memory:end -->"
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PYEOF
-echo "written to docs/PERFORMANCE.md" >&2
+write_doc_table "$table" memory

@@ -19,26 +19,13 @@ Q="${QUERN:-$CARGO_TARGET_DIR/release/quern}"
 D="$BENCH_DIR/scaling"
 mkdir -p "$D"
 declare -A SRC=([views]=weblog [top-photos]=weblog [wordcount]=words [sort]=sort-records)
-for kind in weblog words sort-records; do
-  [ -f "$D/$kind.1g" ] || "$Q" gen "$kind" --size 1GiB --seed 1 --out "$D/$kind.1g" >&2
-done
-
-CLUSTER=
-stop_cluster() {
-  [ -n "$CLUSTER" ] && { kill -INT "$CLUSTER" 2>/dev/null; wait "$CLUSTER" 2>/dev/null || true; }
-  CLUSTER=
-}
-trap stop_cluster EXIT
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+. scripts/bench-lib.sh
+gen_inputs "$D"
 
 declare -A secs
 for s in $SLOTS; do
   if [ "$s" -eq 1 ]; then workers=1; per=1; else workers=2; per=$((s / 2)); fi
-  rm -rf "$D/.quern"
-  "$Q" local --workers "$workers" --slots "$per" --dir "$D/.quern" >/dev/null 2>"$D/cluster.log" &
-  CLUSTER=$!
-  while [ ! -f "$D/.quern/coordinator.addr" ]; do sleep 0.1; done
-  export QUERN_COORDINATOR="$(cat "$D/.quern/coordinator.addr")"
+  start_cluster "$D" --workers "$workers" --slots "$per"
   r="${REDUCERS:-$s}"
   for job in views top-photos wordcount sort; do
     in="$D/${SRC[$job]}.1g"

@@ -43,15 +43,11 @@ fi
 have_duckdb=no
 "$PY" -c 'import duckdb' 2>/dev/null && have_duckdb=yes
 
-"$Q" local --workers 2 --dir "$D/.quern" >/dev/null 2>"$D/cluster.log" &
-CLUSTER=$!
-trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
-while [ ! -f "$D/.quern/coordinator.addr" ]; do sleep 0.1; done
-export QUERN_COORDINATOR="$(cat "$D/.quern/coordinator.addr")"
+. scripts/bench-lib.sh
+start_cluster "$D" --workers 2
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 cat "$IN" >/dev/null  # warm the page cache
 bytes=$(stat -c %s "$IN")
 
@@ -108,13 +104,4 @@ table="$BENCH_DIR/sort.md"
 } >"$table"
 cat "$table"
 
-python3 - "$table" docs/PERFORMANCE.md <<'PYEOF'
-import sys
-table, doc = open(sys.argv[1]).read().strip(), sys.argv[2]
-text = open(doc).read()
-begin, end = "<!-- sort:begin -->", "<!-- sort:end -->"
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PYEOF
-echo "written to docs/PERFORMANCE.md" >&2
+write_doc_table "$table" sort

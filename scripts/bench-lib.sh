@@ -1,0 +1,59 @@
+# Helpers shared by the benchmark scripts (sourced, not run). They expect $Q (the quern
+# binary) to be set.
+
+CLUSTER=
+
+# start_cluster DIR [quern local flags...]: a fresh `quern local` with its state in DIR/.quern
+# and its log in DIR/cluster.log; waits for its address and exports QUERN_COORDINATOR. A
+# cluster that dies before it is up ends the script with its log.
+start_cluster() {
+  local dir="$1"
+  shift
+  rm -rf "$dir/.quern"
+  "$Q" local "$@" --dir "$dir/.quern" >/dev/null 2>"$dir/cluster.log" &
+  CLUSTER=$!
+  while [ ! -f "$dir/.quern/coordinator.addr" ]; do
+    if ! kill -0 "$CLUSTER" 2>/dev/null; then
+      cat "$dir/cluster.log" >&2
+      echo "the cluster did not start (log above)" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  QUERN_COORDINATOR="$(cat "$dir/.quern/coordinator.addr")"
+  export QUERN_COORDINATOR
+}
+
+# stop_cluster: stops the cluster start_cluster started, if any (also set as the EXIT trap).
+stop_cluster() {
+  [ -n "$CLUSTER" ] && { kill -INT "$CLUSTER" 2>/dev/null; wait "$CLUSTER" 2>/dev/null || true; }
+  CLUSTER=
+}
+trap stop_cluster EXIT
+
+# median: the median of the numbers on stdin, one per line.
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# gen_inputs DIR: 1 GiB of each input kind (weblog, words, sort-records) as DIR/KIND.1g,
+# generated once.
+gen_inputs() {
+  local kind
+  for kind in weblog words sort-records; do
+    [ -f "$1/$kind.1g" ] || "$Q" gen "$kind" --size 1GiB --seed 1 --out "$1/$kind.1g" >&2
+  done
+}
+
+# write_doc_table TABLE NAME: puts the file TABLE into docs/PERFORMANCE.md between the
+# markers <!-- NAME:begin --> and <!-- NAME:end -->.
+write_doc_table() {
+  python3 - "$1" docs/PERFORMANCE.md "$2" <<'PYEOF'
+import sys
+table, doc, name = open(sys.argv[1]).read().strip(), sys.argv[2], sys.argv[3]
+text = open(doc).read()
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(doc, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
+PYEOF
+  echo "written to docs/PERFORMANCE.md" >&2
+}
