@@ -138,8 +138,9 @@ pub struct AddArgs {
     /// Wait this long after a failure before its retry (30s, 10m, 2h).
     #[arg(long, value_parser = crate::util::parse_span_secs, default_value = "5m")]
     retry_delay: u64,
-    /// POST a JSON notice to this http:// URL when a logical time has failed for good (its
-    /// retries spent): {"schedule", "logical_time", "failures", "error", "job", "output"}.
+    /// POST a JSON notice to this http:// or https:// URL when a logical time has failed for
+    /// good (its retries spent): {"schedule", "logical_time", "failures", "error", "job",
+    /// "output"}.
     #[arg(long, value_name = "URL")]
     on_failure_webhook: Option<String>,
     #[command(flatten)]
@@ -192,7 +193,7 @@ pub struct UpdateArgs {
     /// New wait before a retry (30s, 10m, 2h).
     #[arg(long, value_parser = crate::util::parse_span_secs)]
     retry_delay: Option<u64>,
-    /// New failure webhook (an http:// URL; "" removes it).
+    /// New failure webhook (an http:// or https:// URL; "" removes it).
     #[arg(long, value_name = "URL")]
     on_failure_webhook: Option<String>,
     #[command(flatten)]

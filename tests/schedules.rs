@@ -15,6 +15,8 @@ struct Env {
     clock: PathBuf,
     procs: Procs,
     port: u16,
+    /// Environment of the coordinator's next start.
+    coordinator_env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Env {
@@ -27,6 +29,7 @@ impl Env {
             clock,
             procs: Procs(Vec::new()),
             port,
+            coordinator_env: Vec::new(),
             dir,
         };
         env.set_clock("2026-11-27T05:00:00Z");
@@ -42,11 +45,14 @@ impl Env {
 
     fn start_coordinator(&mut self) {
         let clock = self.clock.display().to_string();
-        let c = spawn_coordinator(
+        let c = coordinator_command(
             self.port,
             self.dir.path(),
             &["--clock-file", &clock, "--schedule-tick-ms", "100"],
-        );
+        )
+        .envs(self.coordinator_env.iter().map(|(k, v)| (k, v)))
+        .spawn()
+        .unwrap();
         self.procs.0.insert(0, c);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.quern(&["job", "list"]).status.success() {
@@ -480,43 +486,82 @@ fn an_incremental_schedule_chains_its_runs() {
     );
 }
 
-/// Collects the bodies of HTTP requests sent to it, answering each with 204.
+/// Collects the bodies of HTTP requests sent to it, answering each with 204; over TLS with
+/// `tls`.
 struct Hook {
     url: String,
     bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Hook {
-    fn start() -> Hook {
-        use std::io::{BufRead, BufReader, Read, Write};
+    fn start(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Hook {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = bodies.clone();
         // Ends with the test process (it only ever accepts).
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let Ok(conn) = conn else { continue };
+                let body = match &tls {
+                    None => Hook::answer(conn),
+                    Some(config) => {
+                        let Ok(server) = rustls::ServerConnection::new(config.clone()) else {
+                            continue;
+                        };
+                        Hook::answer(rustls::StreamOwned::new(server, conn))
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&body).into_owned());
-                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+                };
+                seen.lock().unwrap().extend(body);
             }
         });
         Hook { url, bodies }
+    }
+
+    /// Reads one request and answers it; its body, unless the connection failed.
+    fn answer(conn: impl std::io::Read + std::io::Write) -> Option<String> {
+        use std::io::{BufRead, BufReader, Read};
+        let mut r = BufReader::new(conn);
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).ok()? == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).ok()?;
+        let conn = r.get_mut();
+        conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let _ = conn.flush();
+        Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A TLS server configuration with the certificate and key `quern certs init` made for
+    /// the coordinator (it names 127.0.0.1).
+    fn tls(certs: &Path) -> std::sync::Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(certs.join("coordinator.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_file(certs.join("coordinator.key")).unwrap();
+        std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+        )
     }
 }
 
@@ -524,7 +569,7 @@ impl Hook {
 fn failed_times_are_retried_and_a_final_failure_is_posted_to_the_webhook() {
     let mut env = Env::start(0);
     let data = env.data();
-    let hook = Hook::start();
+    let hook = Hook::start(None);
     make_day(&data, "2026-11-27", 7);
     let add = |name: &str, job: &[&str], extra: &[&str]| {
         let input = format!("{}/logs/{{{{date}}}}/", data.display());
@@ -648,11 +693,46 @@ fn failed_times_are_retried_and_a_final_failure_is_posted_to_the_webhook() {
         "update",
         "late",
         "--on-failure-webhook",
-        "https://example.invalid/x",
+        "ftp://example.invalid/x",
     ]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("give an http:// URL"),
+        String::from_utf8_lossy(&out.stderr).contains("give an http:// or https:// URL"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Over https, with a certificate from the cluster's CA, trusted through SSL_CERT_FILE.
+    let certs = env.dir.path().join("certs");
+    env.ok(&["certs", "init", "--dir", certs.to_str().unwrap()]);
+    let secure = Hook::start(Some(Hook::tls(&certs)));
+    env.procs.0[0].kill().unwrap();
+    env.procs.0[0].wait().unwrap();
+    env.procs.0.remove(0);
+    env.coordinator_env
+        .push(("SSL_CERT_FILE", certs.join("ca.pem")));
+    env.start_coordinator();
+    env.ok(&["schedule", "pause", "late"]);
+    env.ok(&[
+        "schedule",
+        "update",
+        "broken",
+        "--on-failure-webhook",
+        &secure.url,
+    ]);
+    make_day(&data, "2026-11-28", 7);
+    env.set_clock("2026-11-28T06:00:01Z");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while secure.bodies.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no notice over https: {:#?}",
+            env.history("broken")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let notice: serde_json::Value =
+        serde_json::from_str(&secure.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(notice["logical_time"], "2026-11-28T06:00:00", "{notice}");
+    assert_eq!(notice["failures"], 3, "{notice}");
+    assert_eq!(hook.bodies.lock().unwrap().len(), 1);
 }

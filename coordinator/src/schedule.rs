@@ -128,7 +128,7 @@ pub struct FailurePolicy {
     pub retries: u32,
     /// Seconds from a failure to its retry.
     pub retry_delay_s: u64,
-    /// An http:// URL POSTed a JSON notice when a logical time failed for good (empty: none).
+    /// An http:// or https:// URL POSTed a JSON notice when a logical time failed for good (empty: none).
     pub webhook: String,
     /// When the webhook was set (ms since the Unix epoch): failures from before are not
     /// announced (set by the coordinator).
@@ -237,16 +237,16 @@ impl Compiled {
             return Err(err(format!("--retries is at most {MAX_RETRIES}")));
         }
         if !f.webhook.is_empty() {
-            // Plain http only: the coordinator's HTTP client is built without TLS.
-            let ok = f.webhook.len() > "http://".len()
-                && f.webhook.starts_with("http://")
+            let ok = ["http://", "https://"]
+                .iter()
+                .any(|p| f.webhook.len() > p.len() && f.webhook.starts_with(p))
                 && !f
                     .webhook
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control());
             if !ok {
                 return Err(err(format!(
-                    "--on-failure-webhook {:?}: give an http:// URL (https is not supported yet: post to a relay on the coordinator's network)",
+                    "--on-failure-webhook {:?}: give an http:// or https:// URL",
                     f.webhook
                 )));
             }

@@ -107,27 +107,31 @@ pub fn counters(stdout: &str) -> BTreeMap<String, u64> {
 /// Starts `quern coordinator` on `port` with state in `dir/coordinator` and its log in
 /// `dir/coordinator.log` (appended to, so a restart keeps the first life's lines).
 pub fn spawn_coordinator(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    coordinator_command(port, dir, extra).spawn().unwrap()
+}
+
+/// The command [`spawn_coordinator`] runs, for a caller to add to.
+pub fn coordinator_command(port: u16, dir: &Path, extra: &[&str]) -> Command {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("coordinator.log"))
         .unwrap();
-    quern()
-        .args([
-            "coordinator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--heartbeat-ms",
-            "100",
-        ])
-        .args(extra)
-        .arg("--state-dir")
-        .arg(dir.join("coordinator"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
+    let mut cmd = quern();
+    cmd.args([
+        "coordinator",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--heartbeat-ms",
+        "100",
+    ])
+    .args(extra)
+    .arg("--state-dir")
+    .arg(dir.join("coordinator"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(log));
+    cmd
 }
 
 /// Starts `quern worker` (one slot) for the coordinator at `addr`, in `dir`.

@@ -411,7 +411,8 @@ impl Coordinator {
                 return;
             };
             for n in notices {
-                tokio::task::spawn_blocking(move || deliver(&n));
+                let ca = self.peer_tls().map(|t| t.ca_pem.clone());
+                tokio::task::spawn_blocking(move || deliver(&n, ca.as_deref()));
             }
             for f in firings {
                 self.fire(f).await;
@@ -480,9 +481,10 @@ impl Coordinator {
 
 /// POSTs a failure notice to its webhook (10 s to answer); a failure is logged, not retried
 /// (the notice was journaled as sent: at most once).
-fn deliver(n: &crate::state::FailureNotice) {
+fn deliver(n: &crate::state::FailureNotice, cluster_ca: Option<&[u8]>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(webhook_tls(cluster_ca))
         .build()
         .into();
     match agent
@@ -495,4 +497,31 @@ fn deliver(n: &crate::state::FailureNotice) {
         }
         Err(e) => tracing::warn!(url = %n.url, error = %e, "failure notice could not be sent"),
     }
+}
+
+/// How an https webhook is checked: against the system's CA certificates (`SSL_CERT_FILE`
+/// and `SSL_CERT_DIR` are honoured, as by OpenSSL) and the cluster's own CA (`--tls-ca`),
+/// so that a relay with a certificate from either is trusted.
+fn webhook_tls(cluster_ca: Option<&[u8]>) -> ureq::tls::TlsConfig {
+    use ureq::tls::{Certificate, PemItem, RootCerts};
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "system CA certificates could not all be read");
+    }
+    let mut roots: Vec<Certificate<'static>> = native
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    for item in cluster_ca.into_iter().flat_map(ureq::tls::parse_pem) {
+        if let Ok(PemItem::Certificate(c)) = item {
+            roots.push(c);
+        }
+    }
+    ureq::tls::TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .build()
 }
