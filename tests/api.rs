@@ -66,7 +66,16 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         j2["error"].as_str().unwrap().contains("injected failure"),
         "{j2}"
     );
-    assert_eq!(get(&http, "/api/v1/jobs/job-1").1, j1.to_string());
+    // One job is its line of the list and its spec, in the form POST /api/v1/jobs takes.
+    let mut one: serde_json::Value =
+        serde_json::from_str(&get(&http, "/api/v1/jobs/job-1").1).unwrap();
+    let spec = one.as_object_mut().unwrap().remove("spec").unwrap();
+    assert_eq!(one, j1);
+    assert_eq!(spec["job"], "views", "{spec}");
+    assert_eq!(spec["output"], j1["output"], "{spec}");
+    assert_eq!(spec["reducers"], 2, "{spec}");
+    assert_eq!(spec["labels"], j1["labels"], "{spec}");
+    assert_eq!(spec["resubmittable"], true, "{spec}");
     // Names and labels, and the list's filters.
     assert_eq!(j1["name"], "nightly views");
     assert_eq!(

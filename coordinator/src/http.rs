@@ -536,10 +536,42 @@ async fn job(Ax(c): Ax<Coordinator>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<JobId>() else {
         return (StatusCode::BAD_REQUEST, "bad job id").into_response();
     };
-    match c.read(|s| s.status(id, Instant::now())) {
-        Some(s) => Json(job_json(&s)).into_response(),
+    let found = c.read(|s| {
+        let spec = s.spec_of(id).cloned();
+        s.status(id, Instant::now()).zip(spec)
+    });
+    match found {
+        Some((s, spec)) => {
+            let mut v = job_json(&s);
+            v["spec"] = submit_form(&spec);
+            Json(v).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no such job").into_response(),
     }
+}
+
+/// A job's spec in the form `POST /api/v1/jobs` takes (what resubmits it), with
+/// `"resubmittable"`: false for a job of an uploaded binary, which only `quern job submit`
+/// can send.
+fn submit_form(spec: &protocol::JobSpec) -> Value {
+    json!({
+        "job": spec.job,
+        "inputs": spec.inputs,
+        "output": spec.output,
+        "params": spec.params,
+        "reducers": spec.reducers,
+        "split_size": spec.split_size,
+        "task_memory": spec.task_memory,
+        "max_attempts": spec.max_attempts,
+        "speculation": spec.speculation,
+        "max_bad_records": spec.max_bad_records,
+        "overwrite": spec.overwrite,
+        "from": spec.from,
+        "full_if_changed": spec.full_if_changed,
+        "name": spec.name,
+        "labels": spec.labels,
+        "resubmittable": spec.binary.is_empty(),
+    })
 }
 
 #[derive(serde::Deserialize)]

@@ -69,6 +69,8 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// The binary to run (default: [`stock_quern`]).
     pub binary: Option<&'a Path>,
+    /// More arguments of `quern local` (`--auth`, say).
+    pub args: &'a [&'a str],
 }
 
 impl Default for Options<'_> {
@@ -79,6 +81,7 @@ impl Default for Options<'_> {
             storage_hosts: &[],
             env: &[],
             binary: None,
+            args: &[],
         }
     }
 }
@@ -121,7 +124,7 @@ impl Cluster {
         if !o.storage_hosts.is_empty() {
             cmd.arg("--storage-hosts").arg(o.storage_hosts.join(","));
         }
-        cmd.envs(o.env.iter().copied());
+        cmd.envs(o.env.iter().copied()).args(o.args);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())

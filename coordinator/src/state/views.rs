@@ -137,6 +137,11 @@ impl State {
 }
 
 impl State {
+    /// What job `id` was submitted as.
+    pub fn spec_of(&self, id: JobId) -> Option<&protocol::JobSpec> {
+        self.jobs.get(&id).map(|j| &j.spec)
+    }
+
     /// Returns the status of one job.
     pub fn status(&self, job_id: JobId, now: Instant) -> Option<pb::JobStatus> {
         let job = self.jobs.get(&job_id)?;
