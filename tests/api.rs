@@ -302,6 +302,29 @@ fn the_api_metrics_and_page_show_what_the_cli_shows() {
         .unwrap()
         .iter()
         .all(|w| w["slots"] == 2));
+    // Each worker says where it runs; its attempt logs there are named after the attempts.
+    let homes: Vec<&str> = c["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["home"].as_str().unwrap())
+        .collect();
+    let mut logs: Vec<String> = homes
+        .iter()
+        .flat_map(|h| {
+            let dir = std::path::Path::new(h.split_once(':').unwrap().1).join("logs");
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+        })
+        .filter(|n| n.starts_with("job-2-"))
+        .collect();
+    logs.sort();
+    let first = attempts[0]["attempt"].as_str().unwrap();
+    assert!(
+        logs.contains(&format!("job-2-map-0-1-{first}.log")),
+        "{logs:?}"
+    );
 
     let (code, metrics) = get(&http, "/metrics");
     assert_eq!(code, 200);

@@ -475,6 +475,7 @@ async fn cluster(Ax(c): Ax<Coordinator>) -> Json<Value> {
                 "max_heartbeat_gap_ms": w.max_gap_ms,
                 "running_tasks": w.running,
                 "slots": w.slots,
+                "home": w.home,
             })
         })
         .collect();

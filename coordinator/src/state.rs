@@ -252,7 +252,7 @@ pub struct AttemptRecord {
 impl AttemptRecord {
     /// The name people read and type: `job-4/map-3/2`, the second attempt of map 3 of job 4.
     pub fn name(&self, job: JobId) -> String {
-        format!("{job}/{}-{}/{}", self.kind.name(), self.index, self.number)
+        protocol::task::attempt_name(job, self.kind, self.index, self.number)
     }
 }
 

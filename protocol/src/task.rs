@@ -14,6 +14,25 @@ pub enum TaskKind {
     Reduce,
 }
 
+/// An attempt as people read and type it: `job-4/map-3/2`, the second attempt of map 3 of
+/// job 4.
+pub fn attempt_name(job: crate::JobId, kind: TaskKind, index: u32, number: u32) -> String {
+    format!("{job}/{}-{index}/{number}", kind.name())
+}
+
+/// The name of an attempt's files on its worker (its log, its work directory):
+/// `job-4-map-3-2-attempt-77`, readable first, then the attempt's id, which is unique also
+/// where numbers start again (after a coordinator restart).
+pub fn attempt_file_stem(
+    job: crate::JobId,
+    kind: TaskKind,
+    index: u32,
+    number: u32,
+    attempt: crate::AttemptId,
+) -> String {
+    format!("{job}-{}-{index}-{number}-{attempt}", kind.name())
+}
+
 impl TaskKind {
     /// `map` or `reduce`.
     pub fn name(self) -> &'static str {

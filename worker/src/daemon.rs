@@ -442,7 +442,7 @@ async fn run_attempt(
             "failpoint task.fail: this worker fails every attempt".into(),
         );
     }
-    let log_path = crate::shuffle::attempt_log_path(&config.dir, task.job_id, task.attempt);
+    let log_path = crate::shuffle::attempt_log_path(&config.dir, &task.stem);
     let started = match prepare(config, task, &log_path).await {
         Ok(log) => executor_for(config, client, task, log, pool).await,
         Err(e) => Err(e),

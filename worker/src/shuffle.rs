@@ -29,10 +29,27 @@ pub fn job_secret_path(dir: &std::path::Path, job: JobId) -> PathBuf {
     dir.join("secrets").join(job.to_string())
 }
 
-/// Where an attempt's log is kept: named by its job too, so that a job's secret can go when
-/// the last of its logs has.
-pub fn attempt_log_path(dir: &std::path::Path, job: JobId, attempt: AttemptId) -> PathBuf {
-    dir.join("logs").join(format!("{job}-{attempt}.log"))
+/// Where an attempt's log is kept: `logs/<stem>.log`, its stem
+/// ([`protocol::task::attempt_file_stem`]) starting with its job, so that a job's secret can
+/// go when the last of its logs has.
+pub fn attempt_log_path(dir: &std::path::Path, stem: &str) -> PathBuf {
+    dir.join("logs").join(format!("{stem}.log"))
+}
+
+/// Finds the log of `attempt` of `job`: the file of `logs/` named `<job>-...-<attempt>.log`
+/// (also `<job>-<attempt>.log`, as workers named them before).
+fn find_attempt_log(dir: &std::path::Path, job: JobId, attempt: AttemptId) -> Option<PathBuf> {
+    let (prefix, suffix) = (format!("{job}-"), format!("-{attempt}.log"));
+    let old = format!("{job}-{attempt}.log");
+    std::fs::read_dir(dir.join("logs"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n == old || (n.starts_with(&prefix) && n.ends_with(&suffix)))
+        })
+        .map(|e| e.path())
 }
 
 /// How long a job secret is kept after it was first kept even with nothing of its job left
@@ -142,9 +159,11 @@ impl WorkerService for ShuffleService {
             ));
         }
         let attempt = AttemptId(r.attempt_id);
-        let path = attempt_log_path(&self.dir, JobId(r.job_id), attempt);
+        let (dir, job) = (self.dir.clone(), JobId(r.job_id));
         let data = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
             use std::io::{Read, Seek, SeekFrom};
+            let path = find_attempt_log(&dir, job, attempt)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
             let mut f = std::fs::File::open(&path)?;
             let len = f.metadata()?.len();
             let start = len.saturating_sub(MAX);
@@ -310,13 +329,31 @@ mod tests {
             }
         }
         // job-1: a log left; job-2: map output left; job-3: nothing; job-4: nothing but young.
-        std::fs::write(attempt_log_path(d, JobId(1), AttemptId(7)), b"x").unwrap();
-        std::fs::write(attempt_log_path(d, JobId(10), AttemptId(8)), b"x").unwrap();
+        let stem = |job: u64, attempt: u64| {
+            protocol::task::attempt_file_stem(
+                JobId(job),
+                protocol::TaskKind::Map,
+                0,
+                1,
+                AttemptId(attempt),
+            )
+        };
+        std::fs::write(attempt_log_path(d, &stem(1, 7)), b"x").unwrap();
+        std::fs::write(attempt_log_path(d, &stem(10, 8)), b"x").unwrap();
         std::fs::create_dir_all(d.join("shuffle").join(JobId(2).to_string())).unwrap();
         assert_eq!(prune_secrets(d), 1);
         let left: Vec<bool> = (1..=4)
             .map(|j| job_secret_path(d, JobId(j)).exists())
             .collect();
         assert_eq!(left, [true, true, false, true]);
+        // A log is found by its job and attempt, in today's name and in the old one.
+        assert_eq!(
+            find_attempt_log(d, JobId(1), AttemptId(7)),
+            Some(d.join("logs/job-1-map-0-1-attempt-7.log"))
+        );
+        assert_eq!(find_attempt_log(d, JobId(10), AttemptId(7)), None);
+        std::fs::write(d.join("logs/job-3-attempt-9.log"), b"x").unwrap();
+        assert!(find_attempt_log(d, JobId(3), AttemptId(9)).is_some());
+        assert_eq!(find_attempt_log(d, JobId(1), AttemptId(9)), None);
     }
 }

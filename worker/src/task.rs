@@ -36,6 +36,10 @@ pub struct ExecutorTask {
     pub spec: JobSpec,
     /// Map: where to write the output file. Reduce: the staging path of the part file.
     pub output: String,
+    /// What its files on this worker are named: `job-4-map-3-2-attempt-77` (see
+    /// [`protocol::task::attempt_file_stem`]).
+    #[serde(default)]
+    pub stem: String,
     /// Scratch directory for spills and fetched runs (removed after the attempt).
     pub work_dir: PathBuf,
     /// Where to write the [`ExecutorResult`].
@@ -179,7 +183,9 @@ pub fn from_assignment(
     let job_id = JobId(a.job_id);
     let spec = JobSpec::from_pb(a.spec.ok_or(BadAssignment::Spec(attempt))?)
         .map_err(|e| BadAssignment::BadSpec(attempt, e))?;
-    let (work, output) = match TaskKind::from_pb(a.kind).ok_or(BadAssignment::Kind(attempt))? {
+    let kind = TaskKind::from_pb(a.kind).ok_or(BadAssignment::Kind(attempt))?;
+    let stem = protocol::task::attempt_file_stem(job_id, kind, a.index, a.number, attempt);
+    let (work, output) = match kind {
         TaskKind::Map => {
             let s = a.split.ok_or(BadAssignment::Split(attempt))?;
             let work = Work::Map {
@@ -222,7 +228,8 @@ pub fn from_assignment(
         index: a.index,
         spec,
         output,
-        work_dir: dir.join("work").join(attempt.to_string()),
+        work_dir: dir.join("work").join(&stem),
+        stem,
         result_path: dir.join("tasks").join(format!("{attempt}.result.json")),
         shuffle_secret: a.shuffle_secret,
     })

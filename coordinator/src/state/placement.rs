@@ -192,7 +192,7 @@ impl State {
             job.shuffle_workers.insert(worker);
         }
         tracing::debug!(job = %job_id, %attempt, kind = kind.name(), index, %worker, "attempt assigned");
-        self.assignment(job_id, kind, index, attempt)
+        self.assignment(job_id, kind, index, attempt, number)
     }
 
     /// The message that tells a worker to run `attempt`.
@@ -202,6 +202,7 @@ impl State {
         kind: TaskKind,
         index: u32,
         attempt: AttemptId,
+        number: u32,
     ) -> pb::TaskAssignment {
         let job = &self.jobs[&job_id];
         let map_outputs = if kind == TaskKind::Reduce {
@@ -234,6 +235,7 @@ impl State {
             },
             map_outputs,
             shuffle_secret: protocol::auth::job_secret(&self.shuffle_key, job_id.0),
+            number,
             skip_offsets: if kind == TaskKind::Map {
                 job.maps[index as usize].skip.skipped().to_vec()
             } else {

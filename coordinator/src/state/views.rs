@@ -26,6 +26,8 @@ pub struct WorkerView {
     pub slots: u32,
     /// The longest time between two of its heartbeats, in milliseconds.
     pub max_gap_ms: u64,
+    /// Where it runs, `host:directory` (empty for a worker that did not say).
+    pub home: String,
 }
 
 impl State {
@@ -43,6 +45,7 @@ impl State {
                 running: self.attempts.values().filter(|a| a.worker == *id).count() as u32,
                 slots: w.slots,
                 max_gap_ms: w.max_gap.as_millis() as u64,
+                home: w.home.clone(),
             })
             .collect();
         out.sort_by_key(|w| w.id);
