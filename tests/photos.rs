@@ -248,3 +248,141 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
         "model loaded {loads} times for {maps} map tasks"
     );
 }
+
+/// `photo` with a JPEG comment after its start marker: other bytes, the same pixels.
+fn with_comment(photo: &[u8], text: &str) -> Vec<u8> {
+    assert_eq!(&photo[..2], b"\xff\xd8", "a JPEG");
+    let mut out = photo[..2].to_vec();
+    out.extend_from_slice(b"\xff\xfe");
+    out.extend_from_slice(&(text.len() as u16 + 2).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&photo[2..]);
+    out
+}
+
+#[test]
+fn a_rerun_with_a_result_store_computes_only_what_changed_and_matches_a_full_run() {
+    let data = photos_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = data.join("golden");
+    let (src, fresh) = (tmp.path().join("photos"), tmp.path().join("new-photos"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&fresh).unwrap();
+    let late = ["rocket.jpg", "retina.jpg"];
+    for e in std::fs::read_dir(&golden).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        let to = if late.contains(&name.as_str()) {
+            &fresh
+        } else {
+            &src
+        };
+        std::fs::copy(golden.join(&name), to.join(&name)).unwrap();
+    }
+    let (shards, new_shards) = (tmp.path().join("shards"), tmp.path().join("new-shards"));
+    let pack = |from: &Path, to: &Path| {
+        let _ = std::fs::remove_dir_all(to);
+        ok(quern()
+            .args(["photos", "pack"])
+            .arg(from)
+            .arg("--out")
+            .arg(to));
+    };
+    pack(&src, &shards);
+    let store = tmp.path().join("store");
+    let model = data.join("mobilenet_v2.safetensors");
+    let run = |model: &Path, inputs: &[&Path], out: &str, store: Option<&Path>| {
+        let mut c = quern();
+        c.args(["run", "photos", "--param", "batch=4", "--param"])
+            .arg(format!("model={}", model.display()));
+        if let Some(s) = store {
+            c.arg("--param").arg(format!("results={}", s.display()));
+        }
+        for i in inputs {
+            c.arg("--input").arg(i);
+        }
+        let out = tmp.path().join(out);
+        let summary = ok(c.arg("--reducers").arg("2").arg("--output").arg(&out));
+        let c = counters(&summary);
+        (read_output(&out), c["reused_photos"], c["computed_photos"])
+    };
+
+    // The first run computes every photo and keeps the results.
+    let (_, reused, computed) = run(&model, &[&shards], "first", Some(&store));
+    assert_eq!((reused, computed), (0, 9));
+    assert_eq!(
+        std::fs::read_dir(&store).unwrap().count(),
+        1,
+        "one file per shard"
+    );
+
+    // One photo changed (other bytes), two new ones arrived in shards of their own: only
+    // those three go through the model, and the output is a full run's, byte for byte.
+    let flower = std::fs::read(src.join("flower.jpg")).unwrap();
+    std::fs::write(src.join("flower.jpg"), with_comment(&flower, "edited")).unwrap();
+    pack(&src, &shards);
+    pack(&fresh, &new_shards);
+    let (again, reused, computed) = run(&model, &[&shards, &new_shards], "again", Some(&store));
+    assert_eq!((reused, computed), (8, 3));
+    let (full, reused, computed) = run(&model, &[&shards, &new_shards], "full", None);
+    assert_eq!((reused, computed), (0, 11));
+    assert_eq!(
+        again, full,
+        "a re-run with the store differs from a full run"
+    );
+
+    // A new model: nothing is reused, and the output is the new model's full run.
+    let mut weights = std::fs::read(&model).unwrap();
+    let at = weights.len() - 4;
+    weights[at] ^= 1;
+    let model2 = tmp.path().join("model-v2.safetensors");
+    std::fs::write(&model2, &weights).unwrap();
+    let inputs: &[&Path] = &[&shards, &new_shards];
+    let (retrained, reused, computed) = run(&model2, inputs, "retrained", Some(&store));
+    assert_eq!((reused, computed), (0, 11));
+    let (full2, _, _) = run(&model2, inputs, "full-v2", None);
+    assert_eq!(retrained, full2);
+
+    // The same on a cluster: every result is reused, and the output is run --local's.
+    let cluster = Cluster::start(2);
+    let out = tmp.path().join("cluster");
+    let summary = ok(cluster
+        .job()
+        .args(["submit", "photos", "--param", "batch=4", "--param"])
+        .arg(format!("model={}", model2.display()))
+        .arg("--param")
+        .arg(format!("results={}", store.display()))
+        .arg("--input")
+        .arg(&shards)
+        .arg("--input")
+        .arg(&new_shards)
+        .args(["--reducers", "2", "--output"])
+        .arg(&out));
+    let c = counters(&summary);
+    assert_eq!(
+        (c["reused_photos"], c["computed_photos"]),
+        (11, 0),
+        "{summary}"
+    );
+    assert_eq!(read_output(&out), full2);
+
+    // A store file that is not one is said so and costs only time.
+    for e in std::fs::read_dir(&store).unwrap() {
+        std::fs::write(e.unwrap().path(), b"not results\n").unwrap();
+    }
+    let mut c = quern();
+    c.args(["run", "photos", "--param", "batch=4", "--param"])
+        .arg(format!("model={}", model2.display()))
+        .arg("--param")
+        .arg(format!("results={}", store.display()))
+        .arg("--input")
+        .arg(&shards)
+        .arg("--input")
+        .arg(&new_shards)
+        .args(["--reducers", "2", "--output"])
+        .arg(tmp.path().join("unusable"));
+    let summary = ok(&mut c);
+    let counted = counters(&summary);
+    assert_eq!(counted["results_unusable"], 2, "{summary}");
+    assert_eq!(counted["computed_photos"], 11, "{summary}");
+    assert_eq!(read_output(&tmp.path().join("unusable")), full2);
+}

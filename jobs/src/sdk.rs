@@ -240,6 +240,12 @@ impl<'a> TaskSetup<'a> {
         }
     }
 
+    /// The job's storage (local paths and storage URLs), for a job that keeps files of its
+    /// own beside its output (a cache of earlier results, say).
+    pub fn storage(&self) -> &'a dfs_client::Storage {
+        self.storage
+    }
+
     /// Reads a whole file (a model, a lookup table) from the job's storage: a local path or
     /// a storage URL.
     ///

@@ -18,11 +18,13 @@ use jobs::registry::{check_params, int_param, DynJob, JobError, JobInfo, Params}
 use jobs::sdk::{HookError, Job, MapContext, ReduceContext, SetupError, TaskSetup, Values};
 use jobs::InputFormat;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::model::MobileNetV2;
 pub use crate::pipeline::top5;
 use crate::pipeline::{starved_pct, Outcome, Pipeline};
 use crate::preprocess::Limits;
+use crate::results::{self, Stored};
 
 /// The ImageNet class names, in class-index order (see `testdata/README.md`).
 pub const IMAGENET_CLASSES: &str = include_str!("../../testdata/photos/imagenet_classes.txt");
@@ -45,6 +47,7 @@ const PARAMS: &[&str] = &[
     "index-min-score",
     "max-side",
     "max-decoded-mib",
+    "results",
 ];
 /// Key prefixes: index entries sort before photo lines in every part file.
 const INDEX: u8 = 1;
@@ -91,6 +94,9 @@ pub struct Config {
     pub index_min_score: f32,
     /// Limits on declared image sizes.
     pub limits: Limits,
+    /// The result store's directory (a local path or storage URL): earlier results are
+    /// reused from it and this run's are kept there.
+    pub results: Option<String>,
 }
 
 impl Config {
@@ -156,6 +162,7 @@ impl Config {
                 max_side: int_param("photos", p, "max-side", 16_384, 1, 65_535)? as u32,
                 max_alloc: int_param("photos", p, "max-decoded-mib", 1024, 1, 65_536)? << 20,
             },
+            results: p.get("results").filter(|r| !r.is_empty()).cloned(),
         })
     }
 }
@@ -172,6 +179,8 @@ pub struct Loaded {
     pub labels: Vec<String>,
     /// Where it runs.
     pub device: Device,
+    /// SHA-256 of the weights file.
+    pub model_sha256: [u8; 32],
 }
 
 /// Models loaded by this process, by (weights, labels, device): an executor that serves
@@ -272,12 +281,14 @@ pub fn load(
         return Ok(m.clone());
     }
     let started = Instant::now();
-    let net = MobileNetV2::from_safetensors(read(&cfg.model)?, &device, cfg.precision).map_err(
-        |source| LoadError::Model {
+    let weights = read(&cfg.model)?;
+    let model_sha256: [u8; 32] = sha2::Sha256::digest(&weights).into();
+    let net = MobileNetV2::from_safetensors(weights, &device, cfg.precision).map_err(|source| {
+        LoadError::Model {
             path: cfg.model.clone(),
             source,
-        },
-    )?;
+        }
+    })?;
     let labels: Vec<String> = match &cfg.labels {
         Some(path) => String::from_utf8_lossy(&read(path)?)
             .lines()
@@ -296,6 +307,7 @@ pub fn load(
         net,
         labels,
         device,
+        model_sha256,
     });
     cache.push((id, loaded.clone()));
     Ok(loaded)
@@ -307,6 +319,9 @@ pub struct Photos {
     model: Option<Arc<Loaded>>,
     /// The map task's pipeline, started at its first record.
     running: Option<Running>,
+    /// With a result store: the job's storage, this attempt's number and what every result
+    /// key of this run starts from.
+    store: Option<(dfs_client::Storage, u64, [u8; 32])>,
 }
 
 impl Photos {
@@ -316,6 +331,7 @@ impl Photos {
             cfg,
             model: None,
             running: None,
+            store: None,
         }
     }
 }
@@ -358,9 +374,36 @@ struct Running {
     pipeline: Pipeline,
     meta: HashMap<String, serde_json::Value>,
     skipped: Vec<(String, u64, String)>,
+    /// The shard's file in the result store (with a store) and the results it held.
+    store_file: Option<String>,
+    stored: HashMap<String, Stored>,
+    /// Photos whose results were reused: key, member offset, result key, result.
+    reused: Vec<(String, u64, String, Stored)>,
+    /// The result keys of the photos given to the model, by member offset.
+    computing: HashMap<u64, String>,
 }
 
 impl Photos {
+    /// With a result store: this shard's file in it and the results it holds (none when it
+    /// has no file yet, or one that cannot be used, which is logged and counted).
+    fn open_store(
+        &self,
+        ctx: &mut MapContext<'_, Self>,
+    ) -> (Option<String>, HashMap<String, Stored>) {
+        let (Some(dir), Some((storage, _, _))) = (&self.cfg.results, &self.store) else {
+            return (None, HashMap::new());
+        };
+        let path = dfs_client::Storage::join(dir, &results::file_name(ctx.input(), ctx.offset()));
+        match results::load(storage, &path) {
+            Ok(stored) => (Some(path), stored),
+            Err(e) => {
+                tracing::warn!(error = %e, "result store file unusable: computing this shard's photos again");
+                ctx.count("results_unusable", 1);
+                (Some(path), HashMap::new())
+            }
+        }
+    }
+
     fn emit_line(&self, ctx: &mut MapContext<'_, Self>, key: &str, line: &Line<'_>) {
         let mut k = vec![PHOTO];
         k.extend_from_slice(key.as_bytes());
@@ -443,7 +486,23 @@ impl Job for Photos {
         if task.reduce {
             return Ok(());
         }
-        self.model = Some(load(&self.cfg, &|p| task.read_file(p))?);
+        let loaded = load(&self.cfg, &|p| task.read_file(p))?;
+        if self.cfg.results.is_some() {
+            let device = if loaded.device.is_cuda() {
+                "cuda"
+            } else {
+                "cpu"
+            };
+            let salt = results::salt(
+                &loaded.model_sha256,
+                &loaded.labels,
+                &format!("{:?}", self.cfg.precision),
+                device,
+                self.cfg.embeddings,
+            );
+            self.store = Some((task.storage().clone(), task.attempt, salt));
+        }
+        self.model = Some(loaded);
         Ok(())
     }
 
@@ -451,11 +510,19 @@ impl Job for Photos {
         let Some(loaded) = &self.model else {
             panic!("photos: map called before setup loaded the model");
         };
-        let run = self.running.get_or_insert_with(|| Running {
-            pipeline: Pipeline::start(&self.cfg, loaded.clone()),
-            meta: HashMap::new(),
-            skipped: Vec::new(),
-        });
+        if self.running.is_none() {
+            let (store_file, stored) = self.open_store(ctx);
+            self.running = Some(Running {
+                pipeline: Pipeline::start(&self.cfg, loaded.clone()),
+                meta: HashMap::new(),
+                skipped: Vec::new(),
+                store_file,
+                stored,
+                reused: Vec::new(),
+                computing: HashMap::new(),
+            });
+        }
+        let run = self.running.as_mut().expect("started above");
         let name = String::from_utf8_lossy(ctx.record_name()).into_owned();
         let (key, ext) = split_name(&name);
         if key.contains(['\t', '\n', '\r']) {
@@ -468,6 +535,15 @@ impl Job for Photos {
         }
         match ext.to_ascii_lowercase().as_str() {
             "jpg" | "jpeg" | "png" => {
+                if let Some((_, _, salt)) = &self.store {
+                    let rk = results::key(salt, record);
+                    if let Some(s) = run.stored.get(&rk) {
+                        run.reused
+                            .push((key.to_string(), ctx.offset(), rk, s.clone()));
+                        return;
+                    }
+                    run.computing.insert(ctx.offset(), rk);
+                }
                 run.pipeline
                     .push(key.to_string(), ctx.offset(), record.to_vec())
             }
@@ -494,13 +570,37 @@ impl Job for Photos {
         for (key, offset, why) in &run.skipped {
             self.emit_skipped(ctx, key, *offset, why, None);
         }
+        // What the result store keeps for this shard: every result, reused or computed.
+        let mut keep = Vec::new();
+        for (key, _, rk, s) in &run.reused {
+            let meta = run.meta.get(key);
+            self.emit_scored(ctx, &loaded, key, &s.top5, s.embedding.as_deref(), meta);
+            ctx.count("reused_photos", 1);
+            keep.push((rk.clone(), s.clone()));
+        }
         for p in &inf.photos {
             let meta = run.meta.get(&p.key);
             match &p.outcome {
                 Outcome::Labelled { top5, embedding } => {
-                    self.emit_scored(ctx, &loaded, &p.key, top5, embedding.as_deref(), meta)
+                    self.emit_scored(ctx, &loaded, &p.key, top5, embedding.as_deref(), meta);
+                    ctx.count("computed_photos", 1);
+                    if let Some(rk) = run.computing.get(&p.offset) {
+                        let s = Stored {
+                            top5: top5.clone(),
+                            embedding: embedding.clone(),
+                        };
+                        keep.push((rk.clone(), s));
+                    }
                 }
                 Outcome::Unreadable(why) => self.emit_skipped(ctx, &p.key, p.offset, why, meta),
+            }
+        }
+        if let (Some(path), Some((storage, attempt, _))) = (&run.store_file, &self.store) {
+            // The output is right either way; a store that cannot be written costs the next
+            // run time, which the counter and the log say.
+            if let Err(e) = results::save(storage, path, *attempt, keep) {
+                tracing::warn!(error = %e, "results not kept: the next run computes this shard again");
+                ctx.count("results_unsaved", 1);
             }
         }
         // Every counter the docs list shows, 0 included.
@@ -509,6 +609,8 @@ impl Job for Photos {
             "invalid_images",
             "invalid_metadata",
             "ignored_members",
+            "reused_photos",
+            "computed_photos",
         ] {
             ctx.count(name, 0);
         }

@@ -6,13 +6,15 @@
 //! - [`preprocess`]: photo bytes to model input, as torchvision prepares them;
 //! - [`job`]: the `photos` job: a pipelined decode-and-infer map, a label-index reduce;
 //! - [`pipeline`]: the map side's decode threads and model thread;
-//! - [`pack`]: a directory of photos into tar shards (`quern photos pack`).
+//! - [`pack`]: a directory of photos into tar shards (`quern photos pack`);
+//! - [`results`]: the result store, which lets a re-run reuse what did not change.
 
 pub mod job;
 pub mod model;
 pub mod pack;
 pub mod pipeline;
 pub mod preprocess;
+pub mod results;
 
 pub use job::PHOTOS;
 pub use pipeline::top5;

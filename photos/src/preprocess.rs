@@ -13,6 +13,9 @@ use image::{ImageFormat, ImageReader};
 
 use crate::model::INPUT_SIZE;
 
+/// The version of this preprocessing, part of every result key of the result store: bump it
+/// whenever a change here changes what the model sees, so no earlier result is reused.
+pub const VERSION: u32 = 1;
 /// The short side photos are resized to before the center crop.
 pub const RESIZE_SHORT: u32 = 256;
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
