@@ -43,10 +43,11 @@ gen_inputs() {
   done
 }
 
-# write_doc_table TABLE NAME: puts the file TABLE into docs/PERFORMANCE.md between the
-# markers <!-- NAME:begin --> and <!-- NAME:end -->.
+# write_doc_table TABLE NAME [DOC]: puts the file TABLE into DOC (default docs/PERFORMANCE.md)
+# between the markers <!-- NAME:begin --> and <!-- NAME:end -->.
 write_doc_table() {
-  python3 - "$1" docs/PERFORMANCE.md "$2" <<'PYEOF'
+  local doc="${3:-docs/PERFORMANCE.md}"
+  python3 - "$1" "$doc" "$2" <<'PYEOF2'
 import sys
 table, doc, name = open(sys.argv[1]).read().strip(), sys.argv[2], sys.argv[3]
 text = open(doc).read()
@@ -54,6 +55,6 @@ begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 head, rest = text.split(begin, 1)
 _, tail = rest.split(end, 1)
 open(doc, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PYEOF
-  echo "written to docs/PERFORMANCE.md" >&2
+PYEOF2
+  echo "written to $doc" >&2
 }
