@@ -111,7 +111,13 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
     };
     let cluster = Cluster::start(2);
     let out = tmp.path().join("cluster");
-    let summary = ok(cluster.job().arg("submit").args(args(&out)));
+    // The cluster cuts the shards into pieces at member boundaries; run --local below reads
+    // each whole: the outputs must still be the same.
+    let summary = ok(cluster
+        .job()
+        .arg("submit")
+        .args(args(&out))
+        .args(["--split-size", "128KiB"]));
     assert!(summary.contains("state:    succeeded"), "{summary}");
     let local = tmp.path().join("local");
     let local_summary = ok(quern().args(["run", "--local"]).args(args(&local)));
@@ -120,6 +126,28 @@ fn photos_job_labels_real_photos_skips_corrupt_ones_and_matches_the_oracle() {
         read_output(&local),
         "cluster output differs from run --local"
     );
+
+    // Shards cut into pieces at member boundaries, several map tasks each: the same output.
+    let pieces = tmp.path().join("pieces");
+    let mut piece_args = args(&pieces);
+    piece_args.extend(["--split-size".to_string(), "128KiB".into()]);
+    let piece_summary = ok(quern().args(["run", "--local"]).args(&piece_args));
+    assert_eq!(read_output(&pieces), read_output(&local));
+    // `job:      photos (local, N maps, 2 reducers)`: more maps than shards.
+    let maps = |s: &str| -> usize {
+        let line = s.lines().find(|l| l.starts_with("job:")).unwrap();
+        line.split("local, ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let shard_count = std::fs::read_dir(&shards).unwrap().count();
+    assert_eq!(maps(&local_summary), shard_count, "{local_summary}");
+    assert!(maps(&piece_summary) > shard_count, "{piece_summary}");
 
     let c = counters(&summary);
     assert_eq!(c["photos"], golden.len() as u64, "{summary}");

@@ -82,8 +82,9 @@ pub struct InputData {
     pub compressed_bytes: Option<u64>,
 }
 
-/// Returns the input of one map task: the records that start in `split` of a plain file
-/// ([`read_split`]), or the whole decoded file for a compressed one.
+/// Returns the input of one map task in `format`: the lines that start in `split` of a plain
+/// file ([`read_split`]), exactly the split's bytes for whole files and tar shards (a piece of
+/// a shard is cut at member boundaries), or the whole decoded file for a compressed one.
 ///
 /// # Errors
 /// Storage errors; [`InputError::Corrupt`] for a compressed file that cannot be decoded whole.
@@ -91,8 +92,18 @@ pub fn read_input(
     storage: &Storage,
     split: &Split,
     file_len: u64,
+    format: crate::InputFormat,
 ) -> Result<InputData, InputError> {
     let Some(codec) = Codec::of(&split.path) else {
+        if format.whole_files() {
+            let end = split.end.min(file_len);
+            let len = end.saturating_sub(split.start);
+            return Ok(InputData {
+                offset: split.start,
+                data: storage.read_range(&split.path, split.start, len)?,
+                compressed_bytes: None,
+            });
+        }
         let (offset, data) = read_split(storage, split, file_len)?;
         return Ok(InputData {
             offset,
@@ -208,7 +219,7 @@ mod tests {
             start: 2,
             end: 8,
         };
-        let got = read_input(&storage, &split, 8).unwrap();
+        let got = read_input(&storage, &split, 8, crate::InputFormat::Lines).unwrap();
         assert_eq!(
             (got.offset, &got.data[..], got.compressed_bytes),
             (4, &b"two\n"[..], None)
@@ -221,11 +232,23 @@ mod tests {
             start: 0,
             end: bytes.len() as u64,
         };
-        let got = read_input(&storage, &split, bytes.len() as u64).unwrap();
+        let got = read_input(
+            &storage,
+            &split,
+            bytes.len() as u64,
+            crate::InputFormat::Lines,
+        )
+        .unwrap();
         assert_eq!(&got.data[..], b"one\ntwo\n");
         assert_eq!(got.compressed_bytes, Some(bytes.len() as u64));
         std::fs::write(&split.path, &bytes[..bytes.len() - 4]).unwrap();
-        let err = read_input(&storage, &split, bytes.len() as u64 - 4).unwrap_err();
+        let err = read_input(
+            &storage,
+            &split,
+            bytes.len() as u64 - 4,
+            crate::InputFormat::Lines,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("a.log.gz"), "{err}");
     }
 }

@@ -312,7 +312,7 @@ fn run_map(
                 compressed_bytes: None,
             }
         } else {
-            read_input(storage, &planned.split, planned.file_len)?
+            read_input(storage, &planned.split, planned.file_len, format)?
         })
     })?;
     let cfg = MapConfig {
@@ -323,6 +323,7 @@ fn run_map(
         skip: Vec::new(),
         input: planned.split.path.clone(),
         format,
+        piece: planned.split.end < planned.file_len,
         listed: Default::default(),
         state: planned.state,
     };

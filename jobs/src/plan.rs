@@ -180,7 +180,8 @@ pub fn plan_splits(
 }
 
 /// Plans the splits of a job whose input is in `format`: as [`plan_splits`] for lines; one
-/// split per file for whole files and tar shards, placed beside the file's first piece.
+/// split per file for whole files, placed beside the file's first piece; a tar shard larger
+/// than `split_size` in pieces cut at member boundaries ([`crate::records::tar_cuts`]).
 ///
 /// # Errors
 /// As [`plan_splits`].
@@ -209,10 +210,11 @@ fn file_splits(
     format: crate::InputFormat,
     out: &mut Vec<PlannedSplit>,
 ) -> Result<(), DfsError> {
+    let piece_size = split_size.max(1);
     let split_size = if format.whole_files() {
         u64::MAX
     } else {
-        split_size.max(1)
+        piece_size
     };
     if file.len <= from {
         return Ok(());
@@ -230,6 +232,38 @@ fn file_splits(
             len: file.len,
             hosts: Vec::new(),
         }];
+    }
+    let host_of = |at: u64| {
+        pieces
+            .iter()
+            .find(|p| p.offset <= at && at < p.offset + p.len)
+            .map(|p| p.hosts.clone())
+            .unwrap_or_default()
+    };
+    // A large tar shard: pieces of about the split size, cut at member boundaries, each
+    // placed beside the storage piece its first member is in.
+    if format == crate::InputFormat::Tar
+        && from == 0
+        && file.len > piece_size
+        && crate::input::Codec::of(&file.path).is_none()
+    {
+        let cuts = crate::records::tar_cuts(file.len, piece_size, |at, len| {
+            storage.read_range(&file.path, at, len).map(|b| b.to_vec())
+        })?;
+        for (i, &start) in cuts.iter().enumerate() {
+            let end = cuts.get(i + 1).copied().unwrap_or(file.len);
+            out.push(PlannedSplit {
+                split: Split {
+                    path: file.path.clone(),
+                    start,
+                    end,
+                },
+                file_len: file.len,
+                hosts: host_of(start),
+                state: false,
+            });
+        }
+        return Ok(());
     }
     // A compressed file cannot be entered at an arbitrary byte: one split, read whole.
     if coverage::read_whole(&file.path, format) {

@@ -27,6 +27,19 @@ impl<'a> Records<'a> {
         }
     }
 
+    /// The records of a split in `format` that ends before its file does: for tar, a piece
+    /// of a shard cut at a member boundary ([`tar_cuts`]), whose data ends without the
+    /// end-of-archive blocks.
+    pub fn piece(format: InputFormat, data: &'a [u8]) -> Self {
+        match format {
+            InputFormat::Tar => Records::Tar(TarMembers {
+                piece: true,
+                ..TarMembers::new(data)
+            }),
+            _ => Records::new(format, data),
+        }
+    }
+
     /// For tar input: why reading stopped early (a corrupt or truncated header), if it did,
     /// and the offset in the split's data from which nothing was read.
     pub fn error(&self) -> Option<(&str, usize)> {
@@ -62,6 +75,8 @@ pub struct TarMembers<'a> {
     pub error: Option<String>,
     /// Where reading stopped when `error` is set: the bytes from here on were not read.
     pub stopped_at: usize,
+    /// A piece of an archive: its data may end at a member boundary.
+    piece: bool,
 }
 
 const BLOCK: usize = 512;
@@ -105,6 +120,7 @@ impl<'a> TarMembers<'a> {
             long_name: None,
             error: None,
             stopped_at: 0,
+            piece: false,
         }
     }
 
@@ -116,34 +132,109 @@ impl<'a> TarMembers<'a> {
     }
 }
 
+/// A tar header block's member size and type; `None` for an end-of-archive (zero) block.
+fn header(h: &[u8]) -> Result<Option<(u64, u8)>, &'static str> {
+    if h.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    if octal(&h[148..156]) != Some(sum) {
+        return Err("bad tar header checksum");
+    }
+    let size = octal(&h[124..136]).ok_or("bad tar member size")?;
+    Ok(Some((size, h[156])))
+}
+
+/// Where a tar file of `len` bytes may be cut into pieces of about `piece_size` bytes: the
+/// start of each piece (0 first), each at a member's first header block (a long-name or pax
+/// header stays with its member), and never between members of one sample: members whose
+/// names agree up to the first dot of the file name (`a/cat.jpg`, `a/cat.json`) stay in one
+/// piece, as WebDataset groups them. Reads each member's header block through `read`
+/// (offset, length), and the body of long-name and pax headers, never a member's data. The
+/// walk stops cutting at the end-of-archive block or at a header it cannot read, leaving the
+/// rest to the last piece, whose map reports the fault.
+///
+/// # Errors
+/// `read`'s errors.
+pub fn tar_cuts<E>(
+    len: u64,
+    piece_size: u64,
+    mut read: impl FnMut(u64, u64) -> Result<Vec<u8>, E>,
+) -> Result<Vec<u64>, E> {
+    let block = BLOCK as u64;
+    let mut cuts = vec![0];
+    let mut pos = 0u64;
+    // Where the member being read began (at its long-name or pax header, if any), and the
+    // name those headers gave it.
+    let mut member: Option<(u64, Option<Vec<u8>>)> = None;
+    let mut last_sample: Option<Vec<u8>> = None;
+    while pos + block <= len {
+        let h = read(pos, block)?;
+        let Ok(Some((size, kind))) = header(&h) else {
+            break;
+        };
+        let (start, long) = member.take().unwrap_or((pos, None));
+        match kind {
+            b'L' | b'x' if size <= 1 << 20 && pos + block + size <= len => {
+                let body = read(pos + block, size)?;
+                let name = if kind == b'L' {
+                    Some(field(&body).to_vec())
+                } else {
+                    pax_path(&body).map(<[u8]>::to_vec).or(long)
+                };
+                member = Some((start, name));
+            }
+            _ => {
+                let name = long.unwrap_or_else(|| field(&h[0..100]).to_vec());
+                let sample = sample_of(&name).to_vec();
+                if start >= cuts[cuts.len() - 1] + piece_size
+                    && last_sample.as_ref() != Some(&sample)
+                {
+                    cuts.push(start);
+                }
+                last_sample = Some(sample);
+            }
+        }
+        pos += block + size.div_ceil(block) * block;
+    }
+    Ok(cuts)
+}
+
+/// The sample a member belongs to: its name up to the first dot of its file name.
+fn sample_of(name: &[u8]) -> &[u8] {
+    let base = name.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+    match name[base..].iter().position(|b| *b == b'.') {
+        Some(dot) if dot > 0 => &name[..base + dot],
+        _ => name,
+    }
+}
+
 impl<'a> Iterator for TarMembers<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let data = self.data;
+            if self.piece && self.pos == data.len() && self.long_name.is_none() {
+                return None;
+            }
             let Some(h) = data.get(self.pos..self.pos + BLOCK) else {
                 return self.fail("truncated tar archive (no end-of-archive block)".into());
             };
-            if h.iter().all(|b| *b == 0) {
-                return None;
-            }
-            let sum: u64 = h
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    if (148..156).contains(&i) {
-                        32
-                    } else {
-                        u64::from(*b)
-                    }
-                })
-                .sum();
-            if octal(&h[148..156]) != Some(sum) {
-                return self.fail("bad tar header checksum".into());
-            }
-            let Some(size) = octal(&h[124..136]) else {
-                return self.fail("bad tar member size".into());
+            let size = match header(h) {
+                Ok(Some((size, _))) => size,
+                Ok(None) => return None,
+                Err(why) => return self.fail(why.into()),
             };
             let start = self.pos + BLOCK;
             let Some(end) = usize::try_from(size)
@@ -237,6 +328,90 @@ mod tests {
             let mut m = TarMembers::new(&huge);
             assert_eq!(m.by_ref().count(), 0);
             assert!(m.error.unwrap().contains("runs past the end"));
+
+            // Cut into pieces at member boundaries (a long name stays with its member), the
+            // pieces give the same members as the whole, each once.
+            let read = |at: u64, len: u64| -> Result<Vec<u8>, ()> {
+                Ok(data[at as usize..(at + len) as usize].to_vec())
+            };
+            let len = data.len() as u64;
+            for piece_size in [1, 600, 2048, len] {
+                let cuts = tar_cuts(len, piece_size, read).unwrap();
+                assert_eq!(cuts[0], 0);
+                let mut pieces = Vec::new();
+                for (i, &start) in cuts.iter().enumerate() {
+                    let end = cuts.get(i + 1).map_or(data.len(), |&e| e as usize);
+                    let slice = &data[start as usize..end];
+                    let mut m = if end < data.len() {
+                        Records::piece(InputFormat::Tar, slice)
+                    } else {
+                        Records::new(InputFormat::Tar, slice)
+                    };
+                    pieces.extend(
+                        m.by_ref()
+                            .map(|(n, d)| (String::from_utf8_lossy(n).into_owned(), d.len())),
+                    );
+                    assert!(m.error().is_none(), "{format} {piece_size} {cuts:?}");
+                }
+                assert_eq!(pieces, got, "{format}, pieces of {piece_size}: {cuts:?}");
+                if piece_size == 1 {
+                    // One piece per member (the directory entry `sub/` is one too).
+                    assert_eq!(cuts.len(), 4, "{format}: {cuts:?}");
+                }
+            }
+            // A piece that ends inside a member is still a truncated archive.
+            let cuts = tar_cuts(len, 1, read).unwrap();
+            let mut m = Records::piece(InputFormat::Tar, &data[..cuts[1] as usize + 700]);
+            assert!(m.by_ref().count() <= 2);
+            assert!(m.error().is_some());
+        }
+    }
+
+    #[test]
+    fn a_photo_and_its_sidecar_stay_in_one_piece() {
+        assert_eq!(sample_of(b"d.v2/x.y.jpg"), b"d.v2/x");
+        assert_eq!(sample_of(b"d/.hidden"), b"d/.hidden");
+        let dir = tempfile::tempdir().unwrap();
+        let long = "y".repeat(120);
+        for name in ["cat.jpg", "cat.json", "dog.jpg", "dog.json"] {
+            std::fs::write(dir.path().join(name), vec![1u8; 700]).unwrap();
+        }
+        std::fs::write(dir.path().join(format!("{long}.jpg")), b"x").unwrap();
+        std::fs::write(dir.path().join(format!("{long}.json")), b"{}").unwrap();
+        let tar = dir.path().join("s.tar");
+        let files = [
+            "cat.jpg".to_string(),
+            "cat.json".into(),
+            "dog.jpg".into(),
+            "dog.json".into(),
+            format!("{long}.jpg"),
+            format!("{long}.json"),
+        ];
+        for format in ["gnu", "pax"] {
+            assert!(std::process::Command::new("tar")
+                .args([&format!("--format={format}"), "-cf"])
+                .arg(&tar)
+                .arg("-C")
+                .arg(dir.path())
+                .args(&files)
+                .status()
+                .unwrap()
+                .success());
+            let data = std::fs::read(&tar).unwrap();
+            let read = |at: u64, len: u64| -> Result<Vec<u8>, ()> {
+                Ok(data[at as usize..(at + len) as usize].to_vec())
+            };
+            let cuts = tar_cuts(data.len() as u64, 1, read).unwrap();
+            assert_eq!(cuts.len(), 3, "{format}: one piece per sample: {cuts:?}");
+            let names = |slice: &[u8]| -> Vec<String> {
+                Records::piece(InputFormat::Tar, slice)
+                    .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                    .collect()
+            };
+            let second = names(&data[cuts[1] as usize..cuts[2] as usize]);
+            assert_eq!(second, ["dog.jpg", "dog.json"], "{format}");
+            let third = names(&data[cuts[2] as usize..]);
+            assert_eq!(third, files[4..], "{format}");
         }
     }
 }

@@ -218,7 +218,7 @@ fn run_map(
             compressed_bytes: None,
         }
     } else {
-        read_input(storage, split, file_len)?
+        read_input(storage, split, file_len, job.input_format())?
     };
     let (offset, input) = (read.offset, read.data);
     let out = Path::new(&task.output);
@@ -236,6 +236,7 @@ fn run_map(
         skip: skip.to_vec(),
         input: split.path.clone(),
         format: job.input_format(),
+        piece: split.end < file_len,
         listed: Default::default(),
         state,
     };

@@ -37,6 +37,9 @@ pub struct MapConfig {
     pub input: String,
     /// How the split is cut into records.
     pub format: crate::InputFormat,
+    /// The split ends before its file does: for tar, a piece of a shard, whose data ends at a
+    /// member boundary rather than with the end-of-archive blocks.
+    pub piece: bool,
     /// Where the task leaves the records its job listed as skipped
     /// ([`MapContext::list_skipped`]); the caller reports them after a success.
     pub listed: std::sync::Mutex<Vec<crate::output::SkippedRecord>>,
@@ -285,7 +288,11 @@ pub fn run_map<J: Job>(
             listed: &mut listed,
         };
         let mut skip = cfg.skip.iter().copied().peekable();
-        let mut input_records = crate::records::Records::new(cfg.format, input);
+        let mut input_records = if cfg.piece {
+            crate::records::Records::piece(cfg.format, input)
+        } else {
+            crate::records::Records::new(cfg.format, input)
+        };
         for (name, line) in input_records.by_ref() {
             let offset =
                 cfg.base_offset + (line.as_ptr() as usize - input.as_ptr() as usize) as u64;
@@ -421,6 +428,7 @@ mod tests {
             state: false,
             input: String::new(),
             format: crate::InputFormat::Lines,
+            piece: false,
             listed: Default::default(),
             partitions: 3,
             memory_budget: budget,
@@ -473,6 +481,7 @@ mod tests {
             state: false,
             input: String::new(),
             format: crate::InputFormat::Lines,
+            piece: false,
             listed: Default::default(),
             partitions: 2,
             memory_budget: 1 << 20,
@@ -535,6 +544,7 @@ mod tests {
             state: false,
             input: String::new(),
             format: crate::InputFormat::Lines,
+            piece: false,
             listed: Default::default(),
             partitions: 1,
             memory_budget: 1 << 20,
