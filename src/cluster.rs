@@ -62,6 +62,11 @@ pub struct CoordinatorArgs {
     /// oldest beyond this are forgotten.
     #[arg(long, default_value_t = coordinator::DEFAULT_KEEP_JOBS)]
     keep_jobs: usize,
+    /// Compact the journal each time it has grown by this much (64MiB, 1GiB): the task
+    /// records of jobs forgotten beyond --keep-jobs are dropped. It is also compacted at
+    /// every start.
+    #[arg(long, default_value = "64MiB", value_parser = crate::util::parse_size)]
+    journal_compact_after: u64,
     /// Attempts of one task lost with their workers (killed, not failed: they do not count
     /// toward a job's --max-attempts) after which the job fails: a task that takes down
     /// every worker it runs on.
@@ -275,6 +280,7 @@ pub async fn coordinator(a: CoordinatorArgs, registry: Registry) -> Result<u8> {
     config.speculation_floor = Duration::from_millis(a.speculation_floor_ms);
     config.fetch_failure_threshold = a.fetch_failure_threshold.max(1);
     config.keep_jobs = a.keep_jobs;
+    config.journal_compact_after = a.journal_compact_after;
     config.max_lost_attempts = a.max_lost_attempts.max(1);
     config.max_job_output = a.max_job_output;
     config.submit_rate = coordinator::limits::SubmitRate {

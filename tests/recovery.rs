@@ -106,3 +106,83 @@ fn a_coordinator_killed_mid_job_resumes_from_its_journal() {
         .arg(&oracle));
     assert_eq!(read_output(&out), read_output(&oracle));
 }
+
+/// A long-lived coordinator's journal follows what it remembers: the task lines of jobs
+/// forgotten beyond `--keep-jobs` go when the journal is compacted (as it grows, and at a
+/// restart), and the restarted coordinator shows the same jobs and gives out new ids.
+#[test]
+fn the_journal_drops_forgotten_jobs_tasks_as_it_grows_and_at_a_restart() {
+    let inputs = inputs("256KiB");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let flags = ["--keep-jobs", "1", "--journal-compact-after", "4KiB"];
+    let mut procs = Procs(vec![spawn_coordinator(port, dir.path(), &flags)]);
+    procs
+        .0
+        .push(spawn_worker(&addr, &dir.path().join("worker"), &[]));
+    let job = |args: &[&str]| {
+        let mut c = quern();
+        c.arg("job").args(args).env("QUERN_COORDINATOR", &addr);
+        c
+    };
+    let submit = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = dir.path().join(format!("views-{n}"));
+            let res = run(
+                job(&["submit", "views", "--split-size", "16KiB", "--input"])
+                    .arg(&inputs.log)
+                    .arg("--output")
+                    .arg(&out),
+            );
+            if res.status.success() {
+                return String::from_utf8(res.stdout).unwrap();
+            }
+            assert!(Instant::now() < deadline, "{res:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for n in 1..=4 {
+        submit(n);
+    }
+    let journal = dir.path().join("coordinator/journal.log");
+    let lines_of = |job_id: u64| {
+        std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("\"job\":{job_id},")) && l.contains("MapDone"))
+            .count()
+    };
+    // Jobs 1 and 2 were forgotten before job 4 ran; job 4's lines compacted theirs away.
+    assert_eq!((lines_of(1), lines_of(2)), (0, 0));
+    assert!(lines_of(4) >= 16, "{}", lines_of(4));
+    let before = ok(&mut job(&["list"]));
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    procs.0[0] = spawn_coordinator(port, dir.path(), &flags);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let res = run(&mut job(&["list"]));
+        if res.status.success() {
+            break String::from_utf8(res.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{res:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Opening it compacted the lines of every job it had forgotten; the history is what it
+    // was.
+    for id in 1..=4u64 {
+        let listed = after.lines().any(|l| l.starts_with(&format!("job-{id} ")));
+        assert!(listed || lines_of(id) == 0, "job-{id}: {after}");
+    }
+    let rows = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(rows(&after), rows(&before));
+    assert!(after.contains("job-4"), "{after}");
+    let fifth = submit(5);
+    assert!(fifth.contains("job-5"), "{fifth}");
+}

@@ -12,6 +12,14 @@
 //! logical times they skipped, and backfills (a job started by a schedule carries its origin
 //! in its `Submitted` record). Running attempts are not: after a restart they are simply run
 //! again.
+//!
+//! Compaction ([`compact`]) keeps the journal in proportion to what the coordinator
+//! remembers rather than to everything it ever ran: a job forgotten beyond `--keep-jobs`
+//! keeps three short lines (its submission without its splits, its end, its forgetting:
+//! they hold its id, and for a schedule's job the logical time it ran), and its tasks' lines
+//! go. The journal is compacted when opened and, by its writer, each time it has grown by
+//! `--journal-compact-after` bytes: written whole to a new file, synced, and renamed over the
+//! old one, so a crash leaves the old journal or the new one, never a mix.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -177,6 +185,68 @@ pub struct JournalError {
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// Bytes appended since the journal was last compacted.
+    grown: u64,
+    /// Compact after this many bytes were appended.
+    compact_after: u64,
+}
+
+/// Bytes appended to a journal after which its writer compacts it, by default.
+pub const DEFAULT_COMPACT_AFTER: u64 = 64 << 20;
+
+/// The job a record is about, if it is about one.
+fn job_of(r: &Record) -> Option<JobId> {
+    match r {
+        Record::Submitted { job, .. }
+        | Record::MapDone { job, .. }
+        | Record::Forgotten { job }
+        | Record::Listed { job, .. }
+        | Record::MapLost { job, .. }
+        | Record::ReduceDone { job, .. }
+        | Record::Publishing { job }
+        | Record::Ended { job, .. } => Some(*job),
+        _ => None,
+    }
+}
+
+/// The records that replay to the same state as `records`, in the same order: of a forgotten
+/// job only its submission (without its splits and coverage), its end and its forgetting
+/// are kept; everything else is kept as it is.
+pub fn compact(records: Vec<Record>) -> Vec<Record> {
+    let forgotten: std::collections::HashSet<JobId> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Forgotten { job } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    if forgotten.is_empty() {
+        return records;
+    }
+    records
+        .into_iter()
+        .filter_map(|r| match job_of(&r) {
+            Some(job) if forgotten.contains(&job) => match r {
+                Record::Submitted {
+                    job,
+                    spec,
+                    origin,
+                    at_ms,
+                    ..
+                } => Some(Record::Submitted {
+                    job,
+                    spec,
+                    splits: Vec::new(),
+                    coverage: Vec::new(),
+                    origin,
+                    at_ms,
+                }),
+                r @ (Record::Ended { .. } | Record::Forgotten { .. }) => Some(r),
+                _ => None,
+            },
+            _ => Some(r),
+        })
+        .collect()
 }
 
 fn encode(r: &Record) -> Vec<u8> {
@@ -195,11 +265,38 @@ fn decode(line: &[u8]) -> Option<Record> {
         .flatten()
 }
 
+/// Reads the records of the journal at `path` up to the first torn or corrupt line; returns
+/// them with the length of the file they fill.
+fn read_records(path: &Path) -> std::io::Result<(Vec<Record>, u64)> {
+    let mut records = Vec::new();
+    let mut good_len = 0u64;
+    if let Ok(f) = File::open(path) {
+        let mut reader = BufReader::new(f);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            match decode(&line[..line.len() - 1]) {
+                Some(r) => {
+                    records.push(r);
+                    good_len += n as u64;
+                }
+                None => break,
+            }
+        }
+    }
+    Ok((records, good_len))
+}
+
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and returns it with the records it holds.
+    /// Opens (or creates) the journal in `dir`, compacting it ([`compact`]), and returns it
+    /// with the records it holds.
     ///
     /// # Errors
-    /// [`JournalError`] if the file cannot be read, truncated or opened.
+    /// [`JournalError`] if the file cannot be read, truncated, compacted or opened.
     pub fn open(dir: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
         let path = dir.join("journal.log");
         let err = |source| JournalError {
@@ -207,26 +304,7 @@ impl Journal {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
-        let mut records = Vec::new();
-        let mut good_len = 0u64;
-        if let Ok(f) = File::open(&path) {
-            let mut reader = BufReader::new(f);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line).map_err(err)?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break;
-                }
-                match decode(&line[..line.len() - 1]) {
-                    Some(r) => {
-                        records.push(r);
-                        good_len += n as u64;
-                    }
-                    None => break,
-                }
-            }
-        }
+        let (records, good_len) = read_records(&path).map_err(err)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -236,9 +314,90 @@ impl Journal {
             tracing::warn!(path = %path.display(), kept = records.len(), "journal has a torn tail; truncating it");
             file.set_len(good_len).map_err(err)?;
         }
-        Ok((Journal { file, path }, records))
+        let mut journal = Journal {
+            file,
+            path,
+            grown: 0,
+            compact_after: DEFAULT_COMPACT_AFTER,
+        };
+        let before = records.len();
+        let records = compact(records);
+        if records.len() < before {
+            journal.rewrite(&records)?;
+        }
+        Ok((journal, records))
     }
 
+    /// Compact after this many bytes were appended (instead of [`DEFAULT_COMPACT_AFTER`]).
+    pub fn set_compact_after(&mut self, bytes: u64) {
+        self.compact_after = bytes.max(1);
+    }
+
+    /// Replaces the journal with `records`: written to a new file, synced, renamed over the
+    /// journal and the directory synced, then appended to from there.
+    fn rewrite(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        let err = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("log.compacting");
+        let mut f = File::create(&tmp).map_err(err)?;
+        let mut w = std::io::BufWriter::new(&mut f);
+        for r in records {
+            w.write_all(&encode(r)).map_err(err)?;
+        }
+        w.flush().map_err(err)?;
+        drop(w);
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(err)?;
+        self.grown = 0;
+        Ok(())
+    }
+
+    /// Compacts the journal if it grew by the threshold since it last was (and compaction
+    /// removes anything). A failed compaction leaves the journal as it was and is logged:
+    /// the journal is still whole, only longer.
+    fn maybe_compact(&mut self) {
+        if self.grown < self.compact_after {
+            return;
+        }
+        self.grown = 0;
+        let started = std::time::Instant::now();
+        let result = read_records(&self.path)
+            .map_err(|source| JournalError {
+                path: self.path.clone(),
+                source,
+            })
+            .and_then(|(records, _)| {
+                let before = records.len();
+                let records = compact(records);
+                if records.len() < before {
+                    self.rewrite(&records)?;
+                }
+                Ok((before, records.len()))
+            });
+        match result {
+            Ok((before, after)) => tracing::info!(
+                before,
+                after,
+                ms = started.elapsed().as_millis() as u64,
+                "journal compacted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %protocol::error_chain(&e), "journal not compacted; it stays whole and grows")
+            }
+        }
+    }
+}
+
+impl Journal {
     /// Appends records and syncs them to disk.
     ///
     /// # Errors
@@ -257,9 +416,11 @@ impl Journal {
             return Err(err(std::io::Error::other("failpoint journal.append")));
         }
         self.file.write_all(&buf).map_err(err)?;
-        let synced = self.file.sync_data().map_err(err);
+        self.file.sync_data().map_err(err)?;
         record_latency(started.elapsed().as_secs_f64());
-        synced
+        self.grown += buf.len() as u64;
+        self.maybe_compact();
+        Ok(())
     }
 }
 
@@ -445,6 +606,102 @@ mod tests {
         j.append(&[ended(4)]).unwrap();
         let (_, r) = Journal::open(dir.path()).unwrap();
         assert_eq!(r, vec![ended(1), ended(2), ended(4)]);
+    }
+
+    /// A job's records: submitted with `maps` splits, each map won, one reduce committed, ended.
+    fn job_records(n: u64, maps: u32) -> Vec<Record> {
+        let split = |i: u32| PlannedSplit {
+            split: jobs::split::Split {
+                path: format!("/in/{n}"),
+                start: u64::from(i),
+                end: u64::from(i) + 1,
+            },
+            file_len: 100,
+            hosts: Vec::new(),
+            state: false,
+        };
+        let mut out = vec![Record::Submitted {
+            job: JobId(n),
+            spec: JobSpec::new("views", vec![format!("/in/{n}")], format!("/out/{n}")),
+            splits: (0..maps).map(split).collect(),
+            coverage: Vec::new(),
+            origin: None,
+            at_ms: 5,
+        }];
+        for index in 0..maps {
+            out.push(Record::MapDone {
+                job: JobId(n),
+                index,
+                attempt: AttemptId(u64::from(index) + 1),
+                counters: Counters::default(),
+                local: true,
+            });
+        }
+        out.push(Record::MapLost {
+            job: JobId(n),
+            index: 0,
+        });
+        out.push(Record::Publishing { job: JobId(n) });
+        out.push(ended(n));
+        out
+    }
+
+    #[test]
+    fn compaction_keeps_three_lines_of_a_forgotten_job_and_everything_else() {
+        let mut records = job_records(1, 50);
+        records.extend(job_records(2, 3));
+        records.push(Record::Forgotten { job: JobId(1) });
+        records.extend(job_records(3, 2));
+        let kept = compact(records.clone());
+        let of = |rs: &[Record], n: u64| -> Vec<Record> {
+            rs.iter()
+                .filter(|r| job_of(r) == Some(JobId(n)))
+                .cloned()
+                .collect()
+        };
+        let one = of(&kept, 1);
+        assert_eq!(one.len(), 3, "{one:?}");
+        assert!(
+            matches!(&one[0], Record::Submitted { splits, spec, at_ms: 5, .. } if splits.is_empty() && spec.output == "/out/1")
+        );
+        assert_eq!(one[1], ended(1));
+        assert_eq!(one[2], Record::Forgotten { job: JobId(1) });
+        assert_eq!(of(&kept, 2), of(&records, 2));
+        assert_eq!(of(&kept, 3), of(&records, 3));
+        assert_eq!(
+            compact(kept.clone()),
+            kept,
+            "compacting twice changes nothing"
+        );
+
+        // The writer compacts once the journal grew by the threshold; reopening finds the
+        // compacted journal, and a journal is compacted when opened too.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.set_compact_after(1 << 30);
+        j.append(&records).unwrap();
+        let long = std::fs::metadata(dir.path().join("journal.log"))
+            .unwrap()
+            .len();
+        j.set_compact_after(1);
+        j.append(&[ended(9)]).unwrap();
+        let short = std::fs::metadata(dir.path().join("journal.log"))
+            .unwrap()
+            .len();
+        assert!(short * 3 < long, "{short} of {long} bytes");
+        drop(j);
+        let (_, r) = Journal::open(dir.path()).unwrap();
+        let mut want = kept.clone();
+        want.push(ended(9));
+        assert_eq!(r, want);
+        assert!(!dir.path().join("journal.log.compacting").exists());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.set_compact_after(1 << 30);
+        j.append(&records).unwrap();
+        drop(j);
+        let (_, r) = Journal::open(dir.path()).unwrap();
+        assert_eq!(r, kept);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct CoordinatorConfig {
     pub fetch_failure_threshold: u32,
     /// Finished jobs kept listed across restarts; older ones are forgotten.
     pub keep_jobs: usize,
+    /// Journal bytes appended after which the journal is compacted (forgotten jobs' task
+    /// records dropped).
+    pub journal_compact_after: u64,
     /// Attempts of one task lost with their workers after which the job fails (a task that
     /// takes down every worker it runs on).
     pub max_lost_attempts: u32,
@@ -100,6 +103,7 @@ impl CoordinatorConfig {
             speculation_floor: state::DEFAULT_SPECULATION_FLOOR,
             fetch_failure_threshold: state::DEFAULT_FETCH_FAILURE_THRESHOLD,
             keep_jobs: state::DEFAULT_KEEP_JOBS,
+            journal_compact_after: journal::DEFAULT_COMPACT_AFTER,
             max_lost_attempts: state::DEFAULT_MAX_LOST_ATTEMPTS,
             max_job_output: state::DEFAULT_MAX_JOB_OUTPUT,
             submit_rate: limits::SubmitRate::default(),
@@ -219,8 +223,9 @@ fn recover(
     registry: Registry,
 ) -> Result<(Coordinator, Vec<state::Action>, Epoch), CoordinatorError> {
     let epoch = next_epoch(&config.state_dir)?;
-    let (journal, records) =
+    let (mut journal, records) =
         journal::Journal::open(&config.state_dir).map_err(CoordinatorError::Journal)?;
+    journal.set_compact_after(config.journal_compact_after);
     let timeouts = state::Timeouts {
         worker: config.worker_timeout,
         locality_wait: config.locality_wait,

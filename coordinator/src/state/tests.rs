@@ -675,9 +675,72 @@ fn the_oldest_finished_jobs_beyond_the_retention_are_forgotten_for_good() {
     assert!(ended(&s).contains("quern_jobs_ended_total{state=\"killed\"} 4"));
     assert!(s.status(jobs[0], now).is_none() && s.status(jobs[1], now).is_none());
     assert!(s.status(jobs[2], now).is_some() && s.status(running, now).is_some());
-    let (r, _) = State::recover(Epoch(2), timeouts, s.take_records(), now);
+    let records = s.take_records();
+    let (r, _) = State::recover(Epoch(2), timeouts, records.clone(), now);
     assert!(r.status(jobs[1], now).is_none() && r.status(jobs[3], now).is_some());
+    // The compacted journal replays to the same jobs, and ids go on after the last one.
+    let (mut c, _) = State::recover(Epoch(3), timeouts, crate::journal::compact(records), now);
+    for j in &jobs {
+        assert_eq!(
+            c.status(*j, now).map(|s| s.state),
+            r.status(*j, now).map(|s| s.state)
+        );
+    }
+    let (sp, splits) = spec(1, 1);
+    assert!(c.submit(sp, splits, now) > running);
     let _ = w;
+}
+
+#[test]
+fn a_compacted_journal_drops_forgotten_jobs_tasks_and_replays_to_the_same_state() {
+    let now = Instant::now();
+    let timeouts = Timeouts {
+        keep_jobs: 1,
+        ..Timeouts::default()
+    };
+    let (mut s, w) = one_worker(now);
+    s.timeouts = timeouts;
+    // Three jobs of four maps and a reduce each, run to the end; two are then forgotten.
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let (sp, splits) = spec(4, 1);
+        let job = s.submit(sp, splits, now);
+        loop {
+            let maps = ids(&s.heartbeat(w, 4, now));
+            if maps.is_empty() || maps[0].0 == pb::TaskKind::Reduce as i32 {
+                let r = maps
+                    .first()
+                    .map(|m| m.2)
+                    .unwrap_or_else(|| ids(&s.heartbeat(w, 1, now))[0].2);
+                s.report_success(r, Counters::default(), Some((5, 9)), now);
+                s.commit_done(job, 0, r, Ok(()), now);
+                s.publish_done(job, Ok(()), now);
+                break;
+            }
+            for (_, _, m) in maps {
+                s.report_success(m, Counters::default(), None, now);
+            }
+        }
+        assert_eq!(
+            s.status(job, now).unwrap().state,
+            pb::JobState::Succeeded as i32
+        );
+        jobs.push(job);
+    }
+    assert_eq!(s.prune_history(), 2);
+    let records = s.take_records();
+    let compacted = crate::journal::compact(records.clone());
+    let tasks = |rs: &[Record], job: JobId| {
+        rs.iter()
+            .filter(|r| matches!(r, Record::MapDone { job: j, .. } | Record::ReduceDone { job: j, .. } if *j == job))
+            .count()
+    };
+    assert_eq!(tasks(&records, jobs[0]), 5);
+    assert_eq!(tasks(&compacted, jobs[0]), 0);
+    assert_eq!(tasks(&compacted, jobs[2]), 5);
+    let (a, _) = State::recover(Epoch(2), timeouts, records, now);
+    let (b, _) = State::recover(Epoch(2), timeouts, compacted, now);
+    assert_eq!(a.list(now), b.list(now));
 }
 
 #[test]

@@ -314,7 +314,10 @@ pub fn run_map<J: Job>(
                 break;
             }
         }
-        if let Some((e, 0)) = input_records.error().filter(|_| records == 0) {
+        if let Some((e, 0)) = input_records
+            .error()
+            .filter(|_| records == 0 && cfg.base_offset == 0)
+        {
             // Not a tar file at all (a loose photo, a text file): nothing of it could be read,
             // and no retry changes that.
             return Err(TaskError::Input(format!(
