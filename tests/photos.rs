@@ -318,18 +318,31 @@ fn a_rerun_with_a_result_store_computes_only_what_changed_and_matches_a_full_run
     pack(&src, &shards);
     let store = tmp.path().join("store");
     let model = data.join("mobilenet_v2.safetensors");
-    let run = |model: &Path, inputs: &[&Path], out: &str, store: Option<&Path>| {
-        let mut c = quern();
-        c.args(["run", "photos", "--param", "batch=4", "--param"])
-            .arg(format!("model={}", model.display()));
+    // The arguments of `run photos` or `job submit photos`.
+    let args = |model: &Path, inputs: &[&Path], out: &Path, store: Option<&Path>| {
+        let mut a = vec![
+            "photos".to_string(),
+            "--param".into(),
+            "batch=4".into(),
+            "--param".into(),
+            format!("model={}", model.display()),
+            "--reducers".into(),
+            "2".into(),
+            "--output".into(),
+            out.display().to_string(),
+        ];
         if let Some(s) = store {
-            c.arg("--param").arg(format!("results={}", s.display()));
+            a.extend(["--param".into(), format!("results={}", s.display())]);
         }
         for i in inputs {
-            c.arg("--input").arg(i);
+            a.extend(["--input".into(), i.display().to_string()]);
         }
+        a
+    };
+    // `run photos` into `out`: its output, and its reused and computed photos.
+    let run = |model: &Path, inputs: &[&Path], out: &str, store: Option<&Path>| {
         let out = tmp.path().join(out);
-        let summary = ok(c.arg("--reducers").arg("2").arg("--output").arg(&out));
+        let summary = ok(quern().arg("run").args(args(model, inputs, &out, store)));
         let c = counters(&summary);
         (read_output(&out), c["reused_photos"], c["computed_photos"])
     };
@@ -375,16 +388,8 @@ fn a_rerun_with_a_result_store_computes_only_what_changed_and_matches_a_full_run
     let out = tmp.path().join("cluster");
     let summary = ok(cluster
         .job()
-        .args(["submit", "photos", "--param", "batch=4", "--param"])
-        .arg(format!("model={}", model2.display()))
-        .arg("--param")
-        .arg(format!("results={}", store.display()))
-        .arg("--input")
-        .arg(&shards)
-        .arg("--input")
-        .arg(&new_shards)
-        .args(["--reducers", "2", "--output"])
-        .arg(&out));
+        .arg("submit")
+        .args(args(&model2, inputs, &out, Some(&store))));
     let c = counters(&summary);
     assert_eq!(
         (c["reused_photos"], c["computed_photos"]),
@@ -397,20 +402,12 @@ fn a_rerun_with_a_result_store_computes_only_what_changed_and_matches_a_full_run
     for e in std::fs::read_dir(&store).unwrap() {
         std::fs::write(e.unwrap().path(), b"not results\n").unwrap();
     }
-    let mut c = quern();
-    c.args(["run", "photos", "--param", "batch=4", "--param"])
-        .arg(format!("model={}", model2.display()))
-        .arg("--param")
-        .arg(format!("results={}", store.display()))
-        .arg("--input")
-        .arg(&shards)
-        .arg("--input")
-        .arg(&new_shards)
-        .args(["--reducers", "2", "--output"])
-        .arg(tmp.path().join("unusable"));
-    let summary = ok(&mut c);
+    let unusable = tmp.path().join("unusable");
+    let summary = ok(quern()
+        .arg("run")
+        .args(args(&model2, inputs, &unusable, Some(&store))));
     let counted = counters(&summary);
     assert_eq!(counted["results_unusable"], 2, "{summary}");
     assert_eq!(counted["computed_photos"], 11, "{summary}");
-    assert_eq!(read_output(&tmp.path().join("unusable")), full2);
+    assert_eq!(read_output(&unusable), full2);
 }

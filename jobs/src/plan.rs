@@ -233,6 +233,16 @@ fn file_splits(
             hosts: Vec::new(),
         }];
     }
+    let range = |start: u64, end: u64, hosts: Vec<String>| PlannedSplit {
+        split: Split {
+            path: file.path.clone(),
+            start,
+            end,
+        },
+        file_len: file.len,
+        hosts,
+        state: false,
+    };
     let host_of = |at: u64| {
         pieces
             .iter()
@@ -252,31 +262,13 @@ fn file_splits(
         })?;
         for (i, &start) in cuts.iter().enumerate() {
             let end = cuts.get(i + 1).copied().unwrap_or(file.len);
-            out.push(PlannedSplit {
-                split: Split {
-                    path: file.path.clone(),
-                    start,
-                    end,
-                },
-                file_len: file.len,
-                hosts: host_of(start),
-                state: false,
-            });
+            out.push(range(start, end, host_of(start)));
         }
         return Ok(());
     }
     // A compressed file cannot be entered at an arbitrary byte: one split, read whole.
     if coverage::read_whole(&file.path, format) {
-        out.push(PlannedSplit {
-            split: Split {
-                path: file.path.clone(),
-                start: 0,
-                end: file.len,
-            },
-            file_len: file.len,
-            hosts: pieces.first().map(|p| p.hosts.clone()).unwrap_or_default(),
-            state: false,
-        });
+        out.push(range(0, file.len, host_of(0)));
         return Ok(());
     }
     for piece in pieces {
@@ -284,16 +276,7 @@ fn file_splits(
         let mut start = piece.offset.max(from);
         while start < piece_end {
             let end = (start + split_size).min(piece_end);
-            out.push(PlannedSplit {
-                split: Split {
-                    path: file.path.clone(),
-                    start,
-                    end,
-                },
-                file_len: file.len,
-                hosts: piece.hosts.clone(),
-                state: false,
-            });
+            out.push(range(start, end, piece.hosts.clone()));
             start = end;
         }
     }
