@@ -62,9 +62,9 @@ pub struct CoordinatorArgs {
     /// oldest beyond this are forgotten.
     #[arg(long, default_value_t = coordinator::DEFAULT_KEEP_JOBS)]
     keep_jobs: usize,
-    /// Compact the journal each time it has grown by this much (64MiB, 1GiB): the task
-    /// records of jobs forgotten beyond --keep-jobs are dropped. It is also compacted at
-    /// every start.
+    /// Compact the journal each time it has grown by this much (64MiB, 1GiB) and by its size
+    /// at the last compaction: the task records of jobs forgotten beyond --keep-jobs are
+    /// dropped. It is also compacted at every start.
     #[arg(long, default_value = "64MiB", value_parser = crate::util::parse_size)]
     journal_compact_after: u64,
     /// Attempts of one task lost with their workers (killed, not failed: they do not count

@@ -18,7 +18,8 @@
 //! keeps three short lines (its submission without its splits, its end, its forgetting:
 //! they hold its id, and for a schedule's job the logical time it ran), and its tasks' lines
 //! go. The journal is compacted when opened and, by its writer, each time it has grown by
-//! `--journal-compact-after` bytes: written whole to a new file, synced, and renamed over the
+//! `--journal-compact-after` bytes and by its own size at the last compaction (so each byte
+//! is read a bounded number of times): written whole to a new file, synced, and renamed over the
 //! old one, so a crash leaves the old journal or the new one, never a mix.
 
 use std::fs::{File, OpenOptions};
@@ -187,6 +188,10 @@ pub struct Journal {
     path: PathBuf,
     /// Bytes appended since the journal was last compacted.
     grown: u64,
+    /// Its size when it was last compacted (or opened): it is compacted again once it grew
+    /// by this much too, so a journal with little to drop is not read again every few
+    /// megabytes (each byte is read a bounded number of times).
+    base: u64,
     /// Compact after this many bytes were appended.
     compact_after: u64,
 }
@@ -318,6 +323,7 @@ impl Journal {
             file,
             path,
             grown: 0,
+            base: good_len,
             compact_after: DEFAULT_COMPACT_AFTER,
         };
         let before = records.len();
@@ -358,6 +364,7 @@ impl Journal {
             .open(&self.path)
             .map_err(err)?;
         self.grown = 0;
+        self.base = self.file.metadata().map_err(err)?.len();
         Ok(())
     }
 
@@ -365,10 +372,11 @@ impl Journal {
     /// removes anything). A failed compaction leaves the journal as it was and is logged:
     /// the journal is still whole, only longer.
     fn maybe_compact(&mut self) {
-        if self.grown < self.compact_after {
+        if self.grown < self.compact_after.max(self.base) {
             return;
         }
         self.grown = 0;
+        self.base = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         let started = std::time::Instant::now();
         let result = read_records(&self.path)
             .map_err(|source| JournalError {
