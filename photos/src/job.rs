@@ -500,16 +500,18 @@ impl Job for Photos {
             self.cfg.batch = CPU_BATCH;
         }
         if self.cfg.results.is_some() {
+            // A GPU's scores may depend on the batch size (its math libraries pick kernels by
+            // shape), so there it is part of the key; the CPU's do not (tests/photos.rs).
             let device = if loaded.device.is_cuda() {
-                "cuda"
+                format!("cuda, batch {}", self.cfg.batch)
             } else {
-                "cpu"
+                "cpu".to_string()
             };
             let salt = results::salt(
                 &loaded.model_sha256,
                 &loaded.labels,
                 &format!("{:?}", self.cfg.precision),
-                device,
+                &device,
                 self.cfg.embeddings,
             );
             self.store = Some((task.storage().clone(), task.attempt, salt));

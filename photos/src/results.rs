@@ -4,7 +4,8 @@
 //! A photo's result is keyed by a SHA-256 over the photo's bytes and everything else that
 //! decides its line: the model file's bytes, the class names, the preprocessing version
 //! ([`crate::preprocess::VERSION`]), the precision, the kind of device (a GPU's scores differ
-//! from the CPU's in the last digits) and whether embeddings are asked for. A result is
+//! from the CPU's in the last digits; on a GPU the batch size too) and whether embeddings are
+//! asked for. A result is
 //! reused only when that key matches, so a reused line is byte for byte the line a full run
 //! writes; anything else changed means the photo is computed again.
 //!
