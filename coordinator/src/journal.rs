@@ -329,7 +329,8 @@ impl Journal {
         let before = records.len();
         let records = compact(records);
         if records.len() < before {
-            journal.rewrite(&records)?;
+            let compacted = journal.write_compacted(&records)?;
+            journal.install(compacted)?;
         }
         Ok((journal, records))
     }
@@ -339,9 +340,9 @@ impl Journal {
         self.compact_after = bytes.max(1);
     }
 
-    /// Replaces the journal with `records`: written to a new file, synced, renamed over the
-    /// journal and the directory synced, then appended to from there.
-    fn rewrite(&mut self, records: &[Record]) -> Result<(), JournalError> {
+    /// Writes `records` to a new file beside the journal and syncs it; returns a handle that
+    /// appends to it. The journal itself is untouched, so a failure here costs nothing.
+    fn write_compacted(&self, records: &[Record]) -> Result<File, JournalError> {
         let err = |source| JournalError {
             path: self.path.clone(),
             source,
@@ -355,30 +356,39 @@ impl Journal {
         w.flush().map_err(err)?;
         drop(w);
         f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        OpenOptions::new().append(true).open(&tmp).map_err(err)
+    }
+
+    /// Renames the file [`Journal::write_compacted`] wrote over the journal, syncs the
+    /// directory, and appends to it from then on. An error here is the journal's failure: once
+    /// the rename happened, appending to the old file would lose records.
+    fn install(&mut self, compacted: File) -> Result<(), JournalError> {
+        let err = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::rename(self.path.with_extension("log.compacting"), &self.path).map_err(err)?;
+        self.file = compacted;
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
         }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
         self.grown = 0;
         self.base = self.file.metadata().map_err(err)?.len();
         Ok(())
     }
 
     /// Compacts the journal if it grew by the threshold since it last was (and compaction
-    /// removes anything). A failed compaction leaves the journal as it was and is logged:
-    /// the journal is still whole, only longer.
-    fn maybe_compact(&mut self) {
+    /// removes anything). A compaction that fails before the new file replaces the journal
+    /// is logged and changes nothing (the journal is whole, only longer); one that fails
+    /// while replacing it is the journal's failure.
+    fn maybe_compact(&mut self) -> Result<(), JournalError> {
         if self.grown < self.compact_after.max(self.base) {
-            return;
+            return Ok(());
         }
         self.grown = 0;
         self.base = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         let started = std::time::Instant::now();
-        let result = read_records(&self.path)
+        let prepared = read_records(&self.path)
             .map_err(|source| JournalError {
                 path: self.path.clone(),
                 source,
@@ -386,30 +396,36 @@ impl Journal {
             .and_then(|(records, _)| {
                 let before = records.len();
                 let records = compact(records);
-                if records.len() < before {
-                    self.rewrite(&records)?;
+                if records.len() == before {
+                    return Ok((before, before, None));
                 }
-                Ok((before, records.len()))
+                Ok((before, records.len(), Some(self.write_compacted(&records)?)))
             });
-        match result {
-            Ok((before, after)) => tracing::info!(
-                before,
-                after,
-                ms = started.elapsed().as_millis() as u64,
-                "journal compacted"
-            ),
+        match prepared {
+            Ok((before, after, Some(file))) => {
+                self.install(file)?;
+                tracing::info!(
+                    before,
+                    after,
+                    ms = started.elapsed().as_millis() as u64,
+                    "journal compacted"
+                );
+            }
+            Ok((_, _, None)) => {}
             Err(e) => {
                 tracing::warn!(error = %protocol::error_chain(&e), "journal not compacted; it stays whole and grows")
             }
         }
+        Ok(())
     }
 }
 
 impl Journal {
-    /// Appends records and syncs them to disk.
+    /// Appends records and syncs them to disk (and compacts the journal when it is due).
     ///
     /// # Errors
-    /// [`JournalError`] if the write or sync fails.
+    /// [`JournalError`] if the write or sync fails, or a compaction failed while replacing
+    /// the journal.
     pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
         if records.is_empty() {
             return Ok(());
@@ -427,8 +443,7 @@ impl Journal {
         self.file.sync_data().map_err(err)?;
         record_latency(started.elapsed().as_secs_f64());
         self.grown += buf.len() as u64;
-        self.maybe_compact();
-        Ok(())
+        self.maybe_compact()
     }
 }
 
