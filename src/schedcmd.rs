@@ -333,17 +333,15 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
             let mut def = info.def.unwrap_or_default();
             let mut t = def.template.take().unwrap_or_default();
             let mut changed = false;
-            let mut set = |field: &mut String, value: Option<String>| {
-                if let Some(v) = value {
-                    *field = v;
-                    changed = true;
-                }
-            };
-            set(&mut def.cron, a.cron);
-            set(&mut def.tz, a.tz);
-            set(&mut def.catchup, a.catchup);
-            set(&mut def.concurrency, a.concurrency);
-            set(&mut def.on_failure_webhook, a.on_failure_webhook);
+            update(&mut changed, &mut def.cron, a.cron);
+            update(&mut changed, &mut def.tz, a.tz);
+            update(&mut changed, &mut def.catchup, a.catchup);
+            update(&mut changed, &mut def.concurrency, a.concurrency);
+            update(
+                &mut changed,
+                &mut def.on_failure_webhook,
+                a.on_failure_webhook,
+            );
             if let Some(o) = a.output {
                 t.output = crate::jobcmd::absolute(&o)?;
                 changed = true;
@@ -366,30 +364,13 @@ pub async fn schedule(cmd: ScheduleCommand, registry: &jobs::Registry) -> Result
                 }
                 changed = true;
             }
-            if let Some(n) = a.reducers {
-                t.reducers = n;
-                changed = true;
-            }
-            if let Some(n) = a.split_size {
-                t.split_size = n;
-                changed = true;
-            }
-            if let Some(n) = a.max_catchup {
-                def.max_catchup = n;
-                changed = true;
-            }
-            if let Some(n) = a.retries {
-                def.retries = n;
-                changed = true;
-            }
-            if let Some(n) = a.retry_delay {
-                def.retry_delay_s = n;
-                changed = true;
-            }
-            if let Some(i) = a.incremental {
-                def.incremental = i == "on";
-                changed = true;
-            }
+            update(&mut changed, &mut t.reducers, a.reducers);
+            update(&mut changed, &mut t.split_size, a.split_size);
+            update(&mut changed, &mut def.max_catchup, a.max_catchup);
+            update(&mut changed, &mut def.retries, a.retries);
+            update(&mut changed, &mut def.retry_delay_s, a.retry_delay);
+            let incremental = a.incremental.map(|i| i == "on");
+            update(&mut changed, &mut def.incremental, incremental);
             if !changed {
                 bail!("nothing to change: give the flags to change (see `quern schedule update --help`)");
             }
@@ -698,5 +679,13 @@ pub async fn backfill(a: BackfillArgs) -> Result<u8> {
             return Ok(if b.failed == 0 && !b.cancelled { 0 } else { 1 });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sets `field` to `value` when one was given, noting that something changed.
+fn update<T>(changed: &mut bool, field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+        *changed = true;
     }
 }
