@@ -3,7 +3,8 @@
 # each on a `quern local` cluster with 1, 2, 4, 8 and 16 task slots ($SLOTS; as one worker
 # with one slot, then 2 workers with half the slots each), median of $RUNS (default 3), and
 # reports the speed-up over one slot. On this project's 2-core VM only the first two columns
-# mean anything; the script is ready for a bigger machine. Writes $BENCH_DIR/scaling.md.
+# mean anything; the script is ready for a bigger machine. Writes $BENCH_DIR/scaling.md and
+# the table in docs/PERFORMANCE.md.
 # Not a test: it asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,3 +57,4 @@ table="$BENCH_DIR/scaling.md"
   done
 } >"$table"
 cat "$table"
+write_doc_table "$table" scaling
