@@ -421,3 +421,153 @@ fn a_rerun_with_a_result_store_computes_only_what_changed_and_matches_a_full_run
     assert_eq!(counted["computed_photos"], 11, "{summary}");
     assert_eq!(read_output(&unusable), full2);
 }
+
+#[test]
+fn loose_photos_are_read_where_they_lie_many_to_a_task_as_packed_shards_would_be() {
+    let data = photos_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = data.join("golden");
+    let src = tmp.path().join("photos");
+    std::fs::create_dir_all(src.join("2024/trip")).unwrap();
+    for e in std::fs::read_dir(&golden).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        std::fs::copy(golden.join(&name), src.join(&name)).unwrap();
+    }
+    // Nested, oddly named, with a sidecar, and a truncated photo.
+    let china = std::fs::read(golden.join("china.jpg")).unwrap();
+    std::fs::write(src.join("2024/trip/holiday.2019.JPG"), &china).unwrap();
+    std::fs::write(
+        src.join("2024/trip/holiday.2019.json"),
+        br#"{"album":"trip"}"#,
+    )
+    .unwrap();
+    std::fs::write(src.join("2024/trip/cut off.jpg"), &china[..china.len() / 2]).unwrap();
+    let shards = tmp.path().join("shards");
+    ok(quern()
+        .args(["photos", "pack"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&shards));
+    // What loose files beside photos come to: listed, never silently dropped.
+    std::fs::write(src.join("README.txt"), b"holiday photos\n").unwrap();
+    std::fs::copy(
+        std::fs::read_dir(&shards)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+        src.join("old-shard"),
+    )
+    .unwrap();
+
+    let model = data.join("mobilenet_v2.safetensors");
+    let store_dir = tmp.path().join("store");
+    let args = |input: &Path, out: &Path, store: bool| {
+        let mut a = vec![
+            "photos".to_string(),
+            "--param".into(),
+            format!("model={}", model.display()),
+            "--reducers".into(),
+            "2".into(),
+            "--split-size".into(),
+            "512KiB".into(),
+            "--input".into(),
+            input.display().to_string(),
+            "--output".into(),
+            out.display().to_string(),
+        ];
+        if store {
+            a.extend(["--param".into(), format!("results={}", store_dir.display())]);
+        }
+        a
+    };
+    let cluster = Cluster::start(2);
+    let out = tmp.path().join("cluster");
+    let summary = ok(cluster.job().arg("submit").args(args(&src, &out, true)));
+    let local = tmp.path().join("local");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args(&src, &local, false)));
+    let packed = tmp.path().join("packed");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args(&shards, &packed, false)));
+    assert_eq!(
+        read_output(&out),
+        read_output(&local),
+        "cluster output differs from run --local"
+    );
+    // The part files are those of the same photos packed into shards, byte for byte.
+    let parts = |d: &Path| {
+        let mut m = read_output(d);
+        m.retain(|k, _| k.starts_with("part-"));
+        m
+    };
+    assert_eq!(
+        parts(&out),
+        parts(&packed),
+        "loose photos read otherwise than packed ones"
+    );
+    let c = counters(&summary);
+    assert_eq!(
+        (c["photos"], c["invalid_images"], c["ignored_files"]),
+        (12, 1, 2),
+        "{summary}"
+    );
+    let maps: usize = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("maps:"))
+        .and_then(|m| m.split('/').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        (2..15).contains(&maps),
+        "16 files in {maps} map tasks: {summary}"
+    );
+    let all = lines(&out);
+    assert!(
+        all.iter().any(
+            |l| l.starts_with(r#"{"key":"2024/trip/holiday.2019","top5""#)
+                && l.contains(r#""meta":{"album":"trip"}"#)
+        ),
+        "{all:?}"
+    );
+    // Each file not read as a photo is listed under its own path.
+    let skipped = String::from_utf8(read_output(&out)["_skipped/records.tsv"].clone()).unwrap();
+    assert_eq!(skipped.lines().count(), 3, "{skipped}");
+    for (file, why) in [
+        ("README.txt", "README.txt: not a photo"),
+        ("old-shard", "it looks like a tar shard: name shards *.tar"),
+        ("2024/trip/cut off.jpg", "2024/trip/cut off: "),
+    ] {
+        let path = src.join(file).display().to_string();
+        assert!(
+            skipped
+                .lines()
+                .any(|l| l.starts_with(&format!("{path}\t0\t")) && l.contains(why)),
+            "{file} in {skipped}"
+        );
+    }
+
+    // New photos arrive: with the result store only they go through the model, and the
+    // output is a full run's. (Other bytes than any photo's: a copy would be reused.)
+    for (from, to) in [
+        ("rocket.jpg", "zz-new-1.jpg"),
+        ("flower.jpg", "zz-new-2.jpg"),
+    ] {
+        let photo = std::fs::read(golden.join(from)).unwrap();
+        std::fs::write(src.join(to), with_comment(&photo, "new")).unwrap();
+    }
+    let again = tmp.path().join("again");
+    let summary = ok(quern().arg("run").args(args(&src, &again, true)));
+    let c = counters(&summary);
+    assert_eq!(
+        (c["reused_photos"], c["computed_photos"]),
+        (12, 2),
+        "{summary}"
+    );
+    let full = tmp.path().join("full");
+    ok(quern().arg("run").args(args(&src, &full, false)));
+    assert_eq!(read_output(&again), read_output(&full));
+}

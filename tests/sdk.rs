@@ -343,17 +343,55 @@ fn tar_shards_are_cut_at_members_and_read_member_by_member_on_the_cluster() {
     );
     // The fourth member's header starts at byte 6656: 2344 bytes from there were not read.
     assert_eq!(counters(&stdout)["unread_input_bytes"], 2344, "{stdout}");
-    // A folder of loose photos is not taken for shards that are all corrupt.
-    let loose = run(quern()
+    // A folder of loose files is read as it lies, many files to a map task: one line per
+    // file, on the cluster as in run --local. A file named as a shard that is not one fails
+    // the job, naming it.
+    let loose_args = ["tar-index", "--split-size", "16KiB", "--input"];
+    let loose = dir.path().join("loose");
+    let stdout = ok(cluster
+        .job()
+        .arg("submit")
+        .args(loose_args)
+        .arg(&src)
+        .arg("--output")
+        .arg(&loose));
+    let maps: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("maps:"))
+        .and_then(|m| m.split('/').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!((2..60).contains(&maps), "60 files in {maps} maps: {stdout}");
+    let loose_local = dir.path().join("loose-local");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(loose_args)
+        .arg(&src)
+        .arg("--output")
+        .arg(&loose_local));
+    assert!(read_output(&loose) == read_output(&loose_local));
+    let index = String::from_utf8(read_output(&loose)["part-00000"].clone()).unwrap();
+    assert_eq!(index.lines().count(), 60, "{index}");
+    let first = src.join("s0-k000.jpg");
+    assert!(
+        index.lines().any(|l| l
+            == format!(
+                "{}\ts0-k000.jpg\t700\t{:08x}",
+                first.display(),
+                crc32fast::hash(&[0u8; 700])
+            )),
+        "{index}"
+    );
+    std::fs::write(src.join("fake.tar"), b"not a tar at all").unwrap();
+    let fake = run(quern()
         .args(["run", "--local", "tar-index", "--input"])
         .arg(&src)
         .arg("--output")
-        .arg(dir.path().join("loose")));
-    let err = String::from_utf8_lossy(&loose.stderr);
+        .arg(dir.path().join("fake")));
+    let err = String::from_utf8_lossy(&fake.stderr);
     assert!(
-        !loose.status.success()
-            && err.contains("is not a tar file")
-            && err.contains("quern photos pack"),
+        !fake.status.success()
+            && err.contains("fake.tar is named as a tar shard but is not a tar file"),
         "{err}"
     );
     let lines: usize = read_output(&out)

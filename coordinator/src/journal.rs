@@ -634,11 +634,7 @@ mod tests {
     /// A job's records: submitted with `maps` splits, each map won, one reduce committed, ended.
     fn job_records(n: u64, maps: u32) -> Vec<Record> {
         let split = |i: u32| PlannedSplit {
-            split: jobs::split::Split {
-                path: format!("/in/{n}"),
-                start: u64::from(i),
-                end: u64::from(i) + 1,
-            },
+            split: jobs::split::Split::range(format!("/in/{n}"), u64::from(i), u64::from(i) + 1),
             file_len: 100,
             hosts: Vec::new(),
             state: false,

@@ -15,7 +15,7 @@ use std::io::Read;
 use bytes::Bytes;
 use dfs_client::{DfsError, Storage};
 
-use crate::split::{read_split, Split};
+use crate::split::{read_split, GroupMember, Split};
 
 /// The most bytes one compressed input file may decode to (the decoded file is held in
 /// memory while its one map task runs): 16 GiB.
@@ -69,10 +69,20 @@ pub enum InputError {
         /// What is wrong, with the decoded offset where it was found.
         reason: DecodeError,
     },
+    /// A file of a group is shorter than when the job was planned.
+    #[error("input {path} changed while the job ran: it was {planned} bytes when the job was planned, and is {now}")]
+    Changed {
+        /// The file.
+        path: String,
+        /// Its length at planning.
+        planned: u64,
+        /// What could be read of it.
+        now: u64,
+    },
 }
 
 /// The bytes a map task reads, with where they start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct InputData {
     /// Offset of `data`'s first byte in the (decoded) file.
     pub offset: u64,
@@ -80,20 +90,27 @@ pub struct InputData {
     pub data: Bytes,
     /// For a compressed file: its size on storage (`data` holds the decoded bytes).
     pub compressed_bytes: Option<u64>,
+    /// For a group of files: each file, where its bytes start in `data` (one record each).
+    pub group: Vec<GroupMember>,
 }
 
 /// Returns the input of one map task in `format`: the lines that start in `split` of a plain
 /// file ([`read_split`]), exactly the split's bytes for whole files and tar shards (a piece of
-/// a shard is cut at member boundaries), or the whole decoded file for a compressed one.
+/// a shard is cut at member boundaries), the whole decoded file for a compressed one, or each
+/// file of a group whole ([`read_group`]).
 ///
 /// # Errors
-/// Storage errors; [`InputError::Corrupt`] for a compressed file that cannot be decoded whole.
+/// Storage errors; [`InputError::Corrupt`] for a compressed file that cannot be decoded whole;
+/// [`InputError::Changed`] for a file of a group that shrank.
 pub fn read_input(
     storage: &Storage,
     split: &Split,
     file_len: u64,
     format: crate::InputFormat,
 ) -> Result<InputData, InputError> {
+    if !split.files.is_empty() {
+        return read_group(storage, split);
+    }
     let Some(codec) = Codec::of(&split.path) else {
         if format.whole_files() {
             let end = split.end.min(file_len);
@@ -101,27 +118,90 @@ pub fn read_input(
             return Ok(InputData {
                 offset: split.start,
                 data: storage.read_range(&split.path, split.start, len)?,
-                compressed_bytes: None,
+                ..InputData::default()
             });
         }
         let (offset, data) = read_split(storage, split, file_len)?;
         return Ok(InputData {
             offset,
             data,
-            compressed_bytes: None,
+            ..InputData::default()
         });
     };
     let raw = storage.read_all(&split.path)?;
-    let data = decode(codec, &raw).map_err(|reason| InputError::Corrupt {
-        path: split.path.clone(),
-        codec: codec.name(),
-        reason,
-    })?;
     Ok(InputData {
         offset: 0,
-        data: Bytes::from(data),
+        data: Bytes::from(decode_file(&split.path, codec, &raw)?),
         compressed_bytes: Some(raw.len() as u64),
+        group: Vec::new(),
     })
+}
+
+fn decode_file(path: &str, codec: Codec, raw: &[u8]) -> Result<Vec<u8>, InputError> {
+    decode(codec, raw).map_err(|reason| InputError::Corrupt {
+        path: path.to_string(),
+        codec: codec.name(),
+        reason,
+    })
+}
+
+/// How many files of a group are read at once (small objects cost a round trip each).
+const GROUP_READERS: usize = 8;
+
+/// Reads a group of whole files ([`Split::files`]) into one buffer, end to end, in order, a
+/// few at a time. A compressed file (the planner gives each its own group) is decoded. A
+/// file is read up to its planned length, so a file that grew since is read as planned.
+///
+/// # Errors
+/// As [`read_input`].
+pub fn read_group(storage: &Storage, split: &Split) -> Result<InputData, InputError> {
+    let read = |f: &crate::split::GroupFile| -> Result<(Bytes, Option<u64>), InputError> {
+        if let Some(codec) = Codec::of(&f.path) {
+            let raw = storage.read_all(&f.path)?;
+            let data = decode_file(&f.path, codec, &raw)?;
+            return Ok((Bytes::from(data), Some(raw.len() as u64)));
+        }
+        let data = storage.read_range(&f.path, 0, f.len)?;
+        if (data.len() as u64) < f.len {
+            return Err(InputError::Changed {
+                path: f.path.clone(),
+                planned: f.len,
+                now: data.len() as u64,
+            });
+        }
+        Ok((data, None))
+    };
+    let files = &split.files;
+    let per = files.len().div_ceil(GROUP_READERS).max(1);
+    let parts: Vec<Result<Vec<_>, InputError>> = std::thread::scope(|s| {
+        let readers: Vec<_> = files
+            .chunks(per)
+            .map(|chunk| s.spawn(move || chunk.iter().map(read).collect()))
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("a group reader does not panic"))
+            .collect()
+    });
+    let mut read_files = Vec::with_capacity(files.len());
+    for part in parts {
+        read_files.extend(part?);
+    }
+    let mut out = InputData::default();
+    let mut data = Vec::with_capacity(split.end as usize);
+    for (f, (bytes, compressed)) in files.iter().zip(read_files) {
+        out.group.push(GroupMember {
+            path: f.path.clone(),
+            name: f.name.clone(),
+            start: data.len() as u64,
+        });
+        data.extend_from_slice(&bytes);
+        if let Some(n) = compressed {
+            *out.compressed_bytes.get_or_insert(0) += n;
+        }
+    }
+    out.data = Bytes::from(data);
+    Ok(out)
 }
 
 /// Why a compressed file could not be decoded.
@@ -214,11 +294,7 @@ mod tests {
         let storage = Storage::default();
         let plain = dir.path().join("a.log").display().to_string();
         std::fs::write(&plain, b"one\ntwo\n").unwrap();
-        let split = Split {
-            path: plain,
-            start: 2,
-            end: 8,
-        };
+        let split = Split::range(plain, 2, 8);
         let got = read_input(&storage, &split, 8, crate::InputFormat::Lines).unwrap();
         assert_eq!(
             (got.offset, &got.data[..], got.compressed_bytes),
@@ -227,11 +303,7 @@ mod tests {
         let gz = dir.path().join("a.log.gz").display().to_string();
         let bytes = gzip(b"one\ntwo\n");
         std::fs::write(&gz, &bytes).unwrap();
-        let split = Split {
-            path: gz,
-            start: 0,
-            end: bytes.len() as u64,
-        };
+        let split = Split::range(gz, 0, bytes.len() as u64);
         let got = read_input(
             &storage,
             &split,
@@ -250,5 +322,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("a.log.gz"), "{err}");
+    }
+
+    #[test]
+    fn a_group_is_its_files_end_to_end_and_a_shrunk_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::default();
+        let mut files = Vec::new();
+        for i in 0..20u8 {
+            let path = dir.path().join(format!("f{i:02}")).display().to_string();
+            std::fs::write(&path, vec![i; usize::from(i) + 1]).unwrap();
+            files.push(crate::split::GroupFile {
+                path,
+                len: u64::from(i) + 1,
+                name: format!("f{i:02}"),
+            });
+        }
+        let gz = dir.path().join("z.gz").display().to_string();
+        std::fs::write(&gz, gzip(b"unzipped")).unwrap();
+        files.push(crate::split::GroupFile {
+            path: gz.clone(),
+            len: std::fs::metadata(&gz).unwrap().len(),
+            name: "z.gz".into(),
+        });
+        let split = Split::group(files.clone());
+        let got = read_input(&storage, &split, split.end, crate::InputFormat::WholeFiles).unwrap();
+        let records: Vec<(&[u8], &[u8])> =
+            crate::records::Records::group(&got.group, &got.data).collect();
+        assert_eq!(records.len(), 21);
+        for (i, (name, data)) in records.iter().take(20).enumerate() {
+            assert_eq!(*name, format!("f{i:02}").as_bytes());
+            assert_eq!(*data, vec![i as u8; i + 1].as_slice());
+        }
+        assert_eq!(records[20], (&b"z.gz"[..], &b"unzipped"[..]));
+        assert_eq!(got.compressed_bytes, Some(files[20].len));
+        // A file shorter than planned would shift every record after it: refused, named.
+        std::fs::write(&files[7].path, b"x").unwrap();
+        let err = read_input(&storage, &split, split.end, crate::InputFormat::WholeFiles)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("f07") && err.contains("changed"), "{err}");
     }
 }

@@ -132,7 +132,7 @@ pub fn run_local(
 fn run_map_attempts(
     new_job: &NewJob<'_>,
     spec: &JobSpec,
-    path: &str,
+    split: &crate::split::Split,
     input: &[u8],
     mut cfg: MapConfig,
     out: &Path,
@@ -160,9 +160,10 @@ fn run_map_attempts(
             }
         };
         if skip_mode.panicked(offset, skipped.len(), spec.max_bad_records) {
+            let (path, at) = split.locate(offset);
             skipped.push(output::SkippedRecord {
                 path: path.to_string(),
-                offset,
+                offset: at,
                 message,
             });
             cfg.skip = skip_mode.skipped().to_vec();
@@ -309,7 +310,7 @@ fn run_map(
             crate::input::InputData {
                 offset: 0,
                 data: storage.read_all(&planned.split.path)?,
-                compressed_bytes: None,
+                ..Default::default()
             }
         } else {
             read_input(storage, &planned.split, planned.file_len, format)?
@@ -322,13 +323,14 @@ fn run_map(
         base_offset: read.offset,
         skip: Vec::new(),
         input: planned.split.path.clone(),
+        group: read.group,
         format,
         piece: planned.split.end < planned.file_len,
         listed: Default::default(),
         state: planned.state,
     };
-    let path = &planned.split.path;
-    let mut c = run_map_attempts(new_job, spec, path, &read.data, cfg, out, skipped, listed)
+    let split = &planned.split;
+    let mut c = run_map_attempts(new_job, spec, split, &read.data, cfg, out, skipped, listed)
         .map_err(|source| LocalError::Task { task, source })?;
     if let Some(n) = read.compressed_bytes {
         c.add("map_input_compressed_bytes", n);

@@ -4,7 +4,7 @@ use dfs_client::{DfsError, FileStatus, Storage};
 use protocol::JobSpec;
 
 use crate::coverage::{self, Base, BaseError, Change, CoveredFile};
-use crate::split::Split;
+use crate::split::{GroupFile, Split};
 
 /// One planned map task: its split, the file's length, and the storage hosts holding it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,6 +108,7 @@ fn plan_with(
     let mut plan = Plan::default();
     let mut seen = std::collections::HashSet::new();
     for input in &spec.inputs {
+        let mut loose = Vec::new();
         for file in storage.list(input)? {
             seen.insert(file.path.clone());
             let start = match base {
@@ -121,7 +122,9 @@ fn plan_with(
                 continue;
             }
             plan.coverage.push(coverage::cover(storage, &file, format)?);
-            if start < file.len {
+            if start == 0 && is_loose(&file.path, format) {
+                loose.push(Loose::new(storage, input, file)?);
+            } else if start < file.len {
                 file_splits(
                     storage,
                     &file,
@@ -132,6 +135,7 @@ fn plan_with(
                 )?;
             }
         }
+        group_loose(loose, spec.split_size, &mut plan.splits);
     }
     if let Some(b) = base {
         let mut covered: Vec<_> = b.coverage.keys().collect();
@@ -149,11 +153,7 @@ fn plan_with(
                 .map(|p| p.hosts.clone())
                 .unwrap_or_default();
             plan.splits.push(PlannedSplit {
-                split: Split {
-                    path: st.path.clone(),
-                    start: 0,
-                    end: st.len,
-                },
+                split: Split::range(st.path.clone(), 0, st.len),
                 file_len: st.len,
                 hosts,
                 state: true,
@@ -193,11 +193,173 @@ pub fn plan_inputs(
 ) -> Result<Vec<PlannedSplit>, DfsError> {
     let mut out = Vec::new();
     for input in inputs {
+        let mut loose = Vec::new();
         for file in storage.list(input)? {
-            file_splits(storage, &file, 0, split_size, format, &mut out)?;
+            if is_loose(&file.path, format) {
+                if file.len > 0 {
+                    loose.push(Loose::new(storage, input, file)?);
+                }
+            } else {
+                file_splits(storage, &file, 0, split_size, format, &mut out)?;
+            }
         }
+        group_loose(loose, split_size, &mut out);
     }
     Ok(out)
+}
+
+/// Whether a job reading `format` reads `path` as a loose file: one record, the whole file,
+/// grouped with others into splits ([`group_loose`]). Every file of a whole-file job is; so is
+/// a file of a tar job whose name does not end in `.tar` (or `.tar.gz`, `.tar.zst`): loose
+/// photos beside, or instead of, tar shards.
+pub fn is_loose(path: &str, format: crate::InputFormat) -> bool {
+    match format {
+        crate::InputFormat::WholeFiles => true,
+        crate::InputFormat::Tar => !is_tar_name(path),
+        _ => false,
+    }
+}
+
+/// Whether `path` is named as a tar shard: `.tar`, possibly compressed (`.tar.gz`,
+/// `.tar.zst`), in any case.
+pub fn is_tar_name(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = match crate::input::Codec::of(name) {
+        Some(_) => name.rsplit_once('.').map_or(name, |(stem, _)| stem),
+        None => name,
+    };
+    name.len() > 4 && name[name.len() - 4..].eq_ignore_ascii_case(".tar")
+}
+
+/// `path`'s record name under `input` (the file, directory or glob that listed it): its
+/// path below the input directory, or below the directory of a file or glob given as input.
+pub fn name_under(input: &str, path: &str) -> String {
+    let below = |dir: &str| {
+        path.strip_prefix(dir)
+            .and_then(|r| r.strip_prefix('/'))
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+    };
+    let input = input.trim_end_matches('/');
+    let parent = input.rsplit_once('/').map_or("", |(p, _)| p);
+    below(input)
+        .or_else(|| below(parent))
+        .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_string())
+}
+
+/// A loose file waiting to be grouped.
+struct Loose {
+    file: GroupFile,
+    /// The storage hosts of its first byte.
+    hosts: Vec<String>,
+}
+
+impl Loose {
+    fn new(storage: &Storage, input: &str, file: FileStatus) -> Result<Self, DfsError> {
+        let mut pieces = storage.locations(&file.path)?;
+        pieces.sort_by_key(|p| p.offset);
+        let mut hosts = pieces
+            .into_iter()
+            .next()
+            .map(|p| p.hosts)
+            .unwrap_or_default();
+        hosts.sort();
+        Ok(Loose {
+            file: GroupFile {
+                name: name_under(input, &file.path),
+                path: file.path,
+                len: file.len,
+            },
+            hosts,
+        })
+    }
+
+    fn compressed(&self) -> bool {
+        crate::input::Codec::of(&self.file.path).is_some()
+    }
+
+    /// The sample it belongs to: its directory and its name up to the first dot (a photo and
+    /// its `.json` sidecar are one sample, as in [`crate::records::tar_cuts`]).
+    fn sample(&self) -> &str {
+        let name = &self.file.name;
+        let base = name.rfind('/').map_or(0, |i| i + 1);
+        name[base..]
+            .find('.')
+            .map_or(name.as_str(), |dot| &name[..base + dot])
+    }
+}
+
+/// Groups loose files (in listing order) into splits of at most `split_size` bytes each, the
+/// way Hadoop's `CombineFileInputFormat` does: files on the same storage hosts go together,
+/// and each group is placed beside them. A sample (files sharing a directory and a name up to
+/// the first dot: a photo and its sidecar) is never split across groups; a sample larger than
+/// `split_size` is a group of its own, as is a compressed file.
+///
+/// Where a group ends depends on the files' names, not only on sizes: once a group holds half
+/// of `split_size`, it ends before a sample whose name hashes to a boundary (with a chance of
+/// the sample's size over a quarter of a split, so about a quarter split apart). So files added to the input (or removed) change
+/// only the groups they fall in, and the groups after them keep their first file, which is
+/// what names a group's file in the photos job's result store.
+fn group_loose(loose: Vec<Loose>, split_size: u64, out: &mut Vec<PlannedSplit>) {
+    let split_size = split_size.max(1);
+    let mut samples: Vec<Vec<Loose>> = Vec::new();
+    for f in loose {
+        match samples.last_mut() {
+            Some(last)
+                if !f.compressed() && !last[0].compressed() && last[0].sample() == f.sample() =>
+            {
+                last.push(f)
+            }
+            _ => samples.push(vec![f]),
+        }
+    }
+    // By hosts, in order of first appearance.
+    let mut buckets: Vec<(Vec<String>, Vec<Vec<Loose>>)> = Vec::new();
+    for sample in samples {
+        let hosts = &sample[0].hosts;
+        match buckets.iter_mut().find(|(h, _)| h == hosts) {
+            Some((_, b)) => b.push(sample),
+            None => buckets.push((hosts.clone(), vec![sample])),
+        }
+    }
+    for (hosts, samples) in buckets {
+        let mut group: Vec<GroupFile> = Vec::new();
+        let mut size = 0u64;
+        let flush = |group: &mut Vec<GroupFile>, out: &mut Vec<PlannedSplit>| {
+            if !group.is_empty() {
+                let split = Split::group(std::mem::take(group));
+                out.push(PlannedSplit {
+                    file_len: split.end,
+                    split,
+                    hosts: hosts.clone(),
+                    state: false,
+                });
+            }
+        };
+        for sample in samples {
+            let len: u64 = sample.iter().map(|f| f.file.len).sum();
+            // A compressed file is read whole and decoded: alone, so that offsets in its
+            // group are its decoded bytes'.
+            let alone = sample[0].compressed();
+            // A sample ends a half-full group with a chance of its share of a quarter split,
+            // told by its name's hash: about a quarter split between boundaries, whatever
+            // the files' sizes, and the same boundaries however many files are added.
+            let hash = u128::from(crc32fast::hash(sample[0].file.name.as_bytes()));
+            let boundary =
+                size >= split_size / 2 && hash * u128::from(split_size / 4) < u128::from(len) << 32;
+            if alone || size + len > split_size || boundary {
+                flush(&mut group, out);
+                size = 0;
+            }
+            group.extend(sample.into_iter().map(|f| f.file));
+            size += len;
+            if alone {
+                flush(&mut group, out);
+                size = 0;
+            }
+        }
+        flush(&mut group, out);
+    }
 }
 
 /// Adds the splits of `file` from byte `from` on (0, or where an earlier output's coverage
@@ -234,11 +396,7 @@ fn file_splits(
         }];
     }
     let range = |start: u64, end: u64, hosts: Vec<String>| PlannedSplit {
-        split: Split {
-            path: file.path.clone(),
-            start,
-            end,
-        },
+        split: Split::range(file.path.clone(), start, end),
         file_len: file.len,
         hosts,
         state: false,
@@ -315,5 +473,153 @@ mod tests {
             ]
         );
         assert!(plan.iter().all(|p| p.hosts == [dfs_client::local_host()]));
+    }
+
+    fn loose(name: &str, len: u64, host: &str) -> Loose {
+        Loose {
+            file: GroupFile {
+                path: format!("in/{name}"),
+                len,
+                name: name.to_string(),
+            },
+            hosts: vec![host.to_string()],
+        }
+    }
+
+    fn groups(files: Vec<Loose>, split_size: u64) -> Vec<PlannedSplit> {
+        let mut out = Vec::new();
+        group_loose(files, split_size, &mut out);
+        out
+    }
+
+    fn names(g: &PlannedSplit) -> Vec<&str> {
+        g.split.files.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    #[test]
+    fn loose_files_are_grouped_up_to_the_split_size_keeping_samples_and_hosts_together() {
+        let files = vec![
+            loose("a.jpg", 30, "h1"),
+            loose("a.json", 5, "h1"),
+            loose("b.jpg", 30, "h2"),
+            loose("c.jpg", 30, "h1"),
+            loose("c.json", 5, "h2"),
+            loose("d.jpg", 100, "h1"),
+            loose("e.jpg.gz", 10, "h1"),
+            loose("f.jpg", 10, "h1"),
+        ];
+        let g = groups(files, 80);
+        let all: Vec<Vec<&str>> = g.iter().map(names).collect();
+        // h1's files first (in listing order), c.json with its photo though stored on h2;
+        // d.jpg alone as larger than a split; the compressed file alone.
+        assert_eq!(
+            all,
+            [
+                vec!["a.jpg", "a.json", "c.jpg", "c.json"],
+                vec!["d.jpg"],
+                vec!["e.jpg.gz"],
+                vec!["f.jpg"],
+                vec!["b.jpg"],
+            ]
+        );
+        for p in &g {
+            assert_eq!(
+                p.split.end,
+                p.split.files.iter().map(|f| f.len).sum::<u64>()
+            );
+            assert_eq!((p.split.start, p.file_len), (0, p.split.end));
+            assert_eq!(p.split.path, p.split.files[0].path);
+        }
+        assert_eq!(g[0].hosts, ["h1"]);
+        assert_eq!(g[4].hosts, ["h2"]);
+        let (path, at) = g[0].split.locate(36);
+        assert_eq!((path, at), ("in/c.jpg", 1));
+        assert_eq!(g[0].split.locate(0), ("in/a.jpg", 0));
+    }
+
+    #[test]
+    fn files_added_anywhere_change_only_the_groups_they_fall_in() {
+        let sizes = |i: u64| 1_000 + (i * 7_919) % 9_000;
+        let before: Vec<(String, u64)> = (0..400)
+            .map(|i| (format!("p{i:04}.jpg"), sizes(i)))
+            .collect();
+        let mut after = before.clone();
+        for (i, at) in [(0, 17), (1, 150), (2, 151), (3, 300)] {
+            after.push((format!("p{at:04}-new{i}.jpg"), 5_000));
+        }
+        after.sort();
+        let plan = |files: &[(String, u64)]| {
+            groups(
+                files.iter().map(|(n, l)| loose(n, *l, "h")).collect(),
+                64 * 1024,
+            )
+        };
+        let (a, b) = (plan(&before), plan(&after));
+        let firsts = |g: &[PlannedSplit]| -> std::collections::HashSet<String> {
+            g.iter().map(|p| p.split.files[0].name.clone()).collect()
+        };
+        let kept = firsts(&a).intersection(&firsts(&b)).count();
+        assert!(a.len() > 20, "{} groups", a.len());
+        assert!(a.iter().all(|p| p.split.end <= 64 * 1024));
+        // Each addition moves the starts of a few groups at most (cut by size alone, every
+        // group after the first addition would start elsewhere).
+        assert!(
+            kept + 12 >= a.len(),
+            "{kept} of {} groups kept their first file",
+            a.len()
+        );
+        let every: Vec<String> = b
+            .iter()
+            .flat_map(|p| names(p).into_iter().map(str::to_string))
+            .collect();
+        assert_eq!(
+            every,
+            after.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn record_names_are_paths_under_the_input_and_shards_are_told_by_name() {
+        assert_eq!(name_under("/p", "/p/2024/cat.jpg"), "2024/cat.jpg");
+        assert_eq!(name_under("/p/", "/p/cat.jpg"), "cat.jpg");
+        assert_eq!(name_under("/p/cat.jpg", "/p/cat.jpg"), "cat.jpg");
+        assert_eq!(
+            name_under("/p/2024-*", "/p/2024-01/cat.jpg"),
+            "2024-01/cat.jpg"
+        );
+        assert_eq!(
+            name_under("seaweedfs://f:8888/p", "seaweedfs://f:8888/p/a/b.png"),
+            "a/b.png"
+        );
+        for shard in ["s.tar", "S.TAR", "s.tar.gz", "s.tar.zst"] {
+            assert!(is_tar_name(shard) && !is_loose(shard, crate::InputFormat::Tar));
+        }
+        for loose in ["cat.jpg", "tar", ".tar", "s.tgz", "x.gz"] {
+            assert!(
+                !is_tar_name(loose) && is_loose(loose, crate::InputFormat::Tar),
+                "{loose}"
+            );
+        }
+        assert!(is_loose("s.tar", crate::InputFormat::WholeFiles));
+        assert!(!is_loose("cat.jpg", crate::InputFormat::Lines));
+    }
+
+    #[test]
+    fn a_whole_file_job_reads_a_directory_as_groups_named_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        for (n, len) in [("a", 10), ("b", 0), ("sub/c", 30), ("sub/d", 10)] {
+            std::fs::write(dir.path().join(n), vec![b'x'; len]).unwrap();
+        }
+        let d = dir.path().display().to_string();
+        let plan = plan_inputs(
+            &Storage::default(),
+            &[d],
+            40,
+            crate::InputFormat::WholeFiles,
+        )
+        .unwrap();
+        let all: Vec<Vec<&str>> = plan.iter().map(names).collect();
+        assert_eq!(all, [vec!["a", "sub/c"], vec!["sub/d"]]);
     }
 }

@@ -14,6 +14,14 @@ pub enum Records<'a> {
     Whole(Option<&'a [u8]>),
     /// Tar members.
     Tar(TarMembers<'a>),
+    /// The files of a group split, each whole, named by their record names.
+    Group(GroupFiles<'a>),
+}
+
+/// The files of a group split ([`crate::split::Split::files`]), each one record.
+pub struct GroupFiles<'a> {
+    data: &'a [u8],
+    members: std::slice::Iter<'a, crate::split::GroupMember>,
 }
 
 impl<'a> Records<'a> {
@@ -40,6 +48,15 @@ impl<'a> Records<'a> {
         }
     }
 
+    /// The files of a group split, whatever the job's format: `data` holds them end to end,
+    /// as [`crate::input::read_group`] read them.
+    pub fn group(members: &'a [crate::split::GroupMember], data: &'a [u8]) -> Self {
+        Records::Group(GroupFiles {
+            data,
+            members: members.iter(),
+        })
+    }
+
     /// For tar input: why reading stopped early (a corrupt or truncated header), if it did,
     /// and the offset in the split's data from which nothing was read.
     pub fn error(&self) -> Option<(&str, usize)> {
@@ -60,7 +77,18 @@ impl<'a> Iterator for Records<'a> {
             Records::RawLines(l) => l.next().map(|line| (&[][..], line)),
             Records::Whole(w) => w.take().map(|d| (&[][..], d)),
             Records::Tar(t) => t.next(),
+            Records::Group(g) => g.next(),
         }
+    }
+}
+
+impl<'a> Iterator for GroupFiles<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let m = self.members.next()?;
+        let end = (self.members.as_slice().first()).map_or(self.data.len(), |n| n.start as usize);
+        Some((m.name.as_bytes(), &self.data[m.start as usize..end]))
     }
 }
 

@@ -430,6 +430,8 @@ pub struct MapContext<'a, J: Job> {
     pub(crate) offset: u64,
     pub(crate) record_name: &'a [u8],
     pub(crate) listed: &'a mut Vec<crate::output::SkippedRecord>,
+    /// The files of a group split, where they start in its data.
+    pub(crate) group: &'a [crate::split::GroupMember],
 }
 
 impl<J: Job> MapContext<'_, J> {
@@ -439,15 +441,26 @@ impl<J: Job> MapContext<'_, J> {
         self.input
     }
 
-    /// The byte offset of the record being mapped in its input file.
+    /// The byte offset of the record being mapped in its input file. For loose files read
+    /// many to a task (whole files, [`crate::split::Split::files`]), where the file starts
+    /// in the task's files laid end to end: unique within the task, as offsets are.
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
     /// The name of the record being mapped: a tar member's path for
-    /// [`crate::InputFormat::Tar`], the file's path for whole files, empty for lines.
+    /// [`crate::InputFormat::Tar`]; for a whole file (and a loose file given to a tar job),
+    /// its path under the input it was listed from (`2024/cat.jpg` for `photos/2024/cat.jpg`
+    /// of input `photos`); empty for lines.
     pub fn record_name(&self) -> &[u8] {
         self.record_name
+    }
+
+    /// Whether the record being mapped is a whole file read as one of a group of loose files
+    /// ([`crate::split::Split::files`]): every record of [`crate::InputFormat::WholeFiles`],
+    /// and a file of a tar job not named `*.tar`.
+    pub fn whole_file(&self) -> bool {
+        !self.group.is_empty()
     }
 
     /// Emits one key/value pair.
@@ -475,8 +488,13 @@ impl<J: Job> MapContext<'_, J> {
     /// job leaves out on purpose, such as a corrupt photo, so that it is accounted for. Count
     /// it too, with [`Self::count`]. Only the winning attempt's list is kept.
     pub fn list_skipped(&mut self, offset: u64, reason: &str) {
+        // In a group of files, the record is listed as its own file's, at its own offset.
+        let (path, offset) = match self.group.iter().rev().find(|m| m.start <= offset) {
+            Some(m) => (m.path.as_str(), offset - m.start),
+            None => (self.input, offset),
+        };
         self.listed.push(crate::output::SkippedRecord {
-            path: self.input.to_string(),
+            path: path.to_string(),
             offset,
             message: reason.to_string(),
         });

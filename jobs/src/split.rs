@@ -10,15 +10,80 @@
 use bytes::Bytes;
 use dfs_client::{DfsError, Storage};
 
-/// A byte range of one input file.
+/// A byte range of one input file, or a group of whole files.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Split {
-    /// The file.
+    /// The file (for a group, its first file).
     pub path: String,
     /// First byte of the range.
     pub start: u64,
     /// One past the last byte of the range.
     pub end: u64,
+    /// A group of whole files (loose files, many to a split, as Hadoop's
+    /// `CombineFileInputFormat` makes them), each one record; empty for a byte range. The
+    /// group is read as its files laid end to end, so `[start, end)` is `[0, total length)`
+    /// and a record's offset is where its file starts in that run ([`Split::locate`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<GroupFile>,
+}
+
+/// One file of a group split.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupFile {
+    /// The file.
+    pub path: String,
+    /// Its length when the job was planned.
+    pub len: u64,
+    /// Its name as a record: its path under the input it was listed from (`2024/cat.jpg`
+    /// for a file `photos/2024/cat.jpg` of input `photos`).
+    pub name: String,
+}
+
+/// One file of a group split as read ([`crate::input::read_group`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The file.
+    pub path: String,
+    /// Its record name ([`GroupFile::name`]).
+    pub name: String,
+    /// Where its bytes start in the group's data.
+    pub start: u64,
+}
+
+impl Split {
+    /// A byte range of `path`.
+    pub fn range(path: impl Into<String>, start: u64, end: u64) -> Self {
+        Split {
+            path: path.into(),
+            start,
+            end,
+            files: Vec::new(),
+        }
+    }
+
+    /// A group of whole files. `files` must not be empty.
+    pub fn group(files: Vec<GroupFile>) -> Self {
+        Split {
+            path: files[0].path.clone(),
+            start: 0,
+            end: files.iter().map(|f| f.len).sum(),
+            files,
+        }
+    }
+
+    /// Where a record at `offset` of this split's data lies: its file and its offset in that
+    /// file. For a byte range, the split's file and `offset` itself; for a group, the file
+    /// whose bytes hold `offset` (each file is one record, so usually offset 0 in it).
+    pub fn locate(&self, offset: u64) -> (&str, u64) {
+        let mut start = 0;
+        for (i, f) in self.files.iter().enumerate() {
+            if offset < start + f.len || i + 1 == self.files.len() {
+                return (&f.path, offset.saturating_sub(start));
+            }
+            start += f.len;
+        }
+        (&self.path, offset)
+    }
 }
 
 const PROBE: u64 = 64 * 1024;
@@ -125,11 +190,7 @@ mod tests {
         let mut out = Vec::new();
         let mut start = 0;
         while start < len.max(1) {
-            let split = Split {
-                path: path.clone(),
-                start,
-                end: (start + split_size).min(len),
-            };
+            let split = Split::range(path.clone(), start, (start + split_size).min(len));
             let (offset, data) = read_split(&storage, &split, len).unwrap();
             assert!(
                 offset >= start
@@ -188,11 +249,7 @@ mod tests {
         let path = dir.path().join("in").display().to_string();
         std::fs::write(&path, b"0123456789\nab").unwrap();
         let storage = Storage::default();
-        let split = Split {
-            path,
-            start: 3,
-            end: 6,
-        };
+        let split = Split::range(path, 3, 6);
         assert!(read_split(&storage, &split, 13).unwrap().1.is_empty());
     }
 

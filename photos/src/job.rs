@@ -345,6 +345,13 @@ impl Photos {
     }
 }
 
+/// Whether a file's bytes look like a tar archive (a ustar header) or a gzip or zstd stream.
+fn looks_like_shard(data: &[u8]) -> bool {
+    data.get(257..262) == Some(b"ustar")
+        || data.starts_with(&[0x1f, 0x8b])
+        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+}
+
 /// Splits a tar member name into the photo's key and the member's extension at the last dot of
 /// its file name: `dir/holiday.2019.jpg` is key `dir/holiday.2019`, extension `jpg`, and
 /// `.hidden.jpg` is key `.hidden`. `quern photos pack` names members by the same rule, so every
@@ -567,6 +574,20 @@ impl Job for Photos {
                 }
                 Err(_) => ctx.count("invalid_metadata", 1),
             },
+            _ if ctx.whole_file() => {
+                // A loose file that is not a photo: listed, as every input file is accounted
+                // for (tar shards commonly carry other members, which are only counted).
+                let hint = if looks_like_shard(record) {
+                    "; it looks like a tar shard: name shards *.tar"
+                } else {
+                    ""
+                };
+                ctx.count("ignored_files", 1);
+                ctx.list_skipped(
+                    ctx.offset(),
+                    &format!("{name}: not a photo (.jpg, .jpeg, .png) or a .json sidecar{hint}"),
+                );
+            }
             _ => ctx.count("ignored_members", 1),
         }
     }
@@ -623,6 +644,7 @@ impl Job for Photos {
             "invalid_images",
             "invalid_metadata",
             "ignored_members",
+            "ignored_files",
             "reused_photos",
             "computed_photos",
         ] {

@@ -40,11 +40,13 @@ pub enum InputFormat {
     /// last line without one has none): for jobs that write their input records back
     /// unchanged, such as `sort`.
     RawLines,
-    /// One record per file, the whole file; its name is the file's path. Each file is one
-    /// split.
+    /// One record per file, the whole file; its name is the file's path under the input.
+    /// Files are grouped many to a split, up to the split size, by storage host.
     WholeFiles,
     /// One record per regular member of a tar file (a WebDataset-style shard); its name is
-    /// the member's path. Each file is one split.
+    /// the member's path. A shard larger than the split size is read in pieces cut at member
+    /// boundaries. A file whose name does not end in `.tar` (`.tar.gz`, `.tar.zst`) is a loose
+    /// file, read as by [`InputFormat::WholeFiles`].
     Tar,
 }
 

@@ -215,12 +215,12 @@ fn run_map(
         jobs::input::InputData {
             offset: 0,
             data: storage.read_all(&split.path)?,
-            compressed_bytes: None,
+            ..Default::default()
         }
     } else {
         read_input(storage, split, file_len, job.input_format())?
     };
-    let (offset, input) = (read.offset, read.data);
+    let (offset, input, group) = (read.offset, read.data, read.group);
     let out = Path::new(&task.output);
     let dir = out.parent().expect("map output has a directory");
     std::fs::create_dir_all(dir).map_err(|e| TaskError::Io {
@@ -235,6 +235,7 @@ fn run_map(
         base_offset: offset,
         skip: skip.to_vec(),
         input: split.path.clone(),
+        group,
         format: job.input_format(),
         piece: split.end < file_len,
         listed: Default::default(),

@@ -193,6 +193,15 @@ pub fn from_assignment(
                     path: s.path,
                     start: s.start,
                     end: s.end,
+                    files: s
+                        .files
+                        .into_iter()
+                        .map(|f| jobs::split::GroupFile {
+                            path: f.path,
+                            len: f.len,
+                            name: f.name,
+                        })
+                        .collect(),
                 },
                 file_len: s.file_len,
                 skip: a.skip_offsets,

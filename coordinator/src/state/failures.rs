@@ -63,9 +63,11 @@ impl State {
                     let limit = job.spec.max_bad_records;
                     if map.skip.panicked(offset, job.skipped.len(), limit) {
                         tracing::warn!(job = %a.job, map = a.index, offset, "skipping a record the map panicked on twice");
+                        // In a group of files: the file, at its own offset.
+                        let (path, at) = job.splits[a.index as usize].split.locate(offset);
                         job.skipped.push(SkippedRecord {
-                            path: job.splits[a.index as usize].split.path.clone(),
-                            offset,
+                            path: path.to_string(),
+                            offset: at,
                             message: error.to_string(),
                         });
                     }

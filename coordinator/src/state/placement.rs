@@ -218,6 +218,16 @@ impl State {
                 end: s.split.end,
                 file_len: s.file_len,
                 state: s.state,
+                files: s
+                    .split
+                    .files
+                    .iter()
+                    .map(|f| pb::GroupFile {
+                        path: f.path.clone(),
+                        len: f.len,
+                        name: f.name.clone(),
+                    })
+                    .collect(),
             }
         });
         pb::TaskAssignment {

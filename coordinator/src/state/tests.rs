@@ -6,11 +6,7 @@ fn spec(maps: usize, reducers: u32) -> (JobSpec, Vec<PlannedSplit>) {
     s.max_attempts = 2;
     let splits = (0..maps)
         .map(|i| PlannedSplit {
-            split: jobs::split::Split {
-                path: "in".into(),
-                start: i as u64 * 10,
-                end: i as u64 * 10 + 10,
-            },
+            split: jobs::split::Split::range("in", i as u64 * 10, i as u64 * 10 + 10),
             file_len: maps as u64 * 10,
             hosts: vec![if i % 2 == 0 { "a".into() } else { "b".into() }],
             state: false,

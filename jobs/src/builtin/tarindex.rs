@@ -1,6 +1,7 @@
 //! `tar-index`: the inventory of WebDataset-style tar shards: one line per member,
 //! `shard<TAB>member<TAB>bytes<TAB>crc32` (CRC32 in hex), by shard then member. Corrupt or
-//! truncated shards are counted in `corrupt_inputs`; their readable members are listed.
+//! truncated shards are counted in `corrupt_inputs`; their readable members are listed. A
+//! loose file (not named `*.tar`) is one line: its path, then its name under the input.
 
 use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
 use crate::sdk::{Job, MapContext, ReduceContext, Values};

@@ -35,6 +35,9 @@ pub struct MapConfig {
     pub skip: Vec<u64>,
     /// The input file the split belongs to (see [`MapContext::input`]).
     pub input: String,
+    /// A group split's files, where they start in its data: each is one record, whatever
+    /// the format ([`crate::records::Records::group`]).
+    pub group: Vec<crate::split::GroupMember>,
     /// How the split is cut into records.
     pub format: crate::InputFormat,
     /// The split ends before its file does: for tar, a piece of a shard, whose data ends at a
@@ -286,9 +289,12 @@ pub fn run_map<J: Job>(
             offset: 0,
             record_name: &[],
             listed: &mut listed,
+            group: &cfg.group,
         };
         let mut skip = cfg.skip.iter().copied().peekable();
-        let mut input_records = if cfg.piece {
+        let mut input_records = if !cfg.group.is_empty() {
+            crate::records::Records::group(&cfg.group, input)
+        } else if cfg.piece {
             crate::records::Records::piece(cfg.format, input)
         } else {
             crate::records::Records::new(cfg.format, input)
@@ -304,10 +310,20 @@ pub fn run_map<J: Job>(
             // Read back by the caller if `map` panics: which record did it.
             current.set(offset);
             ctx.offset = offset;
-            ctx.record_name = match cfg.format {
-                crate::InputFormat::WholeFiles => cfg.input.as_bytes(),
-                _ => name,
+            // A whole file planned before files were grouped is named by its path.
+            ctx.record_name = if name.is_empty() && cfg.format == crate::InputFormat::WholeFiles {
+                cfg.input.as_bytes()
+            } else {
+                name
             };
+            if !cfg.group.is_empty() {
+                let at = offset - cfg.base_offset;
+                let i = cfg
+                    .group
+                    .partition_point(|m| m.start <= at)
+                    .saturating_sub(1);
+                ctx.input = &cfg.group[i].path;
+            }
             job.map(line, &mut ctx);
             records += 1;
             if ctx.buffer.error.is_some() {
@@ -318,10 +334,10 @@ pub fn run_map<J: Job>(
             .error()
             .filter(|_| records == 0 && cfg.base_offset == 0)
         {
-            // Not a tar file at all (a loose photo, a text file): nothing of it could be read,
+            // Named as a shard but not a tar file at all: nothing of it could be read,
             // and no retry changes that.
             return Err(TaskError::Input(format!(
-                "{} is not a tar file ({e}); pack loose photos into shards with `quern photos pack`, or give the job tar shards only",
+                "{} is named as a tar shard but is not a tar file ({e}); loose files are read as they are when their names do not end in .tar",
                 cfg.input
             )));
         }
@@ -430,6 +446,7 @@ mod tests {
         let cfg = MapConfig {
             state: false,
             input: String::new(),
+            group: Vec::new(),
             format: crate::InputFormat::Lines,
             piece: false,
             listed: Default::default(),
@@ -483,6 +500,7 @@ mod tests {
         let cfg = MapConfig {
             state: false,
             input: String::new(),
+            group: Vec::new(),
             format: crate::InputFormat::Lines,
             piece: false,
             listed: Default::default(),
@@ -546,6 +564,7 @@ mod tests {
         let cfg = MapConfig {
             state: false,
             input: String::new(),
+            group: Vec::new(),
             format: crate::InputFormat::Lines,
             piece: false,
             listed: Default::default(),

@@ -76,7 +76,8 @@ impl From<crate::input::InputError> for TaskError {
     fn from(e: crate::input::InputError) -> Self {
         match e {
             crate::input::InputError::Storage(e) => TaskError::Storage(e),
-            e @ crate::input::InputError::Corrupt { .. } => TaskError::Input(e.to_string()),
+            e @ (crate::input::InputError::Corrupt { .. }
+            | crate::input::InputError::Changed { .. }) => TaskError::Input(e.to_string()),
         }
     }
 }
