@@ -550,6 +550,34 @@ fn loose_photos_are_read_where_they_lie_many_to_a_task_as_packed_shards_would_be
         );
     }
 
+    // Parquet output, embeddings included: the cluster's part files are run --local's, byte
+    // for byte (their content against the lines: photos/src/parquet.rs).
+    let parquet = |out: &Path| {
+        let mut a = args(&src, out, false);
+        a.extend([
+            "--param".into(),
+            "output=parquet".into(),
+            "--param".into(),
+            "embeddings=true".into(),
+        ]);
+        a
+    };
+    let (pq, pq_local) = (tmp.path().join("parquet"), tmp.path().join("parquet-local"));
+    let summary = ok(cluster.job().arg("submit").args(parquet(&pq)));
+    ok(quern().args(["run", "--local"]).args(parquet(&pq_local)));
+    assert_eq!(
+        read_output(&pq),
+        read_output(&pq_local),
+        "Parquet outputs differ"
+    );
+    assert_eq!(counters(&summary)["photos"], 12, "{summary}");
+    for (name, data) in parts(&pq) {
+        assert!(
+            data.starts_with(b"PAR1") && data.ends_with(b"PAR1"),
+            "{name} is not Parquet"
+        );
+    }
+
     // New photos arrive: with the result store only they go through the model, and the
     // output is a full run's. (Other bytes than any photo's: a copy would be reused.)
     for (from, to) in [

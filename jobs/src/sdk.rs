@@ -194,6 +194,14 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// Reduces one key and all its values to output.
     fn reduce(&self, key: Self::Key, values: Values<'_, Self::Value>, out: &mut ReduceContext<'_>);
 
+    /// How each reduce's part file is written: `None` (the default) writes the lines `reduce`
+    /// writes, as they are; a [`PartWriter`] gets those lines instead, in order, and writes
+    /// the part file from them at the end (a columnar format such as Parquet, for example).
+    /// Called once per reduce task.
+    fn part_writer(&self) -> Option<Box<dyn PartWriter>> {
+        None
+    }
+
     /// Whether this job's map tasks want a GPU. Where some worker has GPUs, the scheduler runs
     /// them only in GPU slots (one per GPU); on a cluster without GPUs they run like any task.
     fn wants_gpu(&self) -> bool {
@@ -318,6 +326,23 @@ impl<'a> TaskSetup<'a> {
 /// What a job's hook returns when it cannot go on: any error, its causes kept (they are shown
 /// with the attempt's failure). A `String` or `&str` converts with `.into()` or `?`.
 pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Writes a reduce's part file in a format of the job's own from the lines its `reduce`
+/// wrote ([`Job::part_writer`]), to `out` as it goes (so a part need not be held whole).
+pub trait PartWriter {
+    /// Takes one output line, without its line break.
+    ///
+    /// # Errors
+    /// A line it cannot encode, or an error writing to `out`: the attempt fails, and the job
+    /// with it (the same lines would fail again).
+    fn line(&mut self, line: &[u8], out: &mut dyn std::io::Write) -> Result<(), HookError>;
+
+    /// Writes the rest of the part file to `out`, after the last line.
+    ///
+    /// # Errors
+    /// As [`PartWriter::line`].
+    fn finish(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), HookError>;
+}
 
 /// Why [`TaskSetup`] could not read what a job asked for.
 #[derive(Debug, thiserror::Error)]

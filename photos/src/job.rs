@@ -48,6 +48,7 @@ const PARAMS: &[&str] = &[
     "max-side",
     "max-decoded-mib",
     "results",
+    "output",
 ];
 /// Photos per model call by default on a GPU.
 pub const GPU_BATCH: usize = 32;
@@ -105,6 +106,8 @@ pub struct Config {
     /// The result store's directory (a local path or storage URL): earlier results are
     /// reused from it and this run's are kept there.
     pub results: Option<String>,
+    /// Part files in Parquet (one row per photo, no label index) instead of JSON lines.
+    pub parquet: bool,
 }
 
 impl Config {
@@ -156,6 +159,11 @@ impl Config {
                 .filter(|s| (0.0..=1.0).contains(s))
                 .ok_or_else(|| bad("index-min-score", "expected a number from 0 to 1"))?,
         };
+        let parquet = match p.get("output").map(String::as_str) {
+            None | Some("lines") => false,
+            Some("parquet") => true,
+            Some(_) => return Err(bad("output", "expected lines or parquet")),
+        };
         Ok(Config {
             model,
             labels: p.get("labels").cloned(),
@@ -172,6 +180,7 @@ impl Config {
                 max_alloc: int_param("photos", p, "max-decoded-mib", 1024, 1, 65_536)? << 20,
             },
             results: p.get("results").filter(|r| !r.is_empty()).cloned(),
+            parquet,
         })
     }
 }
@@ -453,6 +462,10 @@ impl Photos {
             meta,
         };
         self.emit_line(ctx, key, &line);
+        if self.cfg.parquet {
+            // No label index in Parquet: a query over the rows makes it.
+            return;
+        }
         let mut index_key = Vec::new();
         for (rank, &(c, s)) in top.iter().enumerate() {
             if rank == 0 || s >= self.cfg.index_min_score {
@@ -667,6 +680,16 @@ impl Job for Photos {
             "map task inferred"
         );
         Ok(())
+    }
+
+    fn part_writer(&self) -> Option<Box<dyn jobs::sdk::PartWriter>> {
+        if !self.cfg.parquet {
+            return None;
+        }
+        // Starting a writer only sets up its schema; it cannot fail on good settings.
+        let part = crate::parquet::ParquetPart::new(self.cfg.embeddings)
+            .expect("the Parquet writer starts");
+        Some(Box::new(part))
     }
 
     fn reduce(&self, key: Vec<u8>, values: Values<'_, Val>, out: &mut ReduceContext<'_>) {

@@ -7,11 +7,13 @@
 //! - [`job`]: the `photos` job: a pipelined decode-and-infer map, a label-index reduce;
 //! - [`pipeline`]: the map side's decode threads and model thread;
 //! - [`pack`]: a directory of photos into tar shards (`quern photos pack`);
-//! - [`results`]: the result store, which lets a re-run reuse what did not change.
+//! - [`results`]: the result store, which lets a re-run reuse what did not change;
+//! - [`parquet`]: the Parquet output (`--param output=parquet`).
 
 pub mod job;
 pub mod model;
 pub mod pack;
+pub mod parquet;
 pub mod pipeline;
 pub mod preprocess;
 pub mod results;

@@ -67,6 +67,9 @@ pub enum TaskError {
     /// The job's per-task setup failed (a model or lookup table could not be loaded).
     #[error("job setup failed")]
     Setup(#[source] crate::sdk::HookError),
+    /// The job's part writer ([`crate::Job::part_writer`]) could not encode a reduce's output.
+    #[error("the job's part writer failed")]
+    PartWriter(#[source] crate::sdk::HookError),
     /// The job's [`crate::Job::map_end`] failed.
     #[error("the job's map_end failed")]
     MapEnd(#[source] crate::sdk::HookError),
@@ -101,7 +104,9 @@ impl TaskError {
     /// Returns how the coordinator should treat this failure.
     pub fn kind(&self) -> FailureKind {
         match self {
-            TaskError::Job(_) | TaskError::Input(_) => FailureKind::Fatal,
+            TaskError::Job(_) | TaskError::Input(_) | TaskError::PartWriter(_) => {
+                FailureKind::Fatal
+            }
             TaskError::Storage(dfs_client::DfsError::Io { source, .. }) if is_permanent(source) => {
                 FailureKind::Fatal
             }

@@ -82,11 +82,33 @@ pub fn run_reduce<J: Job>(
     let mut merger = Merger::new(runs)?;
     let mut buf = Vec::with_capacity(FLUSH_BYTES + 4096);
     let mut fast = FastCounters::default();
-    let mut hasher = crc32fast::Hasher::new();
-    let (mut written, mut groups, mut records_out) = (0u64, 0u64, 0u64);
+    let (mut groups, mut records_out) = (0u64, 0u64);
     let mut key = Vec::new();
     let mut error = None;
     let io = |e| TaskError::io("reduce output", e);
+    let mut out = Checksummed {
+        inner: out,
+        written: Written::default(),
+        hasher: crc32fast::Hasher::new(),
+    };
+    let mut part_writer = job.part_writer();
+    // The lines in `buf` go to the part file as they are, or through the job's part writer.
+    let flush = |buf: &mut Vec<u8>,
+                 out: &mut Checksummed<&mut dyn Write>,
+                 part_writer: &mut Option<Box<dyn crate::sdk::PartWriter>>|
+     -> Result<(), TaskError> {
+        match part_writer {
+            Some(w) => {
+                for line in crate::split::RawLines::new(buf) {
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    w.line(line, out).map_err(TaskError::PartWriter)?;
+                }
+            }
+            None => out.write_all(buf).map_err(io)?,
+        }
+        buf.clear();
+        Ok(())
+    };
     loop {
         match merger.next_key()? {
             Some(k) => {
@@ -135,16 +157,15 @@ pub fn run_reduce<J: Job>(
         }
         while merger.next_value_for(&key)?.is_some() {}
         if buf.len() >= FLUSH_BYTES {
-            hasher.update(&buf);
-            out.write_all(&buf).map_err(io)?;
-            written += buf.len() as u64;
-            buf.clear();
+            flush(&mut buf, &mut out, &mut part_writer)?;
         }
     }
-    hasher.update(&buf);
-    out.write_all(&buf).map_err(io)?;
+    flush(&mut buf, &mut out, &mut part_writer)?;
+    if let Some(w) = part_writer {
+        w.finish(&mut out).map_err(TaskError::PartWriter)?;
+    }
     out.flush().map_err(io)?;
-    written += buf.len() as u64;
+    let written = out.written.bytes;
     let mut counters = Counters::default();
     counters.add("reduce_input_bytes", input_bytes);
     counters.add("reduce_input_groups", groups);
@@ -166,7 +187,7 @@ pub fn run_reduce<J: Job>(
     Ok(ReduceSummary {
         counters,
         output_bytes: written,
-        output_crc32: hasher.finalize(),
+        output_crc32: out.hasher.finalize(),
         state,
     })
 }
