@@ -27,9 +27,11 @@ pub enum FsCommand {
         #[command(flatten)]
         output: crate::output::OutputArgs,
     },
-    /// Upload a local file.
+    /// Upload a local file, or a local directory's files (recursively, each to its path under
+    /// the URL: `quern fs put photos/ seaweedfs://filer/photos` puts `photos/2024/cat.jpg` at
+    /// `seaweedfs://filer/photos/2024/cat.jpg`).
     Put {
-        /// The local file to upload.
+        /// The local file or directory to upload.
         local: PathBuf,
         /// Where it goes: `seaweedfs://...`, `s3://...` or a local path.
         url: String,
@@ -105,39 +107,34 @@ pub fn run(cmd: FsCommand) -> Result<u8> {
             }
         }
         FsCommand::Put { local, url } => {
-            let mut f = std::fs::File::open(&local)
-                .with_context(|| format!("opening {}", local.display()))?;
-            let total = f.metadata()?.len();
-            let tty = std::io::stderr().is_terminal();
-            let mut w = storage.create(&url)?;
-            let mut buf = vec![0u8; 1 << 20];
             let start = std::time::Instant::now();
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
+            if local.is_dir() {
+                let files = local_files(&local)?;
+                let tty = std::io::stderr().is_terminal();
+                let mut total = 0;
+                for (i, (rel, path)) in files.iter().enumerate() {
+                    if tty {
+                        eprint!("\r\x1b[2Kputting file {} of {}: {rel}", i + 1, files.len());
+                    }
+                    total += put_file(&storage, path, &Storage::join(&url, rel), false)?;
                 }
-                w.write(&buf[..n])?;
                 if tty {
-                    eprint!(
-                        "\r\x1b[2Kspooling {} of {}",
-                        human_bytes(w.written()),
-                        human_bytes(total)
-                    );
+                    eprintln!();
                 }
+                eprintln!(
+                    "put {} files, {}, to {url} in {:.1?}",
+                    files.len(),
+                    human_bytes(total),
+                    start.elapsed()
+                );
+            } else {
+                let total = put_file(&storage, &local, &url, std::io::stderr().is_terminal())?;
+                eprintln!(
+                    "put {} to {url} in {:.1?}",
+                    human_bytes(total),
+                    start.elapsed()
+                );
             }
-            if tty {
-                eprint!("\r\x1b[2Kuploading {}", human_bytes(total));
-            }
-            w.commit()?;
-            if tty {
-                eprintln!();
-            }
-            eprintln!(
-                "put {} to {url} in {:.1?}",
-                human_bytes(total),
-                start.elapsed()
-            );
         }
         FsCommand::Get { url, local } => {
             want_file(&storage, &url)?;
@@ -169,4 +166,61 @@ fn want_file(storage: &Storage, url: &str) -> Result<()> {
             anyhow::bail!("{url} is a directory (`quern fs ls {url}` lists its files)")
         }
     }
+}
+
+/// Uploads one local file to `url`, with progress on a terminal when `progress`; returns its
+/// size.
+fn put_file(storage: &Storage, local: &std::path::Path, url: &str, progress: bool) -> Result<u64> {
+    let mut f =
+        std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
+    let total = f.metadata()?.len();
+    let mut w = storage.create(url)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n])?;
+        if progress {
+            eprint!(
+                "\r\x1b[2Kspooling {} of {}",
+                human_bytes(w.written()),
+                human_bytes(total)
+            );
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[2Kuploading {}", human_bytes(total));
+    }
+    w.commit()?;
+    if progress {
+        eprintln!();
+    }
+    Ok(total)
+}
+
+/// The regular files under `dir`, recursively, sorted by their paths relative to it (with
+/// `/` between components), each with its local path.
+fn local_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.is_file() {
+                let rel = path.strip_prefix(dir).expect("under dir");
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .with_context(|| format!("{} is not a UTF-8 name", path.display()))?;
+                out.push((rel.join("/"), path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }

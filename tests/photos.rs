@@ -515,12 +515,7 @@ fn loose_photos_are_read_where_they_lie_many_to_a_task_as_packed_shards_would_be
         (12, 1, 2),
         "{summary}"
     );
-    let maps: usize = summary
-        .lines()
-        .find_map(|l| l.strip_prefix("maps:"))
-        .and_then(|m| m.split('/').next())
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{summary}"));
+    let maps = maps_done(&summary);
     assert!(
         (2..15).contains(&maps),
         "16 files in {maps} map tasks: {summary}"

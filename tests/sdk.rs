@@ -318,12 +318,7 @@ fn tar_shards_are_cut_at_members_and_read_member_by_member_on_the_cluster() {
         .arg(&shards)
         .arg("--output")
         .arg(&out));
-    let maps: u32 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("maps:"))
-        .and_then(|m| m.split('/').next())
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let maps = maps_done(&stdout);
     assert!(maps > 40, "{stdout}");
     assert_eq!(counters(&stdout)["corrupt_inputs"], 1, "{stdout}");
     let local = dir.path().join("local");
@@ -355,12 +350,7 @@ fn tar_shards_are_cut_at_members_and_read_member_by_member_on_the_cluster() {
         .arg(&src)
         .arg("--output")
         .arg(&loose));
-    let maps: u32 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("maps:"))
-        .and_then(|m| m.split('/').next())
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let maps = maps_done(&stdout);
     assert!((2..60).contains(&maps), "60 files in {maps} maps: {stdout}");
     let loose_local = dir.path().join("loose-local");
     ok(quern()

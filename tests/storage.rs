@@ -113,6 +113,75 @@ fn views_reads_seaweedfs_writes_s3_runs_data_local_and_matches_the_oracle() {
 }
 
 #[test]
+fn loose_files_in_seaweedfs_are_read_many_to_a_task_beside_their_volume_servers() {
+    let (Some(filer), Some(volumes)) = (
+        seaweedfs_var("QUERN_SEAWEEDFS_FILER"),
+        seaweedfs_var("QUERN_VOLUME_SERVERS"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("photos");
+    for i in 0..120u32 {
+        let sub = src.join(format!("day-{}", i % 3));
+        std::fs::create_dir_all(&sub).unwrap();
+        let body: Vec<u8> = (0..2_000 + i * 37).map(|b| (b ^ i) as u8).collect();
+        std::fs::write(sub.join(format!("p{i:03}.jpg")), body).unwrap();
+    }
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        dir.path().file_name().unwrap().to_string_lossy()
+    );
+    let input = format!("seaweedfs://{filer}/it/{run_id}/photos");
+    // The whole directory in one put; one replica each, so each file lives on one server.
+    put(&src, &input, "1", "000", &[]);
+    let hosts: Vec<String> = volumes.split(',').map(str::to_string).collect();
+    let cluster = Cluster::start_with(Options {
+        workers: 3,
+        storage_hosts: &hosts,
+        ..Options::default()
+    });
+    let args = ["tar-index", "--split-size", "32KiB", "--input", &input];
+    let out = dir.path().join("index");
+    let stdout = ok(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--output")
+        .arg(&out));
+    let c = counters(&stdout);
+    let maps = c["data_local_maps"] + c["remote_maps"];
+    assert!((4..60).contains(&maps), "120 files in {maps} maps: {c:?}");
+    assert!(
+        c["data_local_maps"] * 10 >= maps * 9,
+        "fewer than 90% of maps ran data-local: {c:?}"
+    );
+    let local = dir.path().join("local");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--output")
+        .arg(&local));
+    let parts = |d: &Path| {
+        let mut m = read_output(d);
+        m.retain(|k, _| k.starts_with("part-"));
+        m
+    };
+    assert!(
+        parts(&out) == parts(&local),
+        "cluster output differs from run --local"
+    );
+    // One line per file, named by its path under the input.
+    let index = String::from_utf8(parts(&out).into_values().flatten().collect()).unwrap();
+    assert_eq!(index.lines().count(), 120, "{index}");
+    assert!(
+        index.contains(&format!("{input}/day-1/p004.jpg\tday-1/p004.jpg\t2148\t")),
+        "{index}"
+    );
+}
+
+#[test]
 fn a_volume_server_killed_mid_job_fails_over_to_a_replica() {
     if seaweedfs_var("QUERN_SEAWEEDFS_FILER").is_none() {
         return;

@@ -165,6 +165,9 @@ impl State {
         let job = self.jobs.get_mut(&a.job).expect("the attempt's job");
         job.durations.entry(a.kind).or_default().push(ran);
         let task = &mut job.tasks_mut(a.kind)[a.index as usize];
+        // Losses count toward --max-lost-attempts from a task's last success: a map run
+        // again because its output died with a worker starts afresh.
+        task.lost = 0;
         task.winner = Some(Winner {
             attempt,
             worker: Some(a.worker),

@@ -781,6 +781,48 @@ fn attempts_lost_with_their_workers_are_killed_not_failed_up_to_their_own_bound(
 }
 
 #[test]
+fn lost_attempts_count_from_a_tasks_last_success() {
+    // A map that finished and ran again because its output died with its worker is not a
+    // task that takes its workers down: its earlier losses do not count against the bound.
+    // (The crash test failed a job this way: a map re-run after output losses reached 10.)
+    let mut t = Instant::now();
+    let timeouts = Timeouts {
+        max_lost_attempts: 3,
+        ..Timeouts::default()
+    };
+    let mut s = State::new(Epoch(1), timeouts, Instant::now());
+    let (sp, splits) = spec(1, 1);
+    let job = s.submit(sp, splits, t);
+    let lose = |s: &mut State, round: u32, succeed: bool, t: &mut Instant| {
+        let w = s.register_worker(format!("a:{round}"), "a".into(), *t);
+        let (_, _, a) = ids(&s.heartbeat(w, 1, *t))[0];
+        if succeed {
+            s.report_success(a, Counters::default(), None, *t);
+        }
+        *t += Duration::from_secs(11);
+        s.register_worker(format!("b:{round}"), "b".into(), *t);
+        s.expire_workers(*t);
+        for w in s.workers.values_mut() {
+            w.last_seen = *t;
+        }
+        s.status(job, *t).unwrap()
+    };
+    for round in 1..=2 {
+        lose(&mut s, round, false, &mut t);
+    }
+    // The third attempt finishes; its worker then dies with the output.
+    let st = lose(&mut s, 3, true, &mut t);
+    assert_eq!((st.state, st.maps_done), (pb::JobState::Running as i32, 0));
+    for round in 4..=5 {
+        let st = lose(&mut s, round, false, &mut t);
+        assert_eq!(st.state, pb::JobState::Running as i32, "round {round}");
+    }
+    let st = lose(&mut s, 6, false, &mut t);
+    assert_eq!(st.state, pb::JobState::Failed as i32);
+    assert!(st.error.contains("map 0 lost 3 attempts"), "{}", st.error);
+}
+
+#[test]
 fn a_worker_restarted_on_its_directory_replaces_the_old_one_at_once_and_keeps_its_outputs() {
     let t0 = Instant::now();
     let (mut s, old) = one_worker(t0);
