@@ -573,6 +573,22 @@ fn loose_photos_are_read_where_they_lie_many_to_a_task_as_packed_shards_would_be
         );
     }
 
+    // Two photos under one key: both lines are kept, and counted.
+    let dup = tmp.path().join("dup");
+    std::fs::create_dir_all(&dup).unwrap();
+    std::fs::copy(golden.join("coffee.png"), dup.join("cup.png")).unwrap();
+    std::fs::copy(golden.join("china.jpg"), dup.join("cup.jpg")).unwrap();
+    let dup_out = tmp.path().join("dup-out");
+    let summary = ok(quern()
+        .args(["run", "--local"])
+        .args(args(&dup, &dup_out, false)));
+    assert_eq!(counters(&summary)["duplicate_keys"], 1, "{summary}");
+    let cups = lines(&dup_out)
+        .iter()
+        .filter(|l| l.starts_with(r#"{"key":"cup","#))
+        .count();
+    assert_eq!(cups, 2);
+
     // New photos arrive: with the result store only they go through the model, and the
     // output is a full run's. (Other bytes than any photo's: a copy would be reused.)
     for (from, to) in [

@@ -297,9 +297,10 @@ impl Loose {
 ///
 /// Where a group ends depends on the files' names, not only on sizes: once a group holds half
 /// of `split_size`, it ends before a sample whose name hashes to a boundary (with a chance of
-/// the sample's size over a quarter of a split, so about a quarter split apart). So files added to the input (or removed) change
-/// only the groups they fall in, and the groups after them keep their first file, which is
-/// what names a group's file in the photos job's result store.
+/// the sample's size over a quarter of a split, so about a quarter split apart). So files
+/// added to the input (or removed) change only the groups they fall in, and the groups after
+/// them keep their first file, which is what names a group's file in the photos job's result
+/// store.
 fn group_loose(loose: Vec<Loose>, split_size: u64, out: &mut Vec<PlannedSplit>) {
     let split_size = split_size.max(1);
     let mut samples: Vec<Vec<Loose>> = Vec::new();

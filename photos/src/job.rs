@@ -713,11 +713,16 @@ impl Job for Photos {
                 out.count("index_labels", 1);
             }
             _ => {
+                let mut lines = 0;
                 for v in values {
                     if let Val::Line(line) = v {
                         out.write_line(line.as_bytes());
+                        lines += 1;
                     }
                 }
+                // Two photos under one key (`cat.jpg` beside `cat.png`, or the same path
+                // under two inputs): both lines are kept, and counted.
+                out.count("duplicate_keys", lines.max(1) - 1);
             }
         }
     }
