@@ -145,11 +145,8 @@ fn decode_file(path: &str, codec: Codec, raw: &[u8]) -> Result<Vec<u8>, InputErr
     })
 }
 
-/// How many files of a group are read at once (small objects cost a round trip each).
-const GROUP_READERS: usize = 8;
-
-/// Reads a group of whole files ([`Split::files`]) into one buffer, end to end, in order, a
-/// few at a time. A compressed file (the planner gives each its own group) is decoded. A
+/// Reads a group of whole files ([`Split::files`]) into one buffer, end to end, in order,
+/// several at a time ([`crate::par::map`]). A compressed file (the planner gives each its own group) is decoded. A
 /// file is read up to its planned length, so a file that grew since is read as planned.
 ///
 /// # Errors
@@ -172,21 +169,7 @@ pub fn read_group(storage: &Storage, split: &Split) -> Result<InputData, InputEr
         Ok((data, None))
     };
     let files = &split.files;
-    let per = files.len().div_ceil(GROUP_READERS).max(1);
-    let parts: Vec<Result<Vec<_>, InputError>> = std::thread::scope(|s| {
-        let readers: Vec<_> = files
-            .chunks(per)
-            .map(|chunk| s.spawn(move || chunk.iter().map(read).collect()))
-            .collect();
-        readers
-            .into_iter()
-            .map(|r| r.join().expect("a group reader does not panic"))
-            .collect()
-    });
-    let mut read_files = Vec::with_capacity(files.len());
-    for part in parts {
-        read_files.extend(part?);
-    }
+    let read_files = crate::par::map(files, read)?;
     let mut out = InputData::default();
     let mut data = Vec::with_capacity(split.end as usize);
     for (f, (bytes, compressed)) in files.iter().zip(read_files) {

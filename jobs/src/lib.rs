@@ -50,6 +50,7 @@ pub mod gen;
 pub mod input;
 pub mod local;
 pub mod output;
+pub mod par;
 pub mod partition;
 pub mod plan;
 pub mod records;

@@ -108,22 +108,37 @@ fn plan_with(
     let mut plan = Plan::default();
     let mut seen = std::collections::HashSet::new();
     for input in &spec.inputs {
-        let mut loose = Vec::new();
-        for file in storage.list(input)? {
-            seen.insert(file.path.clone());
+        let files = storage.list(input)?;
+        // Each file's storage calls, several files at once: where the run starts in it (from
+        // an earlier output), its coverage, and for a loose file where it is stored.
+        let looked_up = crate::par::map(&files, |file| {
             let start = match base {
-                Some(b) => match b.continue_from(storage, &file)? {
+                Some(b) => match b.continue_from(storage, file)? {
                     Ok(start) => start,
                     Err(change) => return Ok(Err(change)),
                 },
                 None => 0,
             };
             if file.len == 0 {
-                continue;
+                return Ok(Ok(None));
             }
-            plan.coverage.push(coverage::cover(storage, &file, format)?);
-            if start == 0 && is_loose(&file.path, format) {
-                loose.push(Loose::new(storage, input, file)?);
+            let covered = coverage::cover(storage, file, format)?;
+            let loose = (start == 0 && is_loose(&file.path, format))
+                .then(|| Loose::new(storage, input, file.clone()))
+                .transpose()?;
+            Ok::<_, DfsError>(Ok(Some((start, covered, loose))))
+        })?;
+        let mut loose = Vec::new();
+        for (file, found) in files.into_iter().zip(looked_up) {
+            seen.insert(file.path.clone());
+            let (start, covered, loose_file) = match found {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                Err(change) => return Ok(Err(change)),
+            };
+            plan.coverage.push(covered);
+            if let Some(l) = loose_file {
+                loose.push(l);
             } else if start < file.len {
                 file_splits(
                     storage,
@@ -193,16 +208,15 @@ pub fn plan_inputs(
 ) -> Result<Vec<PlannedSplit>, DfsError> {
     let mut out = Vec::new();
     for input in inputs {
-        let mut loose = Vec::new();
-        for file in storage.list(input)? {
-            if is_loose(&file.path, format) {
-                if file.len > 0 {
-                    loose.push(Loose::new(storage, input, file)?);
-                }
-            } else {
-                file_splits(storage, &file, 0, split_size, format, &mut out)?;
-            }
+        let (loose, other): (Vec<_>, Vec<_>) = storage
+            .list(input)?
+            .into_iter()
+            .filter(|f| f.len > 0)
+            .partition(|f| is_loose(&f.path, format));
+        for file in other {
+            file_splits(storage, &file, 0, split_size, format, &mut out)?;
         }
+        let loose = crate::par::map(&loose, |f| Loose::new(storage, input, f.clone()))?;
         group_loose(loose, split_size, &mut out);
     }
     Ok(out)
