@@ -514,7 +514,7 @@ impl<J: Job> MapContext<'_, J> {
     /// it too, with [`Self::count`]. Only the winning attempt's list is kept.
     pub fn list_skipped(&mut self, offset: u64, reason: &str) {
         // In a group of files, the record is listed as its own file's, at its own offset.
-        let (path, offset) = match self.group.iter().rev().find(|m| m.start <= offset) {
+        let (path, offset) = match crate::split::GroupMember::at(self.group, offset) {
             Some(m) => (m.path.as_str(), offset - m.start),
             None => (self.input, offset),
         };

@@ -50,6 +50,14 @@ pub struct GroupMember {
     pub start: u64,
 }
 
+impl GroupMember {
+    /// The file of `group` (as read, in order) whose bytes hold `offset` of the group's data.
+    pub fn at(group: &[GroupMember], offset: u64) -> Option<&GroupMember> {
+        let after = group.partition_point(|m| m.start <= offset);
+        group.get(after.checked_sub(1)?)
+    }
+}
+
 impl Split {
     /// A byte range of `path`.
     pub fn range(path: impl Into<String>, start: u64, end: u64) -> Self {

@@ -316,13 +316,8 @@ pub fn run_map<J: Job>(
             } else {
                 name
             };
-            if !cfg.group.is_empty() {
-                let at = offset - cfg.base_offset;
-                let i = cfg
-                    .group
-                    .partition_point(|m| m.start <= at)
-                    .saturating_sub(1);
-                ctx.input = &cfg.group[i].path;
+            if let Some(m) = crate::split::GroupMember::at(&cfg.group, offset - cfg.base_offset) {
+                ctx.input = &m.path;
             }
             job.map(line, &mut ctx);
             records += 1;
