@@ -316,8 +316,12 @@ pub fn run_map<J: Job>(
             } else {
                 name
             };
-            if let Some(m) = crate::split::GroupMember::at(&cfg.group, offset - cfg.base_offset) {
-                ctx.input = &m.path;
+            // Only a group's records change files (this loop is every job's hottest).
+            if !cfg.group.is_empty() {
+                if let Some(m) = crate::split::GroupMember::at(&cfg.group, offset - cfg.base_offset)
+                {
+                    ctx.input = &m.path;
+                }
             }
             job.map(line, &mut ctx);
             records += 1;
