@@ -500,9 +500,24 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
-        let reply = self
-            .mutate(|s| s.heartbeat(WorkerId(r.worker_id), r.free_slots, Instant::now()))
+        // The reports first, so the slots they free are offered in this same answer; one
+        // journal wait covers both.
+        let (reply, actions) = self
+            .mutate(|s| {
+                let now = Instant::now();
+                let mut actions = Vec::new();
+                for report in r.reports {
+                    if s.is_current(WorkerId(report.worker_id), Epoch(report.epoch)) {
+                        actions.extend(apply_report(s, report, now).0);
+                    }
+                }
+                (
+                    s.heartbeat(WorkerId(r.worker_id), r.free_slots, now),
+                    actions,
+                )
+            })
             .await?;
+        self.run_actions(actions).await;
         Ok(Response::new(reply))
     }
 
@@ -512,48 +527,7 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<ReportTaskResponse>, Status> {
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
-        let attempt = AttemptId(r.attempt_id);
-        let actions = if r.success {
-            let counters = Counters(
-                r.counters
-                    .map(|c| c.values.into_iter().collect())
-                    .unwrap_or_default(),
-            );
-            let listed: Vec<SkippedRecord> = r
-                .listed
-                .into_iter()
-                .map(|l| SkippedRecord {
-                    path: l.path,
-                    offset: l.offset,
-                    message: l.reason,
-                })
-                .collect();
-            self.mutate(|state| {
-                let actions = state.report_success_with_state(
-                    attempt,
-                    counters,
-                    (
-                        Some((r.output_bytes, r.output_crc32)),
-                        r.state.map(|s| (s.bytes, s.crc32)),
-                    ),
-                    Instant::now(),
-                );
-                if !listed.is_empty() {
-                    state.add_listed(attempt, listed);
-                }
-                (actions, state.is_winner(attempt))
-            })
-            .await?
-        } else {
-            let kind = FailureKind::from_pb(r.failure_kind);
-            let actions = self
-                .mutate(|s| {
-                    s.report_failure(attempt, kind, &r.error, r.bad_record_offset, Instant::now())
-                })
-                .await?;
-            (actions, false)
-        };
-        let (actions, accepted) = actions;
+        let (actions, accepted) = self.mutate(|s| apply_report(s, r, Instant::now())).await?;
         self.run_actions(actions).await;
         Ok(Response::new(ReportTaskResponse { accepted }))
     }
@@ -763,4 +737,42 @@ impl CoordinatorService for Coordinator {
             self.fetch_binary_rpc(&request.into_inner().sha256).await?,
         ))
     }
+}
+
+/// Applies one attempt's report (alone, or carried by a heartbeat): the actions it leads to,
+/// and whether the attempt won its task.
+fn apply_report(state: &mut State, r: ReportTaskRequest, now: Instant) -> (Vec<Action>, bool) {
+    let attempt = AttemptId(r.attempt_id);
+    if !r.success {
+        let kind = FailureKind::from_pb(r.failure_kind);
+        let actions = state.report_failure(attempt, kind, &r.error, r.bad_record_offset, now);
+        return (actions, false);
+    }
+    let counters = Counters(
+        r.counters
+            .map(|c| c.values.into_iter().collect())
+            .unwrap_or_default(),
+    );
+    let actions = state.report_success_with_state(
+        attempt,
+        counters,
+        (
+            Some((r.output_bytes, r.output_crc32)),
+            r.state.map(|s| (s.bytes, s.crc32)),
+        ),
+        now,
+    );
+    if !r.listed.is_empty() {
+        let listed = r
+            .listed
+            .into_iter()
+            .map(|l| SkippedRecord {
+                path: l.path,
+                offset: l.offset,
+                message: l.reason,
+            })
+            .collect();
+        state.add_listed(attempt, listed);
+    }
+    (actions, state.is_winner(attempt))
 }

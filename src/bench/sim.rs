@@ -3,7 +3,8 @@
 //! map's report carries the counters a real map reports, and a reduce writes its (empty)
 //! staged part file where the assignment says, so the coordinator's commit renames a real
 //! file. Like the daemon, a worker heartbeats at the interval the coordinator gives it and at
-//! once when a task of its ends (a freed slot asks for work without waiting).
+//! once when a task of its ends, the heartbeat carrying the ended tasks' reports (a freed
+//! slot asks for work without waiting, in the same RPC that reports).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,7 @@ pub async fn start(
             model,
             stats: stats.clone(),
             running: Arc::new(AtomicU32::new(0)),
+            reports: Arc::default(),
             wake: Arc::new(Notify::new()),
         };
         set.spawn(w.run(interval, offset, stop.clone()));
@@ -121,6 +123,8 @@ struct Sim {
     model: Model,
     stats: Arc<Stats>,
     running: Arc<AtomicU32>,
+    /// Reports of ended tasks, for the next heartbeat.
+    reports: Arc<Mutex<Vec<ReportTaskRequest>>>,
     wake: Arc<Notify>,
 }
 
@@ -136,12 +140,14 @@ impl Sim {
                 .model
                 .slots
                 .saturating_sub(self.running.load(Ordering::Relaxed));
+            let reports = std::mem::take(&mut *self.reports.lock().expect("report queue"));
             let started = Instant::now();
             let req = HeartbeatRequest {
                 worker_id: self.reg.id,
                 epoch: self.reg.epoch,
                 free_slots: free,
                 running_attempts: Vec::new(),
+                reports,
             };
             match self.rpc.heartbeat(req).await {
                 Ok(r) => {
@@ -158,6 +164,8 @@ impl Sim {
                     }
                 }
                 Err(s) => {
+                    // The reports are lost with the heartbeat (the coordinator declares a
+                    // worker that stops answering dead).
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     if s.code() == tonic::Code::FailedPrecondition {
                         if let Ok((reg, _)) =
@@ -178,11 +186,15 @@ impl Sim {
         tasks.abort_all();
     }
 
-    /// Runs one assignment for the modelled time and reports it done.
+    /// Runs one assignment for the modelled time and queues its report for the next
+    /// heartbeat.
     fn finish(&self, a: pb::TaskAssignment) -> impl std::future::Future<Output = ()> + 'static {
-        let (mut rpc, reg, model, stats) =
-            (self.rpc.clone(), self.reg, self.model, self.stats.clone());
-        let (running, wake) = (self.running.clone(), self.wake.clone());
+        let (reg, model) = (self.reg, self.model);
+        let (running, reports, wake) = (
+            self.running.clone(),
+            self.reports.clone(),
+            self.wake.clone(),
+        );
         async move {
             if !model.task.is_zero() {
                 tokio::time::sleep(model.task).await;
@@ -203,9 +215,7 @@ impl Sim {
             } else {
                 req.counters = Some(map_counters(&a));
             }
-            if rpc.report_task(req).await.is_err() {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            reports.lock().expect("report queue").push(req);
             running.fetch_sub(1, Ordering::Relaxed);
             wake.notify_one();
         }

@@ -2,9 +2,12 @@
 //!
 //! Work is pulled: each heartbeat says how many slots are free and gets back assignments,
 //! attempts to cancel, and jobs whose shuffle files can go. Each attempt runs in its own
-//! executor child process; a tokio task waits for it and reports the result at once, without
-//! waiting for the next heartbeat. If the coordinator answers that this registration is
-//! stale (it restarted, or declared this worker dead), the worker registers again.
+//! executor child process; a tokio task waits for it and queues its report, and the worker
+//! heartbeats at once: the heartbeat carries the report and brings the next task, one RPC
+//! for both. A report the coordinator did not get goes again with the next heartbeat. If the
+//! coordinator answers that this registration is stale (it restarted, or declared this worker
+//! dead), the worker drops the queued reports (the coordinator refuses them) and registers
+//! again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,13 +36,15 @@ struct Registration {
     interval: Duration,
 }
 
-/// The attempts this worker runs: their cancel tokens, the tasks that run and report them
-/// (awaited at shutdown), the wake-up a finished one gives the heartbeat loop (a freed slot
-/// is offered at once rather than at the next tick), and the idle executors kept for the
-/// next attempt of their job.
+/// The attempts this worker runs: their cancel tokens, the reports of those that ended,
+/// waiting for the next heartbeat, the tasks that run them (awaited at shutdown), the wake-up
+/// a finished one gives the heartbeat loop (its report goes, and its slot is offered, at once
+/// rather than at the next tick), and the idle executors kept for the next attempt of their
+/// job.
 #[derive(Default)]
 struct Attempts {
     running: Mutex<HashMap<AttemptId, CancellationToken>>,
+    reports: Mutex<Vec<ReportTaskRequest>>,
     tasks: tokio_util::task::TaskTracker,
     wake: tokio::sync::Notify,
     executors: crate::executors::Pool,
@@ -51,6 +56,17 @@ const REPORT_GRACE: Duration = Duration::from_secs(5);
 impl Attempts {
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptId, CancellationToken>> {
         self.running.lock().expect("running map lock")
+    }
+
+    fn reports(&self) -> std::sync::MutexGuard<'_, Vec<ReportTaskRequest>> {
+        self.reports.lock().expect("report queue lock")
+    }
+
+    /// Queues an ended attempt's report, frees its slot and wakes the heartbeat loop.
+    fn ended(&self, attempt: AttemptId, report: ReportTaskRequest) {
+        self.reports().push(report);
+        self.running().remove(&attempt);
+        self.wake.notify_one();
     }
 }
 
@@ -98,12 +114,20 @@ pub async fn serve(config: WorkerConfig, shutdown: CancellationToken) -> Result<
     let attempts = Arc::new(Attempts::default());
     tasks.spawn(reap_loop(attempts.clone(), shutdown.clone()));
     let client = connect(&config, &shutdown).await?;
-    let result = heartbeat_loop(&config, client, shuffle_addr, &attempts, &shutdown).await;
+    let result = heartbeat_loop(&config, client.clone(), shuffle_addr, &attempts, &shutdown).await;
     shutdown.cancel();
-    // Cancelled by the heartbeat loop, each attempt kills its executor and reports; a
-    // coordinator that does not answer is not waited for beyond the grace.
+    // Cancelled by the heartbeat loop, each attempt kills its executor and queues its report;
+    // the queue then goes one report at a time, there being no more heartbeats. A coordinator
+    // that does not answer is not waited for beyond the grace.
     attempts.tasks.close();
-    if tokio::time::timeout(REPORT_GRACE, attempts.tasks.wait())
+    let last_reports = async {
+        attempts.tasks.wait().await;
+        let queued = std::mem::take(&mut *attempts.reports());
+        for req in queued {
+            send_report(client.clone(), req).await;
+        }
+    };
+    if tokio::time::timeout(REPORT_GRACE, last_reports)
         .await
         .is_err()
     {
@@ -337,23 +361,41 @@ async fn heartbeat_loop(
                 map.keys().map(|a| a.0).collect(),
             )
         };
+        // Taken after the slots are counted: an attempt that ends in between is reported
+        // now and offers its slot next time, never the other way round.
+        let reports = std::mem::take(&mut *attempts.reports());
         let req = HeartbeatRequest {
             worker_id: r.worker.0,
             epoch: r.epoch.0,
             free_slots: free,
             running_attempts: running,
+            reports: reports.clone(),
         };
         match client.heartbeat(req).await {
             Ok(resp) => {
+                if !reports.is_empty() && protocol::failpoint::hit("report.twice") {
+                    let n = reports.len();
+                    for req in reports {
+                        let _ = client.report_task(req).await;
+                    }
+                    tracing::info!(
+                        reports = n,
+                        "failpoint report.twice: sent the reports again"
+                    );
+                }
                 let resp = resp.into_inner();
                 handle_heartbeat(config, &client, r, attempts, resp);
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                tracing::warn!(reason = %s.message(), "coordinator refused registration; registering again");
+                tracing::warn!(reason = %s.message(), dropped_reports = reports.len(), "coordinator refused registration; registering again");
                 reg = None;
                 delay = Duration::from_millis(10);
             }
-            Err(s) => tracing::warn!(error = %s.message(), "heartbeat failed"),
+            Err(s) => {
+                tracing::warn!(error = %s.message(), "heartbeat failed");
+                // Sent again, first, with the next heartbeat.
+                attempts.reports().splice(0..0, reports);
+            }
         }
     }
     for token in attempts.running().values() {
@@ -398,8 +440,9 @@ fn handle_heartbeat(
                     ..Default::default()
                 };
                 attempts
-                    .tasks
-                    .spawn(report(client.clone(), reg, attempt, result));
+                    .reports()
+                    .push(report_request(reg, attempt, result));
+                attempts.wake.notify_one();
                 continue;
             }
         };
@@ -411,9 +454,8 @@ fn handle_heartbeat(
             let attempt = task.attempt;
             let pool = &attempts.executors;
             let result = run_attempt(&config, &mut client.clone(), &task, token, pool).await;
-            report(client, reg, attempt, result).await;
-            attempts.running().remove(&attempt);
-            attempts.wake.notify_one();
+            report_fetch_failures(client, reg, attempt, &result).await;
+            attempts.ended(attempt, report_request(reg, attempt, result));
         });
     }
 }
@@ -554,7 +596,13 @@ async fn log_tail(path: &PathBuf) -> String {
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
-async fn report(mut client: Client, reg: Registration, attempt: AttemptId, result: ExecutorResult) {
+/// Tells the coordinator of the map outputs a reduce could not fetch, before its own report.
+async fn report_fetch_failures(
+    mut client: Client,
+    reg: Registration,
+    attempt: AttemptId,
+    result: &ExecutorResult,
+) {
     for lost in &result.lost_maps {
         let req = ReportFetchFailureRequest {
             worker_id: reg.worker.0,
@@ -569,11 +617,19 @@ async fn report(mut client: Client, reg: Registration, attempt: AttemptId, resul
             tracing::warn!(error = %e.message(), "cannot report fetch failure");
         }
     }
+}
+
+/// An ended attempt's report.
+fn report_request(
+    reg: Registration,
+    attempt: AttemptId,
+    result: ExecutorResult,
+) -> ReportTaskRequest {
     let (kind, error) = result
         .error
         .clone()
         .unwrap_or((FailureKind::Retryable, String::new()));
-    let req = ReportTaskRequest {
+    ReportTaskRequest {
         worker_id: reg.worker.0,
         epoch: reg.epoch.0,
         attempt_id: attempt.0,
@@ -599,18 +655,17 @@ async fn report(mut client: Client, reg: Registration, attempt: AttemptId, resul
         state: result
             .state
             .map(|(bytes, crc32)| pb::StagedFile { bytes, crc32 }),
-    };
-    // A report lost to a transient error would leave the task hanging until the worker is
-    // declared dead, so retry a few times.
+    }
+}
+
+/// Sends a report on its own (a stopping worker has no more heartbeats to carry it), retrying
+/// a few times: a report lost to a transient error would leave its task hanging until the
+/// worker is declared dead.
+async fn send_report(mut client: Client, req: ReportTaskRequest) {
+    let attempt = AttemptId(req.attempt_id);
     for i in 0..5u32 {
         match client.report_task(req.clone()).await {
-            Ok(_) => {
-                if protocol::failpoint::hit("report.twice") {
-                    let dup = client.report_task(req.clone()).await;
-                    tracing::info!(%attempt, accepted = dup.is_ok(), "failpoint report.twice: sent a duplicate report");
-                }
-                return;
-            }
+            Ok(_) => return,
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                 tracing::info!(%attempt, "report refused as stale");
                 return;
