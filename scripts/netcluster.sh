@@ -8,8 +8,10 @@
 #   scripts/netcluster.sh down DIR    stops every process, removes every namespace and link
 #                                     that `up` made (also after a partial `up`).
 #   scripts/netcluster.sh link DIR I up|down   brings host I's link up or down.
-#   scripts/netcluster.sh netem DIR I ARGS...|off   `tc netem` on host I's link (e.g.
-#                                     `delay 100ms loss 5%`), or none.
+#   scripts/netcluster.sh netem DIR I [delay Nms] [loss P%] | off   delay and loss on what
+#                                     host I sends (as `tc netem` on its eth0), or none. The
+#                                     kernels here have no sch_netem, so a user-space relay
+#                                     (scripts/linkem.py) is put into the host's link.
 #   scripts/netcluster.sh block DIR I J | unblock DIR I J   host I can (not) send to host J
 #                                     (a blackhole route in I: a one-way partition).
 #   scripts/netcluster.sh restart DIR I   kills host I's daemon (SIGKILL, as a power cut) and
@@ -171,6 +173,11 @@ down() {
   local i ns
   for i in $(seq 0 "$N"); do
     ns="${ID}h$i"
+    if [ -f "$dir/h$i/linkem.pid" ]; then
+      kill -9 "$(cat "$dir/h$i/linkem.pid")" 2>/dev/null || true
+      rm -f "$dir/h$i/linkem.pid"
+    fi
+    ip link del "${ID}w$i" 2>/dev/null || true
     if ip netns list | grep -qw "$ns"; then
       # Every process in the namespace, the daemons and anything they started.
       ip netns pids "$ns" | xargs -r kill -9 2>/dev/null || true
@@ -193,11 +200,42 @@ netem() {
   shift 2
   # shellcheck disable=SC1091
   . "$dir/netcluster.env"
-  if [ "$1" = off ]; then
-    ip netns exec "${ID}h$i" tc qdisc del dev eth0 root 2>/dev/null || true
-  else
-    ip netns exec "${ID}h$i" tc qdisc replace dev eth0 root netem "$@"
+  local v="${ID}v$i" w="${ID}w$i" x="${ID}x$i" pidfile="$dir/h$i/linkem.pid"
+  # Any relay already there goes first; the host's veth goes back on the bridge.
+  if [ -f "$pidfile" ]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    while kill -0 "$(cat "$pidfile")" 2>/dev/null; do sleep 0.05; done
+    rm -f "$pidfile"
   fi
+  ip link del "$w" 2>/dev/null || true
+  ip link set "$v" master "${ID}br"
+  [ "$1" != off ] || return 0
+  local delay=0 loss=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      delay) delay="${2%ms}"; shift 2 ;;
+      loss) loss="$(awk -v p="${2%\%}" 'BEGIN { print p / 100 }')"; shift 2 ;;
+      *) die "netem: expected 'delay Nms' and/or 'loss P%', not '$1'" ;;
+    esac
+  done
+  # host <-> $v | relay | $w <-> $x <-> bridge
+  ip link set "$v" nomaster
+  ip link add "$w" type veth peer name "$x"
+  ip link set "$x" master "${ID}br" up
+  ip link set "$w" up
+  ip link set "$v" promisc on
+  ip link set "$w" promisc on
+  rm -f "$dir/h$i/linkem.stats"
+  python3 scripts/linkem.py "$v" "$w" "$delay" "$loss" "$dir/h$i/linkem.stats" \
+    </dev/null >/dev/null 2>"$dir/h$i/linkem.log" &
+  echo $! >"$pidfile"
+  # Ready when it has opened both ends (it writes its first figures then).
+  local _
+  for _ in $(seq 1 100); do
+    [ -s "$dir/h$i/linkem.stats" ] && return 0
+    sleep 0.05
+  done
+  die "the link relay did not start (see $dir/h$i/linkem.log)"
 }
 
 block() {

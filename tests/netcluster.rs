@@ -3,8 +3,8 @@
 //! are submitted from the client's namespace; each output must equal `run --local`'s byte for
 //! byte: without faults (when shuffle bytes must cross the hosts' virtual links), with a worker
 //! host's link down mid-job, with a worker and the coordinator cut off from each other one
-//! way, and with the coordinator's host restarted. Needs root; everything it makes is removed
-//! at the end, also when it fails.
+//! way, with the coordinator's host restarted, and over a link with 100 ms delay and 5% loss.
+//! Needs root; everything it makes is removed at the end, also when it fails.
 
 mod support;
 
@@ -104,6 +104,35 @@ impl NetCluster {
                 .unwrap_or(0)
         };
         (read("rx_bytes"), read("tx_bytes"))
+    }
+
+    /// Seconds a TCP connection from host `i` to the coordinator takes to open (one round
+    /// trip), as curl measures it.
+    fn connect_secs(&self, i: usize) -> f64 {
+        let ns = self.var("QUERN_NETNS").trim_end_matches(char::is_numeric);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{ns}{i}")])
+            .args(["curl", "-s", "-o", "/dev/null", "--max-time", "5"])
+            .args(["-w", "%{time_connect}", self.var("QUERN_COORDINATOR")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0.0)
+    }
+
+    /// The link relay's figures for host `i` (`scripts/linkem.py`): frames forwarded and
+    /// dropped.
+    fn relayed(&self, i: usize) -> (u64, u64) {
+        let p = self.dir.path().join(format!("h{i}/linkem.stats"));
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let word = |k: &str| -> u64 {
+            let mut it = text.split_whitespace();
+            it.find(|w| *w == k);
+            it.next().and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        (word("forwarded"), word("dropped"))
     }
 
     /// The daemons' logs, for a failure message.
@@ -329,9 +358,18 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
     // - the coordinator's host loses power and its daemon starts again on the same state
     //   (the restart is the fault; bringing its link up again changes nothing).
     // - a worker host's link goes down once every map is done, while reducers fetch;
+    // - a worker host's link delays what it sends by 100 ms and loses 5% of it.
     type Fault<'a> = (&'a str, When, &'a [&'a str], &'a [&'a str], u64);
     let at = When::After(700);
-    let faults: [Fault<'_>; 5] = [
+    let slow: &[&str] = &["netem", "2", "delay", "100ms", "loss", "5%"];
+    // The slow link is what it says: a connection from that host takes a round trip of at
+    // least 100 ms to open (under 100 ms without it).
+    c.net(slow[0], &slow[1..]);
+    let (slow_rtt, rtt) = (c.connect_secs(2), c.connect_secs(1));
+    c.net("netem", &["2", "off"]);
+    eprintln!("connect from h2 over the slow link: {slow_rtt:.3} s; from h1: {rtt:.3} s");
+    assert!(slow_rtt >= 0.1 && rtt < 0.1, "{slow_rtt} s / {rtt} s");
+    let faults: [Fault<'_>; 6] = [
         (
             "link-cut",
             at,
@@ -367,6 +405,7 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             &["link", "0", "up"],
             0,
         ),
+        ("slow-link", at, slow, &["netem", "2", "off"], 5000),
     ];
     for (name, when, fault, undo, ms) in faults {
         eprintln!("fault: {name}");
@@ -377,4 +416,8 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             ms,
         );
     }
+    // The slow link carried the job's traffic and lost some of it.
+    let (forwarded, dropped) = c.relayed(2);
+    eprintln!("slow link: {forwarded} frames forwarded, {dropped} dropped");
+    assert!(forwarded > 100 && dropped > 0, "{forwarded} / {dropped}");
 }

@@ -691,9 +691,16 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<ListAttemptsResponse>, Status> {
         let r = request.into_inner();
         let id = JobId(r.job_id);
+        // At most a full page: 100,000 attempts (about 96 bytes each) would not fit in one
+        // message.
+        let limit = if r.limit == 0 {
+            MAX_ATTEMPTS_PAGE
+        } else {
+            r.limit
+        };
         let page = Page {
             offset: usize::try_from(r.offset).unwrap_or(usize::MAX),
-            limit: (r.limit > 0).then(|| usize::try_from(r.limit).unwrap_or(usize::MAX)),
+            limit: Some(usize::try_from(limit.min(MAX_ATTEMPTS_PAGE)).unwrap_or(usize::MAX)),
         };
         let now = Instant::now();
         let (secret, page) = self.read(|s| (s.job_secret(id), s.attempts_of(id, page)));
@@ -738,6 +745,9 @@ impl CoordinatorService for Coordinator {
         ))
     }
 }
+
+/// The most attempts one `ListAttempts` answer holds.
+const MAX_ATTEMPTS_PAGE: u64 = 20_000;
 
 /// Applies one attempt's report (alone, or carried by a heartbeat): the actions it leads to,
 /// and whether the attempt won its task.

@@ -260,14 +260,24 @@ async fn answer_sizes(rpc: &Rpc, coord: &CoordProc, id: JobId) -> Result<Answers
         .await?
         .into_inner()
         .encoded_len();
-    let listed = rpc
-        .list_attempts(pb::ListAttemptsRequest {
-            job_id: id.0,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .encoded_len();
+    // Page by page, as a client must: one answer holds at most 20,000.
+    let mut listed = 0;
+    let mut offset = 0;
+    loop {
+        let page = rpc
+            .list_attempts(pb::ListAttemptsRequest {
+                job_id: id.0,
+                offset,
+                limit: 10_000,
+            })
+            .await?
+            .into_inner();
+        listed += page.encoded_len();
+        offset += page.attempts.len() as u64;
+        if page.attempts.is_empty() || offset >= page.total {
+            break;
+        }
+    }
     let json = |path: String| async move { coord.get(&path).await.map(|b| b.len()) };
     Ok(Answers {
         status: (status, json(format!("/api/v1/jobs/{}", id.0)).await?),
@@ -315,7 +325,7 @@ fn table(a: &SchedulerArgs, rows: &[Row]) -> String {
             mib(r.idle_rss)
         );
     }
-    s += "\nOne job, submit to end:\n\n| workers | plan (submit) | attempts | assignments/s | heartbeat p50 / p99 | coordinator CPU | CPU per attempt | RSS after | journal per task | fsyncs per task | job status (gRPC / JSON) | all attempts (gRPC / JSON) | a page of 500 (JSON) | RPC errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "\nOne job, submit to end:\n\n| workers | plan (submit) | attempts | assignments/s | heartbeat p50 / p99 | coordinator CPU | CPU per attempt | RSS after | journal per task | fsyncs per task | job status (gRPC / JSON) | all attempts (gRPC in pages of 10,000 / JSON) | a page of 500 (JSON) | RPC errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         s += &format!(
             "| {} | {:.2} s | {} | {:.0} | {} | {:.0}% | {:.0} µs | {} | {:.0} B | {:.3} | {} / {} | {} / {} | {} | {} |\n",
