@@ -203,6 +203,22 @@ impl Storage {
         dispatch!(self, p, read_range(start, len))
     }
 
+    /// Returns the bytes of each of `ranges` (start, length) of one file, as
+    /// [`Storage::read_range`] would one at a time; a local file is opened once for all.
+    ///
+    /// # Errors
+    /// As [`Storage::read_range`], for the first range that fails.
+    pub fn read_ranges(&self, url: &str, ranges: &[(u64, u64)]) -> Result<Vec<Bytes>, DfsError> {
+        let p = DfsPath::parse(url)?;
+        match &p.backend {
+            Backend::Local => self.local.read_ranges(&p, ranges),
+            Backend::SeaweedFs { .. } | Backend::S3 { .. } => ranges
+                .iter()
+                .map(|&(start, len)| self.read_range(url, start, len))
+                .collect(),
+        }
+    }
+
     /// Returns the whole file.
     pub fn read_all(&self, url: &str) -> Result<Bytes, DfsError> {
         self.read_range(url, 0, u64::MAX)
