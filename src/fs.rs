@@ -29,7 +29,7 @@ pub enum FsCommand {
     },
     /// Upload a local file, or a local directory's files (recursively, each to its path under
     /// the URL: `quern fs put photos/ seaweedfs://filer/photos` puts `photos/2024/cat.jpg` at
-    /// `seaweedfs://filer/photos/2024/cat.jpg`).
+    /// `seaweedfs://filer/photos/2024/cat.jpg`; 8 files at a time).
     Put {
         /// The local file or directory to upload.
         local: PathBuf,
@@ -111,13 +111,18 @@ pub fn run(cmd: FsCommand) -> Result<u8> {
             if local.is_dir() {
                 let files = local_files(&local)?;
                 let tty = std::io::stderr().is_terminal();
-                let mut total = 0;
-                for (i, (rel, path)) in files.iter().enumerate() {
+                // Several files at once (each upload mostly waits on the storage's answers),
+                // as planning reads them.
+                let done = std::sync::atomic::AtomicUsize::new(0);
+                let sizes = jobs::par::map(&files, |(rel, path)| -> Result<u64> {
+                    let size = put_file(&storage, path, &Storage::join(&url, rel), false)?;
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     if tty {
-                        eprint!("\r\x1b[2Kputting file {} of {}: {rel}", i + 1, files.len());
+                        eprint!("\r\x1b[2Kput {n} of {} files: {rel}", files.len());
                     }
-                    total += put_file(&storage, path, &Storage::join(&url, rel), false)?;
-                }
+                    Ok(size)
+                })?;
+                let total: u64 = sizes.iter().sum();
                 if tty {
                     eprintln!();
                 }
