@@ -7,8 +7,9 @@
 #   - plain:   jobs/examples/baseline.rs, 1 and 2 threads (hash maps, no engine);
 #   - local:   `quern run --local` (one process, sequential: the oracle);
 #   - cluster: `quern local --workers 2`, from submit to finished.
-# Prints seconds, MB/s and the ratio to the plain 2-thread program. Not a test: it asserts
-# nothing about time. Figures go to docs/PERFORMANCE.md.
+# Prints seconds, MB/s and the ratio to the plain 2-thread program, and writes them as a table
+# into docs/PERFORMANCE.md (between its `latest` markers; $BENCH_DIR/latest.md too). Not a
+# test: it asserts nothing about time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # `bench.sh photos`: the photos job against a plain decode-and-classify loop.
@@ -18,6 +19,7 @@ BENCH_DIR="${BENCH_DIR:-bench-data}"
 SIZE="${SIZE:-1GiB}"
 SLOTS="${SLOTS:-1}"
 REDUCERS="${REDUCERS:-2}"
+RUNS="${RUNS:-3}"
 
 # One build of the whole workspace, without failpoints (as users build it; the tests add the
 # `failpoints` feature, so switching between them rebuilds the crates it touches).
@@ -27,6 +29,15 @@ B="$CARGO_TARGET_DIR/release/examples/baseline"
 mkdir -p "$BENCH_DIR"
 [ -f "$BENCH_DIR/access.log" ] || "$Q" gen weblog --size "$SIZE" --seed 1 --out "$BENCH_DIR/access.log"
 [ -f "$BENCH_DIR/words.txt" ] || "$Q" gen words --size "$SIZE" --seed 1 --out "$BENCH_DIR/words.txt"
+. scripts/bench-lib.sh
+TABLE="$BENCH_DIR/latest.md"
+{
+  printf "Machine: %s, %s cores, %s; %s. Inputs of %s (seed 1), %s reducers, %s slot(s) per worker; median of %s runs (SeaweedFS: one).\n\n" \
+    "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \
+    "$(date -u +%Y-%m-%d)" "$SIZE" "$REDUCERS" "$SLOTS" "$RUNS"
+  echo "| job | runner | seconds | MB/s | × plain 2 threads |"
+  echo "|---|---|---:|---:|---:|"
+} >"$TABLE"
 
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
@@ -45,16 +56,24 @@ for job in views top-photos wordcount; do
   input="$BENCH_DIR/access.log"; [ "$job" = wordcount ] && input="$BENCH_DIR/words.txt"
   bytes=$(stat -c %s "$input")
   cat "$input" >/dev/null  # warm the page cache
-  p1=$("$B" "$job" "$input" 1 "$BENCH_DIR/plain.out")
-  p2=$("$B" "$job" "$input" 2 "$BENCH_DIR/plain.out")
-  t0=$(now); "$Q" run --local "$job" --input "$input" --output "$BENCH_DIR/out/$job-local" --reducers "$REDUCERS" >/dev/null; t1=$(now)
-  tl=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-  t0=$(now); "$Q" job submit "$job" --input "$input" --output "$BENCH_DIR/out/$job-cluster" --reducers "$REDUCERS" >/dev/null 2>&1; t1=$(now)
-  tc=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  # Each runner $RUNS times, the median kept (runs on a shared VM vary by 20% and more).
+  p1=$(for _ in $(seq "$RUNS"); do "$B" "$job" "$input" 1 "$BENCH_DIR/plain.out"; done | median)
+  p2=$(for _ in $(seq "$RUNS"); do "$B" "$job" "$input" 2 "$BENCH_DIR/plain.out"; done | median)
+  tl=$(for _ in $(seq "$RUNS"); do
+    rm -rf "$BENCH_DIR/out/$job-local"
+    t0=$(now); "$Q" run --local "$job" --input "$input" --output "$BENCH_DIR/out/$job-local" --reducers "$REDUCERS" >/dev/null; t1=$(now)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+  done | median)
+  tc=$(for _ in $(seq "$RUNS"); do
+    rm -rf "$BENCH_DIR/out/$job-cluster"
+    t0=$(now); "$Q" job submit "$job" --input "$input" --output "$BENCH_DIR/out/$job-cluster" --reducers "$REDUCERS" >/dev/null 2>&1; t1=$(now)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+  done | median)
   cmp -s <(cat "$BENCH_DIR/out/$job-local"/part-*) <(cat "$BENCH_DIR/out/$job-cluster"/part-*) || echo "warning: $job cluster output differs from local" >&2
   for r in "plain, 1 thread:$p1" "plain, 2 threads:$p2" "quern run --local:$tl" "quern local, 2 workers:$tc"; do
     name="${r%%:*}"; secs="${r##*:}"
     printf "%-11s %-22s %8.2f %8s %8s\n" "$job" "$name" "$secs" "$(mbps "$bytes" "$secs")" "$(ratio "$secs" "$p2")"
+    printf "| %s | %s | %.2f | %s | %s |\n" "$job" "$name" "$secs" "$(mbps "$bytes" "$secs")" "$(ratio "$secs" "$p2")" >>"$TABLE"
   done
 done
 
@@ -82,4 +101,8 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
   ts=$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')
   printf "%-11s %-22s %8.2f %8s %8s   data-local %s of %s maps\n" views "seaweedfs, 3 workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$local_maps" "$((local_maps + remote_maps))"
   printf "(upload of the log to SeaweedFS: %.1f s)\n" "$tu"
+  tv=$(awk -F'|' '$2 == " views " && $3 == " quern local, 2 workers " {print $4}' "$TABLE")
+  printf "| views | input in SeaweedFS, 3 workers (%s× the 2 workers on a local file; data-local maps: %s of %s) | %.2f | %s | - |\n" \
+    "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
 fi
+write_doc_table "$TABLE" latest

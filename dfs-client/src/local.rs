@@ -118,18 +118,8 @@ impl LocalBackend {
     }
 
     pub(crate) fn read_range(&self, p: &DfsPath, start: u64, len: u64) -> Result<Bytes, DfsError> {
-        let path = p.local();
-        let file = File::open(&path).map_err(|e| DfsError::io(&path, e))?;
-        let file_len = file.metadata().map_err(|e| DfsError::io(&path, e))?.len();
-        if start > file_len {
-            return Err(DfsError::OutOfRange {
-                path: p.path.clone(),
-                start,
-                end: start.saturating_add(len),
-                len: file_len,
-            });
-        }
-        let end = start.saturating_add(len).min(file_len);
+        let (path, file, file_len) = open_to_read(p)?;
+        let end = range_end(p, start, len, file_len)?;
         if end == start {
             return Ok(Bytes::new());
         }
@@ -147,21 +137,11 @@ impl LocalBackend {
         ranges: &[(u64, u64)],
     ) -> Result<Vec<Bytes>, DfsError> {
         use std::os::unix::fs::FileExt;
-        let path = p.local();
-        let file = File::open(&path).map_err(|e| DfsError::io(&path, e))?;
-        let file_len = file.metadata().map_err(|e| DfsError::io(&path, e))?.len();
+        let (path, file, file_len) = open_to_read(p)?;
         ranges
             .iter()
             .map(|&(start, len)| {
-                if start > file_len {
-                    return Err(DfsError::OutOfRange {
-                        path: p.path.clone(),
-                        start,
-                        end: start.saturating_add(len),
-                        len: file_len,
-                    });
-                }
-                let end = start.saturating_add(len).min(file_len);
+                let end = range_end(p, start, len, file_len)?;
                 let mut buf = vec![0u8; (end - start) as usize];
                 file.read_exact_at(&mut buf, start)
                     .map_err(|e| DfsError::io(&path, e))?;
@@ -247,6 +227,28 @@ impl LocalBackend {
             hosts: vec![crate::local_host()],
         }])
     }
+}
+
+/// A file opened to read: its local path, the file and its length.
+fn open_to_read(p: &DfsPath) -> Result<(PathBuf, File, u64), DfsError> {
+    let path = p.local();
+    let file = File::open(&path).map_err(|e| DfsError::io(&path, e))?;
+    let file_len = file.metadata().map_err(|e| DfsError::io(&path, e))?.len();
+    Ok((path, file, file_len))
+}
+
+/// Where a read of `len` bytes at `start` of a file of `file_len` bytes ends (at the file's
+/// end if that comes first); a start past the end is an error.
+fn range_end(p: &DfsPath, start: u64, len: u64, file_len: u64) -> Result<u64, DfsError> {
+    if start > file_len {
+        return Err(DfsError::OutOfRange {
+            path: p.path.clone(),
+            start,
+            end: start.saturating_add(len),
+            len: file_len,
+        });
+    }
+    Ok(start.saturating_add(len).min(file_len))
 }
 
 #[cfg(test)]
