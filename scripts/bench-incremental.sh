@@ -49,9 +49,8 @@ hist_bytes=$(stat -c %s "$D/history.log")
 new_bytes=$(stat -c %s "$D/new.log")
 table="$D/incremental.md"
 {
-  printf 'Machine: %s, %s cores, %s; %s. History %s MB, new %s MB, %s reducers, median of %s runs.\n\n' \
-    "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \
-    "$(date -u +%Y-%m-%d)" "$((hist_bytes / 1000000))" "$((new_bytes / 1000000))" "$REDUCERS" "$RUNS"
+  printf 'Machine: %s. History %s MB, new %s MB, %s reducers, median of %s runs.\n\n' \
+    "$(machine)" "$((hist_bytes / 1000000))" "$((new_bytes / 1000000))" "$REDUCERS" "$RUNS"
   printf '| job | full run (s) | incremental run (s) | full ÷ incremental | outputs identical |\n'
   printf '|---|---:|---:|---:|---|\n'
 } >"$table"

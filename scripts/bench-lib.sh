@@ -31,6 +31,12 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
+# machine: what the figures were measured on, and when (`x86_64, 2 cores, 24 GiB; 2026-12-04`).
+machine() {
+  printf '%s, %s cores, %s; %s' "$(uname -m)" "$(nproc)" \
+    "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" "$(date -u +%Y-%m-%d)"
+}
+
 # median: the median of the numbers on stdin, one per line.
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 

@@ -45,8 +45,8 @@ rm -rf "$D/out"
 
 table="$BENCH_DIR/scaling.md"
 {
-  printf 'Machine: %s, %s cores, %s; %s. 1 GiB per job, reducers = slots, median of %s runs; seconds (speed-up over 1 slot).\n\n' \
-    "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" "$(date -u +%Y-%m-%d)" "$RUNS"
+  printf 'Machine: %s. 1 GiB per job, reducers = slots, median of %s runs; seconds (speed-up over 1 slot).\n\n' \
+    "$(machine)" "$RUNS"
   printf '| job |'; for s in $SLOTS; do printf ' %s slots |' "$s"; done; printf '\n|---|'; for s in $SLOTS; do printf -- '---:|'; done; printf '\n'
   for job in views top-photos wordcount sort; do
     printf '| %s |' "$job"

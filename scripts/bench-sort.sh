@@ -90,9 +90,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 table="$BENCH_DIR/sort.md"
 {
-  printf 'Machine: %s, %s cores, %s; %s. Input %s MB (%s records), %s reducers, median of %s runs; outputs identical: %s.\n\n' \
-    "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \
-    "$(date -u +%Y-%m-%d)" "$((bytes / 1000000))" "$((bytes / 100))" "$REDUCERS" "$RUNS" "$same"
+  printf 'Machine: %s. Input %s MB (%s records), %s reducers, median of %s runs; outputs identical: %s.\n\n' \
+    "$(machine)" "$((bytes / 1000000))" "$((bytes / 100))" "$REDUCERS" "$RUNS" "$same"
   printf '| runner | seconds | MB/s | × plain 2 threads |\n|---|---:|---:|---:|\n'
   for r in "plain, 2 threads:$tp" "quern run --local:$tl" "quern local, 2 workers:$tc" "DuckDB, 2 threads:$td"; do
     name="${r%%:*}"; secs="${r##*:}"

@@ -32,9 +32,8 @@ mkdir -p "$BENCH_DIR"
 . scripts/bench-lib.sh
 TABLE="$BENCH_DIR/latest.md"
 {
-  printf "Machine: %s, %s cores, %s; %s. Inputs of %s (seed 1), %s reducers, %s slot(s) per worker; median of %s runs (SeaweedFS: one).\n\n" \
-    "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \
-    "$(date -u +%Y-%m-%d)" "$SIZE" "$REDUCERS" "$SLOTS" "$RUNS"
+  printf "Machine: %s. Inputs of %s (seed 1), %s reducers, %s slot(s) per worker; median of %s runs (SeaweedFS: one).\n\n" \
+    "$(machine)" "$SIZE" "$REDUCERS" "$SLOTS" "$RUNS"
   echo "| job | runner | seconds | MB/s | × plain 2 threads |"
   echo "|---|---|---:|---:|---:|"
 } >"$TABLE"
@@ -50,7 +49,7 @@ trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
 while [ ! -f "$BENCH_DIR/.quern/coordinator.addr" ]; do sleep 0.1; done
 export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern/coordinator.addr")"
 
-printf "machine: %s, %s cores, %s\n" "$(uname -m)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+printf "machine: %s\n" "$(machine)"
 printf "%-11s %-22s %8s %8s %8s\n" job runner seconds MB/s "x plain2"
 for job in views top-photos wordcount; do
   input="$BENCH_DIR/access.log"; [ "$job" = wordcount ] && input="$BENCH_DIR/words.txt"
