@@ -501,13 +501,16 @@ impl CoordinatorService for Coordinator {
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
         // The reports first, so the slots they free are offered in this same answer; one
-        // journal wait covers both.
+        // journal wait covers both. A report counts only from its own worker's current
+        // registration, as `ReportTask` checks it.
         let (reply, actions) = self
             .mutate(|s| {
                 let now = Instant::now();
                 let mut actions = Vec::new();
                 for report in r.reports {
-                    if s.is_current(WorkerId(report.worker_id), Epoch(report.epoch)) {
+                    if report.worker_id == r.worker_id
+                        && s.is_current(WorkerId(report.worker_id), Epoch(report.epoch))
+                    {
                         actions.extend(apply_report(s, report, now).0);
                     }
                 }
@@ -785,4 +788,98 @@ fn apply_report(state: &mut State, r: ReportTaskRequest, now: Instant) -> (Vec<A
         state.add_listed(attempt, listed);
     }
     (actions, state.is_winner(attempt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A coordinator with a fresh journal in `dir`.
+    fn coordinator(dir: &std::path::Path) -> Coordinator {
+        let (journal, records) = Journal::open(dir).unwrap();
+        let timeouts = crate::state::Timeouts::default();
+        let (state, _) = State::recover(Epoch(1), timeouts, records, Instant::now());
+        Coordinator::new(state, journal, Registry::builtin(), Duration::from_secs(1))
+    }
+
+    async fn register(c: &Coordinator, host: &str) -> (u64, u64) {
+        let r = c
+            .register_worker(Request::new(RegisterWorkerRequest {
+                host: host.into(),
+                shuffle_addr: format!("{host}:7071"),
+                cpu_slots: 1,
+                storage_host: host.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        (r.worker_id, r.epoch)
+    }
+
+    async fn heartbeat(
+        c: &Coordinator,
+        (worker_id, epoch): (u64, u64),
+        reports: Vec<ReportTaskRequest>,
+    ) -> HeartbeatResponse {
+        c.heartbeat(Request::new(HeartbeatRequest {
+            worker_id,
+            epoch,
+            free_slots: 1,
+            reports,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    async fn maps_done(c: &Coordinator, job_id: u64) -> u32 {
+        let status = c.get_job(Request::new(GetJobRequest { job_id })).await;
+        status.unwrap().into_inner().status.unwrap().maps_done
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_heartbeat_applies_its_workers_reports_before_it_assigns() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "a\nb\n").unwrap();
+        let c = coordinator(&dir.path().join("state"));
+        let (w1, w2) = (register(&c, "h1").await, register(&c, "h2").await);
+        let spec = JobSpec::new(
+            "identity",
+            vec![input.display().to_string()],
+            dir.path().join("out").display().to_string(),
+        );
+        let job_id = c
+            .submit_job(Request::new(SubmitJobRequest {
+                spec: Some(spec.to_pb()),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id;
+        // One map, to the first worker that asks.
+        let map = heartbeat(&c, w1, Vec::new()).await.assignments;
+        assert_eq!(map.len(), 1);
+        assert_eq!(map[0].kind, TaskKind::Map as i32);
+        let done = |worker_id, epoch| ReportTaskRequest {
+            worker_id,
+            epoch,
+            attempt_id: map[0].attempt_id,
+            success: true,
+            ..Default::default()
+        };
+        // Not counted: a report in another worker's heartbeat, and one from a registration
+        // that is not current.
+        let other = heartbeat(&c, w2, vec![done(w1.0, w1.1)]).await;
+        assert!(other.assignments.is_empty(), "{other:?}");
+        heartbeat(&c, w1, vec![done(w1.0, w1.1 + 1)]).await;
+        assert_eq!(maps_done(&c, job_id).await, 0);
+        // Counted: the map is done, and the slot it freed gets the reduce in the same answer.
+        let next = heartbeat(&c, w1, vec![done(w1.0, w1.1)]).await;
+        assert_eq!(maps_done(&c, job_id).await, 1);
+        assert_eq!(next.assignments.len(), 1, "{next:?}");
+        assert_eq!(next.assignments[0].kind, TaskKind::Reduce as i32);
+    }
 }
