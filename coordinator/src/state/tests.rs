@@ -739,16 +739,23 @@ fn a_compacted_journal_drops_forgotten_jobs_tasks_and_replays_to_the_same_state(
     assert_eq!(a.list(now), b.list(now));
 }
 
-#[test]
-fn attempts_lost_with_their_workers_are_killed_not_failed_up_to_their_own_bound() {
-    let mut t = Instant::now();
+/// A state running a job of one map (at most 2 attempts) and one reduce, whose tasks may lose
+/// `max_lost` attempts with their workers; with the time it was submitted.
+fn one_map_job_with_max_lost_attempts(max_lost: u32) -> (State, JobId, Instant) {
+    let t = Instant::now();
     let timeouts = Timeouts {
-        max_lost_attempts: 3,
+        max_lost_attempts: max_lost,
         ..Timeouts::default()
     };
-    let mut s = State::new(Epoch(1), timeouts, Instant::now());
+    let mut s = State::new(Epoch(1), timeouts, t);
     let (sp, splits) = spec(1, 1);
     let job = s.submit(sp, splits, t);
+    (s, job, t)
+}
+
+#[test]
+fn attempts_lost_with_their_workers_are_killed_not_failed_up_to_their_own_bound() {
+    let (mut s, job, mut t) = one_map_job_with_max_lost_attempts(3);
     // max_attempts is 2: two worker deaths used to fail the job (issue 17).
     for round in 1..=3 {
         let w = s.register_worker(format!("a:{round}"), "a".into(), t);
@@ -785,14 +792,7 @@ fn lost_attempts_count_from_a_tasks_last_success() {
     // A map that finished and ran again because its output died with its worker is not a
     // task that takes its workers down: its earlier losses do not count against the bound.
     // (The crash test failed a job this way: a map re-run after output losses reached 10.)
-    let mut t = Instant::now();
-    let timeouts = Timeouts {
-        max_lost_attempts: 3,
-        ..Timeouts::default()
-    };
-    let mut s = State::new(Epoch(1), timeouts, Instant::now());
-    let (sp, splits) = spec(1, 1);
-    let job = s.submit(sp, splits, t);
+    let (mut s, job, mut t) = one_map_job_with_max_lost_attempts(3);
     let lose = |s: &mut State, round: u32, succeed: bool, t: &mut Instant| {
         let w = s.register_worker(format!("a:{round}"), "a".into(), *t);
         let (_, _, a) = ids(&s.heartbeat(w, 1, *t))[0];
