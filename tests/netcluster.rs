@@ -346,9 +346,10 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             c.logs()
         );
         let n = counters(&stdout);
-        let (local, remote) = (n["data_local_maps"], n["remote_maps"]);
-        eprintln!("SeaweedFS input: {local} data-local maps, {remote} remote");
-        assert!(local * 10 >= (local + remote) * 9, "{stdout}");
+        let (local, moved, maps) = assert_mostly_data_local(&n);
+        eprintln!(
+            "SeaweedFS input: {local} of {maps} maps data-local, {moved} moved off a backlog"
+        );
     }
     // Each fault comes 0.7 s into a job (while maps run) and is undone after the time given,
     // longer than the worker timeout (3 s):

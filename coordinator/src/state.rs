@@ -167,6 +167,9 @@ pub struct Job {
     durations: HashMap<TaskKind, Vec<Duration>>,
     /// Backup attempts started for stragglers.
     backups: u64,
+    /// Map attempts started away from their data because every host holding it had more
+    /// pending maps than slots.
+    rebalanced: u64,
     /// Attempts started, and attempts that failed (cancelled ones not counted).
     attempts: u64,
     /// Finished map outputs lost (to a dead worker or fetch failures) and produced again.
@@ -293,6 +296,14 @@ struct Worker {
     /// `host:directory` it runs in (empty: not said): a later registration from the same
     /// place replaces it.
     home: String,
+}
+
+/// The live workers on one storage host and the task slots they declared between them.
+#[derive(Debug, Clone, Copy, Default)]
+struct LiveHost {
+    workers: usize,
+    /// Slots; a worker that has not declared any counts as one.
+    slots: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -431,8 +442,9 @@ pub struct State {
     next_attempt: u64,
     jobs: BTreeMap<JobId, Job>,
     workers: HashMap<WorkerId, Worker>,
-    /// Live workers per storage host (placement's locality, without a scan of every worker).
-    live_hosts: HashMap<String, usize>,
+    /// Live workers and their slots per storage host (placement's locality and backlogs,
+    /// without a scan of every worker).
+    live_hosts: HashMap<String, LiveHost>,
     /// When the tallies were last checked against the tasks.
     tallies_checked: Instant,
     /// A reading of the monotonic clock and the wall clock (ms since the Unix epoch) taken
@@ -554,6 +566,7 @@ impl State {
             worker_failures: HashMap::new(),
             durations: HashMap::new(),
             backups: 0,
+            rebalanced: 0,
             attempts: 0,
             failed_attempts: 0,
             killed_attempts: 0,

@@ -306,7 +306,9 @@ impl SeaweedFs {
         Ok(hosts)
     }
 
-    /// Reads `[start, end)` of one chunk from any replica.
+    /// Reads `[start, end)` of one chunk from any replica, appending it to `out` (straight
+    /// from the connection: a fresh buffer per chunk, copied over, cost as much again in page
+    /// faults and copies as the read itself).
     fn read_chunk(
         &self,
         p: &DfsPath,
@@ -321,6 +323,7 @@ impl SeaweedFs {
             for host in self.volume_servers(p, vid, refresh)? {
                 let url = format!("http://{host}/{}", chunk.file_id);
                 let want = (end - start) as usize;
+                let before = out.len();
                 let res = self
                     .agent
                     .get(&url)
@@ -328,30 +331,26 @@ impl SeaweedFs {
                     .call()
                     .map_err(|e| http_err(&url, e))
                     .and_then(|mut r| {
-                        let mut buf = Vec::with_capacity(want);
                         r.body_mut()
                             .as_reader()
                             .take(want as u64 + 1)
-                            .read_to_end(&mut buf)
+                            .read_to_end(out)
                             .map_err(|e| DfsError::Remote {
                                 url: url.clone(),
                                 message: e.to_string(),
-                            })?;
-                        Ok(buf)
+                            })
                     });
                 match res {
-                    Ok(buf) if buf.len() == want => {
-                        out.extend_from_slice(&buf);
-                        return Ok(());
-                    }
-                    Ok(buf) => {
+                    Ok(n) if n == want => return Ok(()),
+                    Ok(n) => {
                         last_err = Some(DfsError::Remote {
                             url,
-                            message: format!("short read: {} of {want} bytes", buf.len()),
+                            message: format!("short read: {n} of {want} bytes"),
                         })
                     }
                     Err(e) => last_err = Some(e),
                 }
+                out.truncate(before);
                 tracing::warn!(chunk = %chunk.file_id, %host, "chunk read failed; trying another replica");
             }
         }

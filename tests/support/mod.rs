@@ -104,6 +104,20 @@ pub fn counters(stdout: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Asserts that at least 90% of a job's maps ran beside their data, counting as such the
+/// maps the scheduler moved off hosts with more pending maps than slots (SeaweedFS may
+/// place most chunks on one volume server; an idle worker then takes some rather than
+/// wait), and returns (data-local maps, moved maps, all maps).
+pub fn assert_mostly_data_local(c: &BTreeMap<String, u64>) -> (u64, u64, u64) {
+    let (local, moved) = (c["data_local_maps"], c["rebalanced_map_attempts"]);
+    let maps = local + c["remote_maps"];
+    assert!(
+        (local + moved.min(maps - local)) * 10 >= maps * 9,
+        "fewer than 90% of maps ran data-local or were moved off a backlog: {c:?}"
+    );
+    (local, moved, maps)
+}
+
 /// Starts `quern coordinator` on `port` with state in `dir/coordinator` and its log in
 /// `dir/coordinator.log` (appended to, so a restart keeps the first life's lines).
 pub fn spawn_coordinator(port: u16, dir: &Path, extra: &[&str]) -> Child {

@@ -9,9 +9,10 @@ use super::*;
 
 impl State {
     /// Picks tasks for `free` slots of `worker`: data-local maps first; maps that no live
-    /// worker holds locally next; maps another worker holds only after the job has waited
-    /// `locality_wait` for it (delay scheduling); reduces once every map is done; then
-    /// backups of stragglers. Jobs are served by priority (backfills last), then oldest first.
+    /// worker holds locally next; then maps held only by hosts with more pending maps than
+    /// slots (the map would wait there for a slot anyway); other maps another worker holds
+    /// only after the job has waited `locality_wait` for it (delay scheduling); reduces once
+    /// every map is done; then backups of stragglers. Jobs are served by priority (backfills last), then oldest first.
     pub(super) fn assign(
         &mut self,
         worker: WorkerId,
@@ -322,7 +323,7 @@ struct Offer<'a> {
     host: &'a str,
     workers: &'a HashMap<WorkerId, Worker>,
     /// Live workers per storage host.
-    live_hosts: &'a HashMap<String, usize>,
+    live_hosts: &'a HashMap<String, LiveHost>,
     locality_wait: Duration,
     now: Instant,
 }
@@ -363,6 +364,23 @@ impl Offer<'_> {
             None => self.live_hosts.contains_key(host),
             Some(x) => x.allowed.iter().any(|(_, h)| *h == host),
         }
+    }
+
+    /// Whether every live host holding a map (`hosts`) has more pending maps than its
+    /// workers have slots, counting those already `taken` off it in this offer: the map
+    /// could not start there before a running one ends, so an idle worker elsewhere should
+    /// run it rather than wait. Not a host with a running map only: that is delay
+    /// scheduling's case.
+    fn backlogged(&self, job: &Job, hosts: &[String], taken: &HashMap<&str, usize>) -> bool {
+        let mut live = hosts
+            .iter()
+            .filter_map(|h| Some((h, self.live_hosts.get(h.as_str())?)))
+            .peekable();
+        live.peek().is_some()
+            && live.all(|(h, l)| {
+                let pending = job.pending_count_on(h) - taken.get(h.as_str()).unwrap_or(&0);
+                pending > l.slots as usize
+            })
     }
 
     /// Whether `t` failed on this worker while some other live worker may run it.
@@ -418,19 +436,26 @@ impl Offer<'_> {
             .take(room)
             .map(|i| (TaskKind::Map, i, true))
             .collect();
-        let (mut anywhere, mut elsewhere) = (Vec::new(), Vec::new());
+        let (mut anywhere, mut busy, mut elsewhere) = (Vec::new(), Vec::new(), Vec::new());
         if local.len() < room {
+            // Maps picked off backlogged hosts in this offer, per host.
+            let mut taken: HashMap<&str, usize> = HashMap::new();
             for i in job.pending_tasks(TaskKind::Map) {
                 let hosts = &job.splits[i as usize].hosts;
                 if hosts.iter().any(|h| h == self.host) || self.avoid(ex, &job.maps[i as usize]) {
                     continue;
                 }
-                if hosts.iter().any(|h| self.job_host(ex, h)) {
-                    elsewhere.push((TaskKind::Map, i, false));
-                } else {
+                if !hosts.iter().any(|h| self.job_host(ex, h)) {
                     anywhere.push((TaskKind::Map, i, false));
+                } else if self.backlogged(job, hosts, &taken) {
+                    for h in hosts {
+                        *taken.entry(h.as_str()).or_default() += 1;
+                    }
+                    busy.push((TaskKind::Map, i, false));
+                } else {
+                    elsewhere.push((TaskKind::Map, i, false));
                 }
-                let sure = local.len() + anywhere.len();
+                let sure = local.len() + anywhere.len() + busy.len();
                 if sure >= room || (can_wait_over && sure + elsewhere.len() >= room) {
                     break;
                 }
@@ -441,6 +466,8 @@ impl Offer<'_> {
             job.locality_wait_since = None;
         }
         local.append(&mut anywhere);
+        job.rebalanced += busy.len().min(room.saturating_sub(local.len())) as u64;
+        local.append(&mut busy);
         if local.len() < room && !elsewhere.is_empty() {
             let since = *job.locality_wait_since.get_or_insert(self.now);
             if waited(Some(since)) {

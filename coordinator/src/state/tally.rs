@@ -151,6 +151,12 @@ impl Job {
             .flat_map(|set| set.iter().copied())
     }
 
+    /// How many pending maps have a copy on `host`.
+    pub(super) fn pending_count_on(&self, host: &str) -> usize {
+        debug_assert!(!self.tally.stale, "tally read while stale");
+        self.tally.pending_on.get(host).map_or(0, BTreeSet::len)
+    }
+
     /// Running tasks of `kind` (committing reduces not included), in index order.
     pub(super) fn running_tasks(&self, kind: TaskKind) -> impl Iterator<Item = u32> + '_ {
         debug_assert!(!self.tally.stale, "tally read while stale");

@@ -212,6 +212,8 @@ fn killing_a_job_cancels_its_running_attempts() {
 fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
     let t0 = Instant::now();
     let (mut s, wa, wb) = two_workers(t0);
+    // Two slots beside a: its two splits are no backlog (see the test below).
+    s.set_worker_slots(wa, 2, 0);
     let (sp, splits) = spec(4, 1);
     let job = s.submit(sp, splits, t0);
     // b takes its own two splits and is not given a's.
@@ -230,6 +232,42 @@ fn delay_scheduling_waits_for_the_worker_beside_the_data_then_gives_up() {
     }
     let c = s.status(job, t0).unwrap().counters.unwrap().values;
     assert_eq!((c["data_local_maps"], c["remote_maps"]), (3, 1));
+}
+
+#[test]
+fn an_idle_worker_takes_maps_off_a_host_with_more_pending_maps_than_slots() {
+    let t0 = Instant::now();
+    let (mut s, wa, wb) = two_workers(t0);
+    s.set_worker_slots(wa, 1, 0);
+    s.set_worker_slots(wb, 8, 0);
+    // Six splits, all beside a, which has one slot; none beside b.
+    let (sp, mut splits) = spec(6, 1);
+    for split in &mut splits {
+        split.hosts = vec!["a".into()];
+    }
+    let job = s.submit(sp, splits, t0);
+    let a = ids(&s.heartbeat(wa, 1, t0));
+    assert_eq!(a.iter().map(|a| a.1).collect::<Vec<_>>(), vec![0]);
+    // Five wait for a's one slot: b takes them without waiting, until one is left for a.
+    let b = ids(&s.heartbeat(wb, 8, t0));
+    assert_eq!(b.iter().map(|a| a.1).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    // The last is delay scheduling's case: a's running map ends first.
+    assert!(ids(&s.heartbeat(wb, 8, t0 + Duration::from_secs(1))).is_empty());
+    for (_, _, attempt) in a.iter().chain(&b) {
+        s.report_success(*attempt, Counters::default(), None, Instant::now());
+    }
+    let last = ids(&s.heartbeat(wa, 1, t0 + Duration::from_secs(2)));
+    assert_eq!(last.iter().map(|a| a.1).collect::<Vec<_>>(), vec![5]);
+    s.report_success(last[0].2, Counters::default(), None, Instant::now());
+    let c = s.status(job, t0).unwrap().counters.unwrap().values;
+    assert_eq!(
+        (
+            c["data_local_maps"],
+            c["remote_maps"],
+            c["rebalanced_map_attempts"]
+        ),
+        (2, 4, 4)
+    );
 }
 
 #[test]

@@ -155,6 +155,7 @@ impl State {
         counters.add("fetch_failures", job.fetch_failures);
         counters.add("recovered_maps", job.recovered_maps);
         counters.add("backup_attempts", job.backups);
+        counters.add("rebalanced_map_attempts", job.rebalanced);
         counters.add("attempts", job.attempts);
         counters.add("failed_attempts", job.failed_attempts);
         counters.add("killed_attempts", job.killed_attempts);

@@ -9,7 +9,7 @@ use super::*;
 impl State {
     /// How many workers are alive (from the per-host counts, without a scan).
     pub fn live_workers(&self) -> usize {
-        self.live_hosts.values().sum()
+        self.live_hosts.values().map(|h| h.workers).sum()
     }
 
     /// Registers a worker and returns its new id.
@@ -21,7 +21,9 @@ impl State {
     ) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
-        *self.live_hosts.entry(storage_host.clone()).or_default() += 1;
+        let host = self.live_hosts.entry(storage_host.clone()).or_default();
+        host.workers += 1;
+        host.slots += 1;
         self.workers.insert(
             id,
             Worker {
@@ -43,6 +45,9 @@ impl State {
     /// Records the task slots and GPUs a worker declared.
     pub fn set_worker_slots(&mut self, worker: WorkerId, slots: u32, gpus: u32) {
         if let Some(w) = self.workers.get_mut(&worker) {
+            if let Some(h) = self.live_hosts.get_mut(&w.storage_host).filter(|_| w.alive) {
+                h.slots = h.slots - w.slots.max(1) + slots.max(1);
+            }
             w.slots = slots;
             w.gpus = gpus;
         }
@@ -145,9 +150,10 @@ impl State {
         let mut actions = Vec::new();
         let w = self.workers.get_mut(&id).expect("known worker");
         if std::mem::replace(&mut w.alive, false) {
-            if let Some(n) = self.live_hosts.get_mut(&w.storage_host) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(h) = self.live_hosts.get_mut(&w.storage_host) {
+                h.workers -= 1;
+                h.slots -= w.slots.max(1);
+                if h.workers == 0 {
                     self.live_hosts.remove(&w.storage_host);
                 }
             }
