@@ -699,6 +699,7 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
     let start = Instant::now();
     let mut display = Progress::new();
     let mut progress = |p: jobs::local::LocalProgress| display.show_local(&p, start.elapsed());
+    jobs::runtime::keep_freed_memory();
     let report = jobs::local::run_local(registry, &spec, &work, &mut progress);
     display.finish();
     let report = report?;

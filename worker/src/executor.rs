@@ -103,6 +103,7 @@ fn attempt(registry: &Registry, task: &ExecutorTask) -> ExecutorResult {
 pub fn serve(registry: &Registry) -> i32 {
     use std::io::{BufRead, Write};
     use std::os::fd::{AsRawFd, FromRawFd};
+    jobs::runtime::keep_freed_memory();
     // Replies go to a private copy of stdout: what job code prints goes to the attempt log.
     // SAFETY: dup of an open descriptor; the new descriptor is owned by `replies` alone.
     let reply_fd = unsafe { libc::dup(1) };
