@@ -47,7 +47,12 @@ pub struct Coordinator {
     peer_tls: Option<Arc<protocol::tls::ClientTls>>,
     /// Submissions per caller.
     submit_limit: Arc<crate::limits::RateLimiter>,
+    /// Woken when tasks that could start appear, for heartbeats held for work.
+    work: Arc<tokio::sync::Notify>,
 }
+
+/// The longest a heartbeat is held for work, whatever the worker asks.
+const MAX_WORK_WAIT: Duration = Duration::from_secs(5);
 
 /// The role a client certificate names in its subject's organizational unit (`quern certs
 /// init` writes it there); its chain was verified against the cluster's CA by the handshake.
@@ -87,6 +92,7 @@ impl Coordinator {
             submit_limit: Arc::new(crate::limits::RateLimiter::new(
                 crate::limits::SubmitRate::default(),
             )),
+            work: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -404,6 +410,7 @@ impl Coordinator {
                 None => Ok(state.submit(spec, plan, Instant::now())),
             })
             .await??;
+        self.work.notify_waiters();
         Ok((id, warnings))
     }
 
@@ -500,13 +507,17 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
+        // Made before the state is read, so that work appearing after this answer is computed
+        // still wakes it.
+        let work = self.work.notified();
         // The reports first, so the slots they free are offered in this same answer; one
         // journal wait covers both. A report counts only from its own worker's current
         // registration, as `ReportTask` checks it.
-        let (reply, actions) = self
+        let (reply, actions, new_work) = self
             .mutate(|s| {
                 let now = Instant::now();
                 let mut actions = Vec::new();
+                let before = (!r.reports.is_empty()).then(|| s.startable_tasks());
                 for report in r.reports {
                     if report.worker_id == r.worker_id
                         && s.is_current(WorkerId(report.worker_id), Epoch(report.epoch))
@@ -514,13 +525,33 @@ impl CoordinatorService for Coordinator {
                         actions.extend(apply_report(s, report, now).0);
                     }
                 }
+                let new_work = before.is_some_and(|b| s.startable_tasks() > b);
                 (
                     s.heartbeat(WorkerId(r.worker_id), r.free_slots, now),
                     actions,
+                    new_work,
                 )
             })
             .await?;
+        if new_work {
+            self.work.notify_waiters();
+        }
         self.run_actions(actions).await;
+        let idle = reply.assignments.is_empty()
+            && reply.cancel_attempts.is_empty()
+            && reply.finished_jobs.is_empty();
+        if !idle || r.free_slots == 0 || r.wait_for_work_ms == 0 {
+            return Ok(Response::new(reply));
+        }
+        // Nothing to do: wait for work, up to what the worker allows.
+        let wait = Duration::from_millis(r.wait_for_work_ms.into()).min(MAX_WORK_WAIT);
+        if tokio::time::timeout(wait, work).await.is_err() {
+            return Ok(Response::new(reply));
+        }
+        self.check_worker(r.worker_id, r.epoch)?;
+        let reply = self
+            .mutate(|s| s.heartbeat(WorkerId(r.worker_id), r.free_slots, Instant::now()))
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -530,7 +561,16 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<ReportTaskResponse>, Status> {
         let r = request.into_inner();
         self.check_worker(r.worker_id, r.epoch)?;
-        let (actions, accepted) = self.mutate(|s| apply_report(s, r, Instant::now())).await?;
+        let (actions, accepted, new_work) = self
+            .mutate(|s| {
+                let before = s.startable_tasks();
+                let (actions, accepted) = apply_report(s, r, Instant::now());
+                (actions, accepted, s.startable_tasks() > before)
+            })
+            .await?;
+        if new_work {
+            self.work.notify_waiters();
+        }
         self.run_actions(actions).await;
         Ok(Response::new(ReportTaskResponse { accepted }))
     }
@@ -881,5 +921,67 @@ mod tests {
         assert_eq!(maps_done(&c, job_id).await, 1);
         assert_eq!(next.assignments.len(), 1, "{next:?}");
         assert_eq!(next.assignments[0].kind, TaskKind::Reduce as i32);
+    }
+
+    /// An idle worker's heartbeat that may wait for work, sent in the background; checked,
+    /// after a while, to be waiting still.
+    async fn held_heartbeat(
+        c: &Coordinator,
+        (worker_id, epoch): (u64, u64),
+    ) -> tokio::task::JoinHandle<HeartbeatResponse> {
+        let c = c.clone();
+        let held = tokio::spawn(async move {
+            c.heartbeat(Request::new(HeartbeatRequest {
+                worker_id,
+                epoch,
+                free_slots: 1,
+                wait_for_work_ms: 60_000,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!held.is_finished(), "with nothing to do, the answer waits");
+        held
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_idle_workers_heartbeat_waits_and_gets_the_work_that_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "a\nb\n").unwrap();
+        let c = coordinator(&dir.path().join("state"));
+        let (w1, w2) = (register(&c, "h1").await, register(&c, "h2").await);
+        // A job submitted while w2 waits: its map goes to w2 at once.
+        let waiting = held_heartbeat(&c, w2).await;
+        let spec = JobSpec::new(
+            "identity",
+            vec![input.display().to_string()],
+            dir.path().join("out").display().to_string(),
+        );
+        c.submit_job(Request::new(SubmitJobRequest {
+            spec: Some(spec.to_pb()),
+        }))
+        .await
+        .unwrap();
+        let map = waiting.await.unwrap().assignments;
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map[0].kind, TaskKind::Map as i32);
+        // w1 waits while the map runs; its end makes the reduce ready, which goes to w1.
+        let waiting = held_heartbeat(&c, w1).await;
+        c.report_task(Request::new(ReportTaskRequest {
+            worker_id: w2.0,
+            epoch: w2.1,
+            attempt_id: map[0].attempt_id,
+            success: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let reduce = waiting.await.unwrap().assignments;
+        assert_eq!(reduce.len(), 1, "{reduce:?}");
+        assert_eq!(reduce[0].kind, TaskKind::Reduce as i32);
     }
 }

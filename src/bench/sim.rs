@@ -148,6 +148,8 @@ impl Sim {
                 free_slots: free,
                 running_attempts: Vec::new(),
                 reports,
+                // Answered at once: the latencies measured are the coordinator's work.
+                wait_for_work_ms: 0,
             };
             match self.rpc.heartbeat(req).await {
                 Ok(r) => {

@@ -354,7 +354,7 @@ async fn heartbeat_loop(
             }
             continue;
         };
-        let (free, running) = {
+        let (free, running): (u32, Vec<u64>) = {
             let map = attempts.running();
             (
                 config.slots.saturating_sub(map.len() as u32),
@@ -364,12 +364,20 @@ async fn heartbeat_loop(
         // Taken after the slots are counted: an attempt that ends in between is reported
         // now and offers its slot next time, never the other way round.
         let reports = std::mem::take(&mut *attempts.reports());
+        // With nothing running, nothing can end while the answer is awaited: the coordinator
+        // may hold it until there is work, up to one interval.
+        let wait_for_work_ms = if running.is_empty() && free > 0 {
+            u32::try_from(r.interval.as_millis()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         let req = HeartbeatRequest {
             worker_id: r.worker.0,
             epoch: r.epoch.0,
             free_slots: free,
             running_attempts: running,
             reports: reports.clone(),
+            wait_for_work_ms,
         };
         match client.heartbeat(req).await {
             Ok(resp) => {

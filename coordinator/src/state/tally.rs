@@ -151,6 +151,12 @@ impl Job {
             .flat_map(|set| set.iter().copied())
     }
 
+    /// How many tasks of `kind` are pending.
+    pub(super) fn pending_count(&self, kind: TaskKind) -> usize {
+        debug_assert!(!self.tally.stale, "tally read while stale");
+        self.tally.pending[kind_slot(kind)].len()
+    }
+
     /// How many pending maps have a copy on `host`.
     pub(super) fn pending_count_on(&self, host: &str) -> usize {
         debug_assert!(!self.tally.stale, "tally read while stale");

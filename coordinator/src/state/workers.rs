@@ -42,6 +42,25 @@ impl State {
         id
     }
 
+    /// Tasks that a free slot could start now: the running jobs' pending maps, and their
+    /// pending reduces once all their maps are done. A heartbeat held for work is answered
+    /// when this grows.
+    pub fn startable_tasks(&mut self) -> usize {
+        self.jobs
+            .values_mut()
+            .filter(|j| j.state == JobState::Running)
+            .map(|j| {
+                j.refresh_tally();
+                let reduces = if j.all_done(TaskKind::Map) {
+                    j.pending_count(TaskKind::Reduce)
+                } else {
+                    0
+                };
+                j.pending_count(TaskKind::Map) + reduces
+            })
+            .sum()
+    }
+
     /// Records the task slots and GPUs a worker declared.
     pub fn set_worker_slots(&mut self, worker: WorkerId, slots: u32, gpus: u32) {
         if let Some(w) = self.workers.get_mut(&worker) {
