@@ -444,6 +444,7 @@ fn file_splits(
         out.push(range(0, file.len, host_of(0)));
         return Ok(());
     }
+    let first = out.len();
     for piece in pieces {
         let piece_end = piece.offset + piece.len;
         let mut start = piece.offset.max(from);
@@ -453,12 +454,53 @@ fn file_splits(
             start = end;
         }
     }
+    // A last split of under a tenth of the split size joins the one before (as Hadoop's
+    // SPLIT_SLOP does): a task of its own would cost more than its bytes, and every reducer
+    // would merge one more run. The joined split keeps the hosts of its larger part.
+    if out.len() >= first + 2 {
+        let last = &out[out.len() - 1].split;
+        if last.end - last.start < split_size / 10 {
+            let end = last.end;
+            out.pop();
+            out.last_mut().expect("two splits").split.end = end;
+        }
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_under_a_tenth_of_the_split_size_joins_the_split_before() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![b'x'; 205]).unwrap();
+        std::fs::write(dir.path().join("b"), vec![b'x'; 215]).unwrap();
+        let d = dir.path().display().to_string();
+        let plan = plan_splits(&Storage::default(), &[d], 100).unwrap();
+        let ranges: Vec<_> = plan
+            .iter()
+            .map(|p| {
+                (
+                    p.split.path.rsplit('/').next().unwrap().to_string(),
+                    p.split.start,
+                    p.split.end,
+                )
+            })
+            .collect();
+        let r = |f: &str, s, e| (f.to_string(), s, e);
+        assert_eq!(
+            ranges,
+            vec![
+                r("a", 0, 100),
+                r("a", 100, 205),
+                r("b", 0, 100),
+                r("b", 100, 200),
+                r("b", 200, 215)
+            ]
+        );
+    }
 
     #[test]
     fn files_are_cut_into_ranges_in_order() {
