@@ -374,9 +374,18 @@ impl Coordinator {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(actions) = self.mutate(|s| s.expire_workers(Instant::now())).await else {
+            let expired = self.mutate(|s| {
+                let before = s.startable_tasks();
+                let actions = s.expire_workers(Instant::now());
+                (actions, s.startable_tasks() > before)
+            });
+            let Ok((actions, new_work)) = expired.await else {
                 return;
             };
+            if new_work {
+                // A dead worker's tasks are to run again.
+                self.work.notify_waiters();
+            }
             self.run_actions(actions).await;
         }
     }

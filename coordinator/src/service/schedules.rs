@@ -462,6 +462,7 @@ impl Coordinator {
                 Err(e) => state.firing_failed(&f.origin, &e.to_string()),
             }
         }).await;
+        self.work.notify_waiters();
     }
 
     /// Removes a committed output so that a backfill under `--reprocess all` can replace it.
