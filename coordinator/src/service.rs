@@ -883,6 +883,24 @@ mod tests {
         .into_inner()
     }
 
+    /// Submits an `identity` job over a two-line file in `dir`; returns its id.
+    async fn submit_identity(c: &Coordinator, dir: &std::path::Path) -> u64 {
+        let input = dir.join("in.txt");
+        std::fs::write(&input, "a\nb\n").unwrap();
+        let spec = JobSpec::new(
+            "identity",
+            vec![input.display().to_string()],
+            dir.join("out").display().to_string(),
+        );
+        c.submit_job(Request::new(SubmitJobRequest {
+            spec: Some(spec.to_pb()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id
+    }
+
     async fn maps_done(c: &Coordinator, job_id: u64) -> u32 {
         let status = c.get_job(Request::new(GetJobRequest { job_id })).await;
         status.unwrap().into_inner().status.unwrap().maps_done
@@ -891,23 +909,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_heartbeat_applies_its_workers_reports_before_it_assigns() {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in.txt");
-        std::fs::write(&input, "a\nb\n").unwrap();
         let c = coordinator(&dir.path().join("state"));
         let (w1, w2) = (register(&c, "h1").await, register(&c, "h2").await);
-        let spec = JobSpec::new(
-            "identity",
-            vec![input.display().to_string()],
-            dir.path().join("out").display().to_string(),
-        );
-        let job_id = c
-            .submit_job(Request::new(SubmitJobRequest {
-                spec: Some(spec.to_pb()),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .job_id;
+        let job_id = submit_identity(&c, dir.path()).await;
         // One map, to the first worker that asks.
         let map = heartbeat(&c, w1, Vec::new()).await.assignments;
         assert_eq!(map.len(), 1);
@@ -959,22 +963,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_idle_workers_heartbeat_waits_and_gets_the_work_that_appears() {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in.txt");
-        std::fs::write(&input, "a\nb\n").unwrap();
         let c = coordinator(&dir.path().join("state"));
         let (w1, w2) = (register(&c, "h1").await, register(&c, "h2").await);
         // A job submitted while w2 waits: its map goes to w2 at once.
         let waiting = held_heartbeat(&c, w2).await;
-        let spec = JobSpec::new(
-            "identity",
-            vec![input.display().to_string()],
-            dir.path().join("out").display().to_string(),
-        );
-        c.submit_job(Request::new(SubmitJobRequest {
-            spec: Some(spec.to_pb()),
-        }))
-        .await
-        .unwrap();
+        submit_identity(&c, dir.path()).await;
         let map = waiting.await.unwrap().assignments;
         assert_eq!(map.len(), 1, "{map:?}");
         assert_eq!(map[0].kind, TaskKind::Map as i32);

@@ -472,14 +472,11 @@ fn file_splits(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_tail_under_a_tenth_of_the_split_size_joins_the_split_before() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a"), vec![b'x'; 205]).unwrap();
-        std::fs::write(dir.path().join("b"), vec![b'x'; 215]).unwrap();
-        let d = dir.path().display().to_string();
-        let plan = plan_splits(&Storage::default(), &[d], 100).unwrap();
-        let ranges: Vec<_> = plan
+    /// The splits of the files in `dir` at `split_size`: (file name, start, end).
+    fn ranges(dir: &std::path::Path, split_size: u64) -> Vec<(String, u64, u64)> {
+        let d = dir.display().to_string();
+        plan_splits(&Storage::default(), &[d], split_size)
+            .unwrap()
             .iter()
             .map(|p| {
                 (
@@ -488,10 +485,17 @@ mod tests {
                     p.split.end,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_tail_under_a_tenth_of_the_split_size_joins_the_split_before() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![b'x'; 205]).unwrap();
+        std::fs::write(dir.path().join("b"), vec![b'x'; 215]).unwrap();
         let r = |f: &str, s, e| (f.to_string(), s, e);
         assert_eq!(
-            ranges,
+            ranges(dir.path(), 100),
             vec![
                 r("a", 0, 100),
                 r("a", 100, 205),
@@ -508,20 +512,8 @@ mod tests {
         std::fs::write(dir.path().join("a"), vec![b'x'; 10]).unwrap();
         std::fs::write(dir.path().join("b"), b"").unwrap();
         std::fs::write(dir.path().join("c"), vec![b'x'; 4]).unwrap();
-        let d = dir.path().display().to_string();
-        let plan = plan_splits(&Storage::default(), &[d], 4).unwrap();
-        let ranges: Vec<_> = plan
-            .iter()
-            .map(|p| {
-                (
-                    p.split.path.rsplit('/').next().unwrap().to_string(),
-                    p.split.start,
-                    p.split.end,
-                )
-            })
-            .collect();
         assert_eq!(
-            ranges,
+            ranges(dir.path(), 4),
             [
                 ("a".into(), 0, 4),
                 ("a".into(), 4, 8),
@@ -529,6 +521,8 @@ mod tests {
                 ("c".to_string(), 0, 4)
             ]
         );
+        let d = dir.path().display().to_string();
+        let plan = plan_splits(&Storage::default(), &[d], 4).unwrap();
         assert!(plan.iter().all(|p| p.hosts == [dfs_client::local_host()]));
     }
 
