@@ -12,7 +12,8 @@ impl State {
     /// worker holds locally next; then maps held only by hosts with more pending maps than
     /// slots (the map would wait there for a slot anyway); other maps another worker holds
     /// only after the job has waited `locality_wait` for it (delay scheduling); reduces once
-    /// every map is done; then backups of stragglers. Jobs are served by priority (backfills last), then oldest first.
+    /// every map is done; then backups of stragglers. Jobs are served by priority (backfills
+    /// last), then oldest first.
     pub(super) fn assign(
         &mut self,
         worker: WorkerId,
@@ -322,7 +323,7 @@ struct Offer<'a> {
     worker: WorkerId,
     host: &'a str,
     workers: &'a HashMap<WorkerId, Worker>,
-    /// Live workers per storage host.
+    /// Live workers and their slots per storage host.
     live_hosts: &'a HashMap<String, LiveHost>,
     locality_wait: Duration,
     now: Instant,

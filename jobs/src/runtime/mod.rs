@@ -208,8 +208,9 @@ pub fn map_attempt(
 /// from the network, the map's sort buffer, spill and merge buffers: tens of MiB each) again
 /// and again; glibc serves large allocations (over 128 KiB at first, over at most 32 MiB as
 /// it adapts) with a fresh `mmap` and returns them with `munmap`, so every task faulted all
-/// its memory in again, 4 KiB at a time, and the kernel zeroed it first. Peak memory stays what it was (the buffers are the same); between tasks
-/// the process keeps its peak. Measured on `views` over SeaweedFS: about 20% faster.
+/// its memory in again, 4 KiB at a time, and the kernel zeroed it first. Peak memory stays
+/// what it was (the buffers are the same); between tasks the process keeps its peak.
+/// Measured on `views` over SeaweedFS: about 20% faster (docs/PERFORMANCE.md).
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets glibc's thresholds; called before the first task allocates.
