@@ -328,6 +328,7 @@ fn run_map(
         piece: planned.split.end < planned.file_len,
         listed: Default::default(),
         state: planned.state,
+        skip_mode: spec.max_bad_records > 0,
     };
     let split = &planned.split;
     let mut c = run_map_attempts(new_job, spec, split, &read.data, cfg, out, skipped, listed)

@@ -58,15 +58,15 @@ pub trait DynJob: Send + Sync {
     /// # Errors
     /// The job's error.
     fn setup(&mut self, task: &crate::sdk::TaskSetup<'_>) -> Result<(), crate::sdk::HookError>;
-    /// Runs a map task over `input` and writes its output file at `out`; `current` holds the
-    /// input offset of the record being mapped (read it after a panic). With `cfg.state`,
+    /// Runs a map task over `input` and writes its output file at `out`; `current` holds what
+    /// is being mapped (read it after a panic). With `cfg.state`,
     /// `input` is a state file of an earlier output, folded in as it is.
     fn run_map(
         &mut self,
         input: &[u8],
         cfg: &MapConfig,
         out: &Path,
-        current: &Cell<u64>,
+        current: &Cell<crate::runtime::map::Mapping>,
     ) -> Result<Counters, TaskError>;
     /// How the job's input is cut into records.
     fn input_format(&self) -> crate::InputFormat;
@@ -108,7 +108,7 @@ impl<J: Job> DynJob for J {
         input: &[u8],
         cfg: &MapConfig,
         out: &Path,
-        current: &Cell<u64>,
+        current: &Cell<crate::runtime::map::Mapping>,
     ) -> Result<Counters, TaskError> {
         if cfg.state {
             run_state_map(self, Bytes::copy_from_slice(input), cfg, out)

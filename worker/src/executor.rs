@@ -241,6 +241,7 @@ fn run_map(
         piece: split.end < file_len,
         listed: Default::default(),
         state,
+        skip_mode: task.spec.max_bad_records > 0,
     };
     let mut counters = jobs::runtime::map_attempt(job, &input, &cfg, &tmp)?;
     if let Some(n) = read.compressed_bytes {

@@ -23,7 +23,13 @@ impl Job for WordCount {
     const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
-        for_each_word(record, |word| ctx.emit_encoded(word.bytes, 1));
+        for_each_word(record, |word| ctx.emit_padded(word.bytes, word.padded, 1));
+    }
+
+    /// Words never span lines (a line break is no letter), so a block of lines is mapped as
+    /// one text.
+    fn map_lines(&mut self, lines: &[u8], ctx: &mut MapContext<'_, Self>) {
+        self.map(lines, ctx);
     }
 
     fn reduce(&self, word: Vec<u8>, counts: Values<'_, u64>, out: &mut ReduceContext<'_>) {
@@ -54,16 +60,23 @@ fn letters(w: u64) -> u64 {
 }
 
 /// Reads eight bytes of `text` from `at`, zero-padded past its end (zero is no letter).
+/// Near the end of a text of eight bytes or more, it shifts its last eight bytes down rather
+/// than copying the rest through a buffer: every line's last word ends there.
 #[inline(always)]
 fn load(text: &[u8], at: usize) -> u64 {
-    match text.get(at..at + 8) {
-        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
-        None => {
-            let mut buf = [0u8; 8];
-            let rest = &text[at.min(text.len())..];
-            buf[..rest.len()].copy_from_slice(rest);
-            u64::from_le_bytes(buf)
-        }
+    let n = text.len();
+    let at8 = |i: usize| u64::from_le_bytes(text[i..i + 8].try_into().expect("8 bytes"));
+    if at + 8 <= n {
+        at8(at)
+    } else if at >= n {
+        0
+    } else if n >= 8 {
+        // The byte at `at` is byte `at + 8 - n` (1 to 7) of the last eight.
+        at8(n - 8) >> (8 * (at + 8 - n))
+    } else {
+        let mut buf = [0u8; 8];
+        buf[..n - at].copy_from_slice(&text[at..]);
+        u64::from_le_bytes(buf)
     }
 }
 
@@ -119,7 +132,9 @@ pub fn for_each_word(text: &[u8], mut f: impl FnMut(Word<'_>)) {
         }
         let end = i.min(n);
         let len = end - start;
-        if len <= 64 {
+        // One call of `f` per word, so that it is inlined here.
+        let long: Vec<u8>;
+        let word = if len <= 64 {
             let w0 = load(text, start) | CASE;
             let w1 = if len > 8 {
                 load(text, start + 8) | CASE
@@ -138,17 +153,18 @@ pub fn for_each_word(text: &[u8], mut f: impl FnMut(Word<'_>)) {
             }
             let padded =
                 (len <= 16).then(|| [low_bytes(w0, len), low_bytes(w1, len.saturating_sub(8))]);
-            f(Word {
+            Word {
                 bytes: &buf[..len],
                 padded,
-            });
+            }
         } else {
-            let long: Vec<u8> = text[start..end].iter().map(|b| b | 0x20).collect();
-            f(Word {
+            long = text[start..end].iter().map(|b| b | 0x20).collect();
+            Word {
                 bytes: &long,
                 padded: None,
-            });
-        }
+            }
+        };
+        f(word);
         i = end;
     }
 }

@@ -49,6 +49,64 @@ pub struct MapConfig {
     /// The input is an earlier output's state file (an incremental run): its records are
     /// folded in as they are ([`run_state_map`]), not mapped.
     pub state: bool,
+    /// Skip mode is on (`--max-bad-records`): every record goes to [`Job::map`] on its own,
+    /// also for a job that maps blocks of lines ([`Job::map_lines`]), so that a panic names
+    /// its record.
+    pub skip_mode: bool,
+}
+
+/// What a map attempt was mapping, read back when job code panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// The record at this input offset.
+    Record(u64),
+    /// A block of whole lines given to [`Job::map_lines`]: input offsets `start..end`.
+    Lines {
+        /// The offset of its first line.
+        start: u64,
+        /// The offset just past its last line.
+        end: u64,
+    },
+}
+
+/// How much of a split [`Job::map_lines`] gets at once, at most (a longer line is given
+/// whole): small enough that a panic's block is a useful place to look.
+const LINE_BLOCK: usize = 1 << 20;
+
+/// Gives the lines of `input` (at input offset `base`) to [`Job::map_lines`] in blocks of
+/// whole lines; returns how many lines there were, counted as [`crate::split::Lines`] counts
+/// them.
+fn map_line_blocks<J: Job>(
+    job: &mut J,
+    input: &[u8],
+    base: u64,
+    ctx: &mut MapContext<'_, J>,
+) -> u64 {
+    let mut lines = 0u64;
+    let mut at = 0;
+    while at < input.len() {
+        let end = if input.len() - at <= LINE_BLOCK {
+            input.len()
+        } else {
+            let cut = at + LINE_BLOCK;
+            memchr::memrchr(b'\n', &input[at..cut])
+                .map(|i| at + i + 1)
+                .or_else(|| memchr::memchr(b'\n', &input[cut..]).map(|i| cut + i + 1))
+                .unwrap_or(input.len())
+        };
+        let block = &input[at..end];
+        let (start, stop) = (base + at as u64, base + end as u64);
+        ctx.current.set(Mapping::Lines { start, end: stop });
+        ctx.offset = start;
+        job.map_lines(block, ctx);
+        lines += memchr::memchr_iter(b'\n', block).count() as u64
+            + u64::from(block.last() != Some(&b'\n'));
+        if ctx.buffer.error.is_some() {
+            break;
+        }
+        at = end;
+    }
+    lines
 }
 
 /// Fixed bookkeeping per buffered pair, on top of its key and value bytes.
@@ -75,7 +133,7 @@ pub struct MapBuffer<J: Job> {
     spilled_bytes: u64,
     spilled_records: u64,
     emitted: u64,
-    error: Option<TaskError>,
+    pub(crate) error: Option<TaskError>,
     partitioner: crate::partition::Partitioner,
 }
 
@@ -105,13 +163,21 @@ impl<J: Job> MapBuffer<J> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn insert(&mut self, key: &[u8], value: J::Value) {
+        self.insert_padded(key, None, value);
+    }
+
+    /// [`Self::insert`], with the key also as two zero-padded `u64`s where it has up to 16
+    /// bytes and the caller has them (see [`CombineTable::upsert`]).
+    #[inline(always)]
+    pub(crate) fn insert_padded(&mut self, key: &[u8], padded: Option<[u64; 2]>, value: J::Value) {
         if self.error.is_some() {
             return;
         }
         self.emitted += 1;
         if let Some(combine) = J::COMBINE {
-            let Upsert::Vacant(value) = self.table.upsert(key, value, combine) else {
+            let Upsert::Vacant(value) = self.table.upsert(key, padded, value, combine) else {
                 return;
             };
             self.used += self.table.insert(key, value) + ENTRY_OVERHEAD;
@@ -274,7 +340,7 @@ pub fn run_map<J: Job>(
     input: &[u8],
     cfg: &MapConfig,
     out: &Path,
-    current: &std::cell::Cell<u64>,
+    current: &std::cell::Cell<Mapping>,
 ) -> Result<Counters, TaskError> {
     let mut buffer = MapBuffer::new(cfg, job.partitioner());
     let mut fast = FastCounters::default();
@@ -290,9 +356,19 @@ pub fn run_map<J: Job>(
             record_name: &[],
             listed: &mut listed,
             group: &cfg.group,
+            current,
         };
         let mut skip = cfg.skip.iter().copied().peekable();
-        let mut input_records = if !cfg.group.is_empty() {
+        // Lines go to `map_lines` a block at a time, unless some must be skipped or a panic
+        // must name its line.
+        let blocks = cfg.format == crate::InputFormat::Lines
+            && cfg.group.is_empty()
+            && cfg.skip.is_empty()
+            && !cfg.skip_mode;
+        let mut input_records = if blocks {
+            records = map_line_blocks(job, input, cfg.base_offset, &mut ctx);
+            crate::records::Records::new(cfg.format, &[])
+        } else if !cfg.group.is_empty() {
             crate::records::Records::group(&cfg.group, input)
         } else if cfg.piece {
             crate::records::Records::piece(cfg.format, input)
@@ -308,7 +384,7 @@ pub fn run_map<J: Job>(
                 continue;
             }
             // Read back by the caller if `map` panics: which record did it.
-            current.set(offset);
+            current.set(Mapping::Record(offset));
             ctx.offset = offset;
             // A whole file planned before files were grouped is named by its path.
             ctx.record_name = if name.is_empty() && cfg.format == crate::InputFormat::WholeFiles {
@@ -441,6 +517,15 @@ mod tests {
         input: &[u8],
         budget: usize,
     ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
+        output_in_mode(job, input, budget, false)
+    }
+
+    fn output_in_mode<J: Job>(
+        job: &mut J,
+        input: &[u8],
+        budget: usize,
+        skip_mode: bool,
+    ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = MapConfig {
             state: false,
@@ -454,9 +539,17 @@ mod tests {
             spill_dir: dir.path().join("spill"),
             base_offset: 0,
             skip: Vec::new(),
+            skip_mode,
         };
         let out = dir.path().join("out");
-        let counters = run_map(job, input, &cfg, &out, &std::cell::Cell::new(0)).unwrap();
+        let counters = run_map(
+            job,
+            input,
+            &cfg,
+            &out,
+            &std::cell::Cell::new(Mapping::Record(0)),
+        )
+        .unwrap();
         let file = ShuffleFile::open(Bytes::from(std::fs::read(&out).unwrap())).unwrap();
         let parts = (0..3)
             .map(|p| {
@@ -508,13 +601,14 @@ mod tests {
             spill_dir: dir.path().join("spill"),
             base_offset: 0,
             skip: Vec::new(),
+            skip_mode: false,
         };
         let err = run_map(
             &mut FailsAtEnd(0),
             b"a\nb\nc\n",
             &cfg,
             &dir.path().join("out"),
-            &std::cell::Cell::new(0),
+            &std::cell::Cell::new(Mapping::Record(0)),
         )
         .unwrap_err();
         let chain = crate::runtime::error_chain(&err);
@@ -556,6 +650,99 @@ mod tests {
     }
 
     #[test]
+    fn a_job_mapping_blocks_of_lines_gives_what_it_gives_line_by_line() {
+        // Blocks are cut at line ends near every MiB; a line longer than that is one block.
+        let mut input = Vec::new();
+        for i in 0..150_000 {
+            input.extend_from_slice(match i % 5 {
+                0 => b"The cat\r\n".as_slice(),
+                1 => b"\n",
+                2 => b"sat, on the MAT; 42 times\n",
+                3 => b"a\rb\n",
+                _ => b"\r\n",
+            });
+        }
+        input.extend(std::iter::repeat_n(b"word ".as_slice(), 300_000).flatten());
+        input.extend_from_slice(b"\nno newline at the end");
+        let lines = crate::split::Lines::new(&input).count() as u64;
+        let job = &mut crate::builtin::wordcount::WordCount;
+        // In skip mode every line goes to `map` on its own.
+        let (by_line, c_line) = output_in_mode(job, &input, 1 << 30, true);
+        for budget in [1 << 30, 1 << 12] {
+            let (by_block, c_block) = output_in_mode(job, &input, budget, false);
+            assert_eq!(by_block, by_line);
+            assert_eq!(c_block.get("map_input_records"), lines);
+        }
+        assert_eq!(c_line.get("map_input_records"), lines);
+        assert_eq!(
+            by_line.iter().map(Vec::len).sum::<usize>(),
+            13,
+            "distinct words"
+        );
+    }
+
+    /// Panics in `map_lines` on a block holding "boom".
+    struct BlockBoom;
+
+    impl Job for BlockBoom {
+        type Key = Vec<u8>;
+        type Value = u64;
+
+        fn map(&mut self, record: &[u8], _: &mut MapContext<'_, Self>) {
+            assert!(record != b"boom", "boom");
+        }
+
+        fn map_lines(&mut self, lines: &[u8], _: &mut MapContext<'_, Self>) {
+            assert!(memchr::memmem::find(lines, b"boom").is_none(), "boom");
+        }
+
+        fn reduce(&self, _: Vec<u8>, _: Values<'_, u64>, _: &mut ReduceContext<'_>) {}
+    }
+
+    #[test]
+    fn a_panic_in_a_block_of_lines_names_the_block_and_in_skip_mode_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = MapConfig {
+            state: false,
+            input: String::new(),
+            group: Vec::new(),
+            format: crate::InputFormat::Lines,
+            piece: false,
+            listed: Default::default(),
+            partitions: 1,
+            memory_budget: 1 << 20,
+            spill_dir: dir.path().join("spill"),
+            base_offset: 100,
+            skip: Vec::new(),
+            skip_mode: false,
+        };
+        let out = dir.path().join("out");
+        let err =
+            crate::runtime::map_attempt(&mut BlockBoom, b"a\nboom\nc", &cfg, &out).unwrap_err();
+        let TaskError::Panicked { message, record } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(record, None);
+        assert!(
+            message.ends_with("boom (mapping the lines at input offsets 100 to 108 as one block)"),
+            "{message}"
+        );
+        cfg.skip_mode = true;
+        let err =
+            crate::runtime::map_attempt(&mut BlockBoom, b"a\nboom\nc", &cfg, &out).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TaskError::Panicked {
+                    record: Some(102),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn skipped_offsets_are_not_mapped_and_are_counted() {
         let dir = tempfile::tempdir().unwrap();
         let input = b"aaa\nbbb\nccc\nddd";
@@ -572,8 +759,9 @@ mod tests {
             spill_dir: dir.path().join("spill"),
             base_offset: 100,
             skip: vec![50, 104, 112],
+            skip_mode: false,
         };
-        let current = std::cell::Cell::new(0);
+        let current = std::cell::Cell::new(Mapping::Record(0));
         let c = run_map(
             &mut Prefix::<false>,
             input,
@@ -586,7 +774,11 @@ mod tests {
             (c.get("map_input_records"), c.get("skipped_records")),
             (2, 2)
         );
-        assert_eq!(current.get(), 108, "the last record mapped");
+        assert_eq!(
+            current.get(),
+            Mapping::Record(108),
+            "the last record mapped"
+        );
     }
 
     #[test]

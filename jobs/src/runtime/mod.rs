@@ -191,14 +191,24 @@ pub fn map_attempt(
     cfg: &map::MapConfig,
     out: &std::path::Path,
 ) -> Result<crate::sdk::Counters, TaskError> {
-    let current = std::cell::Cell::new(cfg.base_offset);
+    let current = std::cell::Cell::new(map::Mapping::Record(cfg.base_offset));
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         job.run_map(input, cfg, out, &current)
     }))
     .unwrap_or_else(|p| {
-        Err(TaskError::Panicked {
-            message: panic_message(&*p),
-            record: Some(current.get()),
+        let message = panic_message(&*p);
+        Err(match current.get() {
+            map::Mapping::Record(offset) => TaskError::Panicked {
+                message,
+                record: Some(offset),
+            },
+            // No one record to blame: skip mode maps line by line (`MapConfig::skip_mode`).
+            map::Mapping::Lines { start, end } => TaskError::Panicked {
+                message: format!(
+                    "{message} (mapping the lines at input offsets {start} to {end} as one block)"
+                ),
+                record: None,
+            },
         })
     })
 }

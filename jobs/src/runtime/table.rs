@@ -95,20 +95,24 @@ enum Probe<'a> {
 impl<'a> Probe<'a> {
     #[inline(always)]
     fn new(key: &'a [u8]) -> (Self, u64) {
-        match key.len() {
+        let len = key.len();
+        if len > 16 {
+            return (Probe::Long(key), xxh3_64(key));
+        }
+        let head = len.min(8);
+        Self::padded(len, [word(&key[..head]), word(&key[head..])])
+    }
+
+    /// The probe of a key of up to 16 bytes given as two little-endian `u64`s, zero-padded.
+    #[inline(always)]
+    fn padded(len: usize, w: [u64; 2]) -> (Self, u64) {
+        match len {
             0..=7 => {
-                let w = word(key) | (key.len() as u64) << 56;
+                let w = w[0] | (len as u64) << 56;
                 (Probe::Small(w), hash1(w))
             }
-            8 => {
-                let w = u64::from_le_bytes(key.try_into().expect("8 bytes"));
-                (Probe::Eight(w), hash1(w))
-            }
-            9..=16 => {
-                let w = [word(&key[..8]), word(&key[8..])];
-                (Probe::Mid(w, key.len() as u8), hash2(key.len(), w))
-            }
-            _ => (Probe::Long(key), xxh3_64(key)),
+            8 => (Probe::Eight(w[0]), hash1(w[0])),
+            _ => (Probe::Mid(w, len as u8), hash2(len, w)),
         }
     }
 }
@@ -129,14 +133,25 @@ impl<V> CombineTable<V> {
     }
 
     /// Folds `value` into the key's value with `combine`, or hands it back if the key is new.
-    #[inline]
+    /// `padded` is the key of up to 16 bytes as two little-endian `u64`s, zero-padded, where
+    /// the caller has it (a tokeniser's words): then the key's bytes are not read again.
+    #[inline(always)]
     pub(crate) fn upsert(
         &mut self,
         key: &[u8],
+        padded: Option<[u64; 2]>,
         value: V,
         combine: impl FnOnce(&mut V, V),
     ) -> Upsert<V> {
-        let (probe, hash) = Probe::new(key);
+        let (probe, hash) = match padded {
+            Some(w) => {
+                debug_assert!(
+                    key.len() <= 16 && Probe::new(key).1 == Probe::padded(key.len(), w).1
+                );
+                Probe::padded(key.len(), w)
+            }
+            None => Probe::new(key),
+        };
         let slot = match probe {
             Probe::Small(w) => self.small.find_mut(hash, |e| e.0 == w).map(|e| &mut e.1),
             Probe::Eight(w) => self.eight.find_mut(hash, |e| e.0 == w).map(|e| &mut e.1),
@@ -227,7 +242,7 @@ mod tests {
             let mut m = std::collections::BTreeMap::new();
             for k in &keys {
                 *m.entry(k.clone()).or_insert(0u64) += 1;
-                if let Upsert::Vacant(v) = t.upsert(k, 1u64, |a, b| *a += b) {
+                if let Upsert::Vacant(v) = t.upsert(k, None, 1u64, |a, b| *a += b) {
                     t.insert(k, v);
                 }
             }
@@ -266,13 +281,16 @@ mod tests {
         ];
         for k in keys {
             assert!(matches!(
-                t.upsert(k, 1u64, |a, b| *a += b),
+                t.upsert(k, None, 1u64, |a, b| *a += b),
                 Upsert::Vacant(_)
             ));
             t.insert(k, 1);
         }
         for k in keys {
-            assert!(matches!(t.upsert(k, 1u64, |a, b| *a += b), Upsert::Found));
+            assert!(matches!(
+                t.upsert(k, None, 1u64, |a, b| *a += b),
+                Upsert::Found
+            ));
         }
         let drained = t.drain_sorted(|_| 0);
         assert_eq!(drained.len(), 11);
