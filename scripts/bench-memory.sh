@@ -49,7 +49,7 @@ hwm() { awk '/VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 table="$D/memory.md"
 {
-  printf 'Machine: %s. `quern local`, 2 workers of 2 slots, %s reducers, default settings (64 MiB splits and task memory). Peak resident memory in MiB.\n\n' \
+  printf 'Machine: %s. `quern local`, 2 workers of 2 slots, %s reducers, default settings (64 MiB splits, 128 MiB task memory). Peak resident memory in MiB.\n\n' \
     "$(machine)" "$REDUCERS"
   printf '| job | input | seconds | s per GiB | worker | executor | coordinator (`quern local`) |\n|---|---:|---:|---:|---:|---:|---:|\n'
 } >"$table"

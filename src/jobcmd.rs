@@ -48,7 +48,7 @@ pub struct JobSpecArgs {
     #[arg(long, env = "QUERN_SPLIT_SIZE", value_parser = parse_size, default_value = "64MiB")]
     pub split_size: u64,
     /// Sort-buffer memory per task; maps and reduces spill to disk beyond it.
-    #[arg(long, env = "QUERN_TASK_MEMORY", value_parser = parse_size, default_value = "64MiB")]
+    #[arg(long, env = "QUERN_TASK_MEMORY", value_parser = parse_size, default_value = "128MiB")]
     pub task_memory: u64,
     /// Attempts per task before the job fails.
     #[arg(long, env = "QUERN_MAX_ATTEMPTS", default_value_t = 4)]

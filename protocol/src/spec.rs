@@ -8,8 +8,10 @@ use crate::pb;
 
 /// Default split size: 64 MiB.
 pub const DEFAULT_SPLIT_SIZE: u64 = 64 * 1024 * 1024;
-/// Default sort-buffer budget of one task: 64 MiB.
-pub const DEFAULT_TASK_MEMORY: u64 = 64 * 1024 * 1024;
+/// Default sort-buffer budget of one task: 128 MiB, so that the records of a default split
+/// fit with their bookkeeping (32 bytes per record) and a map writes its output without
+/// spilling first.
+pub const DEFAULT_TASK_MEMORY: u64 = 128 * 1024 * 1024;
 /// Default attempts per task.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 /// Most parameters a spec may carry.

@@ -203,6 +203,16 @@ impl<J: Job> MapBuffer<J> {
         }
     }
 
+    /// Makes room for the pairs of `input_len` bytes of input, as a job that emits about its
+    /// input (a sort) does, up to the budget: an arena grown by doubling copies what it holds
+    /// each time, and may end at twice its size. Room not written is not memory used.
+    fn expect_input(&mut self, input_len: usize) {
+        if J::COMBINE.is_none() {
+            self.arena
+                .reserve((input_len + input_len / 8).min(self.budget));
+        }
+    }
+
     /// Writes the buffer, sorted, to `out`; returns what was written.
     fn write_sorted<W: std::io::Write>(&mut self, out: W) -> Result<(W, FileSummary), TaskError> {
         let mut w = ShuffleWriter::new(out, self.partitions);
@@ -343,6 +353,7 @@ pub fn run_map<J: Job>(
     current: &std::cell::Cell<Mapping>,
 ) -> Result<Counters, TaskError> {
     let mut buffer = MapBuffer::new(cfg, job.partitioner());
+    buffer.expect_input(input.len());
     let mut fast = FastCounters::default();
     let (mut records, mut skipped) = (0u64, 0u64);
     let mut listed = Vec::new();
