@@ -559,6 +559,18 @@ impl<J: Job> MapContext<'_, J> {
         self.buffer.insert(key, value);
     }
 
+    /// Emits a pair whose value is given in a borrowed form that the job's value type owns
+    /// (`&str` for a `String`, `&[T]` for a `Vec<T>`, [`serde_bytes::Bytes`] for a
+    /// `serde_bytes::ByteBuf`): a job without a combiner encodes it straight into its buffer,
+    /// saving an allocation and a copy per record. The borrowed form must encode as the owned
+    /// one does, as those pairs do.
+    pub fn emit_borrowed<B>(&mut self, key: &[u8], value: &B)
+    where
+        B: Serialize + ToOwned<Owned = J::Value> + ?Sized,
+    {
+        self.buffer.insert_borrowed(key, value);
+    }
+
     /// [`Self::emit_encoded`] for a key that the caller also has as two little-endian `u64`s,
     /// zero-padded, when it has up to 16 bytes (as [`crate::builtin::wordcount::Word`] hands
     /// out): the combining table takes those instead of reading the bytes again.

@@ -74,9 +74,9 @@ impl Job for Sort {
             ctx.count("malformed_records", 1);
             return;
         }
-        ctx.emit_encoded(
+        ctx.emit_borrowed(
             &record[..KEY_BYTES],
-            serde_bytes::ByteBuf::from(&record[KEY_BYTES..]),
+            serde_bytes::Bytes::new(&record[KEY_BYTES..]),
         );
     }
 

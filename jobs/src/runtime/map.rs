@@ -182,20 +182,53 @@ impl<J: Job> MapBuffer<J> {
             };
             self.used += self.table.insert(key, value) + ENTRY_OVERHEAD;
         } else {
-            let partition = self.partitioner.partition(key, self.partitions);
-            let offset = self.arena.len();
-            self.arena.extend_from_slice(key);
-            value.encode_value(&mut self.arena);
-            let value_len = self.arena.len() - offset - key.len();
-            self.entries.push(Entry {
-                partition,
-                prefix: prefix(key),
-                offset,
-                key_len: key.len() as u32,
-                value_len: value_len as u32,
-            });
-            self.used += key.len() + value_len + ENTRY_OVERHEAD;
+            self.append(key, |arena| value.encode_value(arena));
+            return;
         }
+        self.spill_if_full();
+    }
+
+    /// [`Self::insert`] of a value in a borrowed form that encodes as its owned form does
+    /// (see [`crate::MapContext::emit_borrowed`]): a job without a combiner encodes it into
+    /// the buffer as it is, with no owned value made and dropped per record.
+    #[inline]
+    pub(crate) fn insert_borrowed<B>(&mut self, key: &[u8], value: &B)
+    where
+        B: serde::Serialize + ToOwned<Owned = J::Value> + ?Sized,
+    {
+        if J::COMBINE.is_some() {
+            return self.insert(key, value.to_owned());
+        }
+        if self.error.is_some() {
+            return;
+        }
+        self.emitted += 1;
+        self.append(key, |arena| {
+            postcard::to_io(value, arena).expect("postcard encodes into a Vec");
+        });
+    }
+
+    /// Appends a pair to the arena of a job without a combiner; `encode` appends the value.
+    #[inline(always)]
+    fn append(&mut self, key: &[u8], encode: impl FnOnce(&mut Vec<u8>)) {
+        let partition = self.partitioner.partition(key, self.partitions);
+        let offset = self.arena.len();
+        self.arena.extend_from_slice(key);
+        encode(&mut self.arena);
+        let value_len = self.arena.len() - offset - key.len();
+        self.entries.push(Entry {
+            partition,
+            prefix: prefix(key),
+            offset,
+            key_len: key.len() as u32,
+            value_len: value_len as u32,
+        });
+        self.used += key.len() + value_len + ENTRY_OVERHEAD;
+        self.spill_if_full();
+    }
+
+    #[inline(always)]
+    fn spill_if_full(&mut self) {
         if self.used >= self.budget {
             if let Err(e) = self.spill() {
                 self.error = Some(e);
@@ -751,6 +784,45 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// Emits each record under its first byte, as a borrowed or an owned value.
+    struct Whole<const BORROWED: bool, const C: bool>;
+
+    impl<const BORROWED: bool, const C: bool> Job for Whole<BORROWED, C> {
+        type Key = Vec<u8>;
+        type Value = Vec<u8>;
+        const COMBINE: Option<crate::sdk::Combiner<Vec<u8>>> = if C {
+            Some(|acc, next| acc.extend(next))
+        } else {
+            None
+        };
+
+        fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
+            let key = &record[..record.len().min(1)];
+            if BORROWED {
+                ctx.emit_borrowed(key, record);
+            } else {
+                ctx.emit_encoded(key, record.to_vec());
+            }
+        }
+
+        fn reduce(&self, _: Vec<u8>, _: Values<'_, Vec<u8>>, _: &mut ReduceContext<'_>) {}
+    }
+
+    #[test]
+    fn a_borrowed_value_is_buffered_as_its_owned_form() {
+        let input = b"apple\nbanana\ncherry\navocado\n\nblueberry";
+        for budget in [1 << 20, 64] {
+            let (borrowed, c) = output(&mut Whole::<true, false>, input, budget);
+            assert_eq!(
+                borrowed,
+                output(&mut Whole::<false, false>, input, budget).0
+            );
+            assert_eq!(c.get("map_output_records"), 6);
+            let (borrowed, _) = output(&mut Whole::<true, true>, input, budget);
+            assert_eq!(borrowed, output(&mut Whole::<false, true>, input, budget).0);
+        }
     }
 
     #[test]

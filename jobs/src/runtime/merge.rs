@@ -10,8 +10,21 @@ use super::format::{BlockCursor, FormatError, Run};
 /// Merges sorted runs into one sorted stream.
 pub struct Merger {
     cursors: Vec<BlockCursor>,
+    /// Each cursor's key's first eight bytes, big-endian and zero-padded: most comparisons
+    /// of the heap are settled by these, without a `memcmp` call.
+    prefixes: Vec<u64>,
     heap: Vec<usize>,
     pending: Option<usize>,
+}
+
+/// The first eight bytes of `key` as a big-endian integer, zero-padded. Where two keys'
+/// prefixes differ, they order as the keys do: the first byte that differs decides both, and
+/// a key that ends there (padded with a zero) is a prefix of the other, so the smaller.
+fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl Merger {
@@ -29,8 +42,10 @@ impl Merger {
             }
             cursors.push(c);
         }
+        let prefixes = cursors.iter().map(|c| prefix(c.key())).collect();
         let mut m = Merger {
             cursors,
+            prefixes,
             heap,
             pending: None,
         };
@@ -41,6 +56,10 @@ impl Merger {
     }
 
     fn less(&self, a: usize, b: usize) -> bool {
+        let (pa, pb) = (self.prefixes[a], self.prefixes[b]);
+        if pa != pb {
+            return pa < pb;
+        }
         let (ca, cb) = (&self.cursors[a], &self.cursors[b]);
         match ca.key().cmp(cb.key()) {
             std::cmp::Ordering::Equal => a < b,
@@ -72,6 +91,7 @@ impl Merger {
         if let Some(run) = self.pending.take() {
             debug_assert_eq!(self.heap.first(), Some(&run));
             if self.cursors[run].advance()? {
+                self.prefixes[run] = prefix(self.cursors[run].key());
                 self.sift_down(0);
             } else {
                 let last = self.heap.pop().expect("heap holds the pending run");
@@ -153,6 +173,18 @@ mod tests {
                 .collect();
             expected.sort();
             prop_assert_eq!(out, expected);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn prefixes_that_differ_order_as_their_keys(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1), any::<u8>()], 0..12),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1), any::<u8>()], 0..12),
+        ) {
+            if prefix(&a) != prefix(&b) {
+                prop_assert_eq!(prefix(&a) < prefix(&b), a < b);
+            }
         }
     }
 
