@@ -685,6 +685,45 @@ impl<V: Value> Iterator for Values<'_, V> {
     }
 }
 
+impl<V: Value> Values<'_, V> {
+    /// Calls `f` with each value in a borrowed form that the value type owns (`&str` for a
+    /// `String`, `&[u8]`-like [`serde_bytes::Bytes`] for a `serde_bytes::ByteBuf`), decoded
+    /// in place from the shuffle's bytes: no owned value is made and dropped per value. The
+    /// values are those [`Iterator::next`] gives, in the same order.
+    pub fn for_each_borrowed<B>(self, mut f: impl FnMut(&B))
+    where
+        B: ?Sized + ToOwned<Owned = V>,
+        V: std::borrow::Borrow<B>,
+        for<'de> &'de B: serde::Deserialize<'de>,
+    {
+        let (merger, key, error) = match self.source {
+            ValueSource::Folded(v) => {
+                if let Some(v) = v {
+                    f(std::borrow::Borrow::<B>::borrow(&v));
+                }
+                return;
+            }
+            ValueSource::Merged { merger, key, error } => (merger, key, error),
+        };
+        while error.is_none() {
+            match merger.next_value_for(key) {
+                Ok(Some(bytes)) => match postcard::from_bytes::<&B>(bytes) {
+                    Ok(v) => f(v),
+                    Err(e) => {
+                        let e = CodecError {
+                            what: "value",
+                            reason: e.to_string(),
+                        };
+                        *error = Some(e.to_string());
+                    }
+                },
+                Ok(None) => return,
+                Err(e) => *error = Some(e.to_string()),
+            }
+        }
+    }
+}
+
 /// Appends the decimal form of `n` (no allocation).
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
@@ -783,6 +822,58 @@ mod tests {
         v.encode_value(&mut e);
         assert_eq!(Vec::<(u64, u64)>::decode_value(&e).unwrap(), v);
         assert!(Vec::<(u64, u64)>::decode_value(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn borrowed_values_are_those_next_gives_and_a_bad_one_is_an_error() {
+        use crate::runtime::format::{ShuffleFile, ShuffleWriter};
+        use crate::runtime::merge::Merger;
+        let run = |pairs: &[(&str, &[u8])]| {
+            let mut w = ShuffleWriter::new(Vec::new(), 1);
+            for (k, v) in pairs {
+                w.push(0, k.as_bytes(), v).unwrap();
+            }
+            let (data, _) = w.finish().unwrap();
+            ShuffleFile::open(bytes::Bytes::from(data))
+                .unwrap()
+                .partition(0)
+        };
+        let enc = |v: &str| {
+            let mut e = Vec::new();
+            v.to_string().encode_value(&mut e);
+            e
+        };
+        let (x, y, z) = (enc("x"), enc("y"), enc("z"));
+        // Values of key `a`, then of `b`; the last is not UTF-8.
+        let collect = |borrowed: bool, bad: bool| {
+            let bad_value: &[u8] = &[2, 0xff, 0xfe];
+            let last = if bad { bad_value } else { &y };
+            let runs = vec![run(&[("a", &x), ("b", last)]), run(&[("a", &z), ("b", &x)])];
+            let mut m = Merger::new(runs).unwrap();
+            let mut got = Vec::new();
+            let mut error = None;
+            for key in [&b"a"[..], b"b"] {
+                assert_eq!(m.next_key().unwrap(), Some(key));
+                let values = Values::<String> {
+                    source: ValueSource::Merged {
+                        merger: &mut m,
+                        key,
+                        error: &mut error,
+                    },
+                };
+                if borrowed {
+                    values.for_each_borrowed(|v: &str| got.push(v.to_string()));
+                } else {
+                    got.extend(values);
+                }
+            }
+            (got, error)
+        };
+        assert_eq!(collect(true, false), collect(false, false));
+        assert_eq!(collect(true, false).0, ["x", "z", "y", "x"]);
+        let (got, error) = collect(true, true);
+        assert_eq!(got, ["x", "z"]);
+        assert!(error.is_some_and(|e| e.contains("value")));
     }
 
     #[test]

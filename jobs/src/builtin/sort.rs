@@ -90,15 +90,15 @@ impl Job for Sort {
         rest: Values<'_, serde_bytes::ByteBuf>,
         out: &mut ReduceContext<'_>,
     ) {
-        for r in rest {
+        rest.for_each_borrowed(|r: &serde_bytes::Bytes| {
             let buf = out.buffer();
             buf.extend_from_slice(&key);
-            buf.extend_from_slice(&r);
+            buf.extend_from_slice(r);
             if r.last() != Some(&b'\n') {
                 buf.push(b'\n');
             }
             out.end_record();
-        }
+        });
     }
 }
 

@@ -20,10 +20,13 @@ pub struct Merger {
 /// The first eight bytes of `key` as a big-endian integer, zero-padded. Where two keys'
 /// prefixes differ, they order as the keys do: the first byte that differs decides both, and
 /// a key that ends there (padded with a zero) is a prefix of the other, so the smaller.
+#[inline]
 fn prefix(key: &[u8]) -> u64 {
+    if let Some(b) = key.first_chunk::<8>() {
+        return u64::from_be_bytes(*b);
+    }
     let mut b = [0u8; 8];
-    let n = key.len().min(8);
-    b[..n].copy_from_slice(&key[..n]);
+    b[..key.len()].copy_from_slice(key);
     u64::from_be_bytes(b)
 }
 
@@ -127,7 +130,8 @@ impl Merger {
     pub fn next_value_for(&mut self, key: &[u8]) -> Result<Option<&[u8]>, FormatError> {
         self.settle()?;
         match self.heap.first() {
-            Some(&i) if self.cursors[i].key() == key => {
+            // The prefixes first: most calls end a key's values, at a different key.
+            Some(&i) if self.prefixes[i] == prefix(key) && self.cursors[i].key() == key => {
                 self.pending = Some(i);
                 Ok(Some(self.cursors[i].value()))
             }
