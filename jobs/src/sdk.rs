@@ -69,6 +69,19 @@ impl Key for Vec<u8> {
     }
 }
 
+/// Fixed-size bytes (a hash, a record's fixed-width key): decoded without an allocation.
+impl<const N: usize> Key for [u8; N] {
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
+        bytes.try_into().map_err(|_| CodecError {
+            what: "key",
+            reason: format!("expected {N} bytes, got {}", bytes.len()),
+        })
+    }
+}
+
 impl Key for String {
     fn encode_key(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
@@ -813,6 +826,10 @@ mod tests {
         10u64.encode_key(&mut b);
         assert!(a < b);
         assert!(u64::decode_key(&a[..3]).is_err());
+        let mut c = Vec::new();
+        [1u8, 2, 3].encode_key(&mut c);
+        assert_eq!(<[u8; 3]>::decode_key(&c).unwrap(), [1, 2, 3]);
+        assert!(<[u8; 4]>::decode_key(&c).is_err());
     }
 
     #[test]
