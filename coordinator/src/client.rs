@@ -18,6 +18,9 @@ use tonic::transport::Channel;
 /// How long [`Client::wait`] keeps trying an unreachable coordinator.
 pub const RECONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
+/// How often [`Client::wait`] reports progress while a job runs.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
 pub use protocol::JobState;
 
 /// A job's progress and counters.
@@ -356,9 +359,22 @@ impl Client {
 
     /// Returns a job's status.
     pub async fn status(&mut self, id: JobId) -> Result<JobStatus, ClientError> {
+        self.status_when_over(id, Duration::ZERO).await
+    }
+
+    /// Returns a job's status once it is over, or after `wait` (the coordinator holds the
+    /// request; at most a second).
+    async fn status_when_over(
+        &mut self,
+        id: JobId,
+        wait: Duration,
+    ) -> Result<JobStatus, ClientError> {
         let r = self
             .inner
-            .get_job(GetJobRequest { job_id: id.0 })
+            .get_job(GetJobRequest {
+                job_id: id.0,
+                wait_until_over_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            })
             .await?
             .into_inner();
         Ok(r.status
@@ -382,7 +398,8 @@ impl Client {
             .killed)
     }
 
-    /// Polls until the job is over, calling `progress` with each status. It rides out a
+    /// Follows the job until it is over, calling `progress` with each status (about every
+    /// [`PROGRESS_EVERY`]; the coordinator answers at once when the job ends). It rides out a
     /// coordinator restart: while the coordinator is unreachable it keeps trying for up to
     /// [`RECONNECT_PATIENCE`], and the restarted coordinator knows the job from its journal.
     pub async fn wait(
@@ -392,7 +409,8 @@ impl Client {
     ) -> Result<JobStatus, ClientError> {
         let mut unreachable_since: Option<std::time::Instant> = None;
         loop {
-            match self.status(id).await {
+            let asked = std::time::Instant::now();
+            match self.status_when_over(id, PROGRESS_EVERY).await {
                 Ok(s) => {
                     unreachable_since = None;
                     progress(&s);
@@ -422,7 +440,11 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A coordinator that does not hold the request answers at once: ask again after
+            // a short while, not in a busy loop.
+            if let Some(rest) = Duration::from_millis(50).checked_sub(asked.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
         }
     }
 }

@@ -49,7 +49,12 @@ pub struct Coordinator {
     submit_limit: Arc<crate::limits::RateLimiter>,
     /// Woken when tasks that could start appear, for heartbeats held for work.
     work: Arc<tokio::sync::Notify>,
+    /// Woken after every change of the state, for status requests held until their job is over.
+    changed: Arc<tokio::sync::Notify>,
 }
+
+/// The longest a status request is held until its job is over, whatever the client asks.
+const MAX_STATUS_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest a heartbeat is held for work, whatever the worker asks.
 const MAX_WORK_WAIT: Duration = Duration::from_secs(5);
@@ -93,6 +98,7 @@ impl Coordinator {
                 crate::limits::SubmitRate::default(),
             )),
             work: Arc::new(tokio::sync::Notify::new()),
+            changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -222,6 +228,7 @@ impl Coordinator {
             (r, self.journal.queue(state.take_records()))
         };
         self.journal.wait_durable(upto).await?;
+        self.changed.notify_waiters();
         Ok(r)
     }
 
@@ -628,7 +635,21 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
-        let id = JobId(request.into_inner().job_id);
+        let request = request.into_inner();
+        let id = JobId(request.job_id);
+        let wait = Duration::from_millis(request.wait_until_over_ms.into()).min(MAX_STATUS_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Made before the state is read, so that an end after the read still wakes it.
+            let changed = self.changed.notified();
+            let over = self
+                .read(|s| s.is_over(id))
+                .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
+            if over || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout_at(deadline, changed).await;
+        }
         let status = self
             .read(|s| s.status(id, Instant::now()))
             .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
@@ -902,7 +923,12 @@ mod tests {
     }
 
     async fn maps_done(c: &Coordinator, job_id: u64) -> u32 {
-        let status = c.get_job(Request::new(GetJobRequest { job_id })).await;
+        let status = c
+            .get_job(Request::new(GetJobRequest {
+                job_id,
+                wait_until_over_ms: 0,
+            }))
+            .await;
         status.unwrap().into_inner().status.unwrap().maps_done
     }
 
@@ -934,6 +960,41 @@ mod tests {
         assert_eq!(maps_done(&c, job_id).await, 1);
         assert_eq!(next.assignments.len(), 1, "{next:?}");
         assert_eq!(next.assignments[0].kind, TaskKind::Reduce as i32);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_held_status_answers_when_its_job_ends_or_at_its_deadline() {
+        use protocol::pb::JobState;
+        let dir = tempfile::tempdir().unwrap();
+        let c = coordinator(&dir.path().join("state"));
+        let job_id = submit_identity(&c, dir.path()).await;
+        let status = |wait_until_over_ms| {
+            let c = c.clone();
+            async move {
+                let r = c.get_job(Request::new(GetJobRequest {
+                    job_id,
+                    wait_until_over_ms,
+                }));
+                r.await.unwrap().into_inner().status.unwrap().state
+            }
+        };
+        // A running job: answered at once without a wait, at the deadline with one.
+        assert_eq!(status(0).await, JobState::Running as i32);
+        let asked = std::time::Instant::now();
+        assert_eq!(status(200).await, JobState::Running as i32);
+        assert!(asked.elapsed() >= Duration::from_millis(200));
+        // Held (a wait of a minute is cut to a second), and answered when the job ends.
+        let held = tokio::spawn(status(60_000));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!held.is_finished(), "the job runs: the answer waits");
+        assert!(c.kill_job_now(JobId(job_id)).await.unwrap());
+        let state = tokio::time::timeout(Duration::from_millis(600), held)
+            .await
+            .expect("answered when the job ended, not at the deadline")
+            .unwrap();
+        assert_eq!(state, JobState::Killed as i32);
+        // An ended job's status is not held.
+        assert_eq!(status(60_000).await, JobState::Killed as i32);
     }
 
     /// An idle worker's heartbeat that may wait for work, sent in the background; checked,

@@ -256,7 +256,10 @@ struct Answers {
 async fn answer_sizes(rpc: &Rpc, coord: &CoordProc, id: JobId) -> Result<Answers> {
     let mut rpc = rpc.clone();
     let status = rpc
-        .get_job(pb::GetJobRequest { job_id: id.0 })
+        .get_job(pb::GetJobRequest {
+            job_id: id.0,
+            wait_until_over_ms: 0,
+        })
         .await?
         .into_inner()
         .encoded_len();

@@ -145,6 +145,11 @@ impl State {
         self.jobs.get(&id).map(|j| &j.spec)
     }
 
+    /// Whether job `id` is over (None for an unknown job): cheaper than [`Self::status`].
+    pub fn is_over(&self, id: JobId) -> Option<bool> {
+        self.jobs.get(&id).map(|j| j.state.is_over())
+    }
+
     /// Returns the status of one job.
     pub fn status(&self, job_id: JobId, now: Instant) -> Option<pb::JobStatus> {
         let job = self.jobs.get(&job_id)?;
