@@ -560,6 +560,25 @@ pub fn decode_key<J: Job>(bytes: &[u8]) -> Result<J::Key, TaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A map of a split of lines at `base_offset`, with `partitions`, 1 MiB of memory and no
+    /// skipped records, spilling under `dir`.
+    fn lines_config(dir: &std::path::Path, partitions: u32, base_offset: u64) -> MapConfig {
+        MapConfig {
+            state: false,
+            input: String::new(),
+            group: Vec::new(),
+            format: crate::InputFormat::Lines,
+            piece: false,
+            listed: Default::default(),
+            partitions,
+            memory_budget: 1 << 20,
+            spill_dir: dir.join("spill"),
+            base_offset,
+            skip: Vec::new(),
+            skip_mode: false,
+        }
+    }
     use crate::runtime::format::BlockCursor;
     use crate::sdk::{ReduceContext, Values};
     use proptest::prelude::*;
@@ -599,18 +618,9 @@ mod tests {
     ) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Counters) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = MapConfig {
-            state: false,
-            input: String::new(),
-            group: Vec::new(),
-            format: crate::InputFormat::Lines,
-            piece: false,
-            listed: Default::default(),
-            partitions: 3,
             memory_budget: budget,
-            spill_dir: dir.path().join("spill"),
-            base_offset: 0,
-            skip: Vec::new(),
             skip_mode,
+            ..lines_config(dir.path(), 3, 0)
         };
         let out = dir.path().join("out");
         let counters = run_map(
@@ -660,20 +670,7 @@ mod tests {
     #[test]
     fn a_failing_map_end_fails_the_attempt_as_retryable_with_its_state_seen() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = MapConfig {
-            state: false,
-            input: String::new(),
-            group: Vec::new(),
-            format: crate::InputFormat::Lines,
-            piece: false,
-            listed: Default::default(),
-            partitions: 2,
-            memory_budget: 1 << 20,
-            spill_dir: dir.path().join("spill"),
-            base_offset: 0,
-            skip: Vec::new(),
-            skip_mode: false,
-        };
+        let cfg = lines_config(dir.path(), 2, 0);
         let err = run_map(
             &mut FailsAtEnd(0),
             b"a\nb\nc\n",
@@ -773,20 +770,7 @@ mod tests {
     #[test]
     fn a_panic_in_a_block_of_lines_names_the_block_and_in_skip_mode_its_line() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = MapConfig {
-            state: false,
-            input: String::new(),
-            group: Vec::new(),
-            format: crate::InputFormat::Lines,
-            piece: false,
-            listed: Default::default(),
-            partitions: 1,
-            memory_budget: 1 << 20,
-            spill_dir: dir.path().join("spill"),
-            base_offset: 100,
-            skip: Vec::new(),
-            skip_mode: false,
-        };
+        let mut cfg = lines_config(dir.path(), 1, 100);
         let out = dir.path().join("out");
         let err =
             crate::runtime::map_attempt(&mut BlockBoom, b"a\nboom\nc", &cfg, &out).unwrap_err();
@@ -858,18 +842,8 @@ mod tests {
         let input = b"aaa\nbbb\nccc\nddd";
         // Offsets 100 (aaa), 104 (bbb), 108 (ccc), 112 (ddd); 50 is before the split.
         let cfg = MapConfig {
-            state: false,
-            input: String::new(),
-            group: Vec::new(),
-            format: crate::InputFormat::Lines,
-            piece: false,
-            listed: Default::default(),
-            partitions: 1,
-            memory_budget: 1 << 20,
-            spill_dir: dir.path().join("spill"),
-            base_offset: 100,
             skip: vec![50, 104, 112],
-            skip_mode: false,
+            ..lines_config(dir.path(), 1, 100)
         };
         let current = std::cell::Cell::new(Mapping::Record(0));
         let c = run_map(
