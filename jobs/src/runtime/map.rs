@@ -560,6 +560,9 @@ pub fn decode_key<J: Job>(bytes: &[u8]) -> Result<J::Key, TaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::format::BlockCursor;
+    use crate::sdk::{ReduceContext, Values};
+    use proptest::prelude::*;
 
     /// A map of a split of lines at `base_offset`, with `partitions`, 1 MiB of memory and no
     /// skipped records, spilling under `dir`.
@@ -579,9 +582,6 @@ mod tests {
             skip_mode: false,
         }
     }
-    use crate::runtime::format::BlockCursor;
-    use crate::sdk::{ReduceContext, Values};
-    use proptest::prelude::*;
 
     /// Emits the first three bytes of each record as key and its length as value; combines by summing when `C` is true.
     struct Prefix<const C: bool>;
