@@ -1,6 +1,9 @@
 //! Storage settings: where SeaweedFS's master is, how files are chunked and replicated, and
 //! how to reach an S3-compatible store.
 
+/// The variable naming the SeaweedFS volume servers on this host (comma-separated).
+pub const LOCAL_VOLUME_SERVERS_ENV: &str = "QUERN_LOCAL_VOLUME_SERVERS";
+
 /// Settings of the storage client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StorageConfig {
@@ -10,6 +13,12 @@ pub struct StorageConfig {
     pub seaweedfs_chunk_mb: u32,
     /// Replication of files written to SeaweedFS (SeaweedFS notation: `000`, `001`, `010`...).
     pub seaweedfs_replication: String,
+    /// SeaweedFS volume servers (`host:port`, as the master lists them) running on this host:
+    /// chunks they hold are read from their volume files, not over HTTP. A worker's executors
+    /// get the worker's `--storage-host`.
+    pub local_volume_servers: Vec<String>,
+    /// Whether chunks of local volume servers are read from their files (default true).
+    pub short_circuit_reads: bool,
     /// S3 endpoint URL (for S3-compatible stores); `None` means AWS.
     pub s3_endpoint: Option<String>,
     /// S3 region.
@@ -26,6 +35,8 @@ impl Default for StorageConfig {
             seaweedfs_master: None,
             seaweedfs_chunk_mb: 64,
             seaweedfs_replication: "000".into(),
+            local_volume_servers: Vec::new(),
+            short_circuit_reads: true,
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
             s3_access_key: None,
@@ -36,8 +47,10 @@ impl Default for StorageConfig {
 
 impl StorageConfig {
     /// Reads the settings from the environment: `QUERN_SEAWEEDFS_MASTER`,
-    /// `QUERN_SEAWEEDFS_CHUNK_MB`, `QUERN_SEAWEEDFS_REPLICATION`, `QUERN_S3_ENDPOINT`, and the
-    /// usual `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
+    /// `QUERN_SEAWEEDFS_CHUNK_MB`, `QUERN_SEAWEEDFS_REPLICATION`,
+    /// `QUERN_LOCAL_VOLUME_SERVERS` (comma-separated), `QUERN_SHORT_CIRCUIT_READS` (`0` or
+    /// `false` turns them off), `QUERN_S3_ENDPOINT`, and the usual `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
     ///
     /// Storage is used by every process of a cluster (coordinator, workers, executors, the
     /// CLI), and executors inherit their worker's environment, so the environment is the one
@@ -52,6 +65,19 @@ impl StorageConfig {
                 .unwrap_or(d.seaweedfs_chunk_mb),
             seaweedfs_replication: var("QUERN_SEAWEEDFS_REPLICATION")
                 .unwrap_or(d.seaweedfs_replication),
+            local_volume_servers: var(LOCAL_VOLUME_SERVERS_ENV)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            short_circuit_reads: var("QUERN_SHORT_CIRCUIT_READS")
+                .map_or(d.short_circuit_reads, |v| {
+                    !matches!(v.as_str(), "0" | "false")
+                }),
             s3_endpoint: var("QUERN_S3_ENDPOINT"),
             s3_region: var("AWS_REGION")
                 .or_else(|| var("AWS_DEFAULT_REGION"))

@@ -567,8 +567,13 @@ async fn executor_for(
     };
     let exec = match pool.take(&key) {
         Some(e) => e,
-        None => crate::executors::spawn(&executable, log, config.client_tls.as_ref())
-            .map_err(|e| format!("cannot start executor: {e}"))?,
+        None => crate::executors::spawn(
+            &executable,
+            log,
+            config.client_tls.as_ref(),
+            &config.storage_host,
+        )
+        .map_err(|e| format!("cannot start executor: {e}"))?,
     };
     Ok((key, exec))
 }

@@ -90,7 +90,8 @@ impl Pool {
 }
 
 /// Starts `exe executor --serve`, its stderr (until the first request) in `log`, fetching
-/// map output with the worker's TLS settings `tls`.
+/// map output with the worker's TLS settings `tls`, reading the chunks of `storage_host`
+/// (the volume server this worker runs beside) from its files.
 ///
 /// # Errors
 /// The spawn error.
@@ -98,8 +99,17 @@ pub fn spawn(
     exe: &Path,
     log: std::fs::File,
     tls: Option<&protocol::tls::ClientTls>,
+    storage_host: &str,
 ) -> std::io::Result<Executor> {
     let mut cmd = tokio::process::Command::new(exe);
+    // Added to any the worker was given, so that one host's several volume servers can all be
+    // named.
+    let env = dfs_client::config::LOCAL_VOLUME_SERVERS_ENV;
+    let local = match std::env::var(env) {
+        Ok(v) if !v.is_empty() => format!("{v},{storage_host}"),
+        _ => storage_host.to_string(),
+    };
+    cmd.env(env, local);
     for var in [
         protocol::tls::CA_ENV,
         protocol::tls::CERT_ENV,

@@ -6,7 +6,10 @@
 //! straight to a volume server holding the chunk, with an HTTP range, and fail over to the
 //! next replica on a refused connection, an error status or a short read; that is also what
 //! [`Storage::locations`](crate::Storage::locations) reports, so map tasks can be placed beside
-//! their chunk.
+//! their chunk. A chunk held by a volume server on this host
+//! ([`StorageConfig::local_volume_servers`]) is read from that server's files instead
+//! ([`volume_files`]), falling back to HTTP wherever that cannot be done with every check
+//! passed.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,6 +23,10 @@ use crate::config::StorageConfig;
 use crate::path::DfsPath;
 use crate::writer::{spool_path, Writer};
 use crate::{glob_names, is_data_file, DfsError, FileStatus, Piece};
+
+pub mod volume_files;
+
+pub use volume_files::short_circuit_bytes;
 
 #[derive(Debug, Deserialize)]
 struct Entry {
@@ -306,9 +313,10 @@ impl SeaweedFs {
         Ok(hosts)
     }
 
-    /// Reads `[start, end)` of one chunk from any replica, appending it to `out` (straight
-    /// from the connection: a fresh buffer per chunk, copied over, cost as much again in page
-    /// faults and copies as the read itself).
+    /// Reads `[start, end)` of one chunk, appending it to `out`: from the files of a replica's
+    /// volume server on this host where there is one, else from any replica over HTTP
+    /// (straight from the connection: a fresh buffer per chunk, copied over, cost as much
+    /// again in page faults and copies as the read itself).
     fn read_chunk(
         &self,
         p: &DfsPath,
@@ -318,6 +326,17 @@ impl SeaweedFs {
         out: &mut Vec<u8>,
     ) -> Result<(), DfsError> {
         let vid = chunk.file_id.split(',').next().unwrap_or("");
+        if self.config.short_circuit_reads {
+            let hosts = self.volume_servers(p, vid, false)?;
+            for server in hosts
+                .iter()
+                .filter(|h| self.config.local_volume_servers.contains(h))
+            {
+                if volume_files::read(&self.agent, server, &chunk.file_id, start, end, out) {
+                    return Ok(());
+                }
+            }
+        }
         let mut last_err = None;
         for refresh in [false, true] {
             for host in self.volume_servers(p, vid, refresh)? {
