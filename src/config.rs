@@ -88,6 +88,16 @@ pub const SETTINGS: &[Setting] = &[
         about: "replication of files written to SeaweedFS, e.g. 001",
     },
     Setting {
+        key: "storage.local_volume_servers",
+        env: "QUERN_LOCAL_VOLUME_SERVERS",
+        about: "SeaweedFS volume servers on this host, read from their files (a worker's executors add its --storage-host)",
+    },
+    Setting {
+        key: "storage.short_circuit_reads",
+        env: "QUERN_SHORT_CIRCUIT_READS",
+        about: "read chunks of local volume servers from their files (default true)",
+    },
+    Setting {
         key: "storage.s3_endpoint",
         env: "QUERN_S3_ENDPOINT",
         about: "S3-compatible endpoint URL",
