@@ -58,6 +58,8 @@ struct Server {
     /// Volume id -> collection, from the same.
     collections: HashMap<u32, String>,
     volumes: HashMap<u32, Volume>,
+    /// Whether a volume's files were not found here once already (said once per server).
+    missed: bool,
 }
 
 struct Volume {
@@ -100,11 +102,16 @@ struct VolumeStatus {
 #[derive(Deserialize)]
 struct VolumeInfo {
     version: u8,
-    #[serde(rename = "bytesOffset")]
+    /// Absent from older volumes, whose builds all had 4-byte offsets.
+    #[serde(rename = "bytesOffset", default = "four")]
     bytes_offset: usize,
     /// Files of a volume moved to a remote tier.
     #[serde(default)]
     files: Vec<serde_json::Value>,
+}
+
+fn four() -> usize {
+    4
 }
 
 /// Where a needle lies, found in the index.
@@ -236,7 +243,15 @@ fn locate(agent: &ureq::Agent, server: &str, vid: u32, id: u64) -> Result<Needle
         if !s.collections.contains_key(&vid) {
             refresh_status(agent, server, s)?;
         }
-        let v = find_volume(s, vid)?;
+        let v = match find_volume(s, vid) {
+            Ok(v) => v,
+            Err(why) => {
+                if !std::mem::replace(&mut s.missed, true) {
+                    tracing::warn!(%server, %why, "this volume server's files are not readable here; its chunks are read over HTTP");
+                }
+                return Err(why);
+            }
+        };
         tracing::info!(%server, volume = vid, files = %v.base.display(), "reading this volume's chunks from its files");
         s.volumes.insert(vid, v);
     }
