@@ -32,7 +32,7 @@ mkdir -p "$BENCH_DIR"
 . scripts/bench-lib.sh
 TABLE="$BENCH_DIR/latest.md"
 {
-  printf "Machine: %s. Inputs of %s (seed 1), %s reducers, %s slot(s) per worker; median of %s runs (SeaweedFS: one).\n\n" \
+  printf "Machine: %s. Inputs of %s (seed 1), %s reducers, %s slot(s) per worker; median of %s runs.\n\n" \
     "$(machine)" "$SIZE" "$REDUCERS" "$SLOTS" "$RUNS"
   echo "| job | runner | seconds | MB/s | × plain 2 threads |"
   echo "|---|---|---:|---:|---:|"
@@ -85,23 +85,34 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
   trap 'bash scripts/seaweedfs.sh stop "$SW"; kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
   input="seaweedfs://$QUERN_SEAWEEDFS_FILER/bench/access.log"
   t0=$(now); QUERN_SEAWEEDFS_CHUNK_MB=64 "$Q" fs put "$BENCH_DIR/access.log" "$input" 2>/dev/null; t1=$(now)
-  rm -rf "$BENCH_DIR/.quern-sw"
-  "$Q" local --workers 3 --slots 1 --storage-hosts "$QUERN_VOLUME_SERVERS" --dir "$BENCH_DIR/.quern-sw" \
-    >/dev/null 2>"$BENCH_DIR/cluster-sw.log" &
-  CLUSTER=$!
-  while [ ! -f "$BENCH_DIR/.quern-sw/coordinator.addr" ]; do sleep 0.1; done
-  export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern-sw/coordinator.addr")"
+  printf "(upload of the log to SeaweedFS: %.1f s)\n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
   bytes=$(stat -c %s "$BENCH_DIR/access.log")
-  t2=$(now); out=$("$Q" job submit views --input "$input" --output "$BENCH_DIR/out/views-seaweedfs" --reducers "$REDUCERS" 2>/dev/null); t3=$(now)
-  cmp -s <(cat "$BENCH_DIR/out/views-local"/part-*) <(cat "$BENCH_DIR/out/views-seaweedfs"/part-*) || echo "warning: seaweedfs output differs from local" >&2
-  local_maps=$(awk '$1 == "data_local_maps" {print $2}' <<<"$out")
-  remote_maps=$(awk '$1 == "remote_maps" {print $2}' <<<"$out")
-  tu=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-  ts=$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')
-  printf "%-11s %-22s %8.2f %8s %8s   data-local %s of %s maps\n" views "seaweedfs, 3 workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$local_maps" "$((local_maps + remote_maps))"
-  printf "(upload of the log to SeaweedFS: %.1f s)\n" "$tu"
   tv=$(awk -F'|' '$2 == " views " && $3 == " quern local, 2 workers " {print $4}' "$TABLE")
-  printf "| views | input in SeaweedFS, 3 workers (%s× the 2 workers on a local file; data-local maps: %s of %s) | %.2f | %s | - |\n" \
-    "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
+  # Twice: chunks read from the volume files beside each worker (the default), then over
+  # HTTP (QUERN_SHORT_CIRCUIT_READS=0, which the workers' executors inherit).
+  for sc in 1 0; do
+    rm -rf "$BENCH_DIR/.quern-sw"
+    QUERN_SHORT_CIRCUIT_READS=$sc "$Q" local --workers 3 --slots 1 --storage-hosts "$QUERN_VOLUME_SERVERS" \
+      --dir "$BENCH_DIR/.quern-sw" >/dev/null 2>"$BENCH_DIR/cluster-sw.log" &
+    CLUSTER=$!
+    while [ ! -f "$BENCH_DIR/.quern-sw/coordinator.addr" ]; do sleep 0.1; done
+    export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern-sw/coordinator.addr")"
+    times=()
+    for _ in $(seq "$RUNS"); do
+      t2=$(now)
+      out=$("$Q" job submit views --input "$input" --output "$BENCH_DIR/out/views-seaweedfs" --reducers "$REDUCERS" --overwrite 2>/dev/null)
+      t3=$(now)
+      times+=("$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')")
+      cmp -s <(cat "$BENCH_DIR/out/views-local"/part-*) <(cat "$BENCH_DIR/out/views-seaweedfs"/part-*) || echo "warning: seaweedfs output differs from local" >&2
+    done
+    kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true
+    ts=$(printf "%s\n" "${times[@]}" | median)
+    local_maps=$(awk '$1 == "data_local_maps" {print $2}' <<<"$out")
+    remote_maps=$(awk '$1 == "remote_maps" {print $2}' <<<"$out")
+    how="chunks read from the volume files"; [ "$sc" = 0 ] && how="chunks read over HTTP"
+    printf "%-11s %-22s %8.2f %8s %8s   %s; data-local %s of %s maps\n" views "seaweedfs, 3 workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$how" "$local_maps" "$((local_maps + remote_maps))"
+    printf "| views | input in SeaweedFS, 3 workers, %s (%s× the 2 workers on a local file; data-local maps: %s of %s) | %.2f | %s | - |\n" \
+      "$how" "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
+  done
 fi
 write_doc_table "$TABLE" latest
