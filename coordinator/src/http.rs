@@ -416,6 +416,10 @@ async fn kill(
     Ax(c): Ax<Coordinator>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
+    // Read though unused: an answer sent while the client's body is still unread makes the
+    // server close the connection under it, and the client may meet a reset instead of the
+    // answer.
+    _body: axum::body::Bytes,
 ) -> Response {
     if let Some(r) = require_json(&headers) {
         return r;

@@ -212,6 +212,8 @@ fn run_map(
     (split, file_len, skip, state): (&jobs::split::Split, u64, &[u64], bool),
 ) -> Result<ExecutorResult, TaskError> {
     protocol::failpoint::hit("map.start");
+    // An executor runs one task at a time, so the process's count is this map's.
+    let direct_before = dfs_client::seaweedfs::short_circuit_bytes();
     let read = if state {
         jobs::input::InputData {
             offset: 0,
@@ -246,6 +248,10 @@ fn run_map(
     let mut counters = jobs::runtime::map_attempt(job, &input, &cfg, &tmp)?;
     if let Some(n) = read.compressed_bytes {
         counters.add("map_input_compressed_bytes", n);
+    }
+    let direct = dfs_client::seaweedfs::short_circuit_bytes() - direct_before;
+    if direct > 0 {
+        counters.add("map_input_short_circuit_bytes", direct);
     }
     std::fs::rename(&tmp, out).map_err(|e| TaskError::Io {
         path: out.into(),
