@@ -45,7 +45,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rm -rf "$BENCH_DIR/.quern" "$BENCH_DIR/out"
 "$Q" local --workers 2 --slots "$SLOTS" --dir "$BENCH_DIR/.quern" >/dev/null 2>"$BENCH_DIR/cluster.log" &
 CLUSTER=$!
-trap 'kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
+trap 'kill -INT $CLUSTER 2>/dev/null || true; wait $CLUSTER 2>/dev/null || true' EXIT
 while [ ! -f "$BENCH_DIR/.quern/coordinator.addr" ]; do sleep 0.1; done
 export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern/coordinator.addr")"
 
@@ -82,7 +82,8 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
   kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true
   SW="$BENCH_DIR/seaweedfs"
   eval "$(SEAWEEDFS_PORT_BASE="${SEAWEEDFS_PORT_BASE:-19700}" bash scripts/seaweedfs.sh start "$SW")"
-  trap 'bash scripts/seaweedfs.sh stop "$SW"; kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null' EXIT
+  # (set -e holds in the trap too: the cluster may be gone already.)
+  trap 'bash scripts/seaweedfs.sh stop "$SW"; kill -INT $CLUSTER 2>/dev/null || true; wait $CLUSTER 2>/dev/null || true' EXIT
   input="seaweedfs://$QUERN_SEAWEEDFS_FILER/bench/access.log"
   t0=$(now); QUERN_SEAWEEDFS_CHUNK_MB=64 "$Q" fs put "$BENCH_DIR/access.log" "$input" 2>/dev/null; t1=$(now)
   printf "(upload of the log to SeaweedFS: %.1f s)\n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"

@@ -1,7 +1,7 @@
 //! Short-circuit reads, against a SeaweedFS of this test's own (its files are changed): a
 //! chunk whose volume server runs on this host is read from the server's volume files, byte
 //! for byte what HTTP gives; a compressed chunk is read over HTTP; a corrupted one is never
-//! returned.
+//! returned, where the read covers enough of it to check.
 
 use std::os::unix::fs::FileExt;
 
@@ -139,14 +139,21 @@ fn chunks_on_this_host_are_read_from_their_volume_files_checked_and_else_over_ht
         "compressed needles over HTTP"
     );
 
-    // A flipped byte in the second chunk's data: its checksum no longer matches, so the chunk
-    // is not taken from the file, and the volume server refuses it too: the read fails.
+    // A flipped byte in the second chunk's data: its checksum no longer matches. The chunk is
+    // not taken from the file, nor asked of its volume server (which would serve a part of it
+    // unchecked, and refuse only a read of all of it), and there is no other replica: the
+    // read fails, naming the chunk and why.
     let second = chunks(filer, "/direct/data.bin")[1].0.clone();
     corrupt(sw.dir.path(), &second, 5000);
-    let err = direct.read_all(&url).unwrap_err();
-    assert!(err.to_string().contains(&second), "{err}");
+    let err = direct.read_all(&url).unwrap_err().to_string();
+    assert!(err.contains(&second) && err.contains("corrupt"), "{err}");
     let before = short_circuit_bytes();
-    assert!(direct.read_range(&url, MIB as u64, MIB as u64).is_err());
+    // What a map of that chunk reads: from its first line start on, into the next chunk.
+    let err = direct
+        .read_range(&url, MIB as u64 + 100, MIB as u64)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
     assert_eq!(short_circuit_bytes(), before);
     // The other chunks still read from their files.
     assert_eq!(

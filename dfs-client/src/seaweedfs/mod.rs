@@ -326,20 +326,34 @@ impl SeaweedFs {
         out: &mut Vec<u8>,
     ) -> Result<(), DfsError> {
         let vid = chunk.file_id.split(',').next().unwrap_or("");
+        // Servers whose copy of the chunk failed its checksum here: the volume server would
+        // serve a part of it unchecked, so they are not asked.
+        let mut corrupt = Vec::new();
+        let mut last_err = None;
         if self.config.short_circuit_reads {
             let hosts = self.volume_servers(p, vid, false)?;
             for server in hosts
                 .iter()
                 .filter(|h| self.config.local_volume_servers.contains(h))
             {
-                if volume_files::read(&self.agent, server, &chunk.file_id, start, end, out) {
-                    return Ok(());
+                match volume_files::read(&self.agent, server, &chunk.file_id, start, end, out) {
+                    volume_files::Outcome::Read => return Ok(()),
+                    volume_files::Outcome::Declined => {}
+                    volume_files::Outcome::Corrupt(why) => {
+                        last_err = Some(DfsError::Remote {
+                            url: format!("http://{server}/{}", chunk.file_id),
+                            message: format!("the copy in the volume's file is corrupt: {why}"),
+                        });
+                        corrupt.push(server.clone());
+                    }
                 }
             }
         }
-        let mut last_err = None;
         for refresh in [false, true] {
             for host in self.volume_servers(p, vid, refresh)? {
+                if corrupt.contains(&host) {
+                    continue;
+                }
                 let url = format!("http://{host}/{}", chunk.file_id);
                 let want = (end - start) as usize;
                 let before = out.len();
