@@ -365,9 +365,12 @@ async fn heartbeat_loop(
         // now and offers its slot next time, never the other way round.
         let reports = std::mem::take(&mut *attempts.reports());
         // With nothing running, nothing can end while the answer is awaited: the coordinator
-        // may hold it until there is work, up to one interval.
+        // may hold it until there is work, up to two intervals, after which the next one goes
+        // at once (below): one heartbeat every two intervals while idle, as an interval's
+        // hold and an interval's sleep gave before.
+        let hold = r.interval * 2;
         let wait_for_work_ms = if running.is_empty() && free > 0 {
-            u32::try_from(r.interval.as_millis()).unwrap_or(u32::MAX)
+            u32::try_from(hold.as_millis()).unwrap_or(u32::MAX)
         } else {
             0
         };
@@ -379,8 +382,26 @@ async fn heartbeat_loop(
             reports: reports.clone(),
             wait_for_work_ms,
         };
+        let sent = std::time::Instant::now();
         match client.heartbeat(req).await {
             Ok(resp) => {
+                // An idle worker is reachable for new work only while the coordinator holds
+                // its heartbeat: sleeping an interval between holds left a job submitted
+                // meanwhile waiting for it (one of three workers started its first map
+                // ~150 ms late in most jobs). So it heartbeats again at once after a hold
+                // that lasted (the hold took the place of the sleep) or an answer that only
+                // cleaned up after a finished job, and after any other quick answer (woken
+                // for work another worker took) within a tenth of an interval: at most ten
+                // heartbeats an interval even from a coordinator that never holds.
+                let idle = wait_for_work_ms > 0 && resp.get_ref().assignments.is_empty();
+                let held = sent.elapsed() >= hold / 2;
+                let cleanup = !resp.get_ref().finished_jobs.is_empty()
+                    || !resp.get_ref().cancel_attempts.is_empty();
+                delay = match (idle, held || cleanup) {
+                    (true, true) => Duration::ZERO,
+                    (true, false) => r.interval / 10,
+                    (false, _) => r.interval,
+                };
                 if !reports.is_empty() && protocol::failpoint::hit("report.twice") {
                     let n = reports.len();
                     for req in reports {
@@ -401,6 +422,7 @@ async fn heartbeat_loop(
             }
             Err(s) => {
                 tracing::warn!(error = %s.message(), "heartbeat failed");
+                delay = r.interval;
                 // Sent again, first, with the next heartbeat.
                 attempts.reports().splice(0..0, reports);
             }
