@@ -5,13 +5,13 @@
 //! caches spends its time waiting for memory (a word count over a 50,000-word vocabulary
 //! stalled on half of its lookups with 40-byte entries). Keys live in one of four tables by
 //! length, each entry only as large as its keys need:
-//! - up to 7 bytes (most words, short user names): one `u64`, the bytes zero-padded with the
-//!   length in the top byte;
-//! - exactly 8 bytes (`u64` keys such as photo ids): one `u64`;
-//! - 9 to 16 bytes: two `u64`s and the length;
+//! - up to 8 bytes whose last byte is not zero (most words, short user names, most `u64`
+//!   keys such as photo ids): one `u64`, the bytes zero-padded (the length is where the
+//!   zeros begin, so it need not be stored);
+//! - up to 16 bytes otherwise: two `u64`s and the length;
 //! - longer: on the heap, hashed with XXH3.
 //!
-//! Short keys hash with folded multiplies and compare as integers: no allocation, no
+//! Short keys hash with a folded multiply and compare as integers: no allocation, no
 //! `memcmp`. A key's partition is not stored: it is computed again, once per distinct key,
 //! when the table is drained.
 
@@ -22,13 +22,18 @@ use crate::partition::fold_mul;
 
 #[inline(always)]
 fn hash1(w: u64) -> u64 {
-    // Folded 64x64->128-bit multiplies (as foldhash does), so every input bit reaches both the
-    // bucket index (low bits) and the tag (high bits); a plain multiply only moves bits up,
-    // and big-endian integer keys vary in their high bytes.
-    fold_mul(
-        fold_mul(w ^ 0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344),
-        0xa409_3822_299f_31d0,
-    )
+    // A folded 64x64->128-bit multiply (as foldhash does): the product's high half mixes the
+    // key's high bytes down, so every input bit reaches both the bucket index (low bits) and
+    // the tag (high bits); a plain multiply only moves bits up, and big-endian integer keys
+    // vary in their high bytes.
+    fold_mul(w ^ 0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344)
+}
+
+/// How many bytes `w` has up to its last non-zero one: the length of a key stored in
+/// [`CombineTable::tiny`].
+#[inline(always)]
+fn significant_bytes(w: u64) -> usize {
+    (71 - w.leading_zeros() as usize) / 8
 }
 
 #[inline(always)]
@@ -70,8 +75,8 @@ struct Mid<V> {
 
 /// Distinct keys with their folded values.
 pub(crate) struct CombineTable<V> {
-    small: HashTable<(u64, V)>,
-    eight: HashTable<(u64, V)>,
+    /// Keys of up to 8 bytes whose last byte is not zero (and the empty key), zero-padded.
+    tiny: HashTable<(u64, V)>,
     mid: HashTable<Mid<V>>,
     long: HashTable<(Box<[u8]>, V)>,
 }
@@ -86,8 +91,7 @@ pub(crate) enum Upsert<V> {
 
 /// A key classified by length, with its hash.
 enum Probe<'a> {
-    Small(u64),
-    Eight(u64),
+    Tiny(u64),
     Mid([u64; 2], u8),
     Long(&'a [u8]),
 }
@@ -106,27 +110,24 @@ impl<'a> Probe<'a> {
     /// The probe of a key of up to 16 bytes given as two little-endian `u64`s, zero-padded.
     #[inline(always)]
     fn padded(len: usize, w: [u64; 2]) -> (Self, u64) {
-        match len {
-            0..=7 => {
-                let w = w[0] | (len as u64) << 56;
-                (Probe::Small(w), hash1(w))
-            }
-            8 => (Probe::Eight(w[0]), hash1(w[0])),
-            _ => (Probe::Mid(w, len as u8), hash2(len, w)),
+        // A key of up to 8 bytes has `w[1] == 0`; its padding is unambiguous unless it ends
+        // in zero bytes (a tokeniser's words never do).
+        if len == significant_bytes(w[0]) {
+            (Probe::Tiny(w[0]), hash1(w[0]))
+        } else {
+            (Probe::Mid(w, len as u8), hash2(len, w))
         }
     }
 }
 
-fn small_bytes(w: u64) -> Vec<u8> {
-    let len = (w >> 56) as usize;
-    w.to_le_bytes()[..len].to_vec()
+fn tiny_bytes(w: u64) -> Vec<u8> {
+    w.to_le_bytes()[..significant_bytes(w)].to_vec()
 }
 
 impl<V> CombineTable<V> {
     pub(crate) fn new() -> Self {
         CombineTable {
-            small: HashTable::new(),
-            eight: HashTable::new(),
+            tiny: HashTable::new(),
             mid: HashTable::new(),
             long: HashTable::new(),
         }
@@ -153,8 +154,7 @@ impl<V> CombineTable<V> {
             None => Probe::new(key),
         };
         let slot = match probe {
-            Probe::Small(w) => self.small.find_mut(hash, |e| e.0 == w).map(|e| &mut e.1),
-            Probe::Eight(w) => self.eight.find_mut(hash, |e| e.0 == w).map(|e| &mut e.1),
+            Probe::Tiny(w) => self.tiny.find_mut(hash, |e| e.0 == w).map(|e| &mut e.1),
             Probe::Mid(w, len) => self
                 .mid
                 .find_mut(hash, |e| e.words == w && e.len == len)
@@ -175,12 +175,8 @@ impl<V> CombineTable<V> {
     pub(crate) fn insert(&mut self, key: &[u8], value: V) -> usize {
         let (probe, hash) = Probe::new(key);
         match probe {
-            Probe::Small(w) => {
-                self.small.insert_unique(hash, (w, value), |e| hash1(e.0));
-                std::mem::size_of::<(u64, V)>()
-            }
-            Probe::Eight(w) => {
-                self.eight.insert_unique(hash, (w, value), |e| hash1(e.0));
+            Probe::Tiny(w) => {
+                self.tiny.insert_unique(hash, (w, value), |e| hash1(e.0));
                 std::mem::size_of::<(u64, V)>()
             }
             Probe::Mid(words, len) => {
@@ -204,15 +200,9 @@ impl<V> CombineTable<V> {
         &mut self,
         partition: impl Fn(&[u8]) -> u32,
     ) -> Vec<(u32, Vec<u8>, V)> {
-        let mut keys: Vec<(Vec<u8>, V)> = Vec::with_capacity(
-            self.small.len() + self.eight.len() + self.mid.len() + self.long.len(),
-        );
-        keys.extend(self.small.drain().map(|(w, v)| (small_bytes(w), v)));
-        keys.extend(
-            self.eight
-                .drain()
-                .map(|(w, v)| (w.to_le_bytes().to_vec(), v)),
-        );
+        let mut keys: Vec<(Vec<u8>, V)> =
+            Vec::with_capacity(self.tiny.len() + self.mid.len() + self.long.len());
+        keys.extend(self.tiny.drain().map(|(w, v)| (tiny_bytes(w), v)));
         keys.extend(self.mid.drain().map(|e| {
             let mut b = Vec::with_capacity(16);
             b.extend_from_slice(&e.words[0].to_le_bytes());
