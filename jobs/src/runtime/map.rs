@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::format::{FileSummary, ShuffleFile, ShuffleWriter};
-use super::merge::Merger;
+use super::merge::{prefix, Merger};
 use super::table::{CombineTable, Upsert};
 use super::TaskError;
 use crate::sdk::{Counters, FastCounters, Job, Key, MapContext, Value};
@@ -158,12 +158,6 @@ pub struct MapBuffer<J: Job> {
     partitioner: crate::partition::Partitioner,
 }
 
-fn prefix(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = key.len().min(8);
-    b[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(b)
-}
 
 impl<J: Job> MapBuffer<J> {
     fn new(cfg: &MapConfig, partitioner: crate::partition::Partitioner) -> Self {

@@ -21,7 +21,7 @@ pub struct Merger {
 /// prefixes differ, they order as the keys do: the first byte that differs decides both, and
 /// a key that ends there (padded with a zero) is a prefix of the other, so the smaller.
 #[inline]
-fn prefix(key: &[u8]) -> u64 {
+pub(crate) fn prefix(key: &[u8]) -> u64 {
     if let Some(b) = key.first_chunk::<8>() {
         return u64::from_be_bytes(*b);
     }
