@@ -9,17 +9,26 @@
 //! decoded bytes. A corrupt or truncated compressed file fails the task with a
 //! [`InputError::Corrupt`] that names the file: no retry can mend it, and a partial read
 //! would silently lose records. Decoding stops at [`MAX_DECODED_BYTES`].
+//!
+//! A decoded file is held in memory up to [`DECODED_IN_MEMORY`]; beyond that, the decoded
+//! bytes go to an unnamed file in the task's scratch directory, which the task maps: its
+//! memory stays flat however large the file decodes (the kernel pages the mapping in and out
+//! as it is read), and the file is gone when the task ends, also when it dies.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use bytes::Bytes;
 use dfs_client::{DfsError, Storage};
 
 use crate::split::{read_split, GroupMember, Split};
 
-/// The most bytes one compressed input file may decode to (the decoded file is held in
-/// memory while its one map task runs): 16 GiB.
+/// The most bytes one compressed input file may decode to: 16 GiB.
 pub const MAX_DECODED_BYTES: u64 = 16 << 30;
+
+/// The most decoded bytes of one compressed file held in memory; the rest goes to a scratch
+/// file (see the module's documentation).
+pub const DECODED_IN_MEMORY: usize = 64 << 20;
 
 /// A compression format read transparently by extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +88,17 @@ pub enum InputError {
         /// What could be read of it.
         now: u64,
     },
+    /// The scratch file for a large decoded file could not be written (a full disk, say):
+    /// the task may succeed elsewhere.
+    #[error("cannot write the decoded bytes of {path} to a scratch file in {dir}: {source}")]
+    Scratch {
+        /// The compressed file.
+        path: String,
+        /// The scratch directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
 
 /// The bytes a map task reads, with where they start.
@@ -96,20 +116,22 @@ pub struct InputData {
 
 /// Returns the input of one map task in `format`: the lines that start in `split` of a plain
 /// file ([`read_split`]), exactly the split's bytes for whole files and tar shards (a piece of
-/// a shard is cut at member boundaries), the whole decoded file for a compressed one, or each
-/// file of a group whole ([`read_group`]).
+/// a shard is cut at member boundaries), the whole decoded file for a compressed one (beyond
+/// [`DECODED_IN_MEMORY`], through a scratch file in `scratch`), or each file of a group whole
+/// ([`read_group`]).
 ///
 /// # Errors
 /// Storage errors; [`InputError::Corrupt`] for a compressed file that cannot be decoded whole;
-/// [`InputError::Changed`] for a file of a group that shrank.
+/// [`InputError::Changed`] for a file of a group that shrank; [`InputError::Scratch`].
 pub fn read_input(
     storage: &Storage,
     split: &Split,
     file_len: u64,
     format: crate::InputFormat,
+    scratch: &Path,
 ) -> Result<InputData, InputError> {
     if !split.files.is_empty() {
-        return read_group(storage, split);
+        return read_group(storage, split, scratch);
     }
     let Some(codec) = Codec::of(&split.path) else {
         if format.whole_files() {
@@ -131,32 +153,45 @@ pub fn read_input(
     let raw = storage.read_all(&split.path)?;
     Ok(InputData {
         offset: 0,
-        data: Bytes::from(decode_file(&split.path, codec, &raw)?),
+        data: decode_file(&split.path, codec, &raw, scratch)?,
         compressed_bytes: Some(raw.len() as u64),
         group: Vec::new(),
     })
 }
 
-fn decode_file(path: &str, codec: Codec, raw: &[u8]) -> Result<Vec<u8>, InputError> {
-    decode(codec, raw).map_err(|reason| InputError::Corrupt {
-        path: path.to_string(),
-        codec: codec.name(),
-        reason,
+fn decode_file(path: &str, codec: Codec, raw: &[u8], scratch: &Path) -> Result<Bytes, InputError> {
+    decode_spilling(codec, raw, scratch, DECODED_IN_MEMORY).map_err(|e| match e {
+        Decoded::Bad(reason) => InputError::Corrupt {
+            path: path.to_string(),
+            codec: codec.name(),
+            reason,
+        },
+        Decoded::Scratch(source) => InputError::Scratch {
+            path: path.to_string(),
+            dir: scratch.to_path_buf(),
+            source,
+        },
     })
 }
 
 /// Reads a group of whole files ([`Split::files`]) into one buffer, end to end, in order,
-/// several at a time ([`crate::par::map`]). A compressed file (the planner gives each its own group) is decoded. A
-/// file is read up to its planned length, so a file that grew since is read as planned.
+/// several at a time ([`crate::par::map`]); a group of one file is its bytes as read, not a
+/// copy. A compressed file (the planner gives each its own group) is decoded as
+/// [`read_input`] decodes one. A file is read up to its planned length, so a file that grew
+/// since is read as planned.
 ///
 /// # Errors
 /// As [`read_input`].
-pub fn read_group(storage: &Storage, split: &Split) -> Result<InputData, InputError> {
+pub fn read_group(
+    storage: &Storage,
+    split: &Split,
+    scratch: &Path,
+) -> Result<InputData, InputError> {
     let read = |f: &crate::split::GroupFile| -> Result<(Bytes, Option<u64>), InputError> {
         if let Some(codec) = Codec::of(&f.path) {
             let raw = storage.read_all(&f.path)?;
-            let data = decode_file(&f.path, codec, &raw)?;
-            return Ok((Bytes::from(data), Some(raw.len() as u64)));
+            let data = decode_file(&f.path, codec, &raw, scratch)?;
+            return Ok((data, Some(raw.len() as u64)));
         }
         let data = storage.read_range(&f.path, 0, f.len)?;
         if (data.len() as u64) < f.len {
@@ -171,6 +206,16 @@ pub fn read_group(storage: &Storage, split: &Split) -> Result<InputData, InputEr
     let files = &split.files;
     let read_files = crate::par::map(files, read)?;
     let mut out = InputData::default();
+    if let ([f], [(bytes, compressed)]) = (&files[..], &read_files[..]) {
+        out.group.push(GroupMember {
+            path: f.path.clone(),
+            name: f.name.clone(),
+            start: 0,
+        });
+        out.data = bytes.clone();
+        out.compressed_bytes = *compressed;
+        return Ok(out);
+    }
     let mut data = Vec::with_capacity(split.end as usize);
     for (f, (bytes, compressed)) in files.iter().zip(read_files) {
         out.group.push(GroupMember {
@@ -203,20 +248,24 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes all of `raw`; the error names the decoded offset where decoding failed.
-///
-/// # Errors
-/// [`DecodeError`]: a corrupt or truncated file, or one too large.
-pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let reader: Box<dyn Read + '_> = match codec {
+fn decoder(codec: Codec, raw: &[u8]) -> Result<Box<dyn Read + '_>, DecodeError> {
+    Ok(match codec {
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         Codec::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(raw)
                 .map_err(|cause| DecodeError::Corrupt { after: 0, cause })?,
         ),
-    };
+    })
+}
+
+/// Decodes all of `raw` into memory; the error names the decoded offset where decoding
+/// failed.
+///
+/// # Errors
+/// [`DecodeError`]: a corrupt or truncated file, or one too large.
+pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(1 << 30));
-    let mut limited = reader.take(MAX_DECODED_BYTES + 1);
+    let mut limited = decoder(codec, raw)?.take(MAX_DECODED_BYTES + 1);
     match limited.read_to_end(&mut out) {
         Ok(_) if out.len() as u64 > MAX_DECODED_BYTES => Err(DecodeError::TooLarge),
         Ok(_) => Ok(out),
@@ -225,6 +274,65 @@ pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
             cause,
         }),
     }
+}
+
+/// Why [`decode_spilling`] failed: the input, or the scratch file.
+#[derive(Debug)]
+enum Decoded {
+    Bad(DecodeError),
+    Scratch(std::io::Error),
+}
+
+/// Decodes all of `raw`: into memory up to `in_memory` bytes, through an unnamed file in
+/// `scratch`, mapped, beyond.
+fn decode_spilling(
+    codec: Codec,
+    raw: &[u8],
+    scratch: &Path,
+    in_memory: usize,
+) -> Result<Bytes, Decoded> {
+    let mut reader = decoder(codec, raw)
+        .map_err(Decoded::Bad)?
+        .take(MAX_DECODED_BYTES + 1);
+    let mut head = Vec::with_capacity(raw.len().saturating_mul(4).min(in_memory));
+    let corrupt = |after: u64, cause| {
+        Decoded::Bad(DecodeError::Corrupt {
+            after: after as usize,
+            cause,
+        })
+    };
+    (&mut reader)
+        .take(in_memory as u64)
+        .read_to_end(&mut head)
+        .map_err(|cause| corrupt(head.len() as u64, cause))?;
+    if head.len() < in_memory {
+        return Ok(Bytes::from(head));
+    }
+    std::fs::create_dir_all(scratch).map_err(Decoded::Scratch)?;
+    let file = tempfile::tempfile_in(scratch).map_err(Decoded::Scratch)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+    out.write_all(&head).map_err(Decoded::Scratch)?;
+    let mut decoded = head.len() as u64;
+    drop(head);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(cause) => return Err(corrupt(decoded, cause)),
+        };
+        out.write_all(&buf[..n]).map_err(Decoded::Scratch)?;
+        decoded += n as u64;
+    }
+    if decoded > MAX_DECODED_BYTES {
+        return Err(Decoded::Bad(DecodeError::TooLarge));
+    }
+    out.flush().map_err(Decoded::Scratch)?;
+    drop(out);
+    // SAFETY: the file is unnamed and this task's own: nothing else can change it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Decoded::Scratch)?;
+    Ok(Bytes::from_owner(map))
 }
 
 #[cfg(test)]
@@ -278,7 +386,7 @@ mod tests {
         let plain = dir.path().join("a.log").display().to_string();
         std::fs::write(&plain, b"one\ntwo\n").unwrap();
         let split = Split::range(plain, 2, 8);
-        let got = read_input(&storage, &split, 8, crate::InputFormat::Lines).unwrap();
+        let got = read_input(&storage, &split, 8, crate::InputFormat::Lines, dir.path()).unwrap();
         assert_eq!(
             (got.offset, &got.data[..], got.compressed_bytes),
             (4, &b"two\n"[..], None)
@@ -292,6 +400,7 @@ mod tests {
             &split,
             bytes.len() as u64,
             crate::InputFormat::Lines,
+            dir.path(),
         )
         .unwrap();
         assert_eq!(&got.data[..], b"one\ntwo\n");
@@ -302,9 +411,53 @@ mod tests {
             &split,
             bytes.len() as u64 - 4,
             crate::InputFormat::Lines,
+            dir.path(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("a.log.gz"), "{err}");
+    }
+
+    #[test]
+    fn large_decoded_files_go_through_an_unnamed_scratch_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let (gz, zst) = (gzip(&data), zstd::encode_all(&data[..], 3).unwrap());
+        for (codec, raw) in [(Codec::Gzip, &gz), (Codec::Zstd, &zst)] {
+            // Held in memory, spilled after a few bytes, spilled at the last byte.
+            for in_memory in [data.len() + 1, 1000, data.len()] {
+                let got = decode_spilling(codec, raw, &scratch, in_memory).unwrap();
+                assert!(got[..] == data[..], "{codec:?}, {in_memory} in memory");
+                // Nothing is left behind, not even while the bytes are in use.
+                let left = std::fs::read_dir(&scratch).map_or(0, |d| d.count());
+                assert_eq!(left, 0);
+            }
+            // A truncated file is still an error when its decoded bytes go to a file.
+            let cut = decode_spilling(codec, &raw[..raw.len() / 2], &scratch, 1000);
+            assert!(
+                matches!(cut, Err(Decoded::Bad(DecodeError::Corrupt { after, .. })) if after > 1000),
+                "{cut:?}"
+            );
+        }
+        // A scratch directory that cannot be made is its own error (the task may be retried).
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let err = decode_spilling(Codec::Gzip, &gz, &blocker.join("scratch"), 1000).unwrap_err();
+        assert!(matches!(err, Decoded::Scratch(_)), "{err:?}");
+        let path = dir.path().join("n.log.gz");
+        std::fs::write(&path, &gz).unwrap();
+        let split = Split::range(path.display().to_string(), 0, gz.len() as u64);
+        let got = read_input(
+            &Storage::default(),
+            &split,
+            gz.len() as u64,
+            crate::InputFormat::Lines,
+            &scratch,
+        )
+        .unwrap();
+        assert!(got.data[..] == data[..]);
     }
 
     #[test]
@@ -329,7 +482,14 @@ mod tests {
             name: "z.gz".into(),
         });
         let split = Split::group(files.clone());
-        let got = read_input(&storage, &split, split.end, crate::InputFormat::WholeFiles).unwrap();
+        let got = read_input(
+            &storage,
+            &split,
+            split.end,
+            crate::InputFormat::WholeFiles,
+            dir.path(),
+        )
+        .unwrap();
         let records: Vec<(&[u8], &[u8])> =
             crate::records::Records::group(&got.group, &got.data).collect();
         assert_eq!(records.len(), 21);
@@ -341,9 +501,15 @@ mod tests {
         assert_eq!(got.compressed_bytes, Some(files[20].len));
         // A file shorter than planned would shift every record after it: refused, named.
         std::fs::write(&files[7].path, b"x").unwrap();
-        let err = read_input(&storage, &split, split.end, crate::InputFormat::WholeFiles)
-            .unwrap_err()
-            .to_string();
+        let err = read_input(
+            &storage,
+            &split,
+            split.end,
+            crate::InputFormat::WholeFiles,
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("f07") && err.contains("changed"), "{err}");
     }
 }

@@ -313,7 +313,7 @@ fn run_map(
                 ..Default::default()
             }
         } else {
-            read_input(storage, &planned.split, planned.file_len, format)?
+            read_input(storage, &planned.split, planned.file_len, format, work_dir)?
         })
     })?;
     let cfg = MapConfig {

@@ -221,7 +221,7 @@ fn run_map(
             ..Default::default()
         }
     } else {
-        read_input(storage, split, file_len, job.input_format())?
+        read_input(storage, split, file_len, job.input_format(), &task.work_dir)?
     };
     let (offset, input, group) = (read.offset, read.data, read.group);
     let out = Path::new(&task.output);

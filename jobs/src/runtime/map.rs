@@ -158,7 +158,6 @@ pub struct MapBuffer<J: Job> {
     partitioner: crate::partition::Partitioner,
 }
 
-
 impl<J: Job> MapBuffer<J> {
     fn new(cfg: &MapConfig, partitioner: crate::partition::Partitioner) -> Self {
         MapBuffer {

@@ -79,6 +79,9 @@ impl From<crate::input::InputError> for TaskError {
     fn from(e: crate::input::InputError) -> Self {
         match e {
             crate::input::InputError::Storage(e) => TaskError::Storage(e),
+            crate::input::InputError::Scratch { dir, source, .. } => {
+                TaskError::Io { path: dir, source }
+            }
             e @ (crate::input::InputError::Corrupt { .. }
             | crate::input::InputError::Changed { .. }) => TaskError::Input(e.to_string()),
         }
