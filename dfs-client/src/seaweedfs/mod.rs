@@ -329,6 +329,8 @@ impl SeaweedFs {
         // Servers whose copy of the chunk failed its checksum here: the volume server would
         // serve a part of it unchecked, so they are not asked.
         let mut corrupt = Vec::new();
+        // The first corrupt copy's error: the one to report, whatever else fails after it.
+        let mut corrupt_err = None;
         let mut last_err = None;
         if self.config.short_circuit_reads {
             let hosts = self.volume_servers(p, vid, false)?;
@@ -340,10 +342,12 @@ impl SeaweedFs {
                     volume_files::Outcome::Read => return Ok(()),
                     volume_files::Outcome::Declined => {}
                     volume_files::Outcome::Corrupt(why) => {
-                        last_err = Some(DfsError::Remote {
-                            url: format!("http://{server}/{}", chunk.file_id),
-                            message: format!("the copy in the volume's file is corrupt: {why}"),
-                        });
+                        if corrupt_err.is_none() {
+                            corrupt_err = Some((
+                                format!("http://{server}/{}", chunk.file_id),
+                                format!("the copy in the volume's file is corrupt: {why}"),
+                            ));
+                        }
                         corrupt.push(server.clone());
                     }
                 }
@@ -387,7 +391,15 @@ impl SeaweedFs {
                 tracing::warn!(chunk = %chunk.file_id, %host, "chunk read failed; trying another replica");
             }
         }
-        Err(last_err.unwrap_or(DfsError::NotFound { path: p.url() }))
+        Err(match (corrupt_err, last_err) {
+            (Some((url, message)), None) => DfsError::Remote { url, message },
+            // Another copy could not be read either: both are said.
+            (Some((url, message)), Some(other)) => DfsError::Remote {
+                url,
+                message: format!("{message}; no other copy could be read: {other}"),
+            },
+            (None, last) => last.unwrap_or(DfsError::NotFound { path: p.url() }),
+        })
     }
 
     pub(crate) fn read_range(&self, p: &DfsPath, start: u64, len: u64) -> Result<Bytes, DfsError> {
