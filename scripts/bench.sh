@@ -77,7 +77,9 @@ for job in views top-photos wordcount; do
 done
 
 # views with the log in SeaweedFS: a local SeaweedFS cluster (3 volume servers), a Quern
-# cluster of 3 workers each beside one volume server. SKIP_SEAWEEDFS=1 skips this part.
+# cluster of 3 workers each beside one volume server; the same cluster also runs views over
+# the local file, in turns, so that the two differ only in where the input lies.
+# SKIP_SEAWEEDFS=1 skips this part.
 if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
   kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true
   SW="$BENCH_DIR/seaweedfs"
@@ -98,8 +100,17 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
     CLUSTER=$!
     while [ ! -f "$BENCH_DIR/.quern-sw/coordinator.addr" ]; do sleep 0.1; done
     export QUERN_COORDINATOR="$(cat "$BENCH_DIR/.quern-sw/coordinator.addr")"
-    times=()
+    times=(); ltimes=()
     for _ in $(seq "$RUNS"); do
+      if [ "$sc" = 1 ]; then
+        # The same cluster on the local file, in turns with the SeaweedFS runs: the same job
+        # on the same workers, only where its input lies differs.
+        t2=$(now)
+        "$Q" job submit views --input "$(realpath "$BENCH_DIR/access.log")" --output "$BENCH_DIR/out/views-local3" --reducers "$REDUCERS" --overwrite >/dev/null 2>&1
+        t3=$(now)
+        ltimes+=("$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')")
+        cmp -s <(cat "$BENCH_DIR/out/views-local"/part-*) <(cat "$BENCH_DIR/out/views-local3"/part-*) || echo "warning: 3-worker local-file output differs from local" >&2
+      fi
       t2=$(now)
       out=$("$Q" job submit views --input "$input" --output "$BENCH_DIR/out/views-seaweedfs" --reducers "$REDUCERS" --overwrite 2>/dev/null)
       t3=$(now)
@@ -108,12 +119,17 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
     done
     kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true
     ts=$(printf "%s\n" "${times[@]}" | median)
+    if [ "$sc" = 1 ]; then
+      t3w=$(printf "%s\n" "${ltimes[@]}" | median)
+      printf "%-11s %-22s %8.2f %8s %8s   the SeaweedFS cluster's 3 workers, input on the local file\n" views "local file, 3 workers" "$t3w" "$(mbps "$bytes" "$t3w")" "-"
+      printf "| views | input on the local file, the same 3 workers | %.2f | %s | - |\n" "$t3w" "$(mbps "$bytes" "$t3w")" >>"$TABLE"
+    fi
     local_maps=$(awk '$1 == "data_local_maps" {print $2}' <<<"$out")
     remote_maps=$(awk '$1 == "remote_maps" {print $2}' <<<"$out")
     how="chunks read from the volume files"; [ "$sc" = 0 ] && how="chunks read over HTTP"
     printf "%-11s %-22s %8.2f %8s %8s   %s; data-local %s of %s maps\n" views "seaweedfs, 3 workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$how" "$local_maps" "$((local_maps + remote_maps))"
-    printf "| views | input in SeaweedFS, 3 workers, %s (%s× the 2 workers on a local file; data-local maps: %s of %s) | %.2f | %s | - |\n" \
-      "$how" "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
+    printf "| views | input in SeaweedFS, 3 workers, %s (%s× the same 3 workers on the local file, %s× the 2 workers; data-local maps: %s of %s) | %.2f | %s | - |\n" \
+      "$how" "$(ratio "$ts" "$t3w")" "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
   done
 fi
 write_doc_table "$TABLE" latest
