@@ -25,7 +25,8 @@ pub struct JobSpecArgs {
     #[arg(long)]
     pub output: String,
     /// Replace what the output directory holds (an earlier output, a killed job's leftovers,
-    /// other files) instead of refusing it.
+    /// other files) instead of refusing it. It is replaced when the job commits: a job that
+    /// fails leaves it as it was.
     #[arg(long)]
     pub overwrite: bool,
     /// Run incrementally from an earlier output of this job: read only the input it did not

@@ -254,6 +254,24 @@ fn output_locations_follow_one_rule() {
     // A finished output: refused, replaced with --overwrite.
     refused(wc(&busy, &[]), "already holds a job's output");
     assert!(wc(&busy, &["--overwrite"]).status.success());
+    // A job that fails leaves the output it was to replace as it was.
+    let before = parts(&busy);
+    let failed = run(quern()
+        .args([
+            "run",
+            "--local",
+            "fail",
+            "--max-attempts",
+            "1",
+            "--overwrite",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&busy));
+    refused(failed, "injected failure");
+    assert!(busy.join("_SUCCESS").exists() && !busy.join("_temporary").exists());
+    assert_eq!(parts(&busy), before);
     // An empty directory is taken.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
@@ -287,6 +305,28 @@ fn output_locations_follow_one_rule() {
     refused(submit(&other, &[]), "is not empty");
     assert!(submit(&other, &["--overwrite"]).status.success());
     assert!(other.join("_SUCCESS").exists() && !other.join("notes.txt").exists());
+    let before = parts(&other);
+    let failed = run(cluster
+        .job()
+        .args([
+            "submit",
+            "fail",
+            "--max-attempts",
+            "1",
+            "--overwrite",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&other));
+    refused(failed, "injected failure");
+    // The failed job's cleanup runs after its end is reported.
+    let waited = Instant::now();
+    while other.join("_temporary").exists() && waited.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(other.join("_SUCCESS").exists() && !other.join("_temporary").exists());
+    assert_eq!(parts(&other), before);
 }
 
 #[test]

@@ -191,6 +191,20 @@ impl Storage {
         dispatch!(self, p, list())
     }
 
+    /// Returns the names of the entries directly in the directory at `url` (files and
+    /// directories, those starting with `_` or `.` too), in no particular order; none when
+    /// nothing is there.
+    ///
+    /// # Errors
+    /// Storage errors other than the directory being absent.
+    pub fn entries(&self, url: &str) -> Result<Vec<String>, DfsError> {
+        let p = DfsPath::parse(url)?;
+        match dispatch!(self, p, entries()) {
+            Err(DfsError::NotFound { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     /// Returns the status of one file.
     pub fn stat(&self, url: &str) -> Result<FileStatus, DfsError> {
         let p = DfsPath::parse(url)?;

@@ -193,6 +193,19 @@ impl LocalBackend {
         }
     }
 
+    pub(crate) fn entries(&self, p: &DfsPath) -> Result<Vec<String>, DfsError> {
+        let path = p.local();
+        let dir = match fs::read_dir(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(|e| DfsError::io(&path, e))?,
+        };
+        dir.map(|e| {
+            e.map(|e| e.file_name().to_string_lossy().into_owned())
+                .map_err(|e| DfsError::io(&path, e))
+        })
+        .collect()
+    }
+
     pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
         let path = p.local();
         match fs::metadata(&path) {

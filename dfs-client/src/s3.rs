@@ -194,6 +194,15 @@ impl S3 {
         ))
     }
 
+    pub(crate) fn entries(&self, p: &DfsPath) -> Result<Vec<String>, DfsError> {
+        let (objects, dirs) = self.children(p, &Self::key(p))?;
+        Ok(objects
+            .iter()
+            .map(|o| o.location.filename().unwrap_or("").to_string())
+            .chain(dirs.iter().map(|d| d.filename().unwrap_or("").to_string()))
+            .collect())
+    }
+
     pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
         match self.stat(p) {
             Ok(_) => return Ok(crate::PathKind::File),

@@ -318,6 +318,36 @@ fn rename_moves_and_replaces_and_delete_removes_trees() {
 }
 
 #[test]
+fn entries_name_what_a_directory_holds_metadata_too() {
+    for r in roots() {
+        let s = &r.storage;
+        let dir = format!("{}/out", r.url);
+        assert!(
+            s.entries(&dir).unwrap().is_empty(),
+            "{}: nothing there",
+            r.kind
+        );
+        for name in [
+            "part-00000",
+            "_SUCCESS",
+            ".hidden",
+            "_temporary/committed/part-00001",
+        ] {
+            s.write_all(&format!("{dir}/{name}"), b"x").unwrap();
+        }
+        let mut got = s.entries(&dir).unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            [".hidden", "_SUCCESS", "_temporary", "part-00000"],
+            "{}",
+            r.kind
+        );
+        s.delete(&r.url).unwrap();
+    }
+}
+
+#[test]
 fn bad_paths_are_refused_before_any_io() {
     // Unroutable hosts: a request would fail differently (or hang), so the error proves
     // validation came first.

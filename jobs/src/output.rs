@@ -84,7 +84,8 @@ pub fn state_staging(staged_part: &str) -> String {
 pub enum OutputMode {
     /// Refuse it: only a missing path or an empty directory is taken.
     New,
-    /// Delete what is there first (`--overwrite`).
+    /// Replace what is there when the job commits (`--overwrite`): until then it stays as it
+    /// was, so a job that fails leaves it.
     Overwrite,
 }
 
@@ -93,8 +94,9 @@ pub enum OutputMode {
 /// - a file is refused (an output is a directory);
 /// - a directory holding `_SUCCESS` (a finished job's output) or anything else (a killed
 ///   job's leftovers, unrelated files) is refused, unless `mode` is [`OutputMode::Overwrite`],
-///   which deletes it first; an input inside the output is then refused, since it would be
-///   deleted before it is read;
+///   which leaves it in place until [`publish`] replaces it (only a killed job's `_temporary/`
+///   is removed now); an input inside the output is then refused, since the commit would
+///   delete it;
 /// - the location must be writable: a marker is written under `_temporary/` and removed, so
 ///   an unwritable output fails the submission, not every reduce after every map.
 ///
@@ -138,8 +140,8 @@ pub fn prepare_output(
                     input: input.clone(),
                 });
             }
-            tracing::info!(%output, "overwriting output");
-            storage.delete(output)?;
+            tracing::info!(%output, "output to be replaced when the job commits");
+            storage.delete(&Storage::join(output, TEMPORARY))?;
         }
     }
     let marker = Storage::join(&Storage::join(output, TEMPORARY), "_write-check");
@@ -148,8 +150,18 @@ pub fn prepare_output(
     Ok(())
 }
 
+/// Name of the marker, inside `_temporary/`, that [`publish`] has removed what the output
+/// held before.
+const CLEARED: &str = "_cleared";
+
 /// Moves the committed part files into place, writes the manifest, then `_SUCCESS`, and
-/// removes the staging directory.
+/// removes the staging directory. Whatever else the output holds (an earlier output that
+/// `--overwrite` replaces, unrelated files) is removed first, `_SUCCESS` before the rest, so
+/// that no reader takes a mix of the two for an output.
+///
+/// It may be run again after it was cut short (a coordinator restarted during the commit):
+/// the removal is done once (a marker in `_temporary/` says it was), part files already moved
+/// stay, and once `_temporary/` is gone nothing is removed again.
 ///
 /// # Errors
 /// Storage errors.
@@ -159,6 +171,19 @@ pub fn publish(
     manifest: &Manifest,
     skipped: &[SkippedRecord],
 ) -> Result<(), OutputError> {
+    let staging = Storage::join(output, TEMPORARY);
+    let cleared = Storage::join(&staging, CLEARED);
+    if storage.exists(&staging)? && !storage.exists(&cleared)? {
+        let earlier = storage.entries(output)?;
+        if earlier.iter().any(|e| e != TEMPORARY) {
+            tracing::info!(%output, "replacing what the output held");
+            storage.delete(&Storage::join(output, SUCCESS))?;
+            for name in earlier.iter().filter(|e| *e != TEMPORARY && *e != SUCCESS) {
+                storage.delete(&Storage::join(output, name))?;
+            }
+        }
+        storage.write_all(&cleared, b"")?;
+    }
     if !skipped.is_empty() {
         let mut list = skipped.to_vec();
         list.sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
@@ -230,11 +255,17 @@ fn move_committed(
 }
 
 /// Removes every file a failed or killed job may have left in `output` (part files, staging,
-/// state, manifest, skip list). Every removal is tried even when one fails.
+/// state, manifest, skip list). Every removal is tried even when one fails. An output that
+/// still holds `_SUCCESS` is an earlier job's that `--overwrite` was to replace (the failed
+/// job's commit never began): only the staging directory is removed, and it stays whole.
 ///
 /// # Errors
 /// The first storage error.
 pub fn discard(storage: &Storage, output: &str, reducers: u32) -> Result<(), OutputError> {
+    if storage.exists(&Storage::join(output, SUCCESS))? {
+        storage.delete(&Storage::join(output, TEMPORARY))?;
+        return Ok(());
+    }
     let mut first = None;
     let names = [TEMPORARY, MANIFEST, STATE, "_skipped"]
         .into_iter()
@@ -279,8 +310,8 @@ pub enum OutputError {
         /// The part file.
         part: String,
     },
-    /// `--overwrite` would delete an input before it is read.
-    #[error("input {input} lies inside output {output}, which --overwrite would delete first")]
+    /// `--overwrite` would delete an input of the job when it commits.
+    #[error("input {input} lies inside output {output}, which --overwrite replaces when the job commits")]
     InputInside {
         /// The output.
         output: String,
@@ -290,4 +321,149 @@ pub enum OutputError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] DfsError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(parts: u32) -> Manifest {
+        Manifest {
+            job: "test".into(),
+            parts: (0..parts)
+                .map(|r| PartInfo {
+                    name: part_name(r),
+                    bytes: 3,
+                    crc32: 0,
+                })
+                .collect(),
+            state: Vec::new(),
+            coverage: Vec::new(),
+        }
+    }
+
+    /// An earlier output of three parts, a file of the user's, and a new job's two committed
+    /// parts staged in `_temporary/`.
+    fn earlier_and_staged(storage: &Storage, out: &str) {
+        for r in 0..3 {
+            storage
+                .write_all(&Storage::join(out, &part_name(r)), b"old")
+                .unwrap();
+        }
+        storage
+            .write_all(&Storage::join(out, SUCCESS), b"")
+            .unwrap();
+        storage
+            .write_all(&Storage::join(out, MANIFEST), b"{}")
+            .unwrap();
+        storage
+            .write_all(&Storage::join(out, "notes.txt"), b"mine")
+            .unwrap();
+        prepare_output(storage, out, &[], OutputMode::Overwrite).unwrap();
+        for r in 0..2 {
+            storage.write_all(&committed_path(out, r), b"new").unwrap();
+        }
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn an_overwritten_output_stays_until_the_commit_replaces_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, out) = (Storage::default(), dir.path().display().to_string());
+        earlier_and_staged(&storage, &out);
+        // Until the commit, the earlier output is there as it was.
+        assert!(dir.path().join(SUCCESS).exists() && dir.path().join("part-00002").exists());
+        publish(&storage, &out, &manifest(2), &[]).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [MANIFEST, SUCCESS, "part-00000", "part-00001"]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("part-00001")).unwrap(),
+            b"new"
+        );
+        // Run again once it is done (a restarted coordinator): nothing changes.
+        publish(&storage, &out, &manifest(2), &[]).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [MANIFEST, SUCCESS, "part-00000", "part-00001"]
+        );
+    }
+
+    #[test]
+    fn a_failed_job_leaves_the_output_it_was_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, out) = (Storage::default(), dir.path().display().to_string());
+        earlier_and_staged(&storage, &out);
+        discard(&storage, &out, 2).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [
+                MANIFEST,
+                SUCCESS,
+                "notes.txt",
+                "part-00000",
+                "part-00001",
+                "part-00002"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("part-00000")).unwrap(),
+            b"old"
+        );
+        // Without an earlier output, what the job left is removed as before.
+        let fresh = tempfile::tempdir().unwrap();
+        let out = fresh.path().display().to_string();
+        prepare_output(&storage, &out, &[], OutputMode::New).unwrap();
+        storage.write_all(&committed_path(&out, 0), b"new").unwrap();
+        storage
+            .write_all(&Storage::join(&out, "part-00001"), b"moved")
+            .unwrap();
+        discard(&storage, &out, 2).unwrap();
+        assert!(names(fresh.path()).is_empty());
+    }
+
+    #[test]
+    fn a_commit_cut_short_finishes_when_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, out) = (Storage::default(), dir.path().display().to_string());
+        earlier_and_staged(&storage, &out);
+        // Cut short after the earlier output was removed and one part moved.
+        let staging = Storage::join(&out, TEMPORARY);
+        for name in [
+            SUCCESS,
+            MANIFEST,
+            "notes.txt",
+            "part-00000",
+            "part-00001",
+            "part-00002",
+        ] {
+            storage.delete(&Storage::join(&out, name)).unwrap();
+        }
+        storage
+            .write_all(&Storage::join(&staging, CLEARED), b"")
+            .unwrap();
+        storage
+            .rename(&committed_path(&out, 0), &Storage::join(&out, "part-00000"))
+            .unwrap();
+        publish(&storage, &out, &manifest(2), &[]).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [MANIFEST, SUCCESS, "part-00000", "part-00001"]
+        );
+        for r in 0..2 {
+            assert_eq!(
+                std::fs::read(dir.path().join(part_name(r))).unwrap(),
+                b"new"
+            );
+        }
+    }
 }

@@ -254,6 +254,14 @@ impl SeaweedFs {
         Ok(Self::status(p, &self.entry(p)?))
     }
 
+    pub(crate) fn entries(&self, p: &DfsPath) -> Result<Vec<String>, DfsError> {
+        Ok(self
+            .children(p, &p.path)?
+            .iter()
+            .map(|c| c.full_path.rsplit('/').next().unwrap_or("").to_string())
+            .collect())
+    }
+
     pub(crate) fn probe(&self, p: &DfsPath) -> Result<crate::PathKind, DfsError> {
         let e = match self.entry(p) {
             Ok(e) => e,
