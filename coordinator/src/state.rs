@@ -372,6 +372,10 @@ pub enum Action {
     },
 }
 
+/// The least time a dead worker stays listed (API, page, metrics) after its last heartbeat;
+/// ten worker timeouts where that is longer (see [`State::expire_workers`]).
+pub const KEEP_DEAD_WORKERS: Duration = Duration::from_secs(600);
+
 /// Timeouts and thresholds of the state machine.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

@@ -986,3 +986,52 @@ fn a_worker_back_after_the_timeout_reclaims_its_map_outputs_and_the_rerun_is_can
     let (r, _) = State::recover(Epoch(2), Timeouts::default(), s.take_records(), t2);
     assert_eq!(r.status(job, t2).unwrap().maps_done, 2);
 }
+
+#[test]
+fn dead_workers_stay_listed_for_a_while_then_are_forgotten() {
+    let t0 = Instant::now();
+    let (mut s, a, b) = two_workers(t0);
+    let (sp, splits) = spec(2, 1);
+    let job = s.submit(sp, splits, t0);
+    let maps = ids(&s.heartbeat(a, 2, t0));
+    for (_, _, m) in &maps {
+        s.report_success(*m, Counters::default(), None, t0);
+    }
+    let listed = |s: &State, t| -> Vec<(WorkerId, bool)> {
+        s.workers_view(t).iter().map(|w| (w.id, w.alive)).collect()
+    };
+    // a goes silent: dead, still listed; b heartbeats on and runs the lost maps again.
+    let mut t = t0;
+    while t < t0 + KEEP_DEAD_WORKERS + Duration::from_secs(60) {
+        t += Duration::from_secs(5);
+        s.heartbeat(b, 0, t);
+        s.expire_workers(t);
+        if t == t0 + Duration::from_secs(15) {
+            assert_eq!(listed(&s, t), [(a, false), (b, true)]);
+        }
+    }
+    assert_eq!(listed(&s, t), [(b, true)], "forgotten after its time");
+    // Nothing that named it breaks: the job runs on, on b (the lost map again, then the
+    // reduce).
+    for _ in 0..3 {
+        for (_, _, x) in ids(&s.heartbeat(b, 1, t)) {
+            s.report_success(x, Counters::default(), None, t);
+        }
+    }
+    let st = s.status(job, t).unwrap();
+    assert_eq!((st.maps_done, st.reduces_running), (2, 1), "{st:?}");
+    // Its attempts stay in the job's history, with no address to fetch their logs from.
+    let page = s
+        .attempts_of(
+            job,
+            Page {
+                offset: 0,
+                limit: None,
+            },
+        )
+        .unwrap();
+    assert!(page
+        .attempts
+        .iter()
+        .any(|v| v.record.worker == a && v.worker_addr.is_empty()));
+}

@@ -106,6 +106,9 @@ impl State {
         }
     }
 
+    /// Declares dead the workers silent past the worker timeout, forgets those dead (silent)
+    /// for ten timeouts and at least [`KEEP_DEAD_WORKERS`], and runs again the recovered maps
+    /// no worker reclaimed.
     pub fn expire_workers(&mut self, now: Instant) -> Vec<Action> {
         self.prune_history();
         self.check_tallies(now);
@@ -119,6 +122,23 @@ impl State {
         for id in dead {
             tracing::warn!(worker = %id, "worker missed its heartbeats; declaring it dead");
             actions.extend(self.declare_dead(id, None, now));
+        }
+        // Dead workers stay listed (API, page, metrics) for a while, then go: a worker that
+        // comes back registers anew, so nothing asks for a dead one's id but those lists, and
+        // a cluster whose workers come and go would otherwise list every one it ever had.
+        let keep = self
+            .timeouts
+            .worker
+            .saturating_mul(10)
+            .max(KEEP_DEAD_WORKERS);
+        let before = self.workers.len();
+        self.workers
+            .retain(|_, w| w.alive || now.saturating_duration_since(w.last_seen) <= keep);
+        if self.workers.len() < before {
+            tracing::info!(
+                forgotten = before - self.workers.len(),
+                "forgot workers dead for longer than {keep:?}"
+            );
         }
         if now.duration_since(self.started) > self.timeouts.worker {
             self.expire_unclaimed_maps(now);
