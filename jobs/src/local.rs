@@ -248,6 +248,7 @@ fn run_tasks(
                     .collect(),
                 &mut w,
                 state.as_mut().map(|w| w as &mut dyn std::io::Write),
+                work_dir,
             )?;
             w.commit()?;
             if let Some(state) = state {

@@ -77,12 +77,15 @@ pub trait DynJob: Send + Sync {
     /// Whether the job keeps state beside its output ([`crate::Job::STATE`] with a combiner).
     fn keeps_state(&self) -> bool;
     /// Runs a reduce task over `runs` (one per map, in map order) into `out`, and its state
-    /// into `state` where the job keeps state.
+    /// into `state` where the job keeps state; more than
+    /// [`crate::runtime::reduce::MERGE_FACTOR`] runs are first merged down to that many in
+    /// files of `scratch` (counted as `reduce_merged_bytes`).
     fn run_reduce(
         &self,
         runs: Vec<crate::runtime::format::Run>,
         out: &mut dyn Write,
         state: Option<&mut dyn Write>,
+        scratch: &std::path::Path,
     ) -> Result<ReduceSummary, TaskError>;
 }
 
@@ -126,8 +129,18 @@ impl<J: Job> DynJob for J {
         runs: Vec<crate::runtime::format::Run>,
         out: &mut dyn Write,
         state: Option<&mut dyn Write>,
+        scratch: &std::path::Path,
     ) -> Result<ReduceSummary, TaskError> {
-        run_reduce(self, runs, out, state)
+        let (runs, merged) = crate::runtime::reduce::merge_passes(
+            runs,
+            crate::runtime::reduce::MERGE_FACTOR,
+            scratch,
+        )?;
+        let mut summary = run_reduce(self, runs, out, state)?;
+        if merged > 0 {
+            summary.counters.add("reduce_merged_bytes", merged);
+        }
+        Ok(summary)
     }
 }
 

@@ -315,6 +315,7 @@ fn run_reduce(
             fetched,
             &mut FailAfterFirstWrite(&mut w, false),
             state.as_mut().map(|w| w as &mut dyn std::io::Write),
+            &task.work_dir,
         )?;
         // The state first: the part file's arrival is what the attempt's success stands on.
         if let Some(state) = state {

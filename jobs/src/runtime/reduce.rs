@@ -1,14 +1,82 @@
 //! The reduce side: merge every map's run of one partition, group by key, call reduce.
 
 use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
 
-use super::format::{Run, ShuffleWriter};
+use super::format::{Run, ShuffleFile, ShuffleWriter};
 use super::merge::Merger;
 use super::TaskError;
 use crate::sdk::{Counters, FastCounters, Job, Key, ReduceContext, Value, ValueSource, Values};
 
 /// Output is handed to the writer in pieces of about this size.
 const FLUSH_BYTES: usize = 1 << 20;
+
+/// The most runs one merge reads at once (Hadoop's `io.sort.factor`): a merge holds a block
+/// of each, so a reduce over more map outputs merges some of them into files first
+/// ([`merge_passes`]) and its memory stays the same however many maps the job has.
+pub const MERGE_FACTOR: usize = 100;
+
+/// Brings `runs` (in map order) down to at most `factor` by merging consecutive runs into
+/// unnamed files in `scratch`, as few as needed: each pass merges groups of at most `factor`
+/// runs from the front until what is merged and what is left number `factor`. Groups are
+/// consecutive and keep their place, so equal keys' values still come in map order. Returns
+/// the runs and the bytes written to files.
+///
+/// # Errors
+/// [`TaskError`] if a run is corrupt or a file cannot be written.
+pub fn merge_passes(
+    mut runs: Vec<Run>,
+    factor: usize,
+    scratch: &Path,
+) -> Result<(Vec<Run>, u64), TaskError> {
+    let factor = factor.max(2);
+    let mut written = 0;
+    while runs.len() > factor {
+        let mut rest: std::collections::VecDeque<Run> = runs.into();
+        let mut merged = Vec::new();
+        // Each merge of k runs leaves k - 1 fewer; with fewer than two left unmerged, another
+        // pass takes the merged ones.
+        while merged.len() + rest.len() > factor && rest.len() >= 2 {
+            let excess = merged.len() + rest.len() - factor;
+            let take = (excess + 1).min(factor).min(rest.len());
+            let group: Vec<Run> = rest.drain(..take).collect();
+            let (run, bytes) = merge_to_file(group, scratch)?;
+            written += bytes;
+            merged.push(run);
+        }
+        merged.extend(rest);
+        runs = merged;
+    }
+    Ok((runs, written))
+}
+
+/// Merges `runs` into one run in an unnamed file in `scratch`; returns it and its length.
+fn merge_to_file(runs: Vec<Run>, scratch: &Path) -> Result<(Run, u64), TaskError> {
+    let io = |e| TaskError::io(scratch, e);
+    std::fs::create_dir_all(scratch).map_err(io)?;
+    let file = tempfile::tempfile_in(scratch).map_err(io)?;
+    let mut merger = Merger::new(runs)?;
+    let mut w = ShuffleWriter::new(std::io::BufWriter::with_capacity(1 << 20, &file), 1);
+    while let Some((k, v)) = merger.next_record()? {
+        w.push(0, k, v)?;
+    }
+    let (out, _) = w.finish()?;
+    out.into_inner().map_err(|e| io(e.into_error()))?;
+    // The run's place in the file, from the file's index.
+    // SAFETY: read-only map of an unnamed file this task just wrote.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    let range = ShuffleFile::open(bytes::Bytes::from_owner(map))?.partition_range(0);
+    let len = range.end - range.start;
+    Ok((
+        Run::File {
+            file: Arc::new(file),
+            start: range.start,
+            len,
+        },
+        len,
+    ))
+}
 
 /// What a reduce wrote.
 #[derive(Clone, Debug, Default)]
@@ -190,4 +258,64 @@ pub fn run_reduce<J: Job>(
         output_crc32: out.hasher.finalize(),
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    /// A run of `keys` (sorted here), each with the run's number as its value.
+    fn run(keys: &[u8], tag: u8) -> Run {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        let mut w = ShuffleWriter::new(Vec::new(), 1);
+        for k in &sorted {
+            w.push(0, &[*k], &[tag]).unwrap();
+        }
+        let (data, _) = w.finish().unwrap();
+        Run::Memory(ShuffleFile::open(Bytes::from(data)).unwrap().partition(0))
+    }
+
+    fn merged(runs: Vec<Run>) -> Vec<(u8, u8)> {
+        let mut m = Merger::new(runs).unwrap();
+        let mut out = Vec::new();
+        while let Some((k, v)) = m.next_record().unwrap() {
+            out.push((k[0], v[0]));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn merging_in_passes_keeps_every_record_in_the_same_order(
+            keys in proptest::collection::vec(proptest::collection::vec(0u8..6, 0..8), 0..40),
+            factor in 2usize..6,
+        ) {
+            let runs: Vec<Run> = keys.iter().enumerate().map(|(i, k)| run(k, i as u8)).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let (passed, written) = merge_passes(runs.clone(), factor, dir.path()).unwrap();
+            prop_assert!(passed.len() <= factor);
+            if runs.len() <= factor {
+                prop_assert_eq!(written, 0);
+            }
+            // Equal keys' values still come in run (map) order.
+            prop_assert_eq!(merged(passed), merged(runs));
+            // The files are unnamed: nothing is left in the directory.
+            prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn a_pass_merges_only_as_many_runs_as_it_must() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs: Vec<Run> = (0..12).map(|i| run(&[i, i + 1], i)).collect();
+        let (passed, _) = merge_passes(runs.clone(), 10, dir.path()).unwrap();
+        // Three runs merged into one, nine left as they were.
+        assert_eq!(passed.len(), 10);
+        assert!(matches!(passed[0], Run::File { .. }));
+        assert!(passed[1..].iter().all(|r| matches!(r, Run::Memory(_))));
+        assert_eq!(merged(passed), merged(runs));
+    }
 }
