@@ -371,16 +371,36 @@ impl Offer<'_> {
     /// workers have slots, counting those already `taken` off it in this offer: the map
     /// could not start there before a running one ends, so an idle worker elsewhere should
     /// run it rather than wait. Not a host with a running map only: that is delay
-    /// scheduling's case.
-    fn backlogged(&self, job: &Job, hosts: &[String], taken: &HashMap<&str, usize>) -> bool {
+    /// scheduling's case. Only the slots of workers the job has not excluded count.
+    fn backlogged(
+        &self,
+        job: &Job,
+        ex: Option<&Exclusions>,
+        hosts: &[String],
+        taken: &HashMap<&str, usize>,
+    ) -> bool {
+        let slots_on = |h: &str| -> Option<u32> {
+            match ex {
+                None => self.live_hosts.get(h).map(|l| l.slots),
+                Some(x) => {
+                    let slots: u32 = x
+                        .allowed
+                        .iter()
+                        .filter(|(_, host)| *host == h)
+                        .map(|(id, _)| self.workers.get(id).map_or(1, |w| w.slots.max(1)))
+                        .sum();
+                    (slots > 0).then_some(slots)
+                }
+            }
+        };
         let mut live = hosts
             .iter()
-            .filter_map(|h| Some((h, self.live_hosts.get(h.as_str())?)))
+            .filter_map(|h| Some((h, slots_on(h)?)))
             .peekable();
         live.peek().is_some()
-            && live.all(|(h, l)| {
+            && live.all(|(h, slots)| {
                 let pending = job.pending_count_on(h) - taken.get(h.as_str()).unwrap_or(&0);
-                pending > l.slots as usize
+                pending > slots as usize
             })
     }
 
@@ -448,7 +468,7 @@ impl Offer<'_> {
                 }
                 if !hosts.iter().any(|h| self.job_host(ex, h)) {
                     anywhere.push((TaskKind::Map, i, false));
-                } else if self.backlogged(job, hosts, &taken) {
+                } else if self.backlogged(job, ex, hosts, &taken) {
                     for h in hosts {
                         *taken.entry(h.as_str()).or_default() += 1;
                     }

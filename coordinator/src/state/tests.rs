@@ -1035,3 +1035,28 @@ fn dead_workers_stay_listed_for_a_while_then_are_forgotten() {
         .iter()
         .any(|v| v.record.worker == a && v.worker_addr.is_empty()));
 }
+
+#[test]
+fn a_backlog_counts_only_the_slots_of_workers_the_job_may_use() {
+    let now = Instant::now();
+    let mut s = state();
+    let a1 = s.register_worker("a1:1".into(), "a".into(), now);
+    let a2 = s.register_worker("a2:1".into(), "a".into(), now);
+    let b = s.register_worker("b:1".into(), "b".into(), now);
+    for w in [a1, a2] {
+        s.set_worker_slots(w, 1, 0);
+    }
+    s.set_worker_slots(b, 4, 0);
+    let (mut sp, mut splits) = spec(3, 1);
+    splits.iter_mut().for_each(|s| s.hosts = vec!["a".into()]);
+    sp.max_attempts = 10;
+    s.submit(sp, splits, now);
+    // a1 fails three maps and is excluded: host a has one slot for the job, not two.
+    for _ in 0..EXCLUDE_AFTER {
+        let got = ids(&s.heartbeat(a1, 1, now));
+        s.report_failure(got[0].2, FailureKind::Retryable, "disk on fire", None, now);
+    }
+    assert!(s.heartbeat(a1, 1, now).assignments.is_empty());
+    // Three maps wait for a2's one slot: b takes two at once, without the locality wait.
+    assert_eq!(ids(&s.heartbeat(b, 4, now)).len(), 2);
+}
