@@ -233,6 +233,14 @@ fn output_locations_follow_one_rule() {
             .arg(output)
             .args(extra))
     };
+    // `fail` (every map panics) over `output` with --overwrite, on the runner `cmd` starts.
+    let fail_over = |cmd: &mut Command, output: &Path| {
+        run(cmd
+            .args(["fail", "--max-attempts", "1", "--overwrite", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(output))
+    };
     let refused = |o: std::process::Output, says: &str| {
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(
@@ -256,19 +264,7 @@ fn output_locations_follow_one_rule() {
     assert!(wc(&busy, &["--overwrite"]).status.success());
     // A job that fails leaves the output it was to replace as it was.
     let before = parts(&busy);
-    let failed = run(quern()
-        .args([
-            "run",
-            "--local",
-            "fail",
-            "--max-attempts",
-            "1",
-            "--overwrite",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--output")
-        .arg(&busy));
+    let failed = fail_over(quern().args(["run", "--local"]), &busy);
     refused(failed, "injected failure");
     assert!(busy.join("_SUCCESS").exists() && !busy.join("_temporary").exists());
     assert_eq!(parts(&busy), before);
@@ -306,19 +302,7 @@ fn output_locations_follow_one_rule() {
     assert!(submit(&other, &["--overwrite"]).status.success());
     assert!(other.join("_SUCCESS").exists() && !other.join("notes.txt").exists());
     let before = parts(&other);
-    let failed = run(cluster
-        .job()
-        .args([
-            "submit",
-            "fail",
-            "--max-attempts",
-            "1",
-            "--overwrite",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--output")
-        .arg(&other));
+    let failed = fail_over(cluster.job().arg("submit"), &other);
     refused(failed, "injected failure");
     // The failed job's cleanup runs after its end is reported.
     let waited = Instant::now();

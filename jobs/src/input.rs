@@ -206,29 +206,28 @@ pub fn read_group(
     let files = &split.files;
     let read_files = crate::par::map(files, read)?;
     let mut out = InputData::default();
-    if let ([f], [(bytes, compressed)]) = (&files[..], &read_files[..]) {
+    let mut start = 0;
+    for (f, (bytes, compressed)) in files.iter().zip(&read_files) {
         out.group.push(GroupMember {
             path: f.path.clone(),
             name: f.name.clone(),
-            start: 0,
+            start,
         });
-        out.data = bytes.clone();
-        out.compressed_bytes = *compressed;
-        return Ok(out);
-    }
-    let mut data = Vec::with_capacity(split.end as usize);
-    for (f, (bytes, compressed)) in files.iter().zip(read_files) {
-        out.group.push(GroupMember {
-            path: f.path.clone(),
-            name: f.name.clone(),
-            start: data.len() as u64,
-        });
-        data.extend_from_slice(&bytes);
+        start += bytes.len() as u64;
         if let Some(n) = compressed {
             *out.compressed_bytes.get_or_insert(0) += n;
         }
     }
-    out.data = Bytes::from(data);
+    out.data = match &read_files[..] {
+        [(only, _)] => only.clone(),
+        all => {
+            let mut data = Vec::with_capacity(start as usize);
+            for (bytes, _) in all {
+                data.extend_from_slice(bytes);
+            }
+            Bytes::from(data)
+        }
+    };
     Ok(out)
 }
 
@@ -256,24 +255,6 @@ fn decoder(codec: Codec, raw: &[u8]) -> Result<Box<dyn Read + '_>, DecodeError> 
                 .map_err(|cause| DecodeError::Corrupt { after: 0, cause })?,
         ),
     })
-}
-
-/// Decodes all of `raw` into memory; the error names the decoded offset where decoding
-/// failed.
-///
-/// # Errors
-/// [`DecodeError`]: a corrupt or truncated file, or one too large.
-pub fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(1 << 30));
-    let mut limited = decoder(codec, raw)?.take(MAX_DECODED_BYTES + 1);
-    match limited.read_to_end(&mut out) {
-        Ok(_) if out.len() as u64 > MAX_DECODED_BYTES => Err(DecodeError::TooLarge),
-        Ok(_) => Ok(out),
-        Err(cause) => Err(DecodeError::Corrupt {
-            after: out.len(),
-            cause,
-        }),
-    }
 }
 
 /// Why [`decode_spilling`] failed: the input, or the scratch file.
@@ -340,6 +321,12 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    /// Decodes `raw` as a task does, with the default bytes in memory.
+    fn decode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, Decoded> {
+        let scratch = tempfile::tempdir().unwrap();
+        decode_spilling(codec, raw, scratch.path(), DECODED_IN_MEMORY).map(|b| b.to_vec())
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
