@@ -505,9 +505,12 @@ fn worker_command(
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
     // A worker ends with its `quern local`, even one killed by SIGKILL: an orphan
-    // would heartbeat to a coordinator that is gone, for ever. (Started from the
-    // thread that runs the cluster until it stops.)
-    worker::executors::die_with_parent(&mut cmd, libc::SIGTERM);
+    // would heartbeat to a coordinator that is gone, for ever. It is killed outright: the
+    // coordinator died with the process, so a worker told to stop gracefully would only
+    // retry its last reports into the void for its 5 s of grace (a `quern local` that is
+    // stopped, not killed, still stops its workers gracefully; see `stop`). (Started from
+    // the thread that runs the cluster until it stops.)
+    worker::executors::die_with_parent(&mut cmd, libc::SIGKILL);
     if let Some(s) = o.slots {
         cmd.arg("--slots").arg(s.to_string());
     }
