@@ -360,17 +360,18 @@ fn fetch_all(
         let mut lost = Vec::new();
         let mut in_memory = 0u64;
         let mut set = tokio::task::JoinSet::new();
+        let connections = std::sync::Arc::new(crate::shuffle::Connections::default());
         let mut next = 0;
         loop {
             while set.len() < PARALLEL_FETCHES && next < map_outputs.len() {
                 let m = map_outputs[next].clone();
                 let (job, partition) = (task.job_id, task.index);
                 let secret = task.shuffle_secret.clone();
+                let connections = connections.clone();
                 set.spawn(async move {
-                    (
-                        next,
-                        crate::shuffle::fetch(job, partition, &m, &secret).await,
-                    )
+                    let fetched =
+                        crate::shuffle::fetch(job, partition, &m, &secret, &connections).await;
+                    (next, fetched)
                 });
                 next += 1;
             }

@@ -232,7 +232,41 @@ impl WorkerService for ShuffleService {
     }
 }
 
-/// Fetches partition `partition` of one map output; the result has passed its checksums.
+/// The connections of one reduce's fetches, one per worker address: HTTP/2 carries the
+/// fetches from one worker side by side, so a reduce over thousands of maps on a few hosts
+/// opens a few connections rather than one per map output (each a TCP and HTTP/2 handshake,
+/// and a TLS one where TLS is on). A worker that cannot be reached is tried once per reduce;
+/// every fetch from it is then lost with that error.
+#[derive(Default)]
+pub struct Connections {
+    by_addr: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ConnectOnce>>>,
+}
+
+type ConnectOnce = tokio::sync::OnceCell<Result<tonic::transport::Channel, String>>;
+
+impl Connections {
+    /// The connection to `addr`, made by the first fetch that asks for it (those asking
+    /// meanwhile wait for it).
+    async fn to(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+        let once = self
+            .by_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr.to_owned())
+            .or_default()
+            .clone();
+        once.get_or_init(|| async {
+            let tls = protocol::tls::env_client().map_err(|e| protocol::error_chain(e))?;
+            let connect = async { protocol::tls::endpoint(addr, tls)?.connect().await };
+            connect.await.map_err(|e| protocol::error_chain(&e))
+        })
+        .await
+        .clone()
+    }
+}
+
+/// Fetches partition `partition` of one map output over `connections`; the result has passed
+/// its checksums.
 ///
 /// # Errors
 /// A [`LostMap`] saying why the output could not be had.
@@ -241,6 +275,7 @@ pub async fn fetch(
     partition: u32,
     m: &MapOutput,
     secret: &[u8],
+    connections: &Connections,
 ) -> Result<Bytes, LostMap> {
     let lost = |reason, detail: String| LostMap {
         map_index: m.map_index,
@@ -248,12 +283,10 @@ pub async fn fetch(
         reason,
         detail,
     };
-    let tls = protocol::tls::env_client()
-        .map_err(|e| lost(FetchFailure::Unreachable, protocol::error_chain(e)))?;
-    let channel = async { protocol::tls::endpoint(&m.addr, tls)?.connect().await };
-    let channel = channel
+    let channel = connections
+        .to(&m.addr)
         .await
-        .map_err(|e| lost(FetchFailure::Unreachable, protocol::error_chain(&e)))?;
+        .map_err(|e| lost(FetchFailure::Unreachable, e))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let req = FetchPartitionRequest {
         job_id: job.0,
