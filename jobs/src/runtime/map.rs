@@ -263,13 +263,13 @@ impl<J: Job> MapBuffer<J> {
         if J::COMBINE.is_some() {
             let mut buf = Vec::new();
             let (partitioner, partitions) = (&self.partitioner, self.partitions);
-            for (partition, key, value) in self
+            let drained = self
                 .table
-                .drain_sorted(|k| partitioner.partition(k, partitions))
-            {
+                .drain_sorted(|k| partitioner.partition(k, partitions));
+            for (partition, key, value) in drained.iter() {
                 buf.clear();
                 value.encode_value(&mut buf);
-                w.push(partition, &key, &buf)?;
+                w.push(partition, key, &buf)?;
             }
         } else {
             let arena = &self.arena;
