@@ -19,7 +19,7 @@ BENCH_DIR="${BENCH_DIR:-bench-data}"
 SIZE="${SIZE:-1GiB}"
 SLOTS="${SLOTS:-1}"
 REDUCERS="${REDUCERS:-2}"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-5}"
 
 # One build of the whole workspace, without failpoints (as users build it; the tests add the
 # `failpoints` feature, so switching between them rebuilds the crates it touches).
@@ -76,14 +76,18 @@ for job in views top-photos wordcount; do
   done
 done
 
-# views with the log in SeaweedFS: a local SeaweedFS cluster (3 volume servers), a Quern
-# cluster of 3 workers each beside one volume server; the same cluster also runs views over
-# the local file, in turns, so that the two differ only in where the input lies.
-# SKIP_SEAWEEDFS=1 skips this part.
+# views with the log in SeaweedFS: a local SeaweedFS cluster of $SW_WORKERS volume servers
+# (default 2, as many as the workers of the rows above), a Quern cluster of as many workers,
+# each beside one volume server; the same cluster also runs views over the local file, in
+# turns, so that the two differ only in where the input lies. SKIP_SEAWEEDFS=1 skips this.
+SW_WORKERS="${SW_WORKERS:-2}"
 if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
   kill -INT $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true
   SW="$BENCH_DIR/seaweedfs"
-  eval "$(SEAWEEDFS_PORT_BASE="${SEAWEEDFS_PORT_BASE:-19700}" bash scripts/seaweedfs.sh start "$SW")"
+  # A fresh SeaweedFS each run (the log is uploaded again anyway): a master that remembers
+  # volume servers of an earlier run with another count would assign chunks to missing ones.
+  rm -rf "$SW"
+  eval "$(SEAWEEDFS_VOLUMES="$SW_WORKERS" SEAWEEDFS_PORT_BASE="${SEAWEEDFS_PORT_BASE:-19700}" bash scripts/seaweedfs.sh start "$SW")"
   # (set -e holds in the trap too: the cluster may be gone already.)
   trap 'bash scripts/seaweedfs.sh stop "$SW"; kill -INT $CLUSTER 2>/dev/null || true; wait $CLUSTER 2>/dev/null || true' EXIT
   input="seaweedfs://$QUERN_SEAWEEDFS_FILER/bench/access.log"
@@ -95,7 +99,7 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
   # HTTP (QUERN_SHORT_CIRCUIT_READS=0, which the workers' executors inherit).
   for sc in 1 0; do
     rm -rf "$BENCH_DIR/.quern-sw"
-    QUERN_SHORT_CIRCUIT_READS=$sc "$Q" local --workers 3 --slots 1 --storage-hosts "$QUERN_VOLUME_SERVERS" \
+    QUERN_SHORT_CIRCUIT_READS=$sc "$Q" local --workers "$SW_WORKERS" --slots 1 --storage-hosts "$QUERN_VOLUME_SERVERS" \
       --dir "$BENCH_DIR/.quern-sw" >/dev/null 2>"$BENCH_DIR/cluster-sw.log" &
     CLUSTER=$!
     while [ ! -f "$BENCH_DIR/.quern-sw/coordinator.addr" ]; do sleep 0.1; done
@@ -121,15 +125,15 @@ if [ "${SKIP_SEAWEEDFS:-0}" != 1 ]; then
     ts=$(printf "%s\n" "${times[@]}" | median)
     if [ "$sc" = 1 ]; then
       t3w=$(printf "%s\n" "${ltimes[@]}" | median)
-      printf "%-11s %-22s %8.2f %8s %8s   the SeaweedFS cluster's 3 workers, input on the local file\n" views "local file, 3 workers" "$t3w" "$(mbps "$bytes" "$t3w")" "-"
-      printf "| views | input on the local file, the same 3 workers | %.2f | %s | - |\n" "$t3w" "$(mbps "$bytes" "$t3w")" >>"$TABLE"
+      printf "%-11s %-22s %8.2f %8s %8s   the SeaweedFS cluster's %s workers, input on the local file\n" views "local file, $SW_WORKERS workers" "$t3w" "$(mbps "$bytes" "$t3w")" "-" "$SW_WORKERS"
+      printf "| views | input on the local file, the SeaweedFS run's %s workers | %.2f | %s | - |\n" "$SW_WORKERS" "$t3w" "$(mbps "$bytes" "$t3w")" >>"$TABLE"
     fi
     local_maps=$(awk '$1 == "data_local_maps" {print $2}' <<<"$out")
     remote_maps=$(awk '$1 == "remote_maps" {print $2}' <<<"$out")
     how="chunks read from the volume files"; [ "$sc" = 0 ] && how="chunks read over HTTP"
-    printf "%-11s %-22s %8.2f %8s %8s   %s; data-local %s of %s maps\n" views "seaweedfs, 3 workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$how" "$local_maps" "$((local_maps + remote_maps))"
-    printf "| views | input in SeaweedFS, 3 workers, %s (%s× the same 3 workers on the local file, %s× the 2 workers; data-local maps: %s of %s) | %.2f | %s | - |\n" \
-      "$how" "$(ratio "$ts" "$t3w")" "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
+    printf "%-11s %-22s %8.2f %8s %8s   %s; data-local %s of %s maps\n" views "seaweedfs, $SW_WORKERS workers" "$ts" "$(mbps "$bytes" "$ts")" "-" "$how" "$local_maps" "$((local_maps + remote_maps))"
+    printf "| views | input in SeaweedFS, %s workers, %s (%s× the same workers on the local file, %s× the 2 workers above; data-local maps: %s of %s) | %.2f | %s | - |\n" \
+      "$SW_WORKERS" "$how" "$(ratio "$ts" "$t3w")" "$(ratio "$ts" "$tv")" "$local_maps" "$((local_maps + remote_maps))" "$ts" "$(mbps "$bytes" "$ts")" >>"$TABLE"
   done
 fi
 write_doc_table "$TABLE" latest

