@@ -584,12 +584,12 @@ impl<J: Job> MapContext<'_, J> {
         self.buffer.insert_borrowed(key, value);
     }
 
-    /// [`Self::emit_encoded`] for a key that the caller also has as two little-endian `u64`s,
-    /// zero-padded, when it has up to 16 bytes (as [`crate::builtin::wordcount::Word`] hands
-    /// out): the combining table takes those instead of reading the bytes again.
+    /// [`Self::emit_encoded`] for a key of up to 16 bytes, none zero, that the caller has as
+    /// padded words (as [`crate::builtin::wordcount::Word`] hands them out): the combining
+    /// table takes those instead of reading the bytes again.
     #[inline(always)]
-    pub(crate) fn emit_padded(&mut self, key: &[u8], padded: Option<[u64; 2]>, value: J::Value) {
-        self.buffer.insert_padded(key, padded, value);
+    pub(crate) fn emit_short(&mut self, key: crate::runtime::table::ShortKey, value: J::Value) {
+        self.buffer.insert_short(key, value);
     }
 
     /// Adds `n` to a named job counter.

@@ -1,6 +1,7 @@
 //! `wordcount`: words are maximal runs of ASCII letters, lower-cased; output `word<TAB>count`.
 
 use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
+use crate::runtime::table::ShortKey;
 use crate::sdk::{self, push_u64, Combiner, Job, MapContext, ReduceContext, Values};
 
 /// The `wordcount` job.
@@ -23,7 +24,12 @@ impl Job for WordCount {
     const STATE: bool = true;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
-        for_each_word(record, |word| ctx.emit_padded(word.bytes, word.padded, 1));
+        // A word has no zero byte. Its bytes are left unread where it has padded words, so
+        // that the tokeniser need not write them (about 2% of the job).
+        for_each_word(record, |word| match word.padded {
+            Some(w) => ctx.emit_short(ShortKey::new(w, word.bytes.len()), 1),
+            None => ctx.emit_encoded(word.bytes, 1),
+        });
     }
 
     /// Words never span lines (a line break is no letter), so a block of lines is mapped as

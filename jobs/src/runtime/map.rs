@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::format::{FileSummary, ShuffleFile, ShuffleWriter};
 use super::merge::{prefix, Merger};
-use super::table::{CombineTable, Upsert};
+use super::table::{CombineTable, ShortKey, Upsert};
 use super::TaskError;
 use crate::sdk::{Counters, FastCounters, Job, Key, MapContext, Value};
 
@@ -177,28 +177,39 @@ impl<J: Job> MapBuffer<J> {
         }
     }
 
+    // No check of `self.error` in the inserts: it cost word count a tenth of its time. After
+    // a failed spill the pairs of the current record (or block of lines) still go into the
+    // buffer, no further spill is tried, and the task loop stops at the record's end.
+
     #[inline(always)]
     pub(crate) fn insert(&mut self, key: &[u8], value: J::Value) {
-        self.insert_padded(key, None, value);
-    }
-
-    /// [`Self::insert`], with the key also as two zero-padded `u64`s where it has up to 16
-    /// bytes and the caller has them (see [`CombineTable::upsert`]).
-    #[inline(always)]
-    pub(crate) fn insert_padded(&mut self, key: &[u8], padded: Option<[u64; 2]>, value: J::Value) {
-        // No check of `self.error` here: it cost word count a tenth of its time. After a
-        // failed spill the pairs of the current record (or block of lines) still go into the
-        // buffer, no further spill is tried, and the task loop stops at the record's end.
         self.emitted += 1;
         if let Some(combine) = J::COMBINE {
-            let Upsert::Vacant(value) = self.table.upsert(key, padded, value, combine) else {
-                return;
-            };
-            self.used += self.table.insert(key, value) + ENTRY_OVERHEAD;
+            if let Upsert::Vacant(value) = self.table.upsert(key, value, combine) {
+                self.insert_new(key, value);
+            }
         } else {
             self.append(key, |arena| value.encode_value(arena));
-            return;
         }
+    }
+
+    /// [`Self::insert`] of a key the caller has as padded words (a tokeniser's words): the
+    /// combining table finds it by its words, and its bytes are made only for a new key.
+    #[inline(always)]
+    pub(crate) fn insert_short(&mut self, key: ShortKey, value: J::Value) {
+        let Some(combine) = J::COMBINE else {
+            return self.insert(&key.padded_bytes()[..key.len()], value);
+        };
+        self.emitted += 1;
+        if let Upsert::Vacant(value) = self.table.upsert_short(key, value, combine) {
+            self.insert_new(&key.padded_bytes()[..key.len()], value);
+        }
+    }
+
+    /// Adds a key that is not in the combining table.
+    #[inline(always)]
+    fn insert_new(&mut self, key: &[u8], value: J::Value) {
+        self.used += self.table.insert(key, value) + ENTRY_OVERHEAD;
         self.spill_if_full();
     }
 

@@ -21,7 +21,7 @@ pub mod format;
 pub mod map;
 pub mod merge;
 pub mod reduce;
-mod table;
+pub(crate) mod table;
 
 use std::path::PathBuf;
 
