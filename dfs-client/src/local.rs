@@ -195,10 +195,8 @@ impl LocalBackend {
 
     pub(crate) fn entries(&self, p: &DfsPath) -> Result<Vec<String>, DfsError> {
         let path = p.local();
-        let dir = match fs::read_dir(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            other => other.map_err(|e| DfsError::io(&path, e))?,
-        };
+        // A missing directory is `DfsError::NotFound`, which `Storage::entries` takes as empty.
+        let dir = fs::read_dir(&path).map_err(|e| DfsError::io(&path, e))?;
         dir.map(|e| {
             e.map(|e| e.file_name().to_string_lossy().into_owned())
                 .map_err(|e| DfsError::io(&path, e))

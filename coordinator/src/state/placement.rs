@@ -335,6 +335,9 @@ struct Exclusions<'a> {
     excluded: HashSet<WorkerId>,
     /// Live workers that may run the job's tasks, and their storage hosts.
     allowed: Vec<(WorkerId, &'a str)>,
+    /// The slots of those workers, by storage host (a worker that declared none counts as
+    /// one): looked up for every map with hosts, so not summed again for each.
+    host_slots: HashMap<&'a str, u32>,
 }
 
 impl<'a> Exclusions<'a> {
@@ -348,12 +351,19 @@ impl<'a> Exclusions<'a> {
         if excluded.is_empty() {
             return None;
         }
-        let allowed = workers
-            .iter()
-            .filter(|(id, w)| w.alive && !excluded.contains(id))
-            .map(|(id, w)| (*id, w.storage_host.as_str()))
-            .collect();
-        Some(Exclusions { excluded, allowed })
+        let mut allowed = Vec::new();
+        let mut host_slots: HashMap<&str, u32> = HashMap::new();
+        for (id, w) in workers {
+            if w.alive && !excluded.contains(id) {
+                allowed.push((*id, w.storage_host.as_str()));
+                *host_slots.entry(w.storage_host.as_str()).or_default() += w.slots.max(1);
+            }
+        }
+        Some(Exclusions {
+            excluded,
+            allowed,
+            host_slots,
+        })
     }
 }
 
@@ -363,7 +373,7 @@ impl Offer<'_> {
     fn job_host(&self, ex: Option<&Exclusions>, host: &str) -> bool {
         match ex {
             None => self.live_hosts.contains_key(host),
-            Some(x) => x.allowed.iter().any(|(_, h)| *h == host),
+            Some(x) => x.host_slots.contains_key(host),
         }
     }
 
@@ -382,15 +392,7 @@ impl Offer<'_> {
         let slots_on = |h: &str| -> Option<u32> {
             match ex {
                 None => self.live_hosts.get(h).map(|l| l.slots),
-                Some(x) => {
-                    let slots: u32 = x
-                        .allowed
-                        .iter()
-                        .filter(|(_, host)| *host == h)
-                        .map(|(id, _)| self.workers.get(id).map_or(1, |w| w.slots.max(1)))
-                        .sum();
-                    (slots > 0).then_some(slots)
-                }
+                Some(x) => x.host_slots.get(h).copied(),
             }
         };
         let mut live = hosts
