@@ -60,7 +60,7 @@ for job in views top-photos wordcount; do
   # Each runner $RUNS times, the median kept (runs on a shared VM vary by 20% and more).
   # Every runner is timed from outside, from its start to its exit, as the cluster is from
   # submit to return. The plain program also prints its own clock, which leaves out its exit,
-  # where the kernel unmaps the input it read (0.03-0.04 s for 1 GiB): kept for the note
+  # where the kernel unmaps the input it read (0.03-0.05 s for 1 GiB): kept for the note
   # under the table.
   plain_runs() {
     for _ in $(seq "$RUNS"); do
