@@ -4,6 +4,8 @@
 //! byte: without faults (when shuffle bytes must cross the hosts' virtual links), with a worker
 //! host's link down mid-job, with a worker and the coordinator cut off from each other one
 //! way, with the coordinator's host restarted, and over a link with 100 ms delay and 5% loss.
+//! With SeaweedFS, also with input in it, and with a worker host lost for the rest of a job,
+//! volume server and all, while maps read the input's other replicas.
 //! Needs root; everything it makes is removed at the end, also when it fails.
 
 mod support;
@@ -204,21 +206,31 @@ fn all_maps_done(status: &str) -> bool {
     total > 0 && done == total
 }
 
-/// Submits `views` over `log` into `out` from the client's namespace and, while it runs,
-/// injects a fault (`fault`: when, the `netcluster.sh` verb and arguments, and those that
-/// undo it) and undoes it after `for_ms`; checks that the job succeeds with the oracle's bytes.
+/// How long a fault lasts.
+#[derive(Clone, Copy)]
+enum Lasting {
+    /// This many milliseconds.
+    Ms(u64),
+    /// Until the job has ended.
+    JobEnd,
+}
+
+/// Submits `views` over `input` (a file, or a SeaweedFS URL) into `out` from the client's
+/// namespace and, while it runs, injects a fault (`fault`: when, the `netcluster.sh` verb and
+/// arguments, and those that undo it) and undoes it after `lasting`; checks that the job
+/// succeeds with the oracle's bytes (its records only, for input elsewhere than the oracle's).
 fn run_views(
     c: &NetCluster,
-    (log, oracle, out): (&Path, &Path, &Path),
+    (input, oracle, out): (&std::ffi::OsStr, &Path, &Path),
     fault: Option<(When, &[&str], &[&str])>,
-    for_ms: u64,
+    lasting: Lasting,
 ) {
     use std::io::{BufRead, Read};
     let mut job = c.client();
     job.args(["job", "submit"])
         .args(VIEWS)
         .arg("--input")
-        .arg(log)
+        .arg(input)
         .arg("--output")
         .arg(out)
         .stdout(std::process::Stdio::piped())
@@ -256,14 +268,71 @@ fn run_views(
             now.contains("running"),
             "the fault came after the job ended: {now}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(for_ms));
-        c.net(undo[0], &undo[1..]);
+        match lasting {
+            Lasting::Ms(ms) => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                c.net(undo[0], &undo[1..]);
+            }
+            Lasting::JobEnd => {
+                // A bound on the wait, not on speed: a read stuck on the lost host would
+                // otherwise hold the job (and the suite) for as long as it is stuck.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                loop {
+                    let now = status(c, &id);
+                    let state = now
+                        .lines()
+                        .find_map(|l| l.strip_prefix("state:"))
+                        .unwrap_or_default()
+                        .trim();
+                    if ["succeeded", "failed", "killed"].contains(&state) {
+                        eprintln!("{now}");
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{id} still {state} 120 s on: {now}{}",
+                        c.logs()
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                c.net(undo[0], &undo[1..]);
+            }
+        }
     }
     let done = job.wait_with_output().unwrap();
     let stderr = drain.join().unwrap();
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(stdout.contains("succeeded"), "{stdout}{stderr}{}", c.logs());
-    assert_eq!(read_output(out), read_output(oracle), "{}", c.logs());
+    if Path::new(input).exists() {
+        assert_eq!(read_output(out), read_output(oracle), "{}", c.logs());
+    } else {
+        assert_eq!(
+            read_output_uncovered(out),
+            read_output_uncovered(oracle),
+            "{}",
+            c.logs()
+        );
+    }
+}
+
+/// `quern fs put LOCAL URL` from the client's namespace, in chunks of 2 MiB with SeaweedFS
+/// replication `replication`.
+fn put(c: &NetCluster, local: &Path, url: &str, replication: &str) {
+    let put = c
+        .client()
+        .env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
+        .env("QUERN_SEAWEEDFS_CHUNK_MB", "2")
+        .env("QUERN_SEAWEEDFS_REPLICATION", replication)
+        .args(["fs", "put"])
+        .arg(local)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
 }
 
 #[test]
@@ -291,7 +360,12 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
 
     // No fault: the shuffle crosses the virtual links, every worker host sends and receives.
     let before: Vec<(u64, u64)> = (1..HOSTS).map(|i| c.link_bytes(i)).collect();
-    run_views(&c, (&log, &oracle, &paths("plain")), None, 0);
+    run_views(
+        &c,
+        (log.as_os_str(), &oracle, &paths("plain")),
+        None,
+        Lasting::Ms(0),
+    );
     for (i, (rx0, tx0)) in before.iter().enumerate() {
         let (rx, tx) = c.link_bytes(i + 1);
         eprintln!(
@@ -313,20 +387,7 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             "seaweedfs://{}/in/access.log",
             c.var("QUERN_SEAWEEDFS_FILER")
         );
-        let put = c
-            .client()
-            .env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
-            .env("QUERN_SEAWEEDFS_CHUNK_MB", "2")
-            .args(["fs", "put"])
-            .arg(&log)
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(
-            put.status.success(),
-            "{}",
-            String::from_utf8_lossy(&put.stderr)
-        );
+        put(&c, &log, &url, "000");
         let out = paths("seaweedfs");
         let done = c
             .client()
@@ -351,6 +412,7 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             "SeaweedFS input: {local} of {maps} maps data-local, {moved} moved off a backlog"
         );
     }
+    let at = When::After(700);
     // Each fault comes 0.7 s into a job (while maps run) and is undone after the time given,
     // longer than the worker timeout (3 s):
     // - a worker host's link goes down, then up;
@@ -361,7 +423,6 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
     // - a worker host's link goes down once every map is done, while reducers fetch;
     // - a worker host's link delays what it sends by 100 ms and loses 5% of it.
     type Fault<'a> = (&'a str, When, &'a [&'a str], &'a [&'a str], u64);
-    let at = When::After(700);
     let slow: &[&str] = &["netem", "2", "delay", "100ms", "loss", "5%"];
     // The slow link is what it says: a connection from that host takes a round trip of at
     // least 100 ms to open (under 100 ms without it).
@@ -412,13 +473,32 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
         eprintln!("fault: {name}");
         run_views(
             &c,
-            (&log, &oracle, &paths(name)),
+            (log.as_os_str(), &oracle, &paths(name)),
             Some((when, fault, undo)),
-            ms,
+            Lasting::Ms(ms),
         );
     }
     // The slow link carried the job's traffic and lost some of it.
     let (forwarded, dropped) = c.relayed(2);
     eprintln!("slow link: {forwarded} frames forwarded, {dropped} dropped");
     assert!(forwarded > 100 && dropped > 0, "{forwarded} / {dropped}");
+    if seaweedfs {
+        // A worker host lost for the rest of a job, volume server and all (Hadoop's classic:
+        // a data node dies with its task tracker): the log in two replicas on two hosts
+        // ("001"), h2's link down from 0.7 s into the job until it has ended. Its maps run
+        // again elsewhere, reads of its chunks go to their other replica, and the job still
+        // ends with the oracle's records.
+        let url = format!(
+            "seaweedfs://{}/in/access-twice.log",
+            c.var("QUERN_SEAWEEDFS_FILER")
+        );
+        put(&c, &log, &url, "001");
+        eprintln!("fault: host-lost (SeaweedFS input, two replicas)");
+        run_views(
+            &c,
+            (std::ffi::OsStr::new(&url), &oracle, &paths("host-lost")),
+            Some((at, &["link", "2", "down"], &["link", "2", "up"])),
+            Lasting::JobEnd,
+        );
+    }
 }
