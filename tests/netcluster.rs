@@ -315,6 +315,35 @@ fn run_views(
     }
 }
 
+/// The volume servers holding each chunk of `url`, as `quern fs stat` reports them.
+fn piece_hosts(c: &NetCluster, url: &str) -> Vec<Vec<String>> {
+    let out = c
+        .client()
+        .env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
+        .args(["fs", "stat", "--output", "json", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["pieces"]
+        .as_array()
+        .expect("pieces")
+        .iter()
+        .map(|p| {
+            p["hosts"]
+                .as_array()
+                .expect("hosts")
+                .iter()
+                .map(|h| h.as_str().expect("host").to_string())
+                .collect()
+        })
+        .collect()
+}
+
 /// `quern fs put LOCAL URL` from the client's namespace, in chunks of 2 MiB with SeaweedFS
 /// replication `replication`.
 fn put(c: &NetCluster, local: &Path, url: &str, replication: &str) {
@@ -493,6 +522,21 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
             c.var("QUERN_SEAWEEDFS_FILER")
         );
         put(&c, &log, &url, "001");
+        // h2's volume server (the filer's address, host 3 of the bridge's network) holds a
+        // copy of some of the chunks, and every chunk has another copy elsewhere.
+        let filer = c.var("QUERN_SEAWEEDFS_FILER");
+        let h2 = format!(
+            "{}.3:8080",
+            filer.rsplit_once(".1:").expect("filer address").0
+        );
+        let pieces = piece_hosts(&c, &url);
+        let on_h2 = pieces.iter().filter(|h| h.contains(&h2)).count();
+        eprintln!(
+            "{on_h2} of {} chunks have a copy on h2 ({h2})",
+            pieces.len()
+        );
+        assert!(on_h2 > 0, "no chunk on {h2}: {pieces:?}");
+        assert!(pieces.iter().all(|h| h.len() == 2), "{pieces:?}");
         eprintln!("fault: host-lost (SeaweedFS input, two replicas)");
         run_views(
             &c,
