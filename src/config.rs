@@ -98,6 +98,11 @@ pub const SETTINGS: &[Setting] = &[
         about: "read chunks of local volume servers from their files (default true)",
     },
     Setting {
+        key: "storage.seaweedfs_io_timeout_s",
+        env: "QUERN_SEAWEEDFS_IO_TIMEOUT_S",
+        about: "longest wait, in seconds, for the next bytes from a SeaweedFS server before a read moves on to another replica (default 60)",
+    },
+    Setting {
         key: "storage.s3_endpoint",
         env: "QUERN_S3_ENDPOINT",
         about: "S3-compatible endpoint URL",

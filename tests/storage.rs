@@ -234,6 +234,87 @@ fn a_volume_server_killed_mid_job_fails_over_to_a_replica() {
     );
 }
 
+/// A volume server that stops answering mid-job (alive, its connections open, no bytes sent:
+/// SIGSTOP) holds a read no longer than the storage client's I/O timeout (here 2 s): reads of
+/// its chunks go on to their other replica, and the job ends with the oracle's records.
+#[test]
+fn a_volume_server_that_stops_answering_mid_job_is_read_around() {
+    if seaweedfs_var("QUERN_SEAWEEDFS_FILER").is_none() {
+        return;
+    }
+    let sw = OwnSeaweedFs::start(19640);
+    let mut env: Vec<(&str, &str)> = sw
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let filer = &sw.env["QUERN_SEAWEEDFS_FILER"];
+    let inputs = inputs("8MiB");
+    let input = format!("seaweedfs://{filer}/stalled/access.log");
+    put(&inputs.log, &input, "1", "001", &env);
+    let hosts: Vec<String> = sw.env["QUERN_VOLUME_SERVERS"]
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    // The cluster's reads time out after 2 s, and go over HTTP (a copy beside the map would
+    // otherwise be read from its volume file, and every chunk has one beside a worker).
+    env.push(("QUERN_SEAWEEDFS_IO_TIMEOUT_S", "2"));
+    env.push(("QUERN_SHORT_CIRCUIT_READS", "0"));
+    // No worker beside volume server 0: every read of its copies goes over HTTP.
+    let cluster = Cluster::start_with(Options {
+        workers: 2,
+        storage_hosts: &hosts[1..],
+        env: &env,
+        ..Options::default()
+    });
+    let out = cluster.dir.path().join("views");
+    let id = ok(cluster
+        .job()
+        .args([
+            "submit",
+            "--detach",
+            "views",
+            "--input",
+            &input,
+            "--reducers",
+            "3",
+            "--split-size",
+            "128KiB",
+            "--output",
+        ])
+        .arg(&out))
+    .trim()
+    .to_string();
+    sw.stop_volume(0);
+    // Resumed however the test ends, so that it can be stopped.
+    struct Resume<'a>(&'a OwnSeaweedFs);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.resume_volume(0);
+        }
+    }
+    let _resume = Resume(&sw);
+    // A bound on the wait, not on speed: without the timeout a stuck read holds its map for
+    // the client's whole-request limit (5 minutes).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let status = loop {
+        let status = ok(cluster.job().args(["status", &id]));
+        if !status.contains("state:    running") && !status.contains("state:    queued") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after 90 s with volume server 0 stopped: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.contains("state:    succeeded"), "{status}");
+    assert_eq!(
+        read_output_uncovered(&out),
+        oracle(&inputs.log, inputs.dir.path())
+    );
+}
+
 /// Issue 15 on the remote backends: a directory of nested, compressed and hidden files in
 /// SeaweedFS and in S3 reads as the plain log does.
 #[test]

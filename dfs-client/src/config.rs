@@ -19,6 +19,12 @@ pub struct StorageConfig {
     pub local_volume_servers: Vec<String>,
     /// Whether chunks of local volume servers are read from their files (default true).
     pub short_circuit_reads: bool,
+    /// Longest wait for the next bytes to or from a SeaweedFS server (master, filer, volume
+    /// server) on an open connection; longer fails the request, and a read moves on to the
+    /// next replica. Without it, a server that stopped answering but kept its connections
+    /// (a stalled process, a host gone mid-transfer) held a read for the whole request's
+    /// limit of 5 minutes. Default 60 s (as HDFS's client socket timeout).
+    pub seaweedfs_io_timeout: std::time::Duration,
     /// S3 endpoint URL (for S3-compatible stores); `None` means AWS.
     pub s3_endpoint: Option<String>,
     /// S3 region.
@@ -37,6 +43,7 @@ impl Default for StorageConfig {
             seaweedfs_replication: "000".into(),
             local_volume_servers: Vec::new(),
             short_circuit_reads: true,
+            seaweedfs_io_timeout: std::time::Duration::from_secs(60),
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
             s3_access_key: None,
@@ -49,7 +56,8 @@ impl StorageConfig {
     /// Reads the settings from the environment: `QUERN_SEAWEEDFS_MASTER`,
     /// `QUERN_SEAWEEDFS_CHUNK_MB`, `QUERN_SEAWEEDFS_REPLICATION`,
     /// `QUERN_LOCAL_VOLUME_SERVERS` (comma-separated), `QUERN_SHORT_CIRCUIT_READS` (`0` or
-    /// `false` turns them off), `QUERN_S3_ENDPOINT`, and the usual `AWS_REGION`,
+    /// `false` turns them off), `QUERN_SEAWEEDFS_IO_TIMEOUT_S` (seconds, at least 1),
+    /// `QUERN_S3_ENDPOINT`, and the usual `AWS_REGION`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
     ///
     /// Storage is used by every process of a cluster (coordinator, workers, executors, the
@@ -78,6 +86,10 @@ impl StorageConfig {
                 .map_or(d.short_circuit_reads, |v| {
                     !matches!(v.as_str(), "0" | "false")
                 }),
+            seaweedfs_io_timeout: var("QUERN_SEAWEEDFS_IO_TIMEOUT_S")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&s| s >= 1)
+                .map_or(d.seaweedfs_io_timeout, std::time::Duration::from_secs),
             s3_endpoint: var("QUERN_S3_ENDPOINT"),
             s3_region: var("AWS_REGION")
                 .or_else(|| var("AWS_DEFAULT_REGION"))

@@ -270,11 +270,26 @@ impl OwnSeaweedFs {
 
     /// Kills volume server `i` (SIGKILL).
     pub fn kill_volume(&self, i: usize) {
+        self.signal_volume(i, libc::SIGKILL);
+    }
+
+    /// Stops volume server `i` (SIGSTOP): it keeps its port and connections, and answers
+    /// nothing until [`Self::resume_volume`].
+    pub fn stop_volume(&self, i: usize) {
+        self.signal_volume(i, libc::SIGSTOP);
+    }
+
+    /// Resumes volume server `i` after [`Self::stop_volume`].
+    pub fn resume_volume(&self, i: usize) {
+        self.signal_volume(i, libc::SIGCONT);
+    }
+
+    fn signal_volume(&self, i: usize, signal: i32) {
         let pid = std::fs::read_to_string(self.dir.path().join(format!("volume{i}.pid")))
             .expect("volume pid file");
         let pid: i32 = pid.trim().parse().expect("a pid");
         // SAFETY: signalling a process this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(pid, signal) };
     }
 }
 

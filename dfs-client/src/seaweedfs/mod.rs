@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -118,6 +118,30 @@ fn encode(path: &str) -> String {
     out
 }
 
+/// How long a volume server a read failed on is asked after the others.
+const FAILED_FOR: Duration = Duration::from_secs(60);
+
+/// Volume servers a read of this process failed on lately, with when: asked after the other
+/// replicas for [`FAILED_FOR`] (as HDFS's client keeps its dead nodes), so that a server that
+/// stopped answering costs each process one I/O timeout rather than one per chunk. A
+/// process-wide list: an executor serves many tasks, each with a storage client of its own.
+fn failed_servers() -> std::sync::MutexGuard<'static, HashMap<String, Instant>> {
+    static FAILED: std::sync::OnceLock<Mutex<HashMap<String, Instant>>> =
+        std::sync::OnceLock::new();
+    FAILED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// `hosts` in their order, those a read failed on within [`FAILED_FOR`] moved to the end.
+fn failed_last(mut hosts: Vec<String>) -> Vec<String> {
+    let mut failed = failed_servers();
+    failed.retain(|_, at| at.elapsed() < FAILED_FOR);
+    hosts.sort_by_key(|h| failed.contains_key(h));
+    hosts
+}
+
 fn http_err(url: &str, e: ureq::Error) -> DfsError {
     match e {
         ureq::Error::StatusCode(404) => DfsError::NotFound {
@@ -135,6 +159,8 @@ impl SeaweedFs {
     pub fn new(config: StorageConfig) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_per_read(Some(config.seaweedfs_io_timeout))
+            .timeout_per_write(Some(config.seaweedfs_io_timeout))
             .timeout_global(Some(Duration::from_secs(300)))
             .http_status_as_error(true)
             .build()
@@ -362,7 +388,7 @@ impl SeaweedFs {
             }
         }
         for refresh in [false, true] {
-            for host in self.volume_servers(p, vid, refresh)? {
+            for host in failed_last(self.volume_servers(p, vid, refresh)?) {
                 if corrupt.contains(&host) {
                     continue;
                 }
@@ -386,7 +412,10 @@ impl SeaweedFs {
                             })
                     });
                 match res {
-                    Ok(n) if n == want => return Ok(()),
+                    Ok(n) if n == want => {
+                        failed_servers().remove(&host);
+                        return Ok(());
+                    }
                     Ok(n) => {
                         last_err = Some(DfsError::Remote {
                             url,
@@ -396,6 +425,7 @@ impl SeaweedFs {
                     Err(e) => last_err = Some(e),
                 }
                 out.truncate(before);
+                failed_servers().insert(host.clone(), Instant::now());
                 tracing::warn!(chunk = %chunk.file_id, %host, "chunk read failed; trying another replica");
             }
         }
@@ -513,5 +543,27 @@ impl SeaweedFs {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_a_read_failed_on_lately_are_asked_last() {
+        let hosts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = hosts(&["failed-last-a:1", "failed-last-b:1", "failed-last-c:1"]);
+        assert_eq!(failed_last(all.clone()), all);
+        failed_servers().insert("failed-last-a:1".into(), Instant::now());
+        assert_eq!(
+            failed_last(all.clone()),
+            hosts(&["failed-last-b:1", "failed-last-c:1", "failed-last-a:1"])
+        );
+        // A failure older than the window no longer counts.
+        if let Some(long_ago) = Instant::now().checked_sub(FAILED_FOR + Duration::from_secs(1)) {
+            failed_servers().insert("failed-last-a:1".into(), long_ago);
+            assert_eq!(failed_last(all.clone()), all);
+        }
     }
 }
