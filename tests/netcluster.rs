@@ -4,8 +4,9 @@
 //! byte: without faults (when shuffle bytes must cross the hosts' virtual links), with a worker
 //! host's link down mid-job, with a worker and the coordinator cut off from each other one
 //! way, with the coordinator's host restarted, and over a link with 100 ms delay and 5% loss.
-//! With SeaweedFS, also with input in it, and with a worker host lost for the rest of a job,
-//! volume server and all, while maps read the input's other replicas.
+//! With a worker host lost for the rest of a job while reducers fetch from it. With SeaweedFS,
+//! also with input in it, and with a worker host lost for the rest of a job, volume server and
+//! all, while maps read the input's other replicas.
 //! Needs root; everything it makes is removed at the end, also when it fails.
 
 mod support;
@@ -215,13 +216,13 @@ enum Lasting {
     JobEnd,
 }
 
-/// Submits `views` over `input` (a file, or a SeaweedFS URL) into `out` from the client's
-/// namespace and, while it runs, injects a fault (`fault`: when, the `netcluster.sh` verb and
+/// Submits `views` (with `extra` arguments) over `input` (a file, or a SeaweedFS URL) into
+/// `out` from the client's namespace and, while it runs, injects a fault (`fault`: when, the `netcluster.sh` verb and
 /// arguments, and those that undo it) and undoes it after `lasting`; checks that the job
 /// succeeds with the oracle's bytes (its records only, for input elsewhere than the oracle's).
 fn run_views(
     c: &NetCluster,
-    (input, oracle, out): (&std::ffi::OsStr, &Path, &Path),
+    (input, extra, oracle, out): (&std::ffi::OsStr, &[&str], &Path, &Path),
     fault: Option<(When, &[&str], &[&str])>,
     lasting: Lasting,
 ) {
@@ -229,6 +230,7 @@ fn run_views(
     let mut job = c.client();
     job.args(["job", "submit"])
         .args(VIEWS)
+        .args(extra)
         .arg("--input")
         .arg(input)
         .arg("--output")
@@ -391,7 +393,7 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
     let before: Vec<(u64, u64)> = (1..HOSTS).map(|i| c.link_bytes(i)).collect();
     run_views(
         &c,
-        (log.as_os_str(), &oracle, &paths("plain")),
+        (log.as_os_str(), &[], &oracle, &paths("plain")),
         None,
         Lasting::Ms(0),
     );
@@ -502,7 +504,7 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
         eprintln!("fault: {name}");
         run_views(
             &c,
-            (log.as_os_str(), &oracle, &paths(name)),
+            (log.as_os_str(), &[], &oracle, &paths(name)),
             Some((when, fault, undo)),
             Lasting::Ms(ms),
         );
@@ -511,6 +513,23 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
     let (forwarded, dropped) = c.relayed(2);
     eprintln!("slow link: {forwarded} frames forwarded, {dropped} dropped");
     assert!(forwarded > 100 && dropped > 0, "{forwarded} / {dropped}");
+    // A worker host lost for good while reducers fetch from it: h1's link down once every map
+    // is done, until the job has ended, with no backup attempts to stand in for a stuck
+    // fetch. The reducers' fetches from h1 must fail (their connections are pinged, and
+    // opening one gives up after 10 s), so that its maps run again elsewhere; before, a fetch
+    // waited for TCP to give up, and the job ran 75 s, or past 120 s.
+    eprintln!("fault: shuffle-host-lost");
+    run_views(
+        &c,
+        (
+            log.as_os_str(),
+            &["--speculation", "off"],
+            &oracle,
+            &paths("shuffle-host-lost"),
+        ),
+        Some((When::MapsDone, &["link", "1", "down"], &["link", "1", "up"])),
+        Lasting::JobEnd,
+    );
     if seaweedfs {
         // A worker host lost for the rest of a job, volume server and all (Hadoop's classic:
         // a data node dies with its task tracker): the log in two replicas on two hosts
@@ -540,7 +559,12 @@ fn jobs_across_namespace_hosts_match_the_oracle_through_network_faults() {
         eprintln!("fault: host-lost (SeaweedFS input, two replicas)");
         run_views(
             &c,
-            (std::ffi::OsStr::new(&url), &oracle, &paths("host-lost")),
+            (
+                std::ffi::OsStr::new(&url),
+                &[],
+                &oracle,
+                &paths("host-lost"),
+            ),
             Some((at, &["link", "2", "down"], &["link", "2", "up"])),
             Lasting::JobEnd,
         );

@@ -232,6 +232,15 @@ impl WorkerService for ShuffleService {
     }
 }
 
+/// How long a reduce waits for a connection to a worker to open.
+const FETCH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a reduce's connection to a worker is pinged, and how long it waits for the
+/// answer: a worker whose host went away, or whose process stopped, fails its fetches within
+/// twice this rather than when TCP gives up (a connection opening to a host that is gone took
+/// over a minute; one open, longer), and the reduce reports them so that its maps run again.
+const FETCH_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The connections of one reduce's fetches, one per worker address: HTTP/2 carries the
 /// fetches from one worker side by side, so a reduce over thousands of maps on a few hosts
 /// opens a few connections rather than one per map output (each a TCP and HTTP/2 handshake,
@@ -257,7 +266,15 @@ impl Connections {
             .clone();
         once.get_or_init(|| async {
             let tls = protocol::tls::env_client().map_err(|e| protocol::error_chain(e))?;
-            let connect = async { protocol::tls::endpoint(addr, tls)?.connect().await };
+            let connect = async {
+                protocol::tls::endpoint(addr, tls)?
+                    .connect_timeout(FETCH_CONNECT_TIMEOUT)
+                    .http2_keep_alive_interval(FETCH_KEEPALIVE)
+                    .keep_alive_timeout(FETCH_KEEPALIVE)
+                    .keep_alive_while_idle(true)
+                    .connect()
+                    .await
+            };
             connect.await.map_err(|e| protocol::error_chain(&e))
         })
         .await
