@@ -317,20 +317,18 @@ fn run_views(
     }
 }
 
+/// `quern fs ARGS` from the client's namespace, with the cluster's SeaweedFS master.
+fn fs(c: &NetCluster) -> Command {
+    let mut cmd = c.client();
+    cmd.env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
+        .arg("fs");
+    cmd
+}
+
 /// The volume servers holding each chunk of `url`, as `quern fs stat` reports them.
 fn piece_hosts(c: &NetCluster, url: &str) -> Vec<Vec<String>> {
-    let out = c
-        .client()
-        .env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
-        .args(["fs", "stat", "--output", "json", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stat = ok(fs(c).args(["stat", "--output", "json", url]));
+    let v: serde_json::Value = serde_json::from_str(&stat).unwrap();
     v["pieces"]
         .as_array()
         .expect("pieces")
@@ -349,21 +347,12 @@ fn piece_hosts(c: &NetCluster, url: &str) -> Vec<Vec<String>> {
 /// `quern fs put LOCAL URL` from the client's namespace, in chunks of 2 MiB with SeaweedFS
 /// replication `replication`.
 fn put(c: &NetCluster, local: &Path, url: &str, replication: &str) {
-    let put = c
-        .client()
-        .env("QUERN_SEAWEEDFS_MASTER", c.var("QUERN_SEAWEEDFS_MASTER"))
+    ok(fs(c)
         .env("QUERN_SEAWEEDFS_CHUNK_MB", "2")
         .env("QUERN_SEAWEEDFS_REPLICATION", replication)
-        .args(["fs", "put"])
+        .arg("put")
         .arg(local)
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+        .arg(url));
 }
 
 #[test]

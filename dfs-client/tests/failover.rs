@@ -5,12 +5,10 @@
 use dfs_client::{Storage, StorageConfig};
 use quern_testkit::{seaweedfs_var, OwnSeaweedFs};
 
-#[test]
-fn a_read_fails_over_when_a_replica_server_is_killed() {
-    if seaweedfs_var("QUERN_SEAWEEDFS_FILER").is_none() {
-        return;
-    }
-    let sw = OwnSeaweedFs::start(19500);
+/// 4 MiB written to `sw` in 1 MiB chunks with two replicas each ("001": another server in the
+/// same rack) under `dir`, with the default settings; returns the settings, the file's URL
+/// and its content.
+fn replicated(sw: &OwnSeaweedFs, dir: &str) -> (StorageConfig, String, Vec<u8>) {
     let env = &sw.env;
     let config = StorageConfig {
         seaweedfs_master: Some(env["QUERN_SEAWEEDFS_MASTER"].clone()),
@@ -18,20 +16,37 @@ fn a_read_fails_over_when_a_replica_server_is_killed() {
         seaweedfs_replication: "001".into(),
         ..StorageConfig::default()
     };
-    let storage = Storage::new(config);
+    let storage = Storage::new(config.clone());
     let url = format!(
-        "seaweedfs://{}/failover/data.bin",
+        "seaweedfs://{}/{dir}/data.bin",
         env["QUERN_SEAWEEDFS_FILER"]
     );
     let content: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     storage.write_all(&url, &content).unwrap();
-    // Fill the location cache: every chunk has two replicas.
-    let pieces = storage.locations(&url).unwrap();
+    (config, url, content)
+}
+
+/// Fills `storage`'s location cache for `url` (every chunk has two replicas) and returns the
+/// index in `sw` of the server listed first for the first chunk: the one its next read of
+/// that chunk tries first.
+fn first_server(sw: &OwnSeaweedFs, storage: &Storage, url: &str) -> usize {
+    let pieces = storage.locations(url).unwrap();
     assert!(pieces.iter().all(|p| p.hosts.len() == 2), "{pieces:?}");
-    // Kill the server listed first for the first chunk: the next read tries it first.
-    let victim = &pieces[0].hosts[0];
-    let servers: Vec<&str> = env["QUERN_VOLUME_SERVERS"].split(',').collect();
-    sw.kill_volume(servers.iter().position(|s| s == victim).unwrap());
+    let first = &pieces[0].hosts[0];
+    let servers: Vec<&str> = sw.env["QUERN_VOLUME_SERVERS"].split(',').collect();
+    servers.iter().position(|s| s == first).unwrap()
+}
+
+#[test]
+fn a_read_fails_over_when_a_replica_server_is_killed() {
+    if seaweedfs_var("QUERN_SEAWEEDFS_FILER").is_none() {
+        return;
+    }
+    let sw = OwnSeaweedFs::start(19500);
+    let (config, url, content) = replicated(&sw, "failover");
+    // Kill the server the next read tries first.
+    let storage = Storage::new(config);
+    sw.kill_volume(first_server(&sw, &storage, &url));
     assert_eq!(&storage.read_all(&url).unwrap()[..], &content[..]);
     assert_eq!(
         &storage.read_range(&url, 1024 * 1024 - 3, 7).unwrap()[..],
@@ -45,42 +60,24 @@ fn a_read_moves_on_from_a_replica_server_that_stops_answering() {
         return;
     }
     let sw = OwnSeaweedFs::start(19540);
-    let env = &sw.env;
-    let config = StorageConfig {
-        seaweedfs_master: Some(env["QUERN_SEAWEEDFS_MASTER"].clone()),
-        seaweedfs_chunk_mb: 1,
-        seaweedfs_replication: "001".into(),
-        ..StorageConfig::default()
-    };
-    let url = format!(
-        "seaweedfs://{}/stalled/data.bin",
-        env["QUERN_SEAWEEDFS_FILER"]
-    );
-    let content: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
     // Written with the default timeout (the filer answers an upload once its replicas are
     // written, which on a busy machine can take over a second); read with a 1 s one.
-    Storage::new(config.clone())
-        .write_all(&url, &content)
-        .unwrap();
+    let (config, url, content) = replicated(&sw, "stalled");
     let storage = Storage::new(StorageConfig {
         seaweedfs_io_timeout: std::time::Duration::from_secs(1),
         ..config
     });
-    let pieces = storage.locations(&url).unwrap();
-    assert!(pieces.iter().all(|p| p.hosts.len() == 2), "{pieces:?}");
-    // The server listed first for the first chunk stops (SIGSTOP): it keeps its port, takes
-    // connections and answers nothing. Resumed however the test ends.
-    let victim = &pieces[0].hosts[0];
-    let servers: Vec<&str> = env["QUERN_VOLUME_SERVERS"].split(',').collect();
-    let i = servers.iter().position(|s| s == victim).unwrap();
-    sw.stop_volume(i);
+    let first = first_server(&sw, &storage, &url);
+    // The server the read tries first for the first chunk stops (SIGSTOP): it keeps its port,
+    // takes connections and answers nothing. Resumed however the test ends.
+    sw.stop_volume(first);
     struct Resume<'a>(&'a OwnSeaweedFs, usize);
     impl Drop for Resume<'_> {
         fn drop(&mut self) {
             self.0.resume_volume(self.1);
         }
     }
-    let _resume = Resume(&sw, i);
+    let _resume = Resume(&sw, first);
     // A bound on the wait, not on speed: without the I/O timeout the read waits out the
     // request's 5-minute limit.
     let (tx, rx) = std::sync::mpsc::channel();
