@@ -237,9 +237,12 @@ const FETCH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// How often a reduce's connection to a worker is pinged, and how long it waits for the
 /// answer: a worker whose host went away, or whose process stopped, fails its fetches within
-/// twice this rather than when TCP gives up (a connection opening to a host that is gone took
-/// over a minute; one open, longer), and the reduce reports them so that its maps run again.
-const FETCH_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+/// half a minute rather than when TCP gives up (a connection opening to a host that is gone
+/// took over a minute; one open, longer), and the reduce reports them so that its maps run
+/// again. Generous, since a false alarm costs maps run again: a worker busy on every core
+/// still answers a ping within 20 s.
+const FETCH_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+const FETCH_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The connections of one reduce's fetches, one per worker address: HTTP/2 carries the
 /// fetches from one worker side by side, so a reduce over thousands of maps on a few hosts
@@ -270,7 +273,7 @@ impl Connections {
                 protocol::tls::endpoint(addr, tls)?
                     .connect_timeout(FETCH_CONNECT_TIMEOUT)
                     .http2_keep_alive_interval(FETCH_KEEPALIVE)
-                    .keep_alive_timeout(FETCH_KEEPALIVE)
+                    .keep_alive_timeout(FETCH_KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
                     .connect()
                     .await
