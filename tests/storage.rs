@@ -182,8 +182,8 @@ fn loose_files_in_seaweedfs_are_read_many_to_a_task_beside_their_volume_servers(
 }
 
 /// `views` over an 8 MiB log in `sw` with two replicas of every chunk ("001": another server
-/// in the same rack), submitted detached in 128 KiB splits to a 2-worker cluster beside
-/// volume servers 1 and 2 (the cluster with `sw`'s environment and `extra`).
+/// in the same rack), submitted detached in 128 KiB splits to a 2-worker cluster (with `sw`'s
+/// environment and `extra`), its workers beside volume servers 1 and 2 where `beside`.
 struct ReplicatedViews {
     inputs: Inputs,
     cluster: Cluster,
@@ -192,7 +192,12 @@ struct ReplicatedViews {
 }
 
 impl ReplicatedViews {
-    fn submit(sw: &OwnSeaweedFs, dir: &str, extra: &[(&str, &str)]) -> ReplicatedViews {
+    fn submit(
+        sw: &OwnSeaweedFs,
+        dir: &str,
+        beside: bool,
+        extra: &[(&str, &str)],
+    ) -> ReplicatedViews {
         let mut env: Vec<(&str, &str)> = sw
             .env
             .iter()
@@ -209,7 +214,7 @@ impl ReplicatedViews {
         env.extend_from_slice(extra);
         let cluster = Cluster::start_with(Options {
             workers: 2,
-            storage_hosts: &hosts[1..],
+            storage_hosts: if beside { &hosts[1..] } else { &[] },
             env: &env,
             ..Options::default()
         });
@@ -255,7 +260,7 @@ fn a_volume_server_killed_mid_job_fails_over_to_a_replica() {
         return;
     }
     let sw = OwnSeaweedFs::start(19600);
-    let job = ReplicatedViews::submit(&sw, "failover", &[]);
+    let job = ReplicatedViews::submit(&sw, "failover", true, &[]);
     sw.kill_volume(0);
     job.check(&ok(job.cluster.job().args(["wait", &job.id])));
 }
@@ -269,12 +274,13 @@ fn a_volume_server_that_stops_answering_mid_job_is_read_around() {
         return;
     }
     let sw = OwnSeaweedFs::start(19640);
-    // The cluster's reads time out after 2 s and go over HTTP (a copy beside the map would
-    // otherwise be read from its volume file, and every chunk has one beside a worker). No
-    // worker is beside volume server 0.
+    // The cluster's reads time out after 2 s and go over HTTP, to the replicas in the
+    // master's order: no worker is beside a volume server (a copy beside the map would be
+    // read from its volume file, or else first over HTTP).
     let job = ReplicatedViews::submit(
         &sw,
         "stalled",
+        false,
         &[
             ("QUERN_SEAWEEDFS_IO_TIMEOUT_S", "2"),
             ("QUERN_SHORT_CIRCUIT_READS", "0"),

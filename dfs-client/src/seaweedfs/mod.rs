@@ -134,11 +134,13 @@ fn failed_servers() -> std::sync::MutexGuard<'static, HashMap<String, Instant>> 
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// `hosts` in their order, those a read failed on within [`FAILED_FOR`] moved to the end.
-fn failed_last(mut hosts: Vec<String>) -> Vec<String> {
+/// The order in which a chunk's replicas on `hosts` are read over HTTP: those on this host
+/// (`local`) first, then the others in the master's order, and last those a read failed on
+/// within [`FAILED_FOR`].
+fn read_order(mut hosts: Vec<String>, local: &[String]) -> Vec<String> {
     let mut failed = failed_servers();
     failed.retain(|_, at| at.elapsed() < FAILED_FOR);
-    hosts.sort_by_key(|h| failed.contains_key(h));
+    hosts.sort_by_key(|h| (failed.contains_key(h), !local.contains(h)));
     hosts
 }
 
@@ -388,7 +390,8 @@ impl SeaweedFs {
             }
         }
         for refresh in [false, true] {
-            for host in failed_last(self.volume_servers(p, vid, refresh)?) {
+            let hosts = self.volume_servers(p, vid, refresh)?;
+            for host in read_order(hosts, &self.config.local_volume_servers) {
                 if corrupt.contains(&host) {
                     continue;
                 }
@@ -551,19 +554,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn servers_a_read_failed_on_lately_are_asked_last() {
+    fn replicas_are_read_local_first_and_those_that_failed_lately_last() {
         let hosts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let all = hosts(&["failed-last-a:1", "failed-last-b:1", "failed-last-c:1"]);
-        assert_eq!(failed_last(all.clone()), all);
-        failed_servers().insert("failed-last-a:1".into(), Instant::now());
+        let all = hosts(&["read-order-a:1", "read-order-b:1", "read-order-c:1"]);
+        assert_eq!(read_order(all.clone(), &[]), all);
+        let local = hosts(&["read-order-c:1"]);
         assert_eq!(
-            failed_last(all.clone()),
-            hosts(&["failed-last-b:1", "failed-last-c:1", "failed-last-a:1"])
+            read_order(all.clone(), &local),
+            hosts(&["read-order-c:1", "read-order-a:1", "read-order-b:1"])
+        );
+        failed_servers().insert("read-order-a:1".into(), Instant::now());
+        assert_eq!(
+            read_order(all.clone(), &[]),
+            hosts(&["read-order-b:1", "read-order-c:1", "read-order-a:1"])
+        );
+        // A local server that failed lately comes after those that did not (and before the
+        // others that failed).
+        failed_servers().insert("read-order-c:1".into(), Instant::now());
+        assert_eq!(
+            read_order(all.clone(), &local),
+            hosts(&["read-order-b:1", "read-order-c:1", "read-order-a:1"])
         );
         // A failure older than the window no longer counts.
         if let Some(long_ago) = Instant::now().checked_sub(FAILED_FOR + Duration::from_secs(1)) {
-            failed_servers().insert("failed-last-a:1".into(), long_ago);
-            assert_eq!(failed_last(all.clone()), all);
+            failed_servers().insert("read-order-a:1".into(), long_ago);
+            failed_servers().insert("read-order-c:1".into(), long_ago);
+            assert_eq!(read_order(all.clone(), &[]), all);
         }
     }
 }
