@@ -23,7 +23,9 @@
 # storage host it is (data-local maps are maps on the host holding their chunk). Addresses are private ones, used only inside the namespaces made here; the
 # bridge itself has none, so nothing is routed to or from the rest of the machine. Names start
 # with a per-cluster id (QN_ID, default random), so several clusters can exist at once.
-# QUERN is the quern binary (default: the release build).
+# QUERN is the quern binary (default: the release build). QN_WORKER_ENV, lines of VAR=value,
+# is added to every worker's environment (its executors inherit it), e.g.
+# QUERN_SHORT_CIRCUIT_READS=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUERN="${QUERN:-${CARGO_TARGET_DIR:-/var/cache/quern/target}/release/quern}"
@@ -86,6 +88,7 @@ QUERN_ADVERTISE_HOST=$net.$((i + 1))
 QUERN_STORAGE_HOST=$([ -n "$storage_env" ] && echo "$net.$((i + 1)):8080" || echo "h$i")
 QUERN_WORKER_FLAGS="--slots ${QN_SLOTS:-1}"
 $storage_env
+${QN_WORKER_ENV:-}
 EOF
     chmod 600 "$dir/etc/worker-h$i.env"
     run_unit "$dir" "${id}h$i" quern-worker.service "$dir/etc/worker-h$i.env" "$dir/h$i" worker
