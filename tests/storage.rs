@@ -286,15 +286,7 @@ fn a_volume_server_that_stops_answering_mid_job_is_read_around() {
             ("QUERN_SHORT_CIRCUIT_READS", "0"),
         ],
     );
-    sw.stop_volume(0);
-    // Resumed however the test ends, so that it can be stopped.
-    struct Resume<'a>(&'a OwnSeaweedFs);
-    impl Drop for Resume<'_> {
-        fn drop(&mut self) {
-            self.0.resume_volume(0);
-        }
-    }
-    let _resume = Resume(&sw);
+    let _stopped = sw.stop_volume(0);
     // A bound on the wait, not on speed: without the timeout a stuck read holds its map for
     // the client's whole-request limit (5 minutes).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);

@@ -70,14 +70,7 @@ fn a_read_moves_on_from_a_replica_server_that_stops_answering() {
     let first = first_server(&sw, &storage, &url);
     // The server the read tries first for the first chunk stops (SIGSTOP): it keeps its port,
     // takes connections and answers nothing. Resumed however the test ends.
-    sw.stop_volume(first);
-    struct Resume<'a>(&'a OwnSeaweedFs, usize);
-    impl Drop for Resume<'_> {
-        fn drop(&mut self) {
-            self.0.resume_volume(self.1);
-        }
-    }
-    let _resume = Resume(&sw, first);
+    let _stopped = sw.stop_volume(first);
     // A bound on the wait, not on speed: without the I/O timeout the read waits out the
     // request's 5-minute limit.
     let (tx, rx) = std::sync::mpsc::channel();

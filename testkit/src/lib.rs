@@ -274,14 +274,12 @@ impl OwnSeaweedFs {
     }
 
     /// Stops volume server `i` (SIGSTOP): it keeps its port and connections, and answers
-    /// nothing until [`Self::resume_volume`].
-    pub fn stop_volume(&self, i: usize) {
+    /// nothing until the guard returned is dropped (however the test ends, so that the
+    /// server can then be stopped for good).
+    #[must_use = "the server resumes when the guard is dropped"]
+    pub fn stop_volume(&self, i: usize) -> StoppedVolume<'_> {
         self.signal_volume(i, libc::SIGSTOP);
-    }
-
-    /// Resumes volume server `i` after [`Self::stop_volume`].
-    pub fn resume_volume(&self, i: usize) {
-        self.signal_volume(i, libc::SIGCONT);
+        StoppedVolume(self, i)
     }
 
     fn signal_volume(&self, i: usize, signal: i32) {
@@ -290,6 +288,15 @@ impl OwnSeaweedFs {
         let pid: i32 = pid.trim().parse().expect("a pid");
         // SAFETY: signalling a process this test started.
         unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// A volume server stopped by [`OwnSeaweedFs::stop_volume`], resumed on drop.
+pub struct StoppedVolume<'a>(&'a OwnSeaweedFs, usize);
+
+impl Drop for StoppedVolume<'_> {
+    fn drop(&mut self) {
+        self.0.signal_volume(self.1, libc::SIGCONT);
     }
 }
 

@@ -239,8 +239,8 @@ const FETCH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// answer: a worker whose host went away, or whose process stopped, fails its fetches within
 /// half a minute rather than when TCP gives up (a connection opening to a host that is gone
 /// took over a minute; one open, longer), and the reduce reports them so that its maps run
-/// again. Generous, since a false alarm costs maps run again: a worker busy on every core
-/// still answers a ping within 20 s.
+/// again. Generous, since a false alarm costs maps run again (a busy worker's runtime answers
+/// pings between its tasks' polls; how long that can take under load was not measured).
 const FETCH_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 const FETCH_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
