@@ -7,7 +7,13 @@
 #                                     environment to reach the cluster (eval it).
 #   scripts/netcluster.sh down DIR    stops every process, removes every namespace and link
 #                                     that `up` made (also after a partial `up`).
-#   scripts/netcluster.sh link DIR I up|down   brings host I's link up or down.
+#   scripts/netcluster.sh link DIR I up|down   brings host I's link up or down (the host sees
+#                                     it: its own kernel fails what it sends at once).
+#   scripts/netcluster.sh cut DIR I | mend DIR I   takes host I's cable off the switch, or
+#                                     puts it back: the host keeps its link, and what it and
+#                                     its peers send each other is lost on the way, silently,
+#                                     as in a partition (TCP backs off as it would there).
+#                                     Not while netem is on for host I.
 #   scripts/netcluster.sh netem DIR I [delay Nms] [loss P%] | off   delay and loss on what
 #                                     host I sends (as `tc netem` on its eth0), or none. The
 #                                     kernels here have no sch_netem, so a user-space relay
@@ -241,6 +247,17 @@ netem() {
   die "the link relay did not start (see $dir/h$i/linkem.log)"
 }
 
+cable() {
+  local dir="$1" i="$2" verb="$3"
+  # shellcheck disable=SC1091
+  . "$dir/netcluster.env"
+  if [ "$verb" = cut ]; then
+    ip link set "${ID}v$i" nomaster
+  else
+    ip link set "${ID}v$i" master "${ID}br"
+  fi
+}
+
 block() {
   local dir="$1" i="$2" j="$3" verb="$4"
   # shellcheck disable=SC1091
@@ -252,9 +269,10 @@ case "${1:-}" in
   up) up "${2:?N}" "${3:?DIR}" ;;
   down) down "${2:?DIR}" ;;
   link) link "${2:?DIR}" "${3:?I}" "${4:?up|down}" ;;
+  cut | mend) cable "${2:?DIR}" "${3:?I}" "$1" ;;
   netem) netem "${2:?DIR}" "${3:?I}" "${@:4}" ;;
   block) block "${2:?DIR}" "${3:?I}" "${4:?J}" add ;;
   unblock) block "${2:?DIR}" "${3:?I}" "${4:?J}" del ;;
   restart) restart "${2:?DIR}" "${3:?I}" ;;
-  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down | netem DIR I ARGS|off | block|unblock DIR I J | restart DIR I" ;;
+  *) die "usage: $0 up N DIR | down DIR | link DIR I up|down | cut|mend DIR I | netem DIR I ARGS|off | block|unblock DIR I J | restart DIR I" ;;
 esac

@@ -264,6 +264,23 @@ fn scenarios() -> Vec<Scenario> {
             inject: |c, _| Some(c.fault()),
         },
         Scenario {
+            // The answer carrying a worker's first assignments is dropped on arrival, as if
+            // lost on the way; the worker keeps heartbeating, so the worker timeout never
+            // comes, and without speculation no backup stands in: the coordinator must see
+            // from the next heartbeat that the attempts never arrived.
+            name: "a heartbeat answer lost on the way",
+            jobs: BOTH,
+            expect: Expect::Success,
+            setup: |_, seed| {
+                Setup {
+                    job_args: vec!["--speculation".into(), "off".into()],
+                    ..Setup::default()
+                }
+                .worker(seed as usize % WORKERS, "heartbeat.lose=1*return")
+            },
+            inject: |c, _| Some(c.fault()),
+        },
+        Scenario {
             name: "a poison record in skip mode",
             jobs: IDENTITY,
             expect: Expect::Success,

@@ -196,7 +196,13 @@ impl Client {
         auth: ClientAuth,
         tls: Option<&protocol::tls::ClientTls>,
     ) -> Result<Self, ClientError> {
-        let connect = async { protocol::tls::endpoint(addr, tls)?.connect().await };
+        // Watched: a connection that went silent (a partition) is dropped, and the next call
+        // opens a new one, rather than waiting out TCP's retransmission backoff.
+        let connect = async {
+            protocol::tls::watched(protocol::tls::endpoint(addr, tls)?)
+                .connect()
+                .await
+        };
         let channel = connect.await.map_err(|error| ClientError::Connect {
             addr: addr.to_string(),
             error,
@@ -369,14 +375,13 @@ impl Client {
         id: JobId,
         wait: Duration,
     ) -> Result<JobStatus, ClientError> {
-        let r = self
-            .inner
-            .get_job(GetJobRequest {
-                job_id: id.0,
-                wait_until_over_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-            })
-            .await?
-            .into_inner();
+        let mut req = tonic::Request::new(GetJobRequest {
+            job_id: id.0,
+            wait_until_over_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        });
+        // Not waited for past the coordinator's hold and a grace: [`Client::wait`] asks again.
+        req.set_timeout(wait + Duration::from_secs(10));
+        let r = self.inner.get_job(req).await?.into_inner();
         Ok(r.status
             .ok_or_else(|| tonic::Status::internal("empty status"))?
             .into())

@@ -542,11 +542,16 @@ impl CoordinatorService for Coordinator {
                     }
                 }
                 let new_work = before.is_some_and(|b| s.startable_tasks() > b);
-                (
-                    s.heartbeat(WorkerId(r.worker_id), r.free_slots, now),
-                    actions,
-                    new_work,
-                )
+                let (reply, lost, lost_count) = s.heartbeat_numbered(
+                    WorkerId(r.worker_id),
+                    r.seq,
+                    &r.running_attempts,
+                    r.free_slots,
+                    now,
+                );
+                actions.extend(lost);
+                // Their tasks wait again, for any worker.
+                (reply, actions, new_work || lost_count > 0)
             })
             .await?;
         if new_work {
@@ -565,9 +570,18 @@ impl CoordinatorService for Coordinator {
             return Ok(Response::new(reply));
         }
         self.check_worker(r.worker_id, r.epoch)?;
-        let reply = self
-            .mutate(|s| s.heartbeat(WorkerId(r.worker_id), r.free_slots, Instant::now()))
+        let (reply, actions, _) = self
+            .mutate(|s| {
+                s.heartbeat_numbered(
+                    WorkerId(r.worker_id),
+                    r.seq,
+                    &r.running_attempts,
+                    r.free_slots,
+                    Instant::now(),
+                )
+            })
             .await?;
+        self.run_actions(actions).await;
         Ok(Response::new(reply))
     }
 

@@ -296,6 +296,8 @@ struct Worker {
     /// `host:directory` it runs in (empty: not said): a later registration from the same
     /// place replaces it.
     home: String,
+    /// The highest heartbeat number it sent that was heard (0: none numbered).
+    last_seq: u64,
 }
 
 /// The live workers on one storage host and the task slots they declared between them.
@@ -314,6 +316,8 @@ struct Attempt {
     worker: WorkerId,
     local: bool,
     started: Instant,
+    /// The number of the heartbeat whose answer assigned it (0: not numbered).
+    assigned_in: u64,
 }
 
 /// Why an action the coordinator performed on storage failed: its error and causes, as

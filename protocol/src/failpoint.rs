@@ -23,6 +23,7 @@
 //! | `shuffle.serve` | worker | before the shuffle service reads a partition to send |
 //! | `task.fail` | worker | `return`: every attempt on this worker fails |
 //! | `report.twice` | worker | `return`: every task report is sent twice |
+//! | `heartbeat.lose` | worker | `return`: a heartbeat answer with assignments is dropped on arrival |
 //! | `commit.rename` | coordinator | between a reduce's commit authorization and its rename |
 //! | `job.publish` | coordinator | after every reduce committed, before `_SUCCESS` |
 //! | `journal.append` | coordinator | before journal records are written; `return`: the write fails |

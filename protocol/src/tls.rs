@@ -224,6 +224,31 @@ pub fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, tonic::
     }
 }
 
+/// How long a connection to a Quern peer (a worker's to the coordinator, a reduce's to a
+/// worker) may take to open.
+pub const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often an open connection to a Quern peer is pinged, and how long the answer may take
+/// before the connection is dropped and its calls fail: a peer whose host went away, or whose
+/// process stopped, is given up on within half a minute rather than when TCP gives up (a
+/// connection opening to a host that is gone took over a minute; one open, longer; after a
+/// partition heals, TCP's retransmission backoff can leave an open one silent for minutes).
+/// Generous, since a false alarm costs work done again (a busy peer's runtime answers pings
+/// between its tasks' polls; how long that can take under load was not measured).
+pub const PEER_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+/// See [`PEER_KEEPALIVE`].
+pub const PEER_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `endpoint` with Quern's limits for a connection to a peer: [`PEER_CONNECT_TIMEOUT`], and
+/// pings every [`PEER_KEEPALIVE`], idle or not, answered within [`PEER_KEEPALIVE_TIMEOUT`].
+pub fn watched(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(PEER_KEEPALIVE)
+        .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+}
+
 /// The client TLS settings of this process's environment, read once. An executor fetches map
 /// output with these.
 ///

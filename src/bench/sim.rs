@@ -150,6 +150,8 @@ impl Sim {
                 reports,
                 // Answered at once: the latencies measured are the coordinator's work.
                 wait_for_work_ms: 0,
+                // Not numbered: the simulated workers do not list what they run.
+                seq: 0,
             };
             match self.rpc.heartbeat(req).await {
                 Ok(r) => {

@@ -21,7 +21,7 @@ use protocol::pb::{
 use protocol::{AttemptId, Epoch, FailureKind, WorkerId, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::shuffle::ShuffleService;
 use crate::task::{from_assignment, ExecutorResult, ExecutorTask};
@@ -49,6 +49,9 @@ struct Attempts {
     wake: tokio::sync::Notify,
     executors: crate::executors::Pool,
 }
+
+/// How much longer than the coordinator may hold it a heartbeat's answer is waited for.
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a stopping worker waits for its cancelled attempts to report.
 const REPORT_GRACE: Duration = Duration::from_secs(5);
@@ -209,23 +212,28 @@ async fn reap_loop(attempts: Arc<Attempts>, stop: CancellationToken) {
     }
 }
 
+/// The coordinator's endpoint, [`protocol::tls::watched`]: a connection to a coordinator whose
+/// host stopped answering is dropped within half a minute, and the channel connects again.
+fn coordinator_endpoint(config: &WorkerConfig) -> Result<Endpoint, tonic::transport::Error> {
+    protocol::tls::endpoint(&config.coordinator, config.client_tls.as_ref())
+        .map(protocol::tls::watched)
+}
+
+fn client_on(config: &WorkerConfig, channel: Channel) -> Client {
+    let auth = protocol::auth::ClientAuth::new(config.token.as_deref());
+    CoordinatorServiceClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 async fn connect(
     config: &WorkerConfig,
     shutdown: &CancellationToken,
 ) -> Result<Client, WorkerError> {
     let deadline = Instant::now() + config.connect_timeout;
     loop {
-        let channel = async {
-            protocol::tls::endpoint(&config.coordinator, config.client_tls.as_ref())?
-                .connect()
-                .await
-        };
+        let channel = async { coordinator_endpoint(config)?.connect().await };
         match channel.await {
-            Ok(c) => {
-                let auth = protocol::auth::ClientAuth::new(config.token.as_deref());
-                return Ok(CoordinatorServiceClient::with_interceptor(c, auth)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES));
-            }
+            Ok(c) => return Ok(client_on(config, c)),
             Err(e) if Instant::now() >= deadline => {
                 return Err(WorkerError::Coordinator {
                     addr: config.coordinator.clone(),
@@ -243,26 +251,35 @@ async fn connect(
     }
 }
 
+/// Replaces `client` by one on a new connection, made at its first call: a call that got no
+/// answer in time may have been on a connection that is stuck (the old one closes when its
+/// last call ends).
+fn renew(config: &WorkerConfig, client: &mut Client) {
+    match coordinator_endpoint(config) {
+        Ok(e) => *client = client_on(config, e.connect_lazy()),
+        Err(e) => tracing::warn!(error = %e, "coordinator endpoint"),
+    }
+}
+
 async fn register(
     config: &WorkerConfig,
     client: &mut Client,
     shuffle_addr: &str,
 ) -> Result<Registration, tonic::Status> {
-    let r = client
-        .register_worker(RegisterWorkerRequest {
-            host: dfs_client::local_host(),
-            shuffle_addr: shuffle_addr.to_string(),
-            cpu_slots: config.slots,
-            gpus: config.gpus,
-            storage_host: config.storage_host.clone(),
-            held_outputs: held_outputs(&config.dir),
-            dir: std::fs::canonicalize(&config.dir)
-                .unwrap_or_else(|_| config.dir.clone())
-                .display()
-                .to_string(),
-        })
-        .await?
-        .into_inner();
+    let mut req = tonic::Request::new(RegisterWorkerRequest {
+        host: dfs_client::local_host(),
+        shuffle_addr: shuffle_addr.to_string(),
+        cpu_slots: config.slots,
+        gpus: config.gpus,
+        storage_host: config.storage_host.clone(),
+        held_outputs: held_outputs(&config.dir),
+        dir: std::fs::canonicalize(&config.dir)
+            .unwrap_or_else(|_| config.dir.clone())
+            .display()
+            .to_string(),
+    });
+    req.set_timeout(HEARTBEAT_GRACE);
+    let r = client.register_worker(req).await?.into_inner();
     tracing::info!(worker = %WorkerId(r.worker_id), epoch = r.epoch, "registered with coordinator");
     Ok(Registration {
         worker: WorkerId(r.worker_id),
@@ -335,6 +352,8 @@ async fn heartbeat_loop(
 ) -> Result<(), WorkerError> {
     let mut reg: Option<Registration> = None;
     let mut delay = Duration::from_millis(100);
+    // Numbers this process's heartbeats (see `HeartbeatRequest.seq`).
+    let mut seq = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -342,6 +361,7 @@ async fn heartbeat_loop(
             _ = attempts.wake.notified() => {}
         }
         let Some(r) = reg else {
+            let sent = std::time::Instant::now();
             match register(config, &mut client, &shuffle_addr).await {
                 Ok(r) => {
                     delay = r.interval;
@@ -350,6 +370,9 @@ async fn heartbeat_loop(
                 Err(e) => {
                     tracing::warn!(error = %e.message(), "registration failed; retrying");
                     delay = Duration::from_millis(500);
+                    if sent.elapsed() >= HEARTBEAT_GRACE {
+                        renew(config, &mut client);
+                    }
                 }
             }
             continue;
@@ -374,16 +397,37 @@ async fn heartbeat_loop(
         } else {
             0
         };
-        let req = HeartbeatRequest {
+        seq += 1;
+        let mut req = tonic::Request::new(HeartbeatRequest {
             worker_id: r.worker.0,
             epoch: r.epoch.0,
             free_slots: free,
             running_attempts: running,
             reports: reports.clone(),
             wait_for_work_ms,
-        };
+            seq,
+        });
+        // An answer that has not come by then is not waited for: on a connection to a host
+        // that went silent, TCP's retransmission backoff could keep it away for minutes after
+        // the host is back (26 s late after a 30 s partition). What the coordinator assigned
+        // in it is found lost at the next heartbeat, which numbers it.
+        let give_up = hold + HEARTBEAT_GRACE;
+        req.set_timeout(give_up);
         let sent = std::time::Instant::now();
-        match client.heartbeat(req).await {
+        let answer = match client.heartbeat(req).await {
+            Ok(resp)
+                if !resp.get_ref().assignments.is_empty()
+                    && protocol::failpoint::hit("heartbeat.lose") =>
+            {
+                tracing::info!(
+                    assignments = resp.get_ref().assignments.len(),
+                    "failpoint heartbeat.lose: dropped the answer"
+                );
+                Err(tonic::Status::unavailable("failpoint heartbeat.lose"))
+            }
+            answer => answer,
+        };
+        match answer {
             Ok(resp) => {
                 // An idle worker is reachable for new work only while the coordinator holds
                 // its heartbeat: sleeping an interval between holds left a job submitted
@@ -425,6 +469,9 @@ async fn heartbeat_loop(
                 delay = r.interval;
                 // Sent again, first, with the next heartbeat.
                 attempts.reports().splice(0..0, reports);
+                if sent.elapsed() >= give_up {
+                    renew(config, &mut client);
+                }
             }
         }
     }

@@ -232,23 +232,13 @@ impl WorkerService for ShuffleService {
     }
 }
 
-/// How long a reduce waits for a connection to a worker to open.
-const FETCH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How often a reduce's connection to a worker is pinged, and how long it waits for the
-/// answer: a worker whose host went away, or whose process stopped, fails its fetches within
-/// half a minute rather than when TCP gives up (a connection opening to a host that is gone
-/// took over a minute; one open, longer), and the reduce reports them so that its maps run
-/// again. Generous, since a false alarm costs maps run again (a busy worker's runtime answers
-/// pings between its tasks' polls; how long that can take under load was not measured).
-const FETCH_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
-const FETCH_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
 /// The connections of one reduce's fetches, one per worker address: HTTP/2 carries the
 /// fetches from one worker side by side, so a reduce over thousands of maps on a few hosts
 /// opens a few connections rather than one per map output (each a TCP and HTTP/2 handshake,
 /// and a TLS one where TLS is on). A worker that cannot be reached is tried once per reduce;
-/// every fetch from it is then lost with that error.
+/// every fetch from it is then lost with that error. The connections are
+/// [`protocol::tls::watched`]: a worker whose host went away fails its fetches within half a
+/// minute, and the reduce reports them so that its maps run again.
 #[derive(Default)]
 pub struct Connections {
     by_addr: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ConnectOnce>>>,
@@ -270,11 +260,7 @@ impl Connections {
         once.get_or_init(|| async {
             let tls = protocol::tls::env_client().map_err(|e| protocol::error_chain(e))?;
             let connect = async {
-                protocol::tls::endpoint(addr, tls)?
-                    .connect_timeout(FETCH_CONNECT_TIMEOUT)
-                    .http2_keep_alive_interval(FETCH_KEEPALIVE)
-                    .keep_alive_timeout(FETCH_KEEPALIVE_TIMEOUT)
-                    .keep_alive_while_idle(true)
+                protocol::tls::watched(protocol::tls::endpoint(addr, tls)?)
                     .connect()
                     .await
             };

@@ -115,6 +115,19 @@ impl State {
     /// not count toward the job's `--max-attempts`; only a task that loses
     /// [`Timeouts::max_lost_attempts`] attempts this way fails its job.
     pub fn report_lost(&mut self, attempt: AttemptId, error: &str, now: Instant) -> Vec<Action> {
+        self.lose_attempt(attempt, error, true, now)
+    }
+
+    /// Ends `attempt` as lost (killed, not failed); with `counts`, against its task's
+    /// `--max-lost-attempts` (a worker lost while running it may be the task's doing; an
+    /// assignment whose heartbeat answer never arrived is not).
+    pub(super) fn lose_attempt(
+        &mut self,
+        attempt: AttemptId,
+        error: &str,
+        counts: bool,
+        now: Instant,
+    ) -> Vec<Action> {
         let Some((a, mut actions)) = self.end_attempt(attempt, Outcome::Killed, error, now) else {
             return Vec::new();
         };
@@ -131,9 +144,9 @@ impl State {
         if !job_running || task.state != TaskState::Running {
             return actions;
         }
-        tracing::warn!(job = %a.job, %attempt, task = a.kind.name(), index = a.index, %error, "attempt lost with its worker");
-        task.lost += 1;
-        if task.lost >= max_lost {
+        tracing::warn!(job = %a.job, %attempt, task = a.kind.name(), index = a.index, %error, "attempt lost");
+        task.lost += u32::from(counts);
+        if counts && task.lost >= max_lost {
             let msg = format!(
                 "{} {} lost {} attempts with their workers (--max-lost-attempts {max_lost}): a task that takes down the workers it runs on; last: {attempt} on {}: {error}",
                 a.kind.name(),

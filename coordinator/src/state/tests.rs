@@ -130,6 +130,55 @@ fn retryable_failures_retry_until_the_cap_then_fail_the_job_naming_the_task() {
 }
 
 #[test]
+fn an_assignment_a_later_heartbeat_does_not_list_is_lost_and_runs_again() {
+    let now = Instant::now();
+    // One lost attempt counted would fail the job.
+    let timeouts = Timeouts {
+        max_lost_attempts: 1,
+        ..Timeouts::default()
+    };
+    let mut s = State::new(Epoch(1), timeouts, now);
+    let w = s.register_worker("a:1".into(), "a".into(), now);
+    let (sp, splits) = spec(2, 1);
+    let job = s.submit(sp, splits, now);
+    // Heartbeat 1's answer assigns a map; heartbeat 2 lists it: it runs.
+    let (r1, _, lost) = s.heartbeat_numbered(w, 1, &[], 1, now);
+    let [(_, first, a1)] = ids(&r1)[..] else {
+        panic!("{r1:?}")
+    };
+    assert_eq!(lost, 0);
+    let (r2, _, lost) = s.heartbeat_numbered(w, 2, &[a1.0], 1, now);
+    let [(_, second, a2)] = ids(&r2)[..] else {
+        panic!("{r2:?}")
+    };
+    assert_eq!(lost, 0);
+    assert_ne!(first, second);
+    // Heartbeat 2's answer never arrived: heartbeat 3 lists only the first attempt. The
+    // second is lost (not a failure, and not counted against the task's lost attempts) and
+    // its map is assigned again, in the same answer.
+    let (r3, _, lost) = s.heartbeat_numbered(w, 3, &[a1.0], 1, now);
+    assert_eq!(lost, 1);
+    let [(_, again, a3)] = ids(&r3)[..] else {
+        panic!("{r3:?}")
+    };
+    assert_eq!(again, second);
+    assert_ne!(a3, a2);
+    // Should it run after all, it is cancelled.
+    assert_eq!(r3.cancel_attempts, vec![a2.0]);
+    // A late heartbeat (numbered below one heard) gets nothing and loses nothing.
+    let (late, _, lost) = s.heartbeat_numbered(w, 2, &[], 1, now);
+    assert_eq!((late.assignments.len(), lost), (0, 0));
+    // The same heartbeat heard again (held for work) is not checked again.
+    let (_, _, lost) = s.heartbeat_numbered(w, 3, &[], 1, now);
+    assert_eq!(lost, 0);
+    let st = s.status(job, now).unwrap();
+    assert_eq!(st.state, pb::JobState::Running as i32);
+    // Unnumbered heartbeats (0) are not checked.
+    let (_, _, lost) = s.heartbeat_numbered(w, 0, &[], 1, now);
+    assert_eq!(lost, 0);
+}
+
+#[test]
 fn a_dead_worker_loses_its_attempts_and_its_unfetched_map_outputs() {
     let t0 = Instant::now();
     let (mut s, w1) = one_worker(t0);

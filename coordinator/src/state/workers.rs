@@ -37,6 +37,7 @@ impl State {
                 gpus: 0,
                 max_gap: Duration::ZERO,
                 home: String::new(),
+                last_seq: 0,
             },
         );
         id
@@ -104,6 +105,72 @@ impl State {
             cancel_attempts,
             finished_jobs,
         }
+    }
+
+    /// Handles heartbeat number `seq` of `worker`, which lists `running` as the attempts it
+    /// runs (those it reports in the same heartbeat were applied first): answers as
+    /// [`State::heartbeat`] does, with these checks first (`seq` 0: none), and the actions
+    /// of the attempts found lost and how many there were.
+    ///
+    /// - An attempt assigned in the answer to an earlier heartbeat and not listed never
+    ///   reached the worker (the answer was lost, or the worker gave up waiting for it; the
+    ///   worker sends the next heartbeat only after that): it is lost and runs again, rather
+    ///   than waiting forever for a report (or, for a worker that keeps heartbeating, for the
+    ///   worker timeout, which never comes).
+    /// - A heartbeat numbered lower than one already heard was given up on by its worker,
+    ///   which will not see this answer: it gets nothing (its reports were applied).
+    ///
+    /// The same heartbeat heard again (a held one looking for work) is answered without the
+    /// checks.
+    pub fn heartbeat_numbered(
+        &mut self,
+        worker: WorkerId,
+        seq: u64,
+        running: &[u64],
+        free: u32,
+        now: Instant,
+    ) -> (pb::HeartbeatResponse, Vec<Action>, usize) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return Default::default();
+        };
+        let (mut actions, mut lost_count) = (Vec::new(), 0);
+        if seq != 0 {
+            if seq < w.last_seq {
+                return Default::default();
+            }
+            if seq > w.last_seq {
+                w.last_seq = seq;
+                let lost: Vec<AttemptId> = self
+                    .attempts
+                    .iter()
+                    .filter(|(id, a)| {
+                        a.worker == worker
+                            && a.assigned_in != 0
+                            && a.assigned_in < seq
+                            && !running.contains(&id.0)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                lost_count = lost.len();
+                for attempt in lost {
+                    let why = format!(
+                        "its assignment never reached {worker} (the heartbeat answer was lost)"
+                    );
+                    actions.extend(self.lose_attempt(attempt, &why, false, now));
+                    // Should it run after all, it is stopped.
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.cancels.push(attempt);
+                    }
+                }
+            }
+        }
+        let reply = self.heartbeat(worker, free, now);
+        for a in &reply.assignments {
+            if let Some(attempt) = self.attempts.get_mut(&AttemptId(a.attempt_id)) {
+                attempt.assigned_in = seq;
+            }
+        }
+        (reply, actions, lost_count)
     }
 
     /// Declares dead the workers silent past the worker timeout, forgets those dead (silent)
