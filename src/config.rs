@@ -103,6 +103,11 @@ pub const SETTINGS: &[Setting] = &[
         about: "longest wait, in seconds, for the next bytes from a SeaweedFS server before a read moves on to another replica (default 60)",
     },
     Setting {
+        key: "shuffle.fetch_timeout_s",
+        env: "QUERN_FETCH_TIMEOUT_S",
+        about: "longest wait, in seconds, for the next bytes of a map output a reduce fetches before it reports the output lost (default 120)",
+    },
+    Setting {
         key: "storage.s3_endpoint",
         env: "QUERN_S3_ENDPOINT",
         about: "S3-compatible endpoint URL",

@@ -78,9 +78,13 @@ struct Setup {
 }
 
 impl Setup {
-    fn all_workers(mut self, failpoints: &str) -> Self {
+    fn all_workers(self, failpoints: &str) -> Self {
+        self.all_workers_env("FAILPOINTS", failpoints)
+    }
+
+    fn all_workers_env(mut self, key: &str, value: &str) -> Self {
         for env in &mut self.worker_env {
-            env.push(("FAILPOINTS".into(), failpoints.into()));
+            env.push((key.into(), value.into()));
         }
         self
     }
@@ -277,6 +281,24 @@ fn scenarios() -> Vec<Scenario> {
                     ..Setup::default()
                 }
                 .worker(seed as usize % WORKERS, "heartbeat.lose=1*return")
+            },
+            inject: |c, _| Some(c.fault()),
+        },
+        Scenario {
+            // One worker's shuffle reads hang past the run's deadline (a stuck disk) while it
+            // heartbeats and answers pings: reduces give up on its outputs after the fetch
+            // timeout (1 s here), report them, and the maps run again on other workers. No
+            // speculation, so nothing else would end the wait.
+            name: "a worker whose shuffle reads hang",
+            jobs: BOTH,
+            expect: Expect::Success,
+            setup: |_, seed| {
+                Setup {
+                    job_args: vec!["--speculation".into(), "off".into()],
+                    ..Setup::default()
+                }
+                .all_workers_env("QUERN_FETCH_TIMEOUT_S", "1")
+                .worker(seed as usize % WORKERS, "shuffle.serve=sleep(150000)")
             },
             inject: |c, _| Some(c.fault()),
         },

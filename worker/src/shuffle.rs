@@ -271,6 +271,25 @@ impl Connections {
     }
 }
 
+/// The variable holding how long, in seconds, a reduce waits for the next bytes of a map
+/// output before it reports the output lost (default [`DEFAULT_FETCH_TIMEOUT`]).
+pub const FETCH_TIMEOUT_ENV: &str = "QUERN_FETCH_TIMEOUT_S";
+
+/// Spark's `spark.network.timeout` (Hadoop waits 180 s: `mapreduce.reduce.shuffle.read.timeout`).
+pub const DEFAULT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// [`FETCH_TIMEOUT_ENV`] or its default, read once.
+fn fetch_timeout() -> std::time::Duration {
+    static READ: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *READ.get_or_init(|| {
+        std::env::var(FETCH_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(DEFAULT_FETCH_TIMEOUT, std::time::Duration::from_secs)
+    })
+}
+
 /// Fetches partition `partition` of one map output over `connections`; the result has passed
 /// its checksums.
 ///
@@ -306,16 +325,29 @@ pub async fn fetch(
         tonic::Code::DataLoss => FetchFailure::Corrupt,
         _ => FetchFailure::Unreachable,
     };
-    let mut stream = client
-        .fetch_partition(req)
+    // A worker that answers pings but sends nothing (its disk hangs, its reads are stuck) is
+    // waited for this long at a time, not for as long as it stays stuck.
+    let patience = fetch_timeout();
+    let stalled = || {
+        lost(
+            FetchFailure::Unreachable,
+            format!(
+                "no data from {} for {} s ({FETCH_TIMEOUT_ENV})",
+                m.addr,
+                patience.as_secs()
+            ),
+        )
+    };
+    let mut stream = tokio::time::timeout(patience, client.fetch_partition(req))
         .await
+        .map_err(|_| stalled())?
         .map_err(|s| lost(status_reason(&s), s.message().to_string()))?
         .into_inner();
     let mut buf = BytesMut::new();
     let mut total = None;
-    while let Some(frame) = stream
-        .message()
+    while let Some(frame) = tokio::time::timeout(patience, stream.message())
         .await
+        .map_err(|_| stalled())?
         .map_err(|s| lost(status_reason(&s), s.message().to_string()))?
     {
         let expected = *total.get_or_insert(frame.total_bytes);

@@ -234,6 +234,12 @@ impl State {
         } else {
             task.fetch_reports = 0;
             tracing::warn!(job = %job_id, map = map_index, attempt = %map_attempt, "map output lost; running the map again");
+            // The run again goes to another worker where one is live: a worker whose map
+            // outputs cannot be fetched (a hung disk, a shuffle service that stalls) may still
+            // heartbeat and run maps, and would make the same unfetchable output again.
+            if let Some(w) = task.winner.as_ref().and_then(|w| w.worker) {
+                task.failed_on.push(w);
+            }
             task.output_lost(now);
             job.tally_stale();
             map_lost(

@@ -378,6 +378,20 @@ impl Offer<'_> {
         }
     }
 
+    /// Whether `host` has a live worker that may run task `t`: one the job has not excluded
+    /// and `t` has not failed on (nor lost its output on). A map stored only on hosts without
+    /// one is not worth waiting for.
+    fn host_for(&self, ex: Option<&Exclusions>, host: &str, t: &Task) -> bool {
+        self.job_host(ex, host)
+            && (t.failed_on.is_empty()
+                || self.workers.iter().any(|(id, w)| {
+                    w.alive
+                        && w.storage_host == host
+                        && !t.failed_on.contains(id)
+                        && ex.is_none_or(|x| !x.excluded.contains(id))
+                }))
+    }
+
     /// Whether every live host holding a map (`hosts`) has more pending maps than its
     /// workers have slots, counting those already `taken` off it in this offer: the map
     /// could not start there before a running one ends, so an idle worker elsewhere should
@@ -469,7 +483,10 @@ impl Offer<'_> {
                 if hosts.iter().any(|h| h == self.host) || self.avoid(ex, &job.maps[i as usize]) {
                     continue;
                 }
-                if !hosts.iter().any(|h| self.job_host(ex, h)) {
+                if !hosts
+                    .iter()
+                    .any(|h| self.host_for(ex, h, &job.maps[i as usize]))
+                {
                     anywhere.push((TaskKind::Map, i, false));
                 } else if self.backlogged(job, ex, hosts, &taken) {
                     for h in hosts {

@@ -238,6 +238,28 @@ fn a_fetch_failure_reruns_the_map_and_requeues_the_reduce() {
 }
 
 #[test]
+fn a_map_whose_output_could_not_be_fetched_runs_again_on_another_worker() {
+    let now = Instant::now();
+    let (mut s, a, b) = two_workers(now);
+    let (sp, splits) = spec(1, 1);
+    s.submit(sp, splits, now);
+    // The map (local to host a) runs on a; every reduce attempt fails to fetch it.
+    let m = ids(&s.heartbeat(a, 1, now))[0].2;
+    s.report_success(m, Counters::default(), None, now);
+    for _ in 0..DEFAULT_FETCH_FAILURE_THRESHOLD {
+        let r = ids(&s.heartbeat(b, 1, now))[0].2;
+        s.fetch_failure(r, 0, m, now);
+        s.report_failure(r, FailureKind::LostInput, "cannot fetch map 0", None, now);
+    }
+    // a still heartbeats and has a free slot, but the map goes to b at once: off its host,
+    // without a locality wait for a host whose only worker it avoids.
+    assert!(ids(&s.heartbeat(a, 1, now)).is_empty());
+    let again = ids(&s.heartbeat(b, 1, now));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, pb::TaskKind::Map as i32);
+}
+
+#[test]
 fn killing_a_job_cancels_its_running_attempts() {
     let now = Instant::now();
     let (mut s, w) = one_worker(now);
