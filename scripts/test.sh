@@ -17,10 +17,14 @@ if ! mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || [ ! -w "$CARGO_TARGET_DIR" ]; t
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
-# curl for the SeaweedFS bucket below; Debian's chromium for the web UI test (tests/browser.rs).
+# curl for the SeaweedFS bucket below; Debian's chromium for the web UI test (tests/browser.rs);
+# gzip, bzip2 and xz to compress inputs as users do (tests/accounting.rs).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v gzip >/dev/null || missing+=(gzip)
+command -v bzip2 >/dev/null || missing+=(bzip2)
+command -v xz >/dev/null || missing+=(xz-utils)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -173,6 +173,114 @@ fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners
     assert_eq!(counters(&stdout)["map_input_records"] as usize, t.lines[0]);
 }
 
+/// Compresses `src` into `dst` with a command-line tool (`bzip2 -c`, `xz -c`).
+fn compress_with(tool: &str, src: &Path, dst: &Path) {
+    let out = Command::new(tool)
+        .arg("-c")
+        .arg(src)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs: {e}"));
+    assert!(out.status.success(), "{tool}");
+    std::fs::write(dst, out.stdout).unwrap();
+}
+
+#[test]
+fn bzip2_inputs_read_as_the_plain_file_and_formats_not_decoded_are_refused_by_name() {
+    let t = tree();
+    let out = tempfile::tempdir().unwrap();
+    let args = ["views", "--reducers", "2"];
+    let reference = out.path().join("reference");
+    ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&t.whole)
+        .arg("--output")
+        .arg(&reference));
+    // The whole log as two bzip2 streams, one after the other (as pbzip2 writes).
+    let text = std::fs::read(&t.whole).unwrap();
+    let half = text.len() / 2
+        + text[text.len() / 2..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap()
+        + 1;
+    let dir = out.path().join("bz2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (out.path().join("first.log"), out.path().join("second.log"));
+    std::fs::write(&first, &text[..half]).unwrap();
+    std::fs::write(&second, &text[half..]).unwrap();
+    let (a, b) = (out.path().join("a.bz2"), out.path().join("b.bz2"));
+    compress_with("bzip2", &first, &a);
+    compress_with("bzip2", &second, &b);
+    let mut both = std::fs::read(&a).unwrap();
+    both.extend(std::fs::read(&b).unwrap());
+    std::fs::write(dir.join("access.log.bz2"), both).unwrap();
+    let local = out.path().join("local");
+    let stdout = ok(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&dir)
+        .arg("--output")
+        .arg(&local));
+    assert_eq!(
+        counters(&stdout)["map_input_records"] as usize,
+        t.lines.iter().sum::<usize>(),
+        "{stdout}"
+    );
+    assert_eq!(parts(&local), parts(&reference));
+    let cluster = Cluster::start(1);
+    let dist = out.path().join("cluster");
+    ok(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--input")
+        .arg(&dir)
+        .arg("--output")
+        .arg(&dist));
+    assert_eq!(parts(&dist), parts(&reference), "cluster and oracle");
+
+    // An xz file beside it would be read as text of malformed records: both runners refuse
+    // the job, naming the file, and write nothing.
+    compress_with("xz", &first, &dir.join("old.log.xz"));
+    let refused = run(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&dir)
+        .arg("--output")
+        .arg(out.path().join("refused-local")));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("old.log.xz") && err.contains("xz-compressed"),
+        "{err}"
+    );
+    let refused = run(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--input")
+        .arg(&dir)
+        .arg("--output")
+        .arg(out.path().join("refused-cluster")));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{text}");
+    assert!(
+        text.contains("old.log.xz") && text.contains("xz-compressed"),
+        "{text}"
+    );
+    for name in ["refused-local", "refused-cluster"] {
+        assert!(!out.path().join(name).join("_SUCCESS").exists(), "{name}");
+    }
+}
+
 #[test]
 fn a_truncated_compressed_input_fails_the_job_naming_the_file_on_both_runners() {
     let t = tree();

@@ -2,9 +2,12 @@
 //! by its extension.
 //!
 //! Log archives are compressed in real life. A file whose name ends in `.gz` (gzip, several
-//! members allowed, as `cat a.gz b.gz` makes) or `.zst` (Zstandard, several frames allowed)
-//! is decoded transparently, on every backend, in `run --local` and on a cluster alike. Neither
-//! format can be entered at an arbitrary byte, so the planner gives each compressed file one
+//! members allowed, as `cat a.gz b.gz` makes), `.zst` (Zstandard, several frames allowed) or
+//! `.bz2` (bzip2, several streams allowed, as `pbzip2` makes) is decoded transparently, on
+//! every backend, in `run --local` and on a cluster alike. A file named for a compression
+//! format Quern does not decode (`.xz`, `.lz4`, `.zip`, ...) is refused when the job is
+//! planned ([`unreadable_compression`]), naming it: read as text it would only yield
+//! malformed records. No format here can be entered at an arbitrary byte, so the planner gives each compressed file one
 //! split ([`Codec::of`]); record offsets (for skip mode and error messages) are offsets in the
 //! decoded bytes. A corrupt or truncated compressed file fails the task with a
 //! [`InputError::Corrupt`] that names the file: no retry can mend it, and a partial read
@@ -37,20 +40,17 @@ pub enum Codec {
     Gzip,
     /// Zstandard (`.zst`), one frame or several.
     Zstd,
+    /// bzip2 (`.bz2`), one stream or several.
+    Bzip2,
 }
 
 impl Codec {
-    /// Returns the codec a file's name asks for (`.gz`, `.zst`, in any case), if any.
+    /// Returns the codec a file's name asks for (`.gz`, `.zst`, `.bz2`, in any case), if any.
     pub fn of(path: &str) -> Option<Codec> {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let ext = name.rsplit_once('.')?.1;
-        if ext.eq_ignore_ascii_case("gz") {
-            Some(Codec::Gzip)
-        } else if ext.eq_ignore_ascii_case("zst") {
-            Some(Codec::Zstd)
-        } else {
-            None
-        }
+        let ext = extension(path)?;
+        [Codec::Gzip, Codec::Zstd, Codec::Bzip2]
+            .into_iter()
+            .find(|c| ext.eq_ignore_ascii_case(c.extension()))
     }
 
     /// The codec's name as users know it.
@@ -58,8 +58,49 @@ impl Codec {
         match self {
             Codec::Gzip => "gzip",
             Codec::Zstd => "zstd",
+            Codec::Bzip2 => "bzip2",
         }
     }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gz",
+            Codec::Zstd => "zst",
+            Codec::Bzip2 => "bz2",
+        }
+    }
+}
+
+/// The extension of the last component of `path`, if it has one.
+fn extension(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    Some(name.rsplit_once('.')?.1)
+}
+
+/// Compressed and archive formats named by extension that Quern does not decode, with the
+/// names users know them by.
+const UNREADABLE: [(&str, &str); 10] = [
+    ("xz", "xz"),
+    ("lzma", "LZMA"),
+    ("lz", "lzip"),
+    ("lz4", "LZ4"),
+    ("br", "Brotli"),
+    ("z", "compress (.Z)"),
+    ("zip", "zip"),
+    ("7z", "7-Zip"),
+    ("rar", "RAR"),
+    ("sz", "Snappy"),
+];
+
+/// The format of `path` when its name says it is compressed or archived in a format Quern does
+/// not decode (`.xz`, `.lz4`, `.zip`, ...; in any case): such a file, read as text, would
+/// yield only malformed records, so a job that reads it as lines is refused instead.
+pub fn unreadable_compression(path: &str) -> Option<&'static str> {
+    let ext = extension(path)?;
+    UNREADABLE
+        .iter()
+        .find(|(e, _)| ext.eq_ignore_ascii_case(e))
+        .map(|(_, name)| *name)
 }
 
 /// Why a map task's input could not be read.
@@ -254,6 +295,7 @@ fn decoder(codec: Codec, raw: &[u8]) -> Result<Box<dyn Read + '_>, DecodeError> 
             zstd::stream::read::Decoder::with_buffer(raw)
                 .map_err(|cause| DecodeError::Corrupt { after: 0, cause })?,
         ),
+        Codec::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(raw)),
     })
 }
 
@@ -334,10 +376,21 @@ mod tests {
         e.finish().unwrap()
     }
 
+    fn bzip2(data: &[u8]) -> Vec<u8> {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
     #[test]
     fn codecs_come_from_the_last_extension() {
         assert_eq!(Codec::of("/logs/access.log.gz"), Some(Codec::Gzip));
         assert_eq!(Codec::of("s3://b/k/x.ZST"), Some(Codec::Zstd));
+        assert_eq!(Codec::of("/logs/access.log.Bz2"), Some(Codec::Bzip2));
+        assert_eq!(unreadable_compression("/logs/access.log.xz"), Some("xz"));
+        assert_eq!(unreadable_compression("/logs/a.ZIP"), Some("zip"));
+        assert_eq!(unreadable_compression("/logs/a.log.bz2"), None);
+        assert_eq!(unreadable_compression("/logs.xz/a.log"), None);
         assert_eq!(Codec::of("/logs/access.log"), None);
         assert_eq!(Codec::of("/logs.gz/access.log"), None);
         assert_eq!(Codec::of("/logs/gz"), None);
@@ -351,6 +404,9 @@ mod tests {
         let mut z = zstd::encode_all(&b"a\n"[..], 3).unwrap();
         z.extend(zstd::encode_all(&b"b\n"[..], 3).unwrap());
         assert_eq!(decode(Codec::Zstd, &z).unwrap(), b"a\nb\n");
+        let mut bz = bzip2(b"a\n");
+        bz.extend(bzip2(b"b\n"));
+        assert_eq!(decode(Codec::Bzip2, &bz).unwrap(), b"a\nb\n");
     }
 
     #[test]
@@ -362,8 +418,12 @@ mod tests {
         assert!(decode(Codec::Gzip, &gz[..gz.len() / 2]).is_err());
         let z = zstd::encode_all(&data[..], 3).unwrap();
         assert!(decode(Codec::Zstd, &z[..z.len() / 2]).is_err());
+        let bz = bzip2(&data);
+        assert!(decode(Codec::Bzip2, &bz[..bz.len() / 2]).is_err());
+        assert!(decode(Codec::Bzip2, &bz[..bz.len() - 1]).is_err());
         assert!(decode(Codec::Gzip, b"not gzip at all").is_err());
         assert!(decode(Codec::Zstd, b"not zstd at all").is_err());
+        assert!(decode(Codec::Bzip2, b"not bzip2 at all").is_err());
     }
 
     #[test]

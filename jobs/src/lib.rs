@@ -9,7 +9,7 @@
 //! - [`sdk`]: the [`Job`] trait, [`Key`]/[`Value`] codecs, map and reduce contexts, counters;
 //! - [`registry`]: job names to constructors ([`Registry::builtin`]);
 //! - [`split`]: splits of line-oriented inputs, where a record belongs to the split it starts in;
-//! - [`input`]: a map task's input bytes, with `.gz` and `.zst` files decoded by extension;
+//! - [`input`]: a map task's input bytes, with `.gz`, `.zst` and `.bz2` files decoded by extension;
 //! - [`records`]: input formats: lines, whole files, tar shards;
 //! - [`partition`]: the stable partitioner (the same on every machine and build);
 //! - [`runtime`]: shuffle file format, map-side sort/combine/spill, merge, reduce;

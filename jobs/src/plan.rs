@@ -58,6 +58,15 @@ pub enum PlanError {
     /// Storage failed (an input that matches nothing is [`DfsError::NotFound`]).
     #[error(transparent)]
     Storage(#[from] DfsError),
+    /// An input file is compressed in a format Quern does not decode
+    /// ([`crate::input::unreadable_compression`]).
+    #[error("cannot read input {path}: {format}-compressed files are not read (Quern decodes .gz, .zst and .bz2); decompress it, or compress it with one of those")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Its format, by its name.
+        format: &'static str,
+    },
 }
 
 /// Plans `spec`, whose job reads input in `format`: every input file cut into splits as by
@@ -104,11 +113,23 @@ fn plan_with(
     spec: &JobSpec,
     format: crate::InputFormat,
     base: Option<&Base>,
-) -> Result<Result<Plan, Change>, DfsError> {
+) -> Result<Result<Plan, Change>, PlanError> {
     let mut plan = Plan::default();
     let mut seen = std::collections::HashSet::new();
     for input in &spec.inputs {
         let files = storage.list(input)?;
+        // Read as text it would yield only malformed records: refused, by name, before any
+        // task runs. (A whole-file job reads every file as one record, and says why one
+        // cannot be decoded.)
+        if let Some((file, compression)) = files.iter().find_map(|f| {
+            let compression = crate::input::unreadable_compression(&f.path)?;
+            (f.len > 0 && !is_loose(&f.path, format)).then_some((f, compression))
+        }) {
+            return Err(PlanError::Unreadable {
+                path: file.path.clone(),
+                format: compression,
+            });
+        }
         // Each file's storage calls, several files at once: where the run starts in it (from
         // an earlier output), its coverage, and for a loose file where it is stored.
         let looked_up = crate::par::map(&files, |file| {
@@ -181,7 +202,7 @@ fn plan_with(
 /// Returns the splits of `inputs` (files, directories or globs), in input order then file
 /// order. Splits follow the pieces storage reports (a SeaweedFS chunk, or a whole local file),
 /// so each map task reads data held together on one set of hosts; a piece larger than
-/// `split_size` is cut further. A compressed file (`.gz`, `.zst`) is one split. Empty files
+/// `split_size` is cut further. A compressed file (`.gz`, `.zst`, `.bz2`) is one split. Empty files
 /// have no splits.
 ///
 /// # Errors
