@@ -710,6 +710,9 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
             spec.from
         );
     }
+    if let Some(w) = &report.not_read_warning {
+        eprintln!("warning: {w}");
+    }
     println!(
         "job:      {} (local, {} maps, {} reducers)",
         spec.job, report.maps, spec.reducers

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// The part files and manifest of an output (what must be byte-identical between runners).
-/// The part and state files of an output, and its manifest without its coverage (outputs
-/// of the same records read from differently laid out inputs cover different files).
+/// The part and state files of an output, and its manifest without its coverage and what it
+/// did not read (outputs of the same records read from differently laid out inputs cover,
+/// and pass over, different files).
 fn parts(dir: &Path) -> Vec<(String, Vec<u8>)> {
     read_output(dir)
         .into_iter()
@@ -22,7 +23,9 @@ fn parts(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .map(|(n, bytes)| match n.as_str() {
             "_MANIFEST.json" => {
                 let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                m.as_object_mut().unwrap().remove("coverage");
+                let m_ = m.as_object_mut().unwrap();
+                m_.remove("coverage");
+                m_.remove("not_read");
                 (n, serde_json::to_vec(&m).unwrap())
             }
             _ => (n, bytes),
@@ -122,6 +125,35 @@ fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners
     );
     assert!(c["map_input_compressed_bytes"] > 0, "{stdout}");
     assert_eq!(parts(&local), parts(&reference));
+    // What was not read is listed, each hidden directory once.
+    let not_read = |out: &Path| -> Vec<String> {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_MANIFEST.json")).unwrap()).unwrap();
+        m["not_read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let p = p.as_str().unwrap();
+                let root = format!("{}/", t.root.display());
+                p.strip_prefix(&root).unwrap_or(p).to_string()
+            })
+            .collect()
+    };
+    let hidden = [".hidden.log", "_SUCCESS", "_temporary", "sub dir/.cache"];
+    assert_eq!(not_read(&local), hidden);
+    let said = run(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&t.root)
+        .arg("--output")
+        .arg(out.path().join("said")));
+    let err = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        err.contains("warning: not read: 4 input entries") && err.contains("_temporary"),
+        "{err}"
+    );
 
     let cluster = Cluster::start(2);
     let dist = out.path().join("cluster");
@@ -139,6 +171,7 @@ fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners
         c["map_input_records"]
     );
     assert_eq!(parts(&dist), parts(&reference), "cluster and oracle");
+    assert_eq!(not_read(&dist), hidden);
 
     // A glob matching a directory reads the directory.
     let glob = out.path().join("glob");

@@ -378,6 +378,16 @@ fn nested_and_compressed_inputs_read_alike_on_seaweedfs_and_s3() {
             .filter(|(n, _)| n.starts_with("part-"))
             .collect();
         assert!(got == want, "{root}: not the plain log's output");
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_MANIFEST.json")).unwrap()).unwrap();
+        assert_eq!(
+            m["not_read"],
+            serde_json::json!([
+                format!("{root}/_temporary"),
+                format!("{root}/day one/.hidden")
+            ]),
+            "{root}"
+        );
 
         // A new file arrives: a run --from that output reads only it (the compressed files it
         // covered are checked by their fingerprints, not read), and writes what a full run does.

@@ -49,6 +49,9 @@ pub enum Record {
         /// What its output will cover (empty in journals from before coverage was kept).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         coverage: Vec<jobs::coverage::CoveredFile>,
+        /// The input entries not read for their names (empty in journals from before).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_read: Vec<String>,
         /// The schedule or backfill that started it (this record is what makes a logical time
         /// count as run).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +246,7 @@ pub fn compact(records: Vec<Record>) -> Vec<Record> {
                     spec,
                     splits: Vec::new(),
                     coverage: Vec::new(),
+                    not_read: Vec::new(),
                     origin,
                     at_ms,
                 }),
@@ -644,6 +648,7 @@ mod tests {
             spec: JobSpec::new("views", vec![format!("/in/{n}")], format!("/out/{n}")),
             splits: (0..maps).map(split).collect(),
             coverage: Vec::new(),
+            not_read: Vec::new(),
             origin: None,
             at_ms: 5,
         }];

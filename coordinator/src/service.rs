@@ -416,6 +416,7 @@ impl Coordinator {
             .full_because
             .iter()
             .map(|c| format!("runs in full, not from {}: input {c}", spec.from))
+            .chain(plan.not_read_warning())
             .collect();
         let id = self
             .mutate(|state| match state.job_writing(&spec.output) {

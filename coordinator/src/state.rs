@@ -146,6 +146,8 @@ pub struct Job {
     splits: Vec<PlannedSplit>,
     /// What its output covers (for the manifest).
     coverage: Vec<jobs::coverage::CoveredFile>,
+    /// Input entries not read for their names (for the manifest).
+    not_read: Vec<String>,
     maps: Vec<Task>,
     reduces: Vec<Task>,
     error: Option<String>,
@@ -541,7 +543,10 @@ impl State {
         now: Instant,
     ) -> JobId {
         let Plan {
-            splits, coverage, ..
+            splits,
+            coverage,
+            not_read,
+            ..
         } = plan.into();
         let id = JobId(self.next_job);
         self.next_job += 1;
@@ -551,6 +556,7 @@ impl State {
             spec: spec.clone(),
             splits: splits.clone(),
             coverage: coverage.clone(),
+            not_read: not_read.clone(),
             origin: origin.clone(),
             at_ms,
         });
@@ -562,6 +568,7 @@ impl State {
             state: JobState::Running,
             splits,
             coverage,
+            not_read,
             error: None,
             submitted: now,
             finished: None,

@@ -187,8 +187,23 @@ impl Storage {
     /// # Errors
     /// [`DfsError::NotFound`] when nothing matches.
     pub fn list(&self, url: &str) -> Result<Vec<FileStatus>, DfsError> {
+        self.list_skipping(url).map(|(files, _)| files)
+    }
+
+    /// As [`Storage::list`], and the entries the listing passed over for their names (`_` or
+    /// `.` first: an earlier output's markers, hidden files, and the directories holding such
+    /// names, each once, not what is below them), sorted, so that a job can say what it did
+    /// not read.
+    ///
+    /// # Errors
+    /// As [`Storage::list`].
+    pub fn list_skipping(&self, url: &str) -> Result<(Vec<FileStatus>, Vec<String>), DfsError> {
         let p = DfsPath::parse(url)?;
-        dispatch!(self, p, list())
+        let mut skipped = Vec::new();
+        let files = dispatch!(self, p, list(&mut skipped))?;
+        skipped.sort();
+        skipped.dedup();
+        Ok((files, skipped))
     }
 
     /// Returns the names of the entries directly in the directory at `url` (files and
@@ -316,10 +331,17 @@ pub(crate) fn is_data_file(name: &str) -> bool {
 }
 
 /// Returns true when a glob in a listing's last component takes `name`: it matches, and it
-/// is a data name unless the pattern itself names hidden or metadata files (`_*`, `.*`).
-pub(crate) fn glob_names(pattern: &str, name: &str) -> bool {
-    glob_match(pattern.as_bytes(), name.as_bytes())
-        && (is_data_file(name) || !is_data_file(pattern))
+/// is a data name unless the pattern itself names hidden or metadata files (`_*`, `.*`). A
+/// name it matches but passes over for its name goes into `skipped` as `path`.
+pub(crate) fn glob_names(pattern: &str, name: &str, path: &str, skipped: &mut Vec<String>) -> bool {
+    if !glob_match(pattern.as_bytes(), name.as_bytes()) {
+        return false;
+    }
+    let take = is_data_file(name) || !is_data_file(pattern);
+    if !take {
+        skipped.push(path.to_string());
+    }
+    take
 }
 
 /// Matches a file name against a glob of `*` and `?`.

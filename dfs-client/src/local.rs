@@ -36,6 +36,7 @@ fn walk(
     dir: &Path,
     seen: &mut HashSet<PathBuf>,
     out: &mut Vec<FileStatus>,
+    skipped: &mut Vec<String>,
 ) -> Result<(), DfsError> {
     let real = fs::canonicalize(dir).map_err(|e| DfsError::io(dir, e))?;
     if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -54,12 +55,13 @@ fn walk(
     for entry in fs::read_dir(dir).map_err(|e| DfsError::io(dir, e))? {
         let entry = entry.map_err(|e| DfsError::io(dir, e))?;
         let n = entry.file_name().to_string_lossy().into_owned();
+        let child = dir.join(&n);
         if !is_data_file(&n) {
+            skipped.push(child.display().to_string());
             continue;
         }
-        let child = dir.join(&n);
         if child.is_dir() {
-            walk(&child, seen, out)?;
+            walk(&child, seen, out, skipped)?;
         } else if child.is_file() {
             out.push(status(&child)?);
         } else {
@@ -74,7 +76,11 @@ fn walk(
 }
 
 impl LocalBackend {
-    pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
+    pub(crate) fn list(
+        &self,
+        p: &DfsPath,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<FileStatus>, DfsError> {
         let path = &p.local();
         let name = path
             .file_name()
@@ -90,17 +96,17 @@ impl LocalBackend {
             for entry in fs::read_dir(dir).map_err(|e| DfsError::io(dir, e))? {
                 let entry = entry.map_err(|e| DfsError::io(dir, e))?;
                 let n = entry.file_name().to_string_lossy().into_owned();
-                if glob_names(&name, &n) {
-                    let child = dir.join(&n);
+                let child = dir.join(&n);
+                if glob_names(&name, &n, &child.display().to_string(), skipped) {
                     if child.is_dir() {
-                        walk(&child, &mut seen, &mut out)?;
+                        walk(&child, &mut seen, &mut out, skipped)?;
                     } else if child.is_file() {
                         out.push(status(&child)?);
                     }
                 }
             }
         } else if path.is_dir() {
-            walk(path, &mut seen, &mut out)?;
+            walk(path, &mut seen, &mut out, skipped)?;
         } else {
             out.push(status(path)?);
         }
@@ -299,11 +305,24 @@ mod tests {
                 .map(|f| f.path.rsplit('/').next().unwrap().to_string())
                 .collect::<Vec<_>>()
         };
+        std::fs::create_dir_all(dir.path().join("_temporary/x")).unwrap();
+        std::fs::write(dir.path().join("_temporary/x/part-0"), "x").unwrap();
+        std::fs::write(dir.path().join(".a.log"), "x").unwrap();
         assert_eq!(names(s.list(&d).unwrap()), ["a.log", "b.log", "c.txt"]);
+        // What was passed over is said, each hidden directory once (not what it holds).
+        let (_, skipped) = s.list_skipping(&d).unwrap();
+        let skipped: Vec<_> = skipped
+            .iter()
+            .map(|p| p.strip_prefix(&format!("{d}/")).unwrap())
+            .collect();
+        assert_eq!(skipped, [".a.log", ".hidden", "_SUCCESS", "_temporary"]);
         assert_eq!(
             names(s.list(&format!("{d}/*.log")).unwrap()),
             ["a.log", "b.log"]
         );
+        // A glob passes over the hidden names it matches, and only those.
+        let (_, skipped) = s.list_skipping(&format!("{d}/*.log")).unwrap();
+        assert_eq!(skipped, [format!("{d}/.a.log")]);
         assert!(matches!(
             s.list(&format!("{d}/*.csv")),
             Err(DfsError::NotFound { .. })

@@ -118,13 +118,19 @@ impl S3 {
         Ok((list.objects, list.common_prefixes))
     }
 
-    pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
+    pub(crate) fn list(
+        &self,
+        p: &DfsPath,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<FileStatus>, DfsError> {
         let (dir, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
         let mut out = Vec::new();
+        let url = |key: &Key| format!("s3://{}/{}", bucket(p), key);
         if name.contains(['*', '?']) {
             let (objects, prefixes) = self.children(p, &Key::from(dir))?;
             for o in objects {
-                if glob_names(name, o.location.filename().unwrap_or("")) {
+                let n = o.location.filename().unwrap_or("");
+                if glob_names(name, n, &url(&o.location), skipped) {
                     out.push(Self::status(
                         p,
                         &o.location,
@@ -134,14 +140,15 @@ impl S3 {
                 }
             }
             for prefix in prefixes {
-                if glob_names(name, prefix.filename().unwrap_or("")) {
-                    self.walk(p, &prefix, &mut out)?;
+                let n = prefix.filename().unwrap_or("");
+                if glob_names(name, n, &url(&prefix), skipped) {
+                    self.walk(p, &prefix, &mut out, skipped)?;
                 }
             }
         } else {
             match self.stat(p) {
                 Ok(st) => out.push(st),
-                Err(DfsError::NotFound { .. }) => self.walk(p, &Self::key(p), &mut out)?,
+                Err(DfsError::NotFound { .. }) => self.walk(p, &Self::key(p), &mut out, skipped)?,
                 Err(e) => return Err(e),
             }
         }
@@ -153,8 +160,14 @@ impl S3 {
     }
 
     /// Adds the data objects under `prefix` at any depth, skipping those with a `_` or `.`
-    /// name anywhere below the prefix.
-    fn walk(&self, p: &DfsPath, prefix: &Key, out: &mut Vec<FileStatus>) -> Result<(), DfsError> {
+    /// name anywhere below the prefix (into `skipped`: the key up to that name).
+    fn walk(
+        &self,
+        p: &DfsPath,
+        prefix: &Key,
+        out: &mut Vec<FileStatus>,
+        skipped: &mut Vec<String>,
+    ) -> Result<(), DfsError> {
         let store = self.store(p)?;
         let at = prefix.clone();
         let objects: Vec<_> = runtime()
@@ -162,17 +175,23 @@ impl S3 {
             .map_err(|e| err(p, e))?;
         let depth = prefix.parts().count();
         for o in objects {
-            if o.location
-                .parts()
+            let parts: Vec<_> = o.location.parts().collect();
+            match parts
+                .iter()
                 .skip(depth)
-                .all(|c| is_data_file(c.as_ref()))
+                .position(|c| !is_data_file(c.as_ref()))
             {
-                out.push(Self::status(
+                None => out.push(Self::status(
                     p,
                     &o.location,
                     o.size,
                     millis(&o.last_modified),
-                ));
+                )),
+                Some(i) => skipped.push(format!(
+                    "s3://{}/{}",
+                    bucket(p),
+                    Key::from_iter(parts[..depth + i + 1].iter().cloned())
+                )),
             }
         }
         Ok(())

@@ -55,6 +55,8 @@ pub struct LocalReport {
     pub maps: usize,
     /// Why an incremental run ran in full (`--full-if-changed`).
     pub full_because: Option<crate::coverage::Change>,
+    /// What the inputs held that was not read ([`crate::plan::Plan::not_read_warning`]).
+    pub not_read_warning: Option<String>,
 }
 
 /// Progress of a local run, for a progress display.
@@ -277,6 +279,7 @@ fn run_tasks(
         parts,
         state: states,
         coverage: plan.coverage.clone(),
+        not_read: plan.not_read.clone(),
     };
     output::publish(
         storage,
@@ -288,6 +291,7 @@ fn run_tasks(
         counters,
         maps: splits.len(),
         full_because: plan.full_because.clone(),
+        not_read_warning: plan.not_read_warning(),
     })
 }
 

@@ -42,6 +42,10 @@ pub struct Manifest {
     /// have none).
     #[serde(default)]
     pub coverage: Vec<crate::coverage::CoveredFile>,
+    /// The entries under the inputs not read for their names (`_` or `.` first: hidden
+    /// files, an earlier output's markers), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_read: Vec<String>,
 }
 
 /// A record skipped in skip mode: the map function panicked on it twice.
@@ -338,6 +342,7 @@ mod tests {
                 })
                 .collect(),
             state: Vec::new(),
+            not_read: Vec::new(),
             coverage: Vec::new(),
         }
     }

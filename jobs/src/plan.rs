@@ -29,6 +29,29 @@ pub struct Plan {
     pub coverage: Vec<CoveredFile>,
     /// Why an incremental run runs in full instead (`--full-if-changed`).
     pub full_because: Option<Change>,
+    /// The entries under the inputs that were not read for their names (`_` or `.` first:
+    /// an earlier output's markers, hidden files), sorted (recorded in the output's manifest).
+    pub not_read: Vec<String>,
+}
+
+impl Plan {
+    /// The submitter's warning about [`Plan::not_read`], if anything was passed over: how many
+    /// entries, why, the first few, and where the rest are listed.
+    pub fn not_read_warning(&self) -> Option<String> {
+        const SHOWN: usize = 5;
+        let n = self.not_read.len();
+        if n == 0 {
+            return None;
+        }
+        let mut names = self.not_read[..n.min(SHOWN)].join(", ");
+        if n > SHOWN {
+            names += &format!(", and {} more", n - SHOWN);
+        }
+        Some(format!(
+            "not read: {n} input entr{} whose names start with `_` or `.` (hidden files, an earlier output's markers): {names}; all listed under `not_read` in the output's _MANIFEST.json",
+            if n == 1 { "y" } else { "ies" }
+        ))
+    }
 }
 
 impl From<Vec<PlannedSplit>> for Plan {
@@ -117,7 +140,8 @@ fn plan_with(
     let mut plan = Plan::default();
     let mut seen = std::collections::HashSet::new();
     for input in &spec.inputs {
-        let files = storage.list(input)?;
+        let (files, skipped) = storage.list_skipping(input)?;
+        plan.not_read.extend(skipped);
         // Read as text it would yield only malformed records: refused, by name, before any
         // task runs. (A whole-file job reads every file as one record, and says why one
         // cannot be decoded.)
@@ -196,6 +220,8 @@ fn plan_with(
             });
         }
     }
+    plan.not_read.sort();
+    plan.not_read.dedup();
     Ok(Ok(plan))
 }
 

@@ -292,6 +292,7 @@ impl State {
                 parts,
                 state,
                 coverage: job.coverage.clone(),
+                not_read: job.not_read.clone(),
             },
             skipped: [job.skipped.clone(), job.listed.clone()].concat(),
         }

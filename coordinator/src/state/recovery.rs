@@ -40,6 +40,7 @@ impl State {
                 spec,
                 splits,
                 coverage,
+                not_read,
                 origin,
                 at_ms,
             } => {
@@ -48,6 +49,7 @@ impl State {
                     splits,
                     coverage,
                     full_because: None,
+                    not_read,
                 };
                 let id = self.submit_with(spec, plan, origin, now);
                 if let Some(j) = self.jobs.get_mut(&id) {

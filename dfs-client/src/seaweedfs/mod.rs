@@ -199,13 +199,18 @@ impl SeaweedFs {
         self.get_json(&format!("{}?metadata=true", Self::url(p, &p.path)))
     }
 
-    fn status(p: &DfsPath, e: &Entry) -> FileStatus {
-        let child = DfsPath {
+    /// The URL of `full_path` on `p`'s filer.
+    fn url_of(p: &DfsPath, full_path: &str) -> String {
+        DfsPath {
             backend: p.backend.clone(),
-            path: e.full_path.clone(),
-        };
+            path: full_path.to_string(),
+        }
+        .url()
+    }
+
+    fn status(p: &DfsPath, e: &Entry) -> FileStatus {
         FileStatus {
-            path: child.url(),
+            path: Self::url_of(p, &e.full_path),
             len: e.file_size,
             mtime_ms: chrono::DateTime::parse_from_rfc3339(&e.mtime)
                 .ok()
@@ -233,15 +238,19 @@ impl SeaweedFs {
         }
     }
 
-    pub(crate) fn list(&self, p: &DfsPath) -> Result<Vec<FileStatus>, DfsError> {
+    pub(crate) fn list(
+        &self,
+        p: &DfsPath,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<FileStatus>, DfsError> {
         let (dir, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
         let mut out = Vec::new();
         if name.contains(['*', '?']) {
             for e in self.children(p, if dir.is_empty() { "/" } else { dir })? {
                 let n = e.full_path.rsplit('/').next().unwrap_or("");
-                if glob_names(name, n) {
+                if glob_names(name, n, &Self::url_of(p, &e.full_path), skipped) {
                     if e.is_dir() {
-                        self.walk(p, &e.full_path, &mut out)?;
+                        self.walk(p, &e.full_path, &mut out, skipped)?;
                     } else {
                         out.push(Self::status(p, &e));
                     }
@@ -250,7 +259,7 @@ impl SeaweedFs {
         } else {
             let e = self.entry(p)?;
             if e.is_dir() {
-                self.walk(p, &p.path, &mut out)?;
+                self.walk(p, &p.path, &mut out, skipped)?;
             } else {
                 out.push(Self::status(p, &e));
             }
@@ -262,15 +271,23 @@ impl SeaweedFs {
         Ok(out)
     }
 
-    /// Adds the data files under `dir`, recursively, skipping `_` and `.` names at every level.
-    fn walk(&self, p: &DfsPath, dir: &str, out: &mut Vec<FileStatus>) -> Result<(), DfsError> {
+    /// Adds the data files under `dir`, recursively, skipping `_` and `.` names at every level
+    /// (into `skipped`).
+    fn walk(
+        &self,
+        p: &DfsPath,
+        dir: &str,
+        out: &mut Vec<FileStatus>,
+        skipped: &mut Vec<String>,
+    ) -> Result<(), DfsError> {
         for c in self.children(p, dir)? {
             let n = c.full_path.rsplit('/').next().unwrap_or("");
             if !is_data_file(n) {
+                skipped.push(Self::url_of(p, &c.full_path));
                 continue;
             }
             if c.is_dir() {
-                self.walk(p, &c.full_path, out)?;
+                self.walk(p, &c.full_path, out, skipped)?;
             } else {
                 out.push(Self::status(p, &c));
             }
