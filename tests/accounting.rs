@@ -312,6 +312,32 @@ fn bzip2_inputs_read_as_the_plain_file_and_formats_not_decoded_are_refused_by_na
     for name in ["refused-local", "refused-cluster"] {
         assert!(!out.path().join(name).join("_SUCCESS").exists(), "{name}");
     }
+
+    // Compressed bytes under a name that does not say so fail the job naming the file, rather
+    // than count as malformed lines.
+    std::fs::remove_file(dir.join("old.log.xz")).unwrap();
+    gzip_with_the_gzip_tool(&first, &dir.join("rotated-1"));
+    let failed = run(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&dir)
+        .arg("--output")
+        .arg(out.path().join("unnamed-local")));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{err}");
+    assert!(err.contains("rotated-1 is gzip-compressed"), "{err}");
+    let failed = run(cluster
+        .job()
+        .arg("submit")
+        .args(args)
+        .arg("--input")
+        .arg(&dir)
+        .arg("--output")
+        .arg(out.path().join("unnamed-cluster")));
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(!failed.status.success(), "{text}");
+    assert!(text.contains("rotated-1 is gzip-compressed"), "{text}");
 }
 
 #[test]

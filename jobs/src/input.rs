@@ -7,7 +7,8 @@
 //! every backend, in `run --local` and on a cluster alike. A file named for a compression
 //! format Quern does not decode (`.xz`, `.lz4`, `.zip`, ...) is refused when the job is
 //! planned ([`unreadable_compression`]), naming it: read as text it would only yield
-//! malformed records. No format here can be entered at an arbitrary byte, so the planner gives each compressed file one
+//! malformed records. For the same reason a file read as text whose first bytes are a
+//! compressed format's fails its task naming the format ([`InputError::Unnamed`]). No format here can be entered at an arbitrary byte, so the planner gives each compressed file one
 //! split ([`Codec::of`]); record offsets (for skip mode and error messages) are offsets in the
 //! decoded bytes. A corrupt or truncated compressed file fails the task with a
 //! [`InputError::Corrupt`] that names the file: no retry can mend it, and a partial read
@@ -103,6 +104,40 @@ pub fn unreadable_compression(path: &str) -> Option<&'static str> {
         .map(|(_, name)| *name)
 }
 
+/// The compression format whose magic bytes `data` begins with, and what to name such a file,
+/// if any: gzip, Zstandard, bzip2 (its stream header and a block's), xz. Text does not begin
+/// with these bytes (each holds bytes that are not printable ASCII, or bzip2's whole header).
+fn compressed_by_content(data: &[u8]) -> Option<(&'static str, &'static str)> {
+    const MAGIC: [(&[u8], &str, &str); 4] = [
+        (
+            &[0x1f, 0x8b],
+            "gzip",
+            "with .gz at the end, to have it decoded",
+        ),
+        (
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            "zstd",
+            "with .zst at the end, to have it decoded",
+        ),
+        (
+            &[0xfd, b'7', b'z', b'X', b'Z', 0],
+            "xz",
+            "and decompress it: xz is not decoded",
+        ),
+        (b"BZh", "bzip2", "with .bz2 at the end, to have it decoded"),
+    ];
+    let (_, format, hint) = MAGIC.iter().find(|(magic, format, _)| {
+        data.starts_with(magic)
+            && (*format != "bzip2"
+                || (data.len() >= 10
+                    && (b'1'..=b'9').contains(&data[3])
+                    // A block's header, or the end of an empty stream.
+                    && (data[4..10] == [0x31, 0x41, 0x59, 0x26, 0x53, 0x59]
+                        || data[4..10] == [0x17, 0x72, 0x45, 0x38, 0x50, 0x90])))
+    })?;
+    Some((format, hint))
+}
+
 /// Why a map task's input could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -118,6 +153,17 @@ pub enum InputError {
         codec: &'static str,
         /// What is wrong, with the decoded offset where it was found.
         reason: DecodeError,
+    },
+    /// A file read as text begins as a compressed file does: its name does not say so, and its
+    /// lines would all be malformed.
+    #[error("input {path} is {format}-compressed (its first bytes say so), but its name does not end in a compressed extension, so it would be read as text; rename it ({hint})")]
+    Unnamed {
+        /// The file.
+        path: String,
+        /// The format its first bytes show.
+        format: &'static str,
+        /// What to do.
+        hint: &'static str,
     },
     /// A file of a group is shorter than when the job was planned.
     #[error("input {path} changed while the job ran: it was {planned} bytes when the job was planned, and is {now}")]
@@ -185,6 +231,15 @@ pub fn read_input(
             });
         }
         let (offset, data) = read_split(storage, split, file_len)?;
+        if offset == 0 {
+            if let Some((format, hint)) = compressed_by_content(&data) {
+                return Err(InputError::Unnamed {
+                    path: split.path.clone(),
+                    format,
+                    hint,
+                });
+            }
+        }
         return Ok(InputData {
             offset,
             data,
@@ -394,6 +449,19 @@ mod tests {
         assert_eq!(Codec::of("/logs/access.log"), None);
         assert_eq!(Codec::of("/logs.gz/access.log"), None);
         assert_eq!(Codec::of("/logs/gz"), None);
+    }
+
+    #[test]
+    fn compressed_bytes_in_a_file_not_named_so_are_recognised() {
+        let text = b"GET /a 200\nBZh9 is a word\n";
+        assert_eq!(compressed_by_content(text), None);
+        assert_eq!(compressed_by_content(b"BZh91AY&SX"), None);
+        assert_eq!(compressed_by_content(&gzip(text)).unwrap().0, "gzip");
+        assert_eq!(compressed_by_content(&bzip2(text)).unwrap().0, "bzip2");
+        assert_eq!(compressed_by_content(&bzip2(b"")).unwrap().0, "bzip2");
+        let z = zstd::encode_all(&text[..], 3).unwrap();
+        assert_eq!(compressed_by_content(&z).unwrap().0, "zstd");
+        assert_eq!(compressed_by_content(&[0x1f]), None);
     }
 
     #[test]

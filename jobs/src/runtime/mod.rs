@@ -83,6 +83,7 @@ impl From<crate::input::InputError> for TaskError {
                 TaskError::Io { path: dir, source }
             }
             e @ (crate::input::InputError::Corrupt { .. }
+            | crate::input::InputError::Unnamed { .. }
             | crate::input::InputError::Changed { .. }) => TaskError::Input(e.to_string()),
         }
     }
