@@ -105,12 +105,14 @@ pub fn unreadable_compression(path: &str) -> Option<&'static str> {
 }
 
 /// The compression format whose magic bytes `data` begins with, and what to name such a file,
-/// if any: gzip, Zstandard, bzip2 (its stream header and a block's), xz. Text does not begin
-/// with these bytes (each holds bytes that are not printable ASCII, or bzip2's whole header).
+/// if any: gzip (with deflate, and no reserved flag set), Zstandard, bzip2 (its stream header
+/// and a block's, or an empty stream's end), xz. UTF-8 text cannot begin with the first three
+/// (each holds a byte no UTF-8 text has there), nor, in practice, with bzip2's ten bytes;
+/// random binary records (a `raw-lines` job's) would need 3 to 10 given bytes and bits.
 fn compressed_by_content(data: &[u8]) -> Option<(&'static str, &'static str)> {
     const MAGIC: [(&[u8], &str, &str); 4] = [
         (
-            &[0x1f, 0x8b],
+            &[0x1f, 0x8b, 0x08],
             "gzip",
             "with .gz at the end, to have it decoded",
         ),
@@ -128,6 +130,7 @@ fn compressed_by_content(data: &[u8]) -> Option<(&'static str, &'static str)> {
     ];
     let (_, format, hint) = MAGIC.iter().find(|(magic, format, _)| {
         data.starts_with(magic)
+            && (*format != "gzip" || data.get(3).is_some_and(|flags| flags & 0xe0 == 0))
             && (*format != "bzip2"
                 || (data.len() >= 10
                     && (b'1'..=b'9').contains(&data[3])
@@ -462,6 +465,7 @@ mod tests {
         let z = zstd::encode_all(&text[..], 3).unwrap();
         assert_eq!(compressed_by_content(&z).unwrap().0, "zstd");
         assert_eq!(compressed_by_content(&[0x1f]), None);
+        assert_eq!(compressed_by_content(&[0x1f, 0x8b, 0x08, 0xff]), None);
     }
 
     #[test]
