@@ -249,95 +249,59 @@ fn bzip2_inputs_read_as_the_plain_file_and_formats_not_decoded_are_refused_by_na
     let mut both = std::fs::read(&a).unwrap();
     both.extend(std::fs::read(&b).unwrap());
     std::fs::write(dir.join("access.log.bz2"), both).unwrap();
-    let local = out.path().join("local");
-    let stdout = ok(quern()
-        .args(["run", "--local"])
-        .args(args)
-        .arg("--input")
-        .arg(&dir)
-        .arg("--output")
-        .arg(&local));
-    assert_eq!(
-        counters(&stdout)["map_input_records"] as usize,
-        t.lines.iter().sum::<usize>(),
-        "{stdout}"
-    );
-    assert_eq!(parts(&local), parts(&reference));
     let cluster = Cluster::start(1);
-    let dist = out.path().join("cluster");
-    ok(cluster
-        .job()
-        .arg("submit")
-        .args(args)
-        .arg("--input")
-        .arg(&dir)
-        .arg("--output")
-        .arg(&dist));
-    assert_eq!(parts(&dist), parts(&reference), "cluster and oracle");
-
+    // `views` over `dir` into `out/NAME-local` by `run --local` and `out/NAME-cluster` on the
+    // cluster: for each, whether it succeeded, what it printed (stdout and stderr) and where.
+    let on_both = |name: &str| -> [(bool, String, PathBuf); 2] {
+        let mut local = quern();
+        local.args(["run", "--local"]);
+        let mut submit = cluster.job();
+        submit.arg("submit");
+        [(local, "local"), (submit, "cluster")].map(|(mut cmd, runner)| {
+            let output = out.path().join(format!("{name}-{runner}"));
+            let done = run(cmd
+                .args(args)
+                .arg("--input")
+                .arg(&dir)
+                .arg("--output")
+                .arg(&output));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&done.stdout),
+                String::from_utf8_lossy(&done.stderr)
+            );
+            (done.status.success(), text, output)
+        })
+    };
+    for (succeeded, text, output) in on_both("bz2") {
+        assert!(succeeded, "{text}");
+        assert_eq!(
+            counters(&text)["map_input_records"] as usize,
+            t.lines.iter().sum::<usize>(),
+            "{text}"
+        );
+        assert_eq!(parts(&output), parts(&reference), "{text}");
+    }
     // An xz file beside it would be read as text of malformed records: both runners refuse
     // the job, naming the file, and write nothing.
     compress_with("xz", &first, &dir.join("old.log.xz"));
-    let refused = run(quern()
-        .args(["run", "--local"])
-        .args(args)
-        .arg("--input")
-        .arg(&dir)
-        .arg("--output")
-        .arg(out.path().join("refused-local")));
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{err}");
-    assert!(
-        err.contains("old.log.xz") && err.contains("xz-compressed"),
-        "{err}"
-    );
-    let refused = run(cluster
-        .job()
-        .arg("submit")
-        .args(args)
-        .arg("--input")
-        .arg(&dir)
-        .arg("--output")
-        .arg(out.path().join("refused-cluster")));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&refused.stdout),
-        String::from_utf8_lossy(&refused.stderr)
-    );
-    assert!(!refused.status.success(), "{text}");
-    assert!(
-        text.contains("old.log.xz") && text.contains("xz-compressed"),
-        "{text}"
-    );
-    for name in ["refused-local", "refused-cluster"] {
-        assert!(!out.path().join(name).join("_SUCCESS").exists(), "{name}");
+    for (succeeded, text, output) in on_both("refused") {
+        assert!(!succeeded, "{text}");
+        assert!(
+            text.contains("old.log.xz") && text.contains("xz-compressed"),
+            "{text}"
+        );
+        assert!(!output.join("_SUCCESS").exists(), "{text}");
     }
-
     // Compressed bytes under a name that does not say so fail the job naming the file, rather
     // than count as malformed lines.
     std::fs::remove_file(dir.join("old.log.xz")).unwrap();
     gzip_with_the_gzip_tool(&first, &dir.join("rotated-1"));
-    let failed = run(quern()
-        .args(["run", "--local"])
-        .args(args)
-        .arg("--input")
-        .arg(&dir)
-        .arg("--output")
-        .arg(out.path().join("unnamed-local")));
-    let err = String::from_utf8_lossy(&failed.stderr);
-    assert!(!failed.status.success(), "{err}");
-    assert!(err.contains("rotated-1 is gzip-compressed"), "{err}");
-    let failed = run(cluster
-        .job()
-        .arg("submit")
-        .args(args)
-        .arg("--input")
-        .arg(&dir)
-        .arg("--output")
-        .arg(out.path().join("unnamed-cluster")));
-    let text = String::from_utf8_lossy(&failed.stdout);
-    assert!(!failed.status.success(), "{text}");
-    assert!(text.contains("rotated-1 is gzip-compressed"), "{text}");
+    for (succeeded, text, output) in on_both("unnamed") {
+        assert!(!succeeded, "{text}");
+        assert!(text.contains("rotated-1 is gzip-compressed"), "{text}");
+        assert!(!output.join("_SUCCESS").exists(), "{text}");
+    }
 }
 
 #[test]

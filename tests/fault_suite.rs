@@ -78,6 +78,15 @@ struct Setup {
 }
 
 impl Setup {
+    /// Jobs with no backup attempts: a fault that only a backup would get round must be
+    /// mended by what the scenario tests.
+    fn without_speculation() -> Self {
+        Setup {
+            job_args: vec!["--speculation".into(), "off".into()],
+            ..Setup::default()
+        }
+    }
+
     fn all_workers(self, failpoints: &str) -> Self {
         self.all_workers_env("FAILPOINTS", failpoints)
     }
@@ -276,11 +285,8 @@ fn scenarios() -> Vec<Scenario> {
             jobs: BOTH,
             expect: Expect::Success,
             setup: |_, seed| {
-                Setup {
-                    job_args: vec!["--speculation".into(), "off".into()],
-                    ..Setup::default()
-                }
-                .worker(seed as usize % WORKERS, "heartbeat.lose=1*return")
+                Setup::without_speculation()
+                    .worker(seed as usize % WORKERS, "heartbeat.lose=1*return")
             },
             inject: |c, _| Some(c.fault()),
         },
@@ -293,12 +299,9 @@ fn scenarios() -> Vec<Scenario> {
             jobs: BOTH,
             expect: Expect::Success,
             setup: |_, seed| {
-                Setup {
-                    job_args: vec!["--speculation".into(), "off".into()],
-                    ..Setup::default()
-                }
-                .all_workers_env("QUERN_FETCH_TIMEOUT_S", "1")
-                .worker(seed as usize % WORKERS, "shuffle.serve=sleep(150000)")
+                Setup::without_speculation()
+                    .all_workers_env("QUERN_FETCH_TIMEOUT_S", "1")
+                    .worker(seed as usize % WORKERS, "shuffle.serve=sleep(150000)")
             },
             inject: |c, _| Some(c.fault()),
         },
