@@ -133,8 +133,8 @@ fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| {
-                let p = p.as_str().unwrap();
+            .map(|e| {
+                let p = e["path"].as_str().unwrap();
                 let root = format!("{}/", t.root.display());
                 p.strip_prefix(&root).unwrap_or(p).to_string()
             })
@@ -151,9 +151,43 @@ fn nested_compressed_and_oddly_named_inputs_match_the_plain_file_on_both_runners
         .arg(out.path().join("said")));
     let err = String::from_utf8_lossy(&said.stderr);
     assert!(
-        err.contains("warning: not read: 4 input entries") && err.contains("_temporary"),
+        err.contains("warning: not read: 4 input entries") && err.contains("_temporary (its name"),
         "{err}"
     );
+    // A file named twice (by a directory and by itself, or through a link) is read once,
+    // and the second name is said.
+    std::os::unix::fs::symlink("a.log", t.root.join("z-link.log")).unwrap();
+    let twice = out.path().join("twice");
+    let done = run(quern()
+        .args(["run", "--local"])
+        .args(args)
+        .arg("--input")
+        .arg(&t.root)
+        .arg("--input")
+        .arg(t.root.join("a.log"))
+        .arg("--output")
+        .arg(&twice));
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    assert_eq!(parts(&twice), parts(&reference), "{err}");
+    let why: Vec<String> = {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(twice.join("_MANIFEST.json")).unwrap()).unwrap();
+        m["not_read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["why"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        why.iter().any(|w| w.starts_with("the same file as"))
+            && why
+                .iter()
+                .any(|w| w.starts_with("named by more than one input")),
+        "{why:?}"
+    );
+    std::fs::remove_file(t.root.join("z-link.log")).unwrap();
 
     let cluster = Cluster::start(2);
     let dist = out.path().join("cluster");

@@ -51,7 +51,7 @@ pub enum Record {
         coverage: Vec<jobs::coverage::CoveredFile>,
         /// The input entries not read for their names (empty in journals from before).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        not_read: Vec<String>,
+        not_read: Vec<jobs::output::NotRead>,
         /// The schedule or backfill that started it (this record is what makes a logical time
         /// count as run).
         #[serde(default, skip_serializing_if = "Option::is_none")]

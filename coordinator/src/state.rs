@@ -147,7 +147,7 @@ pub struct Job {
     /// What its output covers (for the manifest).
     coverage: Vec<jobs::coverage::CoveredFile>,
     /// Input entries not read for their names (for the manifest).
-    not_read: Vec<String>,
+    not_read: Vec<jobs::output::NotRead>,
     maps: Vec<Task>,
     reduces: Vec<Task>,
     error: Option<String>,

@@ -191,19 +191,35 @@ impl Storage {
     }
 
     /// As [`Storage::list`], and the entries the listing passed over for their names (`_` or
-    /// `.` first: an earlier output's markers, hidden files, and the directories holding such
-    /// names, each once, not what is below them), sorted, so that a job can say what it did
-    /// not read.
+    /// `.` first: an earlier output's markers, hidden files, and directories with such names,
+    /// each once, not what is below them), sorted, so that a job can say what it did not read.
     ///
     /// # Errors
     /// As [`Storage::list`].
-    pub fn list_skipping(&self, url: &str) -> Result<(Vec<FileStatus>, Vec<String>), DfsError> {
+    pub fn list_skipping(&self, url: &str) -> Result<(Vec<FileStatus>, Vec<Skipped>), DfsError> {
         let p = DfsPath::parse(url)?;
-        let mut skipped = Vec::new();
-        let files = dispatch!(self, p, list(&mut skipped))?;
-        skipped.sort();
-        skipped.dedup();
+        let mut names = Vec::new();
+        let files = dispatch!(self, p, list(&mut names))?;
+        names.sort();
+        names.dedup();
+        let skipped = names
+            .into_iter()
+            .map(|path| Skipped {
+                path,
+                why: SKIPPED_NAME.to_string(),
+            })
+            .collect();
         Ok((files, skipped))
+    }
+
+    /// What two paths naming the same file have in common: a local file's real path (links
+    /// resolved), a remote file's URL.
+    pub fn file_identity(&self, path: &str) -> String {
+        match DfsPath::parse(path) {
+            Ok(p) if p.backend == Backend::Local => std::fs::canonicalize(p.local())
+                .map_or_else(|_| path.to_string(), |r| r.display().to_string()),
+            _ => path.to_string(),
+        }
     }
 
     /// Returns the names of the entries directly in the directory at `url` (files and
@@ -319,6 +335,19 @@ impl Storage {
         format!("{}/{}", dir.trim_end_matches('/'), name)
     }
 }
+
+/// An entry under a listed path that was not listed as input, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    /// Its URL (a local path for local files).
+    pub path: String,
+    /// Why it was passed over.
+    pub why: String,
+}
+
+/// Why an entry whose name starts with `_` or `.` is not input.
+pub const SKIPPED_NAME: &str =
+    "its name starts with _ or . (hidden, or an earlier output's marker)";
 
 /// Returns the name this machine's storage host goes by, for locality of local files.
 pub fn local_host() -> String {

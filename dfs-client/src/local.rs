@@ -310,19 +310,27 @@ mod tests {
         std::fs::write(dir.path().join(".a.log"), "x").unwrap();
         assert_eq!(names(s.list(&d).unwrap()), ["a.log", "b.log", "c.txt"]);
         // What was passed over is said, each hidden directory once (not what it holds).
-        let (_, skipped) = s.list_skipping(&d).unwrap();
+        let (files, skipped) = s.list_skipping(&d).unwrap();
+        assert_eq!(names(files), ["a.log", "b.log", "c.txt"]);
         let skipped: Vec<_> = skipped
             .iter()
-            .map(|p| p.strip_prefix(&format!("{d}/")).unwrap())
+            .map(|k| k.path.strip_prefix(&format!("{d}/")).unwrap())
             .collect();
         assert_eq!(skipped, [".a.log", ".hidden", "_SUCCESS", "_temporary"]);
+
         assert_eq!(
             names(s.list(&format!("{d}/*.log")).unwrap()),
             ["a.log", "b.log"]
         );
         // A glob passes over the hidden names it matches, and only those.
         let (_, skipped) = s.list_skipping(&format!("{d}/*.log")).unwrap();
-        assert_eq!(skipped, [format!("{d}/.a.log")]);
+        assert_eq!(skipped[0].path, format!("{d}/.a.log"));
+        // A link names the same file as its target.
+        std::os::unix::fs::symlink("a.log", dir.path().join("z.log")).unwrap();
+        assert_eq!(
+            s.file_identity(&format!("{d}/z.log")),
+            s.file_identity(&format!("{d}/a.log"))
+        );
         assert!(matches!(
             s.list(&format!("{d}/*.csv")),
             Err(DfsError::NotFound { .. })

@@ -42,10 +42,19 @@ pub struct Manifest {
     /// have none).
     #[serde(default)]
     pub coverage: Vec<crate::coverage::CoveredFile>,
-    /// The entries under the inputs not read for their names (`_` or `.` first: hidden
-    /// files, an earlier output's markers), sorted.
+    /// The entries under the inputs that were not read, and why (a name starting with `_` or
+    /// `.`; a file named twice), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub not_read: Vec<String>,
+    pub not_read: Vec<NotRead>,
+}
+
+/// An entry under a job's inputs that it did not read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NotRead {
+    /// The path or URL.
+    pub path: String,
+    /// Why.
+    pub why: String,
 }
 
 /// A record skipped in skip mode: the map function panicked on it twice.

@@ -29,9 +29,10 @@ pub struct Plan {
     pub coverage: Vec<CoveredFile>,
     /// Why an incremental run runs in full instead (`--full-if-changed`).
     pub full_because: Option<Change>,
-    /// The entries under the inputs that were not read for their names (`_` or `.` first:
-    /// an earlier output's markers, hidden files), sorted (recorded in the output's manifest).
-    pub not_read: Vec<String>,
+    /// The entries under the inputs that were not read, and why: names starting with `_` or
+    /// `.` (an earlier output's markers, hidden files), a file named by two inputs or reached
+    /// through a link (read once); sorted, recorded in the output's manifest.
+    pub not_read: Vec<crate::output::NotRead>,
 }
 
 impl Plan {
@@ -43,12 +44,16 @@ impl Plan {
         if n == 0 {
             return None;
         }
-        let mut names = self.not_read[..n.min(SHOWN)].join(", ");
+        let mut names = self.not_read[..n.min(SHOWN)]
+            .iter()
+            .map(|e| format!("{} ({})", e.path, e.why))
+            .collect::<Vec<_>>()
+            .join("; ");
         if n > SHOWN {
-            names += &format!(", and {} more", n - SHOWN);
+            names += &format!("; and {} more", n - SHOWN);
         }
         Some(format!(
-            "not read: {n} input entr{} whose names start with `_` or `.` (hidden files, an earlier output's markers): {names}; all listed under `not_read` in the output's _MANIFEST.json",
+            "not read: {n} input entr{}: {names}; all listed under `not_read` in the output's _MANIFEST.json",
             if n == 1 { "y" } else { "ies" }
         ))
     }
@@ -139,9 +144,34 @@ fn plan_with(
 ) -> Result<Result<Plan, Change>, PlanError> {
     let mut plan = Plan::default();
     let mut seen = std::collections::HashSet::new();
+    let mut listed = std::collections::HashMap::new();
     for input in &spec.inputs {
-        let (files, skipped) = storage.list_skipping(input)?;
-        plan.not_read.extend(skipped);
+        let (mut files, skipped) = storage.list_skipping(input)?;
+        plan.not_read
+            .extend(skipped.into_iter().map(|s| crate::output::NotRead {
+                path: s.path,
+                why: s.why,
+            }));
+        // A file named twice (by two inputs: a directory and a file in it, overlapping
+        // globs; or through a link) is read once: twice would count its records twice.
+        files.retain(|f| match listed.entry(storage.file_identity(&f.path)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(f.path.clone());
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(kept) => {
+                let why = if *kept.get() == f.path {
+                    "named by more than one input, read once".to_string()
+                } else {
+                    format!("the same file as {}, read once", kept.get())
+                };
+                plan.not_read.push(crate::output::NotRead {
+                    path: f.path.clone(),
+                    why,
+                });
+                false
+            }
+        });
         // Read as text it would yield only malformed records: refused, by name, before any
         // task runs. (A whole-file job reads every file as one record, and says why one
         // cannot be decoded.)
