@@ -177,7 +177,10 @@ fn plan_with(
         // cannot be decoded.)
         if let Some((file, compression)) = files.iter().find_map(|f| {
             let compression = crate::input::unreadable_compression(&f.path)?;
-            (f.len > 0 && !is_loose(&f.path, format)).then_some((f, compression))
+            // A tar shard so compressed (`.tar.xz`) would pass for a loose file.
+            let shard = format == crate::InputFormat::Tar
+                && is_tar_name(f.path.rsplit_once('.').map_or("", |(stem, _)| stem));
+            (f.len > 0 && (shard || !is_loose(&f.path, format))).then_some((f, compression))
         }) {
             return Err(PlanError::Unreadable {
                 path: file.path.clone(),
@@ -749,5 +752,31 @@ mod tests {
         .unwrap();
         let all: Vec<Vec<&str>> = plan.iter().map(names).collect();
         assert_eq!(all, [vec!["a", "sub/c"], vec!["sub/d"]]);
+    }
+
+    #[test]
+    fn inputs_compressed_in_formats_not_decoded_are_refused_where_they_would_be_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let file = |name: &str| {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+            format!("{d}/{name}")
+        };
+        let plan = |path: &str, format| {
+            let spec = JobSpec::new("views", vec![path.to_string()], format!("{d}/out"));
+            plan_job(&Storage::default(), &spec, format)
+        };
+        let log = file("a.log.xz");
+        let refused = plan(&log, crate::InputFormat::Lines).unwrap_err();
+        assert!(
+            matches!(&refused, PlanError::Unreadable { path, format: "xz" } if *path == log),
+            "{refused}"
+        );
+        let shard = file("s.tar.xz");
+        assert!(plan(&shard, crate::InputFormat::Tar).is_err());
+        // A whole-file job reads it as one record (and says if that record cannot be used).
+        assert!(plan(&log, crate::InputFormat::WholeFiles).is_ok());
+        // .bz2 is decoded.
+        assert!(plan(&file("b.log.bz2"), crate::InputFormat::Lines).is_ok());
     }
 }
