@@ -300,6 +300,10 @@ struct Worker {
     home: String,
     /// The highest heartbeat number it sent that was heard (0: none numbered).
     last_seq: u64,
+    /// Attempts assigned to it in the answer to a numbered heartbeat, with that number, that
+    /// no later heartbeat has listed yet (see [`State::heartbeat_numbered`]): only these are
+    /// checked, not every attempt of the cluster.
+    unconfirmed: Vec<(AttemptId, u64)>,
 }
 
 /// The live workers on one storage host and the task slots they declared between them.
@@ -318,8 +322,6 @@ struct Attempt {
     worker: WorkerId,
     local: bool,
     started: Instant,
-    /// The number of the heartbeat whose answer assigned it (0: not numbered).
-    assigned_in: u64,
 }
 
 /// Why an action the coordinator performed on storage failed: its error and causes, as

@@ -159,7 +159,6 @@ impl State {
                 worker,
                 local,
                 started: now,
-                assigned_in: 0,
             },
         );
         let job = self.jobs.get_mut(&job_id).expect("assigning a known job");

@@ -38,6 +38,7 @@ impl State {
                 max_gap: Duration::ZERO,
                 home: String::new(),
                 last_seq: 0,
+                unconfirmed: Vec::new(),
             },
         );
         id
@@ -140,16 +141,16 @@ impl State {
             }
             if seq > w.last_seq {
                 w.last_seq = seq;
-                let lost: Vec<AttemptId> = self
-                    .attempts
-                    .iter()
-                    .filter(|(id, a)| {
-                        a.worker == worker
-                            && a.assigned_in != 0
-                            && a.assigned_in < seq
-                            && !running.contains(&id.0)
-                    })
-                    .map(|(id, _)| *id)
+                // Assigned before this heartbeat was sent: listed (it runs), ended (reported,
+                // so gone from the attempts), or lost.
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut w.unconfirmed)
+                    .into_iter()
+                    .partition(|(_, s)| *s < seq);
+                w.unconfirmed = later;
+                let lost: Vec<AttemptId> = due
+                    .into_iter()
+                    .map(|(a, _)| a)
+                    .filter(|a| !running.contains(&a.0) && self.attempts.contains_key(a))
                     .collect();
                 lost_count = lost.len();
                 for attempt in lost {
@@ -165,9 +166,14 @@ impl State {
             }
         }
         let reply = self.heartbeat(worker, free, now);
-        for a in &reply.assignments {
-            if let Some(attempt) = self.attempts.get_mut(&AttemptId(a.attempt_id)) {
-                attempt.assigned_in = seq;
+        if seq != 0 {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.unconfirmed.extend(
+                    reply
+                        .assignments
+                        .iter()
+                        .map(|a| (AttemptId(a.attempt_id), seq)),
+                );
             }
         }
         (reply, actions, lost_count)
