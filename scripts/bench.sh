@@ -28,9 +28,9 @@ cargo build --release --workspace --bins --examples >&2
 Q="$CARGO_TARGET_DIR/release/quern"
 B="$CARGO_TARGET_DIR/release/examples/baseline"
 mkdir -p "$BENCH_DIR"
-[ -f "$BENCH_DIR/access.log" ] || "$Q" gen weblog --size "$SIZE" --seed 1 --out "$BENCH_DIR/access.log"
-[ -f "$BENCH_DIR/words.txt" ] || "$Q" gen words --size "$SIZE" --seed 1 --out "$BENCH_DIR/words.txt"
 . scripts/bench-lib.sh
+gen_once weblog "$SIZE" "$BENCH_DIR/access.log"
+gen_once words "$SIZE" "$BENCH_DIR/words.txt"
 TABLE="$BENCH_DIR/latest.md"
 {
   printf "Machine: %s. Inputs of %s (seed 1), %s reducers, %s slot(s) per worker; median of %s runs.\n\n" \

@@ -339,6 +339,62 @@ fn bzip2_inputs_read_as_the_plain_file_and_formats_not_decoded_are_refused_by_na
 }
 
 #[test]
+fn words_beyond_ascii_are_counted_whole_and_text_not_utf8_is_warned_about_on_both_runners() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("utf8.txt"),
+        "Café café CAFÉ in Zürich\n“Quoted” words, don’t\nCafe\u{301} décomposé\n",
+    )
+    .unwrap();
+    // Latin-1: each é is one byte that is not UTF-8.
+    std::fs::write(input.join("latin1.txt"), b"caf\xe9 ol\xe9\n").unwrap();
+    let expected: std::collections::BTreeSet<&str> = [
+        "café\t3",
+        "in\t1",
+        "zürich\t1",
+        "quoted\t1",
+        "words\t1",
+        "don\t1",
+        "t\t1",
+        "cafe\u{301}\t1",
+        "décomposé\t1",
+        "caf\t1",
+        "ol\t1",
+    ]
+    .into();
+    let cluster = Cluster::start(1);
+    let mut local = quern();
+    local.args(["run", "--local"]);
+    let mut submit = cluster.job();
+    submit.arg("submit");
+    for (mut cmd, runner) in [(local, "local"), (submit, "cluster")] {
+        let output = dir.path().join(runner);
+        let done = run(cmd
+            .args(["wordcount", "--reducers", "2", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output));
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{runner}: {err}");
+        assert!(
+            err.contains(
+                "warning: 2 input bytes were not UTF-8 and were read as breaks between words (counter non_utf8_bytes)"
+            ),
+            "{runner}: {err}"
+        );
+        let text: String = read_output(&output)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("part-"))
+            .map(|(_, bytes)| String::from_utf8(bytes).expect("UTF-8 output"))
+            .collect();
+        let lines: std::collections::BTreeSet<&str> = text.lines().collect();
+        assert_eq!(lines, expected, "{runner}");
+    }
+}
+
+#[test]
 fn a_truncated_compressed_input_fails_the_job_naming_the_file_on_both_runners() {
     let t = tree();
     let gz = t.root.join("sub dir").join("b.log.gz");

@@ -359,7 +359,9 @@ pub trait Generator {
 }
 
 /// Writes lines of words: a vocabulary of 50k pseudo-words with Zipf(1.0) frequencies, some
-/// capitalised, with punctuation and digits between them.
+/// capitalised, with punctuation and digits between them. As in real text, a few are not
+/// ASCII: one word in 50 of the vocabulary ends in an accented letter, and one separator in
+/// 100 is a curly quotation mark.
 pub struct WordsGen {
     rng: Rng,
     vocab: Vec<String>,
@@ -374,11 +376,16 @@ impl WordsGen {
             "ie", "x",
         ];
         let mut rng = Rng::new(seed ^ 0xA11CE);
+        const ACCENTED: [&str; 4] = ["é", "ü", "ñ", "ø"];
         let vocab = (0..50_000)
             .map(|_| {
-                (0..1 + rng.below(4))
+                let mut w: String = (0..1 + rng.below(4))
                     .map(|_| SYL[rng.below(16) as usize])
-                    .collect::<String>()
+                    .collect();
+                if rng.below(50) == 0 {
+                    w.push_str(ACCENTED[rng.below(4) as usize]);
+                }
+                w
             })
             .collect();
         WordsGen {
@@ -394,11 +401,13 @@ impl Generator for WordsGen {
         let n = 4 + self.rng.below(12);
         for i in 0..n {
             if i > 0 {
-                out.extend_from_slice(match self.rng.below(20) {
-                    0 => b", ",
-                    1 => b". ",
-                    2 => b" 42 ",
-                    3 => b" - ",
+                out.extend_from_slice(match self.rng.below(200) {
+                    0..10 => b", ".as_slice(),
+                    10..20 => b". ",
+                    20..30 => b" 42 ",
+                    30..40 => b" - ",
+                    40 => " “".as_bytes(),
+                    41 => "” ".as_bytes(),
                     _ => b" ",
                 });
             }

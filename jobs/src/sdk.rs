@@ -449,8 +449,9 @@ impl Counters {
     }
 
     /// Returns what a finished job's summary must warn about, each naming its counter: most
-    /// input records malformed, input that produced no output, input files cut short, and
-    /// records skipped. A job that "succeeds" like that has almost surely read the wrong data.
+    /// input records malformed, input that produced no output, input files cut short, records
+    /// skipped, and text that is not UTF-8. A job that "succeeds" like that has almost surely
+    /// read the wrong data.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let records = self.get("map_input_records");
@@ -480,6 +481,13 @@ impl Counters {
         if skipped > 0 {
             out.push(format!(
                 "{skipped} records were skipped (counter skipped_records; listed in _skipped/records.tsv)"
+            ));
+        }
+        let not_utf8 = self.get(crate::builtin::wordcount::NOT_UTF8);
+        if not_utf8 > 0 {
+            out.push(format!(
+                "{not_utf8} input bytes were not UTF-8 and were read as breaks between words (counter {}): is some of the text in another encoding, such as Latin-1?",
+                crate::builtin::wordcount::NOT_UTF8
             ));
         }
         out
