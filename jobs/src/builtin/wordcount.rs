@@ -231,18 +231,36 @@ fn run_end(text: &[u8], mut at: usize) -> usize {
     }
 }
 
-/// Whether `c` is a letter: Alphabetic, or a combining mark.
+/// Whether `c` is a letter: Alphabetic, or a combining mark. The General Punctuation (U+2000
+/// to U+206F: dashes, quotation marks, the characters beyond ASCII that most often end a word)
+/// holds neither, and no mark is below U+0300: those skip the tables.
 fn is_letter(c: char) -> bool {
     use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
-    c.is_alphabetic() || c.general_category_group() == GeneralCategoryGroup::Mark
+    if ('\u{2000}'..='\u{206f}').contains(&c) {
+        return false;
+    }
+    c.is_alphabetic()
+        || (c >= '\u{300}' && c.general_category_group() == GeneralCategoryGroup::Mark)
+}
+
+/// The lower-case form of `c` if it is a letter of Latin-1 (U+00C0 to U+00FF but for × and
+/// ÷: the accented letters of Western European languages), whose capitals are their small
+/// letters less 0x20; else `None`, and the general tables decide.
+fn latin1_letter_lower(c: char) -> Option<char> {
+    match c {
+        '\u{d7}' | '\u{f7}' => None,
+        '\u{c0}'..='\u{de}' => char::from_u32(c as u32 + 0x20),
+        '\u{df}'..='\u{ff}' => Some(c),
+        _ => None,
+    }
 }
 
 /// The words of a run beyond ASCII, split by [`Beyond::split`] and handed out one at a time
 /// by [`Beyond::take`]; and the bytes not UTF-8 seen so far.
 #[derive(Default)]
 struct Beyond {
-    /// The words, lower-cased, one after another.
-    words: String,
+    /// The words, lower-cased, one after another (UTF-8).
+    words: Vec<u8>,
     /// Where each word ends in `words`.
     ends: Vec<usize>,
     /// The next word to hand out.
@@ -261,7 +279,7 @@ impl Beyond {
             0 => 0,
             k => self.ends[k - 1],
         };
-        let bytes = &self.words.as_bytes()[start..self.ends[self.next]];
+        let bytes = &self.words[start..self.ends[self.next]];
         self.next += 1;
         // A character other than NUL has no zero byte in UTF-8: the padding is unambiguous.
         let padded = (bytes.len() <= 16).then(|| {
@@ -273,8 +291,21 @@ impl Beyond {
         Word { bytes, padded }
     }
 
+    /// Ends the word being split, if it has begun.
+    fn end_word(&mut self) {
+        if self.words.len() > self.ends.last().copied().unwrap_or(0) {
+            self.ends.push(self.words.len());
+        }
+    }
+
+    fn push(&mut self, c: char) {
+        self.words
+            .extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+
     /// Splits `run` (ASCII letters and bytes of 0x80 and up) into words: decoded as UTF-8,
-    /// lower-cased a character at a time; a byte that is not UTF-8 separates words and is
+    /// lower-cased a character at a time; the bytes of each maximal part of it that is not
+    /// UTF-8 (as [`std::str::Utf8Error::error_len`] delimits them) separate words and are
     /// counted. Out of line: most text never comes here.
     #[cold]
     #[inline(never)]
@@ -282,25 +313,48 @@ impl Beyond {
         self.words.clear();
         self.ends.clear();
         self.next = 0;
-        let mut end_word = |b: &mut Self| {
-            if b.words.len() > b.ends.last().copied().unwrap_or(0) {
-                b.ends.push(b.words.len());
+        let mut i = 0;
+        while i < run.len() {
+            let b = run[i];
+            if b < 0x80 {
+                // An ASCII letter: a run holds no other ASCII byte.
+                self.words.push(b | 0x20);
+                i += 1;
+                continue;
             }
-        };
-        for chunk in run.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if is_letter(c) {
-                    self.words.extend(c.to_lowercase());
-                } else {
-                    end_word(self);
+            let width = match b {
+                0xc2..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf4 => 4,
+                _ => 0,
+            };
+            let c = run
+                .get(i..i + width)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.chars().next());
+            match c {
+                Some(c) => {
+                    i += width;
+                    if let Some(lower) = latin1_letter_lower(c) {
+                        self.push(lower);
+                    } else if is_letter(c) {
+                        c.to_lowercase().for_each(|l| self.push(l));
+                    } else {
+                        self.end_word();
+                    }
+                }
+                None => {
+                    let bad = std::str::from_utf8(&run[i..])
+                        .err()
+                        .and_then(|e| e.error_len())
+                        .unwrap_or(run.len() - i);
+                    self.not_utf8 += bad as u64;
+                    i += bad;
+                    self.end_word();
                 }
             }
-            if !chunk.invalid().is_empty() {
-                self.not_utf8 += chunk.invalid().len() as u64;
-                end_word(self);
-            }
         }
-        end_word(self);
+        self.end_word();
     }
 }
 
@@ -407,6 +461,30 @@ mod tests {
         );
         // A word beyond 16 bytes is handed out without its padded form.
         assert_eq!(strings("Überraschungsangriffe"), ["überraschungsangriffe"]);
+    }
+
+    #[test]
+    fn letters_are_found_as_the_general_tables_say() {
+        use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+        for c in (0..=0x2fff_u32).filter_map(char::from_u32) {
+            let mark = c.general_category_group() == GeneralCategoryGroup::Mark;
+            assert_eq!(is_letter(c), c.is_alphabetic() || mark, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn latin1_letters_are_lower_cased_as_the_general_tables_say() {
+        for c in '\u{80}'..='\u{ff}' {
+            if let Some(lower) = latin1_letter_lower(c) {
+                assert!(c.is_alphabetic(), "{c:?}");
+                assert_eq!(c.to_lowercase().collect::<Vec<_>>(), [lower], "{c:?}");
+            } else {
+                assert!(
+                    !('\u{c0}'..='\u{ff}').contains(&c) || !c.is_alphabetic(),
+                    "{c:?}"
+                );
+            }
+        }
     }
 
     #[test]
