@@ -32,11 +32,12 @@ pub struct JobSpecArgs {
     /// Run incrementally from an earlier output of this job: read only the input it did not
     /// cover (new files, and what was appended to files it read) and fold that into its
     /// state. The output is the same as a full run over all the input. Refused, naming the
-    /// file, if an input it covered shrank, was rewritten or is gone (see docs/INCREMENTAL.md).
+    /// file, if an input it covered shrank, was rewritten or is gone, and if it was written by
+    /// another version of the job or with other parameters (see docs/INCREMENTAL.md).
     #[arg(long, value_name = "EARLIER_OUTPUT")]
     pub from: Option<String>,
     /// With --from: run in full (with a warning) instead of refusing when an input it
-    /// covered changed.
+    /// covered changed, or the job or its parameters did.
     #[arg(long, requires = "from")]
     pub full_if_changed: bool,
     /// Number of reduce tasks (part files).
@@ -344,6 +345,7 @@ pub async fn ship(client: &mut Client, registry: &Registry, spec: &mut JobSpec) 
     if let Ok(job) = registry.create(&spec.job, &spec.params) {
         spec.input_format = job.input_format();
         spec.gpu = job.wants_gpu();
+        spec.version = job.version();
     }
     resolve_path_params(registry, spec)?;
     // A built-in job runs in the cluster's own executors; one this binary registered under a
@@ -705,10 +707,7 @@ pub fn run_local(registry: &Registry, args: JobSpecArgs, work_dir: Option<PathBu
     display.finish();
     let report = report?;
     if let Some(change) = &report.full_because {
-        eprintln!(
-            "warning: ran in full, not from {}: input {change}",
-            spec.from
-        );
+        eprintln!("warning: ran in full, not from {}: {change}", spec.from);
     }
     if let Some(w) = &report.not_read_warning {
         eprintln!("warning: {w}");

@@ -391,6 +391,10 @@ fn words_beyond_ascii_are_counted_whole_and_text_not_utf8_is_warned_about_on_bot
             .collect();
         let lines: std::collections::BTreeSet<&str> = text.lines().collect();
         assert_eq!(lines, expected, "{runner}");
+        // The manifest records the version of wordcount that counted these words.
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(output.join("_MANIFEST.json")).unwrap()).unwrap();
+        assert_eq!(manifest["job_version"], 2, "{runner}: {manifest}");
     }
 }
 

@@ -415,7 +415,7 @@ impl Coordinator {
         let warnings = plan
             .full_because
             .iter()
-            .map(|c| format!("runs in full, not from {}: input {c}", spec.from))
+            .map(|c| format!("runs in full, not from {}: {c}", spec.from))
             .chain(plan.not_read_warning())
             .collect();
         let id = self
@@ -442,6 +442,7 @@ impl Coordinator {
                 .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
             format = job.input_format();
             spec.gpu = job.wants_gpu();
+            spec.version = job.version();
         } else if !self.has_binary(&spec.binary)? {
             // The job and its parameters are checked by the binary that has them, at submit.
             return Err(ServiceError::failed_precondition(format!(

@@ -123,11 +123,12 @@ pub fn cover(
     })
 }
 
-/// How a covered input file changed in a way an incremental run cannot continue.
+/// Why an incremental run cannot continue an earlier output: a covered input file changed
+/// in a way it cannot continue, or the output was written by another definition of the job.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Change {
     /// Shorter than the range covered.
-    #[error("{path} shrank: {from} covered its first {covered} bytes, it now has {now}")]
+    #[error("input {path} shrank: {from} covered its first {covered} bytes, it now has {now}")]
     Shrank {
         /// The file.
         path: String,
@@ -139,7 +140,7 @@ pub enum Change {
         now: u64,
     },
     /// The covered bytes differ from the fingerprint.
-    #[error("{path} was rewritten: its first {covered} bytes are not those {from} covered")]
+    #[error("input {path} was rewritten: its first {covered} bytes are not those {from} covered")]
     Rewritten {
         /// The file.
         path: String,
@@ -149,7 +150,7 @@ pub enum Change {
         covered: u64,
     },
     /// A file read whole that changed.
-    #[error("{path} changed since {from} read it whole ({covered} bytes, now {now}); a compressed file or a whole-file input cannot be continued where a run stopped, so add new data as new files")]
+    #[error("input {path} changed since {from} read it whole ({covered} bytes, now {now}); a compressed file or a whole-file input cannot be continued where a run stopped, so add new data as new files")]
     ChangedWhole {
         /// The file.
         path: String,
@@ -161,15 +162,37 @@ pub enum Change {
         now: u64,
     },
     /// Covered, and no longer among the inputs.
-    #[error("{path} is gone: {from} covered it, and the inputs no longer hold it")]
+    #[error("input {path} is gone: {from} covered it, and the inputs no longer hold it")]
     Gone {
         /// The file.
         path: String,
         /// The earlier output.
         from: String,
     },
+    /// The earlier output was written by another version of the job ([`crate::Job::VERSION`]).
+    #[error("{from} was written by version {was} of job {job}, and this run is version {now}, which computes its results otherwise: its state cannot be folded in")]
+    OtherVersion {
+        /// The earlier output.
+        from: String,
+        /// The job.
+        job: String,
+        /// The version that wrote it.
+        was: u32,
+        /// The version of this run.
+        now: u32,
+    },
+    /// The earlier output was written with other parameters.
+    #[error("{from} was written with parameters {was}, and this run has {now}: its state may count something else, so it is not folded in")]
+    OtherParams {
+        /// The earlier output.
+        from: String,
+        /// Its parameters (`k=v,k=v`, or `none`).
+        was: String,
+        /// This run's.
+        now: String,
+    },
     /// The covered range ended inside a line, and the file grew.
-    #[error("{path} grew inside a line: {from} read its first {covered} bytes, which ended without a line terminator, as a whole last line")]
+    #[error("input {path} grew inside a line: {from} read its first {covered} bytes, which ended without a line terminator, as a whole last line")]
     GrewInsideLine {
         /// The file.
         path: String,
@@ -185,6 +208,10 @@ pub enum Change {
 pub struct Base {
     /// The output directory.
     pub from: String,
+    /// The version of the job that wrote it.
+    pub job_version: u32,
+    /// The parameters it was written with.
+    pub params: std::collections::BTreeMap<String, String>,
     /// Its coverage, by path.
     pub coverage: HashMap<String, CoveredFile>,
     /// Its state files (`_state/part-*`) and their lengths, in partition order.
@@ -319,6 +346,8 @@ impl Base {
         }
         Ok(Base {
             from: from.into(),
+            job_version: manifest.job_version,
+            params: manifest.params,
             coverage: manifest
                 .coverage
                 .into_iter()
@@ -326,6 +355,38 @@ impl Base {
                 .collect(),
             state,
         })
+    }
+
+    /// Checks that a run of `spec` computes what this output's state holds: the same version of
+    /// the job, with the same parameters.
+    ///
+    /// # Errors
+    /// [`Change::OtherVersion`] or [`Change::OtherParams`].
+    pub fn same_definition(&self, spec: &protocol::JobSpec) -> Result<(), Change> {
+        if self.job_version != spec.version {
+            return Err(Change::OtherVersion {
+                from: self.from.clone(),
+                job: spec.job.clone(),
+                was: self.job_version,
+                now: spec.version,
+            });
+        }
+        if self.params != spec.params {
+            let text = |p: &std::collections::BTreeMap<String, String>| {
+                if p.is_empty() {
+                    "none".to_string()
+                } else {
+                    let pairs: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    pairs.join(",")
+                }
+            };
+            return Err(Change::OtherParams {
+                from: self.from.clone(),
+                was: text(&self.params),
+                now: text(&spec.params),
+            });
+        }
+        Ok(())
     }
 
     /// Checks `file` (now listed among the inputs) against its coverage here, if any; returns
@@ -449,6 +510,8 @@ mod tests {
         );
         let base = Base {
             from: "prev".into(),
+            job_version: 1,
+            params: Default::default(),
             coverage: [(c.path.clone(), c.clone())].into(),
             state: Vec::new(),
         };

@@ -99,6 +99,11 @@ pub fn run_local(
 ) -> Result<LocalReport, LocalError> {
     let storage = Storage::default();
     let mut job = registry.create(&spec.job, &spec.params)?;
+    // The version is the job's own, as a cluster sets it at submit.
+    let spec = &JobSpec {
+        version: job.version(),
+        ..spec.clone()
+    };
     let setup = crate::sdk::TaskSetup::new(&spec.inputs, spec.reducers, &storage);
     job.setup(&setup).map_err(LocalError::Setup)?;
     let mode = if spec.overwrite {
@@ -276,6 +281,8 @@ fn run_tasks(
     }
     let manifest = Manifest {
         job: spec.job.clone(),
+        job_version: spec.version,
+        params: spec.params.clone(),
         parts,
         state: states,
         coverage: plan.coverage.clone(),

@@ -33,6 +33,13 @@ pub struct PartInfo {
 pub struct Manifest {
     /// The job that wrote it.
     pub job: String,
+    /// The version of the job's definition ([`crate::Job::VERSION`]; 1 in outputs written
+    /// before versions were recorded).
+    #[serde(default = "protocol::spec::first_version")]
+    pub job_version: u32,
+    /// The job's parameters.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
     /// The part files, in partition order.
     pub parts: Vec<PartInfo>,
     /// The state files under `_state/`, in partition order (jobs that keep state).
@@ -343,6 +350,8 @@ mod tests {
     fn manifest(parts: u32) -> Manifest {
         Manifest {
             job: "test".into(),
+            job_version: 1,
+            params: Default::default(),
             parts: (0..parts)
                 .map(|r| PartInfo {
                     name: part_name(r),

@@ -76,7 +76,9 @@ pub enum PlanError {
     #[error(transparent)]
     Base(#[from] BaseError),
     /// An input it covered changed.
-    #[error("cannot continue from {from}: input {change}; pass --full-if-changed to run in full instead")]
+    #[error(
+        "cannot continue from {from}: {change}; pass --full-if-changed to run in full instead"
+    )]
     Changed {
         /// The output it continues.
         from: String,
@@ -101,7 +103,8 @@ pub enum PlanError {
 /// [`plan_inputs`], with the coverage the output will record. An incremental run
 /// ([`JobSpec::from`]) plans only the input its base did not cover (new files, and the grown
 /// tails of covered ones), then one split per state file of the base; an input the base
-/// covered that changed otherwise refuses the run ([`PlanError::Changed`]), or with
+/// covered that changed otherwise, or a base written by another version of the job or with
+/// other parameters, refuses the run ([`PlanError::Changed`]), or with
 /// [`JobSpec::full_if_changed`] plans it in full ([`Plan::full_because`]).
 ///
 /// # Errors
@@ -121,10 +124,14 @@ pub fn plan_job(
         .into());
     }
     let base = Base::load(storage, &spec.from, &spec.job)?;
-    match plan_with(storage, spec, format, Some(&base))? {
+    let planned = match base.same_definition(spec) {
+        Ok(()) => plan_with(storage, spec, format, Some(&base))?,
+        Err(change) => Err(change),
+    };
+    match planned {
         Ok(plan) => Ok(plan),
         Err(change) if spec.full_if_changed => {
-            tracing::warn!(from = %spec.from, %change, "input changed: running in full");
+            tracing::warn!(from = %spec.from, %change, "cannot continue: running in full");
             let mut plan = plan_with(storage, spec, format, None)?.expect("no base, no change");
             plan.full_because = Some(change);
             Ok(plan)

@@ -76,6 +76,8 @@ pub trait DynJob: Send + Sync {
     fn path_params(&self) -> &'static [&'static str];
     /// Whether the job keeps state beside its output ([`crate::Job::STATE`] with a combiner).
     fn keeps_state(&self) -> bool;
+    /// The version of its definition ([`crate::Job::VERSION`]).
+    fn version(&self) -> u32;
     /// Runs a reduce task over `runs` (one per map, in map order) into `out`, and its state
     /// into `state` where the job keeps state; more than
     /// [`crate::runtime::reduce::MERGE_FACTOR`] runs are first merged down to that many in
@@ -122,6 +124,10 @@ impl<J: Job> DynJob for J {
 
     fn keeps_state(&self) -> bool {
         J::STATE && J::COMBINE.is_some()
+    }
+
+    fn version(&self) -> u32 {
+        J::VERSION
     }
 
     fn run_reduce(

@@ -178,6 +178,12 @@ pub trait Job: Send + Sync + Sized + 'static {
     /// depends on the fold of a key's values alone (a count, a sum, a histogram, a top-N over
     /// counts), which is what a combiner already promises. Ignored without a combiner.
     const STATE: bool = false;
+    /// The version of the job's definition: raise it when a change makes the job compute
+    /// something else from the same input (another tokeniser, a fixed parser, another key),
+    /// so that the state of an output written before cannot be folded into a run of the new
+    /// definition: an incremental run (`--from`) of another version is refused, or with
+    /// `--full-if-changed` runs in full. Recorded in each output's manifest.
+    const VERSION: u32 = 1;
 
     /// Called once per task before any record: load a model or a lookup table, or sample the
     /// input (see [`TaskSetup`]). Not called when a job is only checked (at submit).

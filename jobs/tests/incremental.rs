@@ -340,6 +340,75 @@ fn bases_that_cannot_be_continued_are_refused_with_the_reason() {
     assert!(m.contains("state file") && m.contains("missing"), "{m}");
 }
 
+#[test]
+fn outputs_of_another_version_of_the_job_or_other_parameters_are_not_continued() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text");
+    append(&text.join("a.txt"), "Café in Zürich\n".as_bytes());
+    let words = Run {
+        job: "wordcount",
+        input: &text,
+        reducers: 1,
+        split_size: 1 << 20,
+    };
+    // An output as the wordcount before version 2 wrote it (its manifest says no version):
+    // its state counts "caf" and "z", which the words of this version never are.
+    let old = dir.path().join("old");
+    words.go(&old, None).unwrap();
+    let manifest = old.join("_MANIFEST.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["job_version"], 2);
+    m.as_object_mut().unwrap().remove("job_version");
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    append(&text.join("a.txt"), "more text\n".as_bytes());
+    let (change, msg) = refused(words.go(&dir.path().join("x"), Some(&old)));
+    assert!(
+        matches!(change, Change::OtherVersion { was: 1, now: 2, .. }),
+        "{change:?}"
+    );
+    assert!(
+        msg.contains("written by version 1 of job wordcount, and this run is version 2"),
+        "{msg}"
+    );
+    // With --full-if-changed it runs in full, and says why.
+    let mut spec = words.spec(&dir.path().join("y"), Some(&old));
+    spec.full_if_changed = true;
+    let report = words.go_spec(&spec).unwrap();
+    assert!(
+        matches!(report.full_because, Some(Change::OtherVersion { .. })),
+        "{:?}",
+        report.full_because
+    );
+    words.go(&dir.path().join("full"), None).unwrap();
+    assert_same_output(&dir.path().join("y"), &dir.path().join("full"));
+
+    // Parameters: top-photos with n=3, continued with n=5.
+    let log = dir.path().join("log");
+    append(&log.join("a.log"), &lines(&mut WeblogGen::new(3), 200));
+    let top = Run {
+        job: "top-photos",
+        input: &log,
+        reducers: 1,
+        split_size: 1 << 20,
+    };
+    let mut spec = top.spec(&dir.path().join("n3"), None);
+    spec.params.insert("n".into(), "3".into());
+    top.go_spec(&spec).unwrap();
+    let mut spec = top.spec(&dir.path().join("n5"), Some(&dir.path().join("n3")));
+    spec.params.insert("n".into(), "5".into());
+    let (change, msg) = refused(top.go_spec(&spec));
+    assert!(matches!(change, Change::OtherParams { .. }), "{change:?}");
+    assert!(
+        msg.contains("written with parameters n=3, and this run has n=5"),
+        "{msg}"
+    );
+    // The same parameters continue.
+    spec.params.insert("n".into(), "3".into());
+    let report = top.go_spec(&spec).unwrap();
+    assert!(report.full_because.is_none());
+}
+
 /// One hour of growth in the property test.
 #[derive(Clone, Debug)]
 enum Grow {

@@ -199,6 +199,15 @@ pub struct JobSpec {
     /// Labels (`--label key=value`) to find and group jobs by.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The version of the job's definition (`Job::VERSION`, set from the job at submit): an
+    /// incremental run continues only an output of the same version.
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+/// The version of a job that says none (specs and manifests written before versions were).
+pub fn first_version() -> u32 {
+    1
 }
 
 impl JobSpec {
@@ -224,6 +233,7 @@ impl JobSpec {
             full_if_changed: false,
             name: String::new(),
             labels: BTreeMap::new(),
+            version: first_version(),
         }
     }
 
@@ -249,6 +259,7 @@ impl JobSpec {
             full_if_changed: self.full_if_changed,
             name: self.name.clone(),
             labels: self.labels.clone().into_iter().collect(),
+            version: self.version,
         }
     }
 
@@ -332,6 +343,7 @@ impl JobSpec {
             full_if_changed: p.full_if_changed,
             name: p.name,
             labels: p.labels.into_iter().collect(),
+            version: p.version.max(first_version()),
         })
     }
 }

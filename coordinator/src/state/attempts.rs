@@ -289,6 +289,8 @@ impl State {
             output: job.spec.output.clone(),
             manifest: Manifest {
                 job: job.spec.job.clone(),
+                job_version: job.spec.version,
+                params: job.spec.params.clone(),
                 parts,
                 state,
                 coverage: job.coverage.clone(),

@@ -24,6 +24,8 @@ impl Job for WordCount {
     type Value = u64;
     const COMBINE: Option<Combiner<u64>> = Some(sdk::sum);
     const STATE: bool = true;
+    /// Version 1 split words at every byte beyond ASCII ("café" counted as "caf").
+    const VERSION: u32 = 2;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
         // A word has no zero byte. Its bytes are left unread where it has padded words, so
@@ -167,17 +169,15 @@ pub fn for_each_word(text: &[u8], mut f: impl FnMut(Word<'_>)) -> u64 {
             }
             // The end of its ASCII letters; if a byte beyond ASCII comes next, the whole run
             // goes to `beyond`.
-            let mut past_ascii = false;
-            loop {
+            let past_ascii = loop {
                 let w = load(text, i);
                 let rest = !letters(w) & HIGH;
                 if rest != 0 {
                     i += (rest.trailing_zeros() / 8) as usize;
-                    past_ascii = w & rest & rest.wrapping_neg() != 0;
-                    break;
+                    break w & rest & rest.wrapping_neg() != 0;
                 }
                 i += 8;
-            }
+            };
             if past_ascii {
                 i = run_end(text, i);
                 beyond.split(&text[start..i]);
