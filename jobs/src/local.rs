@@ -279,15 +279,13 @@ fn run_tasks(
         p.reduces_done += 1;
         progress(p);
     }
-    let manifest = Manifest {
-        job: spec.job.clone(),
-        job_version: spec.version,
-        params: spec.params.clone(),
+    let manifest = Manifest::of(
+        spec,
         parts,
-        state: states,
-        coverage: plan.coverage.clone(),
-        not_read: plan.not_read.clone(),
-    };
+        states,
+        plan.coverage.clone(),
+        plan.not_read.clone(),
+    );
     output::publish(
         storage,
         &spec.output,

@@ -37,7 +37,7 @@ pub struct Manifest {
     /// before versions were recorded).
     #[serde(default = "protocol::spec::first_version")]
     pub job_version: u32,
-    /// The job's parameters.
+    /// The job's parameters, where it keeps state (they say what the state counts).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub params: std::collections::BTreeMap<String, String>,
     /// The part files, in partition order.
@@ -53,6 +53,34 @@ pub struct Manifest {
     /// `.`; a file named twice), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_read: Vec<NotRead>,
+}
+
+impl Manifest {
+    /// The manifest of an output of `spec` with these part and state files. The parameters
+    /// are recorded beside state only, where a later run `--from` this output must have the
+    /// same (outputs without state are compared across runs whose parameters only say how
+    /// to compute, such as a batch size or a cache).
+    pub fn of(
+        spec: &protocol::JobSpec,
+        parts: Vec<PartInfo>,
+        state: Vec<PartInfo>,
+        coverage: Vec<crate::coverage::CoveredFile>,
+        not_read: Vec<NotRead>,
+    ) -> Manifest {
+        Manifest {
+            job: spec.job.clone(),
+            job_version: spec.version,
+            params: if state.is_empty() {
+                Default::default()
+            } else {
+                spec.params.clone()
+            },
+            parts,
+            state,
+            coverage,
+            not_read,
+        }
+    }
 }
 
 /// An entry under a job's inputs that it did not read.

@@ -287,15 +287,13 @@ impl State {
         Action::Publish {
             job: job.id,
             output: job.spec.output.clone(),
-            manifest: Manifest {
-                job: job.spec.job.clone(),
-                job_version: job.spec.version,
-                params: job.spec.params.clone(),
+            manifest: Manifest::of(
+                &job.spec,
                 parts,
                 state,
-                coverage: job.coverage.clone(),
-                not_read: job.not_read.clone(),
-            },
+                job.coverage.clone(),
+                job.not_read.clone(),
+            ),
             skipped: [job.skipped.clone(), job.listed.clone()].concat(),
         }
     }
