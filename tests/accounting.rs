@@ -396,6 +396,33 @@ fn words_beyond_ascii_are_counted_whole_and_text_not_utf8_is_warned_about_on_bot
             serde_json::from_slice(&std::fs::read(output.join("_MANIFEST.json")).unwrap()).unwrap();
         assert_eq!(manifest["job_version"], 2, "{runner}: {manifest}");
     }
+    // Text saved as UTF-16 (as Windows tools write it) would be counted a letter at a time:
+    // both runners fail the job, naming the file and its encoding.
+    let utf16: Vec<u8> = [0xfeff_u16]
+        .into_iter()
+        .chain("Notes from Windows\n".encode_utf16())
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    std::fs::write(input.join("notes.txt"), utf16).unwrap();
+    let mut local = quern();
+    local.args(["run", "--local"]);
+    let mut submit = cluster.job();
+    submit.arg("submit");
+    for (mut cmd, runner) in [(local, "local"), (submit, "cluster")] {
+        let output = dir.path().join(format!("{runner}-utf16"));
+        let done = run(cmd
+            .args(["wordcount", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output));
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success(), "{runner}: {err}");
+        assert!(
+            err.contains("notes.txt is UTF-16LE text"),
+            "{runner}: {err}"
+        );
+        assert!(!output.join("_SUCCESS").exists(), "{runner}");
+    }
 }
 
 #[test]

@@ -8,7 +8,10 @@
 //! format Quern does not decode (`.xz`, `.lz4`, `.zip`, ...) is refused when the job is
 //! planned ([`unreadable_compression`]), naming it: read as text it would only yield
 //! malformed records. For the same reason a file read as text whose first bytes are a
-//! compressed format's fails its task naming the format ([`InputError::Unnamed`]). No format here can be entered at an arbitrary byte, so the planner gives each compressed file one
+//! compressed format's fails its task naming the format ([`InputError::Unnamed`]), and one
+//! read as text lines that begins with a UTF-16 or UTF-32 byte-order mark fails naming the
+//! encoding ([`InputError::Wide`]). No format here can be entered at an arbitrary byte, so the
+//! planner gives each compressed file one
 //! split ([`Codec::of`]); record offsets (for skip mode and error messages) are offsets in the
 //! decoded bytes. A corrupt or truncated compressed file fails the task with a
 //! [`InputError::Corrupt`] that names the file: no retry can mend it, and a partial read
@@ -104,6 +107,19 @@ pub fn unreadable_compression(path: &str) -> Option<&'static str> {
         .map(|(_, name)| *name)
 }
 
+/// The encoding a text file beginning with `data` is in, if its byte-order mark says it is
+/// UTF-16 or UTF-32 (bytes 0xFE and 0xFF are never UTF-8): read as UTF-8, every character
+/// would carry zero bytes, and a job would count garbage.
+fn wide_text_by_bom(data: &[u8]) -> Option<&'static str> {
+    match data {
+        [0xff, 0xfe, 0, 0, ..] => Some("UTF-32LE"),
+        [0, 0, 0xfe, 0xff, ..] => Some("UTF-32BE"),
+        [0xff, 0xfe, ..] => Some("UTF-16LE"),
+        [0xfe, 0xff, ..] => Some("UTF-16BE"),
+        _ => None,
+    }
+}
+
 /// The compression format whose magic bytes `data` begins with, and what to name such a file,
 /// if any: gzip (with deflate, and no reserved flag set), Zstandard, bzip2 (its stream header
 /// and a block's, or an empty stream's end), xz. UTF-8 text cannot begin with the first three
@@ -167,6 +183,14 @@ pub enum InputError {
         format: &'static str,
         /// What to do.
         hint: &'static str,
+    },
+    /// A text file (read as lines) that begins with a UTF-16 or UTF-32 byte-order mark.
+    #[error("input {path} is {encoding} text (it begins with a byte-order mark), and text is read as UTF-8: convert it, e.g. iconv -f {encoding} -t UTF-8")]
+    Wide {
+        /// The file.
+        path: String,
+        /// Its encoding.
+        encoding: &'static str,
     },
     /// A file of a group is shorter than when the job was planned.
     #[error("input {path} changed while the job ran: it was {planned} bytes when the job was planned, and is {now}")]
@@ -242,6 +266,7 @@ pub fn read_input(
                     hint,
                 });
             }
+            check_utf8_text(&split.path, &data, format)?;
         }
         return Ok(InputData {
             offset,
@@ -250,12 +275,27 @@ pub fn read_input(
         });
     };
     let raw = storage.read_all(&split.path)?;
+    let data = decode_file(&split.path, codec, &raw, scratch)?;
+    check_utf8_text(&split.path, &data, format)?;
     Ok(InputData {
         offset: 0,
-        data: decode_file(&split.path, codec, &raw, scratch)?,
+        data,
         compressed_bytes: Some(raw.len() as u64),
         group: Vec::new(),
     })
+}
+
+/// Refuses the start of a file read as text lines whose byte-order mark says it is UTF-16 or
+/// UTF-32 ([`InputError::Wide`]). Records read as raw lines may be binary, and are not
+/// checked.
+fn check_utf8_text(path: &str, start: &[u8], format: crate::InputFormat) -> Result<(), InputError> {
+    match wide_text_by_bom(start) {
+        Some(encoding) if format == crate::InputFormat::Lines => Err(InputError::Wide {
+            path: path.to_string(),
+            encoding,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn decode_file(path: &str, codec: Codec, raw: &[u8], scratch: &Path) -> Result<Bytes, InputError> {
@@ -534,6 +574,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("a.log.gz"), "{err}");
+    }
+
+    #[test]
+    fn text_in_utf16_or_utf32_is_refused_naming_the_file_and_its_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::default();
+        let read = |name: &str, bytes: &[u8], format| {
+            let path = dir.path().join(name).display().to_string();
+            std::fs::write(&path, bytes).unwrap();
+            let split = Split::range(path, 0, bytes.len() as u64);
+            read_input(&storage, &split, bytes.len() as u64, format, dir.path())
+        };
+        let utf16le: Vec<u8> = [0xfeff_u16]
+            .into_iter()
+            .chain("hello\n".encode_utf16())
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let lines = crate::InputFormat::Lines;
+        for (name, bytes, encoding) in [
+            ("le.txt", utf16le.clone(), "UTF-16LE"),
+            ("be.txt", vec![0xfe, 0xff, 0, b'h', 0, b'\n'], "UTF-16BE"),
+            (
+                "le32.txt",
+                vec![0xff, 0xfe, 0, 0, b'h', 0, 0, 0],
+                "UTF-32LE",
+            ),
+            ("le.txt.gz", gzip(&utf16le), "UTF-16LE"),
+        ] {
+            let err = read(name, &bytes, lines).unwrap_err();
+            assert!(
+                matches!(err, InputError::Wide { encoding: e, .. } if e == encoding),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // A UTF-8 byte-order mark is UTF-8; raw lines may be binary.
+        assert!(read("bom8.txt", b"\xef\xbb\xbfhello\n", lines).is_ok());
+        assert!(read("raw.bin", &utf16le, crate::InputFormat::RawLines).is_ok());
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl From<crate::input::InputError> for TaskError {
             }
             e @ (crate::input::InputError::Corrupt { .. }
             | crate::input::InputError::Unnamed { .. }
+            | crate::input::InputError::Wide { .. }
             | crate::input::InputError::Changed { .. }) => TaskError::Input(e.to_string()),
         }
     }
