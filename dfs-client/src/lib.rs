@@ -63,6 +63,15 @@ pub enum DfsError {
         /// The missing path.
         path: String,
     },
+    /// An input is there, but holds no file to read: a directory with no files in it or below
+    /// it, or whose entries were all passed over for their names.
+    #[error("input {path} holds no file to read: {why}")]
+    NothingToRead {
+        /// The path or glob.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// A read asked for bytes past the end of the file.
     #[error("range {start}..{end} is past the end of {path} ({len} bytes)")]
     OutOfRange {
@@ -185,7 +194,8 @@ impl Storage {
     /// and hidden files never become input), and by a glob unless it starts with one itself.
     ///
     /// # Errors
-    /// [`DfsError::NotFound`] when nothing matches.
+    /// [`DfsError::NotFound`] when nothing matches; [`DfsError::NothingToRead`] when a
+    /// directory or glob is there but holds no file to read.
     pub fn list(&self, url: &str) -> Result<Vec<FileStatus>, DfsError> {
         self.list_skipping(url).map(|(files, _)| files)
     }
@@ -199,9 +209,30 @@ impl Storage {
     pub fn list_skipping(&self, url: &str) -> Result<(Vec<FileStatus>, Vec<Skipped>), DfsError> {
         let p = DfsPath::parse(url)?;
         let mut names = Vec::new();
-        let files = dispatch!(self, p, list(&mut names))?;
+        let listed = dispatch!(self, p, list(&mut names));
         names.sort();
         names.dedup();
+        let files = match listed {
+            // Something is there: say what, rather than that nothing is.
+            Err(DfsError::NotFound { .. }) if !names.is_empty() => {
+                return Err(DfsError::NothingToRead {
+                    path: url.to_string(),
+                    why: format!(
+                        "{} of its entries passed over for their names, starting with _ or . (hidden, or an earlier output's marker): {}{}",
+                        names.len(),
+                        names[..names.len().min(3)].join(", "),
+                        if names.len() > 3 { ", ..." } else { "" }
+                    ),
+                });
+            }
+            Err(DfsError::NotFound { .. }) if p.backend == Backend::Local && p.local().is_dir() => {
+                return Err(DfsError::NothingToRead {
+                    path: url.to_string(),
+                    why: "it is a directory with no file in it or below it".to_string(),
+                });
+            }
+            other => other?,
+        };
         let skipped = names
             .into_iter()
             .map(|path| Skipped {

@@ -335,6 +335,31 @@ mod tests {
             s.list(&format!("{d}/*.csv")),
             Err(DfsError::NotFound { .. })
         ));
+        // Something there with nothing to read says what, rather than that nothing is.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(empty.join("sub")).unwrap();
+        let err = s.list(&empty.display().to_string()).unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "holds no file to read: it is a directory with no file in it or below it"
+            ),
+            "{err}"
+        );
+        let hidden = dir.path().join("hidden");
+        std::fs::create_dir_all(&hidden).unwrap();
+        for n in [".a", "_b", ".c", "_d"] {
+            std::fs::write(hidden.join(n), n).unwrap();
+        }
+        let err = s.list(&hidden.display().to_string()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, DfsError::NothingToRead { .. }), "{err}");
+        let h = hidden.display();
+        assert!(
+            text.contains(&format!(
+                "4 of its entries passed over for their names, starting with _ or . (hidden, or an earlier output's marker): {h}/.a, {h}/.c, {h}/_b, ..."
+            )),
+            "{text}"
+        );
     }
 
     #[test]
