@@ -1,6 +1,6 @@
-//! `inverted-index`: a Quern job binary with one extra job. For every word (a maximal run of
-//! ASCII letters, lower-cased), the sorted list of the documents (input files, by name) it
-//! appears in: `word<TAB>doc1,doc2,...`.
+//! `inverted-index`: a Quern job binary with one extra job. For every word (as the built-in
+//! `wordcount` finds them: a maximal run of Unicode letters, lower-cased), the sorted list of
+//! the documents (input files, by name) it appears in: `word<TAB>doc1,doc2,...`.
 //!
 //! ```sh
 //! cargo build --release
@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 
+use quern::builtin::wordcount;
 use quern::sdk::{Combiner, Job, MapContext, ReduceContext, Values};
 use quern::{JobInfo, Registry};
 
@@ -28,6 +29,8 @@ impl Job for InvertedIndex {
     type Value = BTreeSet<String>;
     const COMBINE: Option<Combiner<BTreeSet<String>>> = Some(union);
     const STATE: bool = true;
+    /// Version 1 split words at every letter beyond ASCII: an index it wrote is not continued.
+    const VERSION: u32 = 2;
 
     fn map(&mut self, line: &[u8], ctx: &mut MapContext<'_, Self>) {
         let doc = ctx
@@ -36,12 +39,15 @@ impl Job for InvertedIndex {
             .next()
             .unwrap_or_default()
             .to_string();
-        for word in line
-            .split(|b| !b.is_ascii_alphabetic())
-            .filter(|w| !w.is_empty())
-        {
-            let word = String::from_utf8_lossy(word).to_ascii_lowercase();
+        // The engine's tokeniser: the bytes of each word are UTF-8, lower-cased. Bytes that
+        // are not UTF-8 separate words and are counted under the counter the job summary
+        // warns about.
+        let not_utf8 = wordcount::for_each_word(line, |word| {
+            let word = String::from_utf8_lossy(word.bytes).into_owned();
             ctx.emit(&word, BTreeSet::from([doc.clone()]));
+        });
+        if not_utf8 > 0 {
+            ctx.count(wordcount::NOT_UTF8, not_utf8);
         }
     }
 
