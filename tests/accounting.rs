@@ -426,6 +426,86 @@ fn words_beyond_ascii_are_counted_whole_and_text_not_utf8_is_warned_about_on_bot
 }
 
 #[test]
+fn an_output_written_inside_the_input_directory_is_not_read_by_the_next_run_on_both_runners() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    ok(quern()
+        .args(["gen", "words", "--size", "256KiB", "--seed", "5", "--out"])
+        .arg(logs.join("a.txt")));
+    let words = |out: &Path| -> Vec<(String, Vec<u8>)> {
+        read_output(out)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("part-") || n.starts_with("_state"))
+            .collect()
+    };
+    // The first run writes its output inside the directory it read, as `logs/wc-1`.
+    ok(quern()
+        .args(["run", "--local", "wordcount", "--reducers", "2", "--input"])
+        .arg(&logs)
+        .arg("--output")
+        .arg(logs.join("wc-1")));
+    // Runs over the same directory read the same words, not the first run's counts again.
+    let cluster = Cluster::start(2);
+    let mut local = quern();
+    local.args(["run", "--local"]);
+    let mut submit = cluster.job();
+    submit.arg("submit");
+    for (mut cmd, runner) in [(local, "local"), (submit, "cluster")] {
+        let output = logs.join(format!("wc-{runner}"));
+        let done = run(cmd
+            .args(["wordcount", "--reducers", "2", "--input"])
+            .arg(&logs)
+            .arg("--output")
+            .arg(&output));
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{runner}: {err}");
+        assert_eq!(words(&output), words(&logs.join("wc-1")), "{runner}: {err}");
+        assert!(
+            err.contains("wc-1 (an earlier job's output (it holds _SUCCESS)"),
+            "{runner}: the output passed over is said: {err}"
+        );
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(output.join("_MANIFEST.json")).unwrap()).unwrap();
+        let not_read: Vec<&str> = m["not_read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        assert!(
+            not_read.iter().any(|p| p.ends_with("/logs/wc-1")),
+            "{runner}: {not_read:?}"
+        );
+    }
+    // An incremental run continues from the first output with what was appended, and folds
+    // in none of the outputs now beside the input.
+    std::fs::copy(logs.join("a.txt"), logs.join("b.txt")).unwrap();
+    let full = dir.path().join("full");
+    ok(quern()
+        .args(["run", "--local", "wordcount", "--reducers", "2", "--input"])
+        .arg(&logs)
+        .arg("--output")
+        .arg(&full));
+    let next = logs.join("wc-2");
+    ok(quern()
+        .args(["run", "--local", "wordcount", "--reducers", "2", "--input"])
+        .arg(&logs)
+        .arg("--from")
+        .arg(logs.join("wc-1"))
+        .arg("--output")
+        .arg(&next));
+    assert_eq!(words(&next), words(&full));
+    // Named, an output is input like any directory.
+    let stdout = ok(quern()
+        .args(["run", "--local", "wordcount", "--input"])
+        .arg(logs.join("wc-1"))
+        .arg("--output")
+        .arg(dir.path().join("of-counts")));
+    assert!(counters(&stdout)["map_input_records"] > 0, "{stdout}");
+}
+
+#[test]
 fn a_truncated_compressed_input_fails_the_job_naming_the_file_on_both_runners() {
     let t = tree();
     let gz = t.root.join("sub dir").join("b.log.gz");

@@ -191,7 +191,9 @@ impl Storage {
     /// directory, recursively; or, for a glob (`*`, `?`) in the last path component, the files
     /// it matches and the data files of the directories it matches. Names starting with `_`
     /// or `.` are skipped at every level below (an earlier output's `_SUCCESS`, `_temporary/`
-    /// and hidden files never become input), and by a glob unless it starts with one itself.
+    /// and hidden files never become input), and by a glob unless it starts with one itself;
+    /// so is what lies in a directory below the one named (or matched) that holds `_SUCCESS`:
+    /// an earlier job's output, written inside the input directory.
     ///
     /// # Errors
     /// [`DfsError::NotFound`] when nothing matches; [`DfsError::NothingToRead`] when a
@@ -200,9 +202,11 @@ impl Storage {
         self.list_skipping(url).map(|(files, _)| files)
     }
 
-    /// As [`Storage::list`], and the entries the listing passed over for their names (`_` or
-    /// `.` first: an earlier output's markers, hidden files, and directories with such names,
-    /// each once, not what is below them), sorted, so that a job can say what it did not read.
+    /// As [`Storage::list`], and the entries the listing passed over, sorted, so that a job
+    /// can say what it did not read: those passed over for their names (`_` or `.` first: an
+    /// earlier output's markers, hidden files, and directories with such names, each once,
+    /// not what is below them), and directories below the one named that hold `_SUCCESS`
+    /// (an earlier job's output, each once: [`SKIPPED_OUTPUT`]).
     ///
     /// # Errors
     /// As [`Storage::list`].
@@ -233,13 +237,29 @@ impl Storage {
             }
             other => other?,
         };
-        let skipped = names
+        let (files, outputs) = without_nested_outputs(&p, files, &mut names);
+        if files.is_empty() {
+            return Err(DfsError::NothingToRead {
+                path: url.to_string(),
+                why: format!(
+                    "every file in it is inside an earlier job's output below it ({}{}): name such an output as an input to read it",
+                    outputs[..outputs.len().min(3)].join(", "),
+                    if outputs.len() > 3 { ", ..." } else { "" }
+                ),
+            });
+        }
+        let mut skipped: Vec<Skipped> = names
             .into_iter()
             .map(|path| Skipped {
                 path,
                 why: SKIPPED_NAME.to_string(),
             })
+            .chain(outputs.into_iter().map(|path| Skipped {
+                path,
+                why: SKIPPED_OUTPUT.to_string(),
+            }))
             .collect();
+        skipped.sort();
         Ok((files, skipped))
     }
 
@@ -379,6 +399,58 @@ pub struct Skipped {
 /// Why an entry whose name starts with `_` or `.` is not input.
 pub const SKIPPED_NAME: &str =
     "its name starts with _ or . (hidden, or an earlier output's marker)";
+
+/// Why a directory below a listed one is not input: it holds `_SUCCESS`.
+pub const SKIPPED_OUTPUT: &str = "an earlier job's output (it holds _SUCCESS) below the input named: name it as an input itself to read it";
+
+/// Takes out of `files` those inside a directory that holds `_SUCCESS` (an earlier job's
+/// output, of Quern or of any engine that marks its outputs so) below the level `listed`
+/// names, and returns them with those directories, outermost only. A job's output written
+/// inside its input directory would otherwise be read as input by the next run over that
+/// directory. The directory `listed` names (or, for a glob, each it matches) is read whatever
+/// it holds: naming an output reads it. The markers of the directories taken out leave
+/// `markers`, which stand for them.
+fn without_nested_outputs(
+    listed: &DfsPath,
+    files: Vec<FileStatus>,
+    markers: &mut Vec<String>,
+) -> (Vec<FileStatus>, Vec<String>) {
+    let parent = |path: &str| path.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+    let named = listed.path.trim_end_matches('/').to_string();
+    let glob = named.rsplit('/').next().unwrap_or("").contains(['*', '?']);
+    let mut outputs: Vec<String> = markers
+        .iter()
+        .filter_map(|m| m.strip_suffix("/_SUCCESS"))
+        .filter(|dir| {
+            // Compared as parsed paths, so that each backend's spelling of a URL agrees.
+            let Ok(at) = DfsPath::parse(dir) else {
+                return false;
+            };
+            let at = at.path.trim_end_matches('/');
+            if glob {
+                parent(at) != parent(&named)
+            } else {
+                at != named
+            }
+        })
+        .map(str::to_string)
+        .collect();
+    // Outermost only: an output inside another goes with it.
+    let all = outputs.clone();
+    outputs.retain(|dir| !all.iter().any(|o| dir.starts_with(&format!("{o}/"))));
+    if outputs.is_empty() {
+        return (files, outputs);
+    }
+    let inside = |path: &str| {
+        outputs.iter().any(|dir| {
+            path.strip_prefix(dir.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    markers.retain(|m| !inside(m));
+    let files = files.into_iter().filter(|f| !inside(&f.path)).collect();
+    (files, outputs)
+}
 
 /// Returns the name this machine's storage host goes by, for locality of local files.
 pub fn local_host() -> String {

@@ -297,6 +297,77 @@ fn listing_recurses_skips_metadata_and_matches_globs() {
 }
 
 #[test]
+fn an_earlier_output_inside_a_listed_directory_is_passed_over_unless_named() {
+    for r in roots() {
+        let s = &r.storage;
+        for name in [
+            "logs/a.log",
+            "logs/day/b.log",
+            // A job's output written inside the directory its input was.
+            "logs/report/_SUCCESS",
+            "logs/report/part-00000",
+            "logs/report/_state/part-00000",
+            "logs/report/nested/_SUCCESS",
+            "logs/report/nested/part-00000",
+            // A directory of that name that is no output.
+            "logs/report-draft/notes.log",
+            "only/out/_SUCCESS",
+            "only/out/part-00000",
+        ] {
+            s.write_all(&format!("{}/{name}", r.url), name.as_bytes())
+                .unwrap();
+        }
+        let rel = |path: &str| {
+            path.split_once(&format!("{}/", r.url))
+                .map_or(path.to_string(), |(_, rel)| rel.to_string())
+        };
+        let names = |v: Vec<dfs_client::FileStatus>| {
+            v.into_iter().map(|f| rel(&f.path)).collect::<Vec<_>>()
+        };
+        let (files, skipped) = s.list_skipping(&format!("{}/logs", r.url)).unwrap();
+        assert_eq!(
+            names(files),
+            [
+                "logs/a.log",
+                "logs/day/b.log",
+                "logs/report-draft/notes.log"
+            ],
+            "{}: an output below the directory named is not its input",
+            r.kind
+        );
+        let skipped: Vec<_> = skipped
+            .iter()
+            .map(|k| (rel(&k.path), k.why.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [("logs/report".to_string(), dfs_client::SKIPPED_OUTPUT)],
+            "{}: listed once, with why, its markers with it",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/logs/report", r.url)).unwrap()),
+            ["logs/report/part-00000"],
+            "{}: an output named is read (and an output inside it is not)",
+            r.kind
+        );
+        assert_eq!(
+            names(s.list(&format!("{}/logs/rep*", r.url)).unwrap()),
+            ["logs/report-draft/notes.log", "logs/report/part-00000"],
+            "{}: so is one a glob matches",
+            r.kind
+        );
+        let err = s.list(&format!("{}/only", r.url)).unwrap_err();
+        assert!(
+            matches!(&err, DfsError::NothingToRead { why, .. } if why.contains("only/out")),
+            "{}: {err}",
+            r.kind
+        );
+        s.delete(&r.url).unwrap();
+    }
+}
+
+#[test]
 fn rename_moves_and_replaces_and_delete_removes_trees() {
     for r in roots() {
         let s = &r.storage;
