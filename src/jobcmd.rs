@@ -159,7 +159,17 @@ impl JobSpecArgs {
         let mut spec = JobSpec::new(self.job.clone(), inputs, absolute(&self.output)?);
         spec.params = self.params.iter().cloned().collect();
         spec.reducers = self.reducers;
-        spec.split_size = self.split_size.max(1);
+        // Both runners hold the spec to one set of rules (the coordinator checks it again).
+        if self.split_size < protocol::spec::MIN_SPLIT_SIZE {
+            bail!(
+                "--split-size must be at least {} (each split is a map task)",
+                protocol::spec::MIN_SPLIT_SIZE
+            );
+        }
+        if self.task_memory == 0 {
+            bail!("--task-memory must be more than 0");
+        }
+        spec.split_size = self.split_size;
         spec.task_memory = self.task_memory;
         spec.max_attempts = self.max_attempts.max(1);
         spec.speculation = self.speculation == "on";

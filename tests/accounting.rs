@@ -646,6 +646,32 @@ fn output_locations_follow_one_rule() {
 }
 
 #[test]
+fn sizes_out_of_range_are_refused_before_any_task_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a few words\n").unwrap();
+    // A split size of 0 ran one map per byte of input: two million maps for 2 MiB.
+    for (flag, value, said) in [
+        ("--split-size", "0", "--split-size must be at least 1024"),
+        ("--split-size", "100", "--split-size must be at least 1024"),
+        ("--task-memory", "0", "--task-memory must be more than 0"),
+    ] {
+        let output = dir.path().join("out");
+        let done = run(quern()
+            .args(["run", "--local", "wordcount", flag, value, "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output));
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(
+            !done.status.success() && err.contains(said),
+            "{flag} {value}: {err}"
+        );
+        assert!(!output.exists(), "{flag} {value}");
+    }
+}
+
+#[test]
 fn a_second_process_on_a_state_or_worker_directory_refuses_naming_the_first() {
     let cluster = Cluster::start(1);
     let state = cluster.dir.path().join(".quern");
