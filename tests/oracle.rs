@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use support::*;
 
-const GRAMMAR: &str = r#"(?-u)^[0-9.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$"#;
+const GRAMMAR: &str = r#"(?-u)^[0-9A-Fa-f:.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$"#;
 
 fn lines(path: &std::path::Path) -> String {
     let out = read_output(path);

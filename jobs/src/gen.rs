@@ -6,9 +6,9 @@
 //! The web log models a photo service: photo popularity is Zipf(1.1) over 1M photos, 100k users
 //! with Zipf(0.9) activity and 30% anonymous requests, a request mix of photo views (55%),
 //! thumbnails (20%), pages (8%), API calls (8%), static assets (6%), uploads (2%) and other
-//! paths (1%), realistic statuses and log-normal-ish latencies, and about 0.1% malformed lines
-//! of four kinds: truncated, garbage bytes, invalid UTF-8 in a structural field, and a missing
-//! latency.
+//! paths (1%), realistic statuses and log-normal-ish latencies, clients on IPv4 and (a third)
+//! IPv6, and about 0.1% malformed lines of four kinds: truncated, garbage bytes, invalid UTF-8
+//! in a structural field, and a missing latency.
 
 use std::io::{self, Write};
 
@@ -248,13 +248,29 @@ impl WeblogGen {
             bytes.to_string()
         };
         let user_field = user.map_or("-".to_string(), |u| format!("u{u}"));
+        // A third of the clients on IPv6 (in the documentation prefix), drawn from the same
+        // bits as the IPv4 addresses: the random stream, and so every other field, is the same.
+        if (ip >> 40) % 3 == 0 {
+            let _ = write!(
+                out,
+                "2001:db8:{:x}:{:x}::{:x}",
+                (ip >> 8) & 0xffff,
+                (ip >> 24) & 0xffff,
+                1 + (ip & 0xff)
+            );
+        } else {
+            let _ = write!(
+                out,
+                "{}.{}.{}.{}",
+                10 + (ip & 0x7f),
+                (ip >> 8) & 0xff,
+                (ip >> 16) & 0xff,
+                (ip >> 24) & 0xff
+            );
+        }
         let _ = write!(
             out,
-            "{}.{}.{}.{} - {} [{:02}/{}/{}:{:02}:{:02}:{:02} +0000] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\" {}",
-            10 + (ip & 0x7f),
-            (ip >> 8) & 0xff,
-            (ip >> 16) & 0xff,
-            (ip >> 24) & 0xff,
+            " - {} [{:02}/{}/{}:{:02}:{:02}:{:02} +0000] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\" {}",
             user_field,
             d,
             MONTHS[(m - 1) as usize],

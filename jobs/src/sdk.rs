@@ -467,6 +467,13 @@ impl Counters {
                 "{malformed} of {records} input records ({:.0}%) were malformed (counter malformed_records): is this the input the job expects?",
                 malformed as f64 * 100.0 / records as f64
             ));
+        } else if records > 0 && malformed * 100 >= records {
+            // More than stray lines: records of a shape the job does not know, left out of
+            // its output.
+            out.push(format!(
+                "{malformed} of {records} input records ({:.1}%) were malformed and left out (counter malformed_records)",
+                malformed as f64 * 100.0 / records as f64
+            ));
         }
         if records > 0
             && self.0.contains_key("reduce_output_records")
@@ -769,6 +776,27 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_records_are_warned_about_from_one_in_a_hundred() {
+        let warned = |malformed: u64| {
+            let mut c = Counters::default();
+            c.add("map_input_records", 10_000);
+            c.add("malformed_records", malformed);
+            c.warnings()
+        };
+        // Stray lines (a generated log has one in a thousand) are in the counters only.
+        assert_eq!(warned(0), Vec::<String>::new());
+        assert_eq!(warned(99), Vec::<String>::new());
+        assert_eq!(
+            warned(100),
+            ["100 of 10000 input records (1.0%) were malformed and left out (counter malformed_records)"]
+        );
+        assert_eq!(
+            warned(5_001),
+            ["5001 of 10000 input records (50%) were malformed (counter malformed_records): is this the input the job expects?"]
+        );
+    }
 
     #[test]
     fn a_sample_is_the_first_whole_line_after_each_position_whatever_the_line_lengths() {

@@ -6,12 +6,14 @@
 //! IP - USER [dd/Mon/yyyy:HH:MM:SS +0000] "METHOD PATH HTTP/x.y" STATUS BYTES "REFERER" "USER-AGENT" LATENCY_MS
 //! ```
 //!
+//! IP is the client's IPv4 or IPv6 address (`10.1.2.3`, `2001:db8::7`, `::ffff:10.1.2.3`).
+//!
 //! A line is well-formed exactly when it matches this anchored grammar (matched on bytes, so
 //! non-UTF-8 bytes inside the path, referer or user agent are allowed; anywhere else they make
 //! the line malformed):
 //!
 //! ```text
-//! ^[0-9.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$
+//! ^[0-9A-Fa-f:.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$
 //! ```
 //!
 //! [`parse`] is a hand-written matcher for it (a test checks it against the regex); every job
@@ -90,7 +92,8 @@ fn number(d: &[u8]) -> u64 {
 /// Parses one line; `None` if it is malformed.
 pub fn parse(line: &[u8]) -> Option<LogLine<'_>> {
     let mut c = Cursor { s: line, i: 0 };
-    c.run(|b| digit(b) || b == b'.')?;
+    // An IPv4 or IPv6 address.
+    c.run(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')?;
     c.lit(b" - ")?;
     let user = if c.lit(b"-").is_some() {
         None

@@ -2,7 +2,7 @@ use super::*;
 use crate::gen::{Generator, WeblogGen};
 use crate::split::Lines;
 
-const GRAMMAR: &str = r#"(?-u)^[0-9.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$"#;
+const GRAMMAR: &str = r#"(?-u)^[0-9A-Fa-f:.]+ - (-|u[0-9]+) \[[0-9]+/[A-Za-z]+/[0-9]+:[0-9]+:[0-9]+:[0-9]+ [+-][0-9]+\] "([A-Z]+) ([^ "]+) HTTP/[0-9.]+" ([0-9]+) ([0-9]+|-) "[^"]*" "[^"]*" [0-9]+$"#;
 
 const GOOD: &[u8] = br#"10.1.2.3 - u42 [01/Nov/2026:00:00:01 +0000] "GET /photos/123.jpg HTTP/1.1" 200 5120 "-" "curl/8.5.0" 37"#;
 
@@ -15,6 +15,15 @@ fn parses_the_fields_of_a_good_line() {
         (&b"GET"[..], &b"/photos/123.jpg"[..], 200, 37)
     );
     assert_eq!(photo_view(&l), Some(123));
+    // A client on IPv6 views photos as one on IPv4 does.
+    for ip in ["2001:db8:85a3::8a2e:370:7334", "::1", "::ffff:10.1.2.3"] {
+        let line = [ip.as_bytes(), &GOOD[8..]].concat();
+        assert_eq!(
+            parse(&line).as_ref().and_then(photo_view),
+            Some(123),
+            "{ip}"
+        );
+    }
 }
 
 #[test]
@@ -55,6 +64,10 @@ fn parser_agrees_with_the_grammar_on_generated_and_hand_made_lines() {
         b"1.2.3.4 - - [1/a/1:1:1:1 +0] \"G p HTTP/1\" 1 -- \"\" \"\" 0",
         b"1.2.3.4 - - [1/a/1:1:1:1 +0] \"G p HTTP/1\" 1 - \"a\"b\" \"\" 0",
         b"1.2.3.4 - - [1/a/1:1:1:1 +0] \"G p HTTP/1\" 99999999999999999999999 - \"\" \"\" 99999999999999999999999",
+        b"2001:db8:0:7::1f - u1 [1/a/1:1:1:1 +0] \"G p HTTP/1\" 1 - \"\" \"\" 0",
+        b"::ffff:10.1.2.3 - - [1/a/1:1:1:1 +0] \"G p HTTP/1\" 1 - \"\" \"\" 0",
+        b"[2001:db8::1] - - [1/a/1:1:1:1 +0] \"G p HTTP/1\" 1 - \"\" \"\" 0",
+        b"client.example - - [1/a/1:1:1:1 +0] \"G p HTTP/1\" 1 - \"\" \"\" 0",
         &GOOD[..GOOD.len() - 1],
         &GOOD[..GOOD.len() - 3],
     ];
