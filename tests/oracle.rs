@@ -22,7 +22,7 @@ fn views_top_photos_and_malformed_counts_match_a_plain_computation() {
     let inputs = inputs("2MiB");
     let data = std::fs::read(&inputs.log).unwrap();
     let re = regex::bytes::Regex::new(GRAMMAR).unwrap();
-    let photo = regex::bytes::Regex::new(r"^/photos/([0-9]+)\.jpg$").unwrap();
+    let photo = regex::bytes::Regex::new(r"^/photos/([0-9]+)\.jpg(\?.*)?$").unwrap();
     let mut views: BTreeMap<u64, u64> = BTreeMap::new();
     let mut per_user: HashMap<String, HashMap<u64, u64>> = HashMap::new();
     let mut malformed = 0u64;

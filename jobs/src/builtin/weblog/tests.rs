@@ -95,7 +95,11 @@ fn views_need_get_an_exact_photo_path_and_200() {
     assert_eq!(with("GET", "/photos/9.jpg", 200), Some(9));
     assert_eq!(with("HEAD", "/photos/9.jpg", 200), None);
     assert_eq!(with("GET", "/photos/9.jpg", 304), None);
-    assert_eq!(with("GET", "/photos/9.jpg?x=1", 200), None);
+    // The query string is not part of the path: a view at another size is a view.
+    assert_eq!(with("GET", "/photos/9.jpg?w=640", 200), Some(9));
+    assert_eq!(with("GET", "/photos/9.jpg?", 200), Some(9));
+    assert_eq!(with("GET", "/photos/9.jpgx?w=640", 200), None);
+    assert_eq!(with("GET", "/photos?/9.jpg", 200), None);
     assert_eq!(with("GET", "/photos/.jpg", 200), None);
     assert_eq!(with("GET", "/photos/9a.jpg", 200), None);
     assert_eq!(
