@@ -646,6 +646,76 @@ fn output_locations_follow_one_rule() {
 }
 
 #[test]
+fn links_in_a_tar_shard_are_read_or_listed_on_both_runners() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("cat.jpg"), vec![3u8; 2000]).unwrap();
+    std::fs::write(src.join("dog.jpg"), vec![4u8; 1500]).unwrap();
+    // The same photo under a second name (a hard link), and a link to the latest.
+    std::fs::hard_link(src.join("cat.jpg"), src.join("cat-copy.jpg")).unwrap();
+    std::os::unix::fs::symlink("dog.jpg", src.join("latest.jpg")).unwrap();
+    let shards = dir.path().join("shards");
+    std::fs::create_dir_all(&shards).unwrap();
+    let tarred = Command::new("tar")
+        .arg("-cf")
+        .arg(shards.join("s.tar"))
+        .arg("-C")
+        .arg(&src)
+        .args(["cat.jpg", "dog.jpg", "cat-copy.jpg", "latest.jpg"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let cluster = Cluster::start(1);
+    let mut local = quern();
+    local.args(["run", "--local"]);
+    let mut submit = cluster.job();
+    submit.arg("submit");
+    let mut outputs = Vec::new();
+    for (mut cmd, runner) in [(local, "local"), (submit, "cluster")] {
+        let output = dir.path().join(runner);
+        let done = run(cmd
+            .args(["tar-index", "--input"])
+            .arg(&shards)
+            .arg("--output")
+            .arg(&output));
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{runner}: {err}");
+        let files = read_output(&output);
+        let index = String::from_utf8(files["part-00000"].clone()).unwrap();
+        let members: Vec<(&str, &str)> = index
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[1], f[2])
+            })
+            .collect();
+        assert_eq!(
+            members,
+            [
+                ("cat-copy.jpg", "2000"),
+                ("cat.jpg", "2000"),
+                ("dog.jpg", "1500")
+            ],
+            "{runner}: the hard link is read with its photo's data"
+        );
+        let listed = String::from_utf8(files["_skipped/records.tsv"].clone()).unwrap();
+        assert!(
+            listed.contains(
+                "tar member latest.jpg is a symbolic link to dog.jpg (not followed): not read"
+            ),
+            "{runner}: {listed}"
+        );
+        assert!(
+            err.contains("1 records were skipped (counter skipped_records"),
+            "{runner}: {err}"
+        );
+        outputs.push(files);
+    }
+    assert!(outputs[0] == outputs[1], "the cluster matches run --local");
+}
+
+#[test]
 fn sizes_out_of_range_are_refused_before_any_task_runs() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");

@@ -65,6 +65,16 @@ impl<'a> Records<'a> {
             _ => None,
         }
     }
+
+    /// For tar input: the members passed over because they hold no file data to read (a
+    /// symbolic link, a device, a hard link whose data is in another piece of the shard), each
+    /// with the offset of its header in the split's data and why, for the job to list.
+    pub fn passed_over(&self) -> &[(usize, String)] {
+        match self {
+            Records::Tar(t) => &t.passed_over,
+            _ => &[],
+        }
+    }
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -92,13 +102,21 @@ impl<'a> Iterator for GroupFiles<'a> {
     }
 }
 
-/// The regular members of a tar archive, zero-copy: ustar headers, with GNU (`L`) and pax
-/// (`path=`) long names. (A ustar name prefix is not applied: writers use one of the long-name
-/// forms for paths over 100 bytes, as GNU tar and `quern` do.)
+/// The file members of a tar archive, zero-copy: ustar headers, with GNU (`L`, `K`) and pax
+/// (`path=`, `linkpath=`) long names. (A ustar name prefix is not applied: writers use one of
+/// the long-name forms for paths over 100 bytes, as GNU tar and `quern` do.) Regular and
+/// contiguous files are members; a hard link is one too, with the data of the earlier member
+/// it links to (as extracting the archive gives it). Directories and archive metadata (global
+/// pax headers, volume labels) are not files; every other member (a symbolic link, a device,
+/// a FIFO, a sparse file, a hard link whose target is not in the data read) goes into
+/// [`TarMembers::passed_over`], with why.
 pub struct TarMembers<'a> {
     data: &'a [u8],
     pos: usize,
     long_name: Option<&'a [u8]>,
+    long_link: Option<&'a [u8]>,
+    /// Members passed over: the offset of each one's header, and why.
+    pub passed_over: Vec<(usize, String)>,
     /// Set when a header is corrupt or the archive truncated; iteration stops there.
     pub error: Option<String>,
     /// Where reading stopped when `error` is set: the bytes from here on were not read.
@@ -126,17 +144,39 @@ fn octal(h: &[u8]) -> Option<u64> {
 
 /// The `path` record of a pax extended header (`"<len> path=<value>\n"` records).
 fn pax_path(body: &[u8]) -> Option<&[u8]> {
+    pax_record(body, b"path=")
+}
+
+/// The record of a pax extended header that starts with `key` (`path=`, `linkpath=`).
+fn pax_record<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut rest = body;
     while !rest.is_empty() {
         let sp = rest.iter().position(|b| *b == b' ')?;
         let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
         let rec = rest.get(sp + 1..len)?;
-        if let Some(v) = rec.strip_prefix(b"path=") {
+        if let Some(v) = rec.strip_prefix(key) {
             return Some(v.strip_suffix(b"\n").unwrap_or(v));
         }
         rest = &rest[len..];
     }
     None
+}
+
+/// The data of the last file member named `name` in `data` (whole members from its start):
+/// the target of a hard link, which tar writers put before the link.
+fn linked<'a>(data: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    fn bare(n: &[u8]) -> &[u8] {
+        n.strip_prefix(b"./").unwrap_or(n)
+    }
+    let mut members = TarMembers {
+        piece: true,
+        ..TarMembers::new(data)
+    };
+    members
+        .by_ref()
+        .filter(|(n, _)| bare(n) == bare(name))
+        .last()
+        .map(|(_, body)| body)
 }
 
 impl<'a> TarMembers<'a> {
@@ -146,6 +186,8 @@ impl<'a> TarMembers<'a> {
             data,
             pos: 0,
             long_name: None,
+            long_link: None,
+            passed_over: Vec::new(),
             error: None,
             stopped_at: 0,
             piece: false,
@@ -218,6 +260,7 @@ pub fn tar_cuts<E>(
         }
         let (start, long) = member.take().unwrap_or((pos, None));
         match kind {
+            b'K' => member = Some((start, long)),
             b'L' | b'x' if size <= 1 << 20 => {
                 let body = read(pos + block, size)?;
                 let name = if kind == b'L' {
@@ -279,17 +322,48 @@ impl<'a> Iterator for TarMembers<'a> {
             if end > data.len() {
                 return self.fail(format!("tar member of {size} bytes runs past the end"));
             }
+            let at = self.pos;
             self.pos = start + (end - start).div_ceil(BLOCK) * BLOCK;
             let body = &data[start..end];
-            match h[156] {
+            let kind = h[156];
+            match kind {
                 b'L' => self.long_name = Some(field(body)),
-                b'x' => self.long_name = pax_path(body).or(self.long_name),
-                b'0' | 0 => {
-                    let name = self.long_name.take().unwrap_or_else(|| field(&h[0..100]));
-                    return Some((name, body));
+                b'K' => self.long_link = Some(field(body)),
+                b'x' => {
+                    self.long_name = pax_path(body).or(self.long_name);
+                    self.long_link = pax_record(body, b"linkpath=").or(self.long_link);
+                }
+                // Directories and archive metadata: no file of their own.
+                b'5' | b'g' | b'V' | b'D' => {
+                    self.long_name = None;
+                    self.long_link = None;
                 }
                 _ => {
-                    self.long_name = None;
+                    let name = self.long_name.take().unwrap_or_else(|| field(&h[0..100]));
+                    let link = self.long_link.take().unwrap_or_else(|| field(&h[157..257]));
+                    match kind {
+                        // A regular or contiguous file.
+                        b'0' | 0 | b'7' => return Some((name, body)),
+                        b'1' => {
+                            if let Some(body) = linked(&data[..at], link) {
+                                return Some((name, body));
+                            }
+                        }
+                        _ => {}
+                    }
+                    let (name, link) =
+                        (String::from_utf8_lossy(name), String::from_utf8_lossy(link));
+                    let what = match kind {
+                        b'1' => format!("a hard link to {link}, whose data is not in the part of the shard read with it"),
+                        b'2' => format!("a symbolic link to {link} (not followed)"),
+                        b'3' => "a character device".to_string(),
+                        b'4' => "a block device".to_string(),
+                        b'6' => "a FIFO".to_string(),
+                        b'S' => "a GNU sparse file (not decoded)".to_string(),
+                        other => format!("of type {:?}, which is not a file", char::from(other)),
+                    };
+                    self.passed_over
+                        .push((at, format!("tar member {name} is {what}: not read")));
                 }
             }
         }
@@ -403,6 +477,110 @@ mod tests {
             assert!(m.by_ref().count() <= 2);
             assert!(m.error().is_some());
         }
+    }
+
+    #[test]
+    fn links_devices_and_contiguous_files_in_a_tar_are_read_or_listed_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/a.jpg"), vec![7u8; 900]).unwrap();
+        // A photo kept twice as one file, as deduplicating copies leave them.
+        std::fs::hard_link(src.join("d/a.jpg"), src.join("d/b.jpg")).unwrap();
+        let long = format!("d/{}.jpg", "h".repeat(120));
+        std::fs::hard_link(src.join("d/a.jpg"), src.join(&long)).unwrap();
+        std::os::unix::fs::symlink("a.jpg", src.join("d/latest.jpg")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(src.join("d/pipe"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let tar = dir.path().join("shard.tar");
+        for format in ["gnu", "pax"] {
+            let ok = std::process::Command::new("tar")
+                .args([&format!("--format={format}"), "-cf"])
+                .arg(&tar)
+                .arg("-C")
+                .arg(&src)
+                .args(["d/a.jpg", "d/b.jpg", &long, "d/latest.jpg", "d/pipe", "d"])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            let data = std::fs::read(&tar).unwrap();
+            let mut m = Records::new(InputFormat::Tar, &data);
+            let got: Vec<(String, usize)> = m
+                .by_ref()
+                .map(|(n, d)| (String::from_utf8_lossy(n).into_owned(), d.len()))
+                .collect();
+            // Each file once (tar adds `d`'s entries again after the directory: the links
+            // and the FIFO are members again, and a.jpg's copy now links to it).
+            let files: std::collections::BTreeSet<_> = got.iter().cloned().collect();
+            assert_eq!(
+                files,
+                [
+                    ("d/a.jpg".to_string(), 900),
+                    ("d/b.jpg".to_string(), 900),
+                    (long.clone(), 900)
+                ]
+                .into(),
+                "{format}"
+            );
+            assert!(m.error().is_none(), "{format}");
+            let why: Vec<&str> = m.passed_over().iter().map(|(_, w)| w.as_str()).collect();
+            assert!(
+                why.contains(
+                    &"tar member d/latest.jpg is a symbolic link to a.jpg (not followed): not read"
+                ) && why.contains(&"tar member d/pipe is a FIFO: not read"),
+                "{format}: {why:?}"
+            );
+            // Each listed at its header.
+            for (at, _) in m.passed_over() {
+                assert!(header(&data[*at..*at + BLOCK]).unwrap().is_some());
+            }
+            // A hard link in a piece without its target is listed, not dropped.
+            let cuts = tar_cuts(data.len() as u64, 1, |at, len| {
+                Ok::<_, ()>(data[at as usize..(at + len) as usize].to_vec())
+            })
+            .unwrap();
+            let second = &data[cuts[1] as usize..];
+            let mut m = Records::new(InputFormat::Tar, second);
+            assert_eq!(m.by_ref().count(), 0, "{format}: {cuts:?}");
+            assert!(
+                m.passed_over()[0].1.starts_with(
+                    "tar member d/b.jpg is a hard link to d/a.jpg, whose data is not in the part"
+                ),
+                "{format}: {:?}",
+                m.passed_over()
+            );
+        }
+        // A contiguous file (type 7) is a regular file.
+        let ok = std::process::Command::new("tar")
+            .args(["--format=gnu", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&src)
+            .arg("d/a.jpg")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let mut data = std::fs::read(&tar).unwrap();
+        data[156] = b'7';
+        let sum: u32 = data[..512]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(*b)
+                }
+            })
+            .sum();
+        data[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let first = TarMembers::new(&data).next().unwrap();
+        assert_eq!((first.0, first.1.len()), (&b"d/a.jpg"[..], 900));
     }
 
     #[test]

@@ -488,6 +488,11 @@ pub fn run_map<J: Job>(
                 cfg.input
             )));
         }
+        // Tar members with no file data to read (links, devices): listed and counted.
+        for (at, why) in input_records.passed_over() {
+            ctx.list_skipped(cfg.base_offset + *at as u64, why);
+            skipped += 1;
+        }
         if let Some((e, at)) = input_records.error() {
             // A corrupt or truncated shard: its readable members are mapped, the rest is
             // counted and listed with where the cut is and how much was not read, not a
