@@ -111,6 +111,27 @@ pub fn part_name(r: u32) -> String {
     format!("part-{r:05}")
 }
 
+/// `text` as one field of a tab-separated line: a backslash, tab, line feed or carriage
+/// return in it written as `\\`, `\t`, `\n`, `\r` (as PostgreSQL's text format and Hive
+/// write them), so that a name holding one cannot split a line or a field. Text without
+/// them is returned as it is.
+pub fn tsv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\\', '\t', '\n', '\r']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Returns where partition `r`'s committed part file waits for the job's commit: inside the
 /// output's `_temporary/`, so that the output directory holds no part file before all of them
 /// move into place at [`publish`] (Hadoop's v1 committer), and readers that glob `part-*`
@@ -240,9 +261,9 @@ pub fn publish(
             .map(|r| {
                 format!(
                     "{}\t{}\t{}\n",
-                    r.path,
+                    tsv_field(&r.path),
                     r.offset,
-                    r.message.replace(['\t', '\n'], " ")
+                    tsv_field(&r.message)
                 )
             })
             .collect();

@@ -1,8 +1,10 @@
 //! `tar-index`: the inventory of WebDataset-style tar shards: one line per member,
 //! `shard<TAB>member<TAB>bytes<TAB>crc32` (CRC32 in hex), by shard then member. Corrupt or
 //! truncated shards are counted in `corrupt_inputs`; their readable members are listed. A
-//! loose file (not named `*.tar`) is one line: its path, then its name under the input.
+//! loose file (not named `*.tar`) is one line: its path, then its name under the input. A
+//! backslash, tab or line break in a path or name is escaped ([`tsv_field`]).
 
+use crate::output::tsv_field;
 use crate::registry::{check_params, DynJob, JobError, JobInfo, Params};
 use crate::sdk::{Job, MapContext, ReduceContext, Values};
 use crate::InputFormat;
@@ -26,10 +28,11 @@ impl Job for TarIndex {
     const INPUT: InputFormat = InputFormat::Tar;
 
     fn map(&mut self, member: &[u8], ctx: &mut MapContext<'_, Self>) {
+        // A tab or line break in a name would split the line: such names are escaped.
         let key = format!(
             "{}\t{}",
-            ctx.input(),
-            String::from_utf8_lossy(ctx.record_name())
+            tsv_field(ctx.input()),
+            tsv_field(&String::from_utf8_lossy(ctx.record_name()))
         );
         ctx.emit(&key, (member.len() as u64, crc32fast::hash(member)));
     }
@@ -117,5 +120,37 @@ mod tests {
             make: |_| Ok(Box::new(Sizes)),
         });
         assert_eq!(run("sizes", &registry, &src), "k1.jpg\t3000\nk1.json\t6\n");
+    }
+
+    #[test]
+    fn a_name_with_a_tab_or_line_break_stays_on_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for name in ["a\ttab.jpg", "b\nline.jpg", "c\\back.jpg"] {
+            std::fs::write(src.join(name), b"x").unwrap();
+        }
+        let shards = dir.path().join("shards");
+        std::fs::create_dir_all(&shards).unwrap();
+        let tar = shards.join("s.tar");
+        assert!(std::process::Command::new("tar")
+            .args(["--no-unquote", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&src)
+            .args(["a\ttab.jpg", "b\nline.jpg", "c\\back.jpg"])
+            .status()
+            .unwrap()
+            .success());
+        let index = run("tar-index", &Registry::builtin(), &shards);
+        let names: Vec<&str> = index
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                assert_eq!(f.len(), 4, "{l:?}");
+                f[1]
+            })
+            .collect();
+        assert_eq!(names, ["a\\ttab.jpg", "b\\nline.jpg", "c\\\\back.jpg"]);
     }
 }
