@@ -465,14 +465,7 @@ fn an_output_written_inside_the_input_directory_is_not_read_by_the_next_run_on_b
             err.contains("wc-1 (an earlier job's output (it holds _SUCCESS)"),
             "{runner}: the output passed over is said: {err}"
         );
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(output.join("_MANIFEST.json")).unwrap()).unwrap();
-        let not_read: Vec<&str> = m["not_read"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["path"].as_str().unwrap())
-            .collect();
+        let not_read = not_read(&output);
         assert!(
             not_read.iter().any(|p| p.ends_with("/logs/wc-1")),
             "{runner}: {not_read:?}"

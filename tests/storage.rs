@@ -378,14 +378,7 @@ fn nested_and_compressed_inputs_read_alike_on_seaweedfs_and_s3() {
             .filter(|(n, _)| n.starts_with("part-"))
             .collect();
         assert!(got == want, "{root}: not the plain log's output");
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("_MANIFEST.json")).unwrap()).unwrap();
-        let not_read: Vec<&str> = m["not_read"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["path"].as_str().unwrap())
-            .collect();
+        let not_read = not_read(&out);
         assert_eq!(
             not_read,
             [

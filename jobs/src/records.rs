@@ -374,6 +374,22 @@ impl<'a> Iterator for TarMembers<'a> {
 mod tests {
     use super::*;
 
+    /// Writes the checksum of the header block at the start of `data` after an edit.
+    fn reseal(data: &mut [u8]) {
+        let sum: u32 = data[..BLOCK]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(*b)
+                }
+            })
+            .sum();
+        data[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+
     #[test]
     fn tar_members_as_written_by_the_tar_tool() {
         let dir = tempfile::tempdir().unwrap();
@@ -420,18 +436,7 @@ mod tests {
             // An absurd declared size is refused before anything is read.
             let mut huge = data.clone();
             huge[124..136].copy_from_slice(b"77777777777\0");
-            let sum: u32 = huge[..512]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    if (148..156).contains(&i) {
-                        32
-                    } else {
-                        u32::from(*b)
-                    }
-                })
-                .sum();
-            huge[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            reseal(&mut huge);
             let mut m = TarMembers::new(&huge);
             assert_eq!(m.by_ref().count(), 0);
             assert!(m.error.unwrap().contains("runs past the end"));
@@ -567,18 +572,7 @@ mod tests {
         assert!(ok);
         let mut data = std::fs::read(&tar).unwrap();
         data[156] = b'7';
-        let sum: u32 = data[..512]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u32::from(*b)
-                }
-            })
-            .sum();
-        data[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        reseal(&mut data);
         let first = TarMembers::new(&data).next().unwrap();
         assert_eq!((first.0, first.1.len()), (&b"d/a.jpg"[..], 900));
     }

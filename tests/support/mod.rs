@@ -91,6 +91,18 @@ pub fn read_output_uncovered(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The paths the output's manifest lists under `not_read` (what its job passed over).
+pub fn not_read(output: &Path) -> Vec<String> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("_MANIFEST.json")).unwrap()).unwrap();
+    m["not_read"].as_array().map_or_else(Vec::new, |entries| {
+        entries
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
+    })
+}
+
 /// Parses the `counters:` block the CLI prints.
 pub fn counters(stdout: &str) -> BTreeMap<String, u64> {
     stdout
