@@ -13,7 +13,9 @@ use crate::util::human_bytes;
 pub enum FsCommand {
     /// List files: a file, a directory's data files, or a glob. Names starting with `_` or
     /// `.` are left out, as a job's input leaves them out; a glob that starts with one lists
-    /// them (`quern fs ls 'out/views/_*'` shows `_SUCCESS` and `_MANIFEST.json`).
+    /// them (`quern fs ls 'out/views/_*'` shows `_SUCCESS` and `_MANIFEST.json`). So are the
+    /// files of an earlier job's output (a directory holding `_SUCCESS`) below the one named:
+    /// name the output to list it.
     Ls {
         /// A local path, a `seaweedfs://FILER/PATH` or an `s3://BUCKET/KEY` URL; may hold a glob.
         url: String,
