@@ -202,12 +202,9 @@ impl<'a> TarMembers<'a> {
     }
 }
 
-/// A tar header block's member size and type; `None` for an end-of-archive (zero) block.
-fn header(h: &[u8]) -> Result<Option<(u64, u8)>, &'static str> {
-    if h.iter().all(|b| *b == 0) {
-        return Ok(None);
-    }
-    let sum: u64 = h
+/// The checksum of a tar header block: its bytes summed, the checksum field counted as spaces.
+fn checksum(h: &[u8]) -> u64 {
+    h[..BLOCK]
         .iter()
         .enumerate()
         .map(|(i, b)| {
@@ -217,8 +214,15 @@ fn header(h: &[u8]) -> Result<Option<(u64, u8)>, &'static str> {
                 u64::from(*b)
             }
         })
-        .sum();
-    if octal(&h[148..156]) != Some(sum) {
+        .sum()
+}
+
+/// A tar header block's member size and type; `None` for an end-of-archive (zero) block.
+fn header(h: &[u8]) -> Result<Option<(u64, u8)>, &'static str> {
+    if h.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    if octal(&h[148..156]) != Some(checksum(h)) {
         return Err("bad tar header checksum");
     }
     let size = octal(&h[124..136]).ok_or("bad tar member size")?;
@@ -376,17 +380,7 @@ mod tests {
 
     /// Writes the checksum of the header block at the start of `data` after an edit.
     fn reseal(data: &mut [u8]) {
-        let sum: u32 = data[..BLOCK]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u32::from(*b)
-                }
-            })
-            .sum();
+        let sum = checksum(data);
         data[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     }
 

@@ -148,14 +148,20 @@ pub fn parse(line: &[u8]) -> Option<LogLine<'_>> {
     })
 }
 
+/// A request path without its query string (from the first `?`).
+fn without_query(path: &[u8]) -> &[u8] {
+    path.split(|&b| b == b'?').next().unwrap_or(path)
+}
+
 /// Returns the photo id of a view: GET, path exactly `/photos/<digits>.jpg` (a query string,
 /// such as a size or a cache buster, aside), status 200.
 pub fn photo_view(l: &LogLine<'_>) -> Option<u64> {
     if l.method != b"GET" || l.status != 200 {
         return None;
     }
-    let path = l.path.split(|&b| b == b'?').next().unwrap_or(l.path);
-    let digits = path.strip_prefix(b"/photos/")?.strip_suffix(b".jpg")?;
+    let digits = without_query(l.path)
+        .strip_prefix(b"/photos/")?
+        .strip_suffix(b".jpg")?;
     // Ids past u64 are not photo ids this service can have; treat such lines as non-views.
     (!digits.is_empty() && digits.len() <= 19 && digits.iter().all(|b| b.is_ascii_digit()))
         .then(|| number(digits))
@@ -308,7 +314,7 @@ pub const ENDPOINT_CLASSES: [&str; 7] = [
 
 /// Returns the endpoint class of a request path (see the module docs for the rules).
 pub fn endpoint_class(path: &[u8]) -> &'static str {
-    let path = path.split(|&b| b == b'?').next().unwrap_or(path);
+    let path = without_query(path);
     let last = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
     const STATIC_EXT: [&[u8]; 6] = [b".css", b".js", b".png", b".svg", b".ico", b".woff2"];
     if path.starts_with(b"/photos/") {
@@ -369,8 +375,8 @@ impl Job for EndpointStatsJob {
     type Value = EndpointStats;
     const COMBINE: Option<Combiner<EndpointStats>> = Some(EndpointStats::merge);
     const STATE: bool = true;
-    /// Version 1 counted lines from IPv6 clients malformed (and missed views with a query
-    /// string): outputs it wrote are not continued.
+    /// Version 1 counted lines from IPv6 clients malformed: outputs it wrote are not
+    /// continued.
     const VERSION: u32 = 2;
 
     fn map(&mut self, record: &[u8], ctx: &mut MapContext<'_, Self>) {
